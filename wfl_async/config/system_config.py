@@ -1,0 +1,116 @@
+"""One system's entry in ``config.json``: ExPyRe's keys, plus a few optional ones of ours.
+
+ExPyRe keys: ``host``, ``scheduler``, ``partitions`` (or ``queues``), ``header``,
+``no_default_header``, ``script_exec``, ``pre_submit_cmds``, ``commands``, ``rundir``,
+``remsh_cmd`` (accepted and ignored: we speak ssh ourselves).
+Ours: ``ssh_config`` (client config files for asyncssh; default ``~/.ssh/config``),
+``ssh_host_key_checking`` (default true), ``max_channels`` (concurrent ssh channels, default 8,
+below OpenSSH's MaxSessions of 10), ``python`` (interpreter in jobs, default ``python3``),
+``max_queued_jobs`` (jobs in the queue at once, default unlimited),
+``died_grace_seconds`` (how long a job may be missing from the queue without a marker before it
+is called died, default 30).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigurationError
+from .expyre_modules import expyre_module
+
+__all__ = ["SystemConfig", "builtin_local_system"]
+
+_EXPYRE_KEYS = {"host", "scheduler", "partitions", "queues", "header", "no_default_header", "script_exec",
+                "pre_submit_cmds", "commands", "rundir", "remsh_cmd"}
+_OUR_KEYS = {"ssh_config", "ssh_host_key_checking", "max_channels", "python", "max_queued_jobs",
+             "died_grace_seconds"}
+_SCHEDULERS = ("slurm", "pbs", "sge", "local")
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    name: str
+    host: str | None
+    scheduler: str
+    partitions: dict[str, dict[str, Any]]
+    """Partition name -> ``num_cores`` (per node), ``max_time`` (s or None), ``max_mem`` (kB or None), ..."""
+    header: list[str] = field(default_factory=list)
+    no_default_header: bool = False
+    script_exec: str = "/bin/bash"
+    pre_submit_cmds: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    rundir: str | None = None
+    ssh_config: list[str] | None = None
+    ssh_host_key_checking: bool = True
+    max_channels: int = 8
+    python: str = "python3"
+    max_queued_jobs: int | None = None
+    died_grace_seconds: float = 30.0
+
+    @classmethod
+    def from_json(cls, name: str, entry: Any, source: str = "config.json") -> SystemConfig:
+        """Validate one ``systems`` entry; errors name the system, the key and the fix."""
+        if not isinstance(entry, dict):
+            raise ConfigurationError(f"system {name!r} in {source} must be a JSON object")
+        unknown = set(entry) - _EXPYRE_KEYS - _OUR_KEYS
+        if unknown:
+            raise ConfigurationError(f"system {name!r} in {source} has unknown keys {sorted(unknown)}; "
+                                     f"valid keys are {sorted(_EXPYRE_KEYS | _OUR_KEYS)}")
+        entry = dict(entry)
+        if "queues" in entry:
+            if "partitions" in entry:
+                raise ConfigurationError(f"system {name!r} in {source} has both 'partitions' and 'queues'; keep one")
+            entry["partitions"] = entry.pop("queues")
+        scheduler = entry.get("scheduler")
+        if scheduler not in _SCHEDULERS:
+            raise ConfigurationError(f"system {name!r} in {source}: scheduler {scheduler!r} is not one of "
+                                     f"{list(_SCHEDULERS)}")
+        if "host" not in entry:
+            raise ConfigurationError(f"system {name!r} in {source} needs a \"host\" (null for this machine)")
+        ssh_config = entry.get("ssh_config")
+        if isinstance(ssh_config, str):
+            ssh_config = [ssh_config]
+        return cls(
+            name=name, host=entry["host"], scheduler=scheduler,
+            partitions=_parse_partitions(name, entry.get("partitions"), source),
+            header=list(entry.get("header", [])), no_default_header=bool(entry.get("no_default_header", False)),
+            script_exec=entry.get("script_exec", "/bin/bash"),
+            pre_submit_cmds=list(entry.get("pre_submit_cmds", [])), commands=list(entry.get("commands", [])),
+            rundir=entry.get("rundir"), ssh_config=ssh_config,
+            ssh_host_key_checking=bool(entry.get("ssh_host_key_checking", True)),
+            max_channels=int(entry.get("max_channels", 8)),
+            # on this machine the interpreter running the workflow is the one that has wfl_async
+            python=entry.get("python", sys.executable if entry["host"] is None else "python3"),
+            max_queued_jobs=entry.get("max_queued_jobs"),
+            died_grace_seconds=float(entry.get("died_grace_seconds", 30.0)),
+        )
+
+
+def _parse_partitions(name: str, partitions: Any, source: str) -> dict[str, dict[str, Any]]:
+    units = expyre_module("units")
+    if partitions is None:
+        partitions = {"default": {"num_cores": os.cpu_count() or 1, "max_time": None, "max_mem": None}}
+    if not isinstance(partitions, dict) or not partitions:
+        raise ConfigurationError(f"system {name!r} in {source}: \"partitions\" must map names to "
+                                 f"{{\"num_cores\": ..., \"max_time\": ..., \"max_mem\": ...}}")
+    parsed: dict[str, dict[str, Any]] = {}
+    for pname, spec in partitions.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("num_cores"), int):
+            raise ConfigurationError(f"system {name!r} partition {pname!r} in {source} needs an integer "
+                                     f"\"num_cores\" (cores per node)")
+        try:
+            parsed[pname] = {**spec, "max_time": units.time_to_sec(spec.get("max_time")),
+                             "max_mem": units.mem_to_kB(spec.get("max_mem"))}
+        except ValueError as exc:
+            raise ConfigurationError(f"system {name!r} partition {pname!r} in {source}: {exc}") from exc
+    return parsed
+
+
+def builtin_local_system() -> SystemConfig:
+    """The ``local`` system that exists with no config: background processes on this machine."""
+    return SystemConfig(name="local", host=None, scheduler="local", python=sys.executable,
+                        partitions={"local": {"num_cores": os.cpu_count() or 1, "max_time": None,
+                                              "max_mem": None}})

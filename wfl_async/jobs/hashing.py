@@ -1,0 +1,97 @@
+"""The job key: what makes two calls "the same job" for restarts and deduplication.
+
+The key hashes the function's identity, its arguments pickled (minus ``hash_ignore``),
+and the names and contents of the input files, as wfl + ExPyRe do. The output spec is
+never an argument of a job, so it never enters the key. Code changes are NOT detected
+by default (as in wfl); ``code_version`` opts in: ``True`` adds the source of the
+function's module, a string adds that explicit version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import pickle
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from ..errors import ConfigurationError
+
+__all__ = ["job_key", "pickle_task"]
+
+
+def pickle_task(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+    """Pickle ``(function, args, kwargs)`` for the remote worker.
+
+    cloudpickle sends module-level functions by reference (the remote imports their module)
+    and ``__main__`` functions and lambdas by value.
+
+    :raises ConfigurationError: something cannot be pickled; nothing has been submitted
+    """
+    try:
+        return cloudpickle.dumps((function, tuple(args), dict(kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot pickle the call to {_identity(function)}: {exc}. A queued job needs a picklable "
+            f"function and arguments: define the function at module level and pass plain data "
+            f"(or a (Class, args, kwargs) tuple instead of a live calculator object).") from exc
+
+
+def job_key(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], *,
+            hash_ignore: Sequence[int | str] = (), input_files: Sequence[str | Path] = (),
+            code_version: bool | str | None = None) -> str:
+    """Hex sha256 identifying this call; equal for calls that would compute the same thing."""
+    digest = hashlib.sha256()
+    digest.update(_identity(function).encode())
+    kept_args = [a for i, a in enumerate(args) if i not in hash_ignore]
+    kept_kwargs = {k: v for k, v in sorted(kwargs.items()) if k not in hash_ignore}
+    digest.update(_stable_pickle((kept_args, kept_kwargs), function))
+    for path in input_files:
+        _hash_path(digest, Path(path))
+    if code_version is True:
+        digest.update(_code_of(function).encode())
+    elif isinstance(code_version, str):
+        digest.update(b"version:" + code_version.encode())
+    return digest.hexdigest()
+
+
+def _identity(function: Callable[..., Any]) -> str:
+    module = getattr(function, "__module__", None) or "?"
+    name = getattr(function, "__qualname__", None) or repr(function)
+    return f"{module}.{name}"
+
+
+def _stable_pickle(obj: Any, function: Callable[..., Any]) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=4)
+    except Exception:
+        try:
+            return cloudpickle.dumps(obj, protocol=4)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"cannot pickle the arguments of {_identity(function)}: {exc}. Pass picklable arguments, "
+                f"or list the offending ones in hash_ignore only if they do not change the result.") from exc
+
+
+def _hash_path(digest: Any, path: Path) -> None:
+    if not path.exists():
+        raise ConfigurationError(f"input file {str(path)!r} does not exist; fix input_files "
+                                 f"(relative paths are taken from the current directory)")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path.parent)).encode())
+        try:
+            digest.update(file.read_bytes())
+        except OSError as exc:
+            raise ConfigurationError(f"input file {str(file)!r} cannot be read: {exc}") from exc
+
+
+def _code_of(function: Callable[..., Any]) -> str:
+    module = inspect.getmodule(function)
+    try:
+        return inspect.getsource(module) if module is not None else inspect.getsource(function)
+    except (OSError, TypeError):
+        return _identity(function)

@@ -1,0 +1,21 @@
+"""Names of the files in a job directory, shared by the driver and the remote worker.
+
+The worker writes ``RESULT`` atomically (temporary name, then rename) and only then the
+final marker, so a marker always means a complete result. This module imports nothing:
+it is loaded in every queued job.
+"""
+
+TASK = "_wfl_async_task.pkl"
+"""The pickled ``(function, args, kwargs)``."""
+RESULT = "_wfl_async_result.pkl"
+"""The pickled outcome: ``("return", value)`` or ``("raise", exception-or-None, type, message, traceback)``."""
+STARTED = "_wfl_async_started"
+SUCCEEDED = "_wfl_async_succeeded"
+FAILED = "_wfl_async_failed"
+FINAL_MARKERS = (SUCCEEDED, FAILED)
+SUBMIT_LOCK = "_wfl_async_submit.lock"
+"""Directory created with ``mkdir`` around submission: only one submitter ever wins."""
+REMOTE_ID = "_wfl_async_remote_id"
+"""The queue's id of the job, written by the submitter that won the lock."""
+WORKER_LOG = "_wfl_async_worker.log"
+"""stdout and stderr of the worker (the function's prints, the remote traceback)."""

@@ -1,0 +1,213 @@
+"""The scheduler interface: pure functions from job descriptions to shell text and back.
+
+A scheduler does no I/O. The system (``wfl_async.system``) runs the commands a scheduler
+builds, over whichever transport it has, and hands the output back to be parsed. That keeps
+every scheduler testable on captured output, and lets the system batch: one command
+submits many job scripts, one command reports on every outstanding job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..errors import SchedulerError
+from .states import QueueState
+
+__all__ = ["JobScriptSpec", "Scheduler", "SubmitResult"]
+
+_SUBMIT_FIELD_SEP = "\t"
+
+
+def time_to_hms(seconds: int) -> str:
+    """``H:MM:SS`` as Slurm, PBS and SGE accept it."""
+    return f"{seconds // 3600}:{(seconds // 60) % 60:02d}:{seconds % 60:02d}"
+
+
+@dataclass(frozen=True)
+class JobScriptSpec:
+    """Everything needed to write one job script.
+
+    ``header`` lines may use ExPyRe's placeholders ``{num_nodes}``, ``{num_cores}``,
+    ``{num_cores_per_node}``, ``{partition}``, ``{queue}``, ``{id}`` and ``{max_time}``.
+    """
+
+    job_id: str
+    """Name of the job in the queue (``{id}``); already safe for a scheduler directive."""
+    job_dir: str
+    """Absolute directory of the job on the system where it runs."""
+    partition: str
+    num_nodes: int
+    num_cores: int
+    num_cores_per_node: int
+    max_time: int
+    """Seconds."""
+    header: Sequence[str] = ()
+    commands: Sequence[str] = ()
+    no_default_header: bool = False
+    script_exec: str = "/bin/bash"
+    placeholders: Mapping[str, str] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, object]:
+        return {
+            "id": self.job_id,
+            "partition": self.partition,
+            "queue": self.partition,
+            "num_nodes": self.num_nodes,
+            "num_cores": self.num_cores,
+            "num_cores_per_node": self.num_cores_per_node,
+            "ncores": self.num_cores,
+            "ppn": self.num_cores_per_node,
+            "max_time": time_to_hms(self.max_time),
+            **self.placeholders,
+        }
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """Outcome of submitting one script of a batch: a remote id, or the scheduler's complaint."""
+
+    remote_id: str | None
+    error: str | None = None
+
+
+class Scheduler(ABC):
+    """Builds job scripts and scheduler commands; parses what the commands print.
+
+    Subclasses set the class variables and implement the four ``*_status``/``parse`` hooks.
+    """
+
+    name: ClassVar[str]
+    script_name: ClassVar[str]
+    """File name of the job script inside the job directory."""
+    submit_program: ClassVar[str]
+    """Shell words that submit ``script_name`` from inside the job directory."""
+    cancel_program: ClassVar[str]
+    hold_program: ClassVar[str]
+    release_program: ClassVar[str]
+    env_prefix: ClassVar[str]
+    """Prefix of the variables the scheduler sets in a job (``SLURM``, ``PBS``, ``SGE``)."""
+
+    # ---------------------------------------------------------------- job script
+    @abstractmethod
+    def default_header(self) -> list[str]:
+        """Directives added unless the system sets ``no_default_header``."""
+
+    @abstractmethod
+    def cores_per_node_commands(self, spec: JobScriptSpec) -> list[str]:
+        """Shell lines that export ``EXPYRE_NUM_CORES_PER_NODE`` inside the running job."""
+
+    def render_script(self, spec: JobScriptSpec) -> str:
+        """The whole job script: header directives, ExPyRe's ``EXPYRE_NUM_*`` variables, body."""
+        fields = spec.fields()
+        header = list(spec.header)
+        if not spec.no_default_header:
+            header = self.default_header() + header
+        header_text = [self._format_line(line, fields) for line in header]
+        commands = [
+            *self.cores_per_node_commands(spec),
+            f"export EXPYRE_NUM_NODES={spec.num_nodes}",
+            f"export EXPYRE_NUM_CORES={spec.num_cores}",
+            # ExPyRe's older spellings, used in wfl's documentation (EXPYRE_NCORES_PER_NODE)
+            "export EXPYRE_NCORES_PER_NODE=$EXPYRE_NUM_CORES_PER_NODE",
+            f"cd {shlex.quote(spec.job_dir)}",
+            *spec.commands,
+        ]
+        return "#!" + spec.script_exec + "\n" + "\n".join(header_text) + "\n\n" + "\n".join(commands) + "\n"
+
+    @staticmethod
+    def _format_line(line: str, fields: Mapping[str, object]) -> str:
+        try:
+            return line.rstrip().format(**fields)
+        except (KeyError, IndexError) as exc:
+            raise SchedulerError(
+                f"header line {line!r} uses placeholder {exc} which is not one of "
+                f"{sorted(fields)}; fix the 'header' entry in config.json (write literal braces as '{{{{')"
+            ) from exc
+        except (ValueError, AttributeError) as exc:
+            raise SchedulerError(
+                f"header line {line!r} is not a valid template ({exc}); placeholders are "
+                f"{sorted(fields)}, written as {{name}}; write literal braces as '{{{{' and '}}}}'"
+            ) from exc
+
+    # ---------------------------------------------------------------- submit
+    def submit_command(self, job_dirs: Sequence[str]) -> str:
+        """One shell command that submits the job script in each of ``job_dirs``.
+
+        It prints one line per directory, in order: index, exit status, and the submit
+        program's output with newlines folded, so one failed submission does not hide the rest.
+        """
+        quoted = " ".join(shlex.quote(d) for d in job_dirs)
+        return (
+            f"{self.unset_env_command()}i=0; for d in {quoted}; do "
+            f'out=$(cd "$d" && {self.submit_invocation()} </dev/null 2>&1); rc=$?; '
+            "printf '%d\\t%d\\t%s\\n' \"$i\" \"$rc\" \"$(printf '%s' \"$out\" | tr '\\n\\t' '  ')\"; "
+            "i=$((i+1)); done"
+        )
+
+    def parse_submit_output(self, stdout: str, count: int) -> list[SubmitResult]:
+        """Turn ``submit_command``'s output into one result per submitted directory."""
+        results: list[SubmitResult] = [SubmitResult(None, "no answer from the submit command")] * count
+        for line in stdout.splitlines():
+            parts = line.split(_SUBMIT_FIELD_SEP, 2)
+            if len(parts) != 3 or not parts[0].isdigit():
+                continue
+            index, rc, out = int(parts[0]), parts[1], parts[2].strip()
+            if index >= count:
+                continue
+            remote_id = self.parse_submitted_id(out) if rc == "0" else None
+            results[index] = SubmitResult(remote_id, None if remote_id else (out or f"exit status {rc}"))
+        return results
+
+    def submit_invocation(self) -> str:
+        """Shell text that submits ``script_name`` from inside the job directory.
+
+        ``submit_program`` followed by the script name, unless a scheduler needs more
+        (the local scheduler launches a detached runner whose words depend on its options).
+        """
+        return f"{self.submit_program} {shlex.quote(self.script_name)}"
+
+    @abstractmethod
+    def parse_submitted_id(self, output: str) -> str | None:
+        """The job id in the submit program's output, or None if there is none."""
+
+    def unset_env_command(self) -> str:
+        """With ``WFL_SCHEDULER_IGNORE_ENV`` set, drop the enclosing job's scheduler variables.
+
+        Needed when a workflow itself runs inside a queued job and submits more jobs.
+        """
+        if "WFL_SCHEDULER_IGNORE_ENV" not in os.environ:
+            return ""
+        names = [v for v in os.environ if v.startswith(self.env_prefix + "_")]
+        return "".join(f"unset {shlex.quote(n)}; " for n in names)
+
+    # ---------------------------------------------------------------- status
+    @abstractmethod
+    def status_command(self) -> str:
+        """One command that lists every job of the current user with its state."""
+
+    @abstractmethod
+    def parse_status_output(self, stdout: str) -> dict[str, QueueState]:
+        """Map remote id to state for every job ``status_command`` listed."""
+
+    # ---------------------------------------------------------------- control
+    def cancel_command(self, remote_ids: Sequence[str]) -> str:
+        return self._ids_command(self.cancel_program, remote_ids)
+
+    def hold_command(self, remote_ids: Sequence[str]) -> str:
+        return self._ids_command(self.hold_program, remote_ids)
+
+    def release_command(self, remote_ids: Sequence[str]) -> str:
+        return self._ids_command(self.release_program, remote_ids)
+
+    @staticmethod
+    def _ids_command(program: str, remote_ids: Sequence[str]) -> str:
+        for rid in remote_ids:
+            if not re.fullmatch(r"[A-Za-z0-9_.\[\]-]+", rid):
+                raise SchedulerError(f"refusing to pass odd job id {rid!r} to {program}")
+        return f"{program} {' '.join(shlex.quote(r) for r in remote_ids)}"

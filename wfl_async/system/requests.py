@@ -1,0 +1,59 @@
+"""What the job layer hands the system: one job to stage and submit, one job to watch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from ..scheduler.states import QueueState
+
+__all__ = ["JobOutcome", "SubmitRequest", "Watch"]
+
+
+@dataclass
+class SubmitRequest:
+    """A staged job directory waiting for the next submit batch."""
+
+    job_dir: str
+    """Directory name, the same under the local stage root and the remote root."""
+    job_name: str
+    partition: str
+    node_dict: dict[str, int]
+    max_time: int
+    header_extra: Sequence[str]
+    body: Sequence[str]
+    """Job script lines after the system's own ``commands``."""
+    upload: Sequence[str]
+    """Paths relative to the local stage root to copy (the job's task and input files)."""
+    done: anyio.Event = field(default_factory=anyio.Event)
+    remote_id: str | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class JobOutcome:
+    """How a watched job ended, as the poller saw it."""
+
+    marker: str | None
+    """``succeeded``/``failed`` marker found, or None when the job died."""
+    queue_state: QueueState | None = None
+    message: str = ""
+
+
+@dataclass
+class Watch:
+    """A submitted job the poller keeps an eye on."""
+
+    job_dir: str
+    remote_id: str | None
+    fetch: Sequence[str]
+    """Files (relative to the job directory) to bring back once it has a final marker."""
+    local_root: Path
+    check_interval: float
+    key: str = ""
+    outcome: JobOutcome | None = None
+    started: bool = False
+    missing_since: float | None = None
