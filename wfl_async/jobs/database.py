@@ -102,6 +102,8 @@ class Claim:
 
     record: JobRecord
     fresh: bool
+    previous: JobStatus | None = None
+    """Status before this claim; a fresh claim over a failed/died/processed job must start clean."""
 
 
 def process_owner() -> str:
@@ -176,16 +178,17 @@ class JobsDatabase:
         """
         now = time.time()
         async with self._write_lock:
-            fresh = await self._claim_in_transaction(key, name, system, job_dir, owner, now)
+            fresh, previous = await self._claim_in_transaction(key, name, system, job_dir, owner, now)
         record = await self.get(key)
         assert record is not None
-        return Claim(record, fresh)
+        return Claim(record, fresh, previous)
 
     async def _claim_in_transaction(self, key: str, name: str, system: str, job_dir: str, owner: str,
-                                    now: float) -> bool:
+                                    now: float) -> tuple[bool, JobStatus | None]:
         await self.conn.execute("BEGIN IMMEDIATE")
         try:
             row = await self._fetch_one("SELECT * FROM jobs WHERE key = ?", (key,))
+            previous = row.status if row is not None else None
             if row is None:
                 await self.conn.execute(
                     "INSERT INTO jobs (key, name, system, status, job_dir, owner, created_at, updated_at) "
@@ -205,7 +208,7 @@ class JobsDatabase:
         except BaseException:
             await self.conn.execute("ROLLBACK")
             raise
-        return fresh
+        return fresh, previous
 
     # ------------------------------------------------------------------ updates
     async def update_many(self, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:

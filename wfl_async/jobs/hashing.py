@@ -1,6 +1,7 @@
 """The job key: what makes two calls "the same job" for restarts and deduplication.
 
-The key hashes the function's identity, its arguments pickled (minus ``hash_ignore``),
+The key hashes the job's name (as ExPyRe, whose restart lookup matches ``name_hash``), the
+function's identity, its arguments pickled (minus ``hash_ignore``),
 and the names and contents of the input files, as wfl + ExPyRe do. The output spec is
 never an argument of a job, so it never enters the key. Code changes are NOT detected
 by default (as in wfl); ``code_version`` opts in: ``True`` adds the source of the
@@ -41,11 +42,11 @@ def pickle_task(function: Callable[..., Any], args: Sequence[Any], kwargs: Mappi
 
 
 def job_key(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], *,
-            hash_ignore: Sequence[int | str] = (), input_files: Sequence[str | Path] = (),
+            name: str = "", hash_ignore: Sequence[int | str] = (), input_files: Sequence[str | Path] = (),
             code_version: bool | str | None = None) -> str:
     """Hex sha256 identifying this call; equal for calls that would compute the same thing."""
     digest = hashlib.sha256()
-    digest.update(_identity(function).encode())
+    digest.update(name.encode() + b"\0" + _identity(function).encode())
     kept_args = [a for i, a in enumerate(args) if i not in hash_ignore]
     kept_kwargs = {k: v for k, v in sorted(kwargs.items()) if k not in hash_ignore}
     digest.update(_stable_pickle((kept_args, kept_kwargs), function))

@@ -99,7 +99,7 @@ class RemoteJob:
                 raise ConfigurationError(f"env_vars entry {assignment!r} is not NAME=value; write e.g. "
                                          f"\"OMP_NUM_THREADS=1\"")
         task = pickle_task(self.function, self.args, self.kwargs)
-        key = job_key(self.function, self.args, self.kwargs, hash_ignore=self.hash_ignore,
+        key = job_key(self.function, self.args, self.kwargs, name=self.job_name, hash_ignore=self.hash_ignore,
                       input_files=self.input_files, code_version=self.code_version)
         return PreparedJob(self, runtime, system, key, job_dir_name(self.job_name, key), task,
                            partition, node_dict, max_time)
@@ -133,7 +133,7 @@ class PreparedJob:
             await db.update(self.key, status=JobStatus.FAILED, message="died; resubmitting")
             return await self.result()
         if claim.fresh:
-            record = await self._stage_and_submit()
+            record = await self._stage_and_submit(reset=claim.previous not in (None, JobStatus.CREATED))
         elif record.status is JobStatus.CREATED:
             record = await self._await_other_submitter()
 
@@ -160,11 +160,12 @@ class PreparedJob:
                                f"Look at {self.local_dir}; set resubmit_killed_jobs=True to resubmit.")
         return await self._load_result()
 
-    async def _stage_and_submit(self) -> JobRecord:
+    async def _stage_and_submit(self, reset: bool) -> JobRecord:
         uploads = await anyio.to_thread.run_sync(self._stage_locally)
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
-                                header_extra=list(self.spec.header_extra), body=self._job_body(), upload=uploads)
+                                header_extra=list(self.spec.header_extra), body=self._job_body(), upload=uploads,
+                                reset=reset)
         remote_id = await self.system.submit(request, self.runtime.stage_root)
         await self.runtime.db.update(self.key, status=JobStatus.SUBMITTED, remote_id=remote_id,
                                      remote_root=await self.system.remote_root())

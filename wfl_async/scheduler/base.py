@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import string
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..errors import SchedulerError
+from ..jobs import layout
 from .states import QueueState
 
 __all__ = ["JobScriptSpec", "Scheduler", "SubmitResult"]
@@ -122,18 +124,24 @@ class Scheduler(ABC):
 
     @staticmethod
     def _format_line(line: str, fields: Mapping[str, object]) -> str:
+        """Fill ``{name}`` placeholders; only plain names of ``fields`` (no ``{id.attr}``, ``{0}``)."""
         try:
-            return line.rstrip().format(**fields)
-        except (KeyError, IndexError) as exc:
-            raise SchedulerError(
-                f"header line {line!r} uses placeholder {exc} which is not one of "
-                f"{sorted(fields)}; fix the 'header' entry in config.json (write literal braces as '{{{{')"
-            ) from exc
-        except (ValueError, AttributeError) as exc:
+            names = [name for _, name, _, _ in string.Formatter().parse(line) if name is not None]
+        except ValueError as exc:
             raise SchedulerError(
                 f"header line {line!r} is not a valid template ({exc}); placeholders are "
                 f"{sorted(fields)}, written as {{name}}; write literal braces as '{{{{' and '}}}}'"
             ) from exc
+        for name in names:
+            if name not in fields:
+                raise SchedulerError(
+                    f"header line {line!r} uses placeholder {name!r} which is not one of "
+                    f"{sorted(fields)}; fix the 'header' entry in config.json (write literal braces as '{{{{')"
+                )
+        try:
+            return line.rstrip().format(**fields)
+        except (ValueError, TypeError) as exc:  # e.g. a format spec that does not fit the value
+            raise SchedulerError(f"header line {line!r} cannot be filled in: {exc}") from None
 
     # ---------------------------------------------------------------- submit
     def submit_command(self, job_dirs: Sequence[str]) -> str:
@@ -143,9 +151,17 @@ class Scheduler(ABC):
         program's output with newlines folded, so one failed submission does not hide the rest.
         """
         quoted = " ".join(shlex.quote(d) for d in job_dirs)
+        # Exactly once, even across a crash between submitting and recording the id: the
+        # submitter that creates the lock directory submits and keeps the scheduler's answer;
+        # anyone later (a rerun taking over an interrupted submission) reads that answer back.
+        lock, answer = f'"$d/{layout.SUBMIT_LOCK}"', f'"$d/{layout.SUBMIT_ANSWER}"'
         return (
             f"{self.unset_env_command()}i=0; for d in {quoted}; do "
+            f"if mkdir {lock} 2>/dev/null; then "
             f'out=$(cd "$d" && {self.submit_invocation()} </dev/null 2>&1); rc=$?; '
+            f"if [ $rc -eq 0 ]; then printf '%s' \"$out\" > {answer}; else rmdir {lock}; fi; "
+            f"else out=$(cat {answer} 2>/dev/null || echo 'another submission of this job is in progress'); "
+            "rc=$?; fi; "
             "printf '%d\\t%d\\t%s\\n' \"$i\" \"$rc\" \"$(printf '%s' \"$out\" | tr '\\n\\t' '  ')\"; "
             "i=$((i+1)); done"
         )

@@ -28,6 +28,8 @@ class SubmitRequest:
     """Job script lines after the system's own ``commands``."""
     upload: Sequence[str]
     """Paths relative to the local stage root to copy (the job's task and input files)."""
+    reset: bool = False
+    """Remove the job's remote directory first (a job created afresh after it failed or died)."""
     done: anyio.Event = field(default_factory=anyio.Event)
     remote_id: str | None = None
     error: BaseException | None = None

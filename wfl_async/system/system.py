@@ -74,6 +74,14 @@ class System:
     def name(self) -> str:
         return self.config.name
 
+    def watched_count(self) -> int:
+        """Jobs submitted and not yet seen to finish."""
+        return len(self._watches)
+
+    def running_count(self) -> int:
+        """Watched jobs whose worker has started."""
+        return sum(1 for w in self._watches.values() if w.started)
+
     # ------------------------------------------------------------------ resources
     def select_partition(self, resources: dict[str, Any], *, exact_fit: bool = True,
                          partial_node: bool = False) -> tuple[str, dict[str, int], int]:
@@ -159,7 +167,10 @@ class System:
         submit = self.scheduler.submit_command([f"{root}/{item.job_dir}" for item in batch])
         self.stats["submit_commands"] += 1
         self.stats["scheduler_calls"] += 1
-        result = await self.transport.upload(local_root, uploads, root, then=f"{{ {self._scheduler_prefix()}{submit}; }}")
+        resets = [shlex.quote(f"{root}/{item.job_dir}") for item in batch if item.reset]
+        result = await self.transport.upload(local_root, uploads, root,
+                                             before=f"rm -rf -- {' '.join(resets)}" if resets else "",
+                                             then=f"{{ {self._scheduler_prefix()}{submit}; }}")
         parsed = self.scheduler.parse_submit_output(result.stdout.decode(errors="replace"), len(batch))
         for item, outcome in zip(batch, parsed, strict=True):
             if outcome.remote_id is None:

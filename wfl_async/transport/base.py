@@ -68,14 +68,16 @@ class Transport(ABC):
         return result
 
     async def upload(self, local_root: Path, relpaths: Sequence[str], remote_root: str,
-                     *, then: str = "") -> CompletedProcess[bytes]:
+                     *, before: str = "", then: str = "") -> CompletedProcess[bytes]:
         """Copy ``local_root/relpath`` for each relpath to ``remote_root/relpath`` in one stream.
 
+        :param before: shell text run first, in the same command
         :param then: shell text run after unpacking, in the same command (saves a round trip)
         """
         data = await anyio.to_thread.run_sync(_pack, local_root, relpaths)
         root = shlex.quote(remote_root)
-        command = f"mkdir -p {root} && tar -C {root} -xf -"
+        command = f"{before} && " if before else ""
+        command += f"mkdir -p {root} && tar -C {root} -xf -"
         if then:
             command += f" && {then}"
         return await self.run(command, stdin=data)

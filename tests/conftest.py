@@ -1,0 +1,114 @@
+"""Test configuration, with wfl's conventions for remote tests.
+
+* ``--runremote`` enables tests that need a real queueing system (marker ``remote``). They run on
+  every system of the ExPyRe config (``$EXPYRE_ROOT`` or ``~/.expyre``), filtered by the regexp in
+  ``EXPYRE_PYTEST_SYSTEMS``. ``scripts/testinfra/start_all.sh`` starts real Slurm, SGE, Torque-style
+  PBS commands and an sshd, and writes such a config; ``source /tmp/wfl_async_testinfra/env.sh``.
+* ``--basetemp`` (pytest's own) puts test directories where the queueing system can see them.
+* ``WFL_PYTEST_EXPYRE_INFO``: JSON dict of fields added to every RemoteInfo in high-level tests.
+* Under CI (``CI`` set), leaving out ``--runremote`` or having no system is an error, not a skip:
+  a missing daemon must fail the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wfl_async.config import load_config
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runremote", action="store_true", default=False,
+                     help="run tests that submit jobs to the real systems of the ExPyRe config")
+    parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: slow test (enabled with --runslow)")
+    if os.environ.get("CI") and not config.getoption("--runremote"):
+        raise pytest.UsageError("CI must run the remote tests: pass --runremote (see README)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_remote = pytest.mark.skip(reason="needs --runremote and real queueing systems")
+    skip_slow = pytest.mark.skip(reason="needs --runslow")
+    for item in items:
+        if "remote" in item.keywords and not config.getoption("--runremote"):
+            item.add_marker(skip_remote)
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+
+
+def remote_system_names() -> list[str]:
+    """Systems of the user's config (not the built-in ``local``), filtered by ``EXPYRE_PYTEST_SYSTEMS``."""
+    config = load_config()
+    names = [n for n in config.systems if config.config_files and n in _file_system_names(config.config_files)]
+    pattern = os.environ.get("EXPYRE_PYTEST_SYSTEMS")
+    if pattern:
+        names = [n for n in names if re.search(pattern, n)]
+    return names
+
+
+def _file_system_names(files: tuple[Path, ...]) -> set[str]:
+    names: set[str] = set()
+    for path in files:
+        names |= set(json.loads(path.read_text()).get("systems", {}))
+    return names
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "remote_system" in metafunc.fixturenames:
+        names = remote_system_names() if metafunc.config.getoption("--runremote") else ["local"]
+        if not names and metafunc.config.getoption("--runremote"):
+            raise pytest.UsageError(
+                "--runremote given but no system found: run scripts/testinfra/start_all.sh and "
+                "source /tmp/wfl_async_testinfra/env.sh (or set EXPYRE_ROOT / EXPYRE_PYTEST_SYSTEMS)")
+        metafunc.parametrize("remote_system", names)
+
+
+@pytest.fixture(scope="session")
+def expyre_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private EXPYRE_ROOT for the session: the user's merged config, its own jobs database.
+
+    Systems get a short ``died_grace_seconds`` so died-job tests do not wait 30 s.
+    """
+    config = load_config()
+    merged: dict[str, Any] = {"systems": {}}
+    for path in config.config_files:
+        merged["systems"].update(json.loads(path.read_text()).get("systems", {}))
+    for entry in merged["systems"].values():
+        entry.setdefault("died_grace_seconds", 5)
+    root = tmp_path_factory.mktemp("expyre_root")
+    (root / "config.json").write_text(json.dumps(merged, indent=1))
+    saved = os.environ.get("EXPYRE_ROOT")
+    os.environ["EXPYRE_ROOT"] = str(root)
+    yield root
+    if saved is None:
+        os.environ.pop("EXPYRE_ROOT", None)
+    else:
+        os.environ["EXPYRE_ROOT"] = saved
+
+
+@pytest.fixture
+def fresh_expyre_root(tmp_path: Path, expyre_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Like ``expyre_root`` but with an empty jobs database for this test only."""
+    root = tmp_path / "_expyre"
+    root.mkdir()
+    shutil.copy(expyre_root / "config.json", root / "config.json")
+    monkeypatch.setenv("EXPYRE_ROOT", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def wfl_pytest_expyre_info() -> dict[str, Any]:
+    """``WFL_PYTEST_EXPYRE_INFO``: extra RemoteInfo fields for high-level remote tests."""
+    text = os.environ.get("WFL_PYTEST_EXPYRE_INFO")
+    return json.loads(text) if text else {}

@@ -1,0 +1,30 @@
+"""Functions the remote tests run in queued jobs (importable there through PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def read_env_and_files(input_name: str, output_name: str, variable: str) -> dict[str, str]:
+    """Read a staged input file and an env var, write an output file to be copied back."""
+    text = Path(input_name).read_text()
+    Path(output_name).write_text(text.upper())
+    return {"input": text, "env": os.environ.get(variable, "<unset>"),
+            "subprocesses": os.environ.get("WFL_NUM_PYTHON_SUBPROCESSES", "<unset>"),
+            "cores_per_node": os.environ.get("EXPYRE_NUM_CORES_PER_NODE", "<unset>"),
+            "pre": Path("pre_cmd_ran").read_text().strip() if Path("pre_cmd_ran").exists() else "<no>"}
+
+
+class CustomRemoteError(ValueError):
+    """An exception type that must come back with its own type."""
+
+
+def raise_custom(message: str) -> None:
+    raise CustomRemoteError(message)
+
+
+def sleep_then_return(seconds: float, value: object) -> object:
+    time.sleep(seconds)
+    return value

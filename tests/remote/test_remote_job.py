@@ -1,0 +1,159 @@
+"""The job API on every configured system, directly and through the sshd (``--runremote``)."""
+
+from __future__ import annotations
+
+import operator
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.helpers import remote_functions as rf
+from wfl_async.errors import ConfigurationError, JobDiedError, JobTimeoutError
+from wfl_async.jobs.database import JobStatus
+from wfl_async.jobs.remote_job import RemoteJob
+from wfl_async.runtime import runtime_scope
+
+pytestmark = pytest.mark.remote
+
+RESOURCES = {"num_nodes": 1, "max_time": "10m"}
+HOSTILE = "odd name ' \" $HOME + ü"
+
+
+def job(remote_system: str, function, args=(), **kwargs) -> RemoteJob:  # type: ignore[no-untyped-def]
+    kwargs.setdefault("job_name", f"t-{remote_system}-{uuid.uuid4().hex[:6]}")
+    return RemoteJob(function, args, sys_name=remote_system, resources=RESOURCES, check_interval=0.3, **kwargs)
+
+
+async def test_value_files_env_and_commands_round_trip(remote_system: str, fresh_expyre_root: Path,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("in put ü.txt").write_text("hello $HOME 'quoted' ü")
+    value = await job(remote_system, rf.read_env_and_files, ("in put ü.txt", "out put.txt", "ODD_VALUE"),
+                      job_name=f"{HOSTILE} {remote_system}",
+                      input_files=["in put ü.txt"], output_files=["out put.txt"],
+                      env_vars=["ODD_VALUE='a b $c ü'"], pre_cmds=["echo yes > pre_cmd_ran"],
+                      post_cmds=["echo done > post_cmd_ran"])
+    assert value["input"] == "hello $HOME 'quoted' ü"
+    assert value["env"] == "a b $c ü"
+    assert value["pre"] == "yes"
+    # wfl's default inside a job: one python subprocess per core of the node
+    assert value["subprocesses"] == value["cores_per_node"] != "<unset>"
+    assert Path("out put.txt").read_text() == "HELLO $HOME 'QUOTED' Ü"
+
+
+async def test_remote_exception_is_reraised_with_type_and_traceback(remote_system: str,
+                                                                     fresh_expyre_root: Path) -> None:
+    with pytest.raises(rf.CustomRemoteError, match="boom on purpose") as info:
+        await job(remote_system, rf.raise_custom, ("boom on purpose",))
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "remote traceback" in notes and "raise_custom" in notes
+    async with runtime_scope() as rt:
+        (record,) = await rt.db.select()
+    assert record.status is JobStatus.FAILED
+
+
+async def test_rerun_reattaches_and_submits_nothing(remote_system: str, fresh_expyre_root: Path) -> None:
+    calls = [job(remote_system, operator.mul, (i, 7), job_name=f"reattach-{remote_system}") for i in range(5)]
+    async with runtime_scope() as rt:
+        prepared = [c.prepare(rt) for c in calls]
+        first = await _gather([p.result for p in prepared])
+        assert rt.system(remote_system).stats["submit_commands"] >= 1
+    assert first == [i * 7 for i in range(5)]
+    async with runtime_scope() as rt:
+        second = await _gather([c.prepare(rt).result for c in calls])
+        assert rt.system(remote_system).stats == {"submit_commands": 0, "poll_commands": 0,
+                                                   "fetch_commands": 0, "scheduler_calls": 0}
+    assert second == first
+
+
+async def test_timeout_raises_and_leaves_the_job_resumable(remote_system: str, fresh_expyre_root: Path) -> None:
+    call = job(remote_system, rf.sleep_then_return, (3, "late"), timeout=0.5)
+    with pytest.raises(JobTimeoutError, match="rerun to re-attach"):
+        await call
+    async with runtime_scope() as rt:
+        (record,) = await rt.db.select()
+        remote_id = record.remote_id
+    assert record.status in (JobStatus.SUBMITTED, JobStatus.STARTED)
+    call.timeout = None
+    assert await call == "late"
+    async with runtime_scope() as rt:
+        (record,) = await rt.db.select()
+    assert record.remote_id == remote_id and record.status is JobStatus.SUCCEEDED
+
+
+async def test_cancelled_job_is_called_died_after_the_grace_period(remote_system: str,
+                                                                    fresh_expyre_root: Path) -> None:
+    call = job(remote_system, rf.sleep_then_return, (120, "never"))
+    async with runtime_scope() as rt, anyio.create_task_group() as tg:
+        prepared = call.prepare(rt)
+        outcome: list[BaseException] = []
+
+        async def run() -> None:
+            try:
+                await prepared.result()
+            except JobDiedError as exc:
+                outcome.append(exc)
+
+        tg.start_soon(run)
+        with anyio.fail_after(60):
+            while (record := await rt.db.get(prepared.key)) is None or record.remote_id is None:
+                await anyio.sleep(0.2)
+        await rt.system(remote_system).control("cancel", [record.remote_id])
+    assert outcome and "without a final marker" in str(outcome[0])
+    async with runtime_scope() as rt:
+        assert (await rt.db.get(prepared.key)).status is JobStatus.DIED  # type: ignore[union-attr]
+
+
+async def test_two_scripts_at_once_submit_the_same_call_once(remote_system: str, fresh_expyre_root: Path,
+                                                              tmp_path: Path) -> None:
+    script = tmp_path / "same_call.py"
+    script.write_text(
+        "import anyio, operator\n"
+        "from wfl_async.jobs.remote_job import RemoteJob\n"
+        "from wfl_async.runtime import runtime_scope\n"
+        "async def main():\n"
+        "    async with runtime_scope() as rt:\n"
+        f"        value = await RemoteJob(operator.pow, (3, 4), sys_name={remote_system!r}, job_name='same',\n"
+        f"                                resources={RESOURCES!r}, check_interval=0.3).prepare(rt).result()\n"
+        "        print(value, rt.system(" + repr(remote_system) + ").stats['submit_commands'])\n"
+        "anyio.run(main)\n")
+    root = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=root)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(int(o[1]) for o in outputs) == [0, 1]
+    assert [o[0] for o in outputs] == ["81", "81"]
+
+
+async def test_bad_input_fails_before_anything_is_submitted(remote_system: str, fresh_expyre_root: Path,
+                                                             tmp_path: Path) -> None:
+    bad = {
+        "unknown system": (RemoteJob(operator.add, (1, 2), sys_name="no_such_system"), "unknown system"),
+        "no partition fits": (job(remote_system, operator.add, (1, 2)), "no partition"),
+        "missing input": (job(remote_system, operator.add, (1, 2), input_files=[str(tmp_path / "nope.xyz")]),
+                          "does not exist"),
+        "unpicklable": (job(remote_system, operator.add, (threading.Lock(), 2)), "cannot pickle"),
+    }
+    bad["no partition fits"][0].resources = {"num_nodes": 1000, "max_time": "1000d"}
+    async with runtime_scope() as rt:
+        for what, (call, message) in bad.items():
+            with pytest.raises(ConfigurationError, match=message):
+                call.prepare(rt)
+            assert await rt.db.select() == [], what
+        assert rt.system(remote_system).stats["submit_commands"] == 0
+
+
+async def _gather(factories):  # type: ignore[no-untyped-def]
+    results = [None] * len(factories)
+    async with anyio.create_task_group() as tg:
+        for i, factory in enumerate(factories):
+            async def one(i=i, factory=factory):  # type: ignore[no-untyped-def]
+                results[i] = await factory()
+            tg.start_soon(one)
+    return results

@@ -1,0 +1,1 @@
+"""Private implementation of :mod:`wfl_async.configset` (import from there)."""

@@ -1,0 +1,253 @@
+"""OutputSpec: where an operation's output configurations go, keeping the input's nesting.
+
+Same public behaviour as wfl 0.3.5's ``wfl.configset.OutputSpec`` (one file, several files
+mirroring several input files, or memory; ``overwrite``; ``all_written``; ``to_ConfigSet``),
+plus one capability wfl lacks: :meth:`OutputSpec.store` may be called for chunks in any
+order, while other chunks still run. See :mod:`wfl_async._configset._partial` for how
+results are staged on disk and put in input order by :meth:`OutputSpec.close`.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+import ase.io.formats
+
+from ._configset import ConfigSet
+from ._loc import LOC_SEP
+from ._partial import finalize, partial_path, write_frames
+
+__all__ = ["OutputSpec"]
+
+
+class OutputSpec:
+    """Where to store output configurations: files, or memory if ``files`` is None.
+
+    :param files: one file name (all outputs go there), a list of names (output file i
+        receives the outputs of the configurations read from input file i), or None to keep
+        outputs in memory
+    :param file_root: directory relative to which all file names are taken
+    :param overwrite: replace existing output files; if False, storing into an OutputSpec
+        whose files exist raises FileExistsError, and autoparallelized operations whose
+        output is complete are skipped
+    :param flush: flush the staging file after every :meth:`store`
+    :param write_kwargs: extra kwargs for ``ase.io.write`` of the final files
+    :param tags: extra ``Atoms.info`` entries set in every stored configuration
+    """
+
+    def __init__(self, files: str | Path | list[str | Path] | None = None, *,
+                 file_root: str | Path | None = None, overwrite: bool = False, flush: bool = True,
+                 write_kwargs: dict[str, Any] | None = None, tags: dict[str, Any] | None = None) -> None:
+        self.file_root = Path(file_root if file_root is not None else "")
+        self.overwrite = overwrite
+        self.flush = flush
+        self.write_kwargs = dict(write_kwargs or {})
+        self.tags = dict(tags or {})
+        self.configs: list[Any] | None = None
+        self.files: list[Path] | None = None
+        self.single_file = False
+        if files is None:
+            self.configs = []
+        else:
+            names = [files] if isinstance(files, (str, Path)) else list(files)
+            self.single_file = isinstance(files, (str, Path))
+            absolute = [f for f in names if Path(f).is_absolute()]
+            if absolute and self.file_root != Path(""):
+                raise ValueError(f"Got file_root {file_root} but files {absolute} are absolute paths")
+            self.files = [Path(f) for f in names]
+        self.closed = False
+        self.first_store_call = True
+        self.cur_store_loc: int | None = None
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._lock = threading.RLock()
+        self._started: set[int] = set()  # file indices whose staging file this object (re)created
+        self._handle: IO[str] | None = None
+        self._handle_ind: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_lock", "_handle", "_handle_ind"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        started = self.__dict__.get("_started", set())
+        self._init_runtime()
+        self._started = set(started)
+
+    def __repr__(self) -> str:
+        where = "memory" if self.files is None else [str(self.file_root / f) for f in self.files]
+        return f"OutputSpec({where}, overwrite={self.overwrite}, closed={self.closed})"
+
+    # ---- paths -------------------------------------------------------------------------
+
+    def _final(self, file_ind: int) -> Path:
+        assert self.files is not None
+        return self.file_root / self.files[file_ind]
+
+    def final_paths(self) -> list[Path]:
+        """The output files (with ``file_root``), empty for in-memory output."""
+        return [] if self.files is None else [self._final(i) for i in range(len(self.files))]
+
+    def partial_paths(self) -> list[Path]:
+        """The staging files results are appended to until :meth:`close`."""
+        return [partial_path(p) for p in self.final_paths()]
+
+    def _existing_output_files(self) -> list[Path]:
+        return [p for p in self.final_paths() if p.exists()]
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def write(self, configs: Any) -> None:
+        """Store every configuration of ``configs`` (at its ``_ConfigSet_loc``), then close."""
+        if not self.overwrite and self.all_written():
+            sys.stderr.write("Reusing existing output instead of writing ConfigSet contents "
+                             "since overwrite=False and output is done\n")
+            return
+        for at in configs:
+            self.store(at, at.info.get("_ConfigSet_loc"))
+        self.close()
+
+    def store(self, configs: Any, input_CS_loc: str | None = "") -> None:
+        """Store the output(s) of one input configuration.
+
+        Calls may come in any order (e.g. as chunk jobs finish) and from several threads.
+        For file output, each call appends to a staging file next to the final one and
+        flushes it; the final files only appear at :meth:`close`.
+
+        :param configs: an Atoms, or a (nested) iterable of Atoms, produced from the input
+            at ``input_CS_loc``; None stores nothing
+        :param input_CS_loc: ``_ConfigSet_loc`` of the input configuration (its
+            ``info["_ConfigSet_loc"]`` or the input ConfigSet's ``cur_loc``). The output
+            goes to the same place in the nesting; the i-th element of an iterable output
+            goes one level deeper, at ``input_CS_loc + " / i"``. Required for several
+            output files (its first index picks the file). With one file or memory it may be
+            omitted in every call, and outputs then follow the order of the calls.
+        :raises ValueError: called after :meth:`close`, or no location for several files
+        :raises FileExistsError: output files exist and ``overwrite`` is False
+        """
+        with self._lock:
+            if self.closed:
+                raise ValueError("Cannot store after OutputSpec.close() has been called")
+            if configs is None:
+                return
+            if self.files is None:
+                self._store_in_memory(configs, input_CS_loc)
+                return
+            if self.first_store_call and not self.overwrite:
+                existing = self._existing_output_files()
+                if existing:
+                    raise FileExistsError(f"OutputSpec overwrite is false but output file(s) {existing} already exist")
+            if self.single_file:
+                if not input_CS_loc:
+                    if self.first_store_call:
+                        self.cur_store_loc = 0
+                    elif self.cur_store_loc is None:
+                        raise RuntimeError("got no input_CS_loc but previous calls did provide input_CS_loc")
+                    else:
+                        self.cur_store_loc += 1
+                elif self.cur_store_loc is not None:
+                    raise RuntimeError("store cannot get input_CS_loc after calls that did not provide it")
+                if self.cur_store_loc is not None:
+                    input_CS_loc = LOC_SEP + str(self.cur_store_loc)
+                file_ind, sub_loc = 0, input_CS_loc or ""
+            else:
+                if not input_CS_loc:
+                    raise ValueError("For OutputSpec with multiple files, store() requires input_CS_loc")
+                parts = input_CS_loc.split(LOC_SEP)
+                file_ind = int(parts[1])
+                sub_loc = LOC_SEP.join([""] + parts[2:]) if len(parts) > 2 else ""
+            self.first_store_call = False
+            handle = self._open(file_ind)
+            write_frames(handle, configs, sub_loc, self.tags)
+            if self.flush:
+                handle.flush()
+
+    def _open(self, file_ind: int) -> IO[str]:
+        """The staging file of output ``file_ind``: truncated on first use, appended after."""
+        if self._handle is not None and self._handle_ind == file_ind:
+            return self._handle
+        if self._handle is not None:
+            self._handle.close()
+        self._format(file_ind)  # fail on an unknown format before anything is written
+        path = partial_path(self._final(file_ind))
+        self._handle = open(path, "a" if file_ind in self._started else "w")
+        self._handle_ind = file_ind
+        self._started.add(file_ind)
+        return self._handle
+
+    def _format(self, file_ind: int) -> str:
+        fmt = self.write_kwargs.get("format")
+        return fmt if fmt else ase.io.formats.filetype(self._final(file_ind), read=False)
+
+    def _store_in_memory(self, configs: Any, input_CS_loc: str | None) -> None:
+        assert self.configs is not None
+        if not input_CS_loc:
+            self.configs.append(configs)
+            return
+        indices = input_CS_loc.split(LOC_SEP)[1:]
+        container = self.configs
+        for depth, ind_str in enumerate(indices):
+            try:
+                ind = int(ind_str)
+            except ValueError as exc:
+                raise RuntimeError("ConfigSet_loc indices must be integers") from exc
+            # empty containers stand in for positions not (yet) stored, so any order works
+            container.extend([] for _ in range(ind + 1 - len(container)))
+            if depth < len(indices) - 1:
+                container = container[ind]
+            else:
+                container[ind] = configs
+
+    def close(self) -> None:
+        """Finish writing: write each final file, in input order, atomically.
+
+        Every staged configuration is written to the final file sorted by its
+        ``_ConfigSet_loc`` indices (lexicographic integer order, which is the input
+        ConfigSet's iteration order), through a temporary file and ``os.replace``; then the
+        staging files are removed. Staging files left by an earlier interrupted run are
+        removed too. Output files that received nothing are not created (as in wfl).
+        Calling close again does nothing.
+        """
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self.files is None:
+                return
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+                self._handle_ind = None
+            for file_ind in range(len(self.files)):
+                partial = partial_path(self._final(file_ind))
+                if file_ind in self._started:
+                    finalize(partial, self._final(file_ind), self._format(file_ind), self.write_kwargs)
+                else:
+                    partial.unlink(missing_ok=True)
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def all_written(self) -> bool:
+        """True if every output file exists, i.e. a previous run closed this output.
+
+        Final files only appear at :meth:`close`, so an interrupted run never counts.
+        Never true for in-memory output. As in wfl, False if some file received no output.
+        """
+        if self.files is None:
+            return False
+        return all(p.exists() for p in self.final_paths())
+
+    def to_ConfigSet(self) -> ConfigSet:
+        """A ConfigSet reading what was stored."""
+        if self.files is None:
+            return ConfigSet(self.configs)
+        if self.single_file:
+            return ConfigSet(self.files[0], file_root=self.file_root)
+        return ConfigSet(self.files, file_root=self.file_root)

@@ -1,0 +1,97 @@
+"""Crash-safe staging of one output file: append in any order, finalise in input order.
+
+While results arrive (possibly out of order, from chunk jobs finishing at different
+times) they are appended as extended-XYZ frames to ``.<name>.wfl_async_partial`` next to
+the final file and flushed after every store, so a crash loses nothing already stored.
+:func:`finalize` then writes every frame, sorted by its ``_ConfigSet_loc``, to a temporary
+file and ``os.replace``\\ s it onto the final name: the final file either does not exist or
+is complete.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO, Any
+
+import ase.io
+from ase.atoms import Atoms
+from ase.io.extxyz import key_val_str_to_dict
+
+from ._loc import LOC_KEY, loc_key
+
+__all__ = ["PARTIAL_SUFFIX", "finalize", "partial_path", "write_frames"]
+
+PARTIAL_SUFFIX = ".wfl_async_partial"
+_CLOSING_SUFFIX = ".wfl_async_closing"
+
+
+def partial_path(final: Path) -> Path:
+    """Where results for ``final`` are staged until :func:`finalize`."""
+    return final.parent / f".{final.name}{PARTIAL_SUFFIX}"
+
+
+def _closing_path(final: Path) -> Path:
+    return final.parent / f".{final.name}{_CLOSING_SUFFIX}"
+
+
+def write_frames(handle: IO[str], configs: Any, loc: str, tags: dict[str, Any]) -> None:
+    """Write Atoms, or (nested) iterables of Atoms, as extxyz frames recording their locations.
+
+    Mirrors wfl: an Atoms gets ``_ConfigSet_loc = loc`` (unless ``loc`` is empty) and the
+    tags; the i-th element of an iterable is written at ``loc + " / i"``.
+    """
+    if isinstance(configs, Atoms):
+        if loc:
+            configs.info[LOC_KEY] = loc
+        configs.info.update(tags)
+        ase.io.write(handle, configs, format="extxyz")
+        return
+    for item_i, item in enumerate(configs):
+        write_frames(handle, item, f"{loc} / {item_i}", tags)
+
+
+def _raw_frames(path: Path) -> list[tuple[tuple[int, ...], str]]:
+    """Split an extxyz file into (ordering key, frame text) without parsing atoms."""
+    lines = path.read_text().splitlines(keepends=True)
+    frames: list[tuple[tuple[int, ...], str]] = []
+    i = 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        n_atoms = int(lines[i])
+        comment = lines[i + 1]
+        info = key_val_str_to_dict(comment.strip()) if LOC_KEY in comment else {}
+        frames.append((loc_key(info.get(LOC_KEY)), "".join(lines[i:i + n_atoms + 2])))
+        i += n_atoms + 2
+    return frames
+
+
+def finalize(partial: Path, final: Path, fmt: str, write_kwargs: dict[str, Any]) -> None:
+    """Write ``final`` from ``partial`` with frames in input order, atomically; remove ``partial``.
+
+    Frames are ordered by the integer tuple of their ``_ConfigSet_loc`` (see
+    :func:`wfl_async._configset._loc.loc_key`); frames without one sort first; ties keep
+    the order in which they were stored (the sort is stable). For plain extxyz output the
+    frames are copied byte for byte; any other format or write kwargs go through ASE.
+    """
+    closing = _closing_path(final)
+    if fmt == "extxyz" and set(write_kwargs) <= {"format"}:
+        frames = _raw_frames(partial)
+        frames.sort(key=lambda kf: kf[0])
+        with open(closing, "w") as handle:
+            handle.writelines(text for _, text in frames)
+            handle.flush()
+            os.fsync(handle.fileno())
+    else:
+        configs = list(ase.io.iread(partial, index=":", format="extxyz", parallel=False))
+        configs.sort(key=lambda at: loc_key(at.info.get(LOC_KEY)))
+        kwargs = dict(write_kwargs)
+        kwargs["format"] = fmt
+        if configs:
+            ase.io.write(closing, configs, **kwargs)
+        else:
+            closing.write_text("")
+    os.replace(closing, final)
+    partial.unlink(missing_ok=True)

@@ -1,0 +1,130 @@
+"""run_sync: the one synchronous twin of every async entry point.
+
+Coroutines run on one process-wide event loop in a background thread (an anyio blocking
+portal, started on first use and stopped at exit), not on a loop of the caller's. So:
+
+- a sync call works even where an event loop already runs in the calling thread (Jupyter),
+  where ``anyio.run``/``asyncio.run`` would refuse;
+- successive sync calls share one loop, so connections opened by one call (e.g. ssh) are
+  still usable by the next;
+- Ctrl-C in the calling thread cancels the coroutine, waits for its clean-up, and
+  re-raises KeyboardInterrupt.
+
+A forked child (e.g. a pool worker) gets its own loop on first use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
+
+if TYPE_CHECKING:
+    from anyio import CancelScope
+    from anyio.from_thread import BlockingPortal
+
+__all__ = ["run_sync"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_WAKE_SECONDS = 0.25  # wait in slices so signals reach the calling thread promptly
+_CLEANUP_SECONDS = 60.0  # how long Ctrl-C waits for the cancelled coroutine's clean-up
+
+_lock = threading.Lock()
+_portal: BlockingPortal | None = None
+_portal_cm: contextlib.AbstractContextManager[BlockingPortal] | None = None
+_portal_thread: int | None = None
+_portal_pid: int | None = None
+
+
+def _get_portal() -> BlockingPortal:
+    global _portal, _portal_cm, _portal_thread, _portal_pid
+    from anyio.from_thread import start_blocking_portal  # here: importing wfl_async stays light
+
+    with _lock:
+        if _portal is None or _portal_pid != os.getpid():
+            cm = start_blocking_portal("asyncio", name="wfl_async-event-loop")
+            portal = cm.__enter__()
+            _portal_thread = portal.call(threading.get_ident)
+            _portal, _portal_cm, _portal_pid = portal, cm, os.getpid()
+        return _portal
+
+
+@atexit.register
+def _stop_portal() -> None:
+    global _portal, _portal_cm
+    with _lock:
+        portal, cm = _portal, _portal_cm
+        _portal = _portal_cm = None
+    if portal is None or cm is None or _portal_pid != os.getpid():
+        return
+    with contextlib.suppress(Exception):
+        portal.call(portal.stop, True)  # cancel whatever still runs
+    with contextlib.suppress(Exception):
+        cm.__exit__(None, None, None)
+
+
+class _Cancel:
+    """Lets the calling thread cancel the task, whether or not the task has started yet."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.scope: CancelScope | None = None
+        self.finished = threading.Event()
+        self.base_exception: BaseException | None = None
+
+
+def run_sync(async_fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run ``async_fn(*args, **kwargs)`` on wfl_async's event loop thread and return its result.
+
+    :raises RuntimeError: called from that event loop's own thread (``await`` it instead)
+    :raises KeyboardInterrupt: interrupted; the coroutine has been cancelled
+    """
+    from anyio import CancelScope, get_cancelled_exc_class
+
+    portal = _get_portal()
+    if threading.get_ident() == _portal_thread:
+        raise RuntimeError("a synchronous wfl_async call was made from wfl_async's own event loop; "
+                           "use the awaitable form (await X.aio(...)) in async code")
+    cancel = _Cancel()
+
+    async def wrapper() -> T:
+        try:
+            with CancelScope() as scope:
+                cancel.scope = scope
+                if cancel.requested:  # Ctrl-C came while the task was being started
+                    scope.cancel()
+                try:
+                    return await async_fn(*args, **kwargs)
+                except (Exception, get_cancelled_exc_class()):
+                    raise
+                except BaseException as exc:  # e.g. SystemExit: would stop the shared loop, hand it over
+                    cancel.base_exception = exc
+                    return cast(T, None)
+            return cast(T, None)  # cancelled by the caller, who raises KeyboardInterrupt itself
+        finally:
+            cancel.finished.set()
+
+    try:
+        future = portal.start_task_soon(wrapper)
+        while True:
+            try:
+                result = future.result(timeout=_WAKE_SECONDS)
+            except FutureTimeout:
+                continue
+            if cancel.base_exception is not None:
+                raise cancel.base_exception
+            return result
+    except KeyboardInterrupt:
+        cancel.requested = True
+        scope = cancel.scope
+        if scope is not None:
+            with contextlib.suppress(Exception):
+                portal.call(scope.cancel)
+        cancel.finished.wait(_CLEANUP_SECONDS)  # a second Ctrl-C stops waiting
+        raise

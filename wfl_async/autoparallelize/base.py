@@ -1,0 +1,241 @@
+"""autoparallelize: apply an operation to many inputs, locally in a pool or as queued jobs.
+
+Same call style and semantics as wfl 0.3.5's ``wfl.autoparallelize.autoparallelize``. Like
+every autoparallelized operation, it can be used three ways::
+
+    autoparallelize(op, inputs, outputs, *args, **kwargs)             # synchronous
+    await autoparallelize.aio(op, inputs, outputs, *args, **kwargs)   # in async code
+    async for chunk in autoparallelize.iter(op, inputs, outputs, ...):  # ChunkResults as
+        ...                                                             # chunks finish
+
+Everything that needs no I/O (argument parsing, AutoparaInfo defaults, choosing local or
+remote, validating ``WFL_EXPYRE_INFO``) happens when the call is made, in the caller's
+thread, so bad input fails at once and the call stack is the caller's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import sys
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._sync import run_sync
+from ..configset import ConfigSet, OutputSpec
+from ..errors import ConfigurationError
+from .autoparainfo import AutoparaInfo
+from .chunk import ChunkResult
+from .expyre_info import caller_stack_labels, resolve_remote_info
+from .remoteinfo import RemoteInfo
+
+__all__ = ["PreparedCall", "autoparallelize", "prepare_call"]
+
+DefaultAutoparaInfo = Mapping[str, Any] | Callable[[tuple[Any, ...], dict[str, Any]], Mapping[str, Any]] | None
+
+
+@dataclass
+class PreparedCall:
+    """An autoparallelized call, parsed and resolved, ready to run.
+
+    :ivar op: the low-level operation
+    :ivar inputs: the inputs, as given (usually a ConfigSet)
+    :ivar outputs: where outputs go, or None
+    :ivar args: positional arguments of ``op`` other than the inputs
+    :ivar kwargs: keyword arguments of ``op`` as given (``rng`` included)
+    :ivar autopara_info: a copy of the caller's AutoparaInfo with every default filled in,
+        and ``remote_info`` set to the resolved RemoteInfo
+    :ivar remote_info: the RemoteInfo to run with, or None to run locally
+    """
+
+    op: Callable[..., Any]
+    inputs: Any
+    outputs: OutputSpec | None
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    autopara_info: AutoparaInfo
+    remote_info: RemoteInfo | None
+
+    def op_name(self) -> str:
+        module = inspect.getmodule(self.op)
+        return f"{module.__name__ if module else '?'}.{getattr(self.op, '__name__', repr(self.op))}"
+
+    def already_done(self) -> bool:
+        """True if the output is complete from an earlier run and must not be overwritten."""
+        return self.outputs is not None and not self.outputs.overwrite and self.outputs.all_written()
+
+
+def _split_inputs_outputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, tuple[Any, ...]]:
+    """wfl's rules: ``inputs`` keyword implies ``outputs`` keyword; else both positional, in order."""
+    rest = list(args)
+    try:
+        if "inputs" in kwargs:
+            inputs = kwargs.pop("inputs")
+            outputs = kwargs.pop("outputs")
+        else:
+            inputs = rest.pop(0)
+            outputs = kwargs.pop("outputs") if "outputs" in kwargs else rest.pop(0)
+    except (KeyError, IndexError):
+        raise ConfigurationError("an autoparallelized operation is called as op(inputs, outputs, *args, **kwargs); "
+                                 "inputs and outputs are both required (outputs may be None)") from None
+    return inputs, outputs, tuple(rest)
+
+
+def prepare_call(op: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                 default_autopara_info: DefaultAutoparaInfo = None,
+                 autopara_info: AutoparaInfo | Mapping[str, Any] | None = None,
+                 stack: list[str] | None = None) -> PreparedCall:
+    """Parse an autoparallelized call and decide where it runs.
+
+    :param default_autopara_info: the operation's defaults, or a function of the op's
+        (args, kwargs) returning them (e.g. ``calculate`` takes them from the calculator)
+    :param stack: call-stack labels for ``WFL_EXPYRE_INFO`` matching (default: the caller's)
+    :raises ConfigurationError: malformed arguments, AutoparaInfo or remote info
+    """
+    kwargs = dict(kwargs)
+    inputs, outputs, op_args = _split_inputs_outputs(args, kwargs)
+    if outputs is not None and not isinstance(outputs, OutputSpec):
+        raise ConfigurationError(f"autoparallelize requires outputs be None or an OutputSpec, got {type(outputs)}")
+    if autopara_info is None:
+        info = AutoparaInfo()
+    elif isinstance(autopara_info, AutoparaInfo):
+        info = autopara_info.copy()
+    elif isinstance(autopara_info, Mapping):
+        info = AutoparaInfo(**autopara_info)
+    else:
+        raise ConfigurationError(f"autopara_info must be an AutoparaInfo or a dict, got {type(autopara_info)}")
+    defaults = default_autopara_info(op_args, kwargs) if callable(default_autopara_info) else default_autopara_info
+    info.update_defaults(defaults)
+    if isinstance(info.iterable_arg, int) and len(op_args) < info.iterable_arg:
+        raise ConfigurationError(f"iterable_arg={info.iterable_arg} but only {len(op_args)} positional arguments "
+                                 f"were given to {getattr(op, '__name__', op)}")
+    if stack is None:
+        stack = caller_stack_labels(sys._getframe(1))
+    remote_info = resolve_remote_info(info.remote_info, info.remote_label, stack=stack)
+    info.remote_info = remote_info
+    return PreparedCall(op=op, inputs=inputs, outputs=outputs, args=op_args, kwargs=kwargs,
+                        autopara_info=info, remote_info=remote_info)
+
+
+def _report_reuse(call: PreparedCall) -> None:
+    sys.stderr.write(f"Reusing existing output instead of doing {call.op_name()} since overwrite=False "
+                     f"and output is done\n")
+
+
+async def run_call(call: PreparedCall) -> ConfigSet | None:
+    """Run a prepared call to the end.
+
+    :return: ConfigSet of the outputs (empty if the operation produced none), or None if
+        ``outputs`` is None
+    """
+    if call.already_done():
+        _report_reuse(call)
+        assert call.outputs is not None
+        return call.outputs.to_ConfigSet()
+    if call.remote_info is not None:
+        from . import remote  # type: ignore[attr-defined,unused-ignore]  # lazy: pulls in jobs and systems
+
+        if call.outputs is None:  # side effects only: nothing to return
+            async for _ in remote.iter_remote(op=call.op, inputs=call.inputs, outputs=None, args=call.args,
+                                              kwargs=call.kwargs, autopara_info=call.autopara_info,
+                                              remote_info=call.remote_info):
+                pass
+            return None
+        return await remote.run_remote(op=call.op, inputs=call.inputs, outputs=call.outputs, args=call.args,
+                                       kwargs=call.kwargs, autopara_info=call.autopara_info,
+                                       remote_info=call.remote_info)
+    from ._local import LocalRun  # anyio is imported only when something runs
+
+    run = LocalRun(call.op, call.inputs, call.outputs, call.args, call.kwargs, call.autopara_info)
+    chunks = run.chunks()
+    async with contextlib.aclosing(chunks):
+        async for _ in chunks:
+            pass
+    return run.result
+
+
+async def iter_call(call: PreparedCall) -> AsyncGenerator[ChunkResult, None]:
+    """Run a prepared call, yielding each chunk's results as it finishes (any order).
+
+    Outputs are stored into ``call.outputs`` as well, which is closed when the iteration
+    completes; stopping early leaves no final output file. If the output was already
+    complete, nothing runs and nothing is yielded (read ``outputs.to_ConfigSet()``).
+    """
+    if call.already_done():
+        _report_reuse(call)
+        return
+    chunks: AsyncIterator[ChunkResult]
+    if call.remote_info is not None:
+        from . import remote  # type: ignore[attr-defined,unused-ignore]
+
+        chunks = remote.iter_remote(op=call.op, inputs=call.inputs, outputs=call.outputs, args=call.args,
+                                    kwargs=call.kwargs, autopara_info=call.autopara_info,
+                                    remote_info=call.remote_info)
+    else:
+        from ._local import LocalRun
+
+        chunks = LocalRun(call.op, call.inputs, call.outputs, call.args, call.kwargs, call.autopara_info).chunks()
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        # close the inner iterator when ours is closed early, not whenever it is garbage-collected
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class _Autoparallelize:
+    """``autoparallelize(op, inputs, outputs, *args, default_autopara_info=None, autopara_info=None, **kwargs)``
+
+    Apply ``op`` to every item of ``inputs`` in chunks, locally in a process pool
+    (``WFL_NUM_PYTHON_SUBPROCESSES``) or as queued jobs (``RemoteInfo`` in
+    ``autopara_info``, or ``WFL_EXPYRE_INFO``), storing the outputs in ``outputs``.
+
+    ``op`` takes a list of items (at position ``iterable_arg``) and returns one output per
+    item. If it takes ``_autopara_per_item_info``, it receives a list of dicts, one per
+    item, always with ``item_i`` and, if an ``rng`` keyword was passed, ``rng``: an
+    independent ``numpy.random.Generator`` per item.
+
+    ``inputs`` and ``outputs`` may also be given as keywords (then both must be). If
+    ``outputs`` is already completely written and ``overwrite`` is False, nothing runs.
+
+    Three ways to call: ``autoparallelize(...)`` returns the output ConfigSet;
+    ``await autoparallelize.aio(...)`` is the same in async code; ``autoparallelize.iter(...)``
+    is an async iterator of :class:`ChunkResult` as chunks finish.
+
+    :param op: the low-level operation (module-level, so that it can be pickled)
+    :param default_autopara_info: the operation's AutoparaInfo defaults (dict)
+    :param autopara_info: AutoparaInfo or dict of its fields, overriding the defaults
+    :return: ConfigSet of the outputs, or None if ``outputs`` is None
+    :raises ConfigurationError: bad arguments or remote configuration (before anything runs)
+    """
+
+    def _prepare(self, op: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 default_autopara_info: DefaultAutoparaInfo, autopara_info: Any) -> PreparedCall:
+        return prepare_call(op, args, kwargs, default_autopara_info=default_autopara_info,
+                            autopara_info=autopara_info, stack=caller_stack_labels(sys._getframe(2)))
+
+    def __call__(self, op: Callable[..., Any], *args: Any, default_autopara_info: DefaultAutoparaInfo = None,
+                 autopara_info: Any = None, **kwargs: Any) -> ConfigSet | None:
+        call = self._prepare(op, args, kwargs, default_autopara_info, autopara_info)
+        return run_sync(run_call, call)
+
+    def aio(self, op: Callable[..., Any], *args: Any, default_autopara_info: DefaultAutoparaInfo = None,
+            autopara_info: Any = None, **kwargs: Any) -> Coroutine[Any, Any, ConfigSet | None]:
+        """Awaitable form: ``await autoparallelize.aio(op, inputs, outputs, ...)``."""
+        call = self._prepare(op, args, kwargs, default_autopara_info, autopara_info)
+        return run_call(call)
+
+    def iter(self, op: Callable[..., Any], *args: Any, default_autopara_info: DefaultAutoparaInfo = None,
+             autopara_info: Any = None, **kwargs: Any) -> AsyncGenerator[ChunkResult, None]:
+        """Async iterator form: ``async for chunk in autoparallelize.iter(op, inputs, outputs, ...)``."""
+        call = self._prepare(op, args, kwargs, default_autopara_info, autopara_info)
+        return iter_call(call)
+
+    def __repr__(self) -> str:
+        return "<autoparallelize>"
+
+
+autoparallelize = _Autoparallelize()

@@ -1,0 +1,176 @@
+"""Run an operation over inputs in this machine's python subprocesses (or serially).
+
+This is what an autoparallelized call does locally, and what every remote chunk job runs,
+so it imports nothing asynchronous (no anyio, no asyncssh): a queued job's start-up time
+is paid once per job.
+
+Results are identical to wfl 0.3.5's ``do_in_pool``: the same grouping, the same per-item
+random generators, and outputs stored in input order.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Generator, Iterable, Sequence
+from typing import Any
+
+from ..configset import ConfigSet, OutputSpec
+from .chunk import ChunkResult
+from .utils import ItemInput, items_inputs_generator, set_autopara_per_item_info
+
+__all__ = ["OrderedStorer", "do_in_pool", "iter_pool_chunks", "num_python_subprocesses_from_env"]
+
+_POLL_SECONDS = 0.5  # how often a waiting pool checks should_stop
+
+
+def num_python_subprocesses_from_env() -> int:
+    """``WFL_NUM_PYTHON_SUBPROCESSES`` as an int, 0 (serial) if unset or empty."""
+    return int(os.environ.get("WFL_NUM_PYTHON_SUBPROCESSES", "") or 0)
+
+
+def _run_group(op: Callable[..., Any], iterable_arg: int | str | None,
+               inherited_per_item_info: list[dict[str, Any]] | None, args: Sequence[Any],
+               kwargs: dict[str, Any], indexed_group: tuple[int, tuple[ItemInput, ...]]) -> ChunkResult:
+    """Call ``op`` once on a group of items (module level, so a Pool can pickle it)."""
+    chunk_index, group = indexed_group
+    items = [entry[0] for entry in group]
+    item_indices = [entry[1] for entry in group]
+    set_autopara_per_item_info(kwargs, op, inherited_per_item_info, [entry[3] for entry in group], item_indices)
+    if isinstance(iterable_arg, int):
+        call_args = (*args[:iterable_arg], items, *args[iterable_arg:])
+    else:
+        call_args = tuple(args)
+        if iterable_arg is not None:
+            kwargs[iterable_arg] = items
+    outputs = op(*call_args, **kwargs)
+    results = [None] * len(items) if outputs is None else list(outputs)
+    if len(results) != len(items):
+        raise RuntimeError(f"{getattr(op, '__name__', op)} returned {len(results)} outputs for {len(items)} inputs")
+    return ChunkResult(chunk_index=chunk_index, item_indices=tuple(item_indices),
+                       input_locs=tuple(entry[2] for entry in group), results=tuple(results))
+
+
+def _op_name(op: Callable[..., Any]) -> str:
+    module = inspect.getmodule(op)
+    return f"{module.__name__ if module else '?'}.{getattr(op, '__name__', repr(op))}"
+
+
+def iter_pool_chunks(num_python_subprocesses: int | None, num_inputs_per_python_subprocess: int,
+                     iterable: Iterable[Any], op: Callable[..., Any], iterable_arg: int | str | None = 0,
+                     initializer: tuple[Callable[..., Any] | None, Any] = (None, []), rng: Any = None,
+                     args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> Generator[ChunkResult, None, None]:
+    """Yield one :class:`ChunkResult` per group of ``num_inputs_per_python_subprocess`` inputs.
+
+    With subprocesses, chunks are yielded as they finish (any order); serially, in order.
+    ``should_stop`` is checked between chunks (and every half second while waiting for a
+    subprocess); when it returns True the iteration ends and the subprocesses are
+    terminated. As in wfl, ``initializer`` runs only in subprocesses, and the serial path
+    passes the inputs themselves (an operation may modify them in place).
+    """
+    if len(initializer) != 2:
+        raise ValueError(f"Bad initializer {initializer}: expected (callable, args)")
+    kwargs = dict(kwargs or {})
+    if num_python_subprocesses is None:
+        num_python_subprocesses = num_python_subprocesses_from_env()
+    stop = should_stop or (lambda: False)
+    groups = enumerate(items_inputs_generator(iterable, num_inputs_per_python_subprocess, rng))
+    inherited = kwargs.get("_autopara_per_item_info")
+    run = functools.partial(_run_group, op, iterable_arg, inherited, tuple(args), kwargs)
+
+    if num_python_subprocesses <= 0:
+        for indexed_group in groups:
+            if stop():
+                return
+            yield run(indexed_group)
+        return
+
+    sys.stderr.write(f"Running {_op_name(op)} with num_python_subprocesses={num_python_subprocesses}, "
+                     f"num_inputs_per_python_subprocess={num_inputs_per_python_subprocess}\n")
+    init_kwargs: dict[str, Any] = {}
+    if initializer[0] is not None:
+        init_kwargs = {"initializer": initializer[0], "initargs": tuple(initializer[1])}
+    with multiprocessing.get_context().Pool(num_python_subprocesses, **init_kwargs) as pool:
+        results = pool.imap_unordered(run, groups)
+        while True:
+            try:
+                yield results.next(timeout=_POLL_SECONDS)
+            except multiprocessing.TimeoutError:
+                if stop():
+                    return  # leaving the with block terminates the subprocesses
+                continue
+            except StopIteration:
+                break
+            if stop():
+                return
+        pool.close()
+        pool.join()
+
+
+class OrderedStorer:
+    """Stores chunks into an OutputSpec in input (chunk) order, whatever order they arrive in.
+
+    Input order matters only for outputs without a location (inputs that are not from a
+    ConfigSet), but storing in order always gives exactly wfl's output.
+    """
+
+    def __init__(self, outputspec: OutputSpec | None, skip_failed: bool) -> None:
+        self.outputspec = outputspec
+        self.skip_failed = skip_failed
+        self.did_work = False
+        self._next = 0
+        self._pending: dict[int, ChunkResult] = {}
+
+    def add(self, chunk: ChunkResult) -> None:
+        """Store ``chunk`` now if all earlier chunks are stored, else when they are."""
+        self._pending[chunk.chunk_index] = chunk
+        while self._next in self._pending:
+            ready = self._pending.pop(self._next)
+            self._next += 1
+            for result, loc in zip(ready.results, ready.input_locs, strict=True):
+                if self.skip_failed and result is None:
+                    continue
+                self.did_work = True
+                if self.outputspec is not None:
+                    self.outputspec.store(result, loc)
+
+    def finish(self) -> ConfigSet | None:
+        """Close the OutputSpec; the ConfigSet of what was stored (empty if nothing), or None."""
+        if self._pending:
+            raise RuntimeError(f"chunks {sorted(self._pending)} arrived but chunk {self._next} never did")
+        if self.outputspec is None:
+            return None
+        self.outputspec.close()
+        return self.outputspec.to_ConfigSet() if self.did_work else ConfigSet(None)
+
+
+def do_in_pool(num_python_subprocesses: int | None = None, num_inputs_per_python_subprocess: int = 1,
+               iterable: Iterable[Any] | None = None, outputspec: OutputSpec | None = None,
+               op: Callable[..., Any] | None = None, iterable_arg: int | str | None = 0, skip_failed: bool = True,
+               initializer: tuple[Callable[..., Any] | None, Any] = (None, []), rng: Any = None,
+               args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> ConfigSet | None:
+    """Apply ``op`` to every input, in python subprocesses or serially, storing into ``outputspec``.
+
+    :param num_python_subprocesses: processes to use; None reads
+        ``WFL_NUM_PYTHON_SUBPROCESSES`` (unset or 0: serial, in this process)
+    :param num_inputs_per_python_subprocess: inputs passed to each call of ``op``
+    :param iterable: inputs, usually a ConfigSet
+    :param outputspec: where outputs go, or None (side effects only)
+    :param op: the low-level operation; called as ``op(*args[:iterable_arg], items,
+        *args[iterable_arg:], **kwargs)`` (or with ``kwargs[iterable_arg] = items``)
+    :param skip_failed: do not store None outputs
+    :param initializer: ``(callable, args)`` run at the start of each subprocess
+    :param rng: generator from which each item's own generator is spawned
+    :return: ConfigSet of the outputs (empty if none), or None without ``outputspec``
+    """
+    if op is None or iterable is None:
+        raise ValueError("do_in_pool needs op and iterable")
+    storer = OrderedStorer(outputspec, skip_failed)
+    for chunk in iter_pool_chunks(num_python_subprocesses, num_inputs_per_python_subprocess, iterable, op,
+                                  iterable_arg, initializer, rng, args, kwargs):
+        storer.add(chunk)
+    return storer.finish()

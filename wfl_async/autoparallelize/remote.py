@@ -1,0 +1,186 @@
+"""Remote mode of autoparallelize: every chunk is a queued job, all in flight at once.
+
+Chunks are prepared (validated, pickled, hashed) before anything is submitted, so bad input
+fails with nothing queued. Then every chunk job runs as a coroutine in one task group; the
+system layer batches their submissions and coalesces their polls. Each finished chunk's
+configurations are stored in the :class:`OutputSpec` at once (its temporary file), and the
+final file(s), in input order, are written when the last chunk is in.
+
+The remote function of each job is :func:`wfl_async.autoparallelize.pool.do_in_pool` over the
+chunk's items, exactly as in wfl, so a job parallelises over its node with
+``WFL_NUM_PYTHON_SUBPROCESSES`` (default ``$EXPYRE_NUM_CORES_PER_NODE``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from ase.atoms import Atoms
+
+from ..configset import ConfigSet, OutputSpec
+from ..jobs.database import JobStatus
+from ..jobs.remote_job import PreparedJob, RemoteJob
+from ..progress import Progress
+from ..runtime import Runtime, runtime_scope
+from .autoparainfo import AutoparaInfo
+from .chunk import ChunkResult
+from .pool import do_in_pool
+from .remoteinfo import RemoteInfo
+from .utils import items_inputs_generator, queued_job_chunk_size, set_autopara_per_item_info, split_rng
+
+__all__ = ["iter_remote", "run_remote"]
+
+log = logging.getLogger(__name__)
+
+_POOL_ARGS_NOT_HASHED = ["outputspec", "num_python_subprocesses", "num_inputs_per_python_subprocess"]
+
+
+@dataclass
+class _Chunk:
+    index: int
+    items: list[Any]
+    item_indices: tuple[int, ...]
+    locs: tuple[str | None, ...]
+    job: PreparedJob
+
+
+async def run_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec, args: Sequence[Any],
+                     kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> ConfigSet:
+    """Run ``op`` over ``inputs`` as queued jobs, store every result in ``outputs``, return them."""
+    async for _ in iter_remote(op=op, inputs=inputs, outputs=outputs, args=args, kwargs=kwargs,
+                               autopara_info=autopara_info, remote_info=remote_info):
+        pass
+    return outputs.to_ConfigSet()
+
+
+async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec | None, args: Sequence[Any],
+                      kwargs: dict[str, Any], autopara_info: AutoparaInfo,
+                      remote_info: RemoteInfo) -> AsyncIterator[ChunkResult]:
+    """Yield each chunk's results as its job finishes (storing them in ``outputs`` first)."""
+    async with runtime_scope() as runtime:
+        chunks = _prepare_chunks(runtime, op, inputs, args, kwargs, autopara_info, remote_info)
+        progress = Progress.for_call(remote_info.job_name, runtime.system(remote_info.sys_name),
+                                     total_chunks=len(chunks), total_items=sum(len(c.items) for c in chunks))
+        send, receive = anyio.create_memory_object_stream[tuple[_Chunk, Any, BaseException | None]](math.inf)
+        failure: BaseException | None = None
+        with progress:
+            async with anyio.create_task_group() as tg, receive:
+                for chunk in chunks:
+                    tg.start_soon(_run_chunk, chunk, send.clone())
+                send.close()
+                async for chunk, value, error in receive:
+                    progress.chunk_done(len(chunk.items), failed=error is not None)
+                    if error is not None and not remote_info.ignore_failed_jobs:
+                        # re-raised below, outside the task group, with its own type (not an
+                        # ExceptionGroup); the other jobs stay queued and a rerun re-attaches
+                        failure = error
+                        tg.cancel_scope.cancel()
+                        break
+                    result = _chunk_result(chunk, value, error, remote_info)
+                    if outputs is not None:
+                        await anyio.to_thread.run_sync(_store, outputs, result)
+                    yield result
+            if failure is not None:
+                raise failure
+            if outputs is not None:
+                await anyio.to_thread.run_sync(outputs.close)
+        if "WFL_EXPYRE_NO_MARK_PROCESSED" not in os.environ:
+            await runtime.db.update_many((c.job.key, {"status": JobStatus.PROCESSED}) for c in chunks)
+
+
+async def _run_chunk(chunk: _Chunk, send: Any) -> None:
+    async with send:
+        try:
+            value = await chunk.job.result()
+        except Exception as exc:
+            await send.send((chunk, None, exc))
+        else:
+            await send.send((chunk, value, None))
+
+
+def _chunk_result(chunk: _Chunk, value: Any, error: BaseException | None, remote_info: RemoteInfo) -> ChunkResult:
+    """The chunk's per-item results, or (``ignore_failed_jobs``) its inputs marked as failed."""
+    if error is None:
+        groups = list(value.groups()) if isinstance(value, ConfigSet) else list(value)
+        return ChunkResult(chunk.index, chunk.item_indices, chunk.locs, tuple(groups))
+    warnings.warn(f"remote job for chunk {chunk.index} of {remote_info.job_name!r} failed ({error!r}); "
+                  f"writing its inputs marked EXPYRE_REMOTE_JOB_FAILED", stacklevel=2)
+    if not chunk.items or not isinstance(chunk.items[0], Atoms):
+        return ChunkResult(chunk.index, chunk.item_indices, chunk.locs, (None,) * len(chunk.items))
+    marked = []
+    for atoms in chunk.items:
+        atoms = atoms.copy()
+        atoms.info["EXPYRE_REMOTE_JOB_FAILED"] = True
+        marked.append(atoms)
+    return ChunkResult(chunk.index, chunk.item_indices, chunk.locs, tuple(marked))
+
+
+def _store(outputs: OutputSpec, result: ChunkResult) -> None:
+    for group, loc in zip(result.results, result.input_locs, strict=True):
+        if group is not None:
+            outputs.store(group, loc)
+
+
+def _prepare_chunks(runtime: Runtime, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
+                    kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> list[_Chunk]:
+    """Split the inputs and prepare one job per chunk; raises before anything is submitted."""
+    kwargs, rng = split_rng(kwargs) if "rng" in kwargs else (dict(kwargs), None)
+    inherited = kwargs.get("_autopara_per_item_info")
+    per_job = queued_job_chunk_size(remote_info.num_inputs_per_queued_job,
+                                    autopara_info.num_inputs_per_python_subprocess)
+    chunks: list[_Chunk] = []
+    for index, group in enumerate(items_inputs_generator(inputs, per_job, rng)):
+        items, item_indices, locs, rngs = [], [], [], []
+        for item, item_i, loc, item_rng in group:
+            if isinstance(item, Atoms):
+                item.info.pop("EXPYRE_REMOTE_JOB_FAILED", None)
+                if not isinstance(inputs, ConfigSet) and item.info.pop("_ConfigSet_loc", None) is not None:
+                    warnings.warn("Removed _ConfigSet_loc info field from Atoms because input is not a ConfigSet",
+                                  stacklevel=3)
+            items.append(item)
+            item_indices.append(item_i)
+            locs.append(loc)
+            rngs.append(item_rng)
+        chunk_kwargs = dict(kwargs)
+        set_autopara_per_item_info(chunk_kwargs, op, inherited, rngs, item_indices)
+        job_iterable = ConfigSet(items) if isinstance(inputs, ConfigSet) else items
+        job = RemoteJob(
+            function=do_in_pool,
+            kwargs={"num_python_subprocesses": autopara_info.num_python_subprocesses,
+                    "num_inputs_per_python_subprocess": autopara_info.num_inputs_per_python_subprocess,
+                    "iterable": job_iterable, "outputspec": OutputSpec(), "op": op,
+                    "iterable_arg": autopara_info.iterable_arg, "skip_failed": autopara_info.skip_failed,
+                    "initializer": autopara_info.initializer, "args": list(args), "kwargs": chunk_kwargs},
+            sys_name=remote_info.sys_name, job_name=f"{remote_info.job_name}_chunk_{index}",
+            resources=_resources_dict(remote_info.resources), input_files=remote_info.input_files,
+            output_files=remote_info.output_files, env_vars=remote_info.env_vars, pre_cmds=remote_info.pre_cmds,
+            post_cmds=remote_info.post_cmds, header_extra=remote_info.header_extra,
+            exact_fit=remote_info.exact_fit, partial_node=remote_info.partial_node, timeout=remote_info.timeout,
+            check_interval=remote_info.check_interval,
+            hash_ignore=[*remote_info.hash_ignore, *_POOL_ARGS_NOT_HASHED],
+            code_version=getattr(remote_info, "code_version", None),
+            resubmit_died=remote_info.resubmit_killed_jobs)
+        chunks.append(_Chunk(index, items, tuple(item_indices), tuple(locs), job.prepare(runtime)))
+    return chunks
+
+
+def _resources_dict(resources: Any) -> dict[str, Any]:
+    """RemoteInfo.resources as ExPyRe ``Resources`` keyword arguments."""
+    if isinstance(resources, dict):
+        return dict(resources)
+    if hasattr(resources, "max_time") and hasattr(resources, "n"):  # an expyre Resources object
+        count, unit = resources.n
+        values: dict[str, Any] = {"max_time": resources.max_time, f"num_{unit}": count}
+        if resources.max_mem is not None:
+            values["max_mem_tot" if resources.max_mem[1] == "tot" else "max_mem_per_core"] = resources.max_mem[0]
+        if resources.partitions is not None:
+            values["partitions"] = resources.partitions
+        return values
+    raise TypeError(f"RemoteInfo.resources must be a dict of Resources arguments, not {resources!r}")

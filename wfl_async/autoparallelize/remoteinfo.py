@@ -1,0 +1,109 @@
+"""RemoteInfo: what a remote (queued-job) execution of an autoparallelized call needs."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = ["RemoteInfo"]
+
+_FIELDS = ("sys_name", "job_name", "resources", "num_inputs_per_queued_job", "pre_cmds", "post_cmds",
+           "env_vars", "input_files", "output_files", "header_extra", "exact_fit", "partial_node",
+           "timeout", "check_interval", "ignore_failed_jobs", "resubmit_killed_jobs", "hash_ignore")
+_REQUIRED = ("sys_name", "job_name", "resources")
+
+
+class RemoteInfo:
+    """Where and how to run an autoparallelized call as queued jobs (wfl's fields and defaults).
+
+    :param sys_name: name of the system (in ExPyRe's ``config.json``) to run on
+    :param job_name: name for the jobs (unique within this project); chunk i is
+        ``<job_name>_chunk_<i>``
+    :param resources: ``expyre.resources.Resources`` or the kwargs of its constructor
+    :param num_inputs_per_queued_job: inputs per job; if negative, ``-n *
+        num_inputs_per_python_subprocess`` (default -100)
+    :param pre_cmds: shell commands run before the job's python
+    :param post_cmds: shell commands run after it
+    :param env_vars: ``NAME=value`` strings set in the job
+    :param input_files: files staged into each job directory
+    :param output_files: files staged back from each job directory
+    :param header_extra: extra queueing-system header lines
+    :param exact_fit: require an exact fit to the node size (default True)
+    :param partial_node: allow jobs smaller than a node, overrides exact_fit (default False)
+    :param timeout: seconds to wait for results before giving up (default 3600)
+    :param check_interval: seconds between status checks (default 30)
+    :param ignore_failed_jobs: write the inputs of failed chunks, marked
+        ``EXPYRE_REMOTE_JOB_FAILED``, instead of raising (default False)
+    :param resubmit_killed_jobs: resubmit jobs that died without an exit status (default False)
+    :param hash_ignore: argument names left out of the job key (default [])
+    :raises ConfigurationError: unknown field (named, with the valid ones listed)
+    """
+
+    def __init__(self, sys_name: str, job_name: str, resources: Any, num_inputs_per_queued_job: int = -100,
+                 pre_cmds: list[str] | None = None, post_cmds: list[str] | None = None,
+                 env_vars: list[str] | None = None, input_files: list[str] | None = None,
+                 output_files: list[str] | None = None, header_extra: list[str] | None = None,
+                 exact_fit: bool = True, partial_node: bool = False, timeout: float = 3600,
+                 check_interval: float = 30, ignore_failed_jobs: bool = False,
+                 resubmit_killed_jobs: bool = False, hash_ignore: list[str] | None = None,
+                 **unknown: Any) -> None:
+        if unknown:
+            raise ConfigurationError(f"RemoteInfo got unknown field(s) {', '.join(map(repr, sorted(unknown)))}; "
+                                     f"valid fields are {', '.join(_FIELDS)}")
+        self.sys_name = sys_name
+        self.job_name = job_name
+        self.resources = copy.deepcopy(resources)
+        self.num_inputs_per_queued_job = num_inputs_per_queued_job
+        self.pre_cmds = list(pre_cmds or [])
+        self.post_cmds = list(post_cmds or [])
+        self.env_vars = list(env_vars or [])
+        self.input_files = list(input_files or [])
+        self.output_files = list(output_files or [])
+        self.header_extra = list(header_extra or [])
+        self.exact_fit = exact_fit
+        self.partial_node = partial_node
+        self.timeout = timeout
+        self.check_interval = check_interval
+        self.ignore_failed_jobs = ignore_failed_jobs
+        self.resubmit_killed_jobs = resubmit_killed_jobs
+        self.hash_ignore = list(hash_ignore or [])
+
+    fields = _FIELDS
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], where: str = "") -> RemoteInfo:
+        """Build from a dict (e.g. a ``WFL_EXPYRE_INFO`` value), checking its keys first.
+
+        :param where: where the dict came from, for error messages
+        :raises ConfigurationError: not a dict, unknown or missing fields
+        """
+        src = f" in {where}" if where else ""
+        if not isinstance(values, Mapping):
+            raise ConfigurationError(f"RemoteInfo fields{src} must be a dict, got {type(values).__name__}: {values!r}")
+        unknown = sorted(set(values) - set(_FIELDS))
+        if unknown:
+            raise ConfigurationError(f"RemoteInfo{src} got unknown field(s) {', '.join(map(repr, unknown))}; "
+                                     f"valid fields are {', '.join(_FIELDS)}")
+        missing = [f for f in _REQUIRED if f not in values]
+        if missing:
+            raise ConfigurationError(f"RemoteInfo{src} is missing required field(s) {', '.join(missing)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, as accepted by :meth:`from_dict`."""
+        return {f: copy.deepcopy(getattr(self, f)) for f in _FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemoteInfo) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"RemoteInfo({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+
+    def __str__(self) -> str:
+        return (f"{self.sys_name} {self.job_name} {self.resources} {self.num_inputs_per_queued_job} "
+                f"{self.exact_fit} {self.partial_node} {self.timeout} {self.check_interval}")

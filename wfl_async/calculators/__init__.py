@@ -1,0 +1,1 @@
+"""Calculator-based operations (same module paths as ``wfl.calculators``)."""

@@ -1,0 +1,1 @@
+"""Operations that generate configurations (same module paths as ``wfl.generate``)."""

@@ -1,0 +1,208 @@
+"""The built-in ``local`` scheduler: job scripts as detached background processes.
+
+There is no queueing system; a small runner (bash, text below) stands in for one:
+
+- submitting starts ``setsid nohup bash -c RUNNER`` in the job directory with stdin, stdout
+  and stderr redirected, so the job survives the ssh channel (and the submitting shell)
+  closing, and prints the job's id at once;
+- the runner registers itself in ``<slot dir>/jobs/<id>`` (first line ``queued``), waits for
+  one of ``max_jobs`` slots (default: ``nproc`` of the machine) by taking an exclusive
+  ``flock`` on ``<slot dir>/slot.<i>``, rewrites the file to ``running``, runs the job
+  script, and removes the file when it ends; the kernel drops the lock with the process,
+  so a killed job never leaks its slot;
+- the id is ``PID.STARTTIME`` (STARTTIME: field 22 of ``/proc/PID/stat``, clock ticks
+  since boot), so a recycled pid is never mistaken for the job;
+- the status command lists the registered jobs whose process is still alive with that
+  start time (and deletes entries of processes that are gone, e.g. after ``kill -9``);
+- cancelling sends SIGTERM to the job's process group (the runner is a session leader).
+
+Several workflows (and several rundirs) of one user share the slot dir, so together they
+never run more than ``max_jobs`` jobs at once.  Hold and release are not supported.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from collections.abc import Sequence
+
+from ..errors import SchedulerError
+from .base import JobScriptSpec, Scheduler
+from .states import QueueState
+
+__all__ = ["LocalScheduler", "DEFAULT_SLOT_DIR_ENV"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SLOT_DIR_ENV = "WFL_ASYNC_LOCAL_SLOTS"
+"""Variable (read on the machine that runs the jobs) naming the slot dir when none is configured."""
+
+_ID = re.compile(r"\d+\.\d+")
+
+# Shell (POSIX sh) that sets p to a pid and prints nothing; then `proc_start` leaves the
+# process's start time in $s ("" if the process is gone or a zombie).  The command name in
+# /proc/PID/stat (field 2) may contain spaces and parentheses, so cut after the last ") ".
+# The fields after it start at field 3 (the state): field 22 is the 20th.
+_PROC_START = (
+    's=$(cat "/proc/$p/stat" 2>/dev/null) || s=""; s=${s##*) }; set -- $s; '
+    'if [ "$#" -ge 20 ] && [ "$1" != Z ]; then s=${20}; else s=""; fi'
+)
+
+# The runner: $1 slot dir, $2 max jobs (empty: nproc), $3 job script (in the cwd).
+_RUNNER = r"""
+slots=$1; max=$2; script=$3
+p=$$; __PROC_START__
+id=$$.$s
+job=$slots/jobs/$id
+trap 'rm -f -- "$job" "$job.tmp"' EXIT
+trap 'exit 143' TERM INT
+state() { printf '%s\n%s\n' "$1" "$PWD" >"$job.tmp" && mv -f -- "$job.tmp" "$job"; }
+state queued
+case $max in ''|*[!0-9]*|0) max=$(nproc 2>/dev/null || echo 1) ;; esac
+# One waiter at a time scans the slots, in arrival order; the others block here.
+exec 8>>"$slots/queue.lock"
+flock 8
+k=0
+while :; do
+    i=0
+    while [ "$i" -lt "$max" ]; do
+        exec 9>>"$slots/slot.$i"
+        flock -n 9 && break
+        exec 9>&-
+        i=$((i + 1))
+    done
+    [ "$i" -lt "$max" ] && break
+    # All busy: wait (at most 1 s) for one of them, then scan again.
+    exec 9>>"$slots/slot.$k"
+    flock -w 1 9 && break
+    exec 9>&-
+    k=$(((k + 1) % max))
+done
+exec 8>&-
+state running
+"./$script" 9>&- >job.local.stdout 2>job.local.stderr
+rc=$?
+printf '%s\n' "$rc" >job.local.exit
+exit "$rc"
+""".replace("__PROC_START__", _PROC_START)
+
+
+class LocalScheduler(Scheduler):
+    """Runs job scripts on the machine itself, at most ``max_jobs`` at a time.
+
+    :param slot_dir: directory of the slot lock files and the job registry, shared by
+        every workflow of the user on that machine; a leading ``~/`` means the home
+        directory there.  Default: ``$WFL_ASYNC_LOCAL_SLOTS`` on that machine, else
+        ``$HOME/.wfl_async_slots``.
+    :param max_jobs: how many jobs run at once; default the machine's core count (``nproc``).
+    """
+
+    name = "local"
+    script_name = "job.script.local"
+    submit_program = "setsid nohup /bin/bash -c"
+    cancel_program = "kill -TERM"
+    hold_program = ""
+    release_program = ""
+    env_prefix = "WFL_ASYNC_LOCAL_JOB"
+
+    def __init__(self, slot_dir: str | None = None, max_jobs: int | None = None) -> None:
+        if max_jobs is not None and (not isinstance(max_jobs, int) or max_jobs < 1):
+            raise SchedulerError(f"max_jobs of the local scheduler must be a positive integer, not {max_jobs!r}")
+        self.slot_dir = slot_dir
+        self.max_jobs = max_jobs
+
+    def __repr__(self) -> str:
+        return f"LocalScheduler(slot_dir={self.slot_dir!r}, max_jobs={self.max_jobs!r})"
+
+    def _slot_dir_shell(self) -> str:
+        """Shell words for the slot dir, expanded on the machine that runs the jobs."""
+        if self.slot_dir is None:
+            return f'"${{{DEFAULT_SLOT_DIR_ENV}:-$HOME/.wfl_async_slots}}"'
+        if self.slot_dir.startswith("~/"):
+            return '"$HOME"/' + shlex.quote(self.slot_dir[2:])
+        return shlex.quote(self.slot_dir)
+
+    # ---------------------------------------------------------------- job script
+    def default_header(self) -> list[str]:
+        return []
+
+    def cores_per_node_commands(self, spec: JobScriptSpec) -> list[str]:
+        return [f"export EXPYRE_NUM_CORES_PER_NODE={int(spec.num_cores_per_node)}"]
+
+    # ---------------------------------------------------------------- submit
+    def submit_invocation(self) -> str:
+        # One brace group, so submit_command's redirections apply to all of it.  The runner
+        # gets its own stdin/stdout/stderr: `$(...)` in submit_command returns as soon as the
+        # printf below is done, not when the job ends.  A background command of a
+        # non-interactive shell is not a process group leader, so setsid does not fork and
+        # $! is the runner's pid.  If the runner has already ended (and been reaped), its
+        # start time reads as 0: a job that is gone, which is what the status will say.
+        script = shlex.quote(self.script_name)
+        max_jobs = "" if self.max_jobs is None else str(int(self.max_jobs))
+        return (
+            f"{{ slots={self._slot_dir_shell()}; "
+            f'mkdir -p -- "$slots/jobs" && chmod u+x {script} && {{ '
+            f"{self.submit_program} {shlex.quote(_RUNNER)} wfl-async-local "
+            f'"$slots" {shlex.quote(max_jobs)} {script} </dev/null >wfl_async_local.log 2>&1 & '
+            f"p=$!; {_PROC_START}; printf '%s.%s\\n' \"$p\" \"${{s:-0}}\"; }}; }}"
+        )
+
+    def parse_submitted_id(self, output: str) -> str | None:
+        words = output.split()
+        if words and _ID.fullmatch(words[-1]):
+            return words[-1]
+        return None
+
+    # ---------------------------------------------------------------- status
+    def status_command(self) -> str:
+        # One line "ID<TAB>queued|running" per live job; stale entries are removed.
+        return (
+            f"slots={self._slot_dir_shell()}; "
+            'for f in "$slots"/jobs/*; do '
+            '[ -f "$f" ] || continue; id=${f##*/}; '
+            'case $id in *.tmp) continue ;; esac; '
+            f"p=${{id%%.*}}; {_PROC_START}; "
+            'if [ -n "$s" ] && [ "$id" = "$p.$s" ]; then '
+            # the file vanishes when the job ends: then it is simply not listed
+            "read -r st <\"$f\" 2>/dev/null || continue; printf '%s\\t%s\\n' \"$id\" \"$st\"; "
+            'else rm -f -- "$f"; fi; '
+            "done; true"
+        )
+
+    def parse_status_output(self, stdout: str) -> dict[str, QueueState]:
+        states: dict[str, QueueState] = {}
+        for line in stdout.splitlines():
+            parts = line.strip().split("\t")
+            if len(parts) != 2 or not _ID.fullmatch(parts[0]):
+                continue
+            job_id, word = parts
+            if word == "queued":
+                states[job_id] = QueueState.QUEUED
+            elif word == "running":
+                states[job_id] = QueueState.RUNNING
+            else:
+                logger.warning("local job %s is in state %r, which wfl_async does not know; "
+                               "treating it as still active", job_id, word)
+                states[job_id] = QueueState.UNKNOWN
+        return states
+
+    # ---------------------------------------------------------------- control
+    def cancel_command(self, remote_ids: Sequence[str]) -> str:
+        # SIGTERM to the process group of each job whose pid still has the recorded start
+        # time; a recycled pid (or a job already gone) is left alone.
+        for rid in remote_ids:
+            if not _ID.fullmatch(rid):
+                raise SchedulerError(f"refusing to cancel odd local job id {rid!r} (expected PID.STARTTIME)")
+        ids = " ".join(remote_ids)
+        return (
+            f"for id in {ids}; do p=${{id%%.*}}; {_PROC_START}; "
+            f'if [ -n "$s" ] && [ "$id" = "$p.$s" ]; then {self.cancel_program} "-$p"; fi; '
+            "done; true"
+        )
+
+    def hold_command(self, remote_ids: Sequence[str]) -> str:
+        raise SchedulerError("hold is not supported by the local scheduler")
+
+    def release_command(self, remote_ids: Sequence[str]) -> str:
+        raise SchedulerError("release is not supported by the local scheduler")

@@ -1,0 +1,134 @@
+"""PBS Pro / OpenPBS / Torque: ``qsub``, ``qstat -u``, ``qdel``, ``qhold``, ``qrls``."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+from .base import JobScriptSpec, Scheduler
+from .states import QueueState
+
+__all__ = ["PBSScheduler"]
+
+logger = logging.getLogger(__name__)
+
+# Job states of qstat(1B) (PBS Pro/OpenPBS reference guide) and Torque's qstat(1):
+_PBS_STATES: dict[str, QueueState] = {
+    # B  Job arrays only: job array has started (at least one subjob is running).
+    "B": QueueState.RUNNING,
+    # C  (Torque) Job is completed after having run.
+    "C": QueueState.FINISHED,
+    # E  Job is exiting after having run.  The script may still be writing its files.
+    "E": QueueState.RUNNING,
+    # F  (PBS Pro, with -x) Job is finished.
+    "F": QueueState.FINISHED,
+    # H  Job is held.
+    "H": QueueState.HELD,
+    # M  Job was moved to another server.  It lives on there: still active.
+    "M": QueueState.QUEUED,
+    # Q  Job is queued, eligible to run or routed.
+    "Q": QueueState.QUEUED,
+    # R  Job is running.
+    "R": QueueState.RUNNING,
+    # S  Job is suspended.
+    "S": QueueState.RUNNING,
+    # T  Job is being moved to new location.
+    "T": QueueState.QUEUED,
+    # U  Cycle-harvesting job is suspended due to keyboard activity.
+    "U": QueueState.RUNNING,
+    # W  Job is waiting for its submitter-assigned start time (qsub -a) to be reached.
+    "W": QueueState.QUEUED,
+    # X  Subjobs only: subjob is finished (expired).
+    "X": QueueState.FINISHED,
+}
+
+# "1234.server", "1234[].server", "1234.long-server-na*" (qstat truncates long ids with
+# '*'), or a bare "1234" (the Torque wrappers on Slurm).  The number (and array brackets)
+# before the first dot identifies the job on its server.
+_PBS_ID = re.compile(r"^(\d+(?:\[\d*\])?)(?:\.\S*)?$")
+
+
+def pbs_job_key(word: str) -> str | None:
+    """The part of a PBS job id that ``qstat`` never truncates: ``1234`` of ``1234.server``."""
+    m = _PBS_ID.match(word.strip())
+    return m.group(1) if m else None
+
+
+class PBSScheduler(Scheduler):
+    """PBS (Pro, OpenPBS, Torque), as ExPyRe's ``pbs`` scheduler drives it.
+
+    Remote ids are the job number without the server name (``1234`` for ``1234.server``),
+    because ``qstat -u`` truncates long ``number.server`` ids; ``qdel``/``qhold``/``qrls``
+    accept the bare number for jobs of the default server.
+    """
+
+    name = "pbs"
+    script_name = "job.script.pbs"
+    submit_program = "qsub"
+    cancel_program = "qdel"
+    hold_program = "qhold"
+    release_program = "qrls"
+    env_prefix = "PBS"
+
+    def default_header(self) -> list[str]:
+        # N_: a PBS job name must start with a letter.
+        return [
+            "#PBS -N N_{id}",
+            "#PBS -l walltime={max_time}",
+            "#PBS -o job.{id}.stdout",
+            "#PBS -e job.{id}.stderr",
+            "#PBS -S /bin/bash",
+            "#PBS -r n",
+        ]
+
+    def render_script(self, spec: JobScriptSpec) -> str:
+        # As ExPyRe: PBS rejects '=' in "#PBS -N" (despite the documentation), and
+        # base64-url hashes contain it.
+        return super().render_script(dataclasses.replace(spec, job_id=spec.job_id.replace("=", "EQ")))
+
+    def cores_per_node_commands(self, spec: JobScriptSpec) -> list[str]:
+        # Torque sets PBS_NUM_PPN; otherwise count this node's lines in PBS_NODEFILE.
+        return [
+            'if [ -n "${PBS_NUM_PPN:-}" ]; then',
+            "    export EXPYRE_NUM_CORES_PER_NODE=$PBS_NUM_PPN",
+            'elif [ -n "${PBS_NODEFILE:-}" ] && [ -r "$PBS_NODEFILE" ]; then',
+            "    export EXPYRE_NUM_CORES_PER_NODE=$(sort \"$PBS_NODEFILE\" | uniq -c | head -n 1 | awk '{print $1}')",
+            "else",
+            f"    export EXPYRE_NUM_CORES_PER_NODE={int(spec.num_cores_per_node)}",
+            "fi",
+        ]
+
+    def parse_submitted_id(self, output: str) -> str | None:
+        # qsub prints the id ("1234.server") as its last word.
+        words = output.split()
+        return pbs_job_key(words[-1]) if words else None
+
+    def status_command(self) -> str:
+        # Every job of the user in one call.  `-u` selects the alternate (-a) table on
+        # PBS Pro, OpenPBS and Torque alike.  Not `-x` (finished jobs on PBS Pro, but XML
+        # output on Torque) and not `-w` (PBS Pro only).
+        # "$(id -un)": $USER is not set in every non-interactive ssh session.
+        return 'qstat -u "$(id -un)"'
+
+    def parse_status_output(self, stdout: str) -> dict[str, QueueState]:
+        # Rows are: Job ID, Username, Queue, Jobname, SessID, NDS, TSK, Memory, Req'd Time,
+        # S, Elap Time.  The name may contain spaces, so only the first word (the id) and the
+        # last-but-one (S) are read; every column after the name is a single word ("--"
+        # when empty).  Headers, "server:" lines and rules do not start with a job number.
+        states: dict[str, QueueState] = {}
+        for line in stdout.splitlines():
+            words = line.split()
+            if len(words) < 3:
+                continue
+            key = pbs_job_key(words[0].rstrip("*"))
+            if key is None:
+                continue
+            code = words[-2]
+            mapped = _PBS_STATES.get(code)
+            if mapped is None:
+                logger.warning("qstat reports job %s in state %r, which wfl_async does not know; "
+                               "treating it as still active", words[0], code)
+                mapped = QueueState.UNKNOWN
+            states[key] = mapped
+        return states

@@ -1,0 +1,132 @@
+"""Son of Grid Engine / Univa / Altair Grid Engine: ``qsub -terse``, ``qstat -xml``, ``qdel``."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from .base import JobScriptSpec, Scheduler
+from .states import QueueState
+
+__all__ = ["SGEScheduler"]
+
+logger = logging.getLogger(__name__)
+
+# qstat(1) (SGE 8.1.9), OUTPUT FORMATS, the job's status is "a combination of d(eletion),
+# E(rror), h(old), q(ueued), r(unning), R(estarted), s(uspended), S(uspended),
+# t(ransfering), T(hreshold), w(aiting), or z(ombie)".  Decided letter by letter, first
+# match wins:
+#   E  "appears for pending jobs that couldn't be started due to job properties" (Eqw):
+#      it stays in the queue forever, so it counts as FAILED.
+#   z  "appears for finished jobs when the -s z option is used": FINISHED.
+#   r, t  "indicate that a job is about to be executed or is already executing": RUNNING.
+#      Before h: qhold on a running job gives "hr" (measured), and the job keeps running.
+#   s, S, T  "show that an already running job has been suspended": RUNNING (it holds
+#      its slots and resumes).
+#   h  "a job currently is not eligible for execution due to a hold state assigned to it
+#      via qhold(1), qalter(1) or the qsub(1) -h option, or [...] waiting for completion of
+#      the jobs for which job dependencies have been assigned": HELD (hqw).
+#   q, w  "Pending, unheld jobs are displayed as qw": QUEUED.
+#   R  "the job was restarted": a modifier ("Rr", "Rq"), so it decides only alone.
+#   d  "qdel(1) has been used to initiate job deletion": combined with one of the above
+#      (dr, dqw, dt); alone it is still listed while being removed, so RUNNING.
+_SGE_LETTERS: tuple[tuple[str, QueueState], ...] = (
+    ("E", QueueState.FAILED),
+    ("z", QueueState.FINISHED),
+    ("r", QueueState.RUNNING),
+    ("t", QueueState.RUNNING),
+    ("s", QueueState.RUNNING),
+    ("S", QueueState.RUNNING),
+    ("T", QueueState.RUNNING),
+    ("h", QueueState.HELD),
+    ("q", QueueState.QUEUED),
+    ("w", QueueState.QUEUED),
+    ("R", QueueState.RUNNING),
+    ("d", QueueState.RUNNING),
+)
+
+# One <job_list ...>...</job_list> element of `qstat -xml`; only the job number and the
+# state are read from it, never the name.  qstat escapes the name (measured: "<" becomes
+# "%lt;", "&" "&amp;", quotes &apos;/&quot;), so a name cannot close the element early.
+_JOB_LIST = re.compile(r"<job_list\b[^>]*>(.*?)</job_list>", re.S)
+_JOB_NUMBER = re.compile(r"<JB_job_number>\s*(\d+)\s*</JB_job_number>")
+_STATE = re.compile(r"<state>\s*([A-Za-z]+)\s*</state>")
+_TERSE_ID = re.compile(r"(?:^|\s)(\d+)(?:\.\S*)?\s*$")
+
+
+def sge_state(code: str) -> QueueState | None:
+    """Our state for an SGE state code such as ``qw``, ``hqw``, ``dr`` or ``Eqw``; None if unknown."""
+    if not code or any(c not in "dEhqrRsStTwz" for c in code):
+        return None
+    for letter, state in _SGE_LETTERS:
+        if letter in code:
+            return state
+    return None
+
+
+class SGEScheduler(Scheduler):
+    """Grid Engine, as ExPyRe's ``sge`` scheduler drives it."""
+
+    name = "sge"
+    script_name = "job.script.sge"
+    # -terse prints the bare job id ("123", or "123.1-10:1" for an array) instead of
+    # 'Your job 123 ("name") has been submitted', which quotes the job name.
+    submit_program = "qsub -terse"
+    cancel_program = "qdel"
+    hold_program = "qhold"
+    release_program = "qrls"
+    env_prefix = "SGE"
+
+    def default_header(self) -> list[str]:
+        # N_ because SGE job names must not start with a digit; -cwd so that the job runs
+        # (and its -o/-e files land) in the job directory it was submitted from.
+        return [
+            "#$ -N N_{id}",
+            "#$ -l h_rt={max_time}",
+            "#$ -o job.{id}.stdout",
+            "#$ -e job.{id}.stderr",
+            "#$ -S /bin/bash",
+            "#$ -r n",
+            "#$ -cwd",
+        ]
+
+    def cores_per_node_commands(self, spec: JobScriptSpec) -> list[str]:
+        # NSLOTS: slots granted (parallel environment), NHOSTS: hosts; ExPyRe divides them.
+        return [
+            'if [ -n "${NSLOTS:-}" ] && [ -n "${NHOSTS:-}" ]; then',
+            "    export EXPYRE_NUM_CORES_PER_NODE=$(( NSLOTS / NHOSTS ))",
+            "else",
+            f"    export EXPYRE_NUM_CORES_PER_NODE={int(spec.num_cores_per_node)}",
+            "fi",
+        ]
+
+    def parse_submitted_id(self, output: str) -> str | None:
+        # The id is the last word: warnings qsub prints first are folded into the same text.
+        m = _TERSE_ID.search(output)
+        return m.group(1) if m else None
+
+    def status_command(self) -> str:
+        # Every job of the user in one call.  -xml because the plain table pads the name
+        # to 10 columns and has optional columns (queue, ja-task-ID), so its state column
+        # has no fixed position; the XML has one element per job with the state by name.
+        # "$(id -un)": $USER is not set in every non-interactive ssh session.
+        return 'qstat -xml -u "$(id -un)"'
+
+    def parse_status_output(self, stdout: str) -> dict[str, QueueState]:
+        states: dict[str, QueueState] = {}
+        for block in _JOB_LIST.findall(stdout):
+            number = _JOB_NUMBER.search(block)
+            if number is None:
+                continue
+            job_id = number.group(1)
+            code_match = _STATE.search(block)
+            code = code_match.group(1) if code_match else ""
+            mapped = sge_state(code)
+            if mapped is None:
+                logger.warning("qstat reports job %s in state %r, which wfl_async does not know; "
+                               "treating it as still active", job_id, code)
+                mapped = QueueState.UNKNOWN
+            # An array job has one element per running task: running wins over pending.
+            if states.get(job_id) is not QueueState.RUNNING:
+                states[job_id] = mapped
+        return states

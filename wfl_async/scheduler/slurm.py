@@ -1,0 +1,157 @@
+"""Slurm: ``sbatch``, ``squeue``, ``scancel``, ``scontrol hold/release``."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from .base import JobScriptSpec, Scheduler
+from .states import QueueState
+
+__all__ = ["SlurmScheduler"]
+
+logger = logging.getLogger(__name__)
+
+# squeue(1), "JOB STATE CODES" (Slurm 22.05), with the state each one means to us.
+# FINISHED/FAILED records stay listed only until MinJobAge; the job's marker decides success.
+_SLURM_STATES: dict[str, QueueState] = {
+    # BF BOOT_FAIL: Job terminated due to launch failure, typically due to a hardware
+    #    failure (e.g. unable to boot the node or block and the job can not be requeued).
+    "BOOT_FAIL": QueueState.FAILED,
+    # CA CANCELLED: Job was explicitly cancelled by the user or system administrator.
+    #    The job may or may not have been initiated.
+    "CANCELLED": QueueState.FAILED,
+    # CD COMPLETED: Job has terminated all processes on all nodes with an exit code of zero.
+    "COMPLETED": QueueState.FINISHED,
+    # CF CONFIGURING: Job has been allocated resources, but are waiting for them to become
+    #    ready for use (e.g. booting).  The script has not started yet.
+    "CONFIGURING": QueueState.QUEUED,
+    # CG COMPLETING: Job is in the process of completing. Some processes on some nodes may
+    #    still be active.
+    "COMPLETING": QueueState.RUNNING,
+    # DL DEADLINE: Job terminated on deadline.
+    "DEADLINE": QueueState.FAILED,
+    # F FAILED: Job terminated with non-zero exit code or other failure condition.
+    "FAILED": QueueState.FAILED,
+    # NF NODE_FAIL: Job terminated due to failure of one or more allocated nodes.
+    "NODE_FAIL": QueueState.FAILED,
+    # OOM OUT_OF_MEMORY: Job experienced out of memory error.
+    "OUT_OF_MEMORY": QueueState.FAILED,
+    # PD PENDING: Job is awaiting resource allocation.  (HELD when the reason says so, below.)
+    "PENDING": QueueState.QUEUED,
+    # PR PREEMPTED: Job terminated due to preemption.
+    "PREEMPTED": QueueState.FAILED,
+    # R RUNNING: Job currently has an allocation.
+    "RUNNING": QueueState.RUNNING,
+    # RD RESV_DEL_HOLD: Job is being held after requested reservation was deleted.
+    "RESV_DEL_HOLD": QueueState.HELD,
+    # RF REQUEUE_FED: Job is being requeued by a federation.
+    "REQUEUE_FED": QueueState.QUEUED,
+    # RH REQUEUE_HOLD: Held job is being requeued.
+    "REQUEUE_HOLD": QueueState.HELD,
+    # RQ REQUEUED: Completing job is being requeued.
+    "REQUEUED": QueueState.QUEUED,
+    # RS RESIZING: Job is about to change size.
+    "RESIZING": QueueState.RUNNING,
+    # RV REVOKED: Sibling was removed from cluster due to other cluster starting the job.
+    #    The job lives on in another cluster of the federation: neither done nor failed.
+    "REVOKED": QueueState.UNKNOWN,
+    # SI SIGNALING: Job is being signaled.
+    "SIGNALING": QueueState.RUNNING,
+    # SE SPECIAL_EXIT: The job was requeued in a special state. This state can be set by
+    #    users, typically in EpilogSlurmctld, if the job has terminated with a particular
+    #    exit value.
+    "SPECIAL_EXIT": QueueState.FAILED,
+    # SO STAGE_OUT: Job is staging out files.
+    "STAGE_OUT": QueueState.RUNNING,
+    # ST STOPPED: Job has an allocation, but execution has been stopped with SIGSTOP
+    #    signal. CPUS have been retained by this job.
+    "STOPPED": QueueState.RUNNING,
+    # S SUSPENDED: Job has an allocation, but execution has been suspended and CPUs have
+    #    been released for other jobs.
+    "SUSPENDED": QueueState.RUNNING,
+    # TO TIMEOUT: Job terminated upon reaching its time limit.
+    "TIMEOUT": QueueState.FAILED,
+}
+
+# Reasons (squeue %r) of a PENDING job that mean "held": scontrol hold (JobHeldUser),
+# an admin hold or `scontrol hold` by root (JobHeldAdmin).
+_HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})
+
+_SEP = "|"
+_SUBMITTED = re.compile(r"Submitted batch job (\d+)")
+
+
+def _tasks_per_node_lines(env: str, fallback: int) -> list[str]:
+    # SLURM_TASKS_PER_NODE looks like "4", "4(x2)" or "4(x2),3": ExPyRe takes the first count.
+    return [
+        f'if [ -n "${{{env}:-}}" ]; then',
+        f'    export EXPYRE_NUM_CORES_PER_NODE="${{{env}%%[(,]*}}"',
+        "else",
+        f"    export EXPYRE_NUM_CORES_PER_NODE={int(fallback)}",
+        "fi",
+    ]
+
+
+class SlurmScheduler(Scheduler):
+    """Slurm, as ExPyRe's ``slurm`` scheduler drives it."""
+
+    name = "slurm"
+    script_name = "job.script.slurm"
+    # Plain sbatch: its "Submitted batch job N" line cannot be mistaken for anything else,
+    # even after submit_command folds warnings (e.g. "can not load PMIx") into the same text.
+    # `--parsable` prints a bare "N" or "N;cluster", which needs the line structure we fold away.
+    submit_program = "sbatch"
+    cancel_program = "scancel"
+    hold_program = "scontrol hold"
+    release_program = "scontrol release"
+    env_prefix = "SLURM"
+
+    def default_header(self) -> list[str]:
+        return [
+            "#SBATCH --job-name={id}",
+            "#SBATCH --time={max_time}",
+            "#SBATCH --output=job.{id}.stdout",
+            "#SBATCH --error=job.{id}.stderr",
+        ]
+
+    def cores_per_node_commands(self, spec: JobScriptSpec) -> list[str]:
+        return _tasks_per_node_lines("SLURM_TASKS_PER_NODE", spec.num_cores_per_node)
+
+    def parse_submitted_id(self, output: str) -> str | None:
+        found = _SUBMITTED.findall(output)
+        return found[-1] if found else None
+
+    def status_command(self) -> str:
+        # Every job of the user, in one call, with the id and state first and the reason
+        # last; the job name is never printed, so no name can confuse the parser.
+        # `-t all` keeps finished records (until MinJobAge) so FAILED/TIMEOUT show up
+        # before the grace period runs out.
+        #
+        # Why `-u` and not `--jobs=ID,...`: squeue exits 1 with "Invalid job id specified"
+        # when a listed id has already been purged (after MinJobAge, default 300 s; seen
+        # with Slurm 22.05, see aiida-core#4326), which would fail the whole poll.  A
+        # listing by user never names a job, so it cannot fail that way: a purged job is
+        # simply absent, and the jobs layer waits for its marker.
+        # "$(id -un)": $USER is not set in every non-interactive ssh session.
+        return f"squeue --noheader --user=\"$(id -un)\" --states=all --format='%i{_SEP}%T{_SEP}%r'"
+
+    def parse_status_output(self, stdout: str) -> dict[str, QueueState]:
+        states: dict[str, QueueState] = {}
+        for line in stdout.splitlines():
+            # Fields 1-3 only: whatever a differently configured squeue appends (a name
+            # with '|' in it) is never read.  Reasons are single words (JobHeldUser, ...).
+            parts = line.strip().split(_SEP)
+            if len(parts) < 2 or not parts[0]:
+                continue
+            job_id, state = parts[0], parts[1].strip()
+            reason = parts[2].strip() if len(parts) > 2 else ""
+            mapped = _SLURM_STATES.get(state)
+            if mapped is None:
+                logger.warning("squeue reports job %s in state %r, which wfl_async does not know; "
+                               "treating it as still active", job_id, state)
+                mapped = QueueState.UNKNOWN
+            elif mapped is QueueState.QUEUED and state == "PENDING" and reason in _HELD_REASONS:
+                mapped = QueueState.HELD
+            states[job_id] = mapped
+        return states

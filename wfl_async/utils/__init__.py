@@ -1,0 +1,1 @@
+"""Helpers shared by the operations (same module paths as ``wfl.utils``)."""
