@@ -17,7 +17,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rich.progress import Progress as RichProgress, TaskID
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
 
     from .system import System
 
@@ -98,13 +99,20 @@ class Progress:
     def __enter__(self) -> Progress:
         if self.enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, Progress as RichProgress, TextColumn
+            from rich.progress import BarColumn, ProgressColumn, TextColumn
+            from rich.progress import Progress as RichProgress
+            from rich.text import Text
+
+            class SummaryColumn(ProgressColumn):
+                def render(self, task: Any) -> Text:
+                    return Text(task.fields["line"].summary())
 
             if _shared["display"] is None:
-                _shared["display"] = RichProgress(TextColumn("{task.description}"), BarColumn(),
-                                                  TextColumn("{task.fields[line].summary}"),
-                                                  console=Console(stderr=True), refresh_per_second=2)
-                _shared["display"].start()
+                display = RichProgress(TextColumn("{task.description}"), BarColumn(),
+                                       SummaryColumn(),
+                                       console=Console(stderr=True), refresh_per_second=2)
+                display.start()
+                _shared["display"] = display
             _shared["users"] += 1
             self._task = self._display().add_task(self.label, total=self.counts.total_items, line=self)
         return self

@@ -19,7 +19,7 @@ import anyio
 
 from .config import ProjectConfig, SystemConfig, load_config
 from .jobs.database import JobsDatabase, JobStatus, process_owner
-from .scheduler import get_scheduler
+from .scheduler import Scheduler, get_scheduler
 from .system import System, Watch
 from .system.paths import project_key
 from .transport.base import Transport
@@ -85,7 +85,7 @@ class Runtime:
 
     async def _record_progress(self, watches: Sequence[Watch]) -> None:
         """One database transaction per poll for every job whose state moved."""
-        updates = []
+        updates: list[tuple[str, dict[str, object]]] = []
         for watch in watches:
             if watch.outcome is None:
                 updates.append((watch.key, {"status": JobStatus.STARTED}))
@@ -98,7 +98,7 @@ class Runtime:
         await self.db.update_many(u for u in updates if u[0])
 
 
-def _scheduler_for(config: SystemConfig):  # type: ignore[no-untyped-def]
+def _scheduler_for(config: SystemConfig) -> Scheduler:
     if config.scheduler == "local":
         return get_scheduler("local", slot_dir=None, max_jobs=config.partitions[next(iter(config.partitions))]
                              ["num_cores"])

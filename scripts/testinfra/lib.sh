@@ -1,5 +1,5 @@
 # Shared helpers for scripts/testinfra/*.sh.  Source it, do not run it.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # variables are used by the sourcing scripts
 
 TESTINFRA_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$TESTINFRA_SCRIPTS/../.." && pwd)"

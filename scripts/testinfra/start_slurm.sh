@@ -81,8 +81,9 @@ if ! pid_alive "$S/slurmd.pid" slurmd; then
 fi
 record_pid slurmd "$S/slurmd.pid" slurmd
 
-node_idle() { [[ "$(sinfo -h -n "$HOST_S" -o %T)" == idle* ]]; }
-wait_for 30 "sinfo shows $HOST_S idle" node_idle
+# up = idle, or mixed/allocated when jobs run (a trailing * = not responding)
+node_up() { [[ "$(sinfo -h -n "$HOST_S" -o %T)" =~ ^(idle|mixed|allocated|completing)$ ]]; }
+wait_for 30 "sinfo shows $HOST_S up" node_up
 # sacct -c opens the file for appending even to read it, and every root
 # "sacct -c" resets its mode to 0644: let the test user own it so its sacct works.
 ensure_test_user

@@ -91,6 +91,16 @@ def remote_dir_exists(system: str, path: str) -> bool:
     return in_thread(anyio.run, ask)
 
 
+def wait_until_gone(system: str, remote_ids: list[str], deadline: float = 60) -> bool:
+    """Whether the jobs leave the real queue (SGE lists a deleted job as ``dr`` for a while)."""
+    end = time.monotonic() + deadline
+    while any(queue_states(system).get(i) in ACTIVE_STATES for i in remote_ids):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def by_name(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in records}
 
@@ -265,8 +275,7 @@ def test_cancel_removes_jobs_from_the_real_queue(root: Path, system: str) -> Non
         assert jobs[f"sleeper{i}-{t}"]["status"] == "died"
         assert jobs[f"sleeper{i}-{t}"]["message"] == "cancelled by user"
     assert jobs[f"bystander-{t}"]["status"] in ("submitted", "started")
-    states = queue_states(system)
-    assert not any(states.get(i) in ACTIVE_STATES for i in ids), states
+    assert wait_until_gone(system, ids)
 
     # no filter: asks first, and "no" cancels nothing
     refused = cli("cancel", input="n\n")
@@ -327,7 +336,7 @@ def test_rm_refuses_unfinished_jobs_unless_forced(root: Path) -> None:
     forced = cli("rm", "-n", t, "--yes", "--force")
     assert forced.exit_code == 0, forced.output
     assert cli_json("-n", t) == []
-    assert queue_states("sge_ssh").get(busy_id) not in ACTIVE_STATES
+    assert wait_until_gone("sge_ssh", [busy_id])
 
 
 # ---------------------------------------------------------------------- db
@@ -379,11 +388,13 @@ def test_db_repair_reports_ok_and_damage(root: Path) -> None:
     assert ok.exit_code == 0 and "ok (1 jobs, integrity check passed)" in ok.stdout
 
     db_path = root / DB_NAME
-    with sqlite3.connect(db_path) as conn:  # enough rows for several pages
+    conn = sqlite3.connect(db_path)
+    with conn:  # enough rows for many pages
         conn.executemany("INSERT INTO jobs (key, name, system, status, job_dir, created_at, updated_at) "
                          "VALUES (?, ?, 'local', 'succeeded', ?, 0, 0)",
                          [(f"k{i:05d}" * 8, f"n{i}", f"d{i}") for i in range(3000)])
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
     size = db_path.stat().st_size
     with open(db_path, "r+b") as handle:
         handle.seek(size // 2)

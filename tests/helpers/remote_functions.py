@@ -28,3 +28,25 @@ def raise_custom(message: str) -> None:
 def sleep_then_return(seconds: float, value: object) -> object:
     time.sleep(seconds)
     return value
+
+
+def _label_or_raise(atoms_list):  # type: ignore[no-untyped-def]
+    """wfl-style low-level op: raises for configurations marked ``bad``, sleeps if asked."""
+    seconds = float(os.environ.get("WFL_TEST_SLEEP", "0"))
+    if seconds:
+        time.sleep(seconds)
+    out = []
+    for atoms in atoms_list:
+        if atoms.info.get("bad"):
+            raise CustomRemoteError(f"bad configuration {atoms.info.get('i')}")
+        atoms = atoms.copy()
+        atoms.info["labelled"] = True
+        out.append(atoms)
+    return out
+
+
+def label_or_raise(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """A user's own autoparallelized operation, written exactly as in wfl."""
+    from wfl_async.autoparallelize import autoparallelize
+
+    return autoparallelize(_label_or_raise, *args, **kwargs)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import wfl.autoparallelize.utils as wfl_utils
+from ase.calculators.emt import EMT
 
-from tests.helpers.configs import cu_configs
-from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo
+from tests.helpers.configs import cu_configs, tag_with_pid
+from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
 from wfl_async.autoparallelize.expyre_info import (
     caller_stack_labels,
     load_expyre_info,
@@ -24,10 +26,11 @@ from wfl_async.autoparallelize.utils import (
     set_autopara_per_item_info,
     split_rng,
 )
-from wfl_async.configset import ConfigSet
+from wfl_async.configset import ConfigSet, OutputSpec
 from wfl_async.errors import ConfigurationError
+from wfl_async.generate.optimize import optimize
 
-RI = {"sys_name": "cluster", "job_name": "job", "resources": {"num_nodes": 1, "max_time": "1h"}}
+RI: dict[str, Any] = {"sys_name": "cluster", "job_name": "job", "resources": {"num_nodes": 1, "max_time": "1h"}}
 
 # ---- AutoparaInfo / RemoteInfo -------------------------------------------------------
 
@@ -226,3 +229,40 @@ def test_caller_stack_labels_end_with_the_caller() -> None:
     labels = _inner_caller()
     assert labels[-1].endswith("test_autopara_info.py::_inner_caller")
     assert labels[-2].endswith("test_autopara_info.py::test_caller_stack_labels_end_with_the_caller")
+
+
+# ---- resolution through the real entry points (prepared, never run) -----------------------
+
+
+def _prepared_remote_info(coro: Any) -> Any:
+    """The RemoteInfo an ``X.aio(...)`` call resolved, read before the coroutine runs."""
+    try:
+        return coro.cr_frame.f_locals["call"].remote_info
+    finally:
+        coro.close()
+
+
+def _workflow_step() -> Any:
+    return _prepared_remote_info(optimize.aio(ConfigSet(cu_configs(1)), OutputSpec(), calculator=(EMT, [], {})))
+
+
+def test_operation_call_matches_user_function_then_operation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WFL_EXPYRE_INFO", json.dumps({
+        "test_autopara_info.py::_workflow_step,generate/optimize.py::optimize": {**RI, "job_name": "step"},
+        "optimize.py::optimize": {**RI, "job_name": "any_optimize"}}))
+    ri = _workflow_step()
+    assert ri is not None and ri.job_name == "step"
+
+    direct = _prepared_remote_info(optimize.aio(ConfigSet(cu_configs(1)), OutputSpec(), calculator=(EMT, [], {})))
+    assert direct is not None and direct.job_name == "any_optimize"
+
+
+def test_direct_autoparallelize_call_matches_the_calling_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WFL_EXPYRE_INFO", json.dumps(
+        {"test_autopara_info.py::test_direct_autoparallelize_call_matches_the_calling_function": RI}))
+    ri = _prepared_remote_info(autoparallelize.aio(tag_with_pid, ConfigSet(cu_configs(1)), OutputSpec()))
+    assert ri is not None and ri.sys_name == "cluster"
+    with pytest.warns(UserWarning, match="remote_label 'nothing'"):
+        labelled = _prepared_remote_info(autoparallelize.aio(tag_with_pid, ConfigSet(cu_configs(1)), OutputSpec(),
+                                                             autopara_info={"remote_label": "nothing"}))
+    assert labelled is None  # a label switches stack matching off (with a warning)

@@ -158,3 +158,17 @@ def test_public_modules_declare_all(module: str) -> None:
 
     mod = importlib.import_module(module)
     assert mod.__all__ and all(hasattr(mod, name) for name in mod.__all__)
+
+
+def _wfl_style_wrapper(*args: object, **kwargs: object) -> ConfigSet | None:
+    return autoparallelize(ops.tag_with_pid, *args, default_autopara_info={"num_inputs_per_python_subprocess": 2},
+                           **kwargs)
+
+
+def test_wfl_style_wrapper_with_autoparallelize_docstring() -> None:
+    from wfl_async.autoparallelize import autoparallelize_docstring
+
+    autoparallelize_docstring(_wfl_style_wrapper, ops.tag_with_pid, "Atoms")
+    assert _wfl_style_wrapper.__doc__ is not None and "inputs" in _wfl_style_wrapper.__doc__
+    out = _wfl_style_wrapper(ConfigSet(cu_configs(3)), OutputSpec(), tag="w")
+    assert out is not None and [at.info["chunk_len"] for at in out] == [2, 2, 1]

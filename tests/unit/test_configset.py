@@ -27,7 +27,7 @@ def test_configset_from_nested_lists_records_locations() -> None:
     assert _locs(cs) == [" / 0 / 0", " / 0 / 1", " / 1 / 0", " / 2 / 0 / 0"]
     groups = list(cs.groups())
     assert [type(g) for g in groups] == [ConfigSet] * 3
-    assert [g._enclosing_loc for g in groups] == [" / 0", " / 1", " / 2"]
+    assert [g._enclosing_loc for g in groups if isinstance(g, ConfigSet)] == [" / 0", " / 1", " / 2"]
     assert _ids(groups[0]) == [0, 1]
 
 
@@ -52,7 +52,7 @@ def test_configset_file_root_and_glob_make_a_list_of_files(tmp_path: Path) -> No
     assert _locs(cs) == [" / 0 / 0", " / 0 / 1", " / 1 / 0", " / 1 / 1", " / 1 / 2"]
     assert _ids(cs) == list(range(5))
     per_file = list(cs.groups())
-    assert [_ids(g) for g in per_file] == [[0, 1], [2, 3, 4]]  # type: ignore[arg-type]
+    assert [_ids(g) for g in per_file] == [[0, 1], [2, 3, 4]]
     with pytest.raises(ValueError, match="does not exist"):
         ConfigSet("missing_*.xyz", file_root=tmp_path)
     with pytest.raises(ValueError, match="absolute"):
@@ -167,7 +167,7 @@ def test_tags_and_non_extxyz_format_go_through_ase(tmp_path: Path) -> None:
     for at in reversed(inputs):
         out.store(at, at.info["_ConfigSet_loc"])
     out.close()
-    read = ase.io.read(tmp_path / "out.traj", ":")
+    read = list(ase.io.iread(tmp_path / "out.traj", ":"))
     assert [len(at) for at in read] == [len(at) for at in inputs]
     assert np.allclose(read[0].positions, inputs[0].positions, atol=1e-6)
     assert np.allclose(read[2].positions, inputs[2].positions, atol=1e-6)
@@ -202,7 +202,7 @@ def test_file_written_by_wfl_is_read_with_same_structure(tmp_path: Path) -> None
     ours = ConfigSet(tmp_path / "wfl.xyz")
     theirs = wfl_cs.ConfigSet(str(tmp_path / "wfl.xyz"))
     assert _locs(ours) == _locs(theirs)
-    assert [_ids(g) for g in ours.groups()] == [[0, 0, 1, 1], [2, 2]]  # type: ignore[arg-type]
+    assert [_ids(g) for g in ours.groups()] == [[0, 0, 1, 1], [2, 2]]
 
 
 def test_file_written_by_us_is_byte_identical_to_wfl_and_read_by_wfl(tmp_path: Path) -> None:
@@ -218,3 +218,47 @@ def test_file_written_by_us_is_byte_identical_to_wfl_and_read_by_wfl(tmp_path: P
 def test_wfl_outputspec_treats_our_finished_output_as_done(tmp_path: Path) -> None:
     _write_nested_with(ConfigSet, OutputSpec, tmp_path / "ours.xyz")
     assert wfl_cs.OutputSpec(str(tmp_path / "ours.xyz")).all_written()
+
+
+def _structure(cs: ConfigSet | wfl_cs.ConfigSet) -> list[object]:
+    """Group structure as nested lists of config_i (Atoms at the top level become ints)."""
+    out: list[object] = []
+    for group in cs.groups():
+        out.append(group.info["config_i"] if hasattr(group, "info") else _structure(group))
+    return out
+
+
+@pytest.mark.parametrize("layout", ["nested_list", "one_nested_file", "two_files", "flat_file"])
+def test_iteration_and_groups_match_wfl(tmp_path: Path, layout: str) -> None:
+    ats = cu_configs(5)
+    if layout == "nested_list":
+        def make(cls: type) -> object:
+            fresh = cu_configs(5)
+            return cls([[fresh[0], [fresh[1], fresh[2]]], [fresh[3]], fresh[4]])
+    elif layout == "one_nested_file":
+        _write_nested_with(wfl_cs.ConfigSet, wfl_cs.OutputSpec, tmp_path / "nested.xyz")
+
+        def make(cls: type) -> object:
+            return cls(str(tmp_path / "nested.xyz"))
+    elif layout == "two_files":
+        ase.io.write(tmp_path / "f_0.xyz", ats[:2])
+        ase.io.write(tmp_path / "f_1.xyz", ats[2:])
+
+        def make(cls: type) -> object:
+            return cls([str(tmp_path / "f_0.xyz"), str(tmp_path / "f_1.xyz")])
+    else:
+        ase.io.write(tmp_path / "flat.xyz", ats)
+
+        def make(cls: type) -> object:
+            return cls(str(tmp_path / "flat.xyz"))
+    ours, theirs = make(ConfigSet), make(wfl_cs.ConfigSet)
+    assert _locs(ours) == _locs(theirs)  # type: ignore[arg-type]
+    assert _ids(ours) == _ids(theirs)
+    assert _structure(make(ConfigSet)) == _structure(make(wfl_cs.ConfigSet))  # type: ignore[arg-type]
+
+
+def test_write_stores_every_config_at_its_location_and_closes(tmp_path: Path) -> None:
+    out = OutputSpec(tmp_path / "w.xyz")
+    out.write(ConfigSet([cu_configs(2), cu_configs(1)]))
+    assert out.closed and out.all_written()
+    assert _locs(ConfigSet(tmp_path / "w.xyz")) == [" / 0 / 0", " / 0 / 1", " / 1 / 0"]

@@ -5,9 +5,16 @@ operation can be called (sync, ``.aio``, ``.iter``).
 """
 
 from .autoparainfo import AutoparaInfo
-from .base import autoparallelize
+from .base import autoparallelize, autoparallelize_docstring
 from .chunk import ChunkResult
 from .operation import AutoparaOperation
 from .remoteinfo import RemoteInfo
 
-__all__ = ["AutoparaInfo", "AutoparaOperation", "ChunkResult", "RemoteInfo", "autoparallelize"]
+__all__ = [
+    "AutoparaInfo",
+    "AutoparaOperation",
+    "ChunkResult",
+    "RemoteInfo",
+    "autoparallelize",
+    "autoparallelize_docstring",
+]

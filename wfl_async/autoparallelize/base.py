@@ -30,7 +30,7 @@ from .chunk import ChunkResult
 from .expyre_info import caller_stack_labels, resolve_remote_info
 from .remoteinfo import RemoteInfo
 
-__all__ = ["PreparedCall", "autoparallelize", "prepare_call"]
+__all__ = ["PreparedCall", "autoparallelize", "autoparallelize_docstring", "prepare_call"]
 
 DefaultAutoparaInfo = Mapping[str, Any] | Callable[[tuple[Any, ...], dict[str, Any]], Mapping[str, Any]] | None
 
@@ -129,10 +129,12 @@ async def run_call(call: PreparedCall) -> ConfigSet | None:
     :return: ConfigSet of the outputs (empty if the operation produced none), or None if
         ``outputs`` is None
     """
-    if call.already_done():
+    import anyio.to_thread
+
+    if await anyio.to_thread.run_sync(call.already_done):  # file-system checks stay off the loop
         _report_reuse(call)
         assert call.outputs is not None
-        return call.outputs.to_ConfigSet()
+        return await anyio.to_thread.run_sync(call.outputs.to_ConfigSet)
     if call.remote_info is not None:
         from . import remote  # type: ignore[attr-defined,unused-ignore]  # lazy: pulls in jobs and systems
 
@@ -162,7 +164,9 @@ async def iter_call(call: PreparedCall) -> AsyncGenerator[ChunkResult, None]:
     completes; stopping early leaves no final output file. If the output was already
     complete, nothing runs and nothing is yielded (read ``outputs.to_ConfigSet()``).
     """
-    if call.already_done():
+    import anyio.to_thread
+
+    if await anyio.to_thread.run_sync(call.already_done):
         _report_reuse(call)
         return
     chunks: AsyncIterator[ChunkResult]
@@ -239,3 +243,17 @@ class _Autoparallelize:
 
 
 autoparallelize = _Autoparallelize()
+
+
+def autoparallelize_docstring(wrapped_func: Callable[..., Any], wrappable_func: Callable[..., Any],
+                              input_iterable_type: str, input_arg: int | str = 0) -> None:
+    """Give a wfl-style wrapper ``def op(*args, **kwargs): return autoparallelize(...)`` a docstring.
+
+    Kept for wfl compatibility; the docstring says how ``inputs``/``outputs`` replace the
+    low-level function's input argument, followed by that function's own docstring.
+    """
+    wrapped_func.__doc__ = (
+        f"Autoparallelized {getattr(wrappable_func, '__name__', 'operation')}: called as "
+        f"(inputs, outputs, *args, autopara_info=None, **kwargs), where inputs (iterable of "
+        f"{input_iterable_type}) and outputs (OutputSpec or None) replace argument {input_arg!r} "
+        f"below. Returns the output ConfigSet.\n\n" + (wrappable_func.__doc__ or ""))

@@ -35,6 +35,17 @@ from .expyre_info import caller_stack_labels
 __all__ = ["AutoparaOperation"]
 
 
+_USAGE = """Autoparallelized operation; the first argument of the function below is replaced by
+    ``inputs`` (a ConfigSet or other iterable) and ``outputs`` (an OutputSpec or None), and
+    ``autopara_info`` (AutoparaInfo or dict) may be given. Three forms, same arguments::
+
+        {name}(inputs, outputs, ...)                  # returns the output ConfigSet
+        await {name}.aio(inputs, outputs, ...)        # in async code
+        async for chunk in {name}.iter(inputs, outputs, ...):  # ChunkResult per finished chunk
+
+    """
+
+
 def _lookup(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
@@ -58,7 +69,7 @@ class AutoparaOperation:
         self.__name__ = name or op.__name__
         self.__qualname__ = self.__name__
         self.__module__ = module or op.__module__
-        self.__doc__ = doc if doc is not None else op.__doc__
+        self.__doc__ = doc if doc is not None else _USAGE.format(name=self.__name__) + (op.__doc__ or "")
         self.default_autopara_info = default_autopara_info
         self.stack_label = f"{inspect.getfile(op)}::{self.__name__}"
 

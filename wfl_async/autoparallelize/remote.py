@@ -26,6 +26,7 @@ from ase.atoms import Atoms
 
 from ..configset import ConfigSet, OutputSpec
 from ..jobs.database import JobStatus
+from ..jobs.hashing import code_source
 from ..jobs.remote_job import PreparedJob, RemoteJob
 from ..progress import Progress
 from ..runtime import Runtime, runtime_scope
@@ -165,7 +166,8 @@ def _prepare_chunks(runtime: Runtime, op: Callable[..., Any], inputs: Any, args:
             exact_fit=remote_info.exact_fit, partial_node=remote_info.partial_node, timeout=remote_info.timeout,
             check_interval=remote_info.check_interval,
             hash_ignore=[*remote_info.hash_ignore, *_POOL_ARGS_NOT_HASHED],
-            code_version=getattr(remote_info, "code_version", None),
+            # the job's function is do_in_pool: version the *operation's* code, not the pool's
+            code_version=code_source(op) if remote_info.code_version is True else remote_info.code_version,
             resubmit_died=remote_info.resubmit_killed_jobs)
         chunks.append(_Chunk(index, items, tuple(item_indices), tuple(locs), job.prepare(runtime)))
     return chunks

@@ -12,7 +12,7 @@ __all__ = ["RemoteInfo"]
 
 _FIELDS = ("sys_name", "job_name", "resources", "num_inputs_per_queued_job", "pre_cmds", "post_cmds",
            "env_vars", "input_files", "output_files", "header_extra", "exact_fit", "partial_node",
-           "timeout", "check_interval", "ignore_failed_jobs", "resubmit_killed_jobs", "hash_ignore")
+           "timeout", "check_interval", "ignore_failed_jobs", "resubmit_killed_jobs", "hash_ignore", "code_version")
 _REQUIRED = ("sys_name", "job_name", "resources")
 
 
@@ -39,6 +39,8 @@ class RemoteInfo:
         ``EXPYRE_REMOTE_JOB_FAILED``, instead of raising (default False)
     :param resubmit_killed_jobs: resubmit jobs that died without an exit status (default False)
     :param hash_ignore: argument names left out of the job key (default [])
+    :param code_version: not in wfl (which never notices code changes): ``True`` adds the source of
+        the operation's module to the job key, a string adds that explicit version (default None)
     :raises ConfigurationError: unknown field (named, with the valid ones listed)
     """
 
@@ -49,7 +51,7 @@ class RemoteInfo:
                  exact_fit: bool = True, partial_node: bool = False, timeout: float = 3600,
                  check_interval: float = 30, ignore_failed_jobs: bool = False,
                  resubmit_killed_jobs: bool = False, hash_ignore: list[str] | None = None,
-                 **unknown: Any) -> None:
+                 code_version: bool | str | None = None, **unknown: Any) -> None:
         if unknown:
             raise ConfigurationError(f"RemoteInfo got unknown field(s) {', '.join(map(repr, sorted(unknown)))}; "
                                      f"valid fields are {', '.join(_FIELDS)}")
@@ -70,6 +72,7 @@ class RemoteInfo:
         self.ignore_failed_jobs = ignore_failed_jobs
         self.resubmit_killed_jobs = resubmit_killed_jobs
         self.hash_ignore = list(hash_ignore or [])
+        self.code_version = code_version
 
     fields = _FIELDS
 

@@ -43,6 +43,8 @@ def _ints(text: str) -> list[int]:
 @click.option("--scale-expyre", is_flag=True, help="Compare a smaller ExPyRe run by scaling its time linearly.")
 @click.option("--max-time", default="5m", show_default=True, help="Job max_time resource.")
 @click.option("--timeout", default=900.0, show_default=True, type=float, help="Give up a run after this many s.")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(1),
+              help="Runs of wfl_async + floor per job count (for a shared, noisy machine).")
 @click.option("--keep", is_flag=True, help="Keep local and remote job directories.")
 @click.option("--tracemalloc", "trace_memory", is_flag=True,
               help="Also report the peak of Python allocations (slows the driver).")
@@ -50,7 +52,7 @@ def _ints(text: str) -> list[int]:
               help="Write every figure to this JSON file.")
 def main(systems: str, jobs: str, check_interval: float, floor: bool, compare_expyre: bool, expyre_jobs: int | None,
          expyre_modes: str, expyre_check_interval: float, scale_expyre: bool, max_time: str, timeout: float,
-         keep: bool, trace_memory: bool, json_out: Path | None) -> None:
+         repeat: int, keep: bool, trace_memory: bool, json_out: Path | None) -> None:
     """Submit N trivial jobs (operator.add) to each system and report what it cost.
 
     Per system: time to submit all, to the first and to all results, jobs/s, ssh connections,
@@ -66,7 +68,8 @@ def main(systems: str, jobs: str, check_interval: float, floor: bool, compare_ex
         systems=[s.strip() for s in systems.split(",") if s.strip()], jobs=_ints(jobs), check_interval=check_interval,
         floor=floor, compare_expyre=compare_expyre, expyre_jobs=expyre_jobs, expyre_modes=modes,
         expyre_check_interval=expyre_check_interval, scale_expyre=scale_expyre,
-        resources={"num_nodes": 1, "max_time": max_time}, timeout=timeout, keep=keep, trace_memory=trace_memory)
+        resources={"num_nodes": 1, "max_time": max_time}, timeout=timeout, repeat=repeat, keep=keep,
+        trace_memory=trace_memory)
     report = anyio.run(run_benchmark, options)
     report.command = "python -m wfl_async.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     click.echo(format_report(report))

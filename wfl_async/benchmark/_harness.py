@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ class BenchmarkOptions:
     """Compare ExPyRe run with fewer jobs by scaling its time linearly (only when asked)."""
     resources: dict[str, Any] = field(default_factory=lambda: {"num_nodes": 1, "max_time": "5m"})
     timeout: float = 900.0
+    repeat: int = 1
+    """Runs of wfl_async (each followed by its floor) per job count; the machine may be shared."""
     keep: bool = False
     trace_memory: bool = False
 
@@ -78,14 +81,25 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def _median_run(runs: list[RunFigures]) -> RunFigures:
+    ordered = sorted(runs, key=lambda r: r.all_results_s or float("inf"))
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def _ratios(options: BenchmarkOptions, runs: list[RunFigures]) -> list[dict[str, Any]]:
+    """Each floor against the wfl_async run just before it; ExPyRe against the median wfl_async run."""
     ratios: list[dict[str, Any]] = []
-    ours = {(r.system, r.jobs): r for r in runs if r.implementation == "wfl_async"}
+    grouped: dict[tuple[str, int], list[RunFigures]] = {}
+    for r in runs:
+        if r.implementation == "wfl_async":
+            grouped.setdefault((r.system, r.jobs), []).append(r)
+    ours = {key: _median_run(group) for key, group in grouped.items()}
+    previous: RunFigures | None = None
     for run in runs:
         mine = ours.get((run.system, run.jobs))
-        if run.implementation.startswith("floor") and mine is not None:
+        if run.implementation.startswith("floor") and previous is not None:
             ratios.append({"system": run.system, "jobs": run.jobs, "what": "wfl_async / floor (end to end)",
-                           "ratio": _ratio(mine.all_results_s, run.all_results_s)})
+                           "ratio": _ratio(previous.all_results_s, run.all_results_s)})
         elif run.implementation in MODES.values():
             what = f"{run.implementation} / wfl_async (end to end)"
             if mine is not None:
@@ -102,6 +116,16 @@ def _ratios(options: BenchmarkOptions, runs: list[RunFigures]) -> list[dict[str,
             else:
                 ratios.append({"system": run.system, "jobs": run.jobs, "what": f"{what}: not comparable, "
                                f"ExPyRe ran {run.jobs} jobs (use --scale-expyre to scale)", "ratio": None})
+        if run.implementation == "wfl_async":
+            previous = run
+    floors: dict[tuple[str, int], list[float]] = {}
+    for ratio in ratios:
+        if ratio["what"].endswith("floor (end to end)") and ratio["ratio"] is not None:
+            floors.setdefault((ratio["system"], ratio["jobs"]), []).append(ratio["ratio"])
+    for (system, jobs), values in floors.items():
+        if len(values) > 1:
+            ratios.append({"system": system, "jobs": jobs, "what": f"wfl_async / floor, median of {len(values)} "
+                           f"runs", "ratio": statistics.median(values)})
     return ratios
 
 
@@ -115,7 +139,8 @@ async def run_benchmark(options: BenchmarkOptions) -> BenchmarkReport:
     report = BenchmarkReport()
     for system_name in options.systems:
         for n_jobs in sorted(options.jobs):
-            report.runs.extend(await _ours_and_floor(options, system_name, n_jobs, raw_config))
+            for _ in range(options.repeat):
+                report.runs.extend(await _ours_and_floor(options, system_name, n_jobs, raw_config))
         if not options.compare_expyre:
             continue
         if not expyre_available():

@@ -49,14 +49,21 @@ class _Instrument:
 
     def __init__(self, system: System) -> None:
         self.commands: list[tuple[float, str]] = []
+        self.durations: list[float] = []
         self.submit_done: list[float] = []
         self._system = system
         original_run = system.transport.run
         original_submit = system.submit
 
         async def run(command: str, **kwargs: Any) -> Any:
-            self.commands.append((time.monotonic(), _kind(command, kwargs.get("stdin"))))
-            return await original_run(command, **kwargs)
+            start = time.monotonic()
+            self.commands.append((start, _kind(command, kwargs.get("stdin"))))
+            index = len(self.commands) - 1
+            self.durations.append(float("nan"))
+            try:
+                return await original_run(command, **kwargs)
+            finally:
+                self.durations[index] = time.monotonic() - start
 
         async def submit(*args: Any, **kwargs: Any) -> str:
             remote_id = await original_submit(*args, **kwargs)
@@ -141,6 +148,9 @@ async def run_ours(runtime: Runtime, system_name: str, n_jobs: int, *, check_int
         per_poll=instrument.per_poll(submitted_at), peak_rss_bytes=peak_rss(),
         notes=errors[:3], extra={"system_stats": stats, "check_interval_s": check_interval,
                                  "rss_before_bytes": rss_before, "peak_rss_is_this_run": peak_was_reset})
+    # each remote command: start (s from t0), duration (s), kind
+    figures.extra["commands"] = [[round(t - t0, 3), round(d, 3), kind] for (t, kind), d in
+                                 zip(instrument.commands, instrument.durations, strict=True)]
     if traced_peak is not None:
         figures.extra["tracemalloc_peak_bytes"] = traced_peak
     return OurRun(figures, await system.remote_root(), [job.job_dir for job in prepared])

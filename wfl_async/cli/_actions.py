@@ -92,6 +92,7 @@ async def _sync_group(runtime: Runtime, name: str, root: str, group: list[JobRec
             await system.transport.download(root, [r.job_dir for r, _ in found.finished], runtime.stage_root)
     except WflAsyncError as exc:
         report.errors.append(f"{name}: {exc}")
+        report.unchanged.extend((r, f"left as it was (see the error for {name})") for r in group)
         return
     for record, marker in found.finished:
         status = JobStatus.SUCCEEDED if marker == "succeeded" else JobStatus.FAILED

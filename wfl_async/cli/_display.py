@@ -27,12 +27,13 @@ _SUMMARY = (("created", (JobStatus.CREATED,)), ("queued", (JobStatus.SUBMITTED,)
 """Columns of ``status``: queued means accepted by the scheduler, running means the worker started."""
 
 
-def console(stderr: bool = False) -> Console:
-    """A console writing to click's current streams; never wraps or truncates when piped."""
-    stream = sys.stderr if stderr else sys.stdout
+def console(*, wide: bool = False) -> Console:
+    """A console on click's current stdout; never truncates when piped (or when ``wide``)."""
+    stream = sys.stdout
     tty = stream.isatty()
-    return Console(file=stream, width=None if tty else 100_000, no_color=not tty, highlight=False,
-                   soft_wrap=not tty)
+    unlimited = wide or not tty
+    return Console(file=stream, width=100_000 if unlimited else None, no_color=not tty, highlight=False,
+                   soft_wrap=unlimited)
 
 
 def _ago(seconds: float) -> str:
@@ -50,10 +51,17 @@ def _when(stamp: float) -> str:
     return datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="seconds")
 
 
+_FOLD = {"NAME", "JOB DIR", "KEY", "OWNER", "REMOTE DIR", "MESSAGE", "NOTE"}
+"""Long columns: folded onto several lines in a narrow terminal, so short ones stay whole."""
+
+
 def _table(*columns: str) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in columns:
-        table.add_column(column, no_wrap=True)
+        if column in _FOLD:
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, no_wrap=True, min_width=len(column))
     return table
 
 

@@ -119,7 +119,7 @@ def ls(filters: JobFilter, long_: bool, as_json: bool) -> None:
     if not records:
         click.echo(f"no jobs match ({filters.describe()})", err=True)
         return
-    console().print(jobs_table(records, long=long_))
+    console(wide=long_).print(jobs_table(records, long=long_))
 
 
 @main.command()
@@ -250,7 +250,7 @@ async def _remove(filters: JobFilter, remote: bool, force: bool) -> tuple[int, R
         report = Report()
         if force:
             report = await cancel_jobs(runtime, [r for r in records if r.status in UNFINISHED])
-            kept = {r.key for r, _ in report.unchanged}
+            kept = {r.key for r, _ in report.unchanged}  # being submitted, or its system failed
             removable.extend(r for r in records if r.status in UNFINISHED and r.key not in kept)
         removed = await remove_jobs(runtime, removable, remote=remote)
         report.removed, report.errors = removed.removed, [*report.errors, *removed.errors]

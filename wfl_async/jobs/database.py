@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -30,7 +30,7 @@ import anyio
 __all__ = ["Claim", "JobRecord", "JobStatus", "JobsDatabase", "process_owner"]
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     CREATED = "created"
     """Claimed and staged locally; possibly being submitted."""
     SUBMITTED = "submitted"
@@ -251,7 +251,8 @@ class JobsDatabase:
         """Jobs matching every given filter; ``name`` is a regular expression (Python ``re.search``)."""
         import re
 
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[str] = []
         if status:
             clauses.append(f"status IN ({', '.join('?' * len(status))})")
             params.extend(status)

@@ -21,7 +21,7 @@ import cloudpickle
 
 from ..errors import ConfigurationError
 
-__all__ = ["job_key", "pickle_task"]
+__all__ = ["code_source", "job_key", "pickle_task"]
 
 
 def pickle_task(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
@@ -53,7 +53,7 @@ def job_key(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[s
     for path in input_files:
         _hash_path(digest, Path(path))
     if code_version is True:
-        digest.update(_code_of(function).encode())
+        digest.update(code_source(function).encode())
     elif isinstance(code_version, str):
         digest.update(b"version:" + code_version.encode())
     return digest.hexdigest()
@@ -90,7 +90,8 @@ def _hash_path(digest: Any, path: Path) -> None:
             raise ConfigurationError(f"input file {str(file)!r} cannot be read: {exc}") from exc
 
 
-def _code_of(function: Callable[..., Any]) -> str:
+def code_source(function: Callable[..., Any]) -> str:
+    """Source of the module defining ``function`` (what ``code_version=True`` adds to the key)."""
     module = inspect.getmodule(function)
     try:
         return inspect.getsource(module) if module is not None else inspect.getsource(function)

@@ -14,7 +14,7 @@ import pickle
 import re
 import shlex
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ class RemoteJob:
     resubmit_died: bool = False
     """Create the job afresh if a previous run of it died (wfl's ``resubmit_killed_jobs``)."""
 
-    def __await__(self):  # type: ignore[no-untyped-def]
+    def __await__(self) -> Generator[Any, None, Any]:
         return self.aio().__await__()
 
     async def aio(self) -> Any:

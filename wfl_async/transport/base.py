@@ -94,7 +94,7 @@ class Transport(ABC):
         )
         await anyio.to_thread.run_sync(_unpack, result.stdout, local_root)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - a no-op is right for transports without connections
         """Release connections; the transport may be used again afterwards (it reconnects)."""
 
     def __repr__(self) -> str:

@@ -1,0 +1,27 @@
+"""Many trivial jobs: wfl_async against the plain-sbatch floor and wfl + ExPyRe.
+
+The acceptance run (loopback sshd + Slurm of the test infrastructure)::
+
+    source /tmp/wfl_async_testinfra/env.sh
+    python benchmarks/many_jobs.py
+
+is ``python -m wfl_async.benchmark --systems slurm_ssh --jobs 50,200 --json many_jobs.json``;
+any option given here replaces those defaults (see ``python -m wfl_async.benchmark --help``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from wfl_async.benchmark.__main__ import main
+
+DEFAULTS = ["--systems", "slurm_ssh", "--jobs", "50,200", "--json", "many_jobs.json"]
+
+if __name__ == "__main__":
+    given = {arg.split("=", 1)[0] for arg in sys.argv[1:] if arg.startswith("--")}
+    defaults: list[str] = []
+    for flag, value in zip(DEFAULTS[::2], DEFAULTS[1::2], strict=True):
+        if flag not in given:
+            defaults += [flag, value]
+    sys.argv = [sys.argv[0], *defaults, *sys.argv[1:]]  # the report prints the equivalent command
+    main(prog_name="many_jobs.py")
