@@ -38,6 +38,8 @@ from wfl_async.jobs.remote_job import RemoteJob
 from wfl_async.runtime import DB_NAME, runtime_scope
 from wfl_async.scheduler.states import ACTIVE_STATES
 
+pytestmark = pytest.mark.remote
+
 SYSTEMS = ["local", "slurm", "slurm_ssh", "sge_ssh", "pbs"]
 """Every scheduler, locally and through ssh, without running everything everywhere."""
 RESOURCES = {"num_nodes": 1, "max_time": "10m"}

@@ -196,10 +196,10 @@ def test_remote_label_matches_key_or_comma_item_not_stack() -> None:
     assert ri is not None and ri.job_name == "by_label"
 
 
-def test_remote_label_without_matching_key_warns_and_runs_locally() -> None:
+def test_remote_label_without_matching_key_is_an_error_naming_the_fix() -> None:
     env = _env({"optimize.py::optimize": RI})
-    with pytest.warns(UserWarning, match="remote_label 'relx' matches none of the keys"):
-        assert resolve_remote_info(None, "relx", stack=STACK, environ=env) is None
+    with pytest.raises(ConfigurationError, match="remote_label 'relx' matches none of the keys.*Add a key 'relx'"):
+        resolve_remote_info(None, "relx", stack=STACK, environ=env)
 
 
 def test_bad_value_is_a_configuration_error_naming_the_fix(tmp_path: Path) -> None:
@@ -262,7 +262,7 @@ def test_direct_autoparallelize_call_matches_the_calling_function(monkeypatch: p
         {"test_autopara_info.py::test_direct_autoparallelize_call_matches_the_calling_function": RI}))
     ri = _prepared_remote_info(autoparallelize.aio(tag_with_pid, ConfigSet(cu_configs(1)), OutputSpec()))
     assert ri is not None and ri.sys_name == "cluster"
-    with pytest.warns(UserWarning, match="remote_label 'nothing'"):
-        labelled = _prepared_remote_info(autoparallelize.aio(tag_with_pid, ConfigSet(cu_configs(1)), OutputSpec(),
-                                                             autopara_info={"remote_label": "nothing"}))
-    assert labelled is None  # a label switches stack matching off (with a warning)
+    with pytest.raises(ConfigurationError, match="remote_label 'nothing'"):
+        # a label switches stack matching off, and a label matching no key is an error
+        _prepared_remote_info(autoparallelize.aio(tag_with_pid, ConfigSet(cu_configs(1)), OutputSpec(),
+                                                  autopara_info={"remote_label": "nothing"}))

@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import sys
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
@@ -157,10 +156,11 @@ def resolve_remote_info(remote_info: RemoteInfo | Mapping[str, Any] | None, remo
     key = match_key(list(data), remote_label, stack)
     if key is None:
         if remote_label is not None:
-            warnings.warn(f"remote_label {remote_label!r} matches none of the keys of {env_var} "
-                          f"({', '.join(map(repr, data)) or 'none'}), so this call runs locally. To run it "
-                          f"remotely add a key {remote_label!r} to {env_var}; otherwise drop the remote_label.",
-                          stacklevel=2)
+            # a label is an explicit request to run remotely: silently running locally (wfl) hides typos
+            raise ConfigurationError(
+                f"remote_label {remote_label!r} matches none of the keys of {env_var} "
+                f"({', '.join(map(repr, data)) or 'none'}). Add a key {remote_label!r} to {env_var}, fix the "
+                f"label, or drop remote_label to run this call locally.")
         return None
     _log.info("%s matched key %r (remote_label %r)", env_var, key, remote_label)
     return RemoteInfo.from_dict(data[key], where=f"{env_var} key {key!r}")

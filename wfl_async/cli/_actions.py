@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 
 from ..errors import WflAsyncError
-from ..jobs.database import JobRecord, JobStatus, _owner_alive
+from ..jobs.database import JobRecord, JobStatus, owner_alive
 from ..runtime import Runtime
 from ._survey import recheck_markers, survey
 
@@ -122,7 +122,7 @@ async def cancel_jobs(runtime: Runtime, records: Sequence[JobRecord]) -> Report:
     for record in records:
         if record.status is not JobStatus.CREATED:
             continue
-        if _owner_alive(record.owner):
+        if owner_alive(record.owner):
             report.unchanged.append((record, f"being submitted by {record.owner}; run cancel again in a moment"))
         else:
             abandoned.append(Change(record, JobStatus.DIED, f"{CANCELLED} (its submitter had gone)"))

@@ -20,7 +20,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..jobs.database import JobStatus, _owner_alive
+from ..jobs.database import JobStatus, owner_alive
 
 __all__ = ["RepairReport", "UnlockReport", "repair", "unlock"]
 
@@ -92,7 +92,7 @@ def unlock(path: Path, *, timeout: float = 5.0, other_hosts: bool = False) -> Un
                 other = bool(owner) and host != here
                 if not owner:
                     continue
-                if (other and other_hosts) or (not other and not _owner_alive(owner)):
+                if (other and other_hosts) or (not other and not owner_alive(owner)):
                     released.append((key, name, owner))
                 else:
                     waiting.append((key, name, owner))

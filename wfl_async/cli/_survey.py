@@ -8,22 +8,18 @@ more after a short pause (shared filesystems lag) before it is called died.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio
 
 from ..errors import WflAsyncError
-from ..jobs import layout
 from ..jobs.database import JobRecord
 from ..scheduler.states import ACTIVE_STATES, QueueState
 from ..system import System
 
 __all__ = ["Survey", "survey", "recheck_markers"]
 
-_QUEUE_END = "@@wfl_async_queue_rc@@"
-_ROOT_OK = "@@wfl_async_root_ok@@"
 RECHECK_DELAY_MAX = 5.0
 """Longest pause (s) before the second look at jobs missing from the queue."""
 
@@ -43,45 +39,17 @@ class Survey:
     states: dict[str, QueueState] = field(default_factory=dict)
 
 
-def _marker_loop(root: str, job_dirs: Sequence[str]) -> str:
-    dirs = " ".join(shlex.quote(d) for d in job_dirs)
-    return (f"cd {shlex.quote(root)} && echo {_ROOT_OK} && for d in {dirs}; do "
-            f'if [ -e "$d/{layout.SUCCEEDED}" ]; then echo "succeeded $d"; '
-            f'elif [ -e "$d/{layout.FAILED}" ]; then echo "failed $d"; '
-            f'elif [ -e "$d/{layout.STARTED}" ]; then echo "started $d"; fi; done')
-
-
-def _parse_markers(text: str, root: str, where: str) -> dict[str, str]:
-    lines = text.splitlines()
-    if _ROOT_OK not in lines:
-        raise WflAsyncError(f"{where}: cannot enter the remote job root {root!r}; if it was moved or deleted, "
-                            f"the jobs there are lost: remove them with 'wfl-async rm --id ...'")
-    markers = {}
-    for line in lines:
-        state, _, job_dir = line.partition(" ")
-        if job_dir:
-            markers[job_dir] = state
-    return markers
-
-
 async def survey(system: System, root: str, records: Sequence[JobRecord]) -> Survey:
     """Classify ``records`` (all under ``root`` on ``system``) with one remote command.
 
     :raises WflAsyncError: the command could not run, the scheduler did not answer, or ``root`` is gone
     """
-    prefix = "".join(f"{cmd} && " for cmd in system.config.pre_submit_cmds)
-    command = (f"( {prefix}{system.scheduler.status_command()} ) 2>&1; echo \"{_QUEUE_END} $?\"; "
-               f"{_marker_loop(root, [r.job_dir for r in records])}")
-    system.stats["scheduler_calls"] += 1
-    result = await system.transport.run(command, check=False)
-    queue_text, _, rest = result.stdout.decode(errors="replace").partition(_QUEUE_END)
-    status_rc, _, marker_text = rest.partition("\n")
-    if status_rc.strip() != "0":
-        raise WflAsyncError(f"{system.name}: the scheduler's status command failed ({queue_text.strip()[-300:]!r}); "
-                            f"check the scheduler on {system.transport.where} and the system's pre_submit_cmds, "
-                            f"then retry")
-    states = system.scheduler.parse_status_output(queue_text)
-    markers = _parse_markers(marker_text, root, system.name)
+    answer = await system.survey([r.job_dir for r in records], root)
+    if answer.states is None:
+        raise WflAsyncError(f"{system.name}: the scheduler's status command failed "
+                            f"({answer.queue_output.strip()[-300:]!r}); check the scheduler on "
+                            f"{system.transport.where} and the system's pre_submit_cmds, then retry")
+    states, markers = answer.states, answer.markers
     found = Survey(states=states)
     for record in records:
         marker = markers.get(record.job_dir)
@@ -101,8 +69,7 @@ async def recheck_markers(system: System, root: str, found: Survey) -> None:
     if not found.missing:
         return
     await anyio.sleep(min(system.config.died_grace_seconds, RECHECK_DELAY_MAX))
-    result = await system.transport.run(_marker_loop(root, [r.job_dir for r in found.missing]))
-    markers = _parse_markers(result.stdout.decode(errors="replace"), root, system.name)
+    markers = await system.markers([r.job_dir for r in found.missing], root)
     still = []
     for record in found.missing:
         marker = markers.get(record.job_dir)

@@ -27,7 +27,7 @@ from typing import Any
 import aiosqlite
 import anyio
 
-__all__ = ["Claim", "JobRecord", "JobStatus", "JobsDatabase", "process_owner"]
+__all__ = ["Claim", "JobRecord", "JobStatus", "JobsDatabase", "owner_alive", "process_owner"]
 
 
 class JobStatus(StrEnum):
@@ -111,7 +111,7 @@ def process_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _owner_alive(owner: str | None) -> bool:
+def owner_alive(owner: str | None) -> bool:
     """Whether the process that claimed a job may still be submitting it."""
     if not owner:
         return False
@@ -195,7 +195,7 @@ class JobsDatabase:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (key, name, system, JobStatus.CREATED.value, job_dir, owner, now, now))
                 fresh = True
-            elif row.status not in REATTACH or (row.status is JobStatus.CREATED and not _owner_alive(row.owner)):
+            elif row.status not in REATTACH or (row.status is JobStatus.CREATED and not owner_alive(row.owner)):
                 await self.conn.execute(
                     "UPDATE jobs SET name = ?, system = ?, status = ?, job_dir = ?, owner = ?, remote_id = "
                     "CASE WHEN status = 'created' THEN remote_id ELSE NULL END, "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .requests import JobOutcome, SubmitRequest, Watch
+from .requests import JobOutcome, QueueSurvey, SubmitRequest, Watch
 from .system import System
 
-__all__ = ["JobOutcome", "SubmitRequest", "System", "Watch"]
+__all__ = ["JobOutcome", "QueueSurvey", "SubmitRequest", "System", "Watch"]

@@ -10,7 +10,7 @@ import anyio
 
 from ..scheduler.states import QueueState
 
-__all__ = ["JobOutcome", "SubmitRequest", "Watch"]
+__all__ = ["JobOutcome", "QueueSurvey", "SubmitRequest", "Watch"]
 
 
 @dataclass
@@ -59,3 +59,15 @@ class Watch:
     outcome: JobOutcome | None = None
     started: bool = False
     missing_since: float | None = None
+
+
+@dataclass
+class QueueSurvey:
+    """One system's answer, in one command, about the queue and a set of job directories."""
+
+    states: dict[str, QueueState] | None
+    """Remote id -> state of every job of the user the scheduler lists; None if it did not answer."""
+    queue_output: str
+    """What the status command printed (for error messages)."""
+    markers: dict[str, str]
+    """Job dir -> ``succeeded``/``failed``/``started`` for those holding a marker."""

@@ -33,7 +33,7 @@ from ..jobs import layout
 from ..scheduler.base import JobScriptSpec, Scheduler
 from ..scheduler.states import ACTIVE_STATES, QueueState
 from ..transport.base import Transport
-from .requests import JobOutcome, SubmitRequest, Watch
+from .requests import JobOutcome, QueueSurvey, SubmitRequest, Watch
 
 __all__ = ["System"]
 
@@ -223,25 +223,37 @@ class System:
             if own.outcome is None:
                 await anyio.sleep(self.poll_interval())
 
+    async def survey(self, job_dirs: Sequence[str], root: str | None = None) -> QueueSurvey:
+        """In ONE command: the scheduler's listing of the user's jobs, and the markers in ``job_dirs``.
+
+        :param root: remote directory holding ``job_dirs`` (default: this project's)
+        :raises SchedulerError: ``root`` cannot be entered (the jobs' directories are gone)
+        """
+        root = root or await self.remote_root()
+        command = (f"( {self._scheduler_prefix()}{self.scheduler.status_command()} ) 2>&1; "
+                   f"echo \"{_MARKER_SEP} $?\"; {_marker_command(root, job_dirs)}")
+        self.stats["scheduler_calls"] += 1
+        result = await self.transport.run(command, check=False)
+        queue_text, _, rest = result.stdout.decode(errors="replace").partition(_MARKER_SEP)
+        status_rc, _, marker_text = rest.partition("\n")
+        if status_rc.strip() != "0":
+            log.warning("%s: status command failed: %s", self.name, queue_text.strip()[-500:])
+            states = None
+        else:
+            states = self.scheduler.parse_status_output(queue_text)
+        return QueueSurvey(states, queue_text, _parse_markers(marker_text, root, self.name))
+
     async def _poll_once(self) -> list[Watch]:
         """One status round trip for every watched job, then one fetch for the finished ones."""
         root = await self.remote_root()
         watches = [w for w in self._watches.values() if w.outcome is None][:_MAX_BATCH * 10]
         if not watches:
             return []
-        marker_loop = _marker_command(root, [w.job_dir for w in watches])
-        command = (f"( {self._scheduler_prefix()}{self.scheduler.status_command()} ) 2>&1; "
-                   f"echo \"{_MARKER_SEP} $?\"; {marker_loop}")
         self.stats["poll_commands"] += 1
-        self.stats["scheduler_calls"] += 1
-        result = await self.transport.run(command, check=False)
-        queue_text, _, marker_text = result.stdout.decode(errors="replace").partition(_MARKER_SEP)
-        status_rc, _, marker_text = marker_text.partition("\n")
-        queue_ok = status_rc.strip() == "0"
-        queue = self.scheduler.parse_status_output(queue_text) if queue_ok else {}
-        if not queue_ok:
-            log.warning("%s: status command failed: %s", self.name, queue_text.strip()[-500:])
-        markers = _parse_markers(marker_text)
+        found = await self.survey([w.job_dir for w in watches], root)
+        queue_ok = found.states is not None
+        queue = found.states or {}
+        markers = found.markers
 
         finished: list[Watch] = []
         changed: list[Watch] = []
@@ -302,12 +314,13 @@ class System:
         result = await self.transport.run(f"{self._scheduler_prefix()}{self.scheduler.status_command()}")
         return self.scheduler.parse_status_output(result.stdout.decode(errors="replace"))
 
-    async def markers(self, job_dirs: Sequence[str]) -> dict[str, str]:
+    async def markers(self, job_dirs: Sequence[str], root: str | None = None) -> dict[str, str]:
         """Which of ``job_dirs`` hold a started/final marker (one command)."""
         if not job_dirs:
             return {}
-        result = await self.transport.run(_marker_command(await self.remote_root(), job_dirs))
-        return _parse_markers(result.stdout.decode(errors="replace"))
+        root = root or await self.remote_root()
+        result = await self.transport.run(_marker_command(root, job_dirs))
+        return _parse_markers(result.stdout.decode(errors="replace"), root, self.name)
 
     async def remove_dirs(self, job_dirs: Sequence[str]) -> None:
         """Delete job directories on the system (one command)."""
@@ -318,18 +331,25 @@ class System:
                                  + " ".join(shlex.quote(d) for d in job_dirs))
 
 
+_ROOT_OK = "@@wfl_async_root_ok@@"
+
+
 def _marker_command(root: str, job_dirs: Sequence[str]) -> str:
     """Shell text printing ``<state> <dir>`` for each job dir holding a marker (final ones first)."""
     dirs = " ".join(shlex.quote(d) for d in job_dirs)
-    return (f"cd {shlex.quote(root)} && for d in {dirs}; do "
+    return (f"cd {shlex.quote(root)} && echo {_ROOT_OK} && for d in {dirs}; do "
             f'if [ -e "$d/{layout.SUCCEEDED}" ]; then echo "succeeded $d"; '
             f'elif [ -e "$d/{layout.FAILED}" ]; then echo "failed $d"; '
             f'elif [ -e "$d/{layout.STARTED}" ]; then echo "started $d"; fi; done')
 
 
-def _parse_markers(text: str) -> dict[str, str]:
+def _parse_markers(text: str, root: str, where: str) -> dict[str, str]:
+    lines = text.splitlines()
+    if _ROOT_OK not in lines:
+        raise SchedulerError(f"{where}: cannot enter the remote job directory {root!r}; if it was moved or "
+                             f"deleted, the jobs there are lost: remove them with 'wfl-async rm'")
     markers: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in lines:
         state, _, job_dir = line.partition(" ")
         if job_dir:
             markers[job_dir] = state
