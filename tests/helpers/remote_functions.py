@@ -50,3 +50,14 @@ def label_or_raise(*args, **kwargs):  # type: ignore[no-untyped-def]
     from wfl_async.autoparallelize import autoparallelize
 
     return autoparallelize(_label_or_raise, *args, **kwargs)
+
+
+def _fit_like(n: int) -> dict[str, object]:
+    """Stands in for a fit: reports where it ran."""
+    return {"n": n * 2, "in_job": "EXPYRE_NUM_CORES" in os.environ}
+
+
+def fit_like(n: int, **kwargs):  # type: ignore[no-untyped-def]
+    from wfl_async.autoparallelize.single_job import single_queued_job
+
+    return single_queued_job("WFL_TEST_FIT_REMOTEINFO")(_fit_like)(n, **kwargs)

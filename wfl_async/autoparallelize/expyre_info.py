@@ -15,8 +15,8 @@ Resolution order, as in wfl 0.3.5:
      the one before it that function's caller, and so on. Each item is a regular
      expression matched against the end of ``"<file path>::<function>"`` (as in wfl). The
      first matching key, in file order, wins.
-   - No matching key: the call runs locally (with a warning when a ``remote_label`` was
-     given, since that usually means a typo).
+   - No matching key: the call runs locally; but when a ``remote_label`` was given that is
+     an error (it usually means a typo, and wfl's silent local run hid it).
 
 Every value in the dict is checked when it is read, so a malformed entry fails at the
 first autoparallelized call, before anything is submitted.

@@ -152,28 +152,37 @@ def _prepare_chunks(runtime: Runtime, op: Callable[..., Any], inputs: Any, args:
         chunk_kwargs = dict(kwargs)
         set_autopara_per_item_info(chunk_kwargs, op, inherited, rngs, item_indices)
         job_iterable = ConfigSet(items) if isinstance(inputs, ConfigSet) else items
-        job = RemoteJob(
-            function=do_in_pool,
-            kwargs={"num_python_subprocesses": autopara_info.num_python_subprocesses,
-                    "num_inputs_per_python_subprocess": autopara_info.num_inputs_per_python_subprocess,
-                    "iterable": job_iterable, "outputspec": OutputSpec(), "op": op,
-                    "iterable_arg": autopara_info.iterable_arg, "skip_failed": autopara_info.skip_failed,
-                    "initializer": autopara_info.initializer, "args": list(args), "kwargs": chunk_kwargs},
-            sys_name=remote_info.sys_name, job_name=f"{remote_info.job_name}_chunk_{index}",
-            resources=_resources_dict(remote_info.resources), input_files=remote_info.input_files,
-            output_files=remote_info.output_files, env_vars=remote_info.env_vars, pre_cmds=remote_info.pre_cmds,
-            post_cmds=remote_info.post_cmds, header_extra=remote_info.header_extra,
-            exact_fit=remote_info.exact_fit, partial_node=remote_info.partial_node, timeout=remote_info.timeout,
-            check_interval=remote_info.check_interval,
-            hash_ignore=[*remote_info.hash_ignore, *_POOL_ARGS_NOT_HASHED],
-            # the job's function is do_in_pool: version the *operation's* code, not the pool's
-            code_version=code_source(op) if remote_info.code_version is True else remote_info.code_version,
-            resubmit_died=remote_info.resubmit_killed_jobs)
+        pool_kwargs = {"num_python_subprocesses": autopara_info.num_python_subprocesses,
+                       "num_inputs_per_python_subprocess": autopara_info.num_inputs_per_python_subprocess,
+                       "iterable": job_iterable, "outputspec": OutputSpec(), "op": op,
+                       "iterable_arg": autopara_info.iterable_arg, "skip_failed": autopara_info.skip_failed,
+                       "initializer": autopara_info.initializer, "args": list(args), "kwargs": chunk_kwargs}
+        job = job_from_remote_info(remote_info, do_in_pool, (), pool_kwargs,
+                                   job_name=f"{remote_info.job_name}_chunk_{index}",
+                                   extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
+                                   # the job's function is do_in_pool: version the operation's code
+                                   code_version=code_source(op) if remote_info.code_version is True
+                                   else remote_info.code_version)
         chunks.append(_Chunk(index, items, tuple(item_indices), tuple(locs), job.prepare(runtime)))
     return chunks
 
 
-def _resources_dict(resources: Any) -> dict[str, Any]:
+def job_from_remote_info(info: RemoteInfo, function: Callable[..., Any], args: Sequence[Any],
+                         kwargs: dict[str, Any], *, job_name: str | None = None,
+                         extra_hash_ignore: Sequence[str] = (),
+                         code_version: bool | str | None = None) -> RemoteJob:
+    """The :class:`RemoteJob` running ``function(*args, **kwargs)`` as ``info`` describes."""
+    return RemoteJob(function, args, kwargs, sys_name=info.sys_name, job_name=job_name or info.job_name,
+                     resources=resources_dict(info.resources), input_files=info.input_files,
+                     output_files=info.output_files, env_vars=info.env_vars, pre_cmds=info.pre_cmds,
+                     post_cmds=info.post_cmds, header_extra=info.header_extra, exact_fit=info.exact_fit,
+                     partial_node=info.partial_node, timeout=info.timeout, check_interval=info.check_interval,
+                     hash_ignore=[*info.hash_ignore, *extra_hash_ignore],
+                     code_version=code_version if code_version is not None else info.code_version,
+                     resubmit_died=info.resubmit_killed_jobs)
+
+
+def resources_dict(resources: Any) -> dict[str, Any]:
     """RemoteInfo.resources as ExPyRe ``Resources`` keyword arguments."""
     if isinstance(resources, dict):
         return dict(resources)
