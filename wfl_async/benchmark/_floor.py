@@ -32,6 +32,7 @@ def floor_script(src_root: str, dst_root: str, job_dirs: Sequence[str], *, scrip
                  submit_program: str, pre_submit: Sequence[str], job_timeout: float, keep: bool) -> str:
     """Bash text: copy the jobs, then submit them in a plain loop and wait for every final marker.
 
+    A background loop checks the marker files every 20 ms from the first submission on.
     Prints ``<event> <epoch seconds>`` for start, submitted, first, done, then counts.
     """
     prefix = "".join(f"{cmd} && " for cmd in pre_submit)
@@ -49,25 +50,31 @@ for d in "${{dirs[@]}}"; do
 done
 cd "$dst" || exit 3
 stamp() {{ echo "$1 ${{EPOCHREALTIME:-$(date +%s.%N)}}"; }}
+watch() {{  # in the background from the start, so a job finishing during the loop is seen then
+    local pending=("${{dirs[@]}}") still first="" deadline=$((SECONDS + {int(job_timeout)}))
+    while [ ${{#pending[@]}} -gt 0 ] && [ $SECONDS -lt $deadline ]; do
+        still=()
+        for d in "${{pending[@]}}"; do
+            if [ -e "$d/"{ok} ] || [ -e "$d/"{bad} ]; then
+                [ -n "$first" ] || {{ first=1; stamp first; }}
+            else
+                still+=("$d")
+            fi
+        done
+        pending=("${{still[@]+"${{still[@]}}"}}")
+        [ ${{#pending[@]}} -eq 0 ] || sleep 0.02
+    done
+    stamp done
+    echo "pending ${{#pending[@]}}"
+}}
 submit_failures=0
 stamp start
+watch > watch.log &
+watcher=$!
 for d in "${{dirs[@]}}"; do (cd "$d" && {prefix}{submit_program} {script}) || submit_failures=$((submit_failures + 1)); done >submit.log 2>&1
 stamp submitted
-pending=("${{dirs[@]}}"); first=""; deadline=$((SECONDS + {int(job_timeout)}))
-while [ ${{#pending[@]}} -gt 0 ] && [ $SECONDS -lt $deadline ]; do
-    still=()
-    for d in "${{pending[@]}}"; do
-        if [ -e "$d/"{ok} ] || [ -e "$d/"{bad} ]; then
-            [ -n "$first" ] || {{ first=1; stamp first; }}
-        else
-            still+=("$d")
-        fi
-    done
-    pending=("${{still[@]+"${{still[@]}}"}}")
-    [ ${{#pending[@]}} -eq 0 ] || sleep 0.02
-done
-stamp done
-echo "pending ${{#pending[@]}}"
+wait $watcher
+cat watch.log
 echo "submit_failures $submit_failures"
 echo "failed $(ls -d */{bad} 2>/dev/null | wc -l)"
 {'' if keep else 'cd / && rm -rf "$dst"'}

@@ -14,7 +14,9 @@ processed, cleaned``.
 from __future__ import annotations
 
 import os
+import random
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -152,10 +154,23 @@ class JobsDatabase:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=60)
-            await self._conn.execute("PRAGMA journal_mode=WAL")
-            await self._conn.execute("PRAGMA synchronous=NORMAL")
-            await self._conn.executescript(_SCHEMA)
+            await self._initialise()
         await self._conn.execute("PRAGMA busy_timeout=60000")
+
+    async def _initialise(self) -> None:
+        """WAL mode and the schema. Switching the journal mode of a new file does not wait for the
+        busy timeout when another process is doing the same, so retry (two scripts started at once)."""
+        assert self._conn is not None
+        for attempt in range(100):
+            try:
+                await self._conn.execute("PRAGMA journal_mode=WAL")
+                await self._conn.execute("PRAGMA synchronous=NORMAL")
+                await self._conn.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 99:
+                    raise
+                await anyio.sleep(0.05 + 0.05 * random.random())
 
     async def close(self) -> None:
         if self._conn is not None:
