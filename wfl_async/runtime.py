@@ -123,4 +123,7 @@ async def runtime_scope(cwd: Path | None = None) -> AsyncIterator[Runtime]:
         runtime._users -= 1
         if runtime._users == 0:
             _runtimes.pop(loop, None)
-            await runtime.aclose()
+            # shielded: on Ctrl-C the database thread must still be stopped, or the interpreter
+            # would wait for it forever at exit
+            with anyio.CancelScope(shield=True):
+                await runtime.aclose()

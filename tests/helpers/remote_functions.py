@@ -61,3 +61,22 @@ def fit_like(n: int, **kwargs):  # type: ignore[no-untyped-def]
     from wfl_async.autoparallelize.single_job import single_queued_job
 
     return single_queued_job("WFL_TEST_FIT_REMOTEINFO")(_fit_like)(n, **kwargs)
+
+
+def _logged_label(atoms_list):  # type: ignore[no-untyped-def]
+    """Label configurations, appending one line per execution to ``$WFL_TEST_RUN_LOG``."""
+    with open(os.environ["WFL_TEST_RUN_LOG"], "a") as log:
+        log.write(" ".join(str(a.info["i"]) for a in atoms_list) + "\n")
+    time.sleep(float(os.environ.get("WFL_TEST_SLEEP", "0")))
+    out = []
+    for atoms in atoms_list:
+        atoms = atoms.copy()
+        atoms.info["labelled"] = True
+        out.append(atoms)
+    return out
+
+
+def logged_label(*args, **kwargs):  # type: ignore[no-untyped-def]
+    from wfl_async.autoparallelize import autoparallelize
+
+    return autoparallelize(_logged_label, *args, **kwargs)

@@ -18,6 +18,7 @@ import random
 import socket
 import sqlite3
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -150,7 +151,10 @@ class JobsDatabase:
 
     async def open(self) -> None:
         if self.readonly:
-            self._conn = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            # quote the path: '#', '?' or '%' in a directory name would otherwise end or change it,
+            # and sqlite would create (read-write!) an empty database at the truncated path
+            uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
+            self._conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=60)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import pickle
+import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ def job_key(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[s
     """Hex sha256 identifying this call; equal for calls that would compute the same thing."""
     digest = hashlib.sha256()
     digest.update(name.encode() + b"\0" + _identity(function).encode())
+    digest.update(_function_state(function))
     kept_args = [a for i, a in enumerate(args) if i not in hash_ignore]
     kept_kwargs = {k: v for k, v in sorted(kwargs.items()) if k not in hash_ignore}
     digest.update(_stable_pickle((kept_args, kept_kwargs), function))
@@ -61,8 +63,26 @@ def job_key(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[s
 
 def _identity(function: Callable[..., Any]) -> str:
     module = getattr(function, "__module__", None) or "?"
-    name = getattr(function, "__qualname__", None) or repr(function)
+    name = getattr(function, "__qualname__", None)
+    if name is None:
+        # functools.partial or a callable instance: its repr holds a memory address, different
+        # in every process; the type names it, and _function_state adds what it holds
+        module, name = type(function).__module__, type(function).__qualname__
     return f"{module}.{name}"
+
+
+def _function_state(function: Callable[..., Any]) -> bytes:
+    """What makes this callable compute something else than another of the same name.
+
+    Empty for plain functions (their name is their identity); the pickled object for a
+    ``functools.partial`` or a callable instance, and the pickled instance of a bound method.
+    """
+    if getattr(function, "__qualname__", None) is None:
+        return _stable_pickle(function, function)
+    owner = getattr(function, "__self__", None)
+    if owner is not None and not isinstance(owner, types.ModuleType):
+        return _stable_pickle(owner, function)
+    return b""
 
 
 def _stable_pickle(obj: Any, function: Callable[..., Any]) -> bytes:

@@ -64,6 +64,8 @@ class System:
         self._submit_lock = anyio.Lock()
         self._watches: dict[str, Watch] = {}
         self._leader = False
+        self._last_poll = -float("inf")
+        """When the last poll ended (monotonic); the next is due one interval later."""
         self._changed = anyio.Condition()
 
     def __repr__(self) -> str:
@@ -210,18 +212,23 @@ class System:
 
     async def _lead(self, own: Watch) -> None:
         while own.outcome is None:
+            # a waiter taking over from a leader whose job just finished waits out the interval
+            # its predecessor began: one status command per interval, whoever leads
+            due = self._last_poll + self.poll_interval() - time.monotonic()
+            if due > 0:
+                await anyio.sleep(due)
             try:
                 changed = await self._poll_once()
             except (TransportError, SchedulerError) as exc:
                 log.warning("%s: polling failed (%s); retrying", self.name, exc)
                 changed = []
+            finally:
+                self._last_poll = time.monotonic()
             if changed:
                 if self.on_progress is not None:
                     await self.on_progress(changed)
                 async with self._changed:
                     self._changed.notify_all()
-            if own.outcome is None:
-                await anyio.sleep(self.poll_interval())
 
     async def survey(self, job_dirs: Sequence[str], root: str | None = None) -> QueueSurvey:
         """In ONE command: the scheduler's listing of the user's jobs, and the markers in ``job_dirs``.

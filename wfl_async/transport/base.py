@@ -77,7 +77,9 @@ class Transport(ABC):
         data = await anyio.to_thread.run_sync(_pack, local_root, relpaths)
         root = shlex.quote(remote_root)
         command = f"{before} && " if before else ""
-        command += f"mkdir -p {root} && tar -C {root} -xf -"
+        # --skip-old-files: a rerun taking over an interrupted submission must not rewrite the files
+        # of a job that may already be running (their content is the same anyway)
+        command += f"mkdir -p {root} && tar -C {root} --skip-old-files -xf -"
         if then:
             command += f" && {then}"
         return await self.run(command, stdin=data)

@@ -6,6 +6,7 @@ import subprocess
 from subprocess import CompletedProcess
 
 import anyio
+import anyio.abc
 
 from .base import Transport
 
@@ -20,5 +21,29 @@ class LocalTransport(Transport):
         return "this machine"
 
     async def _run(self, command: str, stdin: bytes | None) -> CompletedProcess[bytes]:
-        return await anyio.run_process(["/bin/sh", "-c", command], input=stdin,
-                                       stdin=None if stdin is not None else subprocess.DEVNULL, check=False)
+        output: dict[str, bytes] = {}
+
+        async def drain(name: str, stream: anyio.abc.ByteReceiveStream | None) -> None:
+            assert stream is not None
+            output[name] = b"".join([chunk async for chunk in stream])
+
+        async def feed(stream: anyio.abc.ByteSendStream | None) -> None:
+            assert stream is not None and stdin is not None
+            try:
+                await stream.send(stdin)
+                await stream.aclose()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                # the command exited without reading all its input (as `cmd1 | cmd2` allows):
+                # its exit status tells what happened, not a broken pipe
+                pass
+
+        async with await anyio.open_process(
+                ["/bin/sh", "-c", command],
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL) as process:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(drain, "stdout", process.stdout)
+                tg.start_soon(drain, "stderr", process.stderr)
+                if stdin is not None:
+                    tg.start_soon(feed, process.stdin)
+            returncode = await process.wait()
+        return CompletedProcess(command, returncode, output["stdout"], output["stderr"])

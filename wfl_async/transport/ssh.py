@@ -49,6 +49,7 @@ class SshTransport(Transport):
         self.host, self._user, self._port = _split_host(host)
         self._config = [str(Path(p).expanduser()) for p in ssh_config] if ssh_config else None
         self._channels = anyio.Semaphore(max_channels)
+        self._max_channels = max_channels
         self._connect_lock = anyio.Lock()
         self._connection: asyncssh.SSHClientConnection | None = None
         self._host_key_checking = host_key_checking
@@ -100,14 +101,29 @@ class SshTransport(Transport):
             connection = await self._get_connection()
             try:
                 async with self._channels:
-                    result = await connection.run(command, input=stdin, encoding=None, check=False)
+                    # stdin=DEVNULL: without input the command sees end-of-file, as locally (asyncssh
+                    # sends EOF only after a non-empty input; a command reading stdin would hang)
+                    result = await connection.run(command, input=stdin or None, stdin=asyncssh.DEVNULL,
+                                                  encoding=None, check=False)
+                if result.exit_status is None and result.exit_signal is None:
+                    # the channel closed without an exit status: the connection dropped mid-command
+                    # (asyncssh does not raise then); never report that as the command's failure
+                    raise asyncssh.ConnectionLost("connection closed before the command's exit status arrived")
                 return CompletedProcess(command, result.returncode if result.returncode is not None else 255,
                                         _as_bytes(result.stdout), _as_bytes(result.stderr))
             except _RETRYABLE as exc:
+                # a refused channel on a live connection (the server's MaxSessions is below
+                # max_channels) is no reason to close it under every other command in flight
+                refused = isinstance(exc, asyncssh.ChannelOpenError) and not connection.is_closed()
                 if attempt == self._connect_attempts:
-                    raise TransportError(f"running a command on {self.host} failed: {exc}") from exc
-                log.warning("command on %s failed (%s); reconnecting in %.1f s", self.host, exc, delay)
-                await self._drop(connection)
+                    hint = (f"; the server allows fewer concurrent sessions than max_channels="
+                            f"{self._max_channels}: lower \"max_channels\" for this system in config.json"
+                            if refused else "")
+                    raise TransportError(f"running a command on {self.host} failed: {exc}{hint}") from exc
+                log.warning("command on %s failed (%s); %s in %.1f s", self.host, exc,
+                            "retrying" if refused else "reconnecting", delay)
+                if not refused:
+                    await self._drop(connection)
                 await anyio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 10.0)
         raise AssertionError("unreachable")

@@ -1,0 +1,380 @@
+"""One contract for every transport (this machine, and ssh to the test sshd), plus what only ssh has.
+
+Callers must not be able to tell local from ssh: the same suite runs over both through the
+parametrized ``transport`` fixture. The ssh cases need the test sshd (127.0.0.1:2222, user
+``wfltest``, host alias ``wfl-async-test`` in /tmp/wfl_async_testinfra/ssh_config): start it with
+``scripts/testinfra/start_all.sh``. A missing sshd FAILS these tests; it does not skip them.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from subprocess import CompletedProcess
+
+import anyio
+import pytest
+
+from wfl_async.errors import RemoteCommandError, TransportError
+from wfl_async.transport.base import Transport
+from wfl_async.transport.local import LocalTransport
+from wfl_async.transport.ssh import SshTransport
+
+INFRA = Path(os.environ.get("WFL_ASYNC_TESTINFRA_DIR", "/tmp/wfl_async_testinfra"))
+SSH_CONFIG = INFRA / "ssh_config"
+HOST = "wfl-async-test"
+SSHD = ("127.0.0.1", 2222)
+START_HINT = "run scripts/testinfra/start_all.sh (as root) to install and start the test sshd"
+
+HOSTILE_FILES = [
+    "plain.txt", "sp ace.txt", "quo'te.txt", 'dou"ble.txt', "dol$lar $HOME.txt", "plus+sign.txt",
+    "ünï cødé ✓.txt", "-leading-dash", "semi;colon&amp|pipe", "back\\slash", "star*?[x]", "`tick`",
+    "sub dir/nested $x 'q'.txt", "sub dir/deeper/ü.bin", "new\nline.txt",
+]
+
+
+def many_files() -> dict[str, bytes]:
+    files = {name: f"content of {name!r}\n".encode() for name in HOSTILE_FILES}
+    files.update({f"batch/file_{i:03d}.dat": os.urandom(97 * i) for i in range(50)})
+    files["empty"] = b""
+    files["big.bin"] = os.urandom(2 * 1024 * 1024)
+    return files
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def sshd() -> None:
+    """Fail (never skip) when the test sshd is not there."""
+    if not SSH_CONFIG.exists():
+        pytest.fail(f"{SSH_CONFIG} is missing: {START_HINT}", pytrace=False)
+    try:
+        with socket.create_connection(SSHD, timeout=5):
+            pass
+    except OSError as exc:
+        pytest.fail(f"the test sshd on {SSHD[0]}:{SSHD[1]} is not reachable ({exc}): {START_HINT}", pytrace=False)
+
+
+def ssh_transport(**kwargs: object) -> SshTransport:
+    return SshTransport(HOST, ssh_config=[str(SSH_CONFIG)], **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["local", "ssh"])
+async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
+    if request.param == "ssh":
+        request.getfixturevalue("sshd")
+        transport: Transport = ssh_transport()
+    else:
+        transport = LocalTransport()
+    try:
+        yield transport
+    finally:
+        await transport.aclose()
+
+
+@pytest.fixture
+async def remote_dir(transport: Transport, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh directory on the transport's side, with a space and a quote in its name."""
+    if isinstance(transport, SshTransport):
+        path = f"wfl_async_transport_tests/it's {uuid.uuid4().hex[:8]}"  # under wfltest's home
+    else:
+        path = str(tmp_path / "remote side" / "it's here")
+    yield path
+    await transport.run(f"rm -rf -- {shlex.quote(path)}", check=False)
+
+
+# ---------------------------------------------------------------- run
+
+
+async def test_run_returns_a_completed_process_with_bytes(transport: Transport) -> None:
+    result = await transport.run("printf 'out \\303\\274\\000\\377'; printf 'err' >&2")
+    assert isinstance(result, CompletedProcess)
+    assert result.returncode == 0
+    assert result.stdout == b"out \xc3\xbc\x00\xff"
+    assert result.stderr == b"err"
+    assert isinstance(result.args, str) or isinstance(result.args, list)
+
+
+async def test_run_unchecked_reports_the_exit_status(transport: Transport) -> None:
+    result = await transport.run("echo partial; exit 3", check=False)
+    assert (result.returncode, result.stdout) == (3, b"partial\n")
+
+
+async def test_run_checked_raises_with_attributes(transport: Transport) -> None:
+    command = "echo some output; echo 'it went wrong' >&2; exit 42"
+    with pytest.raises(RemoteCommandError) as info:
+        await transport.run(command)
+    error = info.value
+    assert (error.command, error.returncode) == (command, 42)
+    assert error.stdout == b"some output\n" and error.stderr == b"it went wrong\n"
+    assert "status 42" in str(error) and "it went wrong" in str(error) and transport.where in str(error)
+    assert isinstance(error, TransportError) and isinstance(error, OSError)
+
+
+async def test_run_feeds_stdin(transport: Transport) -> None:
+    data = os.urandom(3 * 1024 * 1024) + b"\nend"
+    result = await transport.run("cat", stdin=data)
+    assert result.stdout == data
+    assert (await transport.run("wc -l", stdin=b"a\nb\nc\n")).stdout.strip() == b"3"
+
+
+async def test_run_without_stdin_sees_end_of_file(transport: Transport) -> None:
+    with anyio.fail_after(20):
+        result = await transport.run("cat; echo eof")
+    assert result.stdout == b"eof\n"
+
+
+async def test_run_uses_a_posix_shell_and_quoting_survives(transport: Transport) -> None:
+    hostile = "a 'b' \"c\" $HOME `id` ü"
+    result = await transport.run(f"x={shlex.quote(hostile)}; printf '%s' \"$x\"")
+    assert result.stdout.decode() == hostile
+
+
+async def test_stats_count_commands_and_bytes(transport: Transport) -> None:
+    before = transport.stats.commands_run, transport.stats.bytes_sent, transport.stats.bytes_received
+    await transport.run("printf 12345", stdin=b"abc")
+    await transport.run("exit 1", check=False)
+    after = transport.stats.commands_run, transport.stats.bytes_sent, transport.stats.bytes_received
+    assert after[0] - before[0] == 2
+    assert after[1] - before[1] == 3
+    assert after[2] - before[2] == 5
+    assert f"commands: {after[0]}" in repr(transport)
+
+
+# ---------------------------------------------------------------- files
+
+
+async def test_upload_and_download_many_hostile_files_in_one_command_each(
+        transport: Transport, remote_dir: str, tmp_path: Path) -> None:
+    files = many_files()
+    source, target = tmp_path / "source", tmp_path / "target ü"
+    write_tree(source, files)
+
+    before = transport.stats.commands_run
+    await transport.upload(source, list(files), remote_dir)
+    assert transport.stats.commands_run - before == 1
+
+    listing = await transport.run(f"cd {shlex.quote(remote_dir)} && find . -type f -print0")
+    remote_names = {n.removeprefix("./") for n in listing.stdout.decode().split("\0") if n}
+    assert remote_names == set(files)
+    nested = "sub dir/nested $x 'q'.txt"
+    sizes = await transport.run(f"cd {shlex.quote(remote_dir)} && wc -c < big.bin && cat -- {shlex.quote(nested)}")
+    assert sizes.stdout.split(b"\n", 1) == [str(len(files["big.bin"])).encode(), files[nested]]
+
+    before = transport.stats.commands_run
+    await transport.download(remote_dir, list(files), target)
+    assert transport.stats.commands_run - before == 1
+    assert read_tree(target) == files
+
+
+async def test_upload_runs_before_and_then_in_the_same_command(transport: Transport, remote_dir: str,
+                                                               tmp_path: Path) -> None:
+    write_tree(tmp_path, {"a.txt": b"A"})
+    before = transport.stats.commands_run
+    result = await transport.upload(tmp_path, ["a.txt"], remote_dir, before="echo first",
+                                    then=f"cat {shlex.quote(remote_dir)}/a.txt && echo ' then'")
+    assert transport.stats.commands_run - before == 1
+    assert result.stdout == b"first\nA then\n"
+
+
+async def test_upload_failures_are_remote_command_errors(transport: Transport, remote_dir: str,
+                                                         tmp_path: Path) -> None:
+    write_tree(tmp_path, {"a.txt": b"A", "big": os.urandom(4 * 1024 * 1024)})
+    with pytest.raises(RemoteCommandError) as info:
+        await transport.upload(tmp_path, ["a.txt"], remote_dir, then="exit 7")
+    assert info.value.returncode == 7
+    # the command fails before reading its input (a broken pipe locally): still just an exit status
+    with pytest.raises(RemoteCommandError) as info:
+        await transport.upload(tmp_path, ["a.txt", "big"], remote_dir, before="echo refused >&2; exit 9")
+    assert info.value.returncode == 9 and info.value.stderr == b"refused\n"
+
+
+async def test_stdin_that_the_command_does_not_read(transport: Transport) -> None:
+    result = await transport.run("exit 4", stdin=os.urandom(4 * 1024 * 1024), check=False)
+    assert result.returncode == 4
+
+
+async def test_download_with_missing_files_still_brings_the_others(transport: Transport, remote_dir: str,
+                                                                    tmp_path: Path) -> None:
+    files = {"one.txt": b"1", "dir/two ü.txt": b"2", "three $x.txt": b"3"}
+    write_tree(tmp_path / "source", files)
+    await transport.upload(tmp_path / "source", list(files), remote_dir)
+    wanted = ["missing first", "one.txt", "dir/missing.txt", "dir/two ü.txt", "no/such/dir/x", "three $x.txt"]
+    before = transport.stats.commands_run
+    await transport.download(remote_dir, wanted, tmp_path / "target")
+    assert transport.stats.commands_run - before == 1
+    assert read_tree(tmp_path / "target") == files
+
+
+async def test_download_of_nothing_runs_no_command(transport: Transport, tmp_path: Path) -> None:
+    before = transport.stats.commands_run
+    await transport.download("/nonexistent", [], tmp_path)
+    assert transport.stats.commands_run == before
+
+
+async def test_download_from_a_missing_directory_brings_nothing(transport: Transport, tmp_path: Path) -> None:
+    await transport.download(f"/nonexistent/{uuid.uuid4().hex}", ["a", "b"], tmp_path / "target")
+    assert not (tmp_path / "target").exists() or read_tree(tmp_path / "target") == {}
+
+
+# ---------------------------------------------------------------- ssh only
+
+
+async def test_ssh_one_connection_for_fifty_concurrent_commands(sshd: None) -> None:
+    """sshd's MaxSessions is 10: without the channel semaphore the 11th channel fails."""
+    transport = ssh_transport(max_channels=8)
+    results: dict[int, bytes] = {}
+
+    async def one(i: int) -> None:
+        results[i] = (await transport.run(f"sleep 0.2; echo {i}")).stdout
+
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for i in range(50):
+                    tg.start_soon(one, i)
+        assert results == {i: f"{i}\n".encode() for i in range(50)}
+        assert transport.stats.connections_opened == 1
+        assert transport.stats.commands_run == 50
+    finally:
+        await transport.aclose()
+
+
+async def test_ssh_channel_refused_by_max_sessions_is_retried_on_the_same_connection(sshd: None) -> None:
+    """max_channels above the server's MaxSessions (10): refused channels wait and retry; the
+    shared connection is not closed under the commands in flight (it was: 13 connections for 50)."""
+    transport = ssh_transport(max_channels=30)
+    results: dict[int, bytes] = {}
+
+    async def one(i: int) -> None:
+        results[i] = (await transport.run(f"sleep 0.2; echo {i}")).stdout
+
+    try:
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tg:
+                for i in range(50):
+                    tg.start_soon(one, i)
+        assert results == {i: f"{i}\n".encode() for i in range(50)}
+        assert transport.stats.connections_opened == 1
+    finally:
+        await transport.aclose()
+
+
+async def test_ssh_reconnects_after_the_server_drops_the_connection(sshd: None) -> None:
+    transport = ssh_transport()
+    try:
+        pid = await _serving_sshd_pid(transport)
+        os.kill(pid, signal.SIGKILL)  # the sshd process of our connection, found by pid, never by name
+        with anyio.fail_after(60):
+            result = await transport.run("echo again")
+        assert result.stdout == b"again\n"
+        assert transport.stats.connections_opened == 2
+        assert await _serving_sshd_pid(transport) != pid
+    finally:
+        await transport.aclose()
+
+
+async def test_ssh_command_in_flight_when_the_connection_drops_is_rerun(sshd: None) -> None:
+    transport = ssh_transport()
+    try:
+        pid = await _serving_sshd_pid(transport)
+        async with anyio.create_task_group() as tg:
+            outcome: list[CompletedProcess[bytes]] = []
+
+            async def slow() -> None:
+                outcome.append(await transport.run("sleep 1; echo finished"))
+
+            tg.start_soon(slow)
+            await anyio.sleep(0.3)
+            os.kill(pid, signal.SIGKILL)
+        assert outcome[0].stdout == b"finished\n" and outcome[0].returncode == 0
+        assert transport.stats.connections_opened == 2
+    finally:
+        await transport.aclose()
+
+
+async def test_ssh_closed_transport_reconnects_on_next_use(sshd: None) -> None:
+    transport = ssh_transport()
+    try:
+        await transport.run("true")
+        await transport.aclose()
+        assert (await transport.run("echo back")).stdout == b"back\n"
+        assert transport.stats.connections_opened == 2
+    finally:
+        await transport.aclose()
+
+
+async def test_ssh_unknown_host_key_fails_with_a_clear_error(sshd: None, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    config = tmp_path / "ssh_config"
+    config.write_text(SSH_CONFIG.read_text().replace(str(INFRA / "known_hosts"), str(empty)))
+    assert str(empty) in config.read_text()
+    transport = SshTransport(HOST, ssh_config=[str(config)])
+    try:
+        with anyio.fail_after(30), pytest.raises(TransportError) as info:
+            await transport.run("true")
+        message = str(info.value)
+        assert HOST in message and "known_hosts" in message
+        assert transport.stats.connections_opened == 0 and transport.stats.commands_run == 1
+    finally:
+        await transport.aclose()
+
+
+async def test_ssh_host_key_checking_can_be_turned_off(sshd: None, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    config = tmp_path / "ssh_config"
+    config.write_text(SSH_CONFIG.read_text().replace(str(INFRA / "known_hosts"), str(empty)))
+    transport = SshTransport(HOST, ssh_config=[str(config)], host_key_checking=False)
+    try:
+        assert (await transport.run("echo ok")).stdout == b"ok\n"
+    finally:
+        await transport.aclose()
+
+
+async def test_ssh_user_and_port_in_the_host_string(sshd: None, tmp_path: Path) -> None:
+    """``user@host:port`` without an alias: user and port come from the string, not the config."""
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host {SSHD[0]}\n    IdentityFile {INFRA / 'sshd' / 'client_key'}\n    IdentitiesOnly yes\n"
+                      f"    UserKnownHostsFile {INFRA / 'known_hosts'}\n")
+    transport = SshTransport(f"wfltest@{SSHD[0]}:{SSHD[1]}", ssh_config=[str(config)])
+    try:
+        assert (await transport.run("id -un")).stdout == b"wfltest\n"
+        assert transport.host == SSHD[0] and SSHD[0] in transport.where
+    finally:
+        await transport.aclose()
+
+
+async def test_ssh_unreachable_host_fails_after_retries(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once closed
+    transport = SshTransport(f"127.0.0.1:{port}", ssh_config=[str(SSH_CONFIG)], connect_attempts=2)
+    with anyio.fail_after(30), pytest.raises(TransportError, match="could not connect .* after 2 attempts"):
+        await transport.run("true")
+
+
+async def _serving_sshd_pid(transport: SshTransport) -> int:
+    """The sshd process serving ``transport``'s connection: the parent of a command's shell."""
+    pid = int((await transport.run("echo $PPID")).stdout)
+    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    uid = next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("Uid:"))
+    # pids wrap: make sure it is an sshd process of the test user before anyone kills it
+    assert comm.startswith("sshd") and int(uid) == 2000, (pid, comm, uid)
+    return pid

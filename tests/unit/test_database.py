@@ -1,0 +1,278 @@
+"""The jobs database: atomic claims (also between processes), batched updates, filters, readers beside a writer."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from wfl_async.jobs.database import REATTACH, JobsDatabase, JobStatus, owner_alive, process_owner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[JobsDatabase]:
+    async with JobsDatabase(tmp_path / "stage" / "wfl_async_jobs.db") as database:
+        yield database
+
+
+def dead_owner() -> str:
+    """The owner tag of a process of this host that has exited."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return f"{socket.gethostname()}:{process.pid}:deadbeef"
+
+
+async def claim(db: JobsDatabase, key: str, owner: str = "", **kwargs: str):  # type: ignore[no-untyped-def]
+    values = {"name": f"job {key}", "system": "slurm", "job_dir": f"job-{key}", **kwargs}
+    return await db.claim(key=key, owner=owner or process_owner(), **values)
+
+
+# ---------------------------------------------------------------- claims
+
+
+async def test_claiming_a_new_key_is_fresh(db: JobsDatabase) -> None:
+    owner = process_owner()
+    result = await claim(db, "k1", owner)
+    assert result.fresh and result.previous is None
+    record = result.record
+    assert (record.key, record.name, record.system, record.job_dir) == ("k1", "job k1", "slurm", "job-k1")
+    assert record.status is JobStatus.CREATED and record.owner == owner and record.remote_id is None
+
+
+async def test_claiming_again_in_the_same_process_is_not_fresh(db: JobsDatabase) -> None:
+    owner = process_owner()
+    assert (await claim(db, "k", owner)).fresh
+    again = await claim(db, "k", owner)
+    assert not again.fresh and again.previous is JobStatus.CREATED
+
+
+@pytest.mark.parametrize("status", sorted(REATTACH - {JobStatus.CREATED}))
+async def test_reattach_states_are_not_fresh_and_keep_their_record(db: JobsDatabase, status: JobStatus) -> None:
+    await claim(db, "k")
+    await db.update("k", status=status, remote_id="123", message="kept")
+    result = await claim(db, "k", name="renamed")
+    assert not result.fresh and result.previous is status
+    assert result.record.status is status and result.record.remote_id == "123"
+    assert result.record.message == "kept" and result.record.name == "job k"
+
+
+@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.PROCESSED, JobStatus.CLEANED])
+async def test_failed_processed_and_cleaned_jobs_are_created_afresh(db: JobsDatabase, status: JobStatus) -> None:
+    await claim(db, "k")
+    await db.update("k", status=status, remote_id="123", message="it raised")
+    new_owner = process_owner()
+    result = await claim(db, "k", new_owner, name="new name", job_dir="new-dir")
+    assert result.fresh and result.previous is status
+    record = result.record
+    assert record.status is JobStatus.CREATED and record.owner == new_owner
+    assert record.remote_id is None and record.message is None
+    assert (record.name, record.job_dir) == ("new name", "new-dir")
+
+
+async def test_created_by_a_dead_owner_is_taken_over(db: JobsDatabase) -> None:
+    await claim(db, "k", dead_owner())
+    await db.update("k", remote_id="77")  # it may have submitted before dying: keep what it knew
+    owner = process_owner()
+    result = await claim(db, "k", owner)
+    assert result.fresh and result.previous is JobStatus.CREATED
+    assert result.record.owner == owner and result.record.remote_id == "77"
+
+
+@pytest.mark.parametrize("owner", [process_owner(), "another-host.example:1:abcd1234"])
+async def test_created_by_a_live_owner_is_not_fresh(db: JobsDatabase, owner: str) -> None:
+    await claim(db, "k", owner)
+    result = await claim(db, "k", process_owner())
+    assert not result.fresh and result.previous is JobStatus.CREATED and result.record.owner == owner
+
+
+def test_owner_alive() -> None:
+    assert owner_alive(process_owner())
+    assert not owner_alive(dead_owner())
+    assert not owner_alive(None) and not owner_alive("")
+    assert owner_alive("some-other-host:1:x")  # cannot tell: assume alive
+
+
+CLAIMER = """
+import anyio, json, sys, time
+from pathlib import Path
+from wfl_async.jobs.database import JobsDatabase, process_owner
+
+path, go, n, me, count = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+
+async def main():
+    while not go.exists():
+        time.sleep(0.001)  # start together, without the event loop being involved yet
+    owner = process_owner()
+    fresh = []
+    async with JobsDatabase(path) as db:
+        for i in range(n):
+            result = await db.claim(key=f"key{i}", name="n", system="s", job_dir=f"d{i}", owner=owner)
+            if result.fresh:
+                fresh.append(i)
+    # stay alive until every claimer is done: a "created" job of a process that has exited is
+    # rightly taken over by the next claimer, which is not what this test is about
+    (go.parent / f"done-{me}").touch()
+    while len(list(go.parent.glob("done-*"))) < count:
+        time.sleep(0.01)
+    print(json.dumps(fresh))
+
+anyio.run(main)
+"""
+
+
+async def test_concurrent_claims_from_several_processes_give_exactly_one_fresh_claim_per_key(tmp_path: Path) -> None:
+    """Three scripts started at once on a database that does not exist yet (so they also race to create it)."""
+    n, path, go = 300, tmp_path / "_expyre" / "wfl_async_jobs.db", tmp_path / "go"
+    script = tmp_path / "claimer.py"
+    script.write_text(CLAIMER)
+    processes = [subprocess.Popen([sys.executable, str(script), str(path), str(go), str(n), str(i), "3"], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    await anyio.sleep(0.5)  # let them start; they spin until "go"
+    go.touch()
+    outputs = [await anyio.to_thread.run_sync(lambda p=p: p.communicate(timeout=120)) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr
+    fresh = [set(json.loads(out)) for out, _ in outputs]
+    assert sum(len(f) for f in fresh) == n, [len(f) for f in fresh]
+    assert set().union(*fresh) == set(range(n))
+    async with JobsDatabase(path, readonly=True) as db:
+        records = await db.select()
+    assert len(records) == n and {r.status for r in records} == {JobStatus.CREATED}
+
+
+async def test_concurrent_claims_in_one_process_give_one_fresh_claim(db: JobsDatabase) -> None:
+    results: list[bool] = []
+
+    async def one() -> None:
+        results.append((await claim(db, "same")).fresh)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(one)
+    assert sorted(results) == [False] * 19 + [True]
+
+
+# ---------------------------------------------------------------- updates
+
+
+async def test_update_many_applies_every_update_in_one_transaction(db: JobsDatabase) -> None:
+    for key in ("a", "b", "c"):
+        await claim(db, key)
+    await db.update_many([("a", {"status": JobStatus.SUCCEEDED}), ("b", {"status": "died", "message": "gone"})])
+    a, b, c = [await db.get(k) for k in ("a", "b", "c")]
+    assert a is not None and b is not None and c is not None
+    assert a.status is JobStatus.SUCCEEDED and b.status is JobStatus.DIED and b.message == "gone"
+    assert c.status is JobStatus.CREATED
+    assert a.updated_at == b.updated_at > c.updated_at
+
+
+async def test_update_many_is_all_or_nothing(db: JobsDatabase) -> None:
+    for key in ("a", "b"):
+        await claim(db, key)
+    with pytest.raises(sqlite3.IntegrityError):
+        # the second update breaks NOT NULL after the first has run: the first must be rolled back
+        await db.update_many([("a", {"status": JobStatus.SUCCEEDED}), ("b", {"name": None})])
+    assert (await db.get("a")).status is JobStatus.CREATED  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="unknown job columns"):
+        await db.update_many([("a", {"status": JobStatus.SUCCEEDED}), ("b", {"no_such_column; --": 1})])
+    assert (await db.get("a")).status is JobStatus.CREATED  # type: ignore[union-attr]
+    # the connection is usable afterwards (no transaction left open)
+    await db.update("a", status=JobStatus.SUBMITTED)
+    assert (await db.get("a")).status is JobStatus.SUBMITTED  # type: ignore[union-attr]
+
+
+async def test_update_many_with_nothing_to_do(db: JobsDatabase) -> None:
+    await db.update_many([])
+    assert await db.select() == []
+
+
+async def test_delete(db: JobsDatabase) -> None:
+    for key in ("a", "b", "c"):
+        await claim(db, key)
+    await db.delete(["a", "c"])
+    assert [r.key for r in await db.select()] == ["b"]
+
+
+# ---------------------------------------------------------------- queries
+
+
+async def test_select_filters_combine(db: JobsDatabase) -> None:
+    jobs = {"r1": ("relax_chunk_0", "slurm", JobStatus.SUBMITTED),
+            "r2": ("relax_chunk_1", "sge", JobStatus.SUBMITTED),
+            "r3": ("relax_chunk_2", "slurm", JobStatus.FAILED),
+            "m1": ("md 'ü' $x", "slurm", JobStatus.SUBMITTED)}
+    for key, (name, system, status) in jobs.items():
+        await claim(db, key, name=name, system=system)
+        await db.update(key, status=status)
+
+    def keys(records: list) -> list[str]:  # type: ignore[type-arg]
+        return [r.key for r in records]
+
+    assert keys(await db.select()) == ["r1", "r2", "r3", "m1"]  # in creation order
+    assert keys(await db.select(status=["submitted"])) == ["r1", "r2", "m1"]
+    assert keys(await db.select(status=["failed", "submitted"], system="slurm")) == ["r1", "r3", "m1"]
+    assert keys(await db.select(system="sge")) == ["r2"]
+    assert keys(await db.select(name=r"chunk_[12]$")) == ["r2", "r3"]
+    assert keys(await db.select(name=r"chunk_[12]$", system="slurm", status=["failed"])) == ["r3"]
+    assert keys(await db.select(name="'ü' \\$x")) == ["m1"]
+    # values are parameters, never SQL
+    assert await db.select(system="slurm' OR '1'='1") == []
+    assert await db.select(status=["submitted') OR ('1'='1"]) == []
+
+
+async def test_readonly_connection_lists_while_another_holds_a_write_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "dir #1 ?x=y %20 ü" / "wfl_async_jobs.db"  # characters that mean something in URIs
+    async with JobsDatabase(path) as writer:
+        await claim(writer, "committed")
+        await writer.conn.execute("BEGIN IMMEDIATE")
+        await writer.conn.execute(
+            "INSERT INTO jobs (key, name, system, status, job_dir, created_at, updated_at) "
+            "VALUES ('uncommitted', 'n', 's', 'created', 'd', 0, 0)")
+        try:
+            with anyio.fail_after(5):
+                async with JobsDatabase(path, readonly=True) as reader:
+                    assert [r.key for r in await reader.select()] == ["committed"]
+                    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                        await reader.conn.execute("DELETE FROM jobs")
+        finally:
+            await writer.conn.execute("ROLLBACK")
+
+
+async def test_readonly_connection_after_the_writer_closed(tmp_path: Path) -> None:
+    path = tmp_path / "wfl_async_jobs.db"
+    async with JobsDatabase(path) as writer:
+        await claim(writer, "k")
+    async with JobsDatabase(path, readonly=True) as reader:
+        assert [r.key for r in await reader.select()] == ["k"]
+
+
+async def test_database_file_is_a_debugging_tool(db: JobsDatabase) -> None:
+    """Statuses are readable strings for ``sqlite3 wfl_async_jobs.db``; the file is in WAL mode."""
+    await claim(db, "k")
+    await db.update("k", status=JobStatus.SUBMITTED)
+    with sqlite3.connect(db.path) as plain:
+        assert plain.execute("SELECT status FROM jobs").fetchall() == [("submitted",)]
+        assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_use_outside_async_with_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="outside 'async with'"):
+        _ = JobsDatabase(tmp_path / "x.db").conn
+
+
+def test_claim_timestamps_are_recent(tmp_path: Path) -> None:
+    async def main() -> float:
+        async with JobsDatabase(tmp_path / "db") as db:
+            return (await claim(db, "k")).record.created_at
+
+    assert abs(anyio.run(main) - time.time()) < 60
