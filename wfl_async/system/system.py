@@ -2,8 +2,8 @@
 
 The system turns many concurrent job coroutines into few remote round trips:
 
-* **submit batching** — the first job ready to submit waits ``batch_window`` for others,
-  then one command unpacks every staged directory (a single tar stream) and submits every
+* **submit batching** — the first job ready to submit waits for others while they keep
+  arriving (``batch_window`` at a time, at most ``max_batch_wait``), then one command unpacks every staged directory (a single tar stream) and submits every
   job script; later arrivals form the next batch.
 * **coalesced polling** — one waiting job at a time is the *poll leader*: per interval it
   runs one command that lists the user's queue and which job directories hold a marker,
@@ -50,12 +50,13 @@ class System:
     """A machine jobs run on. Shared by every coroutine using it; see the module docstring."""
 
     def __init__(self, config: SystemConfig, transport: Transport, scheduler: Scheduler, project: str, *,
-                 batch_window: float = 0.05) -> None:
+                 batch_window: float = 0.05, max_batch_wait: float = 1.0) -> None:
         self.config = config
         self.transport = transport
         self.scheduler = scheduler
         self.project = project
         self.batch_window = batch_window
+        self.max_batch_wait = max_batch_wait
         self.on_progress: ProgressCallback | None = None
         self.stats = {"submit_commands": 0, "poll_commands": 0, "fetch_commands": 0, "scheduler_calls": 0}
         self._remote_root: str | None = None
@@ -137,7 +138,7 @@ class System:
         self._pending.append(request)
         async with self._submit_lock:
             if not request.done.is_set():
-                await anyio.sleep(self.batch_window)
+                await self._gather_batch()
                 batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
                 try:
                     await self._submit_batch(batch, local_root)
@@ -152,6 +153,18 @@ class System:
             raise request.error
         assert request.remote_id is not None
         return request.remote_id
+
+    async def _gather_batch(self) -> None:
+        """Wait while jobs keep arriving (each ``batch_window`` brought more), at most ``max_batch_wait``.
+
+        Jobs of one call become ready one after another (each is claimed in the database
+        first), so a fixed window would cut a 200-job call into several batches.
+        """
+        waited, seen = 0.0, -1
+        while len(self._pending) != seen and len(self._pending) < _MAX_BATCH and waited < self.max_batch_wait:
+            seen = len(self._pending)
+            await anyio.sleep(self.batch_window)
+            waited += self.batch_window
 
     async def _submit_batch(self, batch: list[SubmitRequest], local_root: Path) -> None:
         root = await self.remote_root()
