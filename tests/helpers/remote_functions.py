@@ -32,13 +32,16 @@ def sleep_then_return(seconds: float, value: object) -> object:
 
 def _label_or_raise(atoms_list):  # type: ignore[no-untyped-def]
     """wfl-style low-level op: raises for configurations marked ``bad``, sleeps if asked."""
-    seconds = float(os.environ.get("WFL_TEST_SLEEP", "0"))
-    if seconds:
-        time.sleep(seconds)
-    out = []
+    time.sleep(float(os.environ.get("WFL_TEST_SLEEP", "0")))
     for atoms in atoms_list:
         if atoms.info.get("bad"):
             raise CustomRemoteError(f"bad configuration {atoms.info.get('i')}")
+    return _labelled(atoms_list)
+
+
+def _labelled(atoms_list):  # type: ignore[no-untyped-def]
+    out = []
+    for atoms in atoms_list:
         atoms = atoms.copy()
         atoms.info["labelled"] = True
         out.append(atoms)
@@ -68,12 +71,7 @@ def _logged_label(atoms_list):  # type: ignore[no-untyped-def]
     with open(os.environ["WFL_TEST_RUN_LOG"], "a") as log:
         log.write(" ".join(str(a.info["i"]) for a in atoms_list) + "\n")
     time.sleep(float(os.environ.get("WFL_TEST_SLEEP", "0")))
-    out = []
-    for atoms in atoms_list:
-        atoms = atoms.copy()
-        atoms.info["labelled"] = True
-        out.append(atoms)
-    return out
+    return _labelled(atoms_list)
 
 
 def logged_label(*args, **kwargs):  # type: ignore[no-untyped-def]
