@@ -70,7 +70,6 @@ async def run_jobs(system_name: str, n: int) -> Run:
         records = await rt.db.select(name=f" {tag} ")
         assert len(records) == n and {r.status for r in records} == {JobStatus.SUCCEEDED}
         assert len({r.remote_id for r in records}) == n
-        print(system_name, n, system.stats, system.transport.stats, f"{elapsed:.1f} s")
         run = Run(n, values, dict(system.stats), system.transport.stats.commands_run,
                   system.transport.stats.connections_opened, elapsed)
         await system.remove_dirs([p.job_dir for p in prepared])

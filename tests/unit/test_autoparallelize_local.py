@@ -172,3 +172,23 @@ def test_wfl_style_wrapper_with_autoparallelize_docstring() -> None:
     assert _wfl_style_wrapper.__doc__ is not None and "inputs" in _wfl_style_wrapper.__doc__
     out = _wfl_style_wrapper(ConfigSet(cu_configs(3)), OutputSpec(), tag="w")
     assert out is not None and [at.info["chunk_len"] for at in out] == [2, 2, 1]
+
+
+def test_output_spec_with_the_wrong_number_of_files_fails_before_running(tmp_path: Path) -> None:
+    from ase.build import bulk
+    from ase.io import write
+
+    from wfl_async.errors import ConfigurationError
+
+    for name in ("a.xyz", "b.xyz"):
+        write(tmp_path / name, [bulk("Cu")])
+    inputs = ConfigSet([tmp_path / "a.xyz", tmp_path / "b.xyz"])
+    outputs = OutputSpec(["x.xyz", "y.xyz", "z.xyz"], file_root=tmp_path)
+    with pytest.raises(ConfigurationError, match="3 files but the ConfigSet has 2 input files"):
+        autoparallelize(_label_for_count_test, inputs, outputs)
+    assert not any((tmp_path / n).exists() for n in ("x.xyz", "y.xyz", "z.xyz"))
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def _label_for_count_test(atoms_list):  # type: ignore[no-untyped-def]
+    return atoms_list

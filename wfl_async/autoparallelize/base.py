@@ -20,6 +20,7 @@ import inspect
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .._sync import run_sync
@@ -97,6 +98,7 @@ def prepare_call(op: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     inputs, outputs, op_args = _split_inputs_outputs(args, kwargs)
     if outputs is not None and not isinstance(outputs, OutputSpec):
         raise ConfigurationError(f"autoparallelize requires outputs be None or an OutputSpec, got {type(outputs)}")
+    _check_file_counts(inputs, outputs)
     if autopara_info is None:
         info = AutoparaInfo()
     elif isinstance(autopara_info, AutoparaInfo):
@@ -116,6 +118,20 @@ def prepare_call(op: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     info.remote_info = remote_info
     return PreparedCall(op=op, inputs=inputs, outputs=outputs, args=op_args, kwargs=kwargs,
                         autopara_info=info, remote_info=remote_info)
+
+
+def _check_file_counts(inputs: Any, outputs: OutputSpec | None) -> None:
+    """Several output files mirror the input files one to one: check that before running anything."""
+    out_files = outputs.files if outputs is not None and outputs.files is not None else []
+    if len(out_files) <= 1:
+        return
+    in_items = inputs.items if isinstance(inputs, ConfigSet) else None
+    in_files = in_items if isinstance(in_items, list) and in_items and isinstance(in_items[0], Path) else None
+    if in_files is None or len(in_files) != len(out_files):
+        got = f"{len(in_files)} input files" if in_files else "inputs that are not a list of files"
+        raise ConfigurationError(
+            f"OutputSpec has {len(out_files)} files but the ConfigSet has {got}; several output files "
+            f"must match the input files one to one. Give one output file, or one per input file.")
 
 
 def _report_reuse(call: PreparedCall) -> None:

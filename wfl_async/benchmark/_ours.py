@@ -51,6 +51,8 @@ class _Instrument:
         self.commands: list[tuple[float, str]] = []
         self.durations: list[float] = []
         self.submit_done: list[float] = []
+        self.job_dirs: list[str] = []
+        """Each submitted job's directory (relative to the system's remote root), in submit order."""
         self._system = system
         original_run = system.transport.run
         original_submit = system.submit
@@ -66,7 +68,9 @@ class _Instrument:
                 self.durations[index] = time.monotonic() - start
 
         async def submit(*args: Any, **kwargs: Any) -> str:
+            request = args[0] if args else kwargs.get("request")
             remote_id = await original_submit(*args, **kwargs)
+            self.job_dirs.append(str(getattr(request, "job_dir", "")))
             self.submit_done.append(time.monotonic())
             return remote_id
 
