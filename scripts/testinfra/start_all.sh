@@ -22,6 +22,11 @@ step start_sge
 SRC="${WFL_ASYNC_SOURCE_DIR:-$REPO_ROOT}"
 [[ -d $SRC/wfl_async ]] || die "no wfl_async/ under $SRC (set WFL_ASYNC_SOURCE_DIR)"
 PY=$(test_python)
+# The test user's jobs import wfl_async from this checkout: let it traverse the parents.
+d=$SRC
+while [[ $d != / ]]; do chmod o+x "$d"; d=$(dirname "$d"); done
+(cd / && su "$TEST_USER" -c "PYTHONPATH=$(printf '%q' "$SRC") $PY -c 'import wfl_async.jobs.worker'") \
+    || die "$TEST_USER cannot import wfl_async from $SRC"
 mkdir -p "$RUNTIME/expyre" "$RUNTIME/expyre_orig"
 for s in local slurm sge pbs; do mkdir -p "$RUNTIME/run/$s"; done
 for s in local_ssh slurm_ssh sge_ssh pbs_ssh; do

@@ -9,12 +9,21 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import anyio
 import pytest
 
-from wfl_async.jobs.database import REATTACH, JobsDatabase, JobStatus, owner_alive, process_owner
+from wfl_async.jobs.database import (
+    REATTACH,
+    Claim,
+    JobRecord,
+    JobsDatabase,
+    JobStatus,
+    owner_alive,
+    process_owner,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +41,7 @@ def dead_owner() -> str:
     return f"{socket.gethostname()}:{process.pid}:deadbeef"
 
 
-async def claim(db: JobsDatabase, key: str, owner: str = "", **kwargs: str):  # type: ignore[no-untyped-def]
+async def claim(db: JobsDatabase, key: str, owner: str = "", **kwargs: str) -> Claim:
     values = {"name": f"job {key}", "system": "slurm", "job_dir": f"job-{key}", **kwargs}
     return await db.claim(key=key, owner=owner or process_owner(), **values)
 
@@ -139,7 +148,7 @@ async def test_concurrent_claims_from_several_processes_give_exactly_one_fresh_c
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
     await anyio.sleep(0.5)  # let them start; they spin until "go"
     go.touch()
-    outputs = [await anyio.to_thread.run_sync(lambda p=p: p.communicate(timeout=120)) for p in processes]
+    outputs = [await anyio.to_thread.run_sync(partial(p.communicate, timeout=120)) for p in processes]
     for process, (_, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr
     fresh = [set(json.loads(out)) for out, _ in outputs]
@@ -215,7 +224,7 @@ async def test_select_filters_combine(db: JobsDatabase) -> None:
         await claim(db, key, name=name, system=system)
         await db.update(key, status=status)
 
-    def keys(records: list) -> list[str]:  # type: ignore[type-arg]
+    def keys(records: list[JobRecord]) -> list[str]:
         return [r.key for r in records]
 
     assert keys(await db.select()) == ["r1", "r2", "r3", "m1"]  # in creation order

@@ -91,7 +91,7 @@ async def run_expyre_autopara(options: AutoparaOptions, setting: str, raw_config
             reruns.append(Rerun(MODES[mode], options.system, setting, kind, seconds=seconds,
                                 submissions=counts["submissions"], ssh_connections=counts["ssh_connections"],
                                 remote_commands=counts["remote_commands"],
-                                ok=data["ok"] if index == 2 else options.configs if seconds is not None else 0))
+                                ok=(data["reruns_ok"] + [0, 0])[index - 1]))
         if entry.get("host") is not None:
             await _cleanup(base_remsh, str(entry["host"]), data.get("remote_rundir"), root, mode, options.keep)
         return run, reruns

@@ -61,6 +61,15 @@ def main(argv: list[str]) -> int:
         calculate(ConfigSet(configs), OutputSpec(output.name, file_root=output.parent), calculator=(EMT, [], {}),
                   properties=list(opts["properties"]), autopara_info=AutoparaInfo(remote_info=remote))
 
+    def verify() -> tuple[int, float]:
+        ok, energy = 0, 0.0
+        if output.exists():
+            for atoms in ase.io.iread(str(output), ":"):
+                if "EMT_energy" in atoms.info and "EMT_forces" in atoms.arrays:
+                    ok += 1
+                    energy += float(atoms.info["EMT_energy"])
+        return ok, energy
+
     marks = {"start": _lines(calls_log)}
     found: list[float] = []
     stop = threading.Event()
@@ -77,7 +86,9 @@ def main(argv: list[str]) -> int:
     stop.set()
     watcher.join()
     marks["run"] = _lines(calls_log)
+    ok, energy = verify()
     reruns: list[float | None] = []
+    reruns_ok: list[int] = []
     if not error:
         for delete in (False, True):
             if delete:
@@ -90,17 +101,12 @@ def main(argv: list[str]) -> int:
                 error = f"rerun: {type(exc).__name__}: {exc}"
                 reruns.append(None)
             marks[f"rerun{len(reruns)}"] = _lines(calls_log)
-    ok, energy = 0, 0.0
-    if output.exists():
-        for atoms in ase.io.iread(str(output), ":"):
-            if "EMT_energy" in atoms.info and "EMT_forces" in atoms.arrays:
-                ok += 1
-                energy += float(atoms.info["EMT_energy"])
+            reruns_ok.append(verify()[0])
     from expyre import config
 
     print(json.dumps({
         "import_s": t_import, "first_written_s": found[0] if found else None, "end_to_end_s": t_all,
-        "reruns_s": reruns, "marks": marks, "ok": ok, "energy_sum": energy, "error": error,
+        "reruns_s": reruns, "reruns_ok": reruns_ok, "marks": marks, "ok": ok, "energy_sum": energy, "error": error,
         "no_mark_processed": "WFL_EXPYRE_NO_MARK_PROCESSED" in os.environ,
         "remote_rundir": config.systems[opts["system"]].remote_rundir,
     }))
