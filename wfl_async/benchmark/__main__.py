@@ -1,4 +1,7 @@
-"""``python -m wfl_async.benchmark``: N trivial jobs per system, against the floor and wfl + ExPyRe."""
+"""``python -m wfl_async.benchmark``: N trivial jobs per system, against the floor and wfl + ExPyRe.
+
+``python -m wfl_async.benchmark autopara ...``: the autoparallelize workload (EMT in queued chunks).
+"""
 
 from __future__ import annotations
 
@@ -78,5 +81,74 @@ def main(systems: str, jobs: str, check_interval: float, floor: bool, compare_ex
         click.echo(f"figures written to {json_out}")
 
 
+@click.command()
+@click.option("--system", default="slurm_ssh", show_default=True, help="System name from your config.json.")
+@click.option("--configs", default=2000, show_default=True, type=click.IntRange(1),
+              help="EMT configurations (8-atom Cu cells).")
+@click.option("--per-job", default=10, show_default=True, type=click.IntRange(1),
+              help="num_inputs_per_queued_job: configurations per queued job.")
+@click.option("--subprocesses", default="0", show_default=True,
+              help="WFL_NUM_PYTHON_SUBPROCESSES inside each job, for every implementation; comma-separated "
+                   "values run the whole comparison once each; 'default' sets nothing (cores per node).")
+@click.option("--check-interval", default=0.5, show_default=True, type=float, help="wfl_async's check_interval (s).")
+@click.option("--floor/--no-floor", default=True, show_default=True,
+              help="Also submit the same chunk jobs with a plain loop on the cluster side.")
+@click.option("--compare-expyre/--no-compare-expyre", default=True, show_default=True,
+              help="Also run the workload through wfl 0.3.5 + ExPyRe (when installed).")
+@click.option("--expyre-modes", default="plain,cm", show_default=True,
+              help="plain: one ssh per command; cm: ssh ControlMaster connection sharing.")
+@click.option("--expyre-check-interval", default=1.0, show_default=True, type=float,
+              help="wfl's RemoteInfo check_interval (s) for ExPyRe; its default is 30.")
+@click.option("--max-time", default="10m", show_default=True, help="Job max_time resource.")
+@click.option("--timeout", default=1800.0, show_default=True, type=float, help="Give up waiting after this many s.")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(1),
+              help="Runs of wfl_async + floor + reruns per setting (for a shared, noisy machine).")
+@click.option("--keep", is_flag=True, help="Keep local and remote job directories.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write every figure to this JSON file.")
+def autopara_main(system: str, configs: int, per_job: int, subprocesses: str, check_interval: float, floor: bool,
+                  compare_expyre: bool, expyre_modes: str, expyre_check_interval: float, max_time: str,
+                  timeout: float, repeat: int, keep: bool, json_out: Path | None) -> None:
+    """EMT on many configurations as queued chunks: wfl_async against the floor and wfl + ExPyRe.
+
+    Reports time to the first written result (and its fraction of end to end), end to end, the
+    rerun with the output present and the rerun after deleting it (WFL_EXPYRE_NO_MARK_PROCESSED=1
+    for both runs: it re-attaches to the finished jobs), submissions, ssh connections and remote
+    commands; the same chunk jobs submitted by a plain loop on the cluster side (the floor); and
+    wfl + ExPyRe on the same configurations, with ratios and the targets met or missed.
+    """
+    from ._autopara import AutoparaOptions, run_autopara_benchmark
+    from ._autopara_report import format_autopara_report
+
+    settings = [s.strip() for s in subprocesses.split(",") if s.strip()]
+    for setting in settings:
+        if setting != "default" and not setting.isdigit():
+            raise click.BadParameter(f"{setting!r}: use a number of processes or 'default'",
+                                     param_hint="--subprocesses")
+    modes = [m.strip() for m in expyre_modes.split(",") if m.strip()]
+    if set(modes) - {"plain", "cm"}:
+        raise click.BadParameter("use plain and/or cm", param_hint="--expyre-modes")
+    options = AutoparaOptions(system=system, configs=configs, per_job=per_job, settings=settings,
+                              check_interval=check_interval, floor=floor, compare_expyre=compare_expyre,
+                              expyre_modes=modes, expyre_check_interval=expyre_check_interval,
+                              resources={"num_nodes": 1, "max_time": max_time}, timeout=timeout, repeat=repeat,
+                              keep=keep)
+    report = anyio.run(run_autopara_benchmark, options)
+    report.command = "python -m wfl_async.benchmark autopara " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    click.echo(format_autopara_report(report))
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.as_dict(), indent=2))
+        click.echo(f"figures written to {json_out}")
+
+
+def entry() -> None:
+    """``python -m wfl_async.benchmark [autopara] ...``."""
+    if len(sys.argv) > 1 and sys.argv[1] == "autopara":
+        del sys.argv[1]
+        autopara_main(prog_name="python -m wfl_async.benchmark autopara")
+    else:
+        main()
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -253,9 +253,14 @@ def _summary(options: AutoparaOptions, report: AutoparaReport) -> list[dict[str,
             entry[f"rerun ({kind}) s, max"] = max((r.seconds for r in mine if r.seconds is not None), default=None)
             entry[f"rerun ({kind}) submissions, total"] = sum(r.submissions or 0 for r in mine) if mine else None
         for run in runs:
-            if run.implementation in MODES.values() and run.end_to_end_s and ours_e2e:
-                entry[f"{run.implementation} end to end (s)"] = run.end_to_end_s
-                entry[f"{run.implementation} / wfl_async"] = run.end_to_end_s / ours_e2e
+            if run.implementation not in MODES.values():
+                continue
+            if run.ok != run.configs or not run.end_to_end_s or not ours_e2e:
+                entry[f"{run.implementation}"] = f"failed ({run.ok} of {run.configs} configs written): no ratio"
+                continue
+            entry[f"{run.implementation} end to end (s)"] = run.end_to_end_s
+            entry[f"{run.implementation} first written (s)"] = run.first_written_s
+            entry[f"{run.implementation} / wfl_async (end to end)"] = run.end_to_end_s / ours_e2e
         ratio, fraction = entry["wfl_async / floor, median of pairs"], entry["first written / end to end, median"]
         reruns = [r for r in report.reruns if r.setting == setting and r.implementation == "wfl_async"]
         entry["targets"] = {

@@ -44,7 +44,7 @@ async def run_expyre_autopara(options: AutoparaOptions, setting: str, raw_config
     if len(base_remsh.split()) != 1:
         run.notes.append(f"remsh_cmd {base_remsh!r} is not one word; rsync would misread it")
         return run, reruns
-    root = Path(tempfile.mkdtemp(prefix=f"wfl_async_bench_autopara_expyre_{mode}_"))
+    root = Path(tempfile.mkdtemp(prefix=f"wab_apx_{mode}_"))
     try:
         remsh = _wrappers(root, base_remsh, mode)
         (root / "config.json").write_text(json.dumps({"systems": {options.system: _expyre_system(entry, remsh)}}))

@@ -1,0 +1,31 @@
+"""Autoparallelize workload: 2000 EMT configurations in 200 queued chunks.
+
+wfl_async's ``calculate`` against the floor (the same 200 chunk job scripts submitted by a
+plain ``sbatch`` loop on the cluster side) and wfl 0.3.5 + ExPyRe on the same workload,
+with the reruns. The acceptance run (loopback sshd + Slurm of the test infrastructure)::
+
+    source /tmp/wfl_async_testinfra/env.sh
+    python benchmarks/autopara_emt.py --repeat 3
+
+is ``python -m wfl_async.benchmark autopara --system slurm_ssh --configs 2000 --per-job 10
+--subprocesses 0 --json autopara_emt.json --repeat 3``; any option given here replaces those
+defaults (see ``python -m wfl_async.benchmark autopara --help``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from wfl_async.benchmark.__main__ import autopara_main
+
+DEFAULTS = ["--system", "slurm_ssh", "--configs", "2000", "--per-job", "10", "--subprocesses", "0",
+            "--json", "autopara_emt.json"]
+
+if __name__ == "__main__":
+    given = {arg.split("=", 1)[0] for arg in sys.argv[1:] if arg.startswith("--")}
+    defaults: list[str] = []
+    for flag, value in zip(DEFAULTS[::2], DEFAULTS[1::2], strict=True):
+        if flag not in given:
+            defaults += [flag, value]
+    sys.argv = [sys.argv[0], *defaults, *sys.argv[1:]]  # the report prints the equivalent command
+    autopara_main(prog_name="autopara_emt.py")
