@@ -44,12 +44,11 @@ _portal_pid: int | None = None
 
 def _get_portal() -> BlockingPortal:
     global _portal, _portal_cm, _portal_thread, _portal_pid
-    from anyio.from_thread import start_blocking_portal  # here: importing wfl_async stays light
-
     # Import the backend HERE, in the calling thread, not in the new loop thread: a Ctrl-C that
     # lands in the middle of an import can leave a module lock held by this thread, and a loop
     # thread importing the same module would then wait for it forever while we wait for the loop.
     import anyio._backends._asyncio  # noqa: F401
+    from anyio.from_thread import start_blocking_portal  # here: importing wfl_async stays light
 
     with _lock:
         if _portal is None or _portal_pid != os.getpid():
