@@ -18,7 +18,7 @@ import anyio
 from ..jobs.remote_job import PreparedJob, RemoteJob
 from ..runtime import Runtime
 from ..system import System
-from ..system.system import _MARKER_SEP
+from ..system.commands import QUEUE_END
 from ._figures import PollFigures, RunFigures
 from ._workload import TRIVIAL_FUNCTION, current_rss, peak_rss, reset_peak_rss, trivial_args
 
@@ -35,7 +35,7 @@ class OurRun:
 
 
 def _kind(command: str, stdin: bytes | None) -> str:
-    if _MARKER_SEP in command:
+    if QUEUE_END in command:
         return "poll"
     if stdin is not None and " -xf -" in command:
         return "submit"

@@ -1,0 +1,107 @@
+"""Submit batching: many jobs ready at about the same time go out in ONE remote command.
+
+The first job ready to submit waits for others while they keep arriving (``batch_window``
+at a time, at most ``max_batch_wait``: jobs of one call become ready one after another, as
+each is claimed in the database first). Then one command removes directories that must
+start clean, unpacks every staged job directory from one tar stream, and runs the
+scheduler's batch submit command. Later arrivals form the next batch.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ..errors import SchedulerError, TransportError
+from ..scheduler.base import JobScriptSpec
+from .requests import SubmitRequest
+
+if TYPE_CHECKING:
+    from .system import System
+
+__all__ = ["MAX_BATCH", "SubmitBatcher"]
+
+MAX_BATCH = 300
+"""Job directories per submit/poll command: keeps the command line well under ARG_MAX."""
+
+
+class SubmitBatcher:
+    """The submit side of one :class:`System`."""
+
+    def __init__(self, system: System, *, batch_window: float = 0.05, max_batch_wait: float = 1.0) -> None:
+        self.system = system
+        self.batch_window = batch_window
+        self.max_batch_wait = max_batch_wait
+        self._pending: list[SubmitRequest] = []
+        self._lock = anyio.Lock()
+
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    async def submit(self, request: SubmitRequest, local_root: Path) -> str:
+        """Stage and submit one job as part of the next batch; return its queue id.
+
+        :raises SchedulerError: the scheduler refused this job
+        :raises TransportError: the batch could not be sent
+        """
+        self._pending.append(request)
+        async with self._lock:
+            if not request.done.is_set():
+                await self._gather_batch()
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    await self._submit_batch(batch, local_root)
+                except BaseException as exc:
+                    for item in batch:
+                        if not item.done.is_set():
+                            item.error = exc if isinstance(exc, Exception) else TransportError(str(exc))
+                            item.done.set()
+                    raise
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.remote_id is not None
+        return request.remote_id
+
+    async def _gather_batch(self) -> None:
+        """Wait while jobs keep arriving (each ``batch_window`` brought more), at most ``max_batch_wait``.
+
+        Jobs of one call become ready one after another (each is claimed in the database
+        first), so a fixed window would cut a 200-job call into several batches.
+        """
+        waited, seen = 0.0, -1
+        while len(self._pending) != seen and len(self._pending) < MAX_BATCH and waited < self.max_batch_wait:
+            seen = len(self._pending)
+            await anyio.sleep(self.batch_window)
+            waited += self.batch_window
+
+    async def _submit_batch(self, batch: list[SubmitRequest], local_root: Path) -> None:
+        root = await self.system.remote_root()
+        uploads: list[str] = []
+        for item in batch:
+            spec = JobScriptSpec(
+                job_id=item.job_name, job_dir=f"{root}/{item.job_dir}", partition=item.partition,
+                num_nodes=item.node_dict["num_nodes"], num_cores=item.node_dict["num_cores"],
+                num_cores_per_node=item.node_dict["num_cores_per_node"], max_time=item.max_time,
+                header=[*self.system.config.header, *item.header_extra], commands=[*self.system.config.commands, *item.body],
+                no_default_header=self.system.config.no_default_header, script_exec=self.system.config.script_exec)
+            script = self.system.scheduler.render_script(spec)
+            await anyio.Path(local_root / item.job_dir / self.system.scheduler.script_name).write_text(script)
+            uploads.extend([*item.upload, f"{item.job_dir}/{self.system.scheduler.script_name}"])
+        submit = self.system.scheduler.submit_command([f"{root}/{item.job_dir}" for item in batch])
+        self.system.stats["submit_commands"] += 1
+        self.system.stats["scheduler_calls"] += 1
+        resets = [shlex.quote(f"{root}/{item.job_dir}") for item in batch if item.reset]
+        result = await self.system.transport.upload(local_root, uploads, root,
+                                             before=f"rm -rf -- {' '.join(resets)}" if resets else "",
+                                             then=f"{{ {self.system.scheduler_prefix()}{submit}; }}")
+        parsed = self.system.scheduler.parse_submit_output(result.stdout.decode(errors="replace"), len(batch))
+        for item, outcome in zip(batch, parsed, strict=True):
+            if outcome.remote_id is None:
+                item.error = SchedulerError(f"{self.system.name}: submitting job {item.job_name!r} ({item.job_dir}) "
+                                            f"failed: {outcome.error}")
+            item.remote_id = outcome.remote_id
+            item.done.set()
