@@ -37,13 +37,18 @@ async def test_value_files_env_and_commands_round_trip(remote_system: str, fresh
                       job_name=f"{HOSTILE} {remote_system}",
                       input_files=["in put ü.txt"], output_files=["out put.txt"],
                       env_vars=["ODD_VALUE='a b $c ü'"], pre_cmds=["echo yes > pre_cmd_ran"],
-                      post_cmds=["echo done > post_cmd_ran"])
+                      post_cmds=["echo done > post_cmd_ran"], header_extra=["# header line from the test"])
     assert value["input"] == "hello $HOME 'quoted' ü"
     assert value["env"] == "a b $c ü"
     assert value["pre"] == "yes"
     # wfl's default inside a job: one python subprocess per core of the node
     assert value["subprocesses"] == value["cores_per_node"] != "<unset>"
     assert Path("out put.txt").read_text() == "HELLO $HOME 'QUOTED' Ü"
+    scripts = list((fresh_expyre_root / "wfl_async_stage").glob("*/job.script.*"))
+    assert len(scripts) == 1
+    script = scripts[0].read_text()
+    assert "# header line from the test" in script.split("\n\n")[0]  # in the header block
+    assert "export EXPYRE_NUM_CORES_PER_NODE" in script or "EXPYRE_NUM_CORES_PER_NODE=" in script
 
 
 async def test_remote_exception_is_reraised_with_type_and_traceback(remote_system: str,
