@@ -250,6 +250,7 @@ def _summary(options: AutoparaOptions, report: AutoparaReport) -> list[dict[str,
         for kind in ("output exists", f"output deleted, {NO_MARK}=1"):
             mine = [r for r in report.reruns if r.setting == setting and r.implementation == "wfl_async"
                     and r.kind == kind]
+            entry[f"rerun ({kind}) s, median"] = _median([r.seconds for r in mine])
             entry[f"rerun ({kind}) s, max"] = max((r.seconds for r in mine if r.seconds is not None), default=None)
             entry[f"rerun ({kind}) submissions, total"] = sum(r.submissions or 0 for r in mine) if mine else None
         for run in runs:
@@ -266,8 +267,11 @@ def _summary(options: AutoparaOptions, report: AutoparaReport) -> list[dict[str,
         entry["targets"] = {
             "end to end <= 1.3x floor": None if ratio is None else ratio <= 1.3,
             "first written < 1/4 of end to end": None if fraction is None else fraction < 0.25,
-            "rerun < 2 s with 0 submissions": (all(r.seconds is not None and r.seconds < 2 and r.submissions == 0
-                                                   for r in reruns) if reruns else None),
+            "rerun < 2 s (median of each kind) with 0 submissions": (
+                all(entry[f"rerun ({k}) s, median"] is not None and entry[f"rerun ({k}) s, median"] < 2
+                    for k in ("output exists", f"output deleted, {NO_MARK}=1"))
+                and all(r.submissions == 0 for r in reruns)) if reruns else None,
+            "every rerun < 2 s": all(r.seconds is not None and r.seconds < 2 for r in reruns) if reruns else None,
         }
         summary.append(entry)
     return summary
