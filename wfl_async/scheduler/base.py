@@ -170,15 +170,19 @@ class Scheduler(ABC):
         """Turn ``submit_command``'s output into one result per submitted directory."""
         results: list[SubmitResult] = [SubmitResult(None, "no answer from the submit command")] * count
         for line in stdout.splitlines():
-            parts = line.split(_SUBMIT_FIELD_SEP, 2)
-            if len(parts) != 3 or not parts[0].isdigit():
-                continue
-            index, rc, out = int(parts[0]), parts[1], parts[2].strip()
-            if index >= count:
-                continue
-            remote_id = self.parse_submitted_id(out) if rc == "0" else None
-            results[index] = SubmitResult(remote_id, None if remote_id else (out or f"exit status {rc}"))
+            parsed = self.parse_submit_line(line)
+            if parsed is not None and parsed[0] < count:
+                results[parsed[0]] = parsed[1]
         return results
+
+    def parse_submit_line(self, line: str) -> tuple[int, SubmitResult] | None:
+        """One line of ``submit_command``'s output (it can be read while the loop still runs)."""
+        parts = line.split(_SUBMIT_FIELD_SEP, 2)
+        if len(parts) != 3 or not parts[0].isdigit():
+            return None
+        rc, out = parts[1], parts[2].strip()
+        remote_id = self.parse_submitted_id(out) if rc == "0" else None
+        return int(parts[0]), SubmitResult(remote_id, None if remote_id else (out or f"exit status {rc}"))
 
     def submit_invocation(self) -> str:
         """Shell text that submits ``script_name`` from inside the job directory.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..errors import SchedulerError, TransportError
-from ..scheduler.base import JobScriptSpec
+from ..scheduler.base import JobScriptSpec, SubmitResult
 from .requests import SubmitRequest
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class SubmitBatcher:
         self.batch_window = batch_window
         self.max_batch_wait = max_batch_wait
         self._pending: list[SubmitRequest] = []
-        self._lock = anyio.Lock()
+        self._submitting = False
 
     def pending_count(self) -> int:
         return len(self._pending)
@@ -44,28 +44,46 @@ class SubmitBatcher:
     async def submit(self, request: SubmitRequest, local_root: Path) -> str:
         """Stage and submit one job as part of the next batch; return its queue id.
 
+        The first caller to find no batch under way becomes the submitter: it gathers the
+        batch and sends it. Everyone else waits only for their own job: each is released as
+        soon as the scheduler's answer for it comes back, while the rest of the batch is still
+        being submitted.
+
         :raises SchedulerError: the scheduler refused this job
         :raises TransportError: the batch could not be sent
         """
         self._pending.append(request)
-        async with self._lock:
-            if not request.done.is_set():
-                await self._gather_batch()
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                try:
-                    await self._submit_batch(batch, local_root)
-                except BaseException as exc:
-                    for item in batch:
-                        if not item.done.is_set():
-                            item.error = exc if isinstance(exc, Exception) else TransportError(str(exc))
-                            item.done.set()
-                    raise
-        await request.done.wait()
+        while not request.done.is_set():
+            if self._submitting:
+                request.wake = anyio.Event()
+                await request.wake.wait()
+                continue
+            self._submitting = True
+            try:
+                while not request.done.is_set():
+                    await self._gather_batch()
+                    batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                    await self._submit_batch_or_fail(batch, local_root)
+            finally:
+                self._submitting = False
+                for item in self._pending:  # one of them submits next
+                    item.wake.set()
         if request.error is not None:
             raise request.error
         assert request.remote_id is not None
         return request.remote_id
 
+    async def _submit_batch_or_fail(self, batch: list[SubmitRequest], local_root: Path) -> None:
+        try:
+            await self._submit_batch(batch, local_root)
+        except BaseException as exc:
+            for item in batch:
+                if not item.done.is_set():
+                    item.error = exc if isinstance(exc, Exception) else TransportError(
+                        f"submission interrupted: {exc!r}")
+                    item.settle()
+            if not isinstance(exc, Exception):
+                raise
     async def _gather_batch(self) -> None:
         """Wait while jobs keep arriving (each ``batch_window`` brought more), at most ``max_batch_wait``.
 
@@ -86,7 +104,8 @@ class SubmitBatcher:
                 job_id=item.job_name, job_dir=f"{root}/{item.job_dir}", partition=item.partition,
                 num_nodes=item.node_dict["num_nodes"], num_cores=item.node_dict["num_cores"],
                 num_cores_per_node=item.node_dict["num_cores_per_node"], max_time=item.max_time,
-                header=[*self.system.config.header, *item.header_extra], commands=[*self.system.config.commands, *item.body],
+                header=[*self.system.config.header, *item.header_extra],
+                commands=[*self.system.config.commands, *item.body],
                 no_default_header=self.system.config.no_default_header, script_exec=self.system.config.script_exec)
             script = self.system.scheduler.render_script(spec)
             await anyio.Path(local_root / item.job_dir / self.system.scheduler.script_name).write_text(script)
@@ -95,13 +114,27 @@ class SubmitBatcher:
         self.system.stats["submit_commands"] += 1
         self.system.stats["scheduler_calls"] += 1
         resets = [shlex.quote(f"{root}/{item.job_dir}") for item in batch if item.reset]
-        result = await self.system.transport.upload(local_root, uploads, root,
-                                             before=f"rm -rf -- {' '.join(resets)}" if resets else "",
-                                             then=f"{{ {self.system.scheduler_prefix()}{submit}; }}")
-        parsed = self.system.scheduler.parse_submit_output(result.stdout.decode(errors="replace"), len(batch))
-        for item, outcome in zip(batch, parsed, strict=True):
+
+        def settle(index: int, outcome: SubmitResult) -> None:
+            item = batch[index]
+            if item.done.is_set():
+                return  # the command ran again after a dropped connection: already settled
             if outcome.remote_id is None:
-                item.error = SchedulerError(f"{self.system.name}: submitting job {item.job_name!r} ({item.job_dir}) "
-                                            f"failed: {outcome.error}")
+                item.error = SchedulerError(f"{self.system.name}: submitting job {item.job_name!r} "
+                                            f"({item.job_dir}) failed: {outcome.error}")
             item.remote_id = outcome.remote_id
-            item.done.set()
+            item.settle()
+
+        def on_line(line: str) -> None:
+            # each job is released as soon as the scheduler has taken it, while the rest of the
+            # batch is still being submitted: its poller can see it finish meanwhile
+            parsed = self.system.scheduler.parse_submit_line(line)
+            if parsed is not None and parsed[0] < len(batch):
+                settle(*parsed)
+
+        result = await self.system.transport.upload(
+            local_root, uploads, root, before=f"rm -rf -- {' '.join(resets)}" if resets else "",
+            then=f"{{ {self.system.scheduler_prefix()}{submit}; }}", on_line=on_line)
+        parsed = self.system.scheduler.parse_submit_output(result.stdout.decode(errors="replace"), len(batch))
+        for index, outcome in enumerate(parsed):
+            settle(index, outcome)

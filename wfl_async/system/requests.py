@@ -31,8 +31,15 @@ class SubmitRequest:
     reset: bool = False
     """Remove the job's remote directory first (a job created afresh after it failed or died)."""
     done: anyio.Event = field(default_factory=anyio.Event)
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    """Set when this job is settled, or when the submitter steps down (someone must take over)."""
     remote_id: str | None = None
     error: BaseException | None = None
+
+    def settle(self) -> None:
+        """Mark the submission finished (``remote_id`` or ``error`` is set) and wake its waiter."""
+        self.done.set()
+        self.wake.set()
 
 
 @dataclass

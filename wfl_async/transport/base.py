@@ -12,7 +12,7 @@ import io
 import shlex
 import tarfile
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -21,7 +21,9 @@ import anyio
 
 from ..errors import RemoteCommandError
 
-__all__ = ["Transport", "TransportStats"]
+__all__ = ["LineCallback", "Transport", "TransportStats", "LineSplitter"]
+
+LineCallback = Callable[[str], None]
 
 
 @dataclass
@@ -46,29 +48,37 @@ class Transport(ABC):
         """Host description for messages."""
 
     @abstractmethod
-    async def _run(self, command: str, stdin: bytes | None) -> CompletedProcess[bytes]:
-        """Run ``command`` in a POSIX shell; never raises for a non-zero exit status."""
+    async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None) -> CompletedProcess[bytes]:
+        """Run ``command`` in a POSIX shell; never raises for a non-zero exit status.
 
-    async def run(self, command: str, *, stdin: bytes | None = None, check: bool = True) -> CompletedProcess[bytes]:
+        Calls ``on_line`` with each complete stdout line as soon as it arrives.
+        """
+
+    async def run(self, command: str, *, stdin: bytes | None = None, check: bool = True,
+                  on_line: LineCallback | None = None) -> CompletedProcess[bytes]:
         """Run shell text ``command`` with ``stdin``.
 
         :param command: shell text; the caller quotes every value in it
         :param stdin: bytes fed to the command's standard input
         :param check: raise :class:`RemoteCommandError` on a non-zero exit status
+        :param on_line: called with each stdout line (decoded, without its newline) while the
+            command still runs, e.g. to act on each submitted job at once; it may be called
+            again for the same lines if a dropped connection makes the command run again
         :return: the completed process, stdout and stderr as bytes
         :raises RemoteCommandError: the command failed and ``check`` is true
         :raises TransportError: the command could not be run at all
         """
         self.stats.commands_run += 1
         self.stats.bytes_sent += len(stdin or b"")
-        result = await self._run(command, stdin)
+        result = await self._run(command, stdin, on_line)
         self.stats.bytes_received += len(result.stdout) + len(result.stderr)
         if check and result.returncode != 0:
             raise RemoteCommandError(command, result.returncode, result.stdout, result.stderr, self.where)
         return result
 
     async def upload(self, local_root: Path, relpaths: Sequence[str], remote_root: str,
-                     *, before: str = "", then: str = "") -> CompletedProcess[bytes]:
+                     *, before: str = "", then: str = "",
+                     on_line: LineCallback | None = None) -> CompletedProcess[bytes]:
         """Copy ``local_root/relpath`` for each relpath to ``remote_root/relpath`` in one stream.
 
         :param before: shell text run first, in the same command
@@ -82,7 +92,7 @@ class Transport(ABC):
         command += f"mkdir -p {root} && tar -C {root} --skip-old-files -xf -"
         if then:
             command += f" && {then}"
-        return await self.run(command, stdin=data)
+        return await self.run(command, stdin=data, on_line=on_line)
 
     async def download(self, remote_root: str, relpaths: Sequence[str], local_root: Path) -> None:
         """Copy ``remote_root/relpath`` to ``local_root/relpath`` in one stream; missing ones are skipped."""
@@ -120,3 +130,23 @@ def _unpack(data: bytes, root: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         # the "data" filter refuses absolute paths, '..' and device files from the remote side
         tar.extractall(root, filter="data")
+
+
+class LineSplitter:
+    """Feeds complete lines of a byte stream, as chunks arrive, to a :data:`LineCallback`."""
+
+    def __init__(self, on_line: LineCallback | None) -> None:
+        self.on_line = on_line
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if self.on_line is None:
+            return
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for line in lines:
+            self.on_line(line.decode(errors="replace"))
+
+    def close(self) -> None:
+        if self.on_line is not None and self._partial:
+            self.on_line(self._partial.decode(errors="replace"))
+        self._partial = b""

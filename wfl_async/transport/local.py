@@ -8,7 +8,7 @@ from subprocess import CompletedProcess
 import anyio
 import anyio.abc
 
-from .base import Transport
+from .base import LineCallback, LineSplitter, Transport
 
 __all__ = ["LocalTransport"]
 
@@ -20,12 +20,18 @@ class LocalTransport(Transport):
     def where(self) -> str:
         return "this machine"
 
-    async def _run(self, command: str, stdin: bytes | None) -> CompletedProcess[bytes]:
+    async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None) -> CompletedProcess[bytes]:
         output: dict[str, bytes] = {}
+        lines = LineSplitter(on_line)
 
         async def drain(name: str, stream: anyio.abc.ByteReceiveStream | None) -> None:
             assert stream is not None
-            output[name] = b"".join([chunk async for chunk in stream])
+            chunks = []
+            async for chunk in stream:
+                chunks.append(chunk)
+                if name == "stdout":
+                    lines.feed(chunk)
+            output[name] = b"".join(chunks)
 
         async def feed(stream: anyio.abc.ByteSendStream | None) -> None:
             assert stream is not None and stdin is not None
@@ -46,4 +52,5 @@ class LocalTransport(Transport):
                 if stdin is not None:
                     tg.start_soon(feed, process.stdin)
             returncode = await process.wait()
+        lines.close()
         return CompletedProcess(command, returncode, output["stdout"], output["stderr"])

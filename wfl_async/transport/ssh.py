@@ -23,7 +23,7 @@ import anyio
 import asyncssh
 
 from ..errors import TransportError
-from .base import Transport
+from .base import LineCallback, LineSplitter, Transport
 
 __all__ = ["SshTransport"]
 
@@ -95,16 +95,19 @@ class SshTransport(Transport):
                     delay = min(delay * 2, 10.0)
             raise AssertionError("unreachable")
 
-    async def _run(self, command: str, stdin: bytes | None) -> CompletedProcess[bytes]:
+    async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None) -> CompletedProcess[bytes]:
         delay = 0.2
         for attempt in range(1, self._connect_attempts + 1):
             connection = await self._get_connection()
             try:
                 async with self._channels:
-                    # stdin=DEVNULL: without input the command sees end-of-file, as locally (asyncssh
-                    # sends EOF only after a non-empty input; a command reading stdin would hang)
-                    result = await connection.run(command, input=stdin or None, stdin=asyncssh.DEVNULL,
-                                                  encoding=None, check=False)
+                    if on_line is None:
+                        # stdin=DEVNULL: without input the command sees end-of-file, as locally
+                        # (asyncssh sends EOF only after a non-empty input; a reader would hang)
+                        result = await connection.run(command, input=stdin or None, stdin=asyncssh.DEVNULL,
+                                                      encoding=None, check=False)
+                    else:
+                        result = await _run_streaming(connection, command, stdin, LineSplitter(on_line))
                 if result.exit_status is None and result.exit_signal is None:
                     # the channel closed without an exit status: the connection dropped mid-command
                     # (asyncssh does not raise then); never report that as the command's failure
@@ -139,6 +142,29 @@ class SshTransport(Transport):
             connection, self._connection = self._connection, None
             connection.close()
             await connection.wait_closed()
+
+
+async def _run_streaming(connection: asyncssh.SSHClientConnection, command: str, stdin: bytes | None,
+                         lines: LineSplitter) -> asyncssh.SSHCompletedProcess:
+    """Like ``connection.run``, handing each stdout line to ``lines`` as it arrives."""
+    chunks: list[bytes] = []
+    async with connection.create_process(command, encoding=None) as process:
+        if stdin:
+            process.stdin.write(stdin)
+        process.stdin.write_eof()
+
+        async def read_stdout() -> None:
+            while chunk := await process.stdout.read(65536):
+                chunks.append(chunk)
+                lines.feed(chunk)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_stdout)
+            stderr = await process.stderr.read()
+        lines.close()
+        completed = await process.wait(check=False)
+    completed.stdout, completed.stderr = b"".join(chunks), stderr  # wait() found them already read
+    return completed
 
 
 def _as_bytes(data: bytes | str | None) -> bytes:
