@@ -27,6 +27,7 @@ from wfl_async.scheduler import (
     SlurmScheduler,
     get_scheduler,
 )
+from wfl_async.scheduler.base import SUBMIT_RECORD_END
 from wfl_async.scheduler.pbs import pbs_job_key
 from wfl_async.scheduler.sge import sge_state
 from wfl_async.scheduler.slurm import _SLURM_STATES
@@ -170,7 +171,8 @@ def test_submit_command_passes_hostile_dirs_intact(sched: Scheduler, tmp_path: P
     # stand-in submit program: prints the directory it was run in
     command = sched.submit_command([str(d) for d in dirs]).replace(sched.submit_invocation(), "pwd")
     out = bash(command)
-    assert out.splitlines() == [f"0\t0\t{dirs[0]}", f"1\t0\t{dirs[1]}"]
+    end = SUBMIT_RECORD_END
+    assert out.splitlines() == [f"0\t0\t{dirs[0]}", end, f"1\t0\t{dirs[1]}", end]
     assert not (tmp_path / "pwned").exists()
 
 

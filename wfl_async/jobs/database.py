@@ -30,6 +30,8 @@ from typing import Any
 import aiosqlite
 import anyio
 
+from .._coalesce import Coalescer, Pending
+
 __all__ = ["Claim", "JobRecord", "JobStatus", "JobsDatabase", "owner_alive", "process_owner"]
 
 
@@ -109,6 +111,16 @@ class Claim:
     """Status before this claim; a fresh claim over a failed/died/processed job must start clean."""
 
 
+@dataclass
+class _ClaimRequest(Pending):
+    key: str
+    name: str
+    system: str
+    job_dir: str
+    owner: str
+    result: Claim | None = None
+
+
 def process_owner() -> str:
     """An owner tag for claims: host, pid and a random token (pids are reused)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -140,6 +152,7 @@ class JobsDatabase:
         self._conn: aiosqlite.Connection | None = None
         self._write_lock = anyio.Lock()
         """Coroutines share one connection: their transactions must not interleave."""
+        self._claims: Coalescer[_ClaimRequest] = Coalescer(self._claim_batch)
 
     async def __aenter__(self) -> JobsDatabase:
         await self.open()
@@ -193,41 +206,64 @@ class JobsDatabase:
 
         A job in a :data:`REATTACH` state is returned as it is (not fresh), unless it is still
         ``created`` by a process that is gone, which this process then takes over. A job that
-        failed, was processed or cleaned, or does not exist, is (re)created, fresh.
+        failed, was processed or cleaned, or does not exist, is (re)created, fresh. Claims made
+        by many coroutines at once share one transaction.
         """
+        request = _ClaimRequest(key=key, name=name, system=system, job_dir=job_dir, owner=owner)
+        await self._claims(request)
+        assert request.result is not None
+        return request.result
+
+    async def _claim_batch(self, batch: list[_ClaimRequest]) -> None:
         now = time.time()
+        outcomes: dict[str, tuple[bool, JobStatus | None]] = {}
         async with self._write_lock:
-            fresh, previous = await self._claim_in_transaction(key, name, system, job_dir, owner, now)
-        record = await self.get(key)
-        assert record is not None
-        return Claim(record, fresh, previous)
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for r in batch:
+                    if r.key not in outcomes:  # the same call twice in one batch: claimed once
+                        outcomes[r.key] = await self._claim_in_transaction(r.key, r.name, r.system, r.job_dir,
+                                                                           r.owner, now)
+                await self.conn.execute("COMMIT")
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+        records = {rec.key: rec for rec in await self._select_keys(list(outcomes))}
+        first: set[str] = set()
+        for r in batch:
+            fresh, previous = outcomes[r.key]
+            r.result = Claim(records[r.key], fresh and r.key not in first, previous)
+            first.add(r.key)
+            r.settle()
+
+    async def _select_keys(self, keys: list[str]) -> list[JobRecord]:
+        records: list[JobRecord] = []
+        for start in range(0, len(keys), 500):  # sqlite's limit on bound parameters
+            chunk = keys[start:start + 500]
+            async with self.conn.execute(f"SELECT * FROM jobs WHERE key IN ({', '.join('?' * len(chunk))})",
+                                         chunk) as cursor:
+                records.extend(JobRecord.from_row(row) for row in await cursor.fetchall())
+        return records
 
     async def _claim_in_transaction(self, key: str, name: str, system: str, job_dir: str, owner: str,
                                     now: float) -> tuple[bool, JobStatus | None]:
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            row = await self._fetch_one("SELECT * FROM jobs WHERE key = ?", (key,))
-            previous = row.status if row is not None else None
-            if row is None:
-                await self.conn.execute(
-                    "INSERT INTO jobs (key, name, system, status, job_dir, owner, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key, name, system, JobStatus.CREATED.value, job_dir, owner, now, now))
-                fresh = True
-            elif row.status not in REATTACH or (row.status is JobStatus.CREATED and not owner_alive(row.owner)):
-                await self.conn.execute(
-                    "UPDATE jobs SET name = ?, system = ?, status = ?, job_dir = ?, owner = ?, remote_id = "
-                    "CASE WHEN status = 'created' THEN remote_id ELSE NULL END, "
-                    "message = NULL, updated_at = ? WHERE key = ?",
-                    (name, system, JobStatus.CREATED.value, job_dir, owner, now, key))
-                fresh = True
-            else:
-                fresh = False
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
-        return fresh, previous
+        """One claim inside the caller's transaction: (fresh, status before)."""
+        row = await self._fetch_one("SELECT * FROM jobs WHERE key = ?", (key,))
+        previous = row.status if row is not None else None
+        if row is None:
+            await self.conn.execute(
+                "INSERT INTO jobs (key, name, system, status, job_dir, owner, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, name, system, JobStatus.CREATED.value, job_dir, owner, now, now))
+            return True, previous
+        if row.status not in REATTACH or (row.status is JobStatus.CREATED and not owner_alive(row.owner)):
+            await self.conn.execute(
+                "UPDATE jobs SET name = ?, system = ?, status = ?, job_dir = ?, owner = ?, remote_id = "
+                "CASE WHEN status = 'created' THEN remote_id ELSE NULL END, "
+                "message = NULL, updated_at = ? WHERE key = ?",
+                (name, system, JobStatus.CREATED.value, job_dir, owner, now, key))
+            return True, previous
+        return False, previous
 
     # ------------------------------------------------------------------ updates
     async def update_many(self, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:

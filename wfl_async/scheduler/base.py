@@ -21,9 +21,11 @@ from ..errors import SchedulerError
 from ..jobs import layout
 from .states import QueueState
 
-__all__ = ["JobScriptSpec", "Scheduler", "SubmitResult"]
+__all__ = ["JobScriptSpec", "Scheduler", "SubmitOutputReader", "SubmitResult", "SUBMIT_RECORD_END"]
 
-_SUBMIT_FIELD_SEP = "\t"
+_SUBMIT_HEADER = re.compile(r"^(\d+)\t(\d+)\t(.*)$")
+SUBMIT_RECORD_END = "@@wfl_async_submitted@@"
+"""Ends each record of the batch submit command's output."""
 
 
 def time_to_hms(seconds: int) -> str:
@@ -147,42 +149,43 @@ class Scheduler(ABC):
     def submit_command(self, job_dirs: Sequence[str]) -> str:
         """One shell command that submits the job script in each of ``job_dirs``.
 
-        It prints one line per directory, in order: index, exit status, and the submit
-        program's output with newlines folded, so one failed submission does not hide the rest.
+        For each directory, in order, it prints a record: a line ``index<TAB>exit status<TAB>``
+        followed by the submit program's output, then a line :data:`SUBMIT_RECORD_END`, so one
+        failed submission does not hide the rest and each record can be read as it arrives.
         """
         quoted = " ".join(shlex.quote(d) for d in job_dirs)
         # Exactly once, even across a crash between submitting and recording the id: the
-        # submitter that creates the lock directory submits and keeps the scheduler's answer;
-        # anyone later (a rerun taking over an interrupted submission) reads that answer back.
+        # submitter that creates the lock file (O_EXCL through noclobber, scoped to a subshell)
+        # submits and keeps the scheduler's answer; anyone later (a rerun taking over an
+        # interrupted submission) reads that answer back. Per job this costs what a plain
+        # submit loop costs, plus one fork: no external program but the scheduler's.
         lock, answer = f'"$d/{layout.SUBMIT_LOCK}"', f'"$d/{layout.SUBMIT_ANSWER}"'
         return (
             f"{self.unset_env_command()}i=0; for d in {quoted}; do "
-            f"if mkdir {lock} 2>/dev/null; then "
+            f"if (set -C; : > {lock}) 2>/dev/null; then "
             f'out=$(cd "$d" && {self.submit_invocation()} </dev/null 2>&1); rc=$?; '
-            f"if [ $rc -eq 0 ]; then printf '%s' \"$out\" > {answer}; else rmdir {lock}; fi; "
-            f"else out=$(cat {answer} 2>/dev/null || echo 'another submission of this job is in progress'); "
+            f"if [ $rc -eq 0 ]; then printf '%s' \"$out\" > {answer}; else rm -f {lock}; fi; "
+            f"else out=$(cat {answer} 2>/dev/null) || out='another submission of this job is in progress'; "
             "rc=$?; fi; "
-            "printf '%d\\t%d\\t%s\\n' \"$i\" \"$rc\" \"$(printf '%s' \"$out\" | tr '\\n\\t' '  ')\"; "
+            f"printf '%d\\t%d\\t%s\\n{SUBMIT_RECORD_END}\\n' \"$i\" \"$rc\" \"$out\"; "
             "i=$((i+1)); done"
         )
 
     def parse_submit_output(self, stdout: str, count: int) -> list[SubmitResult]:
         """Turn ``submit_command``'s output into one result per submitted directory."""
         results: list[SubmitResult] = [SubmitResult(None, "no answer from the submit command")] * count
-        for line in stdout.splitlines():
-            parsed = self.parse_submit_line(line)
+        reader = SubmitOutputReader(self)
+        for line in [*stdout.splitlines(), SUBMIT_RECORD_END]:
+            parsed = reader.feed(line)
             if parsed is not None and parsed[0] < count:
                 results[parsed[0]] = parsed[1]
         return results
 
-    def parse_submit_line(self, line: str) -> tuple[int, SubmitResult] | None:
-        """One line of ``submit_command``'s output (it can be read while the loop still runs)."""
-        parts = line.split(_SUBMIT_FIELD_SEP, 2)
-        if len(parts) != 3 or not parts[0].isdigit():
-            return None
-        rc, out = parts[1], parts[2].strip()
-        remote_id = self.parse_submitted_id(out) if rc == "0" else None
-        return int(parts[0]), SubmitResult(remote_id, None if remote_id else (out or f"exit status {rc}"))
+    def parse_submit_record(self, index: int, rc: str, output: str) -> tuple[int, SubmitResult]:
+        """The result of one record of ``submit_command``'s output."""
+        output = " ".join(output.split())
+        remote_id = self.parse_submitted_id(output) if rc == "0" else None
+        return index, SubmitResult(remote_id, None if remote_id else (output or f"exit status {rc}"))
 
     def submit_invocation(self) -> str:
         """Shell text that submits ``script_name`` from inside the job directory.
@@ -231,3 +234,34 @@ class Scheduler(ABC):
             if not re.fullmatch(r"[A-Za-z0-9_.\[\]-]+", rid):
                 raise SchedulerError(f"refusing to pass odd job id {rid!r} to {program}")
         return f"{program} {' '.join(shlex.quote(r) for r in remote_ids)}"
+
+
+class SubmitOutputReader:
+    """Reads ``submit_command``'s output line by line, as it arrives, returning finished records.
+
+    A record is a header line (index, exit status, first output line), any further output
+    lines, and :data:`SUBMIT_RECORD_END`; a new header also ends the record before it (as in
+    output captured before end markers existed).
+    """
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self._record: tuple[int, str, list[str]] | None = None
+
+    def feed(self, line: str) -> tuple[int, SubmitResult] | None:
+        header = _SUBMIT_HEADER.match(line)
+        if header is None and line != SUBMIT_RECORD_END:
+            if self._record is not None:
+                self._record[2].append(line)
+            return None
+        finished = self._finish()
+        if header is not None:
+            self._record = (int(header[1]), header[2], [header[3]])
+        return finished
+
+    def _finish(self) -> tuple[int, SubmitResult] | None:
+        if self._record is None:
+            return None
+        index, rc, lines = self._record
+        self._record = None
+        return self.scheduler.parse_submit_record(index, rc, "\n".join(lines))

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ..errors import SchedulerError, TransportError
-from ..scheduler.base import JobScriptSpec, SubmitResult
+from .._coalesce import Coalescer
+from ..errors import SchedulerError
+from ..scheduler.base import JobScriptSpec, SubmitOutputReader, SubmitResult
 from .requests import SubmitRequest
 
 if TYPE_CHECKING:
@@ -35,69 +36,42 @@ class SubmitBatcher:
         self.system = system
         self.batch_window = batch_window
         self.max_batch_wait = max_batch_wait
-        self._pending: list[SubmitRequest] = []
-        self._submitting = False
+        self._coalescer: Coalescer[SubmitRequest] = Coalescer(self._submit_batch, gather=self._gather_batch,
+                                                              max_batch=MAX_BATCH)
 
     def pending_count(self) -> int:
-        return len(self._pending)
+        return self._coalescer.pending_count()
 
     async def submit(self, request: SubmitRequest, local_root: Path) -> str:
         """Stage and submit one job as part of the next batch; return its queue id.
 
-        The first caller to find no batch under way becomes the submitter: it gathers the
-        batch and sends it. Everyone else waits only for their own job: each is released as
-        soon as the scheduler's answer for it comes back, while the rest of the batch is still
-        being submitted.
+        Each job is released as soon as the scheduler's answer for it comes back, while the
+        rest of its batch is still being submitted.
 
         :raises SchedulerError: the scheduler refused this job
         :raises TransportError: the batch could not be sent
         """
-        self._pending.append(request)
-        while not request.done.is_set():
-            if self._submitting:
-                request.wake = anyio.Event()
-                await request.wake.wait()
-                continue
-            self._submitting = True
-            try:
-                while not request.done.is_set():
-                    await self._gather_batch()
-                    batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                    await self._submit_batch_or_fail(batch, local_root)
-            finally:
-                self._submitting = False
-                for item in self._pending:  # one of them submits next
-                    item.wake.set()
-        if request.error is not None:
-            raise request.error
+        request.local_root = local_root
+        await self._coalescer(request)
         assert request.remote_id is not None
         return request.remote_id
 
-    async def _submit_batch_or_fail(self, batch: list[SubmitRequest], local_root: Path) -> None:
-        try:
-            await self._submit_batch(batch, local_root)
-        except BaseException as exc:
-            for item in batch:
-                if not item.done.is_set():
-                    item.error = exc if isinstance(exc, Exception) else TransportError(
-                        f"submission interrupted: {exc!r}")
-                    item.settle()
-            if not isinstance(exc, Exception):
-                raise
-    async def _gather_batch(self) -> None:
+    async def _gather_batch(self, pending: list[SubmitRequest]) -> None:
         """Wait while jobs keep arriving (each ``batch_window`` brought more), at most ``max_batch_wait``.
 
         Jobs of one call become ready one after another (each is claimed in the database
         first), so a fixed window would cut a 200-job call into several batches.
         """
         waited, seen = 0.0, -1
-        while len(self._pending) != seen and len(self._pending) < MAX_BATCH and waited < self.max_batch_wait:
-            seen = len(self._pending)
+        while len(pending) != seen and len(pending) < MAX_BATCH and waited < self.max_batch_wait:
+            seen = len(pending)
             await anyio.sleep(self.batch_window)
             waited += self.batch_window
 
-    async def _submit_batch(self, batch: list[SubmitRequest], local_root: Path) -> None:
+    async def _submit_batch(self, batch: list[SubmitRequest]) -> None:
         root = await self.system.remote_root()
+        local_root = batch[0].local_root
+        assert local_root is not None
         uploads: list[str] = []
         for item in batch:
             spec = JobScriptSpec(
@@ -119,16 +93,16 @@ class SubmitBatcher:
             item = batch[index]
             if item.done.is_set():
                 return  # the command ran again after a dropped connection: already settled
-            if outcome.remote_id is None:
-                item.error = SchedulerError(f"{self.system.name}: submitting job {item.job_name!r} "
-                                            f"({item.job_dir}) failed: {outcome.error}")
             item.remote_id = outcome.remote_id
-            item.settle()
+            item.settle(None if outcome.remote_id is not None else SchedulerError(
+                f"{self.system.name}: submitting job {item.job_name!r} ({item.job_dir}) failed: {outcome.error}"))
+
+        reader = SubmitOutputReader(self.system.scheduler)
 
         def on_line(line: str) -> None:
             # each job is released as soon as the scheduler has taken it, while the rest of the
             # batch is still being submitted: its poller can see it finish meanwhile
-            parsed = self.system.scheduler.parse_submit_line(line)
+            parsed = reader.feed(line)
             if parsed is not None and parsed[0] < len(batch):
                 settle(*parsed)
 

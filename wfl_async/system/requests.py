@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
-
+from .._coalesce import Pending
 from ..scheduler.states import QueueState
 
 __all__ = ["JobOutcome", "QueueSurvey", "SubmitRequest", "Watch"]
 
 
 @dataclass
-class SubmitRequest:
+class SubmitRequest(Pending):
     """A staged job directory waiting for the next submit batch."""
 
     job_dir: str
@@ -30,16 +29,9 @@ class SubmitRequest:
     """Paths relative to the local stage root to copy (the job's task and input files)."""
     reset: bool = False
     """Remove the job's remote directory first (a job created afresh after it failed or died)."""
-    done: anyio.Event = field(default_factory=anyio.Event)
-    wake: anyio.Event = field(default_factory=anyio.Event)
-    """Set when this job is settled, or when the submitter steps down (someone must take over)."""
     remote_id: str | None = None
-    error: BaseException | None = None
-
-    def settle(self) -> None:
-        """Mark the submission finished (``remote_id`` or ``error`` is set) and wake its waiter."""
-        self.done.set()
-        self.wake.set()
+    local_root: Path | None = None
+    """The local stage root holding ``upload`` (set by the batcher)."""
 
 
 @dataclass
