@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import sys
 
-from wfl_async.benchmark.__main__ import autopara_main
+from wfl_async.benchmark.__main__ import autopara_main, with_defaults
 
 DEFAULTS = ["--system", "slurm_ssh", "--configs", "2000", "--per-job", "10", "--subprocesses", "0",
             "--json", "autopara_emt.json"]
 
 if __name__ == "__main__":
-    given = {arg.split("=", 1)[0] for arg in sys.argv[1:] if arg.startswith("--")}
-    defaults: list[str] = []
-    for flag, value in zip(DEFAULTS[::2], DEFAULTS[1::2], strict=True):
-        if flag not in given:
-            defaults += [flag, value]
-    sys.argv = [sys.argv[0], *defaults, *sys.argv[1:]]  # the report prints the equivalent command
+    sys.argv = with_defaults(sys.argv, DEFAULTS)  # the report prints the equivalent command
     autopara_main(prog_name="autopara_emt.py")

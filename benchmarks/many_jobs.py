@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import sys
 
-from wfl_async.benchmark.__main__ import main
+from wfl_async.benchmark.__main__ import main, with_defaults
 
 DEFAULTS = ["--systems", "slurm_ssh", "--jobs", "50,200", "--json", "many_jobs.json"]
 
 if __name__ == "__main__":
-    given = {arg.split("=", 1)[0] for arg in sys.argv[1:] if arg.startswith("--")}
-    defaults: list[str] = []
-    for flag, value in zip(DEFAULTS[::2], DEFAULTS[1::2], strict=True):
-        if flag not in given:
-            defaults += [flag, value]
-    sys.argv = [sys.argv[0], *defaults, *sys.argv[1:]]  # the report prints the equivalent command
+    sys.argv = with_defaults(sys.argv, DEFAULTS)  # the report prints the equivalent command
     main(prog_name="many_jobs.py")

@@ -152,3 +152,16 @@ def entry() -> None:
 
 if __name__ == "__main__":
     entry()
+
+
+def with_defaults(argv: list[str], defaults: list[str]) -> list[str]:
+    """``argv`` with each ``--flag value`` pair of ``defaults`` added unless the flag is given.
+
+    For the scripts in ``benchmarks/``: their acceptance configuration, overridable.
+    """
+    given = {arg.split("=", 1)[0] for arg in argv[1:] if arg.startswith("--")}
+    added: list[str] = []
+    for flag, value in zip(defaults[::2], defaults[1::2], strict=True):
+        if flag not in given:
+            added += [flag, value]
+    return [argv[0], *added, *argv[1:]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._autopara_figures import AutoparaReport, AutoparaRun, Rerun
+from ._report import _num
 
 __all__ = ["format_autopara_report"]
 
@@ -13,14 +14,6 @@ _RUN_COLUMNS = ("implementation", "in-job processes", "configs / chunks", "first
                 "polls", "commands per poll (max / mean)")
 _RERUN_COLUMNS = ("implementation", "in-job processes", "rerun", "time (s)", "submissions", "ssh connections",
                   "remote commands", "configs in output")
-
-
-def _num(value: float | int | None, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}f}"
 
 
 def _setting(setting: str) -> str:
