@@ -234,20 +234,25 @@ async def test_download_from_a_missing_directory_brings_nothing(transport: Trans
 # ---------------------------------------------------------------- ssh only
 
 
-async def test_ssh_one_connection_for_fifty_concurrent_commands(sshd: None) -> None:
-    """sshd's MaxSessions is 10: without the channel semaphore the 11th channel fails."""
-    transport = ssh_transport(max_channels=8)
+async def run_fifty_concurrently(transport: SshTransport, deadline: float) -> None:
+    """50 commands at once, each answering its own number."""
     results: dict[int, bytes] = {}
 
     async def one(i: int) -> None:
         results[i] = (await transport.run(f"sleep 0.2; echo {i}")).stdout
 
+    with anyio.fail_after(deadline):
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(one, i)
+    assert results == {i: f"{i}\n".encode() for i in range(50)}
+
+
+async def test_ssh_one_connection_for_fifty_concurrent_commands(sshd: None) -> None:
+    """sshd's MaxSessions is 10: without the channel semaphore the 11th channel fails."""
+    transport = ssh_transport(max_channels=8)
     try:
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                for i in range(50):
-                    tg.start_soon(one, i)
-        assert results == {i: f"{i}\n".encode() for i in range(50)}
+        await run_fifty_concurrently(transport, deadline=60)
         assert transport.stats.connections_opened == 1
         assert transport.stats.commands_run == 50
     finally:
@@ -258,17 +263,8 @@ async def test_ssh_channel_refused_by_max_sessions_is_retried_on_the_same_connec
     """max_channels above the server's MaxSessions (10): refused channels wait and retry; the
     shared connection is not closed under the commands in flight (it was: 13 connections for 50)."""
     transport = ssh_transport(max_channels=30)
-    results: dict[int, bytes] = {}
-
-    async def one(i: int) -> None:
-        results[i] = (await transport.run(f"sleep 0.2; echo {i}")).stdout
-
     try:
-        with anyio.fail_after(120):
-            async with anyio.create_task_group() as tg:
-                for i in range(50):
-                    tg.start_soon(one, i)
-        assert results == {i: f"{i}\n".encode() for i in range(50)}
+        await run_fifty_concurrently(transport, deadline=120)
         assert transport.stats.connections_opened == 1
     finally:
         await transport.aclose()

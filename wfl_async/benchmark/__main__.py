@@ -9,6 +9,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import click
@@ -75,10 +76,7 @@ def main(systems: str, jobs: str, check_interval: float, floor: bool, compare_ex
         trace_memory=trace_memory)
     report = anyio.run(run_benchmark, options)
     report.command = "python -m wfl_async.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    click.echo(format_report(report))
-    if json_out is not None:
-        json_out.write_text(json.dumps(report.as_dict(), indent=2))
-        click.echo(f"figures written to {json_out}")
+    _emit(format_report(report), report.as_dict(), json_out)
 
 
 @click.command()
@@ -135,10 +133,7 @@ def autopara_main(system: str, configs: int, per_job: int, subprocesses: str, ch
                               keep=keep)
     report = anyio.run(run_autopara_benchmark, options)
     report.command = "python -m wfl_async.benchmark autopara " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    click.echo(format_autopara_report(report))
-    if json_out is not None:
-        json_out.write_text(json.dumps(report.as_dict(), indent=2))
-        click.echo(f"figures written to {json_out}")
+    _emit(format_autopara_report(report), report.as_dict(), json_out)
 
 
 def entry() -> None:
@@ -165,3 +160,11 @@ def with_defaults(argv: list[str], defaults: list[str]) -> list[str]:
         if flag not in given:
             added += [flag, value]
     return [argv[0], *added, *argv[1:]]
+
+
+def _emit(text: str, figures: dict[str, Any], json_out: Path | None) -> None:
+    """Print the report, and write its figures as JSON if asked."""
+    click.echo(text)
+    if json_out is not None:
+        json_out.write_text(json.dumps(figures, indent=2))
+        click.echo(f"figures written to {json_out}")

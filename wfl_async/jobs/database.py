@@ -121,6 +121,12 @@ class _ClaimRequest(Pending):
     result: Claim | None = None
 
 
+@dataclass
+class _UpdateRequest(Pending):
+    key: str
+    values: dict[str, Any]
+
+
 def process_owner() -> str:
     """An owner tag for claims: host, pid and a random token (pids are reused)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -153,6 +159,7 @@ class JobsDatabase:
         self._write_lock = anyio.Lock()
         """Coroutines share one connection: their transactions must not interleave."""
         self._claims: Coalescer[_ClaimRequest] = Coalescer(self._claim_batch)
+        self._updates: Coalescer[_UpdateRequest] = Coalescer(self._update_batch)
 
     async def __aenter__(self) -> JobsDatabase:
         await self.open()
@@ -291,7 +298,13 @@ class JobsDatabase:
                 raise
 
     async def update(self, key: str, **values: Any) -> None:
-        await self.update_many([(key, values)])
+        """Update one job; updates made by many coroutines at once share one transaction."""
+        await self._updates(_UpdateRequest(key=key, values=values))
+
+    async def _update_batch(self, batch: list[_UpdateRequest]) -> None:
+        await self.update_many((r.key, r.values) for r in batch)
+        for request in batch:
+            request.settle()
 
     async def delete(self, keys: Sequence[str]) -> None:
         async with self._write_lock:

@@ -10,6 +10,7 @@ before anything is submitted, so a caller launching many jobs can prepare them a
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 import shlex
@@ -133,7 +134,7 @@ class PreparedJob:
             await db.update(self.key, status=JobStatus.FAILED, message="died; resubmitting")
             return await self.result()
         if claim.fresh:
-            record = await self._stage_and_submit(reset=claim.previous not in (None, JobStatus.CREATED))
+            record = await self._stage_and_submit(record, reset=claim.previous not in (None, JobStatus.CREATED))
         elif record.status is JobStatus.CREATED:
             record = await self._await_other_submitter()
 
@@ -160,18 +161,17 @@ class PreparedJob:
                                f"Look at {self.local_dir}; set resubmit_killed_jobs=True to resubmit.")
         return await self._load_result()
 
-    async def _stage_and_submit(self, reset: bool) -> JobRecord:
+    async def _stage_and_submit(self, claimed: JobRecord, reset: bool) -> JobRecord:
         uploads = await anyio.to_thread.run_sync(self._stage_locally)
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
                                 header_extra=list(self.spec.header_extra), body=self._job_body(), upload=uploads,
                                 reset=reset)
         remote_id = await self.system.submit(request, self.runtime.stage_root)
-        await self.runtime.db.update(self.key, status=JobStatus.SUBMITTED, remote_id=remote_id,
-                                     remote_root=await self.system.remote_root())
-        record = await self.runtime.db.get(self.key)
-        assert record is not None
-        return record
+        root = await self.system.remote_root()
+        # batched with the other jobs' updates; the record is known, so no read back
+        await self.runtime.db.update(self.key, status=JobStatus.SUBMITTED, remote_id=remote_id, remote_root=root)
+        return dataclasses.replace(claimed, status=JobStatus.SUBMITTED, remote_id=remote_id, remote_root=root)
 
     def _stage_locally(self) -> list[str]:
         """Write the task and copy input files under the stage dir; return paths to upload."""
