@@ -145,7 +145,7 @@ async def _remove_remote(runtime: Runtime, records: Sequence[JobRecord], report:
         try:
             system = runtime.system(name)
             # a root that no longer exists holds no job directories: nothing to do
-            await system.transport.run(f"cd {shlex.quote(root)} 2>/dev/null || exit 0; rm -rf -- {dirs}")
+            await system.transport.run(f"cd {shlex.quote(root)} 2>/dev/null || exit 0; rm -rf -- {dirs}", kind="cancel")
         except WflAsyncError as exc:
             report.errors.append(f"{name}: removing job directories under {root} failed: {exc}. Fix the "
                                  f"connection and retry, or pass --no-remote to leave them there.")

@@ -108,7 +108,8 @@ class SubmitBatcher:
 
         result = await self.system.transport.upload(
             local_root, uploads, root, before=f"rm -rf -- {' '.join(resets)}" if resets else "",
-            then=f"{{ {self.system.scheduler_prefix()}{submit}; }}", on_line=on_line)
+            then=f"{{ {self.system.scheduler_prefix()}{submit}; }}", on_line=on_line,
+            kind="submit")
         parsed = self.system.scheduler.parse_submit_output(result.stdout.decode(errors="replace"), len(batch))
         for index, outcome in enumerate(parsed):
             settle(index, outcome)

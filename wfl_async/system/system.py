@@ -108,7 +108,8 @@ class System:
                 if rundir.startswith("~/"):
                     rundir = rundir[2:]
                 target = f"{rundir.rstrip('/')}/{self.project}"
-                result = await self.transport.run(f"mkdir -p {shlex.quote(target)} && cd {shlex.quote(target)} && pwd -P")
+                result = await self.transport.run(
+                    f"mkdir -p {shlex.quote(target)} && cd {shlex.quote(target)} && pwd -P", kind="probe")
                 self._remote_root = result.stdout.decode().strip().splitlines()[-1]
             return self._remote_root
 
@@ -143,7 +144,7 @@ class System:
         command = (f"( {self.scheduler_prefix()}{self.scheduler.status_command()} ) 2>&1; "
                    f"echo \"{QUEUE_END} $?\"; {marker_command(root, job_dirs)}")
         self.stats["scheduler_calls"] += 1
-        result = await self.transport.run(command, check=False)
+        result = await self.transport.run(command, check=False, kind="poll")
         queue_text, _, rest = result.stdout.decode(errors="replace").partition(QUEUE_END)
         status_rc, _, marker_text = rest.partition("\n")
         if status_rc.strip() != "0":
@@ -162,14 +163,14 @@ class System:
                     "release": self.scheduler.release_command}
         self.stats["scheduler_calls"] += 1
         try:
-            await self.transport.run(f"{self.scheduler_prefix()}{builders[action](list(remote_ids))}")
+            await self.transport.run(f"{self.scheduler_prefix()}{builders[action](list(remote_ids))}", kind="cancel")
         except RemoteCommandError as exc:
             raise SchedulerError(f"{self.name}: {action} of {list(remote_ids)} failed: {exc}") from exc
 
     async def queue_states(self) -> dict[str, QueueState]:
         """The scheduler's view of every job of this user (one command)."""
         self.stats["scheduler_calls"] += 1
-        result = await self.transport.run(f"{self.scheduler_prefix()}{self.scheduler.status_command()}")
+        result = await self.transport.run(f"{self.scheduler_prefix()}{self.scheduler.status_command()}", kind="poll")
         return self.scheduler.parse_status_output(result.stdout.decode(errors="replace"))
 
     async def markers(self, job_dirs: Sequence[str], root: str | None = None) -> dict[str, str]:
@@ -177,7 +178,7 @@ class System:
         if not job_dirs:
             return {}
         root = root or await self.remote_root()
-        result = await self.transport.run(marker_command(root, job_dirs))
+        result = await self.transport.run(marker_command(root, job_dirs), kind="poll")
         return parse_markers(result.stdout.decode(errors="replace"), root, self.name)
 
     async def remove_dirs(self, job_dirs: Sequence[str]) -> None:

@@ -11,29 +11,55 @@ from __future__ import annotations
 import io
 import shlex
 import tarfile
+import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Literal
 
 import anyio
 
 from ..errors import RemoteCommandError
 
-__all__ = ["LineCallback", "Transport", "TransportStats", "LineSplitter"]
+__all__ = ["CommandKind", "CommandRecord", "LineCallback", "Transport", "TransportStats", "LineSplitter"]
 
 LineCallback = Callable[[str], None]
+
+#: What a command is for, declared by its caller (so nothing has to guess it from the command text).
+CommandKind = Literal["submit", "poll", "fetch", "stage", "cancel", "probe", "other"]
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """One command this transport ran: what for, when, how long, and what it moved."""
+
+    kind: CommandKind
+    started: float          #: ``time.monotonic()`` when it was sent
+    duration: float         #: seconds until its exit status came back (retries included)
+    returncode: int
+    bytes_sent: int
+    bytes_received: int
 
 
 @dataclass
 class TransportStats:
-    """Counters for the benchmark harness and ``repr``: what this transport has cost."""
+    """What this transport has cost, for ``wfl-async bench``, the benchmarks and ``repr``.
+
+    ``records`` holds one :class:`CommandRecord` per command, in the order they finished.
+    """
 
     connections_opened: int = 0
     commands_run: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    records: list[CommandRecord] = field(default_factory=list)
+
+    def by_kind(self) -> Counter[str]:
+        """Number of commands run per :data:`CommandKind`."""
+        return Counter(r.kind for r in self.records)
 
 
 class Transport(ABC):
@@ -55,7 +81,7 @@ class Transport(ABC):
         """
 
     async def run(self, command: str, *, stdin: bytes | None = None, check: bool = True,
-                  on_line: LineCallback | None = None) -> CompletedProcess[bytes]:
+                  on_line: LineCallback | None = None, kind: CommandKind = "other") -> CompletedProcess[bytes]:
         """Run shell text ``command`` with ``stdin``.
 
         :param command: shell text; the caller quotes every value in it
@@ -64,25 +90,32 @@ class Transport(ABC):
         :param on_line: called with each stdout line (decoded, without its newline) while the
             command still runs, e.g. to act on each submitted job at once; it may be called
             again for the same lines if a dropped connection makes the command run again
+        :param kind: what the command is for, recorded in :attr:`stats`
         :return: the completed process, stdout and stderr as bytes
         :raises RemoteCommandError: the command failed and ``check`` is true
         :raises TransportError: the command could not be run at all
         """
+        sent = len(stdin or b"")
         self.stats.commands_run += 1
-        self.stats.bytes_sent += len(stdin or b"")
+        self.stats.bytes_sent += sent
+        started = time.monotonic()
         result = await self._run(command, stdin, on_line)
-        self.stats.bytes_received += len(result.stdout) + len(result.stderr)
+        received = len(result.stdout) + len(result.stderr)
+        self.stats.bytes_received += received
+        self.stats.records.append(CommandRecord(kind, started, time.monotonic() - started,
+                                                result.returncode, sent, received))
         if check and result.returncode != 0:
             raise RemoteCommandError(command, result.returncode, result.stdout, result.stderr, self.where)
         return result
 
     async def upload(self, local_root: Path, relpaths: Sequence[str], remote_root: str,
-                     *, before: str = "", then: str = "",
-                     on_line: LineCallback | None = None) -> CompletedProcess[bytes]:
+                     *, before: str = "", then: str = "", on_line: LineCallback | None = None,
+                     kind: CommandKind = "stage") -> CompletedProcess[bytes]:
         """Copy ``local_root/relpath`` for each relpath to ``remote_root/relpath`` in one stream.
 
         :param before: shell text run first, in the same command
         :param then: shell text run after unpacking, in the same command (saves a round trip)
+        :param kind: recorded in :attr:`stats` (``"submit"`` when ``then`` submits the staged jobs)
         """
         data = await anyio.to_thread.run_sync(_pack, local_root, relpaths)
         root = shlex.quote(remote_root)
@@ -92,7 +125,7 @@ class Transport(ABC):
         command += f"mkdir -p {root} && tar -C {root} --skip-old-files -xf -"
         if then:
             command += f" && {then}"
-        return await self.run(command, stdin=data, on_line=on_line)
+        return await self.run(command, stdin=data, on_line=on_line, kind=kind)
 
     async def download(self, remote_root: str, relpaths: Sequence[str], local_root: Path) -> None:
         """Copy ``remote_root/relpath`` to ``local_root/relpath`` in one stream; missing ones are skipped."""
@@ -102,8 +135,8 @@ class Transport(ABC):
         # GNU tar: --ignore-failed-read turns a missing file into a warning (exit 0), so one
         # absent output file does not lose every other job's result in the same stream.
         result = await self.run(
-            f"cd {shlex.quote(remote_root)} && tar --ignore-failed-read -cf - -- {names} 2>/dev/null; true"
-        )
+            f"cd {shlex.quote(remote_root)} && tar --ignore-failed-read -cf - -- {names} 2>/dev/null; true",
+            kind="fetch")
         await anyio.to_thread.run_sync(_unpack, result.stdout, local_root)
 
     async def aclose(self) -> None:  # noqa: B027 - a no-op is right for transports without connections
