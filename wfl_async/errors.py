@@ -5,7 +5,8 @@ Two families, kept apart as in httpx::
     WflAsyncError
     ├── ConfigurationError (ValueError)       bad config/arguments; raised before any submission
     ├── TransportError (OSError)              running a command or moving files failed
-    │   └── RemoteCommandError                a remote command exited non-zero
+    │   ├── RemoteCommandError                a remote command exited non-zero
+    │   └── ResultIntegrityError              a fetched result does not match its final marker
     ├── SchedulerError                        the queueing system refused or misbehaved
     ├── JobDiedError                          job left the queue without a final marker
     ├── JobTimeoutError (TimeoutError)        waited past ``timeout``; the job stays resumable
@@ -23,6 +24,7 @@ __all__ = [
     "JobTimeoutError",
     "RemoteCommandError",
     "RemoteJobFailed",
+    "ResultIntegrityError",
     "SchedulerError",
     "TransportError",
     "WflAsyncError",
@@ -58,6 +60,17 @@ class RemoteCommandError(TransportError):
         tail = stderr.decode(errors="replace").strip()[-2000:]
         super().__init__(f"command exited with status {returncode}{' on ' + where if where else ''}: "
                          f"{command[:500]!s}\n{tail}")
+
+
+class ResultIntegrityError(TransportError):
+    """A job's result file is not the one its worker wrote (size or sha256 differ from its marker).
+
+    :ivar path: the local result file
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class SchedulerError(WflAsyncError):
