@@ -8,6 +8,7 @@ Two families, kept apart as in httpx::
     │   ├── RemoteCommandError                a remote command exited non-zero
     │   └── ResultIntegrityError              a fetched result does not match its final marker
     ├── SchedulerError                        the queueing system refused or misbehaved
+    ├── OutputInUseError                      another process is writing the same output file
     ├── JobDiedError                          job left the queue without a final marker
     ├── JobTimeoutError (TimeoutError)        waited past ``timeout``; the job stays resumable
     └── RemoteJobFailed                       wraps a remote exception that could not be rebuilt
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigurationError",
     "JobDiedError",
     "JobTimeoutError",
+    "OutputInUseError",
     "RemoteCommandError",
     "RemoteJobFailed",
     "ResultIntegrityError",
@@ -71,6 +73,10 @@ class ResultIntegrityError(TransportError):
     def __init__(self, message: str, path: str) -> None:
         self.path = path
         super().__init__(message)
+
+
+class OutputInUseError(WflAsyncError):
+    """Another process is writing the same output file (the message names it)."""
 
 
 class SchedulerError(WflAsyncError):
