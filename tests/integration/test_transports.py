@@ -20,7 +20,8 @@ from subprocess import CompletedProcess
 import anyio
 import pytest
 
-from tests.helpers.sshd import OwnSshd, descendants, kill_sshd
+from tests.helpers.processes import descendants
+from tests.helpers.sshd import OwnSshd, kill_sshd
 from wfl_async.errors import RemoteCommandError, TransportError
 from wfl_async.transport.base import MANIFEST, Transport, pack, upload_command
 from wfl_async.transport.local import LocalTransport
