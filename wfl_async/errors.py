@@ -4,6 +4,8 @@ Two families, kept apart as in httpx::
 
     WflAsyncError
     ├── ConfigurationError (ValueError)       bad config/arguments; raised before any submission
+    │   ├── SystemNotReadyError               the first-submission check found a broken system
+    │   └── UnpicklableOperationError         the operation cannot be sent to a subprocess or job
     ├── TransportError (OSError)              running a command or moving files failed
     │   └── RemoteCommandError                a remote command exited non-zero
     ├── SchedulerError                        the queueing system refused or misbehaved
@@ -17,6 +19,8 @@ type, not wrapped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "ConfigurationError",
     "JobDiedError",
@@ -24,7 +28,9 @@ __all__ = [
     "RemoteCommandError",
     "RemoteJobFailed",
     "SchedulerError",
+    "SystemNotReadyError",
     "TransportError",
+    "UnpicklableOperationError",
     "WflAsyncError",
 ]
 
@@ -35,6 +41,25 @@ class WflAsyncError(Exception):
 
 class ConfigurationError(WflAsyncError, ValueError):
     """Configuration or arguments are wrong; the message names the problem and the fix."""
+
+
+class SystemNotReadyError(ConfigurationError):
+    """The check before a system's first submission (``wfl-async doctor``'s) found errors.
+
+    :ivar system: the system's name
+    :ivar problems: the doctor's problems (each prints as one line: the problem and the fix)
+    """
+
+    def __init__(self, system: str, problems: Sequence[object]) -> None:
+        self.system = system
+        self.problems = list(problems)
+        lines = "\n  ".join(str(p) for p in self.problems)
+        super().__init__(f"system {system!r} cannot run jobs; nothing was submitted:\n  {lines}\n"
+                         f"Run 'wfl-async doctor {system}' after fixing it to check again.")
+
+
+class UnpicklableOperationError(ConfigurationError):
+    """The operation or its arguments cannot be pickled for a subprocess or a queued job."""
 
 
 class TransportError(WflAsyncError, OSError):

@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 
+from ..doctor.first_submission import ensure_system_ready
 from ..errors import ConfigurationError, JobDiedError, JobTimeoutError, RemoteJobFailed
 from ..runtime import Runtime, runtime_scope
 from ..system import SubmitRequest, System, Watch
@@ -127,6 +128,7 @@ class PreparedJob:
     async def result(self) -> Any:
         """Claim, submit if needed, wait, and return the value (or raise the remote exception)."""
         db = self.runtime.db
+        await ensure_system_ready(self.system)  # once per system and session: fail fast, not job by job
         claim = await db.claim(key=self.key, name=self.spec.job_name, system=self.system.name,
                                job_dir=self.job_dir, owner=self.runtime.owner)
         record = claim.record
