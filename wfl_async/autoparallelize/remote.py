@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 from ase.atoms import Atoms
 
+from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
 from ..jobs.database import JobStatus
 from ..jobs.hashing import code_source
@@ -136,6 +137,7 @@ def _prepare_chunks(runtime: Runtime, op: Callable[..., Any], inputs: Any, args:
     inherited = kwargs.get("_autopara_per_item_info")
     per_job = queued_job_chunk_size(remote_info.num_inputs_per_queued_job,
                                     autopara_info.num_inputs_per_python_subprocess)
+    dumps_call(op, (op, list(args), kwargs))  # once per call: an unpicklable op is named as the local pool names it
     chunks: list[_Chunk] = []
     for index, group in enumerate(items_inputs_generator(inputs, per_job, rng)):
         items, item_indices, locs, rngs = [], [], [], []
