@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 
 from ..doctor.first_submission import ensure_system_ready
+from ..doctor.worker_log import died_job_hint
 from ..errors import ConfigurationError, JobDiedError, JobTimeoutError, RemoteJobFailed
 from ..runtime import Runtime, runtime_scope
 from ..system import SubmitRequest, System, Watch
@@ -159,7 +160,8 @@ class PreparedJob:
             if self.spec.resubmit_died:
                 await db.update(self.key, status=JobStatus.FAILED, message="died; resubmitting")
                 return await self.result()
-            raise JobDiedError(f"job {self.spec.job_name!r} ({self.key[:12]}): {outcome.message}. "
+            hint = await died_job_hint(self.system, self.job_dir, self.runtime.stage_root)
+            raise JobDiedError(f"job {self.spec.job_name!r} ({self.key[:12]}): {outcome.message}.{hint} "
                                f"Look at {self.local_dir}; set resubmit_killed_jobs=True to resubmit.")
         return await self._load_result()
 
