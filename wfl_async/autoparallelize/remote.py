@@ -68,8 +68,11 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
     """Yield each chunk's results as its job finishes (storing them in ``outputs`` first)."""
     async with runtime_scope() as runtime:
         chunks = _prepare_chunks(runtime, op, inputs, args, kwargs, autopara_info, remote_info)
-        progress = Progress.for_call(remote_info.job_name, runtime.system(remote_info.sys_name),
-                                     total_chunks=len(chunks), total_items=sum(len(c.items) for c in chunks))
+        system = runtime.system(remote_info.sys_name)
+        job_dirs = frozenset(c.job.job_dir for c in chunks)
+        progress = Progress.for_call(remote_info.job_name, system, total_chunks=len(chunks),
+                                     total_items=sum(len(c.items) for c in chunks),
+                                     running=lambda: system.poller.started_count(job_dirs))
         send, receive = anyio.create_memory_object_stream[tuple[_Chunk, Any, BaseException | None]](math.inf)
         failure: BaseException | None = None
         with progress:
