@@ -13,6 +13,9 @@ Two families, kept apart as in httpx::
     ├── JobTimeoutError (TimeoutError)        waited past ``timeout``; the job stays resumable
     └── RemoteJobFailed                       wraps a remote exception that could not be rebuilt
 
+``Interrupted`` (a KeyboardInterrupt, not a WflAsyncError) is what Ctrl-C raises from a
+synchronous call; uncaught, it prints its one-line message instead of a traceback.
+
 Exceptions raised by the user's function in a job are re-raised locally with their own
 type, not wrapped.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "Interrupted",
     "ConfigurationError",
     "JobDiedError",
     "JobTimeoutError",
@@ -108,3 +112,7 @@ class RemoteJobFailed(WflAsyncError):
         self.remote_type = remote_type
         self.remote_traceback = remote_traceback
         super().__init__(f"{remote_type}: {message}\n--- remote traceback ---\n{remote_traceback}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a synchronous call; its queued jobs were left queued (a rerun re-attaches)."""
