@@ -21,6 +21,7 @@ from ..jobs.database import JobRecord, JobsDatabase, JobStatus
 from ..runtime import Runtime, runtime_scope
 from . import _dbtools
 from ._actions import Report, cancel_jobs, clean_jobs, remove_jobs, sync_jobs
+from ._bench import bench
 from ._common import FINISHED, UNFINISHED, JobFilter, Project, job_filters, run_async
 from ._display import console, jobs_table, record_dict, report_table, status_table
 from ._doctor import doctor
@@ -300,6 +301,7 @@ def repair() -> None:
 
 
 main.add_command(doctor)
+main.add_command(bench)
 
 
 def run(args: list[str] | None = None) -> Any:
