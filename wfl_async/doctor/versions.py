@@ -80,13 +80,13 @@ def compare_versions(system: str, remote: Mapping[str, Any], local: Mapping[str,
     :param activate_hint: how to fix a missing package (the system's ``commands``)
     """
     problems: list[Problem] = []
-    for name in PACKAGES:
-        if remote.get(name) is None:
-            error = remote.get(f"{name}:error", "not importable")
-            problems.append(Problem(
-                system, "error", "python", f"{where} cannot import {name} ({error})",
-                f"install it in the remote environment ('pip install wfl_async' brings {name} too) "
-                f"and {activate_hint}"))
+    missing = [name for name in PACKAGES if remote.get(name) is None]
+    if missing:
+        errors = "; ".join(f"{name}: {remote.get(f'{name}:error', 'not importable')}" for name in missing)
+        problems.append(Problem(
+            system, "error", "python", f"{where} cannot import {', '.join(missing)} ({errors})",
+            f"install wfl_async in the remote environment ('pip install wfl_async' also brings numpy, ase "
+            f"and cloudpickle) and {activate_hint}"))
     py_remote, py_local = _parts(remote.get("python")), _parts(local.get("python"))
     if py_remote[:2] != py_local[:2]:
         problems.append(Problem(
