@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ase.atoms import Atoms
+
 from .._sync import run_sync
 from ..configset import ConfigSet, OutputSpec
 from ..errors import ConfigurationError
@@ -124,17 +126,30 @@ def prepare_call(op: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
 
 
 def _check_file_counts(inputs: Any, outputs: OutputSpec | None) -> None:
-    """Several output files mirror the input files one to one: check that before running anything."""
-    out_files = outputs.files if outputs is not None and outputs.files is not None else []
-    if len(out_files) <= 1:
+    """A list of output files mirrors the inputs' top level one to one: check that before running anything.
+
+    The first index of each input's location picks its output file, so ``OutputSpec([...])``
+    needs one file per input file (or per top-level sub-list); a single name given as a
+    string collects everything.
+    """
+    if outputs is None or outputs.files is None or outputs.single_file:
         return
+    out_files = outputs.files
     in_items = inputs.items if isinstance(inputs, ConfigSet) else None
-    in_files = in_items if isinstance(in_items, list) and in_items and isinstance(in_items[0], Path) else None
-    if in_files is None or len(in_files) != len(out_files):
-        got = f"{len(in_files)} input files" if in_files else "inputs that are not a list of files"
-        raise ConfigurationError(
-            f"OutputSpec has {len(out_files)} files but the ConfigSet has {got}; several output files "
-            f"must match the input files one to one. Give one output file, or one per input file.")
+    if isinstance(in_items, list) and len(in_items) == len(out_files):
+        return
+    if isinstance(in_items, list) and in_items and isinstance(in_items[0], Path):
+        got = f"{len(in_items)} input files"
+    elif isinstance(in_items, list) and in_items and not isinstance(in_items[0], Atoms):
+        got = f"{len(in_items)} top-level sub-lists"
+    else:
+        got = "inputs that are not a list of files or sub-lists" if len(out_files) > 1 else \
+            "inputs that are not one file or one sub-list"
+    names = [str(f) for f in out_files]
+    raise ConfigurationError(
+        f"OutputSpec({names!r}) has {len(out_files)} output file(s) but the ConfigSet has {got}; a list of "
+        f"output files must match the input files (or top-level sub-lists) one to one. Give one file per "
+        f"input file, or a single file name as a string (OutputSpec({names[0]!r})) to collect every output.")
 
 
 def _report_reuse(call: PreparedCall) -> None:

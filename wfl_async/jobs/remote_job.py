@@ -22,6 +22,8 @@ from typing import Any
 
 import anyio
 
+from ..doctor.first_submission import ensure_system_ready
+from ..doctor.worker_log import died_job_hint
 from ..errors import JobDiedError, JobTimeoutError, RemoteJobFailed, ResultIntegrityError
 from ..runtime import Runtime, runtime_scope
 from ..system import SubmitRequest, System, Watch
@@ -126,6 +128,7 @@ class PreparedJob:
     async def result(self) -> Any:
         """Claim, submit if needed, wait, and return the value (or raise the remote exception)."""
         db = self.runtime.db
+        await ensure_system_ready(self.system)  # once per system and session: fail fast, not job by job
         claim = await db.claim(key=self.key, name=self.spec.job_name, system=self.system.name,
                                job_dir=self.job_dir, owner=self.runtime.owner)
         record = claim.record
@@ -156,7 +159,8 @@ class PreparedJob:
             if self.spec.resubmit_died:
                 await db.update(self.key, status=JobStatus.FAILED, message="died; resubmitting")
                 return await self.result()
-            raise JobDiedError(f"job {self.spec.job_name!r} ({self.key[:12]}): {outcome.message}. "
+            hint = await died_job_hint(self.system, self.job_dir, self.runtime.stage_root)
+            raise JobDiedError(f"job {self.spec.job_name!r} ({self.key[:12]}): {outcome.message}.{hint} "
                                f"Look at {self.local_dir}; set resubmit_killed_jobs=True to resubmit.")
         return await self._load_result()
 
