@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,22 @@ async def test_committee_is_submitted_at_once_and_a_rerun_submits_nothing(
     for queued_file, local_file in zip(files, local, strict=True):
         np.testing.assert_allclose(energies(queued_file, configs), energies(local_file, configs), rtol=1e-8, atol=0)
     assert not np.allclose(energies(files[0], configs), energies(files[1], configs))
+
+
+async def test_ace_fit_as_a_queued_job_with_a_stand_in_command(
+        remote_system: str, fresh_expyre_root: Path, clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wfl_async.fit import ace
+
+    shutil.copy(Path(__file__).parents[1] / "helpers" / "ace_standin.py", "ace_standin.py")
+    info = dict(_info(remote_system, "ace_fit"), input_files=["ace_standin.py"],
+                env_vars=["WFL_ACE_FIT_COMMAND='python ace_standin.py'"])
+    monkeypatch.setenv("WFL_ACE_FIT_REMOTEINFO", json.dumps(info))
+    params = {"basis": {"ace": {"type": "ace", "species": ["Al"], "N": 3, "maxdeg": 6}}, "solver": {"type": "lsqr"}}
+    result = await anyio.to_thread.run_sync(lambda: ace.fit(al_training_configs(6), "ACE.Al", params, run_dir="run",
+                                                            verbose=False))
+    assert result == Path("run/ACE.Al.json")
+    potential = json.loads(result.read_text())
+    assert potential["in_queued_job"] is True and potential["n_configs"] == 7
+    for name in ("fit_params_ACE.Al.yaml", "ACE.Al_fitting_database.extxyz", "ACE.Al.stdout", "ACE.Al.stderr"):
+        assert (Path("run") / name).is_file(), name
+    assert [j[:2] for j in _jobs(fresh_expyre_root)] == [("ace_fit", "succeeded")]

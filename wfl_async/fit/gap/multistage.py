@@ -36,9 +36,10 @@ from ...autoparallelize.expyre_info import caller_stack_labels
 from ...autoparallelize.remoteinfo import RemoteInfo
 from ...configset import ConfigSet
 from ...errors import ConfigurationError
+from ...utils.misc import yaml_safe
 from ...utils.quip_cli_strings import dict_to_quip_str
 from .._queued import IGNORE, FitJob, fit_remote_info, run_fit_jobs, unpack_outputs
-from .simple import run_gap_fit
+from .simple import readable_potential, run_gap_fit
 
 __all__ = ["ENV_VAR", "GAP_xml_modify_label", "fit"]
 
@@ -74,7 +75,7 @@ def fit(fitting_configs: Iterable[Atoms] | ConfigSet, GAP_name: str, params: Map
     names = ([f"{GAP_name}{committee_name_postfix}{i}" for i in range(num_committee)] if num_committee > 0
              else [GAP_name])
     files = [str(run_dir / f"{name}.xml") for name in names]
-    if skip_if_present and all(_readable(f) for f in files):
+    if skip_if_present and all(readable_potential(f) for f in files):
         return (files, names) if num_committee > 0 else (files[0], names[0])
     _check_params(params)
     info = fit_remote_info(remote_info, remote_label, ENV_VAR, caller_stack_labels(sys._getframe(0)))
@@ -180,7 +181,7 @@ def _fit_here(fitting_configs: Iterable[Atoms] | ConfigSet, GAP_name: str, param
         with open(gap_file + ".descriptor_dicts.yaml", "w") as fout:
             yaml.safe_dump(descriptor_dicts, fout)
         with open(gap_file + ".fitting_dicts.yaml", "w") as fout:
-            yaml.safe_dump(_plain(simple), fout)
+            yaml.safe_dump(yaml_safe(simple), fout)
         run_gap_fit(ConfigSet(database), simple, stdout_file=run_dir / f"stdout.{GAP_name}.stage_{i_stage}.gap_fit",
                     verbose=verbose, remote_info=remote_info, remote_label=remote_label)
 
@@ -249,7 +250,8 @@ def _scale_sigmas(configs: list[Atoms], factor: float, exclude: tuple[str, ...])
             continue
         for sigma in _SIGMAS:
             if sigma in at.info:
-                original = float(at.info.setdefault("_orig_" + sigma, at.info[sigma]))
+                at.info.setdefault("_orig_" + sigma, at.info[sigma])
+                original = float(at.info["_orig_" + sigma])
                 at.info[sigma] = original * factor
 
 
@@ -280,32 +282,9 @@ def _stage_delta(configs: list[Atoms], stage: Mapping[str, Any], energy_key: str
         raise ConfigurationError("the stage's descriptors find nothing to count in the fitting configurations")
     if verbose:
         print(f"descriptor count {count}, energy MAE {np.mean(np.abs(errors))}")
-    return float(np.sum(np.abs(errors)) / count)
-
-
-def _plain(value: Any) -> Any:
-    """Paths and numpy scalars as plain YAML types."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _readable(path: str) -> bool:
-    if not Path(path).is_file():
-        return False
-    try:
-        from quippy.potential import Potential
-
-        Potential(param_filename=path)
-    except (ImportError, RuntimeError):
-        return False
-    return True
+    # 8 significant digits: the last digits of the sum depend on the OpenMP thread count and order
+    # of the quippy energies, so a fit here and the same fit in a queued job would otherwise differ
+    return float(f"{np.sum(np.abs(errors)) / count:.8g}")
 
 
 def GAP_xml_modify_label(GAPfile: str | Path, new_label: str | None = None) -> str | None:  # noqa: N802 (wfl's name)

@@ -68,7 +68,7 @@ def run_gap_fit(fitting_configs: Iterable[Atoms] | ConfigSet | str | Path, fitti
         raise ConfigurationError("fitting_dict must not set atoms_filename/at_file: pass the configurations "
                                  "as fitting_configs and run_gap_fit writes the fitting database itself")
     gap_file = str(fitting_dict.get("gap_file", "GAP.xml"))
-    if skip_if_present and _readable_potential(gap_file):
+    if skip_if_present and readable_potential(gap_file):
         print(f"GAP file {gap_file} is found, not refitting.")
         return gap_file
     info = fit_remote_info(remote_info, remote_label, ENV_VAR, caller_stack_labels(sys._getframe(0)))
@@ -205,7 +205,7 @@ def _tail(path: str | Path, lines: int = 30) -> str:
         return ""
 
 
-def _readable_potential(gap_file: str) -> bool:
+def readable_potential(gap_file: str) -> bool:
     """The file exists and quippy can load it (wfl's check before skipping a fit)."""
     if not Path(gap_file).is_file():
         return False
