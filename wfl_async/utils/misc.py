@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ase.atoms import Atoms
 
-__all__ = ["atoms_to_list", "yaml_safe"]
+__all__ = ["atoms_to_list", "chunks", "dict_tuple_keys_to_str", "yaml_safe"]
 
 
 def atoms_to_list(atoms: Atoms | Any) -> list[Atoms] | Any:
     """A single Atoms as a one-element list; anything else unchanged."""
     return [atoms] if isinstance(atoms, Atoms) else atoms
+
+
+def chunks(arr: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    """Successive slices of ``arr`` of length ``n`` (the last may be shorter)."""
+    for i in range(0, len(arr), n):
+        yield arr[i:i + n]
+
+
+def dict_tuple_keys_to_str(error_dict: Mapping[Any, Any]) -> dict[Any, Any]:
+    """Tuple keys written ``"(a,b)"``, so the dict can be saved as JSON."""
+    return {("(" + ",".join(str(k) for k in key) + ")" if isinstance(key, tuple) else key): value
+            for key, value in error_dict.items()}
 
 
 def yaml_safe(item: Any, tuple_as_string: bool = False) -> Any:
