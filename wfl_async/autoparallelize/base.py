@@ -33,6 +33,7 @@ from .autoparainfo import AutoparaInfo
 from .chunk import ChunkResult
 from .expyre_info import caller_stack_labels, resolve_remote_info
 from .remoteinfo import RemoteInfo
+from .utils import split_rng
 
 __all__ = ["PreparedCall", "autoparallelize", "autoparallelize_docstring", "prepare_call"]
 
@@ -153,6 +154,9 @@ def _check_file_counts(inputs: Any, outputs: OutputSpec | None) -> None:
 
 
 def _report_reuse(call: PreparedCall) -> None:
+    # a skipped call advances the caller's rng exactly as running it would (one spawn, as wfl),
+    # so the random numbers of every later step of a rerun script are the ones of the first run
+    split_rng(dict(call.kwargs))
     sys.stderr.write(f"Reusing existing output instead of doing {call.op_name()} since overwrite=False "
                      f"and output is done\n")
 

@@ -125,6 +125,16 @@ class PreparedJob:
     def local_dir(self) -> Path:
         return self.runtime.stage_root / self.job_dir
 
+    async def submit(self) -> None:
+        """Claim and submit if no earlier run did, without waiting (wfl's ``wait_for_results=False``).
+
+        A later :meth:`result` of the same job re-attaches to it.
+        """
+        claim = await self.runtime.db.claim(key=self.key, name=self.spec.job_name, system=self.system.name,
+                                            job_dir=self.job_dir, owner=self.runtime.owner)
+        if claim.fresh:
+            await self._stage_and_submit(claim.record, reset=claim.previous not in (None, JobStatus.CREATED))
+
     async def result(self) -> Any:
         """Claim, submit if needed, wait, and return the value (or raise the remote exception)."""
         db = self.runtime.db
