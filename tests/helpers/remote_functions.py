@@ -113,3 +113,11 @@ def big_result(i: int, size: int) -> bytes:
     if "WFL_TEST_RUN_LOG" in os.environ:
         _log_execution(str(i))
     return np.random.default_rng(i).bytes(size)
+
+
+def input_digest_and_bytes(i: int, size: int, input_name: str) -> tuple[str, bytes]:
+    """The sha256 of a staged input file, and ``size`` bytes only ``i`` determines (a large result)."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(input_name).read_bytes()).hexdigest()
+    return digest, big_result(i, size)

@@ -211,6 +211,8 @@ class PreparedJob:
     def _job_body(self) -> list[str]:
         python = shlex.quote(self.system.config.python)
         return [
+            # [io] private by default: SGE's execd, unlike sbatch, does not pass on the submitter's umask
+            "umask 077",
             # wfl's default inside a job; env_vars below may override it
             "export WFL_NUM_PYTHON_SUBPROCESSES=${EXPYRE_NUM_CORES_PER_NODE}",
             *export_lines(self.spec.env_vars),
