@@ -107,3 +107,9 @@ def test_first_submission_fails_fast_with_the_doctor_message(broken_root: Path, 
 
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(*) FROM jobs WHERE remote_id IS NOT NULL").fetchone() == (0,)
+
+
+def test_every_test_system_is_healthy(remote_system: str, expyre_root: Path) -> None:
+    """The real systems of the test set-up pass every check (so the first-submission check lets them run)."""
+    result = doctor(remote_system)
+    assert result.returncode == 0 and result.stdout.startswith(f"ok: system {remote_system!r}"), result.stdout
