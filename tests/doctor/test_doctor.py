@@ -80,6 +80,13 @@ def test_unknown_host_key(broken_root: Path) -> None:
     assert "host key" in line and "not known" in line and "known_hosts" in line
 
 
+def test_unreachable_host(broken_root: Path) -> None:
+    result = doctor("unreachable")
+    assert result.returncode == 1
+    (line,) = error_lines(result)
+    assert "cannot reach wfl-async-test" in line and "'ssh wfl-async-test true' must work" in line
+
+
 def test_unknown_system_name_is_a_clear_error(broken_root: Path) -> None:
     result = doctor("no_such_system")
     assert result.returncode == 1
