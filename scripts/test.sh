@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The test command (README, CI): install the package and its test/docs tools, start the real
-# daemons (Slurm, SGE, Torque-style PBS commands on Slurm, an sshd on 127.0.0.1:2222), then
-# run each step below in order; the first failing step fails the run. Extra arguments go to
-# pytest. To add a step, write a function and add its name to STEPS.
+# The test command (README, CI): install the package and its test/docs tools, check that a
+# fresh non-editable install runs the README's main job, start the real daemons (Slurm, SGE,
+# Torque-style PBS commands on Slurm, an sshd on 127.0.0.1:2222), then run each step below in
+# order; the first failing step fails the run. Extra arguments go to pytest. To add a step,
+# write a function and add its name to STEPS.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,7 +14,9 @@ tests() { python3 -m pytest --runremote "$@"; }
 
 STEPS=(lint typecheck docs tests)
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test,compare,docs]'
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test,compare,docs,gap]'
+# a new user's install (new venv, non-editable, README main job from another directory)
+bash scripts/fresh_install_check.sh
 bash scripts/testinfra/start_all.sh
 # shellcheck disable=SC1091
 source "${WFL_ASYNC_TESTINFRA_DIR:-/tmp/wfl_async_testinfra}/env.sh"

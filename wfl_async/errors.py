@@ -7,8 +7,10 @@ Two families, kept apart as in httpx::
     │   ├── SystemNotReadyError               the first-submission check found a broken system
     │   └── UnpicklableOperationError         the operation cannot be sent to a subprocess or job
     ├── TransportError (OSError)              running a command or moving files failed
-    │   └── RemoteCommandError                a remote command exited non-zero
+    │   ├── RemoteCommandError                a remote command exited non-zero
+    │   └── ResultIntegrityError              a fetched result does not match its final marker
     ├── SchedulerError                        the queueing system refused or misbehaved
+    ├── OutputInUseError                      another process is writing the same output file
     ├── JobDiedError                          job left the queue without a final marker
     ├── JobTimeoutError (TimeoutError)        waited past ``timeout``; the job stays resumable
     └── RemoteJobFailed                       wraps a remote exception that could not be rebuilt
@@ -29,8 +31,10 @@ __all__ = [
     "ConfigurationError",
     "JobDiedError",
     "JobTimeoutError",
+    "OutputInUseError",
     "RemoteCommandError",
     "RemoteJobFailed",
+    "ResultIntegrityError",
     "SchedulerError",
     "SystemNotReadyError",
     "TransportError",
@@ -87,6 +91,21 @@ class RemoteCommandError(TransportError):
         tail = stderr.decode(errors="replace").strip()[-2000:]
         super().__init__(f"command exited with status {returncode}{' on ' + where if where else ''}: "
                          f"{command[:500]!s}\n{tail}")
+
+
+class ResultIntegrityError(TransportError):
+    """A job's result file is not the one its worker wrote (size or sha256 differ from its marker).
+
+    :ivar path: the local result file
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class OutputInUseError(WflAsyncError):
+    """Another process is writing the same output file (the message names it)."""
 
 
 class SchedulerError(WflAsyncError):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anyio
 
+from ._private import private_dir
 from .config import ProjectConfig, SystemConfig, load_config
 from .jobs.database import JobsDatabase, JobStatus, process_owner
 from .scheduler import Scheduler, get_scheduler
@@ -47,6 +48,7 @@ class Runtime:
     async def open(self) -> None:
         async with self._open_lock:
             if not self._opened:
+                private_dir(self.stage_root)  # [io] staged tasks and fetched results: their owner's only
                 await self.db.open()
                 self._opened = True
 

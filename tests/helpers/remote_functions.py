@@ -78,3 +78,38 @@ def logged_label(*args, **kwargs):  # type: ignore[no-untyped-def]
     from wfl_async.autoparallelize import autoparallelize
 
     return autoparallelize(_logged_label, *args, **kwargs)
+
+
+def _log_execution(label: str) -> None:
+    """One line per execution in ``$WFL_TEST_RUN_LOG`` (a job submitted twice shows up twice)."""
+    with open(os.environ["WFL_TEST_RUN_LOG"], "a") as log:
+        log.write(label + "\n")
+
+
+def _digest_input(atoms_list):  # type: ignore[no-untyped-def]
+    """Label each configuration with the sha256 of the staged input file named in ``$WFL_TEST_INPUT``."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(os.environ["WFL_TEST_INPUT"]).read_bytes()).hexdigest()
+    _log_execution(" ".join(str(a.info["i"]) for a in atoms_list))
+    out = []
+    for atoms in atoms_list:
+        atoms = atoms.copy()
+        atoms.info["input_sha256"] = digest
+        out.append(atoms)
+    return out
+
+
+def digest_input(*args, **kwargs):  # type: ignore[no-untyped-def]
+    from wfl_async.autoparallelize import autoparallelize
+
+    return autoparallelize(_digest_input, *args, **kwargs)
+
+
+def big_result(i: int, size: int) -> bytes:
+    """``size`` bytes that only ``i`` determines (a large result to fetch)."""
+    import numpy as np
+
+    if "WFL_TEST_RUN_LOG" in os.environ:
+        _log_execution(str(i))
+    return np.random.default_rng(i).bytes(size)

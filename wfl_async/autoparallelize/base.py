@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -32,8 +33,11 @@ from .autoparainfo import AutoparaInfo
 from .chunk import ChunkResult
 from .expyre_info import caller_stack_labels, resolve_remote_info
 from .remoteinfo import RemoteInfo
+from .utils import split_rng
 
 __all__ = ["PreparedCall", "autoparallelize", "autoparallelize_docstring", "prepare_call"]
+
+log = logging.getLogger(__name__)
 
 DefaultAutoparaInfo = Mapping[str, Any] | Callable[[tuple[Any, ...], dict[str, Any]], Mapping[str, Any]] | None
 
@@ -150,16 +154,50 @@ def _check_file_counts(inputs: Any, outputs: OutputSpec | None) -> None:
 
 
 def _report_reuse(call: PreparedCall) -> None:
+    # a skipped call advances the caller's rng exactly as running it would (one spawn, as wfl),
+    # so the random numbers of every later step of a rerun script are the ones of the first run
+    split_rng(dict(call.kwargs))
     sys.stderr.write(f"Reusing existing output instead of doing {call.op_name()} since overwrite=False "
                      f"and output is done\n")
 
 
+@contextlib.asynccontextmanager
+async def _sole_writer(outputs: OutputSpec | None) -> AsyncIterator[None]:
+    """Hold ``outputs``' files for this call; while another process writes them, wait for it.
+
+    The same script started twice on the same output: one writes, the other waits and then
+    finds the output complete (and reuses it), or, if the first failed, goes on itself (its
+    jobs re-attach to the ones already queued). Never a mixed file or a crash.
+    """
+    import anyio
+
+    if outputs is None:
+        yield
+        return
+    told = False
+    while (holder := await anyio.to_thread.run_sync(outputs.try_claim)) is not None:
+        if not told:
+            log.warning("output %s is being written by %s; waiting for it to finish",
+                        [str(p) for p in outputs.final_paths()], holder)
+            told = True
+        await anyio.sleep(0.5)
+    try:
+        yield
+    finally:
+        outputs.release()
+
+
 async def run_call(call: PreparedCall) -> ConfigSet | None:
-    """Run a prepared call to the end.
+    """Run a prepared call to the end (waiting first while another process writes the same output).
 
     :return: ConfigSet of the outputs (empty if the operation produced none), or None if
         ``outputs`` is None
     """
+    async with _sole_writer(call.outputs):
+        return await _run_call(call)
+
+
+async def _run_call(call: PreparedCall) -> ConfigSet | None:
     import anyio.to_thread
 
     if await anyio.to_thread.run_sync(call.already_done):  # file-system checks stay off the loop
@@ -195,6 +233,12 @@ async def iter_call(call: PreparedCall) -> AsyncGenerator[ChunkResult, None]:
     completes; stopping early leaves no final output file. If the output was already
     complete, nothing runs and nothing is yielded (read ``outputs.to_ConfigSet()``).
     """
+    async with _sole_writer(call.outputs), contextlib.aclosing(_iter_call(call)) as chunks:
+        async for chunk in chunks:
+            yield chunk
+
+
+async def _iter_call(call: PreparedCall) -> AsyncGenerator[ChunkResult, None]:
     import anyio.to_thread
 
     if await anyio.to_thread.run_sync(call.already_done):

@@ -154,8 +154,8 @@ class Poller:
         for watch in finished:
             by_local_root.setdefault(watch.local_root, []).append(watch)
         for local_root, group in by_local_root.items():
-            paths = [f"{w.job_dir}/{name}" for w in group for name in
-                     (layout.RESULT, layout.WORKER_LOG, *w.fetch)]
+            # [io] the final marker comes too: it holds the size and sha256 the result is checked against
+            paths = [f"{w.job_dir}/{name}" for w in group for name in (*layout.FETCH_ON_FINISH, *w.fetch)]
             self.system.stats["fetch_commands"] += 1
             await self.system.transport.download(root, paths, local_root)
         for watch in finished:

@@ -23,12 +23,12 @@ from ase.md.verlet import VelocityVerlet
 from ase.parallel import DummyMPI
 from ase.units import GPa, fs
 
-from ..autoparallelize.operation import AutoparaOperation
-from ..utils.misc import atoms_to_list
-from ..utils.parallel import construct_calculator_picklesafe
-from ..utils.pressure import sample_pressure
-from ..utils.save_calc_results import at_copy_save_calc_results
-from .utils import save_config_type
+from ...autoparallelize.operation import AutoparaOperation
+from ...utils.misc import atoms_to_list
+from ...utils.parallel import construct_calculator_picklesafe
+from ...utils.pressure import sample_pressure
+from ...utils.save_calc_results import at_copy_save_calc_results
+from ..utils import save_config_type
 
 __all__ = ["md"]
 

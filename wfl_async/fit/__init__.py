@@ -1,0 +1,1 @@
+"""Fits as queued jobs, with wfl's module paths: ``gap.simple``, ``gap.multistage``, ``ace``, ``committee``."""
