@@ -57,6 +57,10 @@ def broken_root(tmp_path: Path, expyre_root: Path, monkeypatch: pytest.MonkeyPat
     ssh_config.write_text("\n".join(
         f"    UserKnownHostsFile {empty_known_hosts}" if line.strip().startswith("UserKnownHostsFile") else line
         for line in original.read_text().splitlines()) + "\n")
+    unreachable = tmp_path / "ssh_config_unreachable"
+    unreachable.write_text("\n".join(
+        "    Port 1" if line.strip().startswith("Port") else line  # nothing listens on port 1
+        for line in original.read_text().splitlines()) + "\n")
     for path in (tmp_path, *tmp_path.parents):
         if path == Path("/"):
             break
@@ -67,6 +71,7 @@ def broken_root(tmp_path: Path, expyre_root: Path, monkeypatch: pytest.MonkeyPat
         "numpy_mismatch": {**base, "commands": [*base["commands"], f"export PYTHONPATH={shim}:$PYTHONPATH"]},
         "readonly_rundir": {**base, "rundir": str(readonly / "run")},
         "unknown_host_key": {**base, "ssh_config": str(ssh_config)},
+        "unreachable": {**base, "ssh_config": str(unreachable)},
     }
     root = tmp_path / "_expyre"
     root.mkdir()

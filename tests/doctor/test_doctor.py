@@ -80,6 +80,13 @@ def test_unknown_host_key(broken_root: Path) -> None:
     assert "host key" in line and "not known" in line and "known_hosts" in line
 
 
+def test_unreachable_host(broken_root: Path) -> None:
+    result = doctor("unreachable")
+    assert result.returncode == 1
+    (line,) = error_lines(result)
+    assert "cannot reach wfl-async-test" in line and "'ssh wfl-async-test true' must work" in line
+
+
 def test_unknown_system_name_is_a_clear_error(broken_root: Path) -> None:
     result = doctor("no_such_system")
     assert result.returncode == 1
@@ -107,3 +114,9 @@ def test_first_submission_fails_fast_with_the_doctor_message(broken_root: Path, 
 
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(*) FROM jobs WHERE remote_id IS NOT NULL").fetchone() == (0,)
+
+
+def test_every_test_system_is_healthy(remote_system: str, expyre_root: Path) -> None:
+    """The real systems of the test set-up pass every check (so the first-submission check lets them run)."""
+    result = doctor(remote_system)
+    assert result.returncode == 0 and result.stdout.startswith(f"ok: system {remote_system!r}"), result.stdout

@@ -39,3 +39,17 @@ def test_died_job_says_its_worker_logs_last_error(broken_root: Path, monkeypatch
         job("no_wfl_async", "died_case").run()
     assert "worker log" in str(info.value)
     assert "ModuleNotFoundError: No module named 'wfl_async'" in str(info.value)
+
+
+def test_autoparallelized_call_to_a_broken_system_raises_the_doctor_error_itself(broken_root: Path) -> None:
+    """Not an ExceptionGroup, and not one error per chunk: the check's own error, once."""
+    from tests.helpers.configs import cu_configs, tag_with_pid
+    from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
+    from wfl_async.configset import ConfigSet, OutputSpec
+    from wfl_async.errors import SystemNotReadyError
+
+    info = AutoparaInfo(remote_info=RemoteInfo(sys_name="numpy_mismatch", job_name="broken_autopara",
+                                               resources={"num_nodes": 1, "max_time": "5m"},
+                                               num_inputs_per_queued_job=1))
+    with pytest.raises(SystemNotReadyError, match="numpy 9.0.0 there"):
+        autoparallelize(tag_with_pid, ConfigSet(cu_configs(4)), OutputSpec(), autopara_info=info)

@@ -14,14 +14,14 @@ from ..runtime import runtime_scope
 __all__ = ["doctor"]
 
 
-async def _inspect_all(names: Sequence[str]) -> list[SystemReport]:
+async def _inspect_all(names: Sequence[str], connect_timeout: float) -> list[SystemReport]:
     """Every system at once; systems on one host share its one connection (the runtime's)."""
     reports: dict[str, SystemReport] = {}
     async with runtime_scope() as runtime:
         systems = [runtime.system(name) for name in names]  # unknown names fail here, before any I/O
 
         async def one(name: str) -> None:
-            reports[name] = await inspect_system(runtime.system(name))
+            reports[name] = await inspect_system(runtime.system(name), connect_timeout=connect_timeout)
 
         async with anyio.create_task_group() as tg:
             for system in systems:
@@ -45,7 +45,9 @@ def _print(report: SystemReport) -> None:
 
 @click.command()
 @click.argument("systems", nargs=-1, metavar="[SYSTEM]...")
-def doctor(systems: tuple[str, ...]) -> None:
+@click.option("--connect-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              metavar="SECONDS", help="Give up reaching a host after this long.")
+def doctor(systems: tuple[str, ...], connect_timeout: float) -> None:
     """Check systems as a job will use them (default: every configured system).
 
     Per system, in one command over one ssh connection per host: the host is reachable and its
@@ -59,7 +61,7 @@ def doctor(systems: tuple[str, ...]) -> None:
     project = Project.load()
     names = list(systems) or list(project.config.systems)
     click.echo(f"here: {_versions(local_versions())}", err=True)
-    reports = run_async(_inspect_all, names)
+    reports = run_async(_inspect_all, names, connect_timeout)
     for report in reports:
         _print(report)
     if any(p.severity == "error" for r in reports for p in r.problems):

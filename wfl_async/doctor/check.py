@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from ..errors import TransportError
 from .problems import Problem, rundir_problem
 from .versions import PROBE_SCRIPT, compare_versions, local_versions, parse_probe
@@ -91,12 +93,37 @@ async def check_system(system: System) -> list[Problem]:
     return (await inspect_system(system)).problems
 
 
-async def inspect_system(system: System) -> SystemReport:
-    """:func:`check_system`, with the remote versions and how long it took (for ``wfl-async doctor``)."""
+async def inspect_system(system: System, *, connect_timeout: float | None = None) -> SystemReport:
+    """:func:`check_system`, with the remote versions and how long it took (for ``wfl-async doctor``).
+
+    :param connect_timeout: give up reaching the host after this many seconds (the transport
+        itself keeps reconnecting for minutes, as a running workflow should; a check should not)
+    """
     started = time.monotonic()
-    report = await _inspect(system)
+    report = None
+    if connect_timeout is not None:
+        report = await _reach(system, connect_timeout)
+    if report is None:
+        report = await _inspect(system)
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _reach(system: System, seconds: float) -> SystemReport | None:
+    """A report of the one problem if the host does not answer ``true`` within ``seconds``, else None."""
+    host = system.config.host or "this machine"
+    try:
+        with anyio.fail_after(seconds):
+            await system.transport.run("true", check=False, kind="probe")
+    except TimeoutError:
+        files = ", ".join(system.config.ssh_config or ["~/.ssh/config"])
+        return SystemReport(system.name, [Problem(
+            system.name, "error", "connect", f"cannot reach {host} within {seconds:g} s",
+            f"check the host name, port and proxy for {host} in {files}: 'ssh {host} true' must work "
+            f"(or give 'wfl-async doctor --connect-timeout' more seconds on a slow link)")])
+    except TransportError as exc:
+        return SystemReport(system.name, [_connect_problem(system, exc)])
+    return None
 
 
 async def _inspect(system: System) -> SystemReport:

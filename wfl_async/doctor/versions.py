@@ -9,7 +9,6 @@ defined in the user's script) do not. Smaller differences are warnings.
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from collections.abc import Mapping
@@ -40,12 +39,23 @@ print({PROBE_MARK!r}, json.dumps(out))
 
 
 def local_versions() -> dict[str, Any]:
-    """The driver's versions, in the probe's format."""
+    """The driver's versions, in the probe's format.
+
+    A package the workflow has imported reports its module's ``__version__``; one it has not is
+    looked up in its installed metadata, so the check does not import numpy and ase into a
+    driver that does not need them (``wfl-async doctor``, a run of builtin functions).
+    """
+    from importlib import metadata
+
     out: dict[str, Any] = {"python": ".".join(map(str, sys.version_info[:3])), "executable": sys.executable}
     for name in PACKAGES:
+        module = sys.modules.get(name)
+        if module is not None:
+            out[name] = str(getattr(module, "__version__", "unknown"))
+            continue
         try:
-            out[name] = str(getattr(importlib.import_module(name), "__version__", "unknown"))
-        except ImportError:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             out[name] = None
     return out
 
