@@ -78,9 +78,11 @@ class Runtime:
             else:
                 from .transport.ssh import SshTransport  # asyncssh only when a host needs it
 
+                tries, wait = config.retry if config.retry is not None else (6, 0.2)  # EXPYRE_RETRY
                 self._transports[key] = SshTransport(config.host, ssh_config=config.ssh_config,
                                                      max_channels=config.max_channels,
-                                                     host_key_checking=config.ssh_host_key_checking)
+                                                     host_key_checking=config.ssh_host_key_checking,
+                                                     connect_attempts=tries, retry_wait=wait)
         return self._transports[key]
 
     async def _record_progress(self, watches: Sequence[Watch]) -> None:

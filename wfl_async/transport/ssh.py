@@ -41,10 +41,11 @@ class SshTransport(Transport):
     :param max_channels: concurrent exec channels; keep below the server's MaxSessions
     :param host_key_checking: verify the server's key against known_hosts
     :param connect_attempts: tries before a connection failure is reported
+    :param retry_wait: seconds before the first retry (doubling after each, at most 10 s)
     """
 
     def __init__(self, host: str, *, ssh_config: Sequence[str] | None = None, max_channels: int = 8,
-                 host_key_checking: bool = True, connect_attempts: int = 6) -> None:
+                 host_key_checking: bool = True, connect_attempts: int = 6, retry_wait: float = 0.2) -> None:
         super().__init__()
         self.host, self._user, self._port = _split_host(host)
         self._config = [str(Path(p).expanduser()) for p in ssh_config] if ssh_config else None
@@ -54,6 +55,7 @@ class SshTransport(Transport):
         self._connection: asyncssh.SSHClientConnection | None = None
         self._host_key_checking = host_key_checking
         self._connect_attempts = connect_attempts
+        self._retry_wait = retry_wait
 
     @property
     def where(self) -> str:
@@ -75,7 +77,7 @@ class SshTransport(Transport):
         async with self._connect_lock:
             if self._connection is not None and not self._connection.is_closed():
                 return self._connection
-            delay = 0.2
+            delay = self._retry_wait
             for attempt in range(1, self._connect_attempts + 1):
                 try:
                     self._connection = await asyncssh.connect(self.host, **self._connect_options())
@@ -96,7 +98,7 @@ class SshTransport(Transport):
             raise AssertionError("unreachable")
 
     async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None) -> CompletedProcess[bytes]:
-        delay = 0.2
+        delay = self._retry_wait
         for attempt in range(1, self._connect_attempts + 1):
             connection = await self._get_connection()
             try:
