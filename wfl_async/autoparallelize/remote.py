@@ -36,7 +36,7 @@ from .pool import do_in_pool
 from .remoteinfo import RemoteInfo
 from .utils import items_inputs_generator, queued_job_chunk_size, set_autopara_per_item_info, split_rng
 
-__all__ = ["iter_remote", "run_remote"]
+__all__ = ["iter_remote", "run_remote", "submit_remote"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,17 @@ async def run_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec
                                autopara_info=autopara_info, remote_info=remote_info):
         pass
     return outputs.to_ConfigSet()
+
+
+async def submit_remote(*, op: Callable[..., Any], inputs: Any, args: Sequence[Any], kwargs: dict[str, Any],
+                        autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> None:
+    """Submit every chunk's job and return (wfl's ``wait_for_results=False``); a later identical
+    call re-attaches to the same jobs and collects their results."""
+    async with runtime_scope() as runtime:
+        chunks = _prepare_chunks(runtime, op, inputs, args, kwargs, autopara_info, remote_info)
+        async with anyio.create_task_group() as tg:
+            for chunk in chunks:
+                tg.start_soon(chunk.job.submit)
 
 
 async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec | None, args: Sequence[Any],
