@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._configset._wfl_compat import from_wfl
 from .._sync import run_sync
 from ..configset import ConfigSet, OutputSpec
 from ..errors import ConfigurationError
@@ -110,6 +111,7 @@ def prepare_call(op: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     wait_for_results = (bool(kwargs.pop("wait_for_results", True))
                         if "wait_for_results" not in _parameters(op) else True)
     inputs, outputs, op_args = _split_inputs_outputs(args, kwargs)
+    inputs, outputs = from_wfl(inputs), from_wfl(outputs)  # a script may still pass wfl's
     if outputs is not None and not isinstance(outputs, OutputSpec):
         raise ConfigurationError(f"autoparallelize requires outputs be None or an OutputSpec, got {type(outputs)}")
     _check_file_counts(inputs, outputs)
