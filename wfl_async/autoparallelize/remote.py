@@ -55,10 +55,12 @@ class _Chunk:
 async def run_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec, args: Sequence[Any],
                      kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> ConfigSet:
     """Run ``op`` over ``inputs`` as queued jobs, store every result in ``outputs``, return them."""
+    did_work = False
     async for _ in iter_remote(op=op, inputs=inputs, outputs=outputs, args=args, kwargs=kwargs,
                                autopara_info=autopara_info, remote_info=remote_info):
-        pass
-    return outputs.to_ConfigSet()
+        did_work = True
+    # an empty input: no job, no output file, an empty result (as the local pool gives)
+    return outputs.to_ConfigSet() if did_work else ConfigSet(None)
 
 
 async def submit_remote(*, op: Callable[..., Any], inputs: Any, args: Sequence[Any], kwargs: dict[str, Any],
