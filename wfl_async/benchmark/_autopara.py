@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from ..runtime import runtime_scope
+from ..session import session_scope
 from ._autopara_figures import AutoparaReport, AutoparaRun, Rerun
 from ._expyre import MODES, expyre_available
 from ._floor import run_floor
@@ -133,7 +133,7 @@ async def _run_ours(options: AutoparaOptions, setting: str, output: Path) -> _Ou
     partial = output.parent / f".{output.name}.wfl_async_partial"
     chunks = -(-options.configs // options.per_job)
     run = AutoparaRun("wfl_async", options.system, setting, options.configs, chunks)
-    async with runtime_scope() as runtime:
+    async with session_scope() as runtime:
         system = runtime.system(options.system)
         instrument = _Instrument(system)
         try:
@@ -177,7 +177,7 @@ async def _rerun_ours(options: AutoparaOptions, setting: str, output: Path, kind
     kwargs = _call_kwargs(options, setting)
     rerun = Rerun("wfl_async", options.system, setting, kind)
     t0 = time.monotonic()
-    async with runtime_scope() as runtime:
+    async with session_scope() as runtime:
         system = runtime.system(options.system)
         instrument = _Instrument(system)
         try:
@@ -202,7 +202,7 @@ async def _ours_floor_reruns(options: AutoparaOptions, setting: str, raw_config:
              f"WFL_NUM_PYTHON_SUBPROCESSES={setting}")
         ours = await _run_ours(options, setting, output)
         runs.append(ours.run)
-        async with runtime_scope() as runtime:
+        async with session_scope() as runtime:
             system = runtime.system(options.system)
             if do_floor:
                 _say(f"{options.system}: floor, the same {len(ours.job_dirs)} chunk jobs by a plain submit loop")
@@ -218,7 +218,7 @@ async def _ours_floor_reruns(options: AutoparaOptions, setting: str, raw_config:
         output.unlink()
         reruns.append(await _rerun_ours(options, setting, output, f"output deleted, {NO_MARK}=1"))
         if not options.keep:
-            async with runtime_scope() as runtime:
+            async with session_scope() as runtime:
                 await runtime.system(options.system).transport.run(f"rm -rf {shlex.quote(ours.remote_root)}",
                                                                    check=False)
     return runs, reruns

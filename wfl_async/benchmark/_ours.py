@@ -15,8 +15,8 @@ from typing import Any
 
 import anyio
 
-from ..jobs.remote_job import PreparedJob, RemoteJob
-from ..runtime import Runtime
+from ..job import PreparedJob, RemoteJob
+from ..session import Session
 from ..system import System
 from ..system.commands import QUEUE_END
 from ._figures import PollFigures, RunFigures
@@ -96,7 +96,7 @@ class _Instrument:
                            max_commands_after_submit=max(after, default=0), by_kind=by_kind)
 
 
-async def run_ours(runtime: Runtime, system_name: str, n_jobs: int, *, check_interval: float,
+async def run_ours(runtime: Session, system_name: str, n_jobs: int, *, check_interval: float,
                    resources: Mapping[str, Any], job_timeout: float, trace_memory: bool = False) -> OurRun:
     """Run ``n_jobs`` trivial jobs on ``system_name`` through ``runtime`` (fresh, unused) and measure.
 
