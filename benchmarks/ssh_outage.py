@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.helpers import remote_functions as rf  # noqa: E402
 from tests.helpers.processes import cmdline  # noqa: E402
 from tests.helpers.sshd import OwnSshd, descendants  # noqa: E402
-from wfl_async.jobs.remote_job import RemoteJob  # noqa: E402
+from wfl_async.job import RemoteJob  # noqa: E402
 
 
 def _config(root: Path, source: dict[str, Any], base: str, own: OwnSshd) -> None:

@@ -28,8 +28,8 @@ import anyio
 
 from .config.expyre_modules import expyre_module
 from .config.loader import config_dirs
-from .jobs.remote_job import PreparedJob, RemoteJob
-from .runtime import Runtime
+from .job import PreparedJob, RemoteJob
+from .session import Session
 from .transport.base import CommandRecord
 
 __all__ = ["BenchResult", "BenchRun", "PollStats", "bench_system", "fresh_root", "merged_raw_config", "peak_rss",
@@ -191,7 +191,7 @@ class BenchRun:
     job_dirs: list[str]
 
 
-async def bench_system(runtime: Runtime, system_name: str, n_jobs: int, *, check_interval: float = 0.5,
+async def bench_system(runtime: Session, system_name: str, n_jobs: int, *, check_interval: float = 0.5,
                        resources: Mapping[str, Any] | None = None, job_timeout: float | None = 900.0) -> BenchRun:
     """Run ``n_jobs`` jobs ``operator.add(i, 2000)`` on ``system_name`` at once and measure them.
 

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 
 from wfl_async.bench import poll_stats
-from wfl_async.runtime import Runtime, runtime_scope
+from wfl_async.session import Session, session_scope
 
 from ._autopara_figures import AutoparaReport, AutoparaRun, Rerun
 from ._expyre import MODES, expyre_available
@@ -124,7 +124,7 @@ class _OurRun:
     job_dirs: list[str]
 
 
-async def _submitted(runtime: Runtime) -> dict[str, tuple[str | None, str]]:
+async def _submitted(runtime: Session) -> dict[str, tuple[str | None, str]]:
     """Every job of this (fresh) project: key -> (queue id, job dir), from the jobs database."""
     return {r.key: (r.remote_id, r.job_dir) for r in await runtime.db.select()}
 
@@ -139,7 +139,7 @@ async def _run_ours(options: AutoparaOptions, setting: str, output: Path) -> _Ou
     partial = output.parent / f".{output.name}.wfl_async_partial"
     chunks = -(-options.configs // options.per_job)
     run = AutoparaRun("wfl_async", options.system, setting, options.configs, chunks)
-    async with runtime_scope() as runtime:
+    async with session_scope() as runtime:
         system = runtime.system(options.system)
         first_record = len(system.transport.stats.records)
         t0 = time.monotonic()
@@ -181,7 +181,7 @@ async def _rerun_ours(options: AutoparaOptions, setting: str, output: Path, kind
     kwargs = _call_kwargs(options, setting)
     rerun = Rerun("wfl_async", options.system, setting, kind)
     t0 = time.monotonic()
-    async with runtime_scope() as runtime:
+    async with session_scope() as runtime:
         system = runtime.system(options.system)
         before = await _submitted(runtime)
         await calculate.aio(ConfigSet(configs), OutputSpec(output), **kwargs)
@@ -206,7 +206,7 @@ async def _ours_floor_reruns(options: AutoparaOptions, setting: str, raw_config:
              f"WFL_NUM_PYTHON_SUBPROCESSES={setting}")
         ours = await _run_ours(options, setting, output)
         runs.append(ours.run)
-        async with runtime_scope() as runtime:
+        async with session_scope() as runtime:
             system = runtime.system(options.system)
             if do_floor:
                 _say(f"{options.system}: floor, the same {len(ours.job_dirs)} chunk jobs by a plain submit loop")
@@ -222,7 +222,7 @@ async def _ours_floor_reruns(options: AutoparaOptions, setting: str, raw_config:
         output.unlink()
         reruns.append(await _rerun_ours(options, setting, output, f"output deleted, {NO_MARK}=1"))
         if not options.keep:
-            async with runtime_scope() as runtime:
+            async with session_scope() as runtime:
                 await runtime.system(options.system).transport.run(f"rm -rf {shlex.quote(ours.remote_root)}",
                                                                    check=False)
     return runs, reruns

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wfl_async.runtime import runtime_scope
+from wfl_async.session import session_scope
 
 from ._expyre import MODES, expyre_available, run_expyre
 from ._figures import RunFigures
@@ -60,7 +60,7 @@ def _say(message: str) -> None:
 async def _ours_and_floor(options: BenchmarkOptions, system_name: str, n_jobs: int,
                           raw_config: dict[str, Any]) -> list[RunFigures]:
     with fresh_root("wfl_async_bench_", raw_config, keep=options.keep):
-        async with runtime_scope() as runtime:
+        async with session_scope() as runtime:
             _say(f"{system_name}: wfl_async, {n_jobs} jobs")
             ours = await run_ours(runtime, system_name, n_jobs, check_interval=options.check_interval,
                                   resources=options.resources, job_timeout=options.timeout,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wfl_async.bench import bench_system, current_rss, reset_peak_rss
-from wfl_async.runtime import Runtime
+from wfl_async.session import Session
 
 from ._figures import PollFigures, RunFigures
 
@@ -34,7 +34,7 @@ def poll_figures(stats: Any) -> PollFigures:
                        max_commands_after_submit=stats.max_commands_after_submit, by_kind=dict(stats.by_kind))
 
 
-async def run_ours(runtime: Runtime, system_name: str, n_jobs: int, *, check_interval: float,
+async def run_ours(runtime: Session, system_name: str, n_jobs: int, *, check_interval: float,
                    resources: Mapping[str, Any], job_timeout: float, trace_memory: bool = False) -> OurRun:
     """Run ``n_jobs`` trivial jobs on ``system_name`` through ``runtime`` (fresh, unused) and measure.
 

@@ -35,8 +35,8 @@ from wfl_async.errors import JobTimeoutError
 from wfl_async.jobs import layout
 from wfl_async.jobs.database import JobsDatabase
 from wfl_async.jobs.remote_job import RemoteJob
+from wfl_async.jobs.states import ACTIVE_STATES
 from wfl_async.runtime import DB_NAME, runtime_scope
-from wfl_async.scheduler.states import ACTIVE_STATES
 
 pytestmark = pytest.mark.remote
 

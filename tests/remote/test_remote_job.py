@@ -72,7 +72,8 @@ async def test_rerun_reattaches_and_submits_nothing(remote_system: str, fresh_ex
     async with runtime_scope() as rt:
         second = await _gather([c.prepare(rt).result for c in calls])
         assert rt.system(remote_system).stats == {"submit_commands": 0, "poll_commands": 0,
-                                                   "fetch_commands": 0, "scheduler_calls": 0}
+                                                   "fetch_commands": 0, "scheduler_calls": 0,
+                                                       "submit_retries": 0}
     assert second == first
 
 
@@ -162,3 +163,31 @@ async def _gather(factories):  # type: ignore[no-untyped-def]
                 results[i] = await factory()
             tg.start_soon(one)
     return results
+
+
+async def test_cancelling_one_caller_mid_batch_fails_no_other_caller(remote_system: str,
+                                                                      fresh_expyre_root: Path) -> None:
+    # the first caller's request opens the submit batch; it is cancelled while the batch is
+    # still gathering: every other job of that batch must still be submitted and return
+    calls = [job(remote_system, operator.add, (i, 100), job_name=f"cancel-one-{remote_system}-{i}")
+             for i in range(6)]
+    results: dict[int, int] = {}
+    async with runtime_scope() as rt:
+        prepared = [c.prepare(rt) for c in calls]
+        scopes = [anyio.CancelScope() for _ in prepared]
+
+        async def run(index: int) -> None:
+            with scopes[index]:
+                results[index] = await prepared[index].result()
+
+        async with anyio.create_task_group() as tg:
+            for index in range(len(prepared)):
+                tg.start_soon(run, index)
+            await anyio.sleep(0.02)
+            scopes[0].cancel()
+    assert results == {i: i + 100 for i in range(1, 6)}
+    async with runtime_scope() as rt:
+        record = await rt.db.get(prepared[0].key)
+        # the cancelled caller's job was submitted all the same (its batch was not its own), and recorded
+        assert record is not None and record.status in (JobStatus.SUBMITTED, JobStatus.STARTED, JobStatus.SUCCEEDED)
+    assert await calls[0] == 100

@@ -18,6 +18,7 @@ import pytest
 from wfl_async.jobs.database import (
     REATTACH,
     Claim,
+    DatabaseCorruptError,
     JobRecord,
     JobsDatabase,
     JobStatus,
@@ -285,3 +286,59 @@ def test_claim_timestamps_are_recent(tmp_path: Path) -> None:
             return (await claim(db, "k")).record.created_at
 
     assert abs(anyio.run(main) - time.time()) < 60
+
+
+async def test_a_cancelled_writer_fails_no_other_write(db: JobsDatabase) -> None:
+    claims: dict[str, Claim] = {}
+
+    async def one(key: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            claims[key] = await claim(db, key)
+
+    scopes = {f"c{i}": anyio.CancelScope() for i in range(20)}
+    async with anyio.create_task_group() as tg:
+        for key, scope in scopes.items():
+            tg.start_soon(one, key, scope)
+        await anyio.lowlevel.checkpoint()
+        scopes["c0"].cancel()
+    assert set(claims) >= {f"c{i}" for i in range(1, 20)}
+    assert all(c.fresh for c in claims.values())
+    assert len(await db.select()) == 20  # the cancelled caller's claim was applied all the same
+
+
+_HOLD_WRITE_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+"""
+
+
+async def test_another_process_holding_the_write_lock_delays_writes_and_reads_go_on(db: JobsDatabase) -> None:
+    await claim(db, "before")
+    # longer than sqlite's busy timeout used to be (60 s): the write waits, it does not fail
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_WRITE_LOCK, str(db.path), "65"], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(db.update, "before", status=JobStatus.SUBMITTED, remote_id="7"))
+            for _ in range(3):
+                await anyio.sleep(1)
+                (record,) = await db.select()  # readers are not blocked by the other process's writer
+                assert record.status is JobStatus.CREATED
+        assert holder.poll() == 0  # the write waited for the holder's commit
+    finally:
+        holder.kill()
+        holder.wait()
+    record = await db.get("before")
+    assert record is not None and record.status is JobStatus.SUBMITTED and record.remote_id == "7"
+
+
+async def test_a_corrupt_database_says_how_to_recover(tmp_path: Path) -> None:
+    path = tmp_path / "wfl_async_jobs.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(DatabaseCorruptError, match=r"mv .*wfl_async_jobs.db.* and rerun"):
+        async with JobsDatabase(path):
+            pass

@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 
 from wfl_async.autoparallelize import RemoteInfo
-from wfl_async.config import load_config
 from wfl_async.errors import ConfigurationError
 from wfl_async.jobs.env_vars import check_env_vars, export_lines
 from wfl_async.jobs.remote_job import RemoteJob
-from wfl_async.runtime import Runtime
 
 
 @pytest.mark.parametrize(("value", "what"), [("1\nrm -rf ~", "a newline"), ("1\0", "a NUL byte")])
@@ -20,13 +18,11 @@ def test_a_value_with_a_newline_or_nul_is_refused_naming_the_variable(value: str
         RemoteInfo(sys_name="local", job_name="j", resources={"num_cores": 1}, env_vars=[f"OMP_NUM_THREADS={value}"])
 
 
-def test_remote_job_prepare_refuses_it_before_anything_is_submitted(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("EXPYRE_ROOT", str(tmp_path))
-    runtime = Runtime(load_config())
-    job = RemoteJob(print, ("x",), resources={"num_cores": 1, "max_time": "1m"}, exact_fit=False,
-                    env_vars=["GOOD=1", "BAD=two\nlines"])
+def test_remote_job_refuses_it_before_anything_is_submitted() -> None:
+    # refused when the job's options are made: before prepare, claim or any remote command
     with pytest.raises(ConfigurationError, match="env_vars value of BAD contains a newline"):
-        job.prepare(runtime)
+        RemoteJob(print, ("x",), resources={"num_cores": 1, "max_time": "1m"}, exact_fit=False,
+                  env_vars=["GOOD=1", "BAD=two\nlines"])
 
 
 def test_shell_expansion_in_values_is_the_users_own() -> None:

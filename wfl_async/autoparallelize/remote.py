@@ -26,11 +26,11 @@ from ase.atoms import Atoms
 
 from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
-from ..jobs.database import JobStatus
+from ..job import PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
-from ..jobs.remote_job import PreparedJob, RemoteJob
+from ..jobs.states import JobStatus
 from ..progress import Progress
-from ..runtime import Runtime, runtime_scope
+from ..session import Session, session_scope
 from .autoparainfo import AutoparaInfo
 from .chunk import ChunkResult
 from .pool import do_in_pool
@@ -68,7 +68,7 @@ async def submit_remote(*, op: Callable[..., Any], inputs: Any, args: Sequence[A
                         autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> None:
     """Submit every chunk's job and return (wfl's ``wait_for_results=False``); a later identical
     call re-attaches to the same jobs and collects their results."""
-    async with runtime_scope() as runtime:
+    async with session_scope() as runtime:
         chunks = _prepare_chunks(runtime, op, inputs, args, kwargs, autopara_info, remote_info)
         async with anyio.create_task_group() as tg:
             for chunk in chunks:
@@ -79,13 +79,13 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                       kwargs: dict[str, Any], autopara_info: AutoparaInfo,
                       remote_info: RemoteInfo) -> AsyncIterator[ChunkResult]:
     """Yield each chunk's results as its job finishes (storing them in ``outputs`` first)."""
-    async with runtime_scope() as runtime:
+    async with session_scope() as runtime:
         chunks = _prepare_chunks(runtime, op, inputs, args, kwargs, autopara_info, remote_info)
         system = runtime.system(remote_info.sys_name)
         job_dirs = frozenset(c.job.job_dir for c in chunks)
         progress = Progress.for_call(remote_info.job_name, system, total_chunks=len(chunks),
                                      total_items=sum(len(c.items) for c in chunks),
-                                     running=lambda: system.poller.started_count(job_dirs))
+                                     running=lambda: system.started_count(job_dirs))
         send, receive = anyio.create_memory_object_stream[tuple[_Chunk, Any, BaseException | None]](math.inf)
         failure: BaseException | None = None
         with progress:
@@ -146,7 +146,7 @@ def _store(outputs: OutputSpec, result: ChunkResult) -> None:
             outputs.store(group, loc)
 
 
-def _prepare_chunks(runtime: Runtime, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
+def _prepare_chunks(runtime: Session, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
                     kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> list[_Chunk]:
     """Split the inputs and prepare one job per chunk; raises before anything is submitted."""
     kwargs, rng = split_rng(kwargs) if "rng" in kwargs else (dict(kwargs), None)
@@ -189,15 +189,12 @@ def job_from_remote_info(info: RemoteInfo, function: Callable[..., Any], args: S
                          kwargs: dict[str, Any], *, job_name: str | None = None,
                          extra_hash_ignore: Sequence[str] = (),
                          code_version: bool | str | None = None) -> RemoteJob:
-    """The :class:`RemoteJob` running ``function(*args, **kwargs)`` as ``info`` describes."""
+    """The :class:`RemoteJob` running ``function(*args, **kwargs)`` with ``info``'s job options."""
+    options = info.options.replace(
+        resources=resources_dict(info.resources), hash_ignore=[*info.hash_ignore, *extra_hash_ignore],
+        code_version=code_version if code_version is not None else info.code_version)
     return RemoteJob(function, args, kwargs, sys_name=info.sys_name, job_name=job_name or info.job_name,
-                     resources=resources_dict(info.resources), input_files=info.input_files,
-                     output_files=info.output_files, env_vars=info.env_vars, pre_cmds=info.pre_cmds,
-                     post_cmds=info.post_cmds, header_extra=info.header_extra, exact_fit=info.exact_fit,
-                     partial_node=info.partial_node, timeout=info.timeout, check_interval=info.check_interval,
-                     hash_ignore=[*info.hash_ignore, *extra_hash_ignore],
-                     code_version=code_version if code_version is not None else info.code_version,
-                     resubmit_died=info.resubmit_killed_jobs)
+                     options=options)
 
 
 def resources_dict(resources: Any) -> dict[str, Any]:

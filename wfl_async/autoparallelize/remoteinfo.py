@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..jobs.env_vars import check_env_vars
+from ..jobs.options import JobOptions, WithOptions
 
 __all__ = ["RemoteInfo"]
 
@@ -17,7 +17,8 @@ _FIELDS = ("sys_name", "job_name", "resources", "num_inputs_per_queued_job", "pr
 _REQUIRED = ("sys_name", "job_name", "resources")
 
 
-class RemoteInfo:
+
+class RemoteInfo(WithOptions):
     """Where and how to run an autoparallelized call as queued jobs (wfl's fields and defaults).
 
     :param sys_name: name of the system (in ExPyRe's ``config.json``) to run on
@@ -58,24 +59,20 @@ class RemoteInfo:
                                      f"valid fields are {', '.join(_FIELDS)}")
         self.sys_name = sys_name
         self.job_name = job_name
-        self.resources = copy.deepcopy(resources)
         self.num_inputs_per_queued_job = num_inputs_per_queued_job
-        self.pre_cmds = list(pre_cmds or [])
-        self.post_cmds = list(post_cmds or [])
-        self.env_vars = check_env_vars(env_vars or [])  # [io] refused before anything is submitted
-        self.input_files = list(input_files or [])
-        self.output_files = list(output_files or [])
-        self.header_extra = list(header_extra or [])
-        self.exact_fit = exact_fit
-        self.partial_node = partial_node
-        self.timeout = timeout
-        self.check_interval = check_interval
         self.ignore_failed_jobs = ignore_failed_jobs
-        self.resubmit_killed_jobs = resubmit_killed_jobs
-        self.hash_ignore = list(hash_ignore or [])
-        self.code_version = code_version
+        self.resources = copy.deepcopy(resources)
+        """As given (an ExPyRe ``Resources`` or a dict): turned into the job's resources per call."""
+        self.options = JobOptions(
+            pre_cmds=pre_cmds or (), post_cmds=post_cmds or (), env_vars=env_vars or (),
+            input_files=input_files or (), output_files=output_files or (), header_extra=header_extra or (),
+            exact_fit=exact_fit, partial_node=partial_node, timeout=timeout, check_interval=check_interval,
+            resubmit_killed_jobs=resubmit_killed_jobs, hash_ignore=hash_ignore or (), code_version=code_version)
+        """The job options every chunk's job gets (one description shared with RemoteJob)."""
 
     fields = _FIELDS
+    _option_names = frozenset(JobOptions.names()) - {"resources"}
+    """Its ``resources`` stay as given (an ExPyRe ``Resources`` or a dict), not a job option."""
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "") -> RemoteInfo:

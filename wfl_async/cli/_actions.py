@@ -1,4 +1,4 @@
-"""What ``sync``, ``cancel``, ``clean`` and ``rm`` do, as coroutines over a :class:`Runtime`.
+"""What ``sync``, ``cancel``, ``clean`` and ``rm`` do, as coroutines over a :class:`Session`.
 
 Each groups the selected jobs by system and remote root and sends one command (or one
 stream) per group, concurrently across groups; every status change is then written in
@@ -17,8 +17,9 @@ from typing import Any
 import anyio
 
 from ..errors import WflAsyncError
-from ..jobs.database import JobRecord, JobStatus, owner_alive
-from ..runtime import Runtime
+from ..jobs.database import JobRecord, owner_alive
+from ..jobs.states import JobStatus, Marker, Verdict, VerdictKind, status_update
+from ..session import Session
 from ._survey import recheck_markers, survey
 
 __all__ = ["Change", "Report", "cancel_jobs", "clean_jobs", "remove_jobs", "sync_jobs"]
@@ -62,7 +63,7 @@ def _groups(records: Sequence[JobRecord], report: Report) -> dict[tuple[str, str
 
 
 # ---------------------------------------------------------------------- sync / cancel
-async def sync_jobs(runtime: Runtime, records: Sequence[JobRecord], *, cancel: bool = False) -> Report:
+async def sync_jobs(runtime: Session, records: Sequence[JobRecord], *, cancel: bool = False) -> Report:
     """Bring submitted/started jobs up to date with their systems; ``cancel`` also cancels the live ones.
 
     Jobs with a final marker become succeeded/failed (their directory is fetched into the stage
@@ -78,7 +79,7 @@ async def sync_jobs(runtime: Runtime, records: Sequence[JobRecord], *, cancel: b
     return report
 
 
-async def _sync_group(runtime: Runtime, name: str, root: str, group: list[JobRecord], cancel: bool,
+async def _sync_group(runtime: Session, name: str, root: str, group: list[JobRecord], cancel: bool,
                       report: Report) -> None:
     try:
         system = runtime.system(name)
@@ -95,8 +96,9 @@ async def _sync_group(runtime: Runtime, name: str, root: str, group: list[JobRec
         report.unchanged.extend((r, f"left as it was (see the error for {name})") for r in group)
         return
     for record, marker in found.finished:
-        status = JobStatus.SUCCEEDED if marker == "succeeded" else JobStatus.FAILED
-        report.changes.append(Change(record, status))
+        update = status_update(Verdict(VerdictKind.FINISHED, Marker(marker)))
+        assert update is not None
+        report.changes.append(Change(record, update["status"]))
     for record in found.missing:
         message = (f"{CANCELLED} (it had already left the queue without a final marker)" if cancel else
                    f"job {record.remote_id} left the queue of {name} without a final marker (seen by wfl-async sync)")
@@ -110,7 +112,7 @@ async def _sync_group(runtime: Runtime, name: str, root: str, group: list[JobRec
             report.unchanged.append((record, f"{state.value if state else 'listed'} in the queue"))
 
 
-async def cancel_jobs(runtime: Runtime, records: Sequence[JobRecord]) -> Report:
+async def cancel_jobs(runtime: Session, records: Sequence[JobRecord]) -> Report:
     """Cancel unfinished jobs (see :func:`sync_jobs`); ``created`` ones are handled without the system.
 
     A ``created`` job whose submitting process is gone is marked died; one whose submitter is
@@ -136,7 +138,7 @@ def _safe_dir(job_dir: str) -> bool:
     return bool(job_dir) and "/" not in job_dir and job_dir not in (".", "..")
 
 
-async def _remove_remote(runtime: Runtime, records: Sequence[JobRecord], report: Report) -> list[JobRecord]:
+async def _remove_remote(runtime: Session, records: Sequence[JobRecord], report: Report) -> list[JobRecord]:
     """Delete remote job directories, one command per system and root; return the records done."""
     done: list[JobRecord] = []
 
@@ -171,7 +173,7 @@ def _remove_local(stage_root: Path, job_dirs: Sequence[str]) -> None:
             shutil.rmtree(stage_root / job_dir, ignore_errors=True)
 
 
-async def clean_jobs(runtime: Runtime, records: Sequence[JobRecord], *, remote: bool = True) -> Report:
+async def clean_jobs(runtime: Session, records: Sequence[JobRecord], *, remote: bool = True) -> Report:
     """Remove finished jobs' directories; with ``remote`` also on their systems, and mark them cleaned.
 
     Without ``remote`` only the local copies go and the statuses stay: a rerun re-attaches to
@@ -188,7 +190,7 @@ async def clean_jobs(runtime: Runtime, records: Sequence[JobRecord], *, remote: 
     return report
 
 
-async def remove_jobs(runtime: Runtime, records: Sequence[JobRecord], *, remote: bool = True) -> Report:
+async def remove_jobs(runtime: Session, records: Sequence[JobRecord], *, remote: bool = True) -> Report:
     """Delete jobs' directories (local, and remote with ``remote``) and their database rows."""
     report = Report()
     done = await _remove_remote(runtime, records, report) if remote else list(records)

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..bench import BenchResult, bench_system, fresh_root, merged_raw_config
-from ..runtime import runtime_scope
+from ..session import session_scope
 
 __all__ = ["bench"]
 
@@ -42,7 +42,7 @@ async def _bench_all(systems: Sequence[str], jobs: int, check_interval: float, m
     results: list[BenchResult] = []
     with fresh_root("wfl_async_bench_", merged_raw_config(), keep=keep):
         for name in systems:
-            async with runtime_scope() as runtime:  # a session per system: its connections counted alone
+            async with session_scope() as runtime:  # a session per system: its connections counted alone
                 click.echo(f"[bench] {name}: {jobs} jobs", err=True)
                 run = await bench_system(runtime, name, jobs, check_interval=check_interval,
                                          resources={"num_nodes": 1, "max_time": max_time})

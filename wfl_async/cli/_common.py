@@ -20,15 +20,12 @@ import click
 
 from ..config import ProjectConfig, load_config
 from ..errors import WflAsyncError
-from ..jobs.database import JobRecord, JobsDatabase, JobStatus
-from ..runtime import DB_NAME
+from ..jobs.database import JobRecord, JobsDatabase
+from ..jobs.states import FINISHED, UNFINISHED, JobStatus
+from ..session import DB_NAME
 
 __all__ = ["FINISHED", "UNFINISHED", "JobFilter", "Project", "job_filters", "run_async"]
 
-UNFINISHED = (JobStatus.CREATED, JobStatus.SUBMITTED, JobStatus.STARTED)
-"""A job in these states may still run (or be about to)."""
-FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DIED, JobStatus.PROCESSED)
-"""A job in these states will never run again; its directories may be cleaned."""
 _GROUPS = {"unfinished": UNFINISHED, "finished": FINISHED}
 
 T = TypeVar("T")

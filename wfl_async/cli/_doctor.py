@@ -9,7 +9,7 @@ import click
 
 from ..doctor.check import SystemReport, inspect_system
 from ..doctor.versions import local_versions
-from ..runtime import runtime_scope
+from ..session import session_scope
 
 __all__ = ["doctor"]
 
@@ -17,7 +17,7 @@ __all__ = ["doctor"]
 async def _inspect_all(names: Sequence[str], connect_timeout: float) -> list[SystemReport]:
     """Every system at once; systems on one host share its one connection (the runtime's)."""
     reports: dict[str, SystemReport] = {}
-    async with runtime_scope() as runtime:
+    async with session_scope() as runtime:
         systems = [runtime.system(name) for name in names]  # unknown names fail here, before any I/O
 
         async def one(name: str) -> None:

@@ -1,6 +1,6 @@
 """Ask one system, in one command, what became of many jobs.
 
-The command is the poller's: the scheduler's list of the user's jobs, then for each job
+The command is the poll loop's: the scheduler's list of the user's jobs, then for each job
 directory which marker it holds. Run from the command line there is no previous poll to
 compare with, so a job missing from the queue without a final marker is looked at once
 more after a short pause (shared filesystems lag) before it is called died.
@@ -8,6 +8,7 @@ more after a short pause (shared filesystems lag) before it is called died.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ import anyio
 
 from ..errors import WflAsyncError
 from ..jobs.database import JobRecord
-from ..scheduler.states import ACTIVE_STATES, QueueState
+from ..jobs.states import QueueState, VerdictKind, classify
 from ..system import System
 
 __all__ = ["Survey", "survey", "recheck_markers"]
@@ -49,15 +50,16 @@ async def survey(system: System, root: str, records: Sequence[JobRecord]) -> Sur
         raise WflAsyncError(f"{system.name}: the scheduler's status command failed "
                             f"({answer.queue_output.strip()[-300:]!r}); check the scheduler on "
                             f"{system.transport.where} and the system's pre_submit_cmds, then retry")
-    states, markers = answer.states, answer.markers
-    found = Survey(states=states)
+    found = Survey(states=answer.states)
     for record in records:
-        marker = markers.get(record.job_dir)
-        if marker in ("succeeded", "failed"):
-            found.finished.append((record, marker))
-        elif states.get(record.remote_id or "") in ACTIVE_STATES:
+        verdict = classify(remote_id=record.remote_id, marker=answer.markers.get(record.job_dir),
+                           states=answer.states, missing_for=None, grace=0.0, where=system.name)
+        if verdict.kind is VerdictKind.FINISHED:
+            assert verdict.marker is not None
+            found.finished.append((record, verdict.marker.value))
+        elif verdict.kind is VerdictKind.ACTIVE:
             found.active.append(record)
-            if marker == "started":
+            if verdict.started:
                 found.started.append(record)
         else:
             found.missing.append(record)
@@ -72,9 +74,11 @@ async def recheck_markers(system: System, root: str, found: Survey) -> None:
     markers = await system.markers([r.job_dir for r in found.missing], root)
     still = []
     for record in found.missing:
-        marker = markers.get(record.job_dir)
-        if marker in ("succeeded", "failed"):
-            found.finished.append((record, marker))
+        verdict = classify(remote_id=record.remote_id, marker=markers.get(record.job_dir), states=found.states,
+                           missing_for=math.inf, grace=0.0, where=system.name)
+        if verdict.kind is VerdictKind.FINISHED:
+            assert verdict.marker is not None
+            found.finished.append((record, verdict.marker.value))
         else:
             still.append(record)
     found.missing = still

@@ -1,7 +1,7 @@
 """``wfl-async``: list, sync, cancel, clean and remove queued jobs; unlock or check the jobs database.
 
 A thin click front end: the jobs database (:class:`~wfl_async.jobs.database.JobsDatabase`) and the
-systems of the :class:`~wfl_async.runtime.Runtime` do the work, exactly as in a workflow. Names
+systems of the :class:`~wfl_async.runtime.Session` do the work, exactly as in a workflow. Names
 follow ExPyRe's ``xpr`` (``ls``, ``sync``, ``rm``, ``db unlock``, the ``-s/-S/-n/-i`` filters).
 ``ls`` and ``status`` only read the database (read-only connection, WAL): they never wait for,
 or block, a running workflow.
@@ -18,7 +18,7 @@ import click
 from rich.live import Live
 
 from ..jobs.database import JobRecord, JobsDatabase, JobStatus
-from ..runtime import Runtime, runtime_scope
+from ..session import Session, session_scope
 from . import _dbtools
 from ._actions import Report, cancel_jobs, clean_jobs, remove_jobs, sync_jobs
 from ._bench import bench
@@ -64,8 +64,8 @@ async def _read(project: Project, filters: JobFilter) -> list[JobRecord]:
 
 
 async def _in_runtime(filters: JobFilter, within: Sequence[JobStatus],
-                      action: Callable[[Runtime, list[JobRecord]], Awaitable[Report]]) -> tuple[int, Report]:
-    async with runtime_scope() as runtime:
+                      action: Callable[[Session, list[JobRecord]], Awaitable[Report]]) -> tuple[int, Report]:
+    async with session_scope() as runtime:
         records = await filters.select(runtime.db, within)
         return len(records), (await action(runtime, records) if records else Report())
 
@@ -206,7 +206,7 @@ def clean(filters: JobFilter, remote: bool) -> None:
     if not _require_db(project):
         return
 
-    async def action(runtime: Runtime, records: list[JobRecord]) -> Report:
+    async def action(runtime: Session, records: list[JobRecord]) -> Report:
         return await clean_jobs(runtime, records, remote=remote)
 
     selected, report = run_async(_in_runtime, filters, FINISHED, action)
@@ -246,7 +246,7 @@ def rm(filters: JobFilter, remote: bool, yes: bool, force: bool) -> None:
 
 
 async def _remove(filters: JobFilter, remote: bool, force: bool) -> tuple[int, Report]:
-    async with runtime_scope() as runtime:
+    async with session_scope() as runtime:
         records = await filters.select(runtime.db)
         removable = [r for r in records if r.status not in UNFINISHED]
         report = Report()

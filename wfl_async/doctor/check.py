@@ -29,7 +29,7 @@ def _section(name: str, body: str) -> str:
 def build_command(system: System) -> str:
     """The whole check as one shell command (run with ``check=False``; never exits early)."""
     config = system.config
-    target = shlex.quote(system.rundir_path())
+    target = system.rundir_shell()
     rundir = (f"mkdir -p -- {target} && cd -- {target} && probe=$(mktemp ./.wfl_async_doctor.XXXXXX) && "
               f"rm -f -- \"$probe\" && pwd -P")
     programs = {system.scheduler.submit_program.split()[0], system.scheduler.cancel_program.split()[0]}

@@ -22,8 +22,8 @@ from .._sync import run_sync
 from ..autoparallelize.expyre_info import resolve_remote_info
 from ..autoparallelize.remote import job_from_remote_info
 from ..autoparallelize.remoteinfo import RemoteInfo
-from ..jobs.remote_job import RemoteJob
-from ..runtime import runtime_scope
+from ..job import RemoteJob
+from ..session import session_scope
 
 __all__ = ["IGNORE", "FitJob", "fit_remote_info", "run_fit_jobs", "unpack_outputs"]
 
@@ -88,7 +88,7 @@ def run_fit_jobs(jobs: Sequence[FitJob], wait_for_results: bool = True) -> list[
     remote_jobs = [job.remote_job() for job in jobs]
 
     async def _run() -> list[Any] | None:
-        async with runtime_scope() as runtime:
+        async with session_scope() as runtime:
             prepared = [job.prepare(runtime) for job in remote_jobs]
             values: list[Any] = [None] * len(prepared)
 

@@ -13,51 +13,47 @@ processed, cleaned``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import math
 import os
 import random
+import re
 import socket
 import sqlite3
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from enum import Enum, StrEnum
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiosqlite
 import anyio
+import anyio.abc
 
-from .._coalesce import Coalescer, Pending
 from .._private import private_file
+from ..errors import WflAsyncError
+from .states import REATTACH, JobStatus
 
-__all__ = ["Claim", "JobRecord", "JobStatus", "JobsDatabase", "owner_alive", "process_owner"]
+__all__ = ["Claim", "DatabaseCorruptError", "JobRecord", "JobStatus", "JobsDatabase", "owner_alive",
+           "process_owner", "release_owner"]
 
+log = logging.getLogger(__name__)
 
-class JobStatus(StrEnum):
-    CREATED = "created"
-    """Claimed and staged locally; possibly being submitted."""
-    SUBMITTED = "submitted"
-    """Accepted by the queueing system."""
-    STARTED = "started"
-    """The job's worker began running the function."""
-    SUCCEEDED = "succeeded"
-    """The function returned; its value is waiting to be fetched or was fetched."""
-    FAILED = "failed"
-    """The function raised. A rerun creates the job afresh."""
-    DIED = "died"
-    """Left the queue without a final marker (time limit, node failure, cancelled)."""
-    PROCESSED = "processed"
-    """Its result was used by the caller. A rerun creates the job afresh (as ExPyRe)."""
-    CLEANED = "cleaned"
-    """Its remote directory was removed."""
+MAX_BATCH = 1000
+"""Most writes the writer task puts in one transaction."""
+_LOCKED_BACKOFF = (0.05, 5.0)
+"""First and longest pause (s) between attempts while another process holds the write lock."""
 
 
-REATTACH = frozenset({JobStatus.CREATED, JobStatus.SUBMITTED, JobStatus.STARTED, JobStatus.SUCCEEDED,
-                      JobStatus.DIED})
-"""A rerun re-attaches to jobs in these states instead of creating them again."""
+class DatabaseCorruptError(WflAsyncError):
+    """The jobs database file cannot be read; the message says how to recover."""
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -113,24 +109,52 @@ class Claim:
 
 
 @dataclass
-class _ClaimRequest(Pending):
-    key: str
-    name: str
-    system: str
-    job_dir: str
-    owner: str
-    result: Claim | None = None
+class _Write:
+    """One request to the writer task: claims, updates or deletes, settled through ``done``."""
+
+    claims: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    """(key, name, system, job_dir, owner) to claim."""
+    updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    claimed: list[Claim] = field(default_factory=list)
+    error: BaseException | None = None
 
 
-@dataclass
-class _UpdateRequest(Pending):
-    key: str
-    values: dict[str, Any]
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of ``/proc/PID/stat`` (state first), or None if the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rpartition(") ")[2].split()
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of ``/proc/PID/stat``: start time in clock ticks since boot."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) >= 20 else None
+
+
+_live_tokens: set[str] = set()
+"""Tokens of this process's owners still in use (a closed session's claims are abandoned)."""
 
 
 def process_owner() -> str:
-    """An owner tag for claims: host, pid and a random token (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """An owner tag for claims: host, pid, a random token, and the process's start time.
+
+    The start time tells the claimer from a later process that got the same pid, so a job
+    claimed by a process that has died is taken over, never waited on forever. Within this
+    process, the token is live until :func:`release_owner`.
+    """
+    token = uuid.uuid4().hex[:8]
+    _live_tokens.add(token)
+    return f"{socket.gethostname()}:{os.getpid()}:{token}:{_start_time(os.getpid()) or ''}"
+
+
+def release_owner(owner: str) -> None:
+    """The owner (a session) is done: jobs it claimed and did not submit may be taken over."""
+    _live_tokens.discard(owner.split(":")[2] if owner.count(":") >= 2 else "")
 
 
 def owner_alive(owner: str | None) -> bool:
@@ -138,49 +162,89 @@ def owner_alive(owner: str | None) -> bool:
     if not owner:
         return False
     host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
+    pid, _, rest = rest.partition(":")
+    started = rest.partition(":")[2]
     if host != socket.gethostname() or not pid.isdigit():
         return True  # another host: cannot tell, assume alive (the remote submit lock still guards)
+    if int(pid) == os.getpid():
+        return rest.partition(":")[0] in _live_tokens
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    fields = _proc_stat(int(pid))
+    if fields is None or fields[0] in ("Z", "X"):
+        return False  # a zombie: it has exited, nobody reaped it yet
+    return not (started and len(fields) >= 20 and fields[19] != started)  # else: the pid was recycled
 
 
 class JobsDatabase:
-    """Async access to ``wfl_async_jobs.db``. Use as ``async with JobsDatabase(path) as db``."""
+    """Async access to ``wfl_async_jobs.db``.
+
+    Every write goes through one writer task (:meth:`serve`), fed by a memory stream: writes
+    made by many coroutines at about the same time share one transaction, a cancelled caller
+    only stops waiting for its own write (which is still applied), and while another process
+    holds the write lock the writer waits (with backoff, logged) instead of failing. Reads use
+    a connection of their own, so they keep working meanwhile (WAL). Use as ``async with
+    JobsDatabase(path) as db`` (which runs the writer itself), or :meth:`open` then
+    ``await task_group.start(db.serve)``.
+    """
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
         self.readonly = readonly
         self._conn: aiosqlite.Connection | None = None
-        self._write_lock = anyio.Lock()
-        """Coroutines share one connection: their transactions must not interleave."""
-        self._claims: Coalescer[_ClaimRequest] = Coalescer(self._claim_batch)
-        self._updates: Coalescer[_UpdateRequest] = Coalescer(self._update_batch)
+        self._reader: aiosqlite.Connection | None = None
+        self._send, self._receive = anyio.create_memory_object_stream[_Write](math.inf)
+        self._own_writer: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> JobsDatabase:
         await self.open()
+        if not self.readonly:
+            # a task of its own (aiosqlite is asyncio's), as the context may be left by another task
+            self._own_writer = asyncio.get_running_loop().create_task(self.serve())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
+        if self._own_writer is not None:
+            self._own_writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._own_writer
+            self._own_writer = None
         await self.close()
 
     async def open(self) -> None:
-        if self.readonly:
-            # quote the path: '#', '?' or '%' in a directory name would otherwise end or change it,
-            # and sqlite would create (read-write!) an empty database at the truncated path
-            uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
-            self._conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-        else:
-            private_file(self.path)  # [io] the jobs database is its owner's only
-            self._conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=60)
-            await self._initialise()
-        await self._conn.execute("PRAGMA busy_timeout=60000")
+        """Connect (creating the file and schema unless read-only).
+
+        :raises DatabaseCorruptError: the file is not a readable sqlite database
+        """
+        try:
+            if self.readonly:
+                # quote the path: '#', '?' or '%' in a directory name would otherwise end or change it,
+                # and sqlite would create (read-write!) an empty database at the truncated path
+                uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
+                self._conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+                self._reader = self._conn
+            else:
+                private_file(self.path)  # the jobs database is its owner's only
+                # short busy timeout: the writer task retries itself, logging why it waits
+                self._conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=5)
+                await self._initialise()
+                self._reader = await aiosqlite.connect(self.path, isolation_level=None, timeout=60)
+            await self._reader.execute("PRAGMA busy_timeout=60000")
+            async with self._reader.execute("SELECT count(*) FROM jobs"):
+                pass
+        except sqlite3.DatabaseError as exc:
+            await self.close()
+            if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "no such table" in str(exc)):
+                raise
+            raise DatabaseCorruptError(
+                f"the jobs database {self.path} cannot be read ({exc}). Move it aside "
+                f"(mv {self.path} {self.path}.broken) and rerun: finished and queued jobs are found again "
+                f"from their remote job directories, nothing is submitted twice.") from exc
 
     async def _initialise(self) -> None:
         """WAL mode and the schema. Switching the journal mode of a new file does not wait for the
@@ -198,17 +262,124 @@ class JobsDatabase:
                 await anyio.sleep(0.05 + 0.05 * random.random())
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        for conn in {id(c): c for c in (self._conn, self._reader) if c is not None}.values():
+            await conn.close()
+        self._conn = self._reader = None
 
     @property
     def conn(self) -> aiosqlite.Connection:
-        if self._conn is None:
+        """The reading connection (writes go through the writer task)."""
+        if self._reader is None:
             raise RuntimeError("JobsDatabase used outside 'async with'")
-        return self._conn
+        return self._reader
 
-    # ------------------------------------------------------------------ claims
+    # ------------------------------------------------------------------ the writer
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The writer task: takes every write queued so far, applies them in one transaction, repeats."""
+        task_status.started()
+        async for first in self._receive:
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            # shielded: a write taken from the stream is finished even while the session closes
+            with anyio.CancelScope(shield=True):
+                await self._write_batch(batch)
+
+    async def _submit(self, write: _Write) -> _Write:
+        if self._conn is None or self.readonly:
+            raise RuntimeError("JobsDatabase written outside 'async with' (or opened read-only)")
+        self._send.send_nowait(write)
+        await write.done.wait()  # a cancelled caller stops waiting; the write is still applied
+        if write.error is not None:
+            raise write.error
+        return write
+
+    async def _write_batch(self, batch: list[_Write]) -> None:
+        pause, waited = _LOCKED_BACKOFF[0], 0.0
+        while True:
+            try:
+                await self._transaction(batch)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    self._fail(batch, exc)
+                    return
+                log.warning("jobs database %s is locked by another process (%s); %d write(s) wait, "
+                            "retrying (%.0f s so far)", self.path, exc, len(batch), waited)
+                delay = pause * (0.5 + random.random())
+                await anyio.sleep(delay)
+                waited += delay + 5  # plus the connection's busy timeout
+                pause = min(pause * 2, _LOCKED_BACKOFF[1])
+                continue
+            except Exception as exc:
+                self._fail(batch, exc)
+                return
+            for write in batch:
+                write.done.set()
+            return
+
+    @staticmethod
+    def _fail(batch: list[_Write], exc: BaseException) -> None:
+        for write in batch:
+            write.error = exc
+            write.done.set()
+
+    async def _transaction(self, batch: list[_Write]) -> None:
+        conn = self._conn
+        assert conn is not None
+        now = time.time()
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes: dict[str, tuple[bool, JobStatus | None]] = {}
+            for write in batch:
+                for key, name, system, job_dir, owner in write.claims:
+                    if key not in outcomes:  # the same call twice in one batch: claimed once
+                        outcomes[key] = await self._claim_in_transaction(key, name, system, job_dir, owner, now)
+                for sql, params in _update_statements(write.updates, now):
+                    await conn.execute(sql, params)
+                if write.deletes:
+                    await conn.executemany("DELETE FROM jobs WHERE key = ?", [(k,) for k in write.deletes])
+            records = {rec.key: rec for rec in await _select_keys(conn, list(outcomes))}
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        first: set[str] = set()
+        for write in batch:
+            write.claimed = []
+            for key, *_ in write.claims:
+                fresh, previous = outcomes[key]
+                write.claimed.append(Claim(records[key], fresh and key not in first, previous))
+                first.add(key)
+
+    async def _claim_in_transaction(self, key: str, name: str, system: str, job_dir: str, owner: str,
+                                    now: float) -> tuple[bool, JobStatus | None]:
+        """One claim inside the writer's transaction: (fresh, status before)."""
+        conn = self._conn
+        assert conn is not None
+        row = await _fetch_one(conn, "SELECT * FROM jobs WHERE key = ?", (key,))
+        previous = row.status if row is not None else None
+        if row is None:
+            await conn.execute(
+                "INSERT INTO jobs (key, name, system, status, job_dir, owner, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, name, system, JobStatus.CREATED.value, job_dir, owner, now, now))
+            return True, previous
+        if row.status not in REATTACH or (row.status is JobStatus.CREATED and not owner_alive(row.owner)):
+            if row.status is JobStatus.CREATED:
+                log.info("job %s (%s): taking over its submission from %s, which is no longer running",
+                         name, key[:12], row.owner)
+            await conn.execute(
+                "UPDATE jobs SET name = ?, system = ?, status = ?, job_dir = ?, owner = ?, remote_id = "
+                "CASE WHEN status = 'created' THEN remote_id ELSE NULL END, "
+                "message = NULL, updated_at = ? WHERE key = ?",
+                (name, system, JobStatus.CREATED.value, job_dir, owner, now, key))
+            return True, previous
+        return False, previous
+
+    # ------------------------------------------------------------------ claims and updates
     async def claim(self, *, key: str, name: str, system: str, job_dir: str, owner: str) -> Claim:
         """Atomically find or create the job ``key``.
 
@@ -217,109 +388,34 @@ class JobsDatabase:
         failed, was processed or cleaned, or does not exist, is (re)created, fresh. Claims made
         by many coroutines at once share one transaction.
         """
-        request = _ClaimRequest(key=key, name=name, system=system, job_dir=job_dir, owner=owner)
-        await self._claims(request)
-        assert request.result is not None
-        return request.result
+        write = await self._submit(_Write(claims=[(key, name, system, job_dir, owner)]))
+        return write.claimed[0]
 
-    async def _claim_batch(self, batch: list[_ClaimRequest]) -> None:
-        now = time.time()
-        outcomes: dict[str, tuple[bool, JobStatus | None]] = {}
-        async with self._write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                for r in batch:
-                    if r.key not in outcomes:  # the same call twice in one batch: claimed once
-                        outcomes[r.key] = await self._claim_in_transaction(r.key, r.name, r.system, r.job_dir,
-                                                                           r.owner, now)
-                await self.conn.execute("COMMIT")
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
-        records = {rec.key: rec for rec in await self._select_keys(list(outcomes))}
-        first: set[str] = set()
-        for r in batch:
-            fresh, previous = outcomes[r.key]
-            r.result = Claim(records[r.key], fresh and r.key not in first, previous)
-            first.add(r.key)
-            r.settle()
-
-    async def _select_keys(self, keys: list[str]) -> list[JobRecord]:
-        records: list[JobRecord] = []
-        for start in range(0, len(keys), 500):  # sqlite's limit on bound parameters
-            chunk = keys[start:start + 500]
-            async with self.conn.execute(f"SELECT * FROM jobs WHERE key IN ({', '.join('?' * len(chunk))})",
-                                         chunk) as cursor:
-                records.extend(JobRecord.from_row(row) for row in await cursor.fetchall())
-        return records
-
-    async def _claim_in_transaction(self, key: str, name: str, system: str, job_dir: str, owner: str,
-                                    now: float) -> tuple[bool, JobStatus | None]:
-        """One claim inside the caller's transaction: (fresh, status before)."""
-        row = await self._fetch_one("SELECT * FROM jobs WHERE key = ?", (key,))
-        previous = row.status if row is not None else None
-        if row is None:
-            await self.conn.execute(
-                "INSERT INTO jobs (key, name, system, status, job_dir, owner, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, name, system, JobStatus.CREATED.value, job_dir, owner, now, now))
-            return True, previous
-        if row.status not in REATTACH or (row.status is JobStatus.CREATED and not owner_alive(row.owner)):
-            await self.conn.execute(
-                "UPDATE jobs SET name = ?, system = ?, status = ?, job_dir = ?, owner = ?, remote_id = "
-                "CASE WHEN status = 'created' THEN remote_id ELSE NULL END, "
-                "message = NULL, updated_at = ? WHERE key = ?",
-                (name, system, JobStatus.CREATED.value, job_dir, owner, now, key))
-            return True, previous
-        return False, previous
-
-    # ------------------------------------------------------------------ updates
     async def update_many(self, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """Apply ``(key, {column: value})`` updates in one transaction (the poller's batch)."""
-        now = time.time()
-        statements: list[tuple[str, tuple[Any, ...]]] = []
-        for key, values in updates:
-            values = {k: (v.value if isinstance(v, Enum) else v) for k, v in values.items()}
-            bad = set(values) - set(_COLUMNS)
-            if bad:
-                raise ValueError(f"unknown job columns {bad}")
-            assignments = ", ".join(f"{column} = ?" for column in values)
-            statements.append((f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?",
-                               (*values.values(), now, key)))
-        if not statements:
-            return
-        async with self._write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in statements:
-                    await self.conn.execute(sql, params)
-                await self.conn.execute("COMMIT")
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
+        """Apply ``(key, {column: value})`` updates in one transaction, all or nothing.
+
+        :raises ValueError: an unknown column (nothing is applied)
+        """
+        checked = [(key, dict(values)) for key, values in updates]
+        _update_statements(checked, 0.0)  # unknown columns fail here, before anything is queued
+        if checked:
+            await self._submit(_Write(updates=checked))
 
     async def update(self, key: str, **values: Any) -> None:
         """Update one job; updates made by many coroutines at once share one transaction."""
-        await self._updates(_UpdateRequest(key=key, values=values))
-
-    async def _update_batch(self, batch: list[_UpdateRequest]) -> None:
-        await self.update_many((r.key, r.values) for r in batch)
-        for request in batch:
-            request.settle()
+        await self.update_many([(key, values)])
 
     async def delete(self, keys: Sequence[str]) -> None:
-        async with self._write_lock:
-            await self.conn.executemany("DELETE FROM jobs WHERE key = ?", [(k,) for k in keys])
+        if keys:
+            await self._submit(_Write(deletes=list(keys)))
 
     # ------------------------------------------------------------------ queries
     async def get(self, key: str) -> JobRecord | None:
-        return await self._fetch_one("SELECT * FROM jobs WHERE key = ?", (key,))
+        return await _fetch_one(self.conn, "SELECT * FROM jobs WHERE key = ?", (key,))
 
     async def select(self, *, status: Sequence[str] | None = None, system: str | None = None,
                      name: str | None = None) -> list[JobRecord]:
         """Jobs matching every given filter; ``name`` is a regular expression (Python ``re.search``)."""
-        import re
-
         clauses: list[str] = []
         params: list[str] = []
         if status:
@@ -336,7 +432,36 @@ class JobsDatabase:
             rows = [r for r in rows if pattern.search(r.name)]
         return rows
 
-    async def _fetch_one(self, sql: str, params: Sequence[Any]) -> JobRecord | None:
-        async with self.conn.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return JobRecord.from_row(row) if row is not None else None
+
+async def _fetch_one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> JobRecord | None:
+    async with conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    return JobRecord.from_row(row) if row is not None else None
+
+
+async def _select_keys(conn: aiosqlite.Connection, keys: list[str]) -> list[JobRecord]:
+    records: list[JobRecord] = []
+    for start in range(0, len(keys), 500):  # sqlite's limit on bound parameters
+        chunk = keys[start:start + 500]
+        async with conn.execute(f"SELECT * FROM jobs WHERE key IN ({', '.join('?' * len(chunk))})",
+                                chunk) as cursor:
+            records.extend(JobRecord.from_row(row) for row in await cursor.fetchall())
+    return records
+
+
+def _update_statements(updates: Iterable[tuple[str, dict[str, Any]]],
+                       now: float) -> list[tuple[str, tuple[Any, ...]]]:
+    """SQL for ``(key, {column: value})`` updates.
+
+    :raises ValueError: an unknown column
+    """
+    statements: list[tuple[str, tuple[Any, ...]]] = []
+    for key, values in updates:
+        values = {k: (v.value if isinstance(v, Enum) else v) for k, v in values.items()}
+        bad = set(values) - set(_COLUMNS)
+        if bad:
+            raise ValueError(f"unknown job columns {bad}")
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        statements.append((f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?",
+                           (*values.values(), now, key)))
+    return statements

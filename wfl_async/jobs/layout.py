@@ -16,9 +16,11 @@ SUCCEEDED = "_wfl_async_succeeded"
 FAILED = "_wfl_async_failed"
 FINAL_MARKERS = (SUCCEEDED, FAILED)
 SUBMIT_LOCK = "_wfl_async_submit.lock"
-"""Directory created with ``mkdir`` around submission: only one submitter ever wins."""
+"""File created with O_EXCL (the shell's noclobber) before submitting: only one submitter ever wins."""
 SUBMIT_ANSWER = "_wfl_async_submit.out"
 """What the scheduler answered to the submission, written by the submitter that won the lock."""
+SUBMIT_RELEASED = "_wfl_async_submit.released"
+"""Token of the last command that released a stale submit lock (so a repeated command does not again)."""
 WORKER_LOG = "_wfl_async_worker.log"
 """stdout and stderr of the worker (the function's prints, the remote traceback)."""
 FETCH_ON_FINISH = (RESULT, WORKER_LOG, *FINAL_MARKERS)

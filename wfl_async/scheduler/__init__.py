@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..jobs.states import ACTIVE_STATES, QueueState
 from .base import JobScriptSpec, Scheduler, SubmitResult
 from .local import LocalScheduler
 from .pbs import PBSScheduler
 from .sge import SGEScheduler
 from .slurm import SlurmScheduler
-from .states import ACTIVE_STATES, QueueState
 
 __all__ = [
     "ACTIVE_STATES",

@@ -15,17 +15,24 @@ import string
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from ..errors import SchedulerError
 from ..jobs import layout
-from .states import QueueState
+from ..jobs.states import QueueState
 
-__all__ = ["JobScriptSpec", "Scheduler", "SubmitOutputReader", "SubmitResult", "SUBMIT_RECORD_END"]
+__all__ = ["MAX_BATCH", "SUBMIT_RECORD_END", "ErrorKind", "JobScriptSpec", "Scheduler", "SubmitOutputReader",
+           "SubmitResult"]
+
+MAX_BATCH = 300
+"""Job directories per submit/poll command: keeps the command line well under ARG_MAX."""
 
 _SUBMIT_HEADER = re.compile(r"^(\d+)\t(\d+)\t(.*)$")
 SUBMIT_RECORD_END = "@@wfl_async_submitted@@"
 """Ends each record of the batch submit command's output."""
+UNRESOLVED = "@@wfl_async_unresolved@@"
+"""Starts the record of a job whose earlier submission has no usable answer."""
+UNRESOLVED_RC = 75
 
 
 def time_to_hms(seconds: int) -> str:
@@ -78,6 +85,17 @@ class SubmitResult:
 
     remote_id: str | None
     error: str | None = None
+    unresolved: bool = False
+    """An earlier submission of this job has no usable answer: look for the job before resubmitting."""
+
+
+ErrorKind = Literal["transient", "limit"]
+"""``transient``: the scheduler could not answer now (timeout, controller down), retry soon;
+``limit``: it refused because the user has too many jobs queued, retry once there is room."""
+
+_COMMON_TRANSIENT = (r"Resource temporarily unavailable", r"Connection (refused|reset|timed out)",
+                     r"Temporary failure", r"try again")
+"""Complaints of every scheduler's client that mean 'not now' (errno texts of the C library)."""
 
 
 class Scheduler(ABC):
@@ -96,6 +114,10 @@ class Scheduler(ABC):
     release_program: ClassVar[str]
     env_prefix: ClassVar[str]
     """Prefix of the variables the scheduler sets in a job (``SLURM``, ``PBS``, ``SGE``)."""
+    transient_errors: ClassVar[tuple[str, ...]] = ()
+    """Regular expressions of this scheduler's 'could not answer now' complaints."""
+    limit_errors: ClassVar[tuple[str, ...]] = ()
+    """Regular expressions of this scheduler's 'too many jobs of this user' refusals."""
 
     # ---------------------------------------------------------------- job script
     @abstractmethod
@@ -154,26 +176,30 @@ class Scheduler(ABC):
         failed submission does not hide the rest and each record can be read as it arrives.
         """
         quoted = " ".join(shlex.quote(d) for d in job_dirs)
-        # Exactly once, even across a crash between submitting and recording the id: the
-        # submitter that creates the lock file (O_EXCL through noclobber, scoped to a subshell)
-        # submits and keeps the scheduler's answer; anyone later (a rerun taking over an
-        # interrupted submission) reads that answer back. Per job this costs what a plain
-        # submit loop costs, plus one fork: no external program but the scheduler's.
+        # Exactly once, even when the scheduler's answer is lost: the submitter that creates the
+        # lock file (O_EXCL through noclobber, scoped to a subshell) submits and always keeps the
+        # scheduler's answer, exit status first (written to a temporary name, then renamed). The
+        # lock is never removed here: anyone later finds either a successful answer (and reuses
+        # it) or an unresolved one (a failed, killed or interrupted submission), which it
+        # reports as UNRESOLVED so that the driver looks for the job in the queue and in its
+        # directory before releasing the lock and submitting again (see wfl_async.system).
+        # Per job this costs what a plain submit loop costs, plus one fork.
         lock, answer = f'"$d/{layout.SUBMIT_LOCK}"', f'"$d/{layout.SUBMIT_ANSWER}"'
         return (
             f"{self.unset_env_command()}i=0; for d in {quoted}; do "
             f"if (set -C; : > {lock}) 2>/dev/null; then "
             f'out=$(cd "$d" && {self.submit_invocation()} </dev/null 2>&1); rc=$?; '
-            f"if [ $rc -eq 0 ]; then printf '%s' \"$out\" > {answer}; else rm -f {lock}; fi; "
-            f"else out=$(cat {answer} 2>/dev/null) || out='another submission of this job is in progress'; "
-            "rc=$?; fi; "
+            f"printf '%s\\n%s\\n' \"$rc\" \"$out\" > {answer}.tmp && mv -f {answer}.tmp {answer}; "
+            f'elif [ "$(head -n 1 {answer} 2>/dev/null)" = 0 ]; then rc=0; out=$(tail -n +2 {answer}); '
+            f"else rc={UNRESOLVED_RC}; out=\"{UNRESOLVED} $(tail -n +2 {answer} 2>/dev/null)\"; fi; "
             f"printf '%d\\t%d\\t%s\\n{SUBMIT_RECORD_END}\\n' \"$i\" \"$rc\" \"$out\"; "
             "i=$((i+1)); done"
         )
 
     def parse_submit_output(self, stdout: str, count: int) -> list[SubmitResult]:
         """Turn ``submit_command``'s output into one result per submitted directory."""
-        results: list[SubmitResult] = [SubmitResult(None, "no answer from the submit command")] * count
+        # a job without a record may or may not have been submitted: it is looked for before a retry
+        results = [SubmitResult(None, "no answer from the submit command", unresolved=True)] * count
         reader = SubmitOutputReader(self)
         for line in [*stdout.splitlines(), SUBMIT_RECORD_END]:
             parsed = reader.feed(line)
@@ -182,10 +208,48 @@ class Scheduler(ABC):
         return results
 
     def parse_submit_record(self, index: int, rc: str, output: str) -> tuple[int, SubmitResult]:
-        """The result of one record of ``submit_command``'s output."""
+        """The result of one record of ``submit_command``'s output.
+
+        An id in the output counts whatever the exit status: a submit program that queued the
+        job and then reported an error (a timeout after the job was taken) did queue it.
+        """
         output = " ".join(output.split())
-        remote_id = self.parse_submitted_id(output) if rc == "0" else None
-        return index, SubmitResult(remote_id, None if remote_id else (output or f"exit status {rc}"))
+        unresolved = rc == str(UNRESOLVED_RC) and output.startswith(UNRESOLVED)
+        if unresolved:
+            output = output[len(UNRESOLVED):].strip()
+        remote_id = self.parse_submitted_id(output)
+        return index, SubmitResult(remote_id, None if remote_id else (output or f"exit status {rc}"),
+                                   unresolved=unresolved and remote_id is None)
+
+    # ---------------------------------------------------------------- errors
+    def classify_error(self, output: str) -> ErrorKind | None:
+        """Whether a scheduler command's complaint is worth retrying (see :data:`ErrorKind`).
+
+        The patterns are each scheduler's own (:attr:`transient_errors`, :attr:`limit_errors`).
+        """
+        if any(re.search(p, output, re.I) for p in self.limit_errors):
+            return "limit"
+        if any(re.search(p, output, re.I) for p in (*self.transient_errors, *_COMMON_TRANSIENT)):
+            return "transient"
+        return None
+
+    def find_command(self) -> str | None:
+        """One command listing ``<remote id> <working directory>`` for each job of the user in the queue.
+
+        Used before submitting a job again whose earlier submission has no answer (the command
+        died or its answer was lost), so that a job already queued is re-attached, not duplicated.
+        None: this scheduler cannot list working directories (then only the job's markers tell).
+        """
+        return None
+
+    def parse_find_output(self, stdout: str) -> dict[str, str]:
+        """Working directory -> remote id, from :meth:`find_command`'s output."""
+        found: dict[str, str] = {}
+        for line in stdout.splitlines():
+            remote_id, _, workdir = line.strip().partition(" ")
+            if remote_id and workdir:
+                found[workdir.strip().rstrip("/")] = remote_id
+        return found
 
     def submit_invocation(self) -> str:
         """Shell text that submits ``script_name`` from inside the job directory.

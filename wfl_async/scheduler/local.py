@@ -28,8 +28,8 @@ import shlex
 from collections.abc import Sequence
 
 from ..errors import SchedulerError
+from ..jobs.states import QueueState
 from .base import JobScriptSpec, Scheduler
-from .states import QueueState
 
 __all__ = ["LocalScheduler", "DEFAULT_SLOT_DIR_ENV"]
 
@@ -155,20 +155,29 @@ class LocalScheduler(Scheduler):
         return None
 
     # ---------------------------------------------------------------- status
-    def status_command(self) -> str:
-        # One line "ID<TAB>queued|running" per live job; stale entries are removed.
+    def _for_each_live_job(self, live: str, gone: str = "") -> str:
+        """Shell running ``live`` for each registered job whose process is alive ($f, $id set)."""
         return (
             f"slots={self._slot_dir_shell()}; "
             'for f in "$slots"/jobs/*; do '
             '[ -f "$f" ] || continue; id=${f##*/}; '
             'case $id in *.tmp) continue ;; esac; '
             f"p=${{id%%.*}}; {_PROC_START}; "
-            'if [ -n "$s" ] && [ "$id" = "$p.$s" ]; then '
-            # the file vanishes when the job ends: then it is simply not listed
-            "read -r st <\"$f\" 2>/dev/null || continue; printf '%s\\t%s\\n' \"$id\" \"$st\"; "
-            'else rm -f -- "$f"; fi; '
+            f'if [ -n "$s" ] && [ "$id" = "$p.$s" ]; then {live}; '
+            f"{f'else {gone}; ' if gone else ''}fi; "
             "done; true"
         )
+
+    def find_command(self) -> str:
+        # The runner registers itself with its working directory (second line of its file).
+        return self._for_each_live_job("dir=$(sed -n 2p \"$f\" 2>/dev/null) && printf '%s %s\\n' \"$id\" \"$dir\"")
+
+    def status_command(self) -> str:
+        # One line "ID<TAB>queued|running" per live job; stale entries are removed. The file
+        # vanishes when the job ends: then it is simply not listed.
+        return self._for_each_live_job(
+            "read -r st <\"$f\" 2>/dev/null || continue; printf '%s\\t%s\\n' \"$id\" \"$st\"",
+            gone='rm -f -- "$f"')
 
     def parse_status_output(self, stdout: str) -> dict[str, QueueState]:
         states: dict[str, QueueState] = {}

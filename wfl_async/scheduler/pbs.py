@@ -6,8 +6,8 @@ import dataclasses
 import logging
 import re
 
+from ..jobs.states import QueueState
 from .base import JobScriptSpec, Scheduler
-from .states import QueueState
 
 __all__ = ["PBSScheduler"]
 
@@ -70,6 +70,13 @@ class PBSScheduler(Scheduler):
     hold_program = "qhold"
     release_program = "qrls"
     env_prefix = "PBS"
+    # Texts of PBS Pro/Torque qsub/qstat; the PBS-style commands tested here are Slurm's Torque
+    # wrappers, which pass Slurm's own complaints through
+    transient_errors = (r"cannot connect to server", r"pbs_iff: cannot", r"End of File", r"Premature end of message",
+                        r"Socket timed out on send/recv operation", r"slurmctld not responding",
+                        r"Unable to contact slurm controller")
+    limit_errors = (r"Maximum number of jobs already in queue", r"would exceed .*per-user limit",
+                    r"QOSMaxSubmitJobPerUserLimit", r"AssocMaxSubmitJobLimit")
 
     def default_header(self) -> list[str]:
         # N_: a PBS job name must start with a letter.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import re
 
+from ..jobs.states import QueueState
 from .base import JobScriptSpec, Scheduler
-from .states import QueueState
 
 __all__ = ["SGEScheduler"]
 
@@ -76,6 +76,11 @@ class SGEScheduler(Scheduler):
     hold_program = "qhold"
     release_program = "qrls"
     env_prefix = "SGE"
+    # Texts of qsub/qstat (SGE 8.1.9 commlib and gdi messages)
+    transient_errors = (r"unable to contact qmaster", r"failed receiving gdi request", r"got send error",
+                        r"commlib error", r"unable to send message to qmaster", r"can't unpack gdi request")
+    limit_errors = (r"job rejected: Only \d+ jobs are allowed per user", r"exceeds? the maximum number of jobs",
+                    r"max_u_jobs")
 
     def default_header(self) -> list[str]:
         # N_ because SGE job names must not start with a digit; -cwd so that the job runs

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import re
 
+from ..jobs.states import QueueState
 from .base import JobScriptSpec, Scheduler
-from .states import QueueState
 
 __all__ = ["SlurmScheduler"]
 
@@ -71,7 +71,7 @@ _SLURM_STATES: dict[str, QueueState] = {
     #    been released for other jobs.
     "SUSPENDED": QueueState.RUNNING,
     # TO TIMEOUT: Job terminated upon reaching its time limit.
-    "TIMEOUT": QueueState.FAILED,
+    "TIMEOUT": QueueState.TIMEOUT,
 }
 
 # Reasons (squeue %r) of a PENDING job that mean "held": scontrol hold (JobHeldUser),
@@ -106,6 +106,13 @@ class SlurmScheduler(Scheduler):
     hold_program = "scontrol hold"
     release_program = "scontrol release"
     env_prefix = "SLURM"
+    # Texts of sbatch/squeue (Slurm 22.05 src/common/slurm_errno.c and the clients' messages)
+    transient_errors = (r"Socket timed out on send/recv operation", r"slurmctld not responding",
+                        r"Unable to contact slurm controller", r"Slurm temporarily unable to accept job",
+                        r"Zero Bytes were transmitted or received", r"Communication connection failure",
+                        r"Slurm backup controller in standby mode")
+    limit_errors = (r"QOSMaxSubmitJobPerUserLimit", r"AssocMaxSubmitJobLimit", r"MaxSubmitJobs?(PerUser)?Limit",
+                    r"Job violates accounting/QOS policy \(job submit limit")
 
     def default_header(self) -> list[str]:
         return [
@@ -121,6 +128,10 @@ class SlurmScheduler(Scheduler):
     def parse_submitted_id(self, output: str) -> str | None:
         found = _SUBMITTED.findall(output)
         return found[-1] if found else None
+
+    def find_command(self) -> str:
+        # %Z: the job's working directory; jobs are submitted from inside their job directory
+        return "squeue --noheader --user=\"$(id -un)\" --format='%i %Z'"
 
     def status_command(self) -> str:
         # Every job of the user, in one call, with the id and state first and the reason

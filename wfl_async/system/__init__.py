@@ -1,4 +1,4 @@
-"""Systems: one configured machine each, batching submissions and coalescing polls."""
+"""Systems: one configured machine each, with a submit loop and a poll loop (see :mod:`.system`)."""
 
 from __future__ import annotations
 

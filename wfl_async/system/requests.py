@@ -1,19 +1,24 @@
-"""What the job layer hands the system: one job to stage and submit, one job to watch."""
+"""What the job layer hands a system: one job to stage and submit, one job to watch.
+
+Both are plain data: the system's loops settle them (each carries its own completion
+event, so a waiting job is woken only for itself).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._coalesce import Pending
-from ..scheduler.states import QueueState
+import anyio
+
+from ..jobs.states import Marker, QueueState
 
 __all__ = ["JobOutcome", "QueueSurvey", "SubmitRequest", "Watch"]
 
 
-@dataclass
-class SubmitRequest(Pending):
+@dataclass(eq=False)
+class SubmitRequest:
     """A staged job directory waiting for the next submit batch."""
 
     job_dir: str
@@ -26,27 +31,34 @@ class SubmitRequest(Pending):
     body: Sequence[str]
     """Job script lines after the system's own ``commands``."""
     upload: Sequence[str]
-    """Paths relative to the local stage root to copy (the job's task and input files)."""
+    """Paths relative to ``local_root`` to copy (the job's task and input files)."""
+    local_root: Path
+    """The local stage root holding ``upload``."""
+    key: str = ""
     reset: bool = False
     """Remove the job's remote directory first (a job created afresh after it failed or died)."""
+    done: anyio.Event = field(default_factory=anyio.Event)
     remote_id: str | None = None
-    local_root: Path | None = None
-    """The local stage root holding ``upload`` (set by the batcher)."""
+    error: BaseException | None = None
+    attempts: int = 0
+    """Submissions tried that met a transient scheduler error."""
+    release_lock: bool = False
+    """The previous submission of this job is known not to have queued it: try again."""
 
 
 @dataclass
 class JobOutcome:
-    """How a watched job ended, as the poller saw it."""
+    """How a watched job ended, as the poll loop saw it."""
 
-    marker: str | None
-    """``succeeded``/``failed`` marker found, or None when the job died."""
+    marker: Marker | None
+    """Final marker found, or None when the job died."""
     queue_state: QueueState | None = None
     message: str = ""
 
 
-@dataclass
+@dataclass(eq=False)
 class Watch:
-    """A submitted job the poller keeps an eye on."""
+    """A submitted job the poll loop keeps an eye on."""
 
     job_dir: str
     remote_id: str | None
@@ -55,9 +67,14 @@ class Watch:
     local_root: Path
     check_interval: float
     key: str = ""
+    remote_root: str | None = None
+    """The remote root the job was submitted under (None: the system's current one)."""
     outcome: JobOutcome | None = None
     started: bool = False
     missing_since: float | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+    abandoned: bool = False
+    """Its waiter was cancelled: the poll loop forgets it."""
 
 
 @dataclass

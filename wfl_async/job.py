@@ -1,0 +1,320 @@
+"""One queued function call as a coroutine.
+
+hash -> claim in the jobs database (atomic) -> stage -> submit (the system's submit loop) ->
+wait (the system's poll loop) -> unpickle -> return the value, or re-raise the remote
+exception with its type, or raise :class:`JobDiedError` / :class:`JobTimeoutError`.
+
+Everything that can be wrong with the arguments is checked by :meth:`RemoteJob.prepare`
+before anything is submitted, so a caller launching many jobs can prepare them all first.
+Every decision about a job (submitted, re-attached, died, resubmitted) is logged at INFO.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import shlex
+import shutil
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .config.expyre_env import default_system
+from .doctor.first_submission import ensure_system_ready
+from .doctor.worker_log import died_job_hint
+from .errors import ConfigurationError, JobDiedError, JobTimeoutError, RemoteJobFailed, ResultIntegrityError
+from .jobs import layout
+from .jobs.database import JobRecord
+from .jobs.env_vars import export_lines
+from .jobs.hashing import job_key, pickle_task
+from .jobs.integrity import copy_atomic, read_verified_result
+from .jobs.options import JobOptions, WithOptions
+from .jobs.states import JobStatus
+from .session import Session, session_scope
+from .system import SubmitRequest, System, Watch
+from .system.paths import job_dir_name, safe_name
+
+__all__ = ["JobOptions", "PreparedJob", "RemoteJob"]
+
+log = logging.getLogger(__name__)
+
+_CLAIM_RECHECK = 0.5
+"""Seconds between looks at a job another live process is submitting."""
+
+
+@dataclass(init=False)
+class RemoteJob(WithOptions):
+    """A Python function call to run as a queued job on system ``sys_name``.
+
+    ``await job`` (or ``await job.aio()``) runs it from async code; ``job.run()`` from plain code.
+    The options (:class:`~wfl_async.jobs.options.JobOptions`) are given either as ``options=`` or
+    as keywords of the same names (``resources=``, ``timeout=``, ``resubmit_killed_jobs=`` ...).
+    """
+
+    function: Callable[..., Any]
+    args: Sequence[Any]
+    kwargs: Mapping[str, Any]
+    sys_name: str
+    job_name: str
+    options: JobOptions = field(default_factory=JobOptions)
+
+    def __init__(self, function: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                 sys_name: str | None = None, job_name: str = "wfl_async_job", options: JobOptions | None = None,
+                 **option_values: Any) -> None:
+        unknown = sorted(set(option_values) - set(JobOptions.names()))
+        if unknown:
+            raise ConfigurationError(f"RemoteJob got unknown option(s) {', '.join(map(repr, unknown))}; valid "
+                                     f"options are {', '.join(JobOptions.names())}")
+        self.function = function
+        self.args = args
+        self.kwargs = dict(kwargs or {})
+        self.sys_name = sys_name if sys_name is not None else default_system()  # ExPyRe's EXPYRE_SYS, else local
+        self.job_name = job_name
+        self.options = (options or JobOptions()).replace(**option_values) if option_values else \
+            (options or JobOptions())
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.aio().__await__()
+
+    async def aio(self) -> Any:
+        """Run the job and return the function's value (async)."""
+        async with session_scope() as session:
+            prepared = self.prepare(session)
+            return await prepared.result()
+
+    def run(self) -> Any:
+        """Run the job and return the function's value (blocking)."""
+        from ._sync import run_sync
+
+        return run_sync(self.aio)
+
+    def prepare(self, session: Session) -> PreparedJob:
+        """Check everything and compute the job key; no I/O on any system.
+
+        :raises ConfigurationError: unknown system, resources that fit no partition, missing input
+            file, unpicklable function or arguments (malformed env_vars: when the options are made)
+        """
+        options = self.options
+        system = session.system(self.sys_name)
+        partition, node_dict, max_time = system.select_partition(
+            dict(options.resources), exact_fit=options.exact_fit, partial_node=options.partial_node)
+        task = pickle_task(self.function, self.args, self.kwargs)
+        key = job_key(self.function, self.args, self.kwargs, name=self.job_name, hash_ignore=options.hash_ignore,
+                      input_files=options.input_files, code_version=options.code_version)
+        return PreparedJob(self, session, system, key, job_dir_name(self.job_name, key), task,
+                           partition, node_dict, max_time)
+
+
+@dataclass
+class PreparedJob:
+    """A validated job, ready to claim, submit and await."""
+
+    spec: RemoteJob
+    session: Session
+    system: System
+    key: str
+    job_dir: str
+    task: bytes
+    partition: str
+    node_dict: dict[str, int]
+    max_time: int
+
+    @property
+    def options(self) -> JobOptions:
+        return self.spec.options
+
+    @property
+    def local_dir(self) -> Path:
+        return self.session.stage_root / self.job_dir
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.job_name!r} ({self.key[:12]})"
+
+    async def submit(self) -> None:
+        """Claim and submit if no earlier run did, without waiting (wfl's ``wait_for_results=False``).
+
+        A later :meth:`result` of the same job re-attaches to it.
+        """
+        await self._claimed()
+
+    async def result(self) -> Any:
+        """Claim, submit if needed, wait, and return the value (or raise the remote exception).
+
+        ``timeout`` counts from when the job is first known to be queued and bounds the whole
+        wait, resubmissions included; submitting itself is never cut short (a job half
+        submitted would be left for the next run to resolve).
+
+        :raises JobTimeoutError: ``timeout`` passed; the job stays queued and a rerun re-attaches
+        """
+        return await self._run(resubmits_left=1 if self.options.resubmit_killed_jobs else 0, deadline=None)
+
+    async def _run(self, resubmits_left: int, deadline: float | None) -> Any:
+        record = await self._claimed()
+        if record.status is JobStatus.DIED:
+            if resubmits_left > 0:
+                log.info("job %s: died earlier (%s); resubmitting (resubmit_killed_jobs)", self.label, record.message)
+                return await self._resubmitted(resubmits_left, deadline)
+            raise JobDiedError(f"job {self.label} died earlier: {record.message}. Set resubmit_killed_jobs=True "
+                               f"(RemoteInfo) to resubmit it.")
+        if record.status is JobStatus.SUCCEEDED and (self.local_dir / layout.RESULT).exists():
+            log.info("job %s: finished earlier; using its result", self.label)
+            return await self._load_result()
+
+        system = await self.session.serving(record.system)
+        if record.system != self.system.name:
+            log.info("job %s: re-attaching on %s under %s, where it was submitted (not on %s)",
+                     self.label, record.system, record.remote_root, self.system.name)
+        watch = Watch(job_dir=self.job_dir, remote_id=record.remote_id, fetch=list(self.options.output_files),
+                      local_root=self.session.stage_root, check_interval=self.options.check_interval, key=self.key,
+                      remote_root=record.remote_root)
+        timeout = self.options.timeout
+        if deadline is None:
+            deadline = anyio.current_time() + (timeout if timeout is not None else math.inf)
+        try:
+            with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                outcome = await system.wait(watch)
+        except TimeoutError:
+            log.info("job %s: not finished after %s s (timeout); left as it is for a rerun", self.label, timeout)
+            raise JobTimeoutError(
+                f"job {self.label} ({record.remote_id} on {record.system}) not finished after {timeout} s; it is "
+                f"still queued: rerun to re-attach, or raise timeout") from None
+        if outcome.marker is None:
+            if resubmits_left > 0:
+                log.info("job %s: died (%s); resubmitting (resubmit_killed_jobs)", self.label, outcome.message)
+                return await self._resubmitted(resubmits_left, deadline)
+            hint = await died_job_hint(system, self.job_dir, self.session.stage_root)
+            raise JobDiedError(f"job {self.label}: {outcome.message}.{hint} Look at {self.local_dir}; set "
+                               f"resubmit_killed_jobs=True to resubmit.")
+        return await self._load_result()
+
+    async def _resubmitted(self, resubmits_left: int, deadline: float | None) -> Any:
+        await self.session.db.update(self.key, status=JobStatus.FAILED, message="died; resubmitting")
+        return await self._run(resubmits_left - 1, deadline)
+
+    async def _claimed(self) -> JobRecord:
+        """The job's record once this process knows it is submitted (submitting it if it must).
+
+        A job another live process is submitting is looked at again every half second; if that
+        process dies, the next claim takes the job over.
+        """
+        db = self.session.db
+        while True:
+            claim = await db.claim(key=self.key, name=self.spec.job_name, system=self.system.name,
+                                   job_dir=self.job_dir, owner=self.session.owner)
+            if claim.fresh:
+                return await self._stage_and_submit(claim.record, reset=claim.previous not in (None, JobStatus.CREATED))
+            if claim.record.status is not JobStatus.CREATED:
+                if claim.record.status in (JobStatus.SUBMITTED, JobStatus.STARTED):
+                    log.info("job %s: already %s as %s on %s; re-attaching", self.label, claim.record.status,
+                             claim.record.remote_id, claim.record.system)
+                return claim.record
+            if claim.record.owner == self.session.owner:
+                return await self._await_own_submission()
+            await anyio.sleep(_CLAIM_RECHECK)
+
+    async def _await_own_submission(self) -> JobRecord:
+        """Another coroutine of this session is submitting the same job: wait for its record."""
+        while True:
+            record = await self.session.db.get(self.key)
+            assert record is not None
+            if record.status is not JobStatus.CREATED:
+                return record
+            await anyio.sleep(_CLAIM_RECHECK)
+
+    async def _stage_and_submit(self, claimed: JobRecord, reset: bool) -> JobRecord:
+        system = await self.session.serving(claimed.system)
+        await ensure_system_ready(system)  # once per system and session: fail fast, not job by job
+        uploads = await anyio.to_thread.run_sync(self._stage_locally)
+        request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
+                                partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
+                                header_extra=list(self.options.header_extra), body=self._job_body(system),
+                                upload=uploads, local_root=self.session.stage_root, key=self.key, reset=reset)
+        # the submit loop records the submission itself (also when this caller is cancelled)
+        remote_id = await system.submit(request)
+        root = await system.remote_root()
+        return JobRecord(**{**claimed.__dict__, "status": JobStatus.SUBMITTED, "remote_id": remote_id,
+                            "remote_root": root})
+
+    def _stage_locally(self) -> list[str]:
+        """Write the task and copy input files under the stage dir; return paths to upload."""
+        if self.local_dir.exists():
+            shutil.rmtree(self.local_dir)
+        self.local_dir.mkdir(parents=True)
+        (self.local_dir / layout.TASK).write_bytes(self.task)
+        uploads = [f"{self.job_dir}/{layout.TASK}"]
+        for item in self.options.input_files:
+            source = Path(item)
+            if source.is_absolute() or ".." in source.parts:
+                target = Path(source.name)
+            else:
+                target = source
+            destination = self.local_dir / target
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, destination, dirs_exist_ok=True)
+            else:
+                shutil.copy2(source, destination)
+            uploads.append(f"{self.job_dir}/{target}")
+        return uploads
+
+    def _job_body(self, system: System) -> list[str]:
+        python = shlex.quote(system.config.python)
+        return [
+            # private by default: SGE's execd, unlike sbatch, does not pass on the submitter's umask
+            "umask 077",
+            # wfl's default inside a job; env_vars below may override it
+            "export WFL_NUM_PYTHON_SUBPROCESSES=${EXPYRE_NUM_CORES_PER_NODE}",
+            *export_lines(self.options.env_vars),
+            *self.options.pre_cmds,
+            f"{python} -m wfl_async.jobs.worker > {layout.WORKER_LOG} 2>&1",
+            "wfl_async_status=$?",
+            *self.options.post_cmds,
+            "exit $wfl_async_status",
+        ]
+
+    async def _load_result(self) -> Any:
+        path = self.local_dir / layout.RESULT
+        try:
+            try:
+                outcome = await anyio.to_thread.run_sync(_read_verified_pickle, self.local_dir)
+            except ResultIntegrityError as mismatch:
+                # cut short on its way (e.g. a driver killed mid-fetch): fetch it again, once
+                log.warning("job %s: %s; fetching it again", self.label, mismatch)
+                await self._refetch()
+                outcome = await anyio.to_thread.run_sync(_read_verified_pickle, self.local_dir)
+        except FileNotFoundError:
+            raise JobDiedError(f"job {self.label} has a final marker but its result file did not come back "
+                               f"to {path}") from None
+        if outcome[0] == "return":
+            await anyio.to_thread.run_sync(self._copy_output_files)
+            return outcome[1]
+        _, exc, type_name, message, formatted = outcome
+        if isinstance(exc, BaseException):
+            exc.add_note(f"--- raised in queued job {self.spec.job_name!r} on {self.system.name}; remote "
+                         f"traceback ---\n{formatted}")
+            raise exc
+        raise RemoteJobFailed(type_name, message, formatted)
+
+    async def _refetch(self) -> None:
+        """Fetch the finished job's files again, from where it ran (its recorded system and root)."""
+        record = await self.session.db.get(self.key)
+        system = self.session.system(record.system) if record is not None else self.system
+        root = record.remote_root if record is not None and record.remote_root else await system.remote_root()
+        await system.transport.download(
+            root, [f"{self.job_dir}/{name}" for name in (*layout.FETCH_ON_FINISH, *self.options.output_files)],
+            self.session.stage_root)
+
+    def _copy_output_files(self) -> None:
+        for name in self.options.output_files:
+            source = self.local_dir / name
+            if source.exists():
+                copy_atomic(source, Path(name))  # each file appears whole or not at all
+
+
+def _read_verified_pickle(job_dir: Path) -> Any:
+    return pickle.loads(read_verified_result(job_dir))

@@ -1,0 +1,165 @@
+"""Every state a job can be in, and the one set of rules that moves a job between them.
+
+Three vocabularies meet here:
+
+- :class:`QueueState`: what ``squeue``/``qstat`` say about a job still in their tables;
+- :class:`Marker`: the files the job's worker writes in its directory (the truth about
+  whether it ran: only a final marker says done);
+- :class:`JobStatus`: what the jobs database records (ExPyRe's statuses).
+
+:func:`classify` turns one survey of a system (queue listing + markers) into a
+:class:`Verdict` per job; the system's poll loop and ``wfl-async sync`` both use it, and
+:func:`status_update` turns a verdict into the database update. A job missing from the queue
+without a final marker is not "done": it is called died only after a grace period, because
+queue records vanish (Slurm's ``MinJobAge``) and shared filesystems lag.
+
+This module imports only :mod:`.layout`: it is part of the floor data layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Any
+
+from . import layout
+
+__all__ = ["ACTIVE_STATES", "FINISHED", "MARKER_FILES", "REATTACH", "UNFINISHED", "JobStatus", "Marker", "QueueState", "Verdict",
+           "VerdictKind", "classify", "status_update"]
+
+
+class QueueState(StrEnum):
+    """What ``squeue``/``qstat`` say about a job still in their tables."""
+
+    QUEUED = "queued"
+    """Waiting for resources."""
+    HELD = "held"
+    """Waiting, and held by the user or an admin (``scontrol hold``, ``qhold``)."""
+    RUNNING = "running"
+    """Started (includes Slurm's COMPLETING: the job script may still be writing)."""
+    FINISHED = "finished"
+    """Still listed but finished (Slurm COMPLETED, PBS ``C``); the marker decides success."""
+    FAILED = "failed"
+    """Ended by the scheduler: FAILED, CANCELLED, NODE_FAIL, OUT_OF_MEMORY, SGE ``Eqw``."""
+    TIMEOUT = "timeout"
+    """Killed by the scheduler at its time limit (Slurm TIMEOUT)."""
+    UNKNOWN = "unknown"
+    """A state this code does not know; treated as still active, with a warning."""
+
+
+ACTIVE_STATES = frozenset({QueueState.QUEUED, QueueState.HELD, QueueState.RUNNING, QueueState.UNKNOWN})
+"""States in which the job may still write its marker."""
+
+
+class Marker(StrEnum):
+    """Marker files in a job directory, by the name the marker command prints for them."""
+
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self is not Marker.STARTED
+
+
+MARKER_FILES: Mapping[Marker, str] = {
+    Marker.SUCCEEDED: layout.SUCCEEDED, Marker.FAILED: layout.FAILED, Marker.STARTED: layout.STARTED}
+"""File name of each marker, final ones first (the marker command checks in this order)."""
+_BY_NAME = {m.value: m for m in Marker}
+
+
+class JobStatus(StrEnum):
+    CREATED = "created"
+    """Claimed and staged locally; possibly being submitted."""
+    SUBMITTED = "submitted"
+    """Accepted by the queueing system."""
+    STARTED = "started"
+    """The job's worker began running the function."""
+    SUCCEEDED = "succeeded"
+    """The function returned; its value is waiting to be fetched or was fetched."""
+    FAILED = "failed"
+    """The function raised. A rerun creates the job afresh."""
+    DIED = "died"
+    """Left the queue without a final marker (time limit, node failure, cancelled)."""
+    PROCESSED = "processed"
+    """Its result was used by the caller. A rerun creates the job afresh (as ExPyRe)."""
+    CLEANED = "cleaned"
+    """Its remote directory was removed."""
+
+
+REATTACH = frozenset({JobStatus.CREATED, JobStatus.SUBMITTED, JobStatus.STARTED, JobStatus.SUCCEEDED,
+                      JobStatus.DIED})
+"""A rerun re-attaches to jobs in these states instead of creating them again."""
+UNFINISHED = (JobStatus.CREATED, JobStatus.SUBMITTED, JobStatus.STARTED)
+"""A job in these states may still run (or be about to)."""
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DIED, JobStatus.PROCESSED)
+"""A job in these states will never run again; its directories may be cleaned."""
+
+
+class VerdictKind(Enum):
+    FINISHED = "finished"
+    """A final marker is there: the job's result can be fetched."""
+    ACTIVE = "active"
+    """The scheduler still lists it as queued/held/running (or could not be asked)."""
+    MISSING = "missing"
+    """Gone from the queue without a final marker, still within the grace period."""
+    DIED = "died"
+    """Gone from the queue without a final marker for longer than the grace period."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one survey says about one job."""
+
+    kind: VerdictKind
+    marker: Marker | None = None
+    queue_state: QueueState | None = None
+    message: str = ""
+
+    @property
+    def started(self) -> bool:
+        return self.marker is not None
+
+
+def classify(*, remote_id: str | None, marker: str | None, states: Mapping[str, QueueState] | None,
+             missing_for: float | None, grace: float, where: str) -> Verdict:
+    """The verdict on one job from one survey.
+
+    :param marker: what the marker command printed for the job's directory (None: no marker)
+    :param states: the scheduler's listing; None when the status command failed, which never
+        makes a job died (the job is taken as still active)
+    :param missing_for: seconds the job has already been seen missing (None: not before)
+    :param grace: seconds a job may be missing before it is called died
+    :param where: the system's name, for the message
+    """
+    seen = _BY_NAME.get(marker or "")
+    if seen is not None and seen.final:
+        return Verdict(VerdictKind.FINISHED, seen, QueueState.FINISHED)
+    state = (states or {}).get(remote_id or "")
+    if states is None or state in ACTIVE_STATES:
+        return Verdict(VerdictKind.ACTIVE, seen, state)
+    if missing_for is None or missing_for <= grace:
+        return Verdict(VerdictKind.MISSING, seen, state)
+    if state is QueueState.TIMEOUT:
+        how = "killed by the scheduler at its time limit (TIMEOUT)"
+    else:
+        how = state.value if state else "no longer listed"
+    return Verdict(VerdictKind.DIED, seen, state,
+                   f"job {remote_id} left the queue of {where} ({how}) without a final marker for {grace:.0f} s")
+
+
+def status_update(verdict: Verdict, current: JobStatus | None = None) -> dict[str, Any] | None:
+    """The jobs database update a verdict calls for (None: nothing changed).
+
+    :param current: the job's recorded status, so that a started job is recorded once
+    """
+    if verdict.kind is VerdictKind.FINISHED:
+        status = JobStatus.SUCCEEDED if verdict.marker is Marker.SUCCEEDED else JobStatus.FAILED
+        return {"status": status}
+    if verdict.kind is VerdictKind.DIED:
+        return {"status": JobStatus.DIED, "message": verdict.message}
+    if verdict.started and current in (None, JobStatus.SUBMITTED):
+        return {"status": JobStatus.STARTED}
+    return None

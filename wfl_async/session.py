@@ -1,0 +1,194 @@
+"""The session: configuration, the jobs database and its writer, and the systems with their loops.
+
+Every job coroutine on an event loop shares one session, hence one ssh connection per
+host and one submit loop and one poll loop per system, whatever operations it belongs to.
+The session owns one task group, in which the database's writer task and each system's
+:meth:`~wfl_async.system.System.serve` run (each started with ``TaskGroup.start`` on first
+use); closing the session ends them, then closes connections and the database.
+
+Sessions are reference counted per event loop: ``async with session_scope() as s`` opens
+one (or joins the open one) and the last scope to leave closes it. Since the scopes may be
+entered and left by different tasks (``asyncio.gather`` of two jobs), the task group lives
+in a host task of its own. The registry is keyed on the asyncio loop because asyncssh, the
+ssh transport, is asyncio-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ._private import private_dir
+from .config import ProjectConfig, SystemConfig, load_config
+from .jobs.database import JobsDatabase, process_owner, release_owner
+from .jobs.states import JobStatus, Verdict, status_update
+from .scheduler import Scheduler, get_scheduler
+from .system import SubmitRequest, System, Watch
+from .system.paths import project_key
+from .transport.base import Transport
+from .transport.local import LocalTransport
+
+__all__ = ["DB_NAME", "Session", "session_scope"]
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "wfl_async_jobs.db"
+
+
+class Session:
+    """Shared state of one event loop. Create through :func:`session_scope`."""
+
+    def __init__(self, config: ProjectConfig) -> None:
+        self.config = config
+        self.owner = process_owner()
+        self.db = JobsDatabase(config.local_stage_dir / DB_NAME)
+        self.stage_root = config.local_stage_dir / "wfl_async_stage"
+        self._systems: dict[str, System] = {}
+        self._transports: dict[tuple[str | None, tuple[str, ...] | None], Transport] = {}
+        self._users = 0
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._host: asyncio.Task[None] | None = None
+        self._closing = anyio.Event()
+        self._start_lock = anyio.Lock()
+
+    # ------------------------------------------------------------------ lifetime
+    async def open(self) -> None:
+        """Open the database and start the host task holding the session's task group."""
+        async with self._start_lock:
+            if self._host is None:
+                await self._open()
+
+    async def _open(self) -> None:
+        private_dir(self.stage_root)  # staged tasks and fetched results: their owner's only
+        await self.db.open()
+        ready = anyio.Event()
+        self._host = asyncio.get_running_loop().create_task(self._hold(ready))
+        await ready.wait()
+        assert self._tasks is not None
+        await self._tasks.start(self.db.serve)
+
+    async def _hold(self, ready: anyio.Event) -> None:
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            ready.set()
+            await self._closing.wait()
+            tasks.cancel_scope.cancel()
+        self._tasks = None
+
+    async def aclose(self) -> None:
+        """End the loops and the writer (each finishes what it has taken on), then close everything."""
+        self._closing.set()
+        if self._host is not None:
+            await self._host
+            self._host = None
+        for transport in self._transports.values():
+            await transport.aclose()
+        await self.db.close()
+        release_owner(self.owner)
+
+    # ------------------------------------------------------------------ systems
+    def system(self, name: str) -> System:
+        """The :class:`System` called ``name``; raises ConfigurationError for an unknown name."""
+        if name not in self._systems:
+            config = self.config.system(name)
+            system = System(config, self._transport(config), _scheduler_for(config),
+                            project_key(self.config.local_stage_dir))
+            system.on_progress = self._record_progress
+            system.on_submitted = self._record_submitted
+            self._systems[name] = system
+        return self._systems[name]
+
+    async def serving(self, name: str) -> System:
+        """The system called ``name``, its loops running in the session's task group."""
+        system = self.system(name)
+        async with self._start_lock:
+            if not system.serving:
+                if self._tasks is None:
+                    raise RuntimeError("the session is closed")
+                await self._tasks.start(system.serve)
+        return system
+
+    @property
+    def systems(self) -> dict[str, System]:
+        return dict(self._systems)
+
+    def _transport(self, config: SystemConfig) -> Transport:
+        key = (config.host, tuple(config.ssh_config) if config.ssh_config else None)
+        if key not in self._transports:
+            if config.host is None:
+                self._transports[key] = LocalTransport()
+            else:
+                from .transport.ssh import SshTransport  # asyncssh only when a host needs it
+
+                retry: dict[str, Any] = {}
+                if config.retry is not None:  # EXPYRE_RETRY: so many tries, so long between them
+                    tries, wait = config.retry
+                    retry = dict(connect_attempts=tries, retry_wait=wait, max_delay=max(wait, 2.0))
+                self._transports[key] = SshTransport(config.host, ssh_config=config.ssh_config,
+                                                     max_channels=config.max_channels,
+                                                     host_key_checking=config.ssh_host_key_checking, **retry)
+        return self._transports[key]
+
+    # ------------------------------------------------------------------ recording
+    def _record_submitted(self, request: SubmitRequest, root: str) -> None:
+        """Recorded by the submit loop itself, so a job whose caller was cancelled is recorded too."""
+        if request.key and self._tasks is not None:
+            update: dict[str, object] = {"status": JobStatus.SUBMITTED, "remote_id": request.remote_id,
+                                         "remote_root": root}
+            self._tasks.start_soon(self._record, [(request.key, update)])
+
+    async def _record(self, updates: list[tuple[str, dict[str, object]]]) -> None:
+        try:
+            await self.db.update_many(updates)
+        except Exception as exc:  # a job's own next step reads the database and reports it
+            log.error("could not record %d job update(s) in %s: %s", len(updates), self.db.path, exc)
+
+    async def _record_progress(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
+        """One database transaction per poll for every job whose state moved."""
+        updates = []
+        for watch, verdict in changes:
+            update = status_update(verdict)
+            if update is not None and watch.key:
+                updates.append((watch.key, update))
+        await self.db.update_many(updates)
+
+
+def _scheduler_for(config: SystemConfig) -> Scheduler:
+    if config.scheduler == "local":
+        return get_scheduler("local", slot_dir=None, max_jobs=config.partitions[next(iter(config.partitions))]
+                             ["num_cores"])
+    return get_scheduler(config.scheduler)
+
+
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Session] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def session_scope(cwd: Path | None = None) -> AsyncIterator[Session]:
+    """Open the event loop's session, or join it if already open; close it when the last user leaves."""
+    loop = asyncio.get_running_loop()
+    session = _sessions.get(loop)
+    if session is None:
+        session = _sessions[loop] = Session(load_config(cwd))
+    session._users += 1
+    try:
+        # shielded: a caller cancelled while the session opens must not leave it half open
+        with anyio.CancelScope(shield=True):
+            await session.open()
+        yield session
+    finally:
+        session._users -= 1
+        if session._users == 0:
+            _sessions.pop(loop, None)
+            # shielded: on Ctrl-C the loops must end and the database thread be stopped, or the
+            # interpreter would wait for it forever at exit
+            with anyio.CancelScope(shield=True):
+                await session.aclose()

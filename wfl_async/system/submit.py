@@ -1,0 +1,89 @@
+"""Building one batch submit command: pure functions of the scheduler, the config and the requests.
+
+One command empties directories that must start clean, releases submit locks known to be
+stale (each only once, however often the command is repeated after a dropped connection), unpacks every staged job directory from one tar stream, and runs the scheduler's
+batch submit command (:meth:`~wfl_async.scheduler.base.Scheduler.submit_command`).
+"""
+
+from __future__ import annotations
+
+import random
+import shlex
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..config.system_config import SystemConfig
+from ..jobs import layout
+from ..scheduler.base import ErrorKind, JobScriptSpec, Scheduler
+from .requests import SubmitRequest
+
+__all__ = ["BatchCommand", "batch_command", "retry_delay", "scheduler_prefix"]
+
+TRANSIENT_BACKOFF = (0.5, 60.0)
+"""First and longest pause (s) before retrying a submission the scheduler could not answer."""
+LIMIT_BACKOFF = (15.0, 300.0)
+"""First and longest pause (s) before retrying a submission refused for the user's job limit."""
+
+
+@dataclass(frozen=True)
+class BatchCommand:
+    """Everything one batch submit needs: scripts to write locally, files to send, shell text."""
+
+    scripts: dict[str, str]
+    """Path relative to the local stage root -> job script text."""
+    uploads: list[str]
+    before: str
+    then: str
+    fresh: list[str]
+    """Job directories (relative to the root) emptied before the files land: once, even if repeated."""
+
+
+def scheduler_prefix(config: SystemConfig) -> str:
+    """``pre_submit_cmds`` run before every scheduler command (submit, status, cancel)."""
+    return "".join(f"{cmd} && " for cmd in config.pre_submit_cmds)
+
+
+def batch_command(scheduler: Scheduler, config: SystemConfig, root: str,
+                  batch: Sequence[SubmitRequest]) -> BatchCommand:
+    """The scripts and the one command that stage and submit ``batch`` under the remote ``root``."""
+    scripts: dict[str, str] = {}
+    uploads: list[str] = []
+    for item in batch:
+        spec = JobScriptSpec(
+            job_id=item.job_name, job_dir=f"{root}/{item.job_dir}", partition=item.partition,
+            num_nodes=item.node_dict["num_nodes"], num_cores=item.node_dict["num_cores"],
+            num_cores_per_node=item.node_dict["num_cores_per_node"], max_time=item.max_time,
+            header=[*config.header, *item.header_extra], commands=[*config.commands, *item.body],
+            no_default_header=config.no_default_header, script_exec=config.script_exec)
+        script_path = f"{item.job_dir}/{scheduler.script_name}"
+        scripts[script_path] = scheduler.render_script(spec)
+        uploads.extend([*item.upload, script_path])
+    released = [f"{root}/{item.job_dir}" for item in batch if item.release_lock and not item.reset]
+    submit = scheduler.submit_command([f"{root}/{item.job_dir}" for item in batch])
+    return BatchCommand(scripts, uploads, release_locks_command(released),
+                        f"{{ {scheduler_prefix(config)}{submit}; }}",
+                        fresh=[item.job_dir for item in batch if item.reset])
+
+
+def release_locks_command(job_dirs: Sequence[str]) -> str:
+    """Shell text removing the stale submit lock and answer of each of ``job_dirs``, once.
+
+    The submit command is repeated after a dropped connection; a second run must not remove
+    the lock its first run took (and maybe submitted under), so each removal leaves this
+    command's token behind and is skipped where the token is found.
+    """
+    if not job_dirs:
+        return ""
+    token = uuid.uuid4().hex
+    lock, answer, mark = (f'"$d/{name}"' for name in (layout.SUBMIT_LOCK, layout.SUBMIT_ANSWER,
+                                                      layout.SUBMIT_RELEASED))
+    dirs = " ".join(shlex.quote(d) for d in job_dirs)
+    return (f'for d in {dirs}; do if [ "$(cat {mark} 2>/dev/null)" != {token} ]; then '
+            f"rm -f -- {lock} {answer} && echo {token} > {mark} || exit 1; fi; done")
+
+
+def retry_delay(kind: ErrorKind, attempts: int) -> float:
+    """Jittered exponential backoff before the ``attempts``-th retry (1 = first)."""
+    first, longest = TRANSIENT_BACKOFF if kind == "transient" else LIMIT_BACKOFF
+    return min(longest, first * 2 ** (attempts - 1)) * (0.5 + random.random())
