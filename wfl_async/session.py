@@ -72,16 +72,18 @@ class Session:
         ready = anyio.Event()
         self._host = asyncio.get_running_loop().create_task(self._hold(ready))
         await ready.wait()
-        assert self._tasks is not None
-        await self._tasks.start(self.db.serve)
 
     async def _hold(self, ready: anyio.Event) -> None:
-        async with anyio.create_task_group() as tasks:
-            self._tasks = tasks
-            ready.set()
-            await self._closing.wait()
-            tasks.cancel_scope.cancel()
-        self._tasks = None
+        """The host task: the writer outlives the systems' loops, which record their last changes."""
+        async with anyio.create_task_group() as writer:
+            await writer.start(self.db.serve)
+            async with anyio.create_task_group() as services:
+                self._tasks = services
+                ready.set()
+                await self._closing.wait()
+                services.cancel_scope.cancel()
+            self._tasks = None
+            writer.cancel_scope.cancel()
 
     async def aclose(self) -> None:
         """End the loops and the writer (each finishes what it has taken on), then close everything."""
@@ -140,16 +142,9 @@ class Session:
     # ------------------------------------------------------------------ recording
     def _record_submitted(self, request: SubmitRequest, root: str) -> None:
         """Recorded by the submit loop itself, so a job whose caller was cancelled is recorded too."""
-        if request.key and self._tasks is not None:
-            update: dict[str, object] = {"status": JobStatus.SUBMITTED, "remote_id": request.remote_id,
-                                         "remote_root": root}
-            self._tasks.start_soon(self._record, [(request.key, update)])
-
-    async def _record(self, updates: list[tuple[str, dict[str, object]]]) -> None:
-        try:
-            await self.db.update_many(updates)
-        except Exception as exc:  # a job's own next step reads the database and reports it
-            log.error("could not record %d job update(s) in %s: %s", len(updates), self.db.path, exc)
+        if request.key:
+            self.db.update_soon([(request.key, {"status": JobStatus.SUBMITTED, "remote_id": request.remote_id,
+                                                "remote_root": root})])
 
     async def _record_progress(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
         """One database transaction per poll for every job whose state moved."""

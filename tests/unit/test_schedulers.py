@@ -349,3 +349,52 @@ def test_local_status_skips_stale_entries(tmp_path: Path) -> None:
     (jobs / "999999999.5").write_text("queued\n/x\n")
     assert bash(LocalScheduler(slot_dir=str(tmp_path)).status_command()) == ""
     assert list(jobs.iterdir()) == []
+
+
+# ---------------------------------------------------------------- transient errors
+# Messages as the clients print them (Slurm 22.05 sbatch/squeue, SGE 8.1.9 qsub, PBS Pro qsub).
+_COMPLAINTS = [
+    ("slurm", "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation", "transient"),
+    ("slurm", "sbatch: error: Batch job submission failed: Resource temporarily unavailable", "transient"),
+    ("slurm", "sbatch: error: slurm_receive_msg: Socket timed out on send/recv operation", "transient"),
+    ("slurm", "squeue: error: slurm_load_jobs error: Unable to contact slurm controller (connect failure)",
+     "transient"),
+    ("slurm", "sbatch: error: Batch job submission failed: slurmctld not responding", "transient"),
+    ("slurm", "sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying.", "transient"),
+    ("slurm", "sbatch: error: QOSMaxSubmitJobPerUserLimit\nsbatch: error: Batch job submission failed: Job "
+              "violates accounting/QOS policy (job submit limit, user's size and/or time limits)", "limit"),
+    ("slurm", "sbatch: error: AssocMaxSubmitJobLimit\nsbatch: error: Batch job submission failed: Job violates "
+              "accounting/QOS policy (job submit limit, user's size and/or time limits)", "limit"),
+    ("slurm", "sbatch: error: Batch job submission failed: Invalid partition name specified", None),
+    ("slurm", "sbatch: error: Batch job submission failed: Requested node configuration is not available", None),
+    ("sge", "error: commlib error: got select error (Connection refused)\nUnable to run job: unable to send "
+            "message to qmaster.\nExiting.", "transient"),
+    ("sge", "Unable to run job: failed receiving gdi request response for mid=1 (got no message).", "transient"),
+    ("sge", "Unable to run job: job rejected: Only 100 jobs are allowed per user (current job count: 100)\n"
+            "Exiting.", "limit"),
+    ("sge", "Unable to run job: Job was rejected because job requests unknown queue \"nosuch\".", None),
+    ("pbs", "qsub: Maximum number of jobs already in queue for user", "limit"),
+    ("pbs", "Connection refused\nqsub: cannot connect to server pbsserver (errno=111)", "transient"),
+    ("pbs", "qsub: Unknown queue", None),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "kind"), _COMPLAINTS)
+def test_scheduler_complaints_are_classified_as_transient_limit_or_final(name: str, text: str,
+                                                                          kind: str | None) -> None:
+    assert get_scheduler(name).classify_error(text) == kind
+
+
+def test_an_id_printed_beside_an_error_counts_as_submitted() -> None:
+    # sbatch took the job, then the answer was a timeout: the job is queued, never resubmitted
+    records = SlurmScheduler().parse_submit_output(
+        "0\t1\tSubmitted batch job 412\nsbatch: error: Socket timed out on send/recv operation\n"
+        "@@wfl_async_submitted@@\n1\t75\t@@wfl_async_unresolved@@ \n@@wfl_async_submitted@@\n", 3)
+    assert records[0].remote_id == "412"
+    assert records[1].remote_id is None and records[1].unresolved
+    assert records[2].unresolved  # no record at all: may or may not have been submitted
+
+
+def test_slurm_find_output_maps_working_directories_to_ids() -> None:
+    found = SlurmScheduler().parse_find_output("101 /runs/p/job-a\n102 /runs/p/job b/\n\n")
+    assert found == {"/runs/p/job-a": "101", "/runs/p/job b": "102"}

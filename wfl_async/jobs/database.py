@@ -119,6 +119,8 @@ class _Write:
     done: anyio.Event = field(default_factory=anyio.Event)
     claimed: list[Claim] = field(default_factory=list)
     error: BaseException | None = None
+    waited: bool = True
+    """Someone awaits this write; if not, a failure is logged instead."""
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -277,16 +279,24 @@ class JobsDatabase:
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The writer task: takes every write queued so far, applies them in one transaction, repeats."""
         task_status.started()
-        async for first in self._receive:
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except anyio.WouldBlock:
-                    break
-            # shielded: a write taken from the stream is finished even while the session closes
-            with anyio.CancelScope(shield=True):
-                await self._write_batch(batch)
+        try:
+            async for first in self._receive:
+                # shielded: a write taken from the stream is finished even while the session closes
+                with anyio.CancelScope(shield=True):
+                    await self._write_batch([first, *self._queued()])
+        finally:
+            with anyio.CancelScope(shield=True):  # what was queued before the end is written too
+                while batch := self._queued():
+                    await self._write_batch(batch)
+
+    def _queued(self) -> list[_Write]:
+        batch: list[_Write] = []
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except anyio.WouldBlock:
+                break
+        return batch
 
     async def _submit(self, write: _Write) -> _Write:
         if self._conn is None or self.readonly:
@@ -320,9 +330,10 @@ class JobsDatabase:
                 write.done.set()
             return
 
-    @staticmethod
-    def _fail(batch: list[_Write], exc: BaseException) -> None:
+    def _fail(self, batch: list[_Write], exc: BaseException) -> None:
         for write in batch:
+            if not write.waited:
+                log.error("could not record %d job update(s) in %s: %s", len(write.updates), self.path, exc)
             write.error = exc
             write.done.set()
 
@@ -400,6 +411,13 @@ class JobsDatabase:
         _update_statements(checked, 0.0)  # unknown columns fail here, before anything is queued
         if checked:
             await self._submit(_Write(updates=checked))
+
+    def update_soon(self, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Queue updates for the writer without waiting for them (a failure is logged)."""
+        checked = [(key, dict(values)) for key, values in updates]
+        _update_statements(checked, 0.0)
+        if checked:
+            self._send.send_nowait(_Write(updates=checked, waited=False))
 
     async def update(self, key: str, **values: Any) -> None:
         """Update one job; updates made by many coroutines at once share one transaction."""

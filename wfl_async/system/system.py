@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shlex
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -55,6 +56,11 @@ from .submit import batch_command, retry_delay, scheduler_prefix
 __all__ = ["ProgressCallback", "SubmittedCallback", "System"]
 
 log = logging.getLogger(__name__)
+
+_SILENT_FAILURE = re.compile(r"exit status \d+")
+"""What a submit record says when the submit program failed without a word."""
+MAX_SILENT_RETRIES = 10
+"""Submissions tried for a job whose submit program keeps failing without a word."""
 
 ProgressCallback = Callable[[Sequence[tuple[Watch, Verdict]]], Awaitable[None]]
 """Called once per poll with the jobs whose state moved, and their verdicts."""
@@ -236,6 +242,10 @@ class System:
 
     def _refused(self, request: SubmitRequest, complaint: str) -> None:
         kind = self.scheduler.classify_error(complaint)
+        if kind is None and _SILENT_FAILURE.fullmatch(complaint) and request.attempts < MAX_SILENT_RETRIES:
+            # no complaint at all: the job may or may not have been queued; the retry looks
+            # for it first (its answer is unresolved) and submits again only if it is not there
+            kind = "transient"
         if kind is not None:
             self._retry([request], kind, complaint)
             return
