@@ -24,7 +24,7 @@ import anyio
 
 from ..doctor.first_submission import ensure_system_ready
 from ..doctor.worker_log import died_job_hint
-from ..errors import JobDiedError, JobTimeoutError, RemoteJobFailed, ResultIntegrityError
+from ..errors import JobDiedError, JobTimeoutError, RemoteJobFailed, ResultIntegrityError, SystemNotReadyError
 from ..runtime import Runtime, runtime_scope
 from ..system import SubmitRequest, System, Watch
 from ..system.paths import job_dir_name, safe_name
@@ -138,7 +138,6 @@ class PreparedJob:
     async def result(self) -> Any:
         """Claim, submit if needed, wait, and return the value (or raise the remote exception)."""
         db = self.runtime.db
-        await ensure_system_ready(self.system)  # once per system and session: fail fast, not job by job
         claim = await db.claim(key=self.key, name=self.spec.job_name, system=self.system.name,
                                job_dir=self.job_dir, owner=self.runtime.owner)
         record = claim.record
@@ -175,6 +174,11 @@ class PreparedJob:
         return await self._load_result()
 
     async def _stage_and_submit(self, claimed: JobRecord, reset: bool) -> JobRecord:
+        try:  # once per system and session (wfl-async doctor's check): fail fast, not job by job
+            await ensure_system_ready(self.system)
+        except SystemNotReadyError as exc:  # release the claim: failed jobs are created afresh by a rerun
+            await self.runtime.db.update(self.key, status=JobStatus.FAILED, message=str(exc))
+            raise
         uploads = await anyio.to_thread.run_sync(self._stage_locally)
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
