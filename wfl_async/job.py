@@ -26,7 +26,8 @@ import anyio
 from .config.expyre_env import default_system
 from .doctor.first_submission import ensure_system_ready
 from .doctor.worker_log import died_job_hint
-from .errors import ConfigurationError, JobDiedError, JobTimeoutError, RemoteJobFailed, ResultIntegrityError
+from .errors import (ConfigurationError, JobDiedError, JobTimeoutError, RemoteJobFailed, ResultIntegrityError,
+                     SystemNotReadyError)
 from .jobs import layout
 from .jobs.database import JobRecord
 from .jobs.env_vars import export_lines
@@ -228,7 +229,11 @@ class PreparedJob:
 
     async def _stage_and_submit(self, claimed: JobRecord, reset: bool) -> JobRecord:
         system = await self.session.serving(claimed.system)
-        await ensure_system_ready(system)  # once per system and session: fail fast, not job by job
+        try:  # once per system and session (wfl-async doctor's check): fail fast, not job by job
+            await ensure_system_ready(system)
+        except SystemNotReadyError as exc:  # release the claim: failed jobs are created afresh by a rerun
+            await self.session.db.update(self.key, status=JobStatus.FAILED, message=str(exc))
+            raise
         uploads = await anyio.to_thread.run_sync(self._stage_locally)
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,

@@ -108,15 +108,42 @@ def test_first_submission_fails_fast_with_the_doctor_message(broken_root: Path, 
     assert expected in str(info.value) and "nothing was submitted" in str(info.value)
     with pytest.raises(SystemNotReadyError):
         job(2).run()
-    db = broken_root / "wfl_async_jobs.db"
-    if db.exists():
-        import sqlite3
+    with pytest.raises(SystemNotReadyError):  # the same job again: its claim was released, not left hanging
+        job(1).run()
+    import sqlite3
 
-        with sqlite3.connect(db) as conn:
-            assert conn.execute("SELECT count(*) FROM jobs WHERE remote_id IS NOT NULL").fetchone() == (0,)
+    with sqlite3.connect(broken_root / "wfl_async_jobs.db") as conn:
+        rows = conn.execute("SELECT status, remote_id, message FROM jobs").fetchall()
+    assert len(rows) == 2 and all(s == "failed" and r is None and "cannot run jobs" in m for s, r, m in rows)
 
 
 def test_every_test_system_is_healthy(remote_system: str, expyre_root: Path) -> None:
     """The real systems of the test set-up pass every check (so the first-submission check lets them run)."""
     result = doctor(remote_system)
     assert result.returncode == 0 and result.stdout.startswith(f"ok: system {remote_system!r}"), result.stdout
+
+
+def test_reattaching_to_finished_jobs_runs_no_check(broken_root: Path) -> None:
+    """The check belongs to submission: a rerun whose jobs are all done contacts no system."""
+    import anyio
+
+    from wfl_async.runtime import runtime_scope
+
+    job = RemoteJob(rf.sleep_then_return, (0, "reattach"), sys_name=BASE, job_name="doctor_reattach",
+                    resources={"num_nodes": 1, "max_time": "5m"}, check_interval=0.5)
+
+    async def session() -> tuple[object, dict[str, int]]:
+        async with runtime_scope() as runtime:
+            value = await job.aio()
+            return value, dict(runtime.system(BASE).transport.stats.by_kind())
+
+    def in_new_loop() -> tuple[object, dict[str, int]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:  # each its own event loop, hence its own session
+            return pool.submit(anyio.run, session).result(timeout=300)
+
+    value, first = in_new_loop()
+    assert value == "reattach" and first["probe"] >= 1 and first["submit"] == 1
+    value, again = in_new_loop()
+    assert value == "reattach" and again == {}
