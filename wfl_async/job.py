@@ -26,8 +26,14 @@ import anyio
 from .config.expyre_env import default_system
 from .doctor.first_submission import ensure_system_ready
 from .doctor.worker_log import died_job_hint
-from .errors import (ConfigurationError, JobDiedError, JobTimeoutError, RemoteJobFailed, ResultIntegrityError,
-                     SystemNotReadyError)
+from .errors import (
+    ConfigurationError,
+    JobDiedError,
+    JobTimeoutError,
+    RemoteJobFailed,
+    ResultIntegrityError,
+    SystemNotReadyError,
+)
 from .jobs import layout
 from .jobs.database import JobRecord
 from .jobs.env_vars import export_lines

@@ -18,8 +18,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from wfl_async.jobs.states import JobStatus
 from wfl_async.job import RemoteJob
+from wfl_async.jobs.states import JobStatus
 from wfl_async.session import session_scope
 
 pytestmark = pytest.mark.remote

@@ -7,7 +7,6 @@ one database transaction. A failure on one system is reported and does not stop 
 
 from __future__ import annotations
 
-import shlex
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -143,11 +142,8 @@ async def _remove_remote(runtime: Session, records: Sequence[JobRecord], report:
     done: list[JobRecord] = []
 
     async def one(name: str, root: str, group: list[JobRecord]) -> None:
-        dirs = " ".join(shlex.quote(r.job_dir) for r in group)
         try:
-            system = runtime.system(name)
-            # a root that no longer exists holds no job directories: nothing to do
-            await system.transport.run(f"cd {shlex.quote(root)} 2>/dev/null || exit 0; rm -rf -- {dirs}", kind="cancel")
+            await runtime.system(name).remove_dirs([r.job_dir for r in group], root)
         except WflAsyncError as exc:
             report.errors.append(f"{name}: removing job directories under {root} failed: {exc}. Fix the "
                                  f"connection and retry, or pass --no-remote to leave them there.")

@@ -288,7 +288,7 @@ class System:
         command = (f"( {scheduler_prefix(self.config)}{find} ) 2>&1; " if find else "") + \
             f"echo \"{QUEUE_END} $?\"; {marker_command(root, dirs)}"
         try:
-            result = await self.transport.run(command, check=False, kind="submit")
+            result = await self.transport.run(command, check=False, kind="submit", retry=True)  # a query
             queue_text, _, rest = result.stdout.decode(errors="replace").partition(QUEUE_END)
             status_rc, _, marker_text = rest.partition("\n")
             markers = parse_markers(marker_text, root, self.name)
@@ -460,7 +460,8 @@ class System:
             if self._remote_root is None:
                 where = self.rundir_shell()
                 try:
-                    result = await self.transport.run(f"mkdir -p {where} && cd {where} && pwd -P", kind="probe")
+                    result = await self.transport.run(f"mkdir -p {where} && cd {where} && pwd -P", kind="probe",
+                                                      retry=True)
                 except RemoteCommandError as exc:
                     detail = exc.stderr.decode(errors="replace") or f"exit status {exc.returncode}"
                     raise ConfigurationError(str(rundir_problem(self.name, self.rundir_path(), detail))) from exc
@@ -497,7 +498,7 @@ class System:
         command = (f"( {self.scheduler_prefix()}{self.scheduler.status_command()} ) 2>&1; "
                    f"echo \"{QUEUE_END} $?\"; {marker_command(root, job_dirs)}")
         self.stats["scheduler_calls"] += 1
-        result = await self.transport.run(command, check=False, kind="poll")
+        result = await self.transport.run(command, check=False, kind="poll", retry=True)
         queue_text, _, rest = result.stdout.decode(errors="replace").partition(QUEUE_END)
         status_rc, _, marker_text = rest.partition("\n")
         if status_rc.strip() != "0":
@@ -524,7 +525,8 @@ class System:
     async def queue_states(self) -> dict[str, QueueState]:
         """The scheduler's view of every job of this user (one command)."""
         self.stats["scheduler_calls"] += 1
-        result = await self.transport.run(f"{self.scheduler_prefix()}{self.scheduler.status_command()}", kind="poll")
+        result = await self.transport.run(f"{self.scheduler_prefix()}{self.scheduler.status_command()}", kind="poll",
+                                          retry=True)
         return self.scheduler.parse_status_output(result.stdout.decode(errors="replace"))
 
     async def markers(self, job_dirs: Sequence[str], root: str | None = None) -> dict[str, str]:
@@ -532,7 +534,7 @@ class System:
         if not job_dirs:
             return {}
         root = root or await self.remote_root()
-        result = await self.transport.run(marker_command(root, job_dirs), kind="poll")
+        result = await self.transport.run(marker_command(root, job_dirs), kind="poll", retry=True)
         return parse_markers(result.stdout.decode(errors="replace"), root, self.name)
 
     async def remove_dirs(self, job_dirs: Sequence[str], root: str | None = None) -> None:
@@ -540,6 +542,7 @@ class System:
         if not job_dirs:
             return
         root = root or await self.remote_root()
+        # rm -rf is safe to repeat after a dropped connection
         await self.transport.run(f"cd {shlex.quote(root)} 2>/dev/null || exit 0; rm -rf -- "
-                                 + " ".join(shlex.quote(d) for d in job_dirs), kind="cancel")
+                                 + " ".join(shlex.quote(d) for d in job_dirs), kind="cancel", retry=True)
 
