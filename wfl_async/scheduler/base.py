@@ -33,6 +33,11 @@ SUBMIT_RECORD_END = "@@wfl_async_submitted@@"
 UNRESOLVED = "@@wfl_async_unresolved@@"
 """Starts the record of a job whose earlier submission has no usable answer."""
 UNRESOLVED_RC = 75
+IN_PROGRESS = "another submission of this job started under 2 minutes ago and has not answered yet; waiting for it"
+"""The record of a job locked by a submission that may still be running (a transient complaint)."""
+IN_PROGRESS_MINUTES = 2
+"""A lock without an answer younger than this may belong to a submission still running (e.g. the
+first run of a command repeated after a dropped connection, its ``sbatch`` slow on a bad day)."""
 
 
 def time_to_hms(seconds: int) -> str:
@@ -94,7 +99,7 @@ ErrorKind = Literal["transient", "limit"]
 ``limit``: it refused because the user has too many jobs queued, retry once there is room."""
 
 _COMMON_TRANSIENT = (r"Resource temporarily unavailable", r"Connection (refused|reset|timed out)",
-                     r"Temporary failure", r"try again")
+                     r"Temporary failure", r"try again", re.escape(IN_PROGRESS))
 """Complaints of every scheduler's client that mean 'not now' (errno texts of the C library)."""
 
 
@@ -182,7 +187,9 @@ class Scheduler(ABC):
         # lock is never removed here: anyone later finds either a successful answer (and reuses
         # it) or an unresolved one (a failed, killed or interrupted submission), which it
         # reports as UNRESOLVED so that the driver looks for the job in the queue and in its
-        # directory before releasing the lock and submitting again (see wfl_async.system).
+        # directory before releasing the lock and submitting again (see wfl_async.system). A
+        # lock with no answer yet that is younger than IN_PROGRESS_MINUTES may be a submission
+        # still running: it is reported as IN_PROGRESS, which the driver retries later.
         # Per job this costs what a plain submit loop costs, plus one fork.
         lock, answer = f'"$d/{layout.SUBMIT_LOCK}"', f'"$d/{layout.SUBMIT_ANSWER}"'
         return (
@@ -191,6 +198,8 @@ class Scheduler(ABC):
             f'out=$(cd "$d" && {self.submit_invocation()} </dev/null 2>&1); rc=$?; '
             f"printf '%s\\n%s\\n' \"$rc\" \"$out\" > {answer}.tmp && mv -f {answer}.tmp {answer}; "
             f'elif [ "$(head -n 1 {answer} 2>/dev/null)" = 0 ]; then rc=0; out=$(tail -n +2 {answer}); '
+            f'elif [ ! -e {answer} ] && [ -n "$(find {lock} -mmin -{IN_PROGRESS_MINUTES} 2>/dev/null)" ]; then '
+            f"rc=1; out={shlex.quote(IN_PROGRESS)}; "
             f"else rc={UNRESOLVED_RC}; out=\"{UNRESOLVED} $(tail -n +2 {answer} 2>/dev/null)\"; fi; "
             f"printf '%d\\t%d\\t%s\\n{SUBMIT_RECORD_END}\\n' \"$i\" \"$rc\" \"$out\"; "
             "i=$((i+1)); done"
