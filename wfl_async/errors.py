@@ -15,6 +15,9 @@ Two families, kept apart as in httpx::
     ├── JobTimeoutError (TimeoutError)        waited past ``timeout``; the job stays resumable
     └── RemoteJobFailed                       wraps a remote exception that could not be rebuilt
 
+JobDiedError and JobTimeoutError are also ExPyRe's ``ExPyReJobDiedError`` and
+``ExPyReTimeoutError`` (subclasses) once a script has imported ExPyRe.
+
 ``Interrupted`` (a KeyboardInterrupt, not a WflAsyncError) is what Ctrl-C raises from a
 synchronous call; uncaught, it prints its one-line message instead of a traceback.
 
@@ -112,12 +115,49 @@ class SchedulerError(WflAsyncError):
     """The queueing system refused a request (submit, status, cancel) or answered nonsense."""
 
 
-class JobDiedError(WflAsyncError):
+class _ExPyReCompatible(WflAsyncError):
+    """Becomes a subclass of its ExPyRe counterpart once ExPyRe is imported, so ``except`` clauses
+    written for ExPyRe (``except ExPyReJobDiedError``) catch it.
+
+    ExPyRe is never imported from here: ``import expyre`` reads every ``config.json`` and opens
+    ExPyRe's own jobs database. A script that names ExPyRe's exceptions has imported it before
+    anything is raised, so the base is linked when an instance is made (or at our import).
+    """
+
+    _expyre_name = ""
+
+    def __init__(self, *args: object) -> None:
+        _link_expyre_bases()
+        super().__init__(*args)
+
+
+class _TimeoutBase(TimeoutError):
+    """A Python-level TimeoutError: its layout matches ExPyReTimeoutError's, so the base can be swapped."""
+
+
+class JobDiedError(_ExPyReCompatible):
     """A job left the queue without writing its final marker (killed, out of time, node failure)."""
 
+    _expyre_name = "ExPyReJobDiedError"
 
-class JobTimeoutError(WflAsyncError, TimeoutError):
+
+class JobTimeoutError(_ExPyReCompatible, _TimeoutBase):
     """Waited longer than the job's ``timeout``; the job is left as it is and can be re-attached."""
+
+    _expyre_name = "ExPyReTimeoutError"
+
+
+def _link_expyre_bases() -> None:
+    import sys
+
+    func = sys.modules.get("expyre.func")
+    if func is None:
+        return
+    for cls in (JobDiedError, JobTimeoutError):
+        expyre_cls = getattr(func, cls._expyre_name, None)
+        if isinstance(expyre_cls, type) and not issubclass(cls, expyre_cls):
+            placeholder = _TimeoutBase if cls is JobTimeoutError else None
+            cls.__bases__ = tuple(b for b in cls.__bases__ if b is not placeholder) + (expyre_cls,)
 
 
 class RemoteJobFailed(WflAsyncError):
@@ -135,3 +175,6 @@ class RemoteJobFailed(WflAsyncError):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C stopped a synchronous call; its queued jobs were left queued (a rerun re-attaches)."""
+
+
+_link_expyre_bases()

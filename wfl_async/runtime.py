@@ -14,6 +14,7 @@ import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -80,9 +81,13 @@ class Runtime:
             else:
                 from .transport.ssh import SshTransport  # asyncssh only when a host needs it
 
+                retry: dict[str, Any] = {}
+                if config.retry is not None:  # EXPYRE_RETRY: so many tries, so long between them
+                    tries, wait = config.retry
+                    retry = dict(connect_attempts=tries, retry_wait=wait, max_delay=max(wait, 2.0))
                 self._transports[key] = SshTransport(config.host, ssh_config=config.ssh_config,
                                                      max_channels=config.max_channels,
-                                                     host_key_checking=config.ssh_host_key_checking)
+                                                     host_key_checking=config.ssh_host_key_checking, **retry)
         return self._transports[key]
 
     async def _record_progress(self, watches: Sequence[Watch]) -> None:

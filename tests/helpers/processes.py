@@ -63,3 +63,20 @@ def wait_for_process(match: Callable[[list[str]], bool], timeout: float = 120.0,
                 return int(entry.name)
         time.sleep(0.01)
     return None
+
+
+def parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def ancestor(pid: int, match: Callable[[int], bool]) -> int | None:
+    """The nearest ancestor of ``pid`` that ``match`` accepts."""
+    pid = parent(pid)
+    while pid > 1:
+        if match(pid):
+            return pid
+        pid = parent(pid)
+    return None

@@ -18,6 +18,7 @@ import ase.io
 from ase.atoms import Atoms
 
 from ._loc import LOC_KEY, LOC_SEP, loc_join, loc_key
+from ._wfl_compat import wfl_base
 
 __all__ = ["ConfigSet"]
 
@@ -52,7 +53,7 @@ def _nest(entries: list[tuple[tuple[int, ...], Atoms]]) -> Nested:
     return root
 
 
-class ConfigSet:
+class ConfigSet(*wfl_base("ConfigSet")):  # type: ignore[misc]  # see _wfl_compat
     """Configurations to loop over, from Atoms, (nested) lists of Atoms, or files.
 
     If created from a (nested) list of Atoms, iterators reproduce that nesting. If created

@@ -22,11 +22,12 @@ from ._configset import ConfigSet
 from ._loc import LOC_SEP
 from ._lock import OutputLock
 from ._partial import finalize, partial_path, write_frames
+from ._wfl_compat import wfl_base
 
 __all__ = ["OutputSpec"]
 
 
-class OutputSpec:
+class OutputSpec(*wfl_base("OutputSpec")):  # type: ignore[misc]  # see _wfl_compat
     """Where to store output configurations: files, or memory if ``files`` is None.
 
     :param files: one file name (all outputs go there), a list of names (output file i

@@ -26,6 +26,7 @@ from typing import Any
 
 from ase.atoms import Atoms
 
+from .._configset._wfl_compat import from_wfl
 from .._sync import run_sync
 from ..configset import ConfigSet, OutputSpec
 from ..errors import ConfigurationError
@@ -54,6 +55,8 @@ class PreparedCall:
     :ivar autopara_info: a copy of the caller's AutoparaInfo with every default filled in,
         and ``remote_info`` set to the resolved RemoteInfo
     :ivar remote_info: the RemoteInfo to run with, or None to run locally
+    :ivar wait_for_results: False (wfl's call keyword) submits the queued jobs and returns None;
+        an identical later call collects them
     """
 
     op: Callable[..., Any]
@@ -63,6 +66,7 @@ class PreparedCall:
     kwargs: dict[str, Any]
     autopara_info: AutoparaInfo
     remote_info: RemoteInfo | None
+    wait_for_results: bool = True
 
     def op_name(self) -> str:
         module = inspect.getmodule(self.op)
@@ -71,6 +75,13 @@ class PreparedCall:
     def already_done(self) -> bool:
         """True if the output is complete from an earlier run and must not be overwritten."""
         return self.outputs is not None and not self.outputs.overwrite and self.outputs.all_written()
+
+
+def _parameters(op: Callable[..., Any]) -> Mapping[str, Any]:
+    try:
+        return inspect.signature(op).parameters
+    except (TypeError, ValueError):
+        return {}
 
 
 def _split_inputs_outputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, tuple[Any, ...]]:
@@ -101,7 +112,11 @@ def prepare_call(op: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     :raises ConfigurationError: malformed arguments, AutoparaInfo or remote info
     """
     kwargs = dict(kwargs)
+    # wfl's keyword of the call itself, unless the operation has an argument of that name
+    wait_for_results = (bool(kwargs.pop("wait_for_results", True))
+                        if "wait_for_results" not in _parameters(op) else True)
     inputs, outputs, op_args = _split_inputs_outputs(args, kwargs)
+    inputs, outputs = from_wfl(inputs), from_wfl(outputs)  # a script may still pass wfl's
     if outputs is not None and not isinstance(outputs, OutputSpec):
         raise ConfigurationError(f"autoparallelize requires outputs be None or an OutputSpec, got {type(outputs)}")
     _check_file_counts(inputs, outputs)
@@ -123,7 +138,7 @@ def prepare_call(op: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     remote_info = resolve_remote_info(info.remote_info, info.remote_label, stack=stack)
     info.remote_info = remote_info
     return PreparedCall(op=op, inputs=inputs, outputs=outputs, args=op_args, kwargs=kwargs,
-                        autopara_info=info, remote_info=remote_info)
+                        autopara_info=info, remote_info=remote_info, wait_for_results=wait_for_results)
 
 
 def _check_file_counts(inputs: Any, outputs: OutputSpec | None) -> None:
@@ -207,6 +222,10 @@ async def _run_call(call: PreparedCall) -> ConfigSet | None:
     if call.remote_info is not None:
         from . import remote  # type: ignore[attr-defined,unused-ignore]  # lazy: pulls in jobs and systems
 
+        if not call.wait_for_results:
+            await remote.submit_remote(op=call.op, inputs=call.inputs, args=call.args, kwargs=call.kwargs,
+                                       autopara_info=call.autopara_info, remote_info=call.remote_info)
+            return None
         if call.outputs is None:  # side effects only: nothing to return
             async for _ in remote.iter_remote(op=call.op, inputs=call.inputs, outputs=None, args=call.args,
                                               kwargs=call.kwargs, autopara_info=call.autopara_info,

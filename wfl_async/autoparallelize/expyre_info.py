@@ -3,8 +3,8 @@
 Resolution order, as in wfl 0.3.5:
 
 1. ``autopara_info.remote_info`` (a RemoteInfo or its kwargs dict), if given;
-2. else the environment variable (``WFL_EXPYRE_INFO`` by default): JSON text, or the path of
-   a JSON file, holding a dict.
+2. else the environment variable (``WFL_EXPYRE_INFO`` by default): JSON or YAML text, or the
+   path of a JSON or YAML file, holding a dict (wfl reads both with ``yaml.safe_load``).
 
    - If the dict has a ``sys_name`` key it *is* the RemoteInfo kwargs, for every call.
    - Otherwise each key is matched against the call. With ``remote_label`` set, a key
@@ -74,28 +74,48 @@ def caller_stack_labels(frame: FrameType | None = None) -> list[str]:
     return labels
 
 
-def load_expyre_info(value: str, env_var: str = ENV_VAR) -> dict[str, Any]:
-    """Parse the variable's value: JSON text, else the path of a JSON file.
-
-    :raises ConfigurationError: neither valid JSON nor a readable JSON file, or not a dict
-    """
+def _parse(text: str) -> Any:
+    """JSON, else YAML (wfl reads the variable and its file with ``yaml.safe_load``)."""
     try:
-        data = json.loads(value)
-        source = f"{env_var} (JSON text)"
-    except json.JSONDecodeError as text_error:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        import yaml
+
+        return yaml.safe_load(text)
+
+
+def load_expyre_info(value: str, env_var: str = ENV_VAR) -> dict[str, Any]:
+    """Parse the variable's value: JSON or YAML text, else the path of a JSON or YAML file.
+
+    :raises ConfigurationError: neither valid text nor a readable file, or not a dict
+    """
+    import yaml
+
+    try:
+        data = _parse(value)
+        source = f"{env_var} (JSON/YAML text)"
+    except yaml.YAMLError as text_error:
+        data, source = None, ""
+        parse_error: Exception | None = text_error
+    else:
+        parse_error = None
+    if parse_error is not None or isinstance(data, str) or data is None:
+        # a plain string (or unparsable text) is the name of a file, as in wfl
         path = Path(value.strip()).expanduser()
         try:
             content = path.read_text()
         except OSError as file_error:
+            why = f" ({' '.join(str(parse_error).split())})" if parse_error else " holding an object"
             raise ConfigurationError(
-                f"{env_var}={value[:200]!r} is neither JSON text ({text_error}) nor the path of a readable file "
-                f"({file_error.strerror or file_error}). Set it to a JSON object, e.g. {env_var}='{_EXAMPLE}', "
-                f"or to the path of a file containing one.") from None
+                f"{env_var}={value[:200]!r} is neither JSON text nor YAML{why} nor the path of a readable file "
+                f"({file_error.strerror or file_error}). Set it to a JSON (or YAML) object, e.g. "
+                f"{env_var}='{_EXAMPLE}', or to the path of a file containing one.") from None
         try:
-            data = json.loads(content)
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError(f"{env_var} points to {path}, which is not valid JSON: {exc}. "
-                                     f"It must hold a JSON object, e.g. {_EXAMPLE}") from None
+            data = _parse(content)
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"{env_var} points to {path}, which is not valid JSON or YAML: "
+                                     f"{' '.join(str(exc).split())}. "
+                                     f"It must hold an object, e.g. {_EXAMPLE}") from None
         source = f"{env_var} (file {path})"
     if not isinstance(data, dict):
         raise ConfigurationError(f"{source} must be a JSON object (a dict of RemoteInfo fields, or of such dicts "

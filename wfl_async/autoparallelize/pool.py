@@ -22,6 +22,7 @@ from typing import Any
 from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
 from .chunk import ChunkResult
+from .pool_env import check_pool_environment
 from .utils import ItemInput, items_inputs_generator, set_autopara_per_item_info
 
 __all__ = ["OrderedStorer", "do_in_pool", "iter_pool_chunks", "num_python_subprocesses_from_env"]
@@ -92,6 +93,7 @@ def iter_pool_chunks(num_python_subprocesses: int | None, num_inputs_per_python_
     """
     if len(initializer) != 2:
         raise ValueError(f"Bad initializer {initializer}: expected (callable, args)")
+    check_pool_environment()
     kwargs = dict(kwargs or {})
     if num_python_subprocesses is None:
         num_python_subprocesses = num_python_subprocesses_from_env()

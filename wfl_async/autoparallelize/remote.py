@@ -37,7 +37,7 @@ from .pool import do_in_pool
 from .remoteinfo import RemoteInfo
 from .utils import items_inputs_generator, queued_job_chunk_size, set_autopara_per_item_info, split_rng
 
-__all__ = ["iter_remote", "run_remote"]
+__all__ = ["iter_remote", "run_remote", "submit_remote"]
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,23 @@ class _Chunk:
 async def run_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec, args: Sequence[Any],
                      kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> ConfigSet:
     """Run ``op`` over ``inputs`` as queued jobs, store every result in ``outputs``, return them."""
+    did_work = False
     async for _ in iter_remote(op=op, inputs=inputs, outputs=outputs, args=args, kwargs=kwargs,
                                autopara_info=autopara_info, remote_info=remote_info):
-        pass
-    return outputs.to_ConfigSet()
+        did_work = True
+    # an empty input: no job, no output file, an empty result (as the local pool gives)
+    return outputs.to_ConfigSet() if did_work else ConfigSet(None)
+
+
+async def submit_remote(*, op: Callable[..., Any], inputs: Any, args: Sequence[Any], kwargs: dict[str, Any],
+                        autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> None:
+    """Submit every chunk's job and return (wfl's ``wait_for_results=False``); a later identical
+    call re-attaches to the same jobs and collects their results."""
+    async with runtime_scope() as runtime:
+        chunks = _prepare_chunks(runtime, op, inputs, args, kwargs, autopara_info, remote_info)
+        async with anyio.create_task_group() as tg:
+            for chunk in chunks:
+                tg.start_soon(chunk.job.submit)
 
 
 async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec | None, args: Sequence[Any],

@@ -1,7 +1,8 @@
 """Find and merge ExPyRe ``config.json`` files, the way ExPyRe users already lay them out.
 
 Search order, later overriding earlier leaf by leaf (expyre's ``update_dict_leaves``):
-``EXPYRE_ROOT`` alone if it is set (and not ``@``); otherwise ``~/.expyre``, then every
+the root given to ``expyre.config.init(root)`` if a script called it; ``EXPYRE_ROOT`` alone if it
+is set (and not ``@``); otherwise ``~/.expyre``, then every
 ``_expyre`` (or ``.expyre``) directory from the filesystem root down to the current
 directory. The deepest directory found is the local stage directory (where the jobs
 database lives) unless a ``local_stage_dir`` key says otherwise. With no config file at
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from .expyre_env import expyre_init_root
 from .expyre_modules import expyre_module
 from .system_config import SystemConfig, builtin_local_system
 
@@ -44,7 +46,14 @@ class ProjectConfig:
 
 
 def config_dirs(cwd: Path | None = None) -> list[Path]:
-    """Directories whose ``config.json`` apply here, shallowest first."""
+    """Directories whose ``config.json`` apply here, shallowest first.
+
+    A root chosen with ``expyre.config.init(root)`` (by a script that imports ExPyRe) wins, as it
+    does for ExPyRe; then ``EXPYRE_ROOT``; then the directory search.
+    """
+    init_root = expyre_init_root()
+    if init_root is not None and (init_root / "config.json").is_file():
+        return [init_root]
     root = os.environ.get("EXPYRE_ROOT", "@")
     if root != "@":
         path = Path(root).expanduser()

@@ -2,7 +2,8 @@
 
 ExPyRe keys: ``host``, ``scheduler``, ``partitions`` (or ``queues``), ``header``,
 ``no_default_header``, ``script_exec``, ``pre_submit_cmds``, ``commands``, ``rundir``,
-``remsh_cmd`` (accepted and ignored: we speak ssh ourselves).
+``remsh_cmd`` (default ``$EXPYRE_RSH``: ``ssh`` with ``-F <file>`` options, read as ``ssh_config``;
+see :mod:`.expyre_env`).
 Ours: ``ssh_config`` (client config files for asyncssh; default ``~/.ssh/config``),
 ``ssh_host_key_checking`` (default true), ``max_channels`` (concurrent ssh channels, default 8,
 below OpenSSH's MaxSessions of 10), ``python`` (interpreter in jobs, default ``python3``),
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigurationError
+from .expyre_env import remote_shell_ssh_config, retry_from_env
 from .expyre_modules import expyre_module
 
 __all__ = ["SystemConfig", "builtin_local_system"]
@@ -49,6 +51,8 @@ class SystemConfig:
     python: str = "python3"
     max_queued_jobs: int | None = None
     died_grace_seconds: float = 30.0
+    retry: tuple[int, float] | None = None
+    """``EXPYRE_RETRY`` (tries, seconds) for ssh commands; None keeps the transport's defaults."""
 
     @classmethod
     def from_json(cls, name: str, entry: Any, source: str = "config.json") -> SystemConfig:
@@ -73,6 +77,8 @@ class SystemConfig:
         ssh_config = entry.get("ssh_config")
         if isinstance(ssh_config, str):
             ssh_config = [ssh_config]
+        if ssh_config is None and entry["host"] is not None:
+            ssh_config = remote_shell_ssh_config(name, entry.get("remsh_cmd"), source)
         return cls(
             name=name, host=entry["host"], scheduler=scheduler,
             partitions=_parse_partitions(name, entry.get("partitions"), source),
@@ -86,6 +92,7 @@ class SystemConfig:
             python=entry.get("python", sys.executable if entry["host"] is None else "python3"),
             max_queued_jobs=entry.get("max_queued_jobs"),
             died_grace_seconds=float(entry.get("died_grace_seconds", 30.0)),
+            retry=retry_from_env(),
         )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 
+from ..config.expyre_env import default_system
 from ..doctor.first_submission import ensure_system_ready
 from ..doctor.worker_log import died_job_hint
 from ..errors import JobDiedError, JobTimeoutError, RemoteJobFailed, ResultIntegrityError, SystemNotReadyError
@@ -57,7 +58,8 @@ class RemoteJob:
     function: Callable[..., Any]
     args: Sequence[Any] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
-    sys_name: str = "local"
+    sys_name: str = field(default_factory=default_system)
+    """Default ``$EXPYRE_SYS``, else the built-in ``local`` system (ExPyRe's default system variable)."""
     job_name: str = "wfl_async_job"
     resources: Mapping[str, Any] = field(default_factory=lambda: {"num_cores": 1, "max_time": "1h"})
     input_files: Sequence[str | Path] = ()
@@ -215,6 +217,8 @@ class PreparedJob:
     def _job_body(self) -> list[str]:
         python = shlex.quote(self.system.config.python)
         return [
+            # [io] private by default: SGE's execd, unlike sbatch, does not pass on the submitter's umask
+            "umask 077",
             # wfl's default inside a job; env_vars below may override it
             "export WFL_NUM_PYTHON_SUBPROCESSES=${EXPYRE_NUM_CORES_PER_NODE}",
             *export_lines(self.spec.env_vars),

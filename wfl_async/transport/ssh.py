@@ -65,11 +65,12 @@ class SshTransport(Transport):
         restart or a short network outage must not end a workflow)
     :param connect_attempts: tries before a failure is reported, if fewer than ``retry_for`` allows
     :param max_delay: longest pause between two tries (so the connection is back soon after the outage)
+    :param retry_wait: the first pause between two tries (doubling after each, up to ``max_delay``)
     """
 
     def __init__(self, host: str, *, ssh_config: Sequence[str] | None = None, max_channels: int = 8,
                  host_key_checking: bool = True, retry_for: float = 600.0, connect_attempts: int | None = None,
-                 max_delay: float = 2.0) -> None:
+                 max_delay: float = 2.0, retry_wait: float = 0.2) -> None:
         super().__init__()
         self.host, self._user, self._port = _split_host(host)
         self._config = [str(Path(p).expanduser()) for p in ssh_config] if ssh_config else None
@@ -81,6 +82,7 @@ class SshTransport(Transport):
         self._retry_for = retry_for
         self._attempts = connect_attempts
         self._max_delay = max_delay
+        self._retry_wait = retry_wait
 
     @property
     def where(self) -> str:
@@ -101,7 +103,7 @@ class SshTransport(Transport):
     async def _backoff(self) -> AsyncIterator[int]:
         """Attempt numbers 1, 2, ...; jittered exponential pauses between them, until the budget is spent."""
         deadline = time.monotonic() + self._retry_for
-        delay = 0.2
+        delay = self._retry_wait
         attempt = 1
         while True:
             yield attempt

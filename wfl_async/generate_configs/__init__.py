@@ -1,0 +1,1 @@
+"""wfl's older module paths (``wfl.generate_configs``), kept for scripts written against them."""
