@@ -7,16 +7,16 @@ with the reruns. The acceptance run (loopback sshd + Slurm of the test infrastru
     source /tmp/wfl_async_testinfra/env.sh
     python benchmarks/autopara_emt.py --repeat 3
 
-is ``python -m wfl_async.benchmark autopara --system slurm_ssh --configs 2000 --per-job 10
+is ``python -m benchmarks.wfl_async_bench autopara --system slurm_ssh --configs 2000 --per-job 10
 --subprocesses 0 --json autopara_emt.json --repeat 3``; any option given here replaces those
-defaults (see ``python -m wfl_async.benchmark autopara --help``).
+defaults (see ``python -m benchmarks.wfl_async_bench autopara --help``).
 """
 
 from __future__ import annotations
 
 import sys
 
-from wfl_async.benchmark.__main__ import autopara_main, with_defaults
+from wfl_async_bench.__main__ import autopara_main, with_defaults
 
 DEFAULTS = ["--system", "slurm_ssh", "--configs", "2000", "--per-job", "10", "--subprocesses", "0",
             "--json", "autopara_emt.json"]

@@ -48,6 +48,7 @@ def main() -> int:
             local = run_gap_fit(configs, simple_fit_dict(f"local{r}/Al.xml"), f"local{r}/out", verbose=False,
                                 remote_info="_IGNORE")
             local_times.append(time.perf_counter() - start)
+        assert local is not None, "run_gap_fit returns the potential file's path"
         reference = energies(local, configs)
         for system in systems:
             for r in range(args.repeat):

@@ -5,15 +5,15 @@ The acceptance run (loopback sshd + Slurm of the test infrastructure)::
     source /tmp/wfl_async_testinfra/env.sh
     python benchmarks/many_jobs.py
 
-is ``python -m wfl_async.benchmark --systems slurm_ssh --jobs 50,200 --json many_jobs.json``;
-any option given here replaces those defaults (see ``python -m wfl_async.benchmark --help``).
+is ``python -m benchmarks.wfl_async_bench --systems slurm_ssh --jobs 50,200 --json many_jobs.json``;
+any option given here replaces those defaults (see ``python -m benchmarks.wfl_async_bench --help``).
 """
 
 from __future__ import annotations
 
 import sys
 
-from wfl_async.benchmark.__main__ import main, with_defaults
+from wfl_async_bench.__main__ import main, with_defaults
 
 DEFAULTS = ["--systems", "slurm_ssh", "--jobs", "50,200", "--json", "many_jobs.json"]
 

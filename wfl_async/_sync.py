@@ -7,8 +7,9 @@ portal, started on first use and stopped at exit), not on a loop of the caller's
   where ``anyio.run``/``asyncio.run`` would refuse;
 - successive sync calls share one loop, so connections opened by one call (e.g. ssh) are
   still usable by the next;
-- Ctrl-C in the calling thread cancels the coroutine, waits for its clean-up, and
-  re-raises KeyboardInterrupt.
+- Ctrl-C in the calling thread cancels the coroutine, waits for its clean-up, and raises
+  :class:`~wfl_async.errors.Interrupted` (a KeyboardInterrupt) whose one line says how many
+  jobs stay queued; uncaught, that line is all the user sees (no traceback).
 
 A forked child (e.g. a pool worker) gets its own loop on first use.
 """
@@ -21,7 +22,7 @@ import os
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 if TYPE_CHECKING:
     from anyio import CancelScope
@@ -125,10 +126,47 @@ def run_sync(async_fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwa
                 raise cancel.base_exception
             return result
     except KeyboardInterrupt:
+        left = _unfinished_jobs()
         cancel.requested = True
         scope = cancel.scope
         if scope is not None:
             with contextlib.suppress(Exception):
                 portal.call(scope.cancel)
         cancel.finished.wait(_CLEANUP_SECONDS)  # a second Ctrl-C stops waiting
-        raise
+        _quiet_interrupt_at_exit()
+        raise _interrupted(left) from None
+
+
+def _unfinished_jobs() -> int:
+    from .progress import unfinished_jobs
+
+    return unfinished_jobs()
+
+
+def _interrupted(left: int) -> BaseException:
+    from .errors import Interrupted
+
+    jobs = (f"{left} unfinished job(s) stay queued on their systems" if left
+            else "submitted jobs stay queued on their systems")
+    return Interrupted(f"wfl_async: interrupted; {jobs}: rerun the same script to re-attach to them "
+                       f"(or 'wfl-async cancel' to cancel them)")
+
+
+def _quiet_interrupt_at_exit() -> None:
+    """An uncaught :class:`Interrupted` prints its one line, not a traceback through concurrent.futures."""
+    import sys
+
+    from .errors import Interrupted
+
+    previous = sys.excepthook
+    if getattr(previous, "_wfl_async_quiet", False):
+        return
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if isinstance(value, Interrupted):
+            sys.stderr.write(f"{value}\n")
+            return
+        previous(kind, value, tb)
+
+    hook._wfl_async_quiet = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

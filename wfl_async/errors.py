@@ -4,15 +4,22 @@ Two families, kept apart as in httpx::
 
     WflAsyncError
     ├── ConfigurationError (ValueError)       bad config/arguments; raised before any submission
+    │   ├── SystemNotReadyError               the first-submission check found a broken system
+    │   └── UnpicklableOperationError         the operation cannot be sent to a subprocess or job
     ├── TransportError (OSError)              running a command or moving files failed
-    │   └── RemoteCommandError                a remote command exited non-zero
+    │   ├── RemoteCommandError                a remote command exited non-zero
+    │   └── ResultIntegrityError              a fetched result does not match its final marker
     ├── SchedulerError                        the queueing system refused or misbehaved
+    ├── OutputInUseError                      another process is writing the same output file
     ├── JobDiedError                          job left the queue without a final marker
     ├── JobTimeoutError (TimeoutError)        waited past ``timeout``; the job stays resumable
+    └── RemoteJobFailed                       wraps a remote exception that could not be rebuilt
 
 JobDiedError and JobTimeoutError are also ExPyRe's ``ExPyReJobDiedError`` and
 ``ExPyReTimeoutError`` (subclasses) once a script has imported ExPyRe.
-    └── RemoteJobFailed                       wraps a remote exception that could not be rebuilt
+
+``Interrupted`` (a KeyboardInterrupt, not a WflAsyncError) is what Ctrl-C raises from a
+synchronous call; uncaught, it prints its one-line message instead of a traceback.
 
 Exceptions raised by the user's function in a job are re-raised locally with their own
 type, not wrapped.
@@ -20,14 +27,21 @@ type, not wrapped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
+    "Interrupted",
     "ConfigurationError",
     "JobDiedError",
     "JobTimeoutError",
+    "OutputInUseError",
     "RemoteCommandError",
     "RemoteJobFailed",
+    "ResultIntegrityError",
     "SchedulerError",
+    "SystemNotReadyError",
     "TransportError",
+    "UnpicklableOperationError",
     "WflAsyncError",
 ]
 
@@ -38,6 +52,25 @@ class WflAsyncError(Exception):
 
 class ConfigurationError(WflAsyncError, ValueError):
     """Configuration or arguments are wrong; the message names the problem and the fix."""
+
+
+class SystemNotReadyError(ConfigurationError):
+    """The check before a system's first submission (``wfl-async doctor``'s) found errors.
+
+    :ivar system: the system's name
+    :ivar problems: the doctor's problems (each prints as one line: the problem and the fix)
+    """
+
+    def __init__(self, system: str, problems: Sequence[object]) -> None:
+        self.system = system
+        self.problems = list(problems)
+        lines = "\n  ".join(str(p) for p in self.problems)
+        super().__init__(f"system {system!r} cannot run jobs; nothing was submitted:\n  {lines}\n"
+                         f"Run 'wfl-async doctor {system}' after fixing it to check again.")
+
+
+class UnpicklableOperationError(ConfigurationError):
+    """The operation or its arguments cannot be pickled for a subprocess or a queued job."""
 
 
 class TransportError(WflAsyncError, OSError):
@@ -61,6 +94,21 @@ class RemoteCommandError(TransportError):
         tail = stderr.decode(errors="replace").strip()[-2000:]
         super().__init__(f"command exited with status {returncode}{' on ' + where if where else ''}: "
                          f"{command[:500]!s}\n{tail}")
+
+
+class ResultIntegrityError(TransportError):
+    """A job's result file is not the one its worker wrote (size or sha256 differ from its marker).
+
+    :ivar path: the local result file
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class OutputInUseError(WflAsyncError):
+    """Another process is writing the same output file (the message names it)."""
 
 
 class SchedulerError(WflAsyncError):
@@ -123,6 +171,10 @@ class RemoteJobFailed(WflAsyncError):
         self.remote_type = remote_type
         self.remote_traceback = remote_traceback
         super().__init__(f"{remote_type}: {message}\n--- remote traceback ---\n{remote_traceback}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a synchronous call; its queued jobs were left queued (a rerun re-attaches)."""
 
 
 _link_expyre_bases()

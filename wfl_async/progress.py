@@ -1,10 +1,12 @@
-"""Live progress of long autoparallelized calls, one line per call.
+"""Live progress of long autoparallelized calls, one line per call, and a summary line when it ends.
 
-``<system>: <job name>  queued Q  running R  done D  failed F  [bar] configs N/M  rate  ETA``
+``<system>: <job name> [bar] queued Q running R done D failed F | configs N/M | rate | ETA``
 
 Shown by default when stderr is a terminal; off when it is not, or with
 ``WFL_ASYNC_PROGRESS=0`` (``1`` forces it on). Every active call in the process shares one
-rich display, so concurrent operations on several systems stack their lines.
+rich display, so concurrent operations on several systems stack their lines. Counts are the
+call's own (its jobs, not its system's): done and failed only grow, queued only shrinks. Each
+line is cut to the terminal's width (never wrapped), so a resize redraws cleanly.
 """
 
 from __future__ import annotations
@@ -12,19 +14,22 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress as RichProgress
     from rich.progress import TaskID
 
     from .system import System
 
-__all__ = ["CallCounts", "Progress"]
+__all__ = ["CallCounts", "Progress", "progress_enabled", "unfinished_jobs"]
 
 _shared: dict[str, Any] = {"display": None, "users": 0}
+_active: set[Progress] = set()
 
 
 def progress_enabled() -> bool:
@@ -32,6 +37,17 @@ def progress_enabled() -> bool:
     if setting is not None:
         return setting not in ("0", "", "false", "no")
     return sys.stderr.isatty()
+
+
+def unfinished_jobs() -> int:
+    """Jobs of the calls running now that have no result yet (what Ctrl-C leaves queued)."""
+    return sum(p.counts.total_chunks - p.counts.done_chunks - p.counts.failed_chunks for p in list(_active))
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 @dataclass
@@ -57,21 +73,27 @@ class CallCounts:
 
 
 class Progress:
-    """Progress of one call; a context manager that shows and removes its line."""
+    """Progress of one call; a context manager that shows its line and leaves a summary.
 
-    def __init__(self, label: str, system: System | None, counts: CallCounts, enabled: bool) -> None:
+    :param running: how many of *this call's* jobs run now (default: none known)
+    """
+
+    def __init__(self, label: str, system: System | None, counts: CallCounts, enabled: bool,
+                 running: Callable[[], int] | None = None) -> None:
         self.label = label
         self.system = system
         self.counts = counts
         self.enabled = enabled
+        self._running = running or (lambda: 0)
+        self._queued = counts.total_chunks
         self._task: TaskID | None = None
 
     @classmethod
     def for_call(cls, job_name: str, system: System | None, *, total_chunks: int, total_items: int,
-                 enabled: bool | None = None) -> Progress:
+                 enabled: bool | None = None, running: Callable[[], int] | None = None) -> Progress:
         label = f"{system.name}: {job_name}" if system is not None else job_name
         return cls(label, system, CallCounts(total_chunks, total_items),
-                   progress_enabled() if enabled is None else enabled)
+                   progress_enabled() if enabled is None else enabled, running)
 
     def chunk_done(self, items: int, *, failed: bool = False) -> None:
         if failed:
@@ -82,35 +104,52 @@ class Progress:
         if self._task is not None:
             self._display().update(self._task, completed=self.counts.done_items)
 
+    def running(self) -> int:
+        """This call's jobs running now, never more than those without a result."""
+        c = self.counts
+        return max(0, min(self._running(), c.total_chunks - c.done_chunks - c.failed_chunks))
+
+    def queued(self) -> int:
+        """This call's jobs neither running nor finished; only ever goes down."""
+        c = self.counts
+        self._queued = max(0, min(self._queued, c.total_chunks - c.done_chunks - c.failed_chunks - self.running()))
+        return self._queued
+
     def summary(self) -> str:
         """The line's text (also used by tests and the benchmark)."""
         c = self.counts
-        running = self.system.running_count() if self.system is not None else 0
-        watched = self.system.watched_count() if self.system is not None else 0
-        queued = max(0, c.total_chunks - c.done_chunks - c.failed_chunks - running)
         eta = c.eta()
-        return (f"queued {queued} running {running} done {c.done_chunks} failed {c.failed_chunks} | "
+        return (f"queued {self.queued()} running {self.running()} done {c.done_chunks} failed {c.failed_chunks} | "
                 f"configs {c.done_items}/{c.total_items} | {c.rate():.1f}/s | "
-                f"ETA {'?' if eta is None else f'{eta:.0f}s'} | watched {watched}")
+                f"ETA {'?' if eta is None else f'{eta:.0f}s'}")
+
+    def final_line(self) -> str:
+        """The line left on the terminal when the call ends."""
+        c = self.counts
+        unfinished = c.total_chunks - c.done_chunks - c.failed_chunks
+        return (f"{self.label}: {c.done_chunks} done, {c.failed_chunks} failed"
+                + (f", {unfinished} unfinished" if unfinished else "")
+                + f" of {c.total_chunks} jobs; configs {c.done_items}/{c.total_items} in "
+                  f"{time.monotonic() - c.started_at:.1f} s")
 
     def _display(self) -> RichProgress:
         return _shared["display"]
 
     def __enter__(self) -> Progress:
+        _active.add(self)
         if self.enabled:
-            from rich.console import Console
             from rich.progress import BarColumn, ProgressColumn, TextColumn
             from rich.progress import Progress as RichProgress
             from rich.text import Text
 
             class SummaryColumn(ProgressColumn):
                 def render(self, task: Any) -> Text:
-                    return Text(task.fields["line"].summary())
+                    return Text(task.fields["line"].summary(), no_wrap=True, overflow="ellipsis")
 
             if _shared["display"] is None:
-                display = RichProgress(TextColumn("{task.description}"), BarColumn(),
-                                       SummaryColumn(),
-                                       console=Console(stderr=True), refresh_per_second=2)
+                display = RichProgress(TextColumn("{task.description}", markup=False), BarColumn(bar_width=20),
+                                       SummaryColumn(), console=_console(), refresh_per_second=2,
+                                       redirect_stderr=False, redirect_stdout=False)
                 display.start()
                 _shared["display"] = display
             _shared["users"] += 1
@@ -119,10 +158,12 @@ class Progress:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        _active.discard(self)
         if self._task is None:
             return
         display = self._display()
         display.remove_task(self._task)
+        display.console.print(self.final_line(), markup=False, highlight=False, soft_wrap=True)
         self._task = None
         _shared["users"] -= 1
         if _shared["users"] == 0:

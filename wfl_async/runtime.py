@@ -14,9 +14,11 @@ import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 
+from ._private import private_dir
 from .config import ProjectConfig, SystemConfig, load_config
 from .jobs.database import JobsDatabase, JobStatus, process_owner
 from .scheduler import Scheduler, get_scheduler
@@ -47,6 +49,7 @@ class Runtime:
     async def open(self) -> None:
         async with self._open_lock:
             if not self._opened:
+                private_dir(self.stage_root)  # [io] staged tasks and fetched results: their owner's only
                 await self.db.open()
                 self._opened = True
 
@@ -78,11 +81,13 @@ class Runtime:
             else:
                 from .transport.ssh import SshTransport  # asyncssh only when a host needs it
 
-                tries, wait = config.retry if config.retry is not None else (6, 0.2)  # EXPYRE_RETRY
+                retry: dict[str, Any] = {}
+                if config.retry is not None:  # EXPYRE_RETRY: so many tries, so long between them
+                    tries, wait = config.retry
+                    retry = dict(connect_attempts=tries, retry_wait=wait, max_delay=max(wait, 2.0))
                 self._transports[key] = SshTransport(config.host, ssh_config=config.ssh_config,
                                                      max_channels=config.max_channels,
-                                                     host_key_checking=config.ssh_host_key_checking,
-                                                     connect_attempts=tries, retry_wait=wait)
+                                                     host_key_checking=config.ssh_host_key_checking, **retry)
         return self._transports[key]
 
     async def _record_progress(self, watches: Sequence[Watch]) -> None:

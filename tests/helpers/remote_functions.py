@@ -30,7 +30,7 @@ def sleep_then_return(seconds: float, value: object) -> object:
     return value
 
 
-def _label_or_raise(atoms_list):  # type: ignore[no-untyped-def]
+def _label_or_raise(atoms_list):
     """wfl-style low-level op: raises for configurations marked ``bad``, sleeps if asked."""
     time.sleep(float(os.environ.get("WFL_TEST_SLEEP", "0")))
     for atoms in atoms_list:
@@ -39,7 +39,7 @@ def _label_or_raise(atoms_list):  # type: ignore[no-untyped-def]
     return _labelled(atoms_list)
 
 
-def _labelled(atoms_list):  # type: ignore[no-untyped-def]
+def _labelled(atoms_list):
     out = []
     for atoms in atoms_list:
         atoms = atoms.copy()
@@ -48,7 +48,7 @@ def _labelled(atoms_list):  # type: ignore[no-untyped-def]
     return out
 
 
-def label_or_raise(*args, **kwargs):  # type: ignore[no-untyped-def]
+def label_or_raise(*args, **kwargs):
     """A user's own autoparallelized operation, written exactly as in wfl."""
     from wfl_async.autoparallelize import autoparallelize
 
@@ -60,13 +60,13 @@ def _fit_like(n: int) -> dict[str, object]:
     return {"n": n * 2, "in_job": "EXPYRE_NUM_CORES" in os.environ}
 
 
-def fit_like(n: int, **kwargs):  # type: ignore[no-untyped-def]
+def fit_like(n: int, **kwargs):
     from wfl_async.autoparallelize.single_job import single_queued_job
 
     return single_queued_job("WFL_TEST_FIT_REMOTEINFO")(_fit_like)(n, **kwargs)
 
 
-def _logged_label(atoms_list):  # type: ignore[no-untyped-def]
+def _logged_label(atoms_list):
     """Label configurations, appending one line per execution to ``$WFL_TEST_RUN_LOG``."""
     with open(os.environ["WFL_TEST_RUN_LOG"], "a") as log:
         log.write(" ".join(str(a.info["i"]) for a in atoms_list) + "\n")
@@ -74,7 +74,50 @@ def _logged_label(atoms_list):  # type: ignore[no-untyped-def]
     return _labelled(atoms_list)
 
 
-def logged_label(*args, **kwargs):  # type: ignore[no-untyped-def]
+def logged_label(*args, **kwargs):
     from wfl_async.autoparallelize import autoparallelize
 
     return autoparallelize(_logged_label, *args, **kwargs)
+
+
+def _log_execution(label: str) -> None:
+    """One line per execution in ``$WFL_TEST_RUN_LOG`` (a job submitted twice shows up twice)."""
+    with open(os.environ["WFL_TEST_RUN_LOG"], "a") as log:
+        log.write(label + "\n")
+
+
+def _digest_input(atoms_list):
+    """Label each configuration with the sha256 of the staged input file named in ``$WFL_TEST_INPUT``."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(os.environ["WFL_TEST_INPUT"]).read_bytes()).hexdigest()
+    _log_execution(" ".join(str(a.info["i"]) for a in atoms_list))
+    out = []
+    for atoms in atoms_list:
+        atoms = atoms.copy()
+        atoms.info["input_sha256"] = digest
+        out.append(atoms)
+    return out
+
+
+def digest_input(*args, **kwargs):
+    from wfl_async.autoparallelize import autoparallelize
+
+    return autoparallelize(_digest_input, *args, **kwargs)
+
+
+def big_result(i: int, size: int) -> bytes:
+    """``size`` bytes that only ``i`` determines (a large result to fetch)."""
+    import numpy as np
+
+    if "WFL_TEST_RUN_LOG" in os.environ:
+        _log_execution(str(i))
+    return np.random.default_rng(i).bytes(size)
+
+
+def input_digest_and_bytes(i: int, size: int, input_name: str) -> tuple[str, bytes]:
+    """The sha256 of a staged input file, and ``size`` bytes only ``i`` determines (a large result)."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(input_name).read_bytes()).hexdigest()
+    return digest, big_result(i, size)

@@ -4,7 +4,8 @@ N = 30 and N = 90 jobs of ``operator.add`` through :func:`runtime_scope` and :cl
 For both, the jobs go out in one or two submit commands, the poller runs one
 command per poll interval, one fetch per poll at most, and nothing else reaches the system:
 ``transport.stats.commands_run`` is exactly the sum of what ``system.stats`` counts, plus the
-one command that finds the remote run directory. Over ssh, all of it uses one connection.
+system check before the first submission and the command that finds the remote run directory.
+Over ssh, all of it uses one connection.
 
 Needs the test daemons (``scripts/testinfra/start_all.sh``, then
 ``source /tmp/wfl_async_testinfra/env.sh``). A missing system FAILS these tests; it does not skip.
@@ -94,8 +95,9 @@ async def test_remote_commands_do_not_scale_with_the_number_of_jobs(system_name:
         assert stats["poll_commands"] <= intervals + 1, run
         # finished jobs come back in one stream per poll at most
         assert 1 <= stats["fetch_commands"] <= stats["poll_commands"], run
-        # nothing else: no per-job command anywhere (+1: finding the remote run directory)
-        assert run.commands == 1 + stats["submit_commands"] + stats["poll_commands"] + stats["fetch_commands"], run
+        # nothing else: no per-job command anywhere (+2: the first-submission system check, and
+        # finding the remote run directory)
+        assert run.commands == 2 + stats["submit_commands"] + stats["poll_commands"] + stats["fetch_commands"], run
         if system_name.endswith("_ssh"):
             assert run.connections == 1, run
 

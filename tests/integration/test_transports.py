@@ -20,8 +20,10 @@ from subprocess import CompletedProcess
 import anyio
 import pytest
 
+from tests.helpers.processes import descendants
+from tests.helpers.sshd import OwnSshd, kill_sshd
 from wfl_async.errors import RemoteCommandError, TransportError
-from wfl_async.transport.base import Transport
+from wfl_async.transport.base import MANIFEST, Transport, pack, upload_command
 from wfl_async.transport.local import LocalTransport
 from wfl_async.transport.ssh import SshTransport
 
@@ -231,6 +233,78 @@ async def test_download_from_a_missing_directory_brings_nothing(transport: Trans
     assert not (tmp_path / "target").exists() or read_tree(tmp_path / "target") == {}
 
 
+async def test_upload_cut_short_leaves_no_file_under_its_name_and_a_rerun_completes_it(
+        transport: Transport, remote_dir: str, tmp_path: Path) -> None:
+    """A driver killed while staging: nothing half-written appears, and the next upload sends it whole."""
+    files = {"job/input.bin": os.urandom(3 * 1024 * 1024), "job/_task.pkl": b"task"}
+    write_tree(tmp_path, files)
+    stream = pack(tmp_path, list(files))
+    # cut inside a file, and where a member ends (just before the manifest's header: tar alone accepts that)
+    for cut in (len(stream) // 3, stream.index(MANIFEST.encode()) // 512 * 512):
+        result = await transport.run(upload_command(remote_dir), stdin=stream[:cut], check=False)
+        assert result.returncode != 0
+        listing = await transport.run(f"ls -A {shlex.quote(remote_dir)}/job 2>/dev/null; true")
+        assert listing.stdout == b"", listing.stdout
+    await transport.upload(tmp_path, list(files), remote_dir)
+    await transport.download(remote_dir, list(files), tmp_path / "back")
+    assert read_tree(tmp_path / "back") == files
+
+
+async def test_upload_refuses_a_stream_whose_files_do_not_match_the_manifest(
+        transport: Transport, remote_dir: str, tmp_path: Path) -> None:
+    write_tree(tmp_path, {"job/a.txt": b"A" * 1000})
+    stream = bytearray(pack(tmp_path, ["job/a.txt"]))
+    stream[stream.index(b"A" * 1000) + 10] = ord("B")  # one byte changed on the way
+    result = await transport.run(upload_command(remote_dir), stdin=bytes(stream), check=False)
+    assert result.returncode != 0 and b"FAILED" in result.stdout + result.stderr
+    assert (await transport.run(f"ls -A {shlex.quote(remote_dir)}/job 2>/dev/null; true")).stdout == b""
+
+
+async def test_upload_keeps_files_that_exist_and_never_sends_the_manifest(
+        transport: Transport, remote_dir: str, tmp_path: Path) -> None:
+    write_tree(tmp_path / "one", {"job/a.txt": b"first", "job/b.txt": b"B"})
+    write_tree(tmp_path / "two", {"job/a.txt": b"second", "job/c.txt": b"C"})
+    await transport.upload(tmp_path / "one", ["job/a.txt", "job/b.txt"], remote_dir)
+    await transport.upload(tmp_path / "two", ["job/a.txt", "job/c.txt"], remote_dir)
+    listing = await transport.run(f"cd {shlex.quote(remote_dir)} && find . -print | sort")
+    assert listing.stdout.decode().split() == [".", "./job", "./job/a.txt", "./job/b.txt", "./job/c.txt"]
+    assert MANIFEST not in listing.stdout.decode()
+    assert (await transport.run(f"cat {shlex.quote(remote_dir)}/job/a.txt")).stdout == b"first"
+
+
+async def test_fresh_directories_are_emptied_once_per_upload_even_if_its_command_runs_twice(
+        transport: Transport, remote_dir: str, tmp_path: Path) -> None:
+    """The reset before a resubmission, repeated after a dropped connection, must not wipe the new job."""
+    write_tree(tmp_path, {"job/a.txt": b"A"})
+    await transport.run(f"mkdir -p {shlex.quote(remote_dir)}/job && echo old > {shlex.quote(remote_dir)}/job/old")
+    command = upload_command(remote_dir, fresh=["job"])
+    stream = pack(tmp_path, ["job/a.txt"])
+    await transport.run(command, stdin=stream)
+    await transport.run(f"echo running > {shlex.quote(remote_dir)}/job/started")  # the job began meanwhile
+    await transport.run(command, stdin=stream)  # the same command again
+    names = (await transport.run(f"ls {shlex.quote(remote_dir)}/job")).stdout.decode().split()
+    assert names == ["a.txt", "started"]
+    await transport.upload(tmp_path, ["job/a.txt"], remote_dir, fresh=["job"])  # a new reset: emptied again
+    assert (await transport.run(f"ls {shlex.quote(remote_dir)}/job")).stdout.decode().split() == ["a.txt"]
+
+
+async def test_everything_created_is_private_to_its_owner_on_both_sides(
+        transport: Transport, remote_dir: str, tmp_path: Path) -> None:
+    write_tree(tmp_path / "src", {"job/sub/a.txt": b"A", "job/b.txt": b"B"})
+    for path in (tmp_path / "src").rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # what a user's umask 022 gives
+    await transport.upload(tmp_path / "src", ["job"], remote_dir)
+    await transport.run(f"echo result > {shlex.quote(remote_dir)}/job/result.pkl")
+    modes = await transport.run(f"cd {shlex.quote(remote_dir)} && stat -c '%a %n' . job job/sub job/sub/a.txt "
+                                "job/b.txt job/result.pkl")
+    assert modes.stdout.decode().split("\n")[:-1] == [
+        "700 .", "700 job", "700 job/sub", "600 job/sub/a.txt", "600 job/b.txt", "600 job/result.pkl"]
+    await transport.download(remote_dir, ["job"], tmp_path / "back")
+    local = {str(p.relative_to(tmp_path / "back")): p.stat().st_mode & 0o777 for p in (tmp_path / "back").rglob("*")}
+    assert local == {"job": 0o700, "job/sub": 0o700, "job/sub/a.txt": 0o600, "job/b.txt": 0o600,
+                     "job/result.pkl": 0o600}
+
+
 # ---------------------------------------------------------------- ssh only
 
 
@@ -292,7 +366,7 @@ async def test_ssh_command_in_flight_when_the_connection_drops_is_rerun(sshd: No
             outcome: list[CompletedProcess[bytes]] = []
 
             async def slow() -> None:
-                outcome.append(await transport.run("sleep 1; echo finished"))
+                outcome.append(await transport.run("sleep 1; echo finished", retry=True))
 
             tg.start_soon(slow)
             await anyio.sleep(0.3)
@@ -301,6 +375,115 @@ async def test_ssh_command_in_flight_when_the_connection_drops_is_rerun(sshd: No
         assert transport.stats.connections_opened == 2
     finally:
         await transport.aclose()
+
+
+async def test_ssh_command_that_is_not_safe_to_repeat_is_reported_not_rerun(sshd: None, tmp_path: Path) -> None:
+    transport = ssh_transport()
+    counter = f"wfl_async_transport_tests/count-{uuid.uuid4().hex[:8]}"
+    try:
+        pid = await _serving_sshd_pid(transport)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_kill_later, pid, 0.3)
+            with pytest.raises(TransportError, match="may or may not have run"):
+                await transport.run(f"mkdir -p wfl_async_transport_tests; echo x >> {counter}; sleep 1; echo done")
+        await anyio.sleep(1)
+        assert (await transport.run(f"cat {counter}")).stdout == b"x\n"  # it ran once, and was not repeated
+    finally:
+        await transport.run(f"rm -f {counter}", check=False)
+        await transport.aclose()
+
+
+async def test_ssh_connection_dropped_during_an_upload_stream_is_redone_whole_and_then_runs_once(
+        sshd: None, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The sshd process is killed while the stream is still being sent: the first try's tar sees a
+    cut-short stream and leaves nothing; the retry sends it whole; ``then`` (a submission) runs once."""
+    remote_dir = f"wfl_async_transport_tests/drop {uuid.uuid4().hex[:8]}"
+    transport = ssh_transport()
+    files = {"job/input.bin": os.urandom(8 * 1024 * 1024), "job/_task.pkl": b"task"}
+    write_tree(tmp_path, files)
+    counter = shlex.quote(f"{remote_dir}/then_ran")
+    try:
+        pid = await _serving_sshd_pid(transport)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_kill_later, pid, 0.5)
+            # the remote side reads nothing for a second: the kill lands mid-stream
+            await transport.upload(tmp_path, list(files), remote_dir, before="sleep 1",
+                                   then=f"echo x >> {counter}", retry=True)
+        assert "dropped during a command" in caplog.text
+        assert transport.stats.connections_opened == 2
+        await anyio.sleep(1.5)  # the first try has long given up
+        assert (await transport.run(f"cat {counter}")).stdout == b"x\n"
+        await transport.download(remote_dir, list(files), tmp_path / "back")
+        assert read_tree(tmp_path / "back") == files
+    finally:
+        await transport.aclose()
+
+
+async def test_ssh_connection_dropped_while_a_streaming_command_prints_is_rerun(
+        sshd: None, tmp_path: Path) -> None:
+    """The batch submit path (upload + ``on_line``): today's ``ExceptionGroup(ConnectionLost)``."""
+    remote_dir = f"wfl_async_transport_tests/drop {uuid.uuid4().hex[:8]}"
+    transport = ssh_transport()
+    write_tree(tmp_path, {"job/a.txt": b"A"})
+    seen: list[str] = []
+    try:
+        pid = await _serving_sshd_pid(transport)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_kill_later, pid, 0.6)
+            result = await transport.upload(
+                tmp_path, ["job/a.txt"], remote_dir, then="for i in 1 2 3; do echo line $i; sleep 0.4; done",
+                on_line=seen.append, kind="submit", retry=True)
+        assert result.stdout == b"line 1\nline 2\nline 3\n"
+        assert transport.stats.connections_opened == 2
+        assert seen[0] == "line 1" and seen[-3:] == ["line 1", "line 2", "line 3"]  # lines of the first try too
+    finally:
+        await transport.aclose()
+
+
+async def test_ssh_connection_dropped_during_a_download_is_fetched_again_whole(
+        sshd: None, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    remote_dir = f"wfl_async_transport_tests/drop {uuid.uuid4().hex[:8]}"
+    transport = ssh_transport()
+    quoted = shlex.quote(remote_dir)
+    try:
+        await transport.run(f"mkdir -p {quoted} && head -c 64000000 /dev/urandom > {quoted}/big.bin")
+        digest = (await transport.run(f"sha256sum < {quoted}/big.bin")).stdout.split()[0].decode()
+        pid = await _serving_sshd_pid(transport)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_kill_when_running, pid, "tar")
+            await transport.download(remote_dir, ["big.bin"], tmp_path / "back")
+        assert "dropped during a command" in caplog.text
+        import hashlib
+        assert hashlib.sha256((tmp_path / "back" / "big.bin").read_bytes()).hexdigest() == digest
+        assert [p.name for p in (tmp_path / "back").iterdir()] == ["big.bin"]  # no temporary left
+    finally:
+        await transport.aclose()
+
+
+async def test_ssh_outage_of_the_server_is_ridden_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A test-owned sshd is stopped (listener and sessions) for a few seconds, then started again."""
+    own = OwnSshd(tmp_path / "sshd")
+    own.start()
+    transport = SshTransport(own.alias, ssh_config=[str(own.ssh_config)])
+    try:
+        assert (await transport.run("echo before")).stdout == b"before\n"
+        own.stop()
+        outcome: list[bytes] = []
+
+        async def after_outage() -> None:
+            outcome.append((await transport.run("echo after", retry=True)).stdout)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(after_outage)
+            await anyio.sleep(4)
+            assert not outcome
+            own.start()
+        assert outcome == [b"after\n"]
+        assert transport.stats.connections_opened == 2
+        assert "connecting to" in caplog.text
+    finally:
+        await transport.aclose()
+        own.stop()
 
 
 async def test_ssh_closed_transport_reconnects_on_next_use(sshd: None) -> None:
@@ -363,6 +546,20 @@ async def test_ssh_unreachable_host_fails_after_retries(tmp_path: Path) -> None:
     transport = SshTransport(f"127.0.0.1:{port}", ssh_config=[str(SSH_CONFIG)], connect_attempts=2)
     with anyio.fail_after(30), pytest.raises(TransportError, match="could not connect .* after 2 attempts"):
         await transport.run("true")
+
+
+async def _kill_later(pid: int, delay: float) -> None:
+    await anyio.sleep(delay)
+    kill_sshd(pid)
+
+
+async def _kill_when_running(pid: int, program: str) -> None:
+    """Kill sshd process ``pid`` as soon as ``program`` runs under it (the command is under way)."""
+    with anyio.fail_after(30):
+        while not any(Path(f"/proc/{child}/comm").exists() and
+                      Path(f"/proc/{child}/comm").read_text().strip() == program for child in descendants(pid)):
+            await anyio.sleep(0.005)
+    kill_sshd(pid)
 
 
 async def _serving_sshd_pid(transport: SshTransport) -> int:

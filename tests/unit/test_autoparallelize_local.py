@@ -184,7 +184,7 @@ def test_output_spec_with_the_wrong_number_of_files_fails_before_running(tmp_pat
         write(tmp_path / name, [bulk("Cu")])
     inputs = ConfigSet([tmp_path / "a.xyz", tmp_path / "b.xyz"])
     outputs = OutputSpec(["x.xyz", "y.xyz", "z.xyz"], file_root=tmp_path)
-    with pytest.raises(ConfigurationError, match="3 files but the ConfigSet has 2 input files"):
+    with pytest.raises(ConfigurationError, match=r"3 output file\(s\) but the ConfigSet has 2 input files"):
         autoparallelize(_label_for_count_test, inputs, outputs)
     assert not any((tmp_path / n).exists() for n in ("x.xyz", "y.xyz", "z.xyz"))
     assert not list(tmp_path.glob(".*partial"))

@@ -262,3 +262,33 @@ def test_write_stores_every_config_at_its_location_and_closes(tmp_path: Path) ->
     out.write(ConfigSet([cu_configs(2), cu_configs(1)]))
     assert out.closed and out.all_written()
     assert _locs(ConfigSet(tmp_path / "w.xyz")) == [" / 0 / 0", " / 0 / 1", " / 1 / 0"]
+
+
+# ---- one writer per output file, across processes ------------------------------------
+
+
+def test_a_second_process_writing_the_same_output_is_refused_naming_the_first(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from wfl_async.errors import OutputInUseError
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom wfl_async.configset import OutputSpec\n"
+         "from ase.build import bulk\nout = OutputSpec(sys.argv[1])\nout.store(bulk('Cu'))\n"
+         "print('holding', flush=True)\ntime.sleep(60)\n", str(tmp_path / "out.xyz")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        second = OutputSpec(tmp_path / "out.xyz")
+        with pytest.raises(OutputInUseError, match=f"pid {holder.pid} on "):
+            second.store(cu_configs(1)[0])
+        assert second.try_claim() is not None
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel let go of the dead holder's lock: no stale lock to remove by hand
+    second = OutputSpec(tmp_path / "out.xyz")
+    second.store(cu_configs(1)[0])
+    second.close()
+    assert len(ase.io.read(tmp_path / "out.xyz", ":")) == 1

@@ -1,32 +1,40 @@
-"""The live progress line: its counts, rate, ETA, and when it is shown."""
+"""The live progress line: per-call counts, rate, ETA, width handling, summary, and when it is shown."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from rich.console import Console
 
-from wfl_async.progress import CallCounts, Progress, progress_enabled
-
-
-class FakeSystem:
-    """A stand-in exposing the two counters a System exposes (a parser-level unit test)."""
-
-    name = "cluster"
-
-    def running_count(self) -> int:
-        return 3
-
-    def watched_count(self) -> int:
-        return 5
+from wfl_async import progress as progress_module
+from wfl_async.progress import CallCounts, Progress, progress_enabled, unfinished_jobs
 
 
-def test_summary_counts_chunks_and_configurations() -> None:
-    progress = Progress("cluster: relax", FakeSystem(), CallCounts(total_chunks=10, total_items=100), enabled=False)  # type: ignore[arg-type]
+def test_summary_counts_this_calls_chunks_and_configurations() -> None:
+    progress = Progress("cluster: relax", None, CallCounts(total_chunks=10, total_items=100), enabled=False,
+                        running=lambda: 3)
     progress.chunk_done(10)
     progress.chunk_done(10, failed=True)
     text = progress.summary()
     assert "queued 5 running 3 done 1 failed 1" in text
     assert "configs 10/100" in text
     assert progress.counts.eta() is not None and progress.counts.rate() > 0
+
+
+def test_counts_never_go_backwards() -> None:
+    """queued only shrinks and running never exceeds the unfinished jobs, whatever the source says."""
+    running = [0]
+    progress = Progress("c: x", None, CallCounts(total_chunks=4, total_items=4), enabled=False,
+                        running=lambda: running[0])
+    queued = [progress.queued()]
+    for value, finished in [(2, 0), (0, 1), (9, 1), (0, 1), (1, 0)]:
+        running[0] = value
+        for _ in range(finished):
+            progress.chunk_done(1)
+        queued.append(progress.queued())
+        assert progress.running() <= 4 - progress.counts.done_chunks
+    assert queued == sorted(queued, reverse=True)
 
 
 def test_eta_is_unknown_before_the_first_result() -> None:
@@ -44,9 +52,29 @@ def test_display_is_off_when_stderr_is_not_a_terminal(monkeypatch: pytest.Monkey
     assert progress_enabled() is False  # pytest captures stderr: not a terminal
 
 
-def test_enabled_display_adds_and_removes_its_line() -> None:
-    progress = Progress("cluster: md", FakeSystem(), CallCounts(total_chunks=1, total_items=4), enabled=True)  # type: ignore[arg-type]
-    with progress:
-        assert progress._task is not None
-        progress.chunk_done(4)
-    assert progress._task is None
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=80, color_system=None)
+    monkeypatch.setattr(progress_module, "_console", lambda: console)
+    return console, out
+
+
+def test_one_line_per_call_at_any_width_and_a_summary_when_it_ends(terminal: tuple[Console, io.StringIO]) -> None:
+    console, out = terminal
+    first = Progress("cluster: a_rather_long_job_name_for_relaxations", None,
+                     CallCounts(total_chunks=3, total_items=30), enabled=True)
+    second = Progress("other: md", None, CallCounts(total_chunks=1, total_items=4), enabled=True)
+    with first, second:
+        assert unfinished_jobs() == 4
+        display = progress_module._shared["display"]
+        for width in (30, 80, 250):  # a terminal resized, narrower and wider
+            lines = console.render_lines(display.get_renderable(), console.options.update(width=width))
+            assert len(lines) == 2
+        second.chunk_done(4)
+        first.chunk_done(10)
+    assert unfinished_jobs() == 0
+    text = out.getvalue()
+    assert "other: md: 1 done, 0 failed of 1 jobs; configs 4/4" in text
+    assert "1 done, 0 failed, 2 unfinished of 3 jobs; configs 10/30" in text
+    assert progress_module._shared["display"] is None

@@ -4,7 +4,8 @@ Same public behaviour as wfl 0.3.5's ``wfl.configset.OutputSpec`` (one file, sev
 mirroring several input files, or memory; ``overwrite``; ``all_written``; ``to_ConfigSet``),
 plus one capability wfl lacks: :meth:`OutputSpec.store` may be called for chunks in any
 order, while other chunks still run. See :mod:`wfl_async._configset._partial` for how
-results are staged on disk and put in input order by :meth:`OutputSpec.close`.
+results are staged on disk and put in input order by :meth:`OutputSpec.close`, and
+:mod:`wfl_async._configset._lock` for how two processes writing the same file are kept apart.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import IO, Any
 
 import ase.io.formats
 
+from ..errors import OutputInUseError
 from ._configset import ConfigSet
 from ._loc import LOC_SEP
+from ._lock import OutputLock
 from ._partial import finalize, partial_path, write_frames
 from ._wfl_compat import wfl_base
 
@@ -69,10 +72,11 @@ class OutputSpec(*wfl_base("OutputSpec")):  # type: ignore[misc]  # see _wfl_com
         self._started: set[int] = set()  # file indices whose staging file this object (re)created
         self._handle: IO[str] | None = None
         self._handle_ind: int | None = None
+        self._writer = OutputLock(self.final_paths())
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_lock", "_handle", "_handle_ind"):
+        for key in ("_lock", "_handle", "_handle_ind", "_writer"):
             state.pop(key, None)
         return state
 
@@ -102,6 +106,28 @@ class OutputSpec(*wfl_base("OutputSpec")):  # type: ignore[misc]  # see _wfl_com
 
     def _existing_output_files(self) -> list[Path]:
         return [p for p in self.final_paths() if p.exists()]
+
+    # ---- one writer ------------------------------------------------------------------
+
+    def try_claim(self) -> str | None:
+        """Become the only process writing these files; None on success, else who writes them.
+
+        Autoparallelized calls claim before looking at the output, and wait while another
+        process holds it (then reuse what it wrote). :meth:`store` claims on its first call.
+        The claim ends at :meth:`close` or :meth:`release`, or when the process exits.
+        """
+        return None if self.files is None else self._writer.try_acquire()
+
+    def release(self) -> None:
+        """End this object's claim on its files (a no-op if it holds none)."""
+        self._writer.release()
+
+    def _claim_or_raise(self) -> None:
+        holder = self.try_claim()
+        if holder is not None:
+            raise OutputInUseError(
+                f"output file(s) {[str(p) for p in self.final_paths()]} are being written by {holder}; "
+                f"wait for it to finish (its output is then reused), or write to another file")
 
     # ---- writing -----------------------------------------------------------------------
 
@@ -141,9 +167,12 @@ class OutputSpec(*wfl_base("OutputSpec")):  # type: ignore[misc]  # see _wfl_com
             if self.files is None:
                 self._store_in_memory(configs, input_CS_loc)
                 return
+            if self.first_store_call:
+                self._claim_or_raise()
             if self.first_store_call and not self.overwrite:
                 existing = self._existing_output_files()
                 if existing:
+                    self.release()
                     raise FileExistsError(f"OutputSpec overwrite is false but output file(s) {existing} already exist")
             if self.single_file:
                 if not input_CS_loc:
@@ -219,19 +248,27 @@ class OutputSpec(*wfl_base("OutputSpec")):  # type: ignore[misc]  # see _wfl_com
         with self._lock:
             if self.closed:
                 return
-            self.closed = True
             if self.files is None:
+                self.closed = True
                 return
+            if self.first_store_call:
+                # held since the first store (by this object, or the one it was pickled from);
+                # taken here if nothing was stored, before any staging file is removed
+                self._claim_or_raise()
+            self.closed = True
             if self._handle is not None:
                 self._handle.close()
                 self._handle = None
                 self._handle_ind = None
-            for file_ind in range(len(self.files)):
-                partial = partial_path(self._final(file_ind))
-                if file_ind in self._started:
-                    finalize(partial, self._final(file_ind), self._format(file_ind), self.write_kwargs)
-                else:
-                    partial.unlink(missing_ok=True)
+            try:
+                for file_ind in range(len(self.files)):
+                    partial = partial_path(self._final(file_ind))
+                    if file_ind in self._started:
+                        finalize(partial, self._final(file_ind), self._format(file_ind), self.write_kwargs)
+                    else:
+                        partial.unlink(missing_ok=True)
+            finally:
+                self.release()
 
     # ---- reading -----------------------------------------------------------------------
 

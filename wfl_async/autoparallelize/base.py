@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ase.atoms import Atoms
 
 from .._configset._wfl_compat import from_wfl
 from .._sync import run_sync
@@ -34,6 +37,8 @@ from .remoteinfo import RemoteInfo
 from .utils import split_rng
 
 __all__ = ["PreparedCall", "autoparallelize", "autoparallelize_docstring", "prepare_call"]
+
+log = logging.getLogger(__name__)
 
 DefaultAutoparaInfo = Mapping[str, Any] | Callable[[tuple[Any, ...], dict[str, Any]], Mapping[str, Any]] | None
 
@@ -137,17 +142,30 @@ def prepare_call(op: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
 
 
 def _check_file_counts(inputs: Any, outputs: OutputSpec | None) -> None:
-    """Several output files mirror the input files one to one: check that before running anything."""
-    out_files = outputs.files if outputs is not None and outputs.files is not None else []
-    if len(out_files) <= 1:
+    """A list of output files mirrors the inputs' top level one to one: check that before running anything.
+
+    The first index of each input's location picks its output file, so ``OutputSpec([...])``
+    needs one file per input file (or per top-level sub-list); a single name given as a
+    string collects everything.
+    """
+    if outputs is None or outputs.files is None or outputs.single_file:
         return
+    out_files = outputs.files
     in_items = inputs.items if isinstance(inputs, ConfigSet) else None
-    in_files = in_items if isinstance(in_items, list) and in_items and isinstance(in_items[0], Path) else None
-    if in_files is None or len(in_files) != len(out_files):
-        got = f"{len(in_files)} input files" if in_files else "inputs that are not a list of files"
-        raise ConfigurationError(
-            f"OutputSpec has {len(out_files)} files but the ConfigSet has {got}; several output files "
-            f"must match the input files one to one. Give one output file, or one per input file.")
+    if isinstance(in_items, list) and len(in_items) == len(out_files):
+        return
+    if isinstance(in_items, list) and in_items and isinstance(in_items[0], Path):
+        got = f"{len(in_items)} input files"
+    elif isinstance(in_items, list) and in_items and not isinstance(in_items[0], Atoms):
+        got = f"{len(in_items)} top-level sub-lists"
+    else:
+        got = "inputs that are not a list of files or sub-lists" if len(out_files) > 1 else \
+            "inputs that are not one file or one sub-list"
+    names = [str(f) for f in out_files]
+    raise ConfigurationError(
+        f"OutputSpec({names!r}) has {len(out_files)} output file(s) but the ConfigSet has {got}; a list of "
+        f"output files must match the input files (or top-level sub-lists) one to one. Give one file per "
+        f"input file, or a single file name as a string (OutputSpec({names[0]!r})) to collect every output.")
 
 
 def _report_reuse(call: PreparedCall) -> None:
@@ -158,12 +176,43 @@ def _report_reuse(call: PreparedCall) -> None:
                      f"and output is done\n")
 
 
+@contextlib.asynccontextmanager
+async def _sole_writer(outputs: OutputSpec | None) -> AsyncIterator[None]:
+    """Hold ``outputs``' files for this call; while another process writes them, wait for it.
+
+    The same script started twice on the same output: one writes, the other waits and then
+    finds the output complete (and reuses it), or, if the first failed, goes on itself (its
+    jobs re-attach to the ones already queued). Never a mixed file or a crash.
+    """
+    import anyio
+
+    if outputs is None:
+        yield
+        return
+    told = False
+    while (holder := await anyio.to_thread.run_sync(outputs.try_claim)) is not None:
+        if not told:
+            log.warning("output %s is being written by %s; waiting for it to finish",
+                        [str(p) for p in outputs.final_paths()], holder)
+            told = True
+        await anyio.sleep(0.5)
+    try:
+        yield
+    finally:
+        outputs.release()
+
+
 async def run_call(call: PreparedCall) -> ConfigSet | None:
-    """Run a prepared call to the end.
+    """Run a prepared call to the end (waiting first while another process writes the same output).
 
     :return: ConfigSet of the outputs (empty if the operation produced none), or None if
         ``outputs`` is None
     """
+    async with _sole_writer(call.outputs):
+        return await _run_call(call)
+
+
+async def _run_call(call: PreparedCall) -> ConfigSet | None:
     import anyio.to_thread
 
     if await anyio.to_thread.run_sync(call.already_done):  # file-system checks stay off the loop
@@ -203,6 +252,12 @@ async def iter_call(call: PreparedCall) -> AsyncGenerator[ChunkResult, None]:
     completes; stopping early leaves no final output file. If the output was already
     complete, nothing runs and nothing is yielded (read ``outputs.to_ConfigSet()``).
     """
+    async with _sole_writer(call.outputs), contextlib.aclosing(_iter_call(call)) as chunks:
+        async for chunk in chunks:
+            yield chunk
+
+
+async def _iter_call(call: PreparedCall) -> AsyncGenerator[ChunkResult, None]:
     import anyio.to_thread
 
     if await anyio.to_thread.run_sync(call.already_done):

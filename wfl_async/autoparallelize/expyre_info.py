@@ -15,8 +15,9 @@ Resolution order, as in wfl 0.3.5:
      the one before it that function's caller, and so on. Each item is a regular
      expression matched against the end of ``"<file path>::<function>"`` (as in wfl). The
      first matching key, in file order, wins.
-   - No matching key: the call runs locally; but when a ``remote_label`` was given that is
-     an error (it usually means a typo, and wfl's silent local run hid it).
+   - No matching key: the call runs locally, with a warning (once per value of the variable)
+     naming the keys and the call stack tried; when a ``remote_label`` was given it is an error
+     (it usually means a typo, and wfl's silent local run hid it).
 
 Every value in the dict is checked when it is read, so a malformed entry fails at the
 first autoparallelized call, before anything is submitted.
@@ -29,6 +30,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
@@ -147,6 +149,23 @@ def match_key(keys: list[str], remote_label: str | None, stack: list[str]) -> st
     return None
 
 
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_no_match_once(env_var: str, value: str, keys: list[str], stack: list[str]) -> None:
+    """A variable that is set but matches nothing is usually a key that no longer fits the script."""
+    if (env_var, value) in _warned:
+        return
+    _warned.add((env_var, value))
+    tried = " -> ".join(label.rsplit("/", 1)[-1] for label in stack[-4:]) or "(empty)"
+    warnings.warn(
+        f"{env_var} is set but none of its keys ({', '.join(map(repr, keys)) or 'none'}) matches this call, "
+        f"which runs locally. Call stack tried, outermost first, each 'file.py::function': {tried}. A key's "
+        f"comma-separated items must match the end of that stack (e.g. {stack[-1].rsplit('/', 1)[-1] if stack else 'file.py::function'!r}); "
+        f"fix the key, or give the call a remote_label. (Warned once per value of {env_var}.)",
+        stacklevel=4)
+
+
 def resolve_remote_info(remote_info: RemoteInfo | Mapping[str, Any] | None, remote_label: str | None, *,
                         stack: list[str], env_var: str = ENV_VAR,
                         environ: Mapping[str, str] | None = None) -> RemoteInfo | None:
@@ -181,6 +200,7 @@ def resolve_remote_info(remote_info: RemoteInfo | Mapping[str, Any] | None, remo
                 f"remote_label {remote_label!r} matches none of the keys of {env_var} "
                 f"({', '.join(map(repr, data)) or 'none'}). Add a key {remote_label!r} to {env_var}, fix the "
                 f"label, or drop remote_label to run this call locally.")
+        _warn_no_match_once(env_var, value, list(data), stack)
         return None
     _log.info("%s matched key %r (remote_label %r)", env_var, key, remote_label)
     return RemoteInfo.from_dict(data[key], where=f"{env_var} key {key!r}")

@@ -14,10 +14,12 @@ import functools
 import inspect
 import multiprocessing
 import os
+import pickle
 import sys
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
+from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
 from .chunk import ChunkResult
 from .pool_env import check_pool_environment
@@ -53,6 +55,22 @@ def _run_group(op: Callable[..., Any], iterable_arg: int | str | None,
         raise RuntimeError(f"{getattr(op, '__name__', op)} returned {len(results)} outputs for {len(items)} inputs")
     return ChunkResult(chunk_index=chunk_index, item_indices=tuple(item_indices),
                        input_locs=tuple(entry[2] for entry in group), results=tuple(results))
+
+
+class _CloudCall:
+    """The pool's function as cloudpickle bytes, loaded once per subprocess (plain pickle carries the bytes)."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self._loaded: Callable[..., ChunkResult] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"payload": self.payload, "_loaded": None}
+
+    def __call__(self, indexed_group: tuple[int, tuple[ItemInput, ...]]) -> ChunkResult:
+        if self._loaded is None:
+            self._loaded = pickle.loads(self.payload)
+        return self._loaded(indexed_group)
 
 
 def _op_name(op: Callable[..., Any]) -> str:
@@ -96,8 +114,11 @@ def iter_pool_chunks(num_python_subprocesses: int | None, num_inputs_per_python_
     init_kwargs: dict[str, Any] = {}
     if initializer[0] is not None:
         init_kwargs = {"initializer": initializer[0], "initargs": tuple(initializer[1])}
+    # the call travels as cloudpickle bytes, as to a queued job: an operation defined in the user's
+    # script (or, inside a job, one that came by value from the driver's __main__) works here too
+    call = _CloudCall(dumps_call(op, run))
     with multiprocessing.get_context().Pool(num_python_subprocesses, **init_kwargs) as pool:
-        results = pool.imap_unordered(run, groups)
+        results = pool.imap_unordered(call, groups)
         while True:
             try:
                 yield results.next(timeout=_POLL_SECONDS)

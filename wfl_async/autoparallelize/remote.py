@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 from ase.atoms import Atoms
 
+from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
 from ..jobs.database import JobStatus
 from ..jobs.hashing import code_source
@@ -80,8 +81,11 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
     """Yield each chunk's results as its job finishes (storing them in ``outputs`` first)."""
     async with runtime_scope() as runtime:
         chunks = _prepare_chunks(runtime, op, inputs, args, kwargs, autopara_info, remote_info)
-        progress = Progress.for_call(remote_info.job_name, runtime.system(remote_info.sys_name),
-                                     total_chunks=len(chunks), total_items=sum(len(c.items) for c in chunks))
+        system = runtime.system(remote_info.sys_name)
+        job_dirs = frozenset(c.job.job_dir for c in chunks)
+        progress = Progress.for_call(remote_info.job_name, system, total_chunks=len(chunks),
+                                     total_items=sum(len(c.items) for c in chunks),
+                                     running=lambda: system.poller.started_count(job_dirs))
         send, receive = anyio.create_memory_object_stream[tuple[_Chunk, Any, BaseException | None]](math.inf)
         failure: BaseException | None = None
         with progress:
@@ -149,6 +153,7 @@ def _prepare_chunks(runtime: Runtime, op: Callable[..., Any], inputs: Any, args:
     inherited = kwargs.get("_autopara_per_item_info")
     per_job = queued_job_chunk_size(remote_info.num_inputs_per_queued_job,
                                     autopara_info.num_inputs_per_python_subprocess)
+    dumps_call(op, (op, list(args), kwargs))  # once per call: an unpicklable op is named as the local pool names it
     chunks: list[_Chunk] = []
     for index, group in enumerate(items_inputs_generator(inputs, per_job, rng)):
         items, item_indices, locs, rngs = [], [], [], []

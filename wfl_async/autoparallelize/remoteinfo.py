@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..jobs.env_vars import check_env_vars
 
 __all__ = ["RemoteInfo"]
 
@@ -61,7 +62,7 @@ class RemoteInfo:
         self.num_inputs_per_queued_job = num_inputs_per_queued_job
         self.pre_cmds = list(pre_cmds or [])
         self.post_cmds = list(post_cmds or [])
-        self.env_vars = list(env_vars or [])
+        self.env_vars = check_env_vars(env_vars or [])  # [io] refused before anything is submitted
         self.input_files = list(input_files or [])
         self.output_files = list(output_files or [])
         self.header_extra = list(header_extra or [])

@@ -40,8 +40,9 @@ class JobFilter:
 
     statuses: tuple[JobStatus, ...] = ()
     system: str | None = None
+    """Comma-separated regular expressions, one of which must match the whole system name (as ``xpr``)."""
     name: str | None = None
-    """Regular expression searched in the job name (Python ``re.search``)."""
+    """Comma-separated regular expressions, one of which must match the whole job name (as ``xpr``)."""
     key: str | None = None
     """Start of the job's key (its content hash) or its whole job directory name."""
 
@@ -52,7 +53,8 @@ class JobFilter:
             statuses = [s for s in statuses if s in within]
             if not statuses:
                 return []
-        records = await db.select(status=[s.value for s in statuses] or None, system=self.system, name=self.name)
+        records = await db.select(status=[s.value for s in statuses] or None)
+        records = [r for r in records if _whole_match(self.system, r.system) and _whole_match(self.name, r.name)]
         if self.key:
             records = [r for r in records if r.key.startswith(self.key) or r.job_dir == self.key]
         return records
@@ -71,6 +73,14 @@ class JobFilter:
         return " ".join(parts) or "no filters"
 
 
+def _whole_match(patterns: str | None, value: str) -> bool:
+    """ExPyRe ``xpr``'s rule: no filter, or one of the comma-separated regexps matches all of ``value``.
+
+    A substring match would let ``rm -n relax -y`` delete ``prerelax`` and ``relax_2`` too.
+    """
+    return patterns is None or any(re.fullmatch(p.strip(), value) for p in patterns.split(","))
+
+
 def _parse_statuses(ctx: click.Context, param: click.Parameter, values: Iterable[str]) -> tuple[JobStatus, ...]:
     """``-s succeeded -s failed`` or ``-s succeeded,failed``; ``finished``/``unfinished`` are groups."""
     known = {s.value: (s,) for s in JobStatus} | _GROUPS
@@ -87,7 +97,8 @@ def _parse_statuses(ctx: click.Context, param: click.Parameter, values: Iterable
 def _check_regex(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None:
         try:
-            re.compile(value)
+            for pattern in value.split(","):
+                re.compile(pattern.strip())
         except re.error as exc:
             raise click.BadParameter(f"{value!r} is not a valid regular expression ({exc}); quote it and "
                                      f"escape special characters, e.g. 'relax\\.0[0-9]'") from None
@@ -98,9 +109,11 @@ _FILTER_OPTIONS = (
     click.option("-s", "--status", "statuses", multiple=True, callback=_parse_statuses, metavar="STATUS",
                  help="Only jobs in this status (created, submitted, started, succeeded, failed, died, "
                       "processed, cleaned, or the groups finished/unfinished). Repeat or comma-separate."),
-    click.option("-S", "--system", default=None, metavar="NAME", help="Only jobs on this system."),
-    click.option("-n", "--name", default=None, callback=_check_regex, metavar="REGEX",
-                 help="Only jobs whose name matches this regular expression (searched, not anchored)."),
+    click.option("-S", "--system", default=None, callback=_check_regex, metavar="REGEX[,REGEX]",
+                 help="Only jobs on a system whose whole name matches one of these regular expressions."),
+    click.option("-n", "--name", default=None, callback=_check_regex, metavar="REGEX[,REGEX]",
+                 help="Only jobs whose whole name matches one of these comma-separated regular expressions "
+                      "(as xpr: 'relax' is only 'relax'; write 'relax.*' for its chunks)."),
     click.option("-i", "--id", "key", default=None, metavar="ID",
                  help="Only the job whose key starts with ID, or whose job directory is ID."),
 )

@@ -21,8 +21,10 @@ from ..jobs.database import JobRecord, JobsDatabase, JobStatus
 from ..runtime import Runtime, runtime_scope
 from . import _dbtools
 from ._actions import Report, cancel_jobs, clean_jobs, remove_jobs, sync_jobs
+from ._bench import bench
 from ._common import FINISHED, UNFINISHED, JobFilter, Project, job_filters, run_async
 from ._display import console, jobs_table, record_dict, report_table, status_table
+from ._doctor import doctor
 
 __all__ = ["main"]
 
@@ -296,6 +298,10 @@ def repair() -> None:
         f"{project.db_path} is damaged:\n  {problems}\nStop every workflow of this project, keep a copy of the "
         f"file, then rebuild it: sqlite3 {project.db_path} .recover | sqlite3 recovered.db and move "
         f"recovered.db in its place (or delete it: its jobs are then forgotten and a rerun submits them again).")
+
+
+main.add_command(doctor)
+main.add_command(bench)
 
 
 def run(args: list[str] | None = None) -> Any:

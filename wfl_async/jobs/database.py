@@ -31,6 +31,7 @@ import aiosqlite
 import anyio
 
 from .._coalesce import Coalescer, Pending
+from .._private import private_file
 
 __all__ = ["Claim", "JobRecord", "JobStatus", "JobsDatabase", "owner_alive", "process_owner"]
 
@@ -176,7 +177,7 @@ class JobsDatabase:
             uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
             self._conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # [io] the jobs database is its owner's only
             self._conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=60)
             await self._initialise()
         await self._conn.execute("PRAGMA busy_timeout=60000")

@@ -20,6 +20,7 @@ from typing import Any
 
 import cloudpickle
 
+from .._pickling import callable_identity, dumps_call
 from ..errors import ConfigurationError
 
 __all__ = ["code_source", "job_key", "pickle_task"]
@@ -33,13 +34,7 @@ def pickle_task(function: Callable[..., Any], args: Sequence[Any], kwargs: Mappi
 
     :raises ConfigurationError: something cannot be pickled; nothing has been submitted
     """
-    try:
-        return cloudpickle.dumps((function, tuple(args), dict(kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        raise ConfigurationError(
-            f"cannot pickle the call to {_identity(function)}: {exc}. A queued job needs a picklable "
-            f"function and arguments: define the function at module level and pass plain data "
-            f"(or a (Class, args, kwargs) tuple instead of a live calculator object).") from exc
+    return dumps_call(function, (function, tuple(args), dict(kwargs)))
 
 
 def job_key(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], *,
@@ -47,7 +42,7 @@ def job_key(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[s
             code_version: bool | str | None = None) -> str:
     """Hex sha256 identifying this call; equal for calls that would compute the same thing."""
     digest = hashlib.sha256()
-    digest.update(name.encode() + b"\0" + _identity(function).encode())
+    digest.update(name.encode() + b"\0" + callable_identity(function).encode())
     digest.update(_function_state(function))
     kept_args = [a for i, a in enumerate(args) if i not in hash_ignore]
     kept_kwargs = {k: v for k, v in sorted(kwargs.items()) if k not in hash_ignore}
@@ -59,16 +54,6 @@ def job_key(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[s
     elif isinstance(code_version, str):
         digest.update(b"version:" + code_version.encode())
     return digest.hexdigest()
-
-
-def _identity(function: Callable[..., Any]) -> str:
-    module = getattr(function, "__module__", None) or "?"
-    name = getattr(function, "__qualname__", None)
-    if name is None:
-        # functools.partial or a callable instance: its repr holds a memory address, different
-        # in every process; the type names it, and _function_state adds what it holds
-        module, name = type(function).__module__, type(function).__qualname__
-    return f"{module}.{name}"
 
 
 def _function_state(function: Callable[..., Any]) -> bytes:
@@ -93,7 +78,7 @@ def _stable_pickle(obj: Any, function: Callable[..., Any]) -> bytes:
             return cloudpickle.dumps(obj, protocol=4)
         except Exception as exc:
             raise ConfigurationError(
-                f"cannot pickle the arguments of {_identity(function)}: {exc}. Pass picklable arguments, "
+                f"cannot pickle the arguments of {callable_identity(function)}: {exc}. Pass picklable arguments, "
                 f"or list the offending ones in hash_ignore only if they do not change the result.") from exc
 
 
@@ -116,4 +101,4 @@ def code_source(function: Callable[..., Any]) -> str:
     try:
         return inspect.getsource(module) if module is not None else inspect.getsource(function)
     except (OSError, TypeError):
-        return _identity(function)
+        return callable_identity(function)

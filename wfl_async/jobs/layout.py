@@ -1,7 +1,9 @@
 """Names of the files in a job directory, shared by the driver and the remote worker.
 
-The worker writes ``RESULT`` atomically (temporary name, then rename) and only then the
-final marker, so a marker always means a complete result. This module imports nothing:
+The worker writes ``RESULT`` atomically (temporary name, fsync, rename) and only then the
+final marker, whose content is the result's size and sha256 as JSON
+(``{"size": N, "sha256": "..."}``), so a marker always means a complete result and the
+driver can check the copy it fetched (:mod:`wfl_async.jobs.integrity`). This module imports nothing:
 it is loaded in every queued job.
 """
 
@@ -19,3 +21,5 @@ SUBMIT_ANSWER = "_wfl_async_submit.out"
 """What the scheduler answered to the submission, written by the submitter that won the lock."""
 WORKER_LOG = "_wfl_async_worker.log"
 """stdout and stderr of the worker (the function's prints, the remote traceback)."""
+FETCH_ON_FINISH = (RESULT, WORKER_LOG, *FINAL_MARKERS)
+"""Brought back from a finished job's directory (missing ones are skipped): the marker with the result."""

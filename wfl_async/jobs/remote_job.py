@@ -11,8 +11,8 @@ before anything is submitted, so a caller launching many jobs can prepare them a
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pickle
-import re
 import shlex
 import shutil
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -23,17 +23,21 @@ from typing import Any
 import anyio
 
 from ..config.expyre_env import default_system
-from ..errors import ConfigurationError, JobDiedError, JobTimeoutError, RemoteJobFailed
+from ..doctor.first_submission import ensure_system_ready
+from ..doctor.worker_log import died_job_hint
+from ..errors import JobDiedError, JobTimeoutError, RemoteJobFailed, ResultIntegrityError
 from ..runtime import Runtime, runtime_scope
 from ..system import SubmitRequest, System, Watch
 from ..system.paths import job_dir_name, safe_name
 from . import layout
 from .database import JobRecord, JobStatus
+from .env_vars import check_env_vars, export_lines
 from .hashing import job_key, pickle_task
+from .integrity import copy_atomic, read_verified_result
 
 __all__ = ["RemoteJob"]
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,10 +101,7 @@ class RemoteJob:
         system = runtime.system(self.sys_name)
         partition, node_dict, max_time = system.select_partition(
             dict(self.resources), exact_fit=self.exact_fit, partial_node=self.partial_node)
-        for assignment in self.env_vars:
-            if not _ENV_NAME.match(assignment):
-                raise ConfigurationError(f"env_vars entry {assignment!r} is not NAME=value; write e.g. "
-                                         f"\"OMP_NUM_THREADS=1\"")
+        check_env_vars(self.env_vars)  # [io] one rule, next to where the export lines are built
         task = pickle_task(self.function, self.args, self.kwargs)
         key = job_key(self.function, self.args, self.kwargs, name=self.job_name, hash_ignore=self.hash_ignore,
                       input_files=self.input_files, code_version=self.code_version)
@@ -139,6 +140,7 @@ class PreparedJob:
     async def result(self) -> Any:
         """Claim, submit if needed, wait, and return the value (or raise the remote exception)."""
         db = self.runtime.db
+        await ensure_system_ready(self.system)  # once per system and session: fail fast, not job by job
         claim = await db.claim(key=self.key, name=self.spec.job_name, system=self.system.name,
                                job_dir=self.job_dir, owner=self.runtime.owner)
         record = claim.record
@@ -169,7 +171,8 @@ class PreparedJob:
             if self.spec.resubmit_died:
                 await db.update(self.key, status=JobStatus.FAILED, message="died; resubmitting")
                 return await self.result()
-            raise JobDiedError(f"job {self.spec.job_name!r} ({self.key[:12]}): {outcome.message}. "
+            hint = await died_job_hint(self.system, self.job_dir, self.runtime.stage_root)
+            raise JobDiedError(f"job {self.spec.job_name!r} ({self.key[:12]}): {outcome.message}.{hint} "
                                f"Look at {self.local_dir}; set resubmit_killed_jobs=True to resubmit.")
         return await self._load_result()
 
@@ -210,9 +213,11 @@ class PreparedJob:
     def _job_body(self) -> list[str]:
         python = shlex.quote(self.system.config.python)
         return [
+            # [io] private by default: SGE's execd, unlike sbatch, does not pass on the submitter's umask
+            "umask 077",
             # wfl's default inside a job; env_vars below may override it
             "export WFL_NUM_PYTHON_SUBPROCESSES=${EXPYRE_NUM_CORES_PER_NODE}",
-            *(f"export {assignment}" for assignment in self.spec.env_vars),
+            *export_lines(self.spec.env_vars),
             *self.spec.pre_cmds,
             f"{python} -m wfl_async.jobs.worker > {layout.WORKER_LOG} 2>&1",
             "wfl_async_status=$?",
@@ -232,7 +237,16 @@ class PreparedJob:
     async def _load_result(self) -> Any:
         path = self.local_dir / layout.RESULT
         try:
-            outcome = await anyio.to_thread.run_sync(_read_pickle, path)
+            try:
+                outcome = await anyio.to_thread.run_sync(_read_verified_pickle, self.local_dir)
+            except ResultIntegrityError as mismatch:
+                # [io] cut short on its way (e.g. a driver killed mid-fetch): fetch it again, once
+                log.warning("job %r: %s; fetching it again", self.spec.job_name, mismatch)
+                await self.system.transport.download(
+                    await self.system.remote_root(),
+                    [f"{self.job_dir}/{name}" for name in (*layout.FETCH_ON_FINISH, *self.spec.output_files)],
+                    self.runtime.stage_root)
+                outcome = await anyio.to_thread.run_sync(_read_verified_pickle, self.local_dir)
         except FileNotFoundError:
             raise JobDiedError(f"job {self.spec.job_name!r} ({self.key[:12]}) has a final marker but its "
                                f"result file did not come back to {path}") from None
@@ -249,13 +263,9 @@ class PreparedJob:
     def _copy_output_files(self) -> None:
         for name in self.spec.output_files:
             source = self.local_dir / name
-            if source.is_dir():
-                shutil.copytree(source, Path(name), dirs_exist_ok=True)
-            elif source.exists():
-                Path(name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, name)
+            if source.exists():
+                copy_atomic(source, Path(name))  # [io] each file appears whole or not at all
 
 
-def _read_pickle(path: Path) -> Any:
-    with open(path, "rb") as handle:
-        return pickle.load(handle)
+def _read_verified_pickle(job_dir: Path) -> Any:
+    return pickle.loads(read_verified_result(job_dir))

@@ -1,7 +1,8 @@
 """The remote side: ``python -m wfl_async.jobs.worker`` in a job directory.
 
 Reads the staged task, marks the job started, calls the function, writes the outcome
-atomically, then the final marker. Its imports are kept minimal on purpose: every queued
+atomically (temporary name, fsync, rename), then the final marker recording the outcome's
+size and sha256 (see :mod:`wfl_async.jobs.integrity`). Its imports are kept minimal on purpose: every queued
 job pays for them, and on a small node the jobs' own Python start-up is what end-to-end
 time cannot go below. The function's own module (and cloudpickle, if the task needs it) is
 imported by unpickling.
@@ -15,15 +16,7 @@ import sys
 import traceback
 
 from . import layout
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+from .integrity import marker_content, write_atomic
 
 
 def _touch(path: str) -> None:
@@ -46,6 +39,7 @@ def _pickle_exception(exc: BaseException) -> bytes:
 
 
 def main(job_dir: str = ".") -> int:
+    os.umask(0o077)  # results are their owner's only, whatever umask the scheduler gave the job
     os.chdir(job_dir)
     _touch(layout.STARTED)
     try:
@@ -58,8 +52,9 @@ def main(job_dir: str = ".") -> int:
         traceback.print_exc()
         payload = _pickle_exception(exc)
         marker = layout.FAILED
-    _write_atomic(layout.RESULT, payload)
-    _touch(marker)
+    write_atomic(layout.RESULT, payload)
+    # written last, and itself atomically: a marker means a complete result of this size and hash
+    write_atomic(marker, marker_content(payload))
     return 0 if marker == layout.SUCCEEDED else 1
 
 

@@ -9,7 +9,6 @@ scheduler's batch submit command. Later arrivals form the next batch.
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,7 +86,6 @@ class SubmitBatcher:
         submit = self.system.scheduler.submit_command([f"{root}/{item.job_dir}" for item in batch])
         self.system.stats["submit_commands"] += 1
         self.system.stats["scheduler_calls"] += 1
-        resets = [shlex.quote(f"{root}/{item.job_dir}") for item in batch if item.reset]
 
         def settle(index: int, outcome: SubmitResult) -> None:
             item = batch[index]
@@ -107,9 +105,11 @@ class SubmitBatcher:
                 settle(*parsed)
 
         result = await self.system.transport.upload(
-            local_root, uploads, root, before=f"rm -rf -- {' '.join(resets)}" if resets else "",
+            # [io] resets go through `fresh` (emptied once even if the command is repeated after a
+            # dropped connection); retry=True relies on the submit command being idempotent (lock + answer)
+            local_root, uploads, root, fresh=[item.job_dir for item in batch if item.reset],
             then=f"{{ {self.system.scheduler_prefix()}{submit}; }}", on_line=on_line,
-            kind="submit")
+            kind="submit", retry=True)
         parsed = self.system.scheduler.parse_submit_output(result.stdout.decode(errors="replace"), len(batch))
         for index, outcome in enumerate(parsed):
             settle(index, outcome)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +56,10 @@ class Poller:
     def running_count(self) -> int:
         """Watched jobs whose worker has started."""
         return sum(1 for w in self._watches.values() if w.started)
+
+    def started_count(self, job_dirs: Collection[str]) -> int:
+        """How many of ``job_dirs`` are watched and started (one call's running jobs, for its progress line)."""
+        return sum(1 for d in job_dirs if (w := self._watches.get(d)) is not None and w.started)
 
     def poll_interval(self) -> float:
         intervals = [w.check_interval for w in self._watches.values()]
@@ -150,8 +154,8 @@ class Poller:
         for watch in finished:
             by_local_root.setdefault(watch.local_root, []).append(watch)
         for local_root, group in by_local_root.items():
-            paths = [f"{w.job_dir}/{name}" for w in group for name in
-                     (layout.RESULT, layout.WORKER_LOG, *w.fetch)]
+            # [io] the final marker comes too: it holds the size and sha256 the result is checked against
+            paths = [f"{w.job_dir}/{name}" for w in group for name in (*layout.FETCH_ON_FINISH, *w.fetch)]
             self.system.stats["fetch_commands"] += 1
             await self.system.transport.download(root, paths, local_root)
         for watch in finished:

@@ -19,6 +19,7 @@ import anyio
 
 from ..config.expyre_modules import expyre_module
 from ..config.system_config import SystemConfig
+from ..doctor.problems import rundir_problem
 from ..errors import ConfigurationError, RemoteCommandError, SchedulerError
 from ..scheduler.base import Scheduler
 from ..scheduler.states import QueueState
@@ -104,14 +105,22 @@ class System:
         """Absolute directory holding this project's job directories (created on first use)."""
         async with self._root_lock:
             if self._remote_root is None:
-                rundir = self.config.rundir or ("run_wfl_async" if self.config.host else "~/.wfl_async/run")
-                if rundir.startswith("~/"):
-                    rundir = rundir[2:]
-                target = f"{rundir.rstrip('/')}/{self.project}"
-                result = await self.transport.run(
-                    f"mkdir -p {shlex.quote(target)} && cd {shlex.quote(target)} && pwd -P", kind="probe")
+                target = self.rundir_path()
+                try:
+                    result = await self.transport.run(
+                        f"mkdir -p {shlex.quote(target)} && cd {shlex.quote(target)} && pwd -P", kind="probe")
+                except RemoteCommandError as exc:
+                    detail = exc.stderr.decode(errors="replace") or f"exit status {exc.returncode}"
+                    raise ConfigurationError(str(rundir_problem(self.name, target, detail))) from exc
                 self._remote_root = result.stdout.decode().strip().splitlines()[-1]
             return self._remote_root
+
+    def rundir_path(self) -> str:
+        """``<rundir>/<project>`` as given (relative paths are relative to the remote home)."""
+        rundir = self.config.rundir or ("run_wfl_async" if self.config.host else "~/.wfl_async/run")
+        if rundir.startswith("~/"):
+            rundir = rundir[2:]
+        return f"{rundir.rstrip('/')}/{self.project}"
 
     def scheduler_prefix(self) -> str:
         """``pre_submit_cmds`` run before every scheduler command (submit, status, cancel)."""

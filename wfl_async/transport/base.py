@@ -4,14 +4,29 @@ Everything above this layer sees only :class:`Transport`; nothing above imports 
 A transport runs shell text (built and quoted by the caller) with optional stdin and
 returns a :class:`subprocess.CompletedProcess` whatever carried it, so callers cannot
 tell local from ssh. Files travel as one tar stream over one command, both ways.
+
+Two rules hold for every command and every file, whatever carries it:
+
+* **Private by default.** Every command runs under ``umask 077``, so the directories and
+  files it creates (job directories, staged inputs, results) are readable by their owner
+  only; locally fetched files land under a directory of mode 0700.
+* **Nothing half-written is ever used.** An upload unpacks into a temporary directory,
+  checks every file against a sha256 manifest that travels last in the same stream, and
+  only then links the files into place (never replacing one that exists); a download
+  unpacks into a temporary directory and renames each file into place. A stream cut
+  short leaves nothing behind under the real names, so a rerun sends it again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import shlex
+import shutil
 import tarfile
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,7 +39,17 @@ import anyio
 
 from ..errors import RemoteCommandError
 
-__all__ = ["CommandKind", "CommandRecord", "LineCallback", "Transport", "TransportStats", "LineSplitter"]
+__all__ = ["CommandKind", "CommandRecord", "LineCallback", "Transport", "TransportStats", "LineSplitter",
+           "PRIVATE_UMASK", "pack", "upload_command"]
+
+PRIVATE_UMASK = 0o077
+"""Every command runs under this umask: what wfl_async creates is its owner's only."""
+MANIFEST = ".wfl_async_manifest"
+"""Last member of every upload stream: ``sha256  name`` per file, as ``sha256sum -c`` reads it."""
+_UPLOAD_TMP = ".wfl_async_upload."
+_FETCH_TMP = ".wfl_async_fetch."
+_FRESH_TOKEN = ".wfl_async_fresh"
+"""Left in a directory an upload emptied first, so the same command run again does not empty it twice."""
 
 LineCallback = Callable[[str], None]
 
@@ -74,32 +99,41 @@ class Transport(ABC):
         """Host description for messages."""
 
     @abstractmethod
-    async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None) -> CompletedProcess[bytes]:
+    async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None,
+                   retry: bool) -> CompletedProcess[bytes]:
         """Run ``command`` in a POSIX shell; never raises for a non-zero exit status.
 
-        Calls ``on_line`` with each complete stdout line as soon as it arrives.
+        Calls ``on_line`` with each complete stdout line as soon as it arrives. ``retry``:
+        the command may be run again if the connection drops while it runs.
         """
 
     async def run(self, command: str, *, stdin: bytes | None = None, check: bool = True,
-                  on_line: LineCallback | None = None, kind: CommandKind = "other") -> CompletedProcess[bytes]:
-        """Run shell text ``command`` with ``stdin``.
+                  on_line: LineCallback | None = None, kind: CommandKind = "other",
+                  retry: bool = False) -> CompletedProcess[bytes]:
+        """Run shell text ``command`` with ``stdin``, under ``umask 077``.
 
         :param command: shell text; the caller quotes every value in it
         :param stdin: bytes fed to the command's standard input
         :param check: raise :class:`RemoteCommandError` on a non-zero exit status
         :param on_line: called with each stdout line (decoded, without its newline) while the
-            command still runs, e.g. to act on each submitted job at once; it may be called
-            again for the same lines if a dropped connection makes the command run again
+            command still runs, e.g. to act on each submitted job at once; with ``retry`` it
+            may be called again for the same lines if the command runs again
         :param kind: what the command is for, recorded in :attr:`stats`
+        :param retry: the caller declares the command safe to repeat: if the connection
+            drops while it runs, it is run again after reconnecting. The default is False
+            because only the caller knows; a command that never started (no connection yet)
+            is always sent again
         :return: the completed process, stdout and stderr as bytes
         :raises RemoteCommandError: the command failed and ``check`` is true
-        :raises TransportError: the command could not be run at all
+        :raises TransportError: the command could not be run at all, or (without ``retry``)
+            the connection dropped while it ran
         """
         sent = len(stdin or b"")
         self.stats.commands_run += 1
         self.stats.bytes_sent += sent
         started = time.monotonic()
-        result = await self._run(command, stdin, on_line)
+        result = await self._run(f"umask {PRIVATE_UMASK:03o}; {command}", stdin, on_line, retry)
+        result.args = command
         received = len(result.stdout) + len(result.stderr)
         self.stats.bytes_received += received
         self.stats.records.append(CommandRecord(kind, started, time.monotonic() - started,
@@ -109,34 +143,41 @@ class Transport(ABC):
         return result
 
     async def upload(self, local_root: Path, relpaths: Sequence[str], remote_root: str,
-                     *, before: str = "", then: str = "", on_line: LineCallback | None = None,
-                     kind: CommandKind = "stage") -> CompletedProcess[bytes]:
+                     *, before: str = "", then: str = "", fresh: Sequence[str] = (),
+                     on_line: LineCallback | None = None, kind: CommandKind = "stage",
+                     retry: bool = True) -> CompletedProcess[bytes]:
         """Copy ``local_root/relpath`` for each relpath to ``remote_root/relpath`` in one stream.
 
+        Files are checked against the stream's manifest before they appear under their
+        names; a file that already exists there is kept (a rerun taking over an interrupted
+        submission must not rewrite the files of a job that may already be running, and an
+        existing file is always complete).
+
         :param before: shell text run first, in the same command
-        :param then: shell text run after unpacking, in the same command (saves a round trip)
+        :param then: shell text run after the files are in place, in the same command (saves a round trip)
+        :param fresh: directories (relative to ``remote_root``) emptied before the files land;
+            emptied once per call, even if the command runs again after a dropped connection
         :param kind: recorded in :attr:`stats` (``"submit"`` when ``then`` submits the staged jobs)
+        :param retry: run the command again after a dropped connection (safe when ``then`` is)
         """
-        data = await anyio.to_thread.run_sync(_pack, local_root, relpaths)
-        root = shlex.quote(remote_root)
-        command = f"{before} && " if before else ""
-        # --skip-old-files: a rerun taking over an interrupted submission must not rewrite the files
-        # of a job that may already be running (their content is the same anyway)
-        command += f"mkdir -p {root} && tar -C {root} --skip-old-files -xf -"
-        if then:
-            command += f" && {then}"
-        return await self.run(command, stdin=data, on_line=on_line, kind=kind)
+        data = await anyio.to_thread.run_sync(pack, local_root, relpaths)
+        command = upload_command(remote_root, before=before, then=then, fresh=fresh)
+        return await self.run(command, stdin=data, on_line=on_line, kind=kind, retry=retry)
 
     async def download(self, remote_root: str, relpaths: Sequence[str], local_root: Path) -> None:
-        """Copy ``remote_root/relpath`` to ``local_root/relpath`` in one stream; missing ones are skipped."""
+        """Copy ``remote_root/relpath`` to ``local_root/relpath`` in one stream; missing ones are skipped.
+
+        Each file appears under its name complete or not at all (temporary directory, then rename).
+        """
         if not relpaths:
             return
         names = " ".join(shlex.quote(p) for p in relpaths)
         # GNU tar: --ignore-failed-read turns a missing file into a warning (exit 0), so one
         # absent output file does not lose every other job's result in the same stream.
+        # Reading files is safe to repeat after a dropped connection.
         result = await self.run(
             f"cd {shlex.quote(remote_root)} && tar --ignore-failed-read -cf - -- {names} 2>/dev/null; true",
-            kind="fetch")
+            kind="fetch", retry=True)
         await anyio.to_thread.run_sync(_unpack, result.stdout, local_root)
 
     async def aclose(self) -> None:  # noqa: B027 - a no-op is right for transports without connections
@@ -148,21 +189,77 @@ class Transport(ABC):
                 f"commands: {s.commands_run}]>")
 
 
-def _pack(root: Path, relpaths: Sequence[str]) -> bytes:
+def upload_command(remote_root: str, *, before: str = "", then: str = "", fresh: Sequence[str] = ()) -> str:
+    """Shell text unpacking a :func:`pack` stream from stdin under ``remote_root``, verified, never half-written."""
+    root = shlex.quote(remote_root)
+    token = uuid.uuid4().hex
+    command = f"{before} && " if before else ""
+    command += f"mkdir -p {root} && wfl_async_root={root} && "
+    if fresh:
+        # emptied once: a second run of this same command (after a dropped connection) finds
+        # its token and keeps what the first run put there
+        dirs = " ".join(shlex.quote(d) for d in fresh)
+        mark = f'"$wfl_async_root/$d/{_FRESH_TOKEN}"'
+        command += (f'for d in {dirs}; do if [ "$(cat {mark} 2>/dev/null)" != {token} ]; then '
+                    f'rm -rf -- "$wfl_async_root/$d" && mkdir -p -- "$wfl_async_root/$d" && '
+                    f"echo {token} > {mark} || exit 1; fi; done && ")
+    tmp = f'"$wfl_async_root/{_UPLOAD_TMP}{token}.$$"'
+    command += (f'wfl_async_tmp={tmp} && mkdir -- "$wfl_async_tmp" && tar -C "$wfl_async_tmp" --no-same-permissions -xf - && '
+                f'( cd "$wfl_async_tmp" && sha256sum --quiet --strict -c {MANIFEST} && rm -f {MANIFEST} ) && '
+                # hard links appear atomically, complete and verified; -n keeps files already there
+                'cp -al -n -- "$wfl_async_tmp/." "$wfl_async_root/" && rm -rf -- "$wfl_async_tmp" && '
+                # streams cut short by an earlier run left their temporary directory behind
+                f'{{ find "$wfl_async_root" -maxdepth 1 -name \'{_UPLOAD_TMP}*\' -mmin +60 '
+                '-exec rm -rf -- {} + 2>/dev/null; true; }')
+    if then:
+        command += f" && {then}"
+    return command
+
+
+def pack(root: Path, relpaths: Sequence[str]) -> bytes:
+    """A tar stream of ``root/relpath`` for each relpath, ending with the sha256 manifest of its files."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel in relpaths:
             tar.add(root / rel, arcname=rel)
+        lines = []
+        for member in tar.getmembers():
+            if member.isfile():
+                with open(root / member.name, "rb") as handle:
+                    digest = hashlib.file_digest(handle, "sha256").hexdigest()
+                lines.append(_manifest_line(digest, member.name))
+        manifest = "".join(lines).encode()
+        info = tarfile.TarInfo(MANIFEST)
+        info.size, info.mode, info.mtime = len(manifest), 0o600, int(time.time())
+        tar.addfile(info, io.BytesIO(manifest))
     return buffer.getvalue()
 
 
+def _manifest_line(digest: str, name: str) -> str:
+    """One line of ``sha256sum`` output (GNU coreutils escapes backslash, newline and CR in names)."""
+    escaped = name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    prefix = "\\" if escaped != name else ""
+    return f"{prefix}{digest}  {escaped}\n"
+
+
 def _unpack(data: bytes, root: Path) -> None:
+    """Extract into a temporary directory under ``root``, then rename each file into place."""
     if not data:
         return
     root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        # the "data" filter refuses absolute paths, '..' and device files from the remote side
-        tar.extractall(root, filter="data")
+    tmp = root / f"{_FETCH_TMP}{uuid.uuid4().hex}"
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            # the "data" filter refuses absolute paths, '..' and device files from the remote side
+            tar.extractall(tmp, filter="data")
+        for path in sorted(p for p in tmp.rglob("*") if not p.is_dir()):
+            target = root / path.relative_to(tmp)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode & ~PRIVATE_UMASK)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class LineSplitter:

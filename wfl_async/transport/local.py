@@ -20,7 +20,9 @@ class LocalTransport(Transport):
     def where(self) -> str:
         return "this machine"
 
-    async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None) -> CompletedProcess[bytes]:
+    async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None,
+                   retry: bool) -> CompletedProcess[bytes]:
+        del retry  # nothing between us and the command can drop
         output: dict[str, bytes] = {}
         lines = LineSplitter(on_line)
 

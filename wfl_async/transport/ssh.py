@@ -3,9 +3,18 @@
 Every coroutine that talks to a host shares one :class:`SshTransport`, hence one SSH
 connection (opened lazily, under a lock, so a thousand jobs starting at once open it once).
 Concurrent commands are exec channels on that connection, capped by a semaphore below
-the server's ``MaxSessions`` (OpenSSH default 10: the 11th channel fails). A dropped
-connection is reopened with jittered exponential backoff, and the command retried, since
-every command this package sends is safe to repeat (submission is guarded by a marker).
+the server's ``MaxSessions`` (OpenSSH default 10: the 11th channel fails).
+
+A dropped connection (the login node killed our sshd process, sshd restarted, the network
+went away for a while) is reopened with jittered exponential backoff for up to
+``retry_for`` seconds. What happens to the command that was running depends on when it
+failed, and on what its caller declared:
+
+* it never started (no connection, channel refused): it is always sent again;
+* it started and the connection dropped before its exit status came back: it is sent
+  again only if the caller passed ``retry=True`` (it is safe to repeat); otherwise a
+  :class:`~wfl_async.errors.TransportError` says that it may or may not have run.
+
 ``~/.ssh/config`` (or the system's ``ssh_config`` files), keys, and known_hosts are honoured;
 host keys are checked unless the system config sets ``"ssh_host_key_checking": false``.
 """
@@ -14,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
@@ -29,8 +39,19 @@ __all__ = ["SshTransport"]
 
 log = logging.getLogger(__name__)
 
-_RETRYABLE = (asyncssh.ConnectionLost, asyncssh.DisconnectError, ConnectionError, asyncssh.ChannelOpenError,
-              TimeoutError, OSError)
+_RETRYABLE = (asyncssh.Error, OSError)
+"""What a dropped or refused connection raises: asyncssh's own errors (ConnectionLost,
+DisconnectError, ChannelOpenError) and the socket's (ConnectionError, TimeoutError).
+Authentication and host-key failures are asyncssh errors too, but are reported at once."""
+_FATAL = (asyncssh.HostKeyNotVerifiable, asyncssh.PermissionDenied)
+
+
+class _Dropped(Exception):
+    """The command started, and the connection dropped before its exit status came back."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class SshTransport(Transport):
@@ -40,12 +61,16 @@ class SshTransport(Transport):
     :param ssh_config: OpenSSH client config files to read (default ``~/.ssh/config``)
     :param max_channels: concurrent exec channels; keep below the server's MaxSessions
     :param host_key_checking: verify the server's key against known_hosts
-    :param connect_attempts: tries before a connection failure is reported
-    :param retry_wait: seconds before the first retry (doubling after each, at most 10 s)
+    :param retry_for: seconds to keep reconnecting before a failure is reported (an sshd
+        restart or a short network outage must not end a workflow)
+    :param connect_attempts: tries before a failure is reported, if fewer than ``retry_for`` allows
+    :param max_delay: longest pause between two tries (so the connection is back soon after the outage)
+    :param retry_wait: the first pause between two tries (doubling after each, up to ``max_delay``)
     """
 
     def __init__(self, host: str, *, ssh_config: Sequence[str] | None = None, max_channels: int = 8,
-                 host_key_checking: bool = True, connect_attempts: int = 6, retry_wait: float = 0.2) -> None:
+                 host_key_checking: bool = True, retry_for: float = 600.0, connect_attempts: int | None = None,
+                 max_delay: float = 2.0, retry_wait: float = 0.2) -> None:
         super().__init__()
         self.host, self._user, self._port = _split_host(host)
         self._config = [str(Path(p).expanduser()) for p in ssh_config] if ssh_config else None
@@ -54,7 +79,9 @@ class SshTransport(Transport):
         self._connect_lock = anyio.Lock()
         self._connection: asyncssh.SSHClientConnection | None = None
         self._host_key_checking = host_key_checking
-        self._connect_attempts = connect_attempts
+        self._retry_for = retry_for
+        self._attempts = connect_attempts
+        self._max_delay = max_delay
         self._retry_wait = retry_wait
 
     @property
@@ -73,65 +100,116 @@ class SshTransport(Transport):
             options["known_hosts"] = None
         return options
 
+    async def _backoff(self) -> AsyncIterator[int]:
+        """Attempt numbers 1, 2, ...; jittered exponential pauses between them, until the budget is spent."""
+        deadline = time.monotonic() + self._retry_for
+        delay = self._retry_wait
+        attempt = 1
+        while True:
+            yield attempt
+            attempt += 1
+            pause = delay * random.uniform(0.5, 1.0)
+            if (self._attempts is not None and attempt > self._attempts) or time.monotonic() + pause > deadline:
+                return
+            await anyio.sleep(pause)
+            delay = min(delay * 2, self._max_delay)
+
     async def _get_connection(self) -> asyncssh.SSHClientConnection:
+        """The open connection, or a new one (one try; the caller's backoff loop tries again)."""
         async with self._connect_lock:
             if self._connection is not None and not self._connection.is_closed():
                 return self._connection
-            delay = self._retry_wait
-            for attempt in range(1, self._connect_attempts + 1):
-                try:
-                    self._connection = await asyncssh.connect(self.host, **self._connect_options())
-                    self.stats.connections_opened += 1
-                    return self._connection
-                except (asyncssh.HostKeyNotVerifiable, asyncssh.PermissionDenied) as exc:
-                    raise TransportError(
-                        f"ssh to {self.host} refused: {exc}. Check the key and known_hosts entries "
-                        f"for this host in your ssh config (or set \"ssh_host_key_checking\": false "
-                        f"for the system in config.json if you really mean it)") from exc
-                except (OSError, asyncssh.Error) as exc:
-                    if attempt == self._connect_attempts:
-                        raise TransportError(f"could not connect to {self.host} after {attempt} attempts: "
-                                             f"{exc}") from exc
-                    log.warning("connecting to %s failed (%s); retrying in %.1f s", self.host, exc, delay)
-                    await anyio.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(delay * 2, 10.0)
-            raise AssertionError("unreachable")
-
-    async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None) -> CompletedProcess[bytes]:
-        delay = self._retry_wait
-        for attempt in range(1, self._connect_attempts + 1):
-            connection = await self._get_connection()
             try:
-                async with self._channels:
-                    if on_line is None:
-                        # stdin=DEVNULL: without input the command sees end-of-file, as locally
-                        # (asyncssh sends EOF only after a non-empty input; a reader would hang)
-                        result = await connection.run(command, input=stdin or None, stdin=asyncssh.DEVNULL,
-                                                      encoding=None, check=False)
-                    else:
-                        result = await _run_streaming(connection, command, stdin, LineSplitter(on_line))
-                if result.exit_status is None and result.exit_signal is None:
-                    # the channel closed without an exit status: the connection dropped mid-command
-                    # (asyncssh does not raise then); never report that as the command's failure
-                    raise asyncssh.ConnectionLost("connection closed before the command's exit status arrived")
-                return CompletedProcess(command, result.returncode if result.returncode is not None else 255,
-                                        _as_bytes(result.stdout), _as_bytes(result.stderr))
+                self._connection = await asyncssh.connect(self.host, **self._connect_options())
+            except _FATAL as exc:
+                raise TransportError(
+                    f"ssh to {self.host} refused: {exc}. Check the key and known_hosts entries "
+                    f"for this host in your ssh config (or set \"ssh_host_key_checking\": false "
+                    f"for the system in config.json if you really mean it)") from exc
+            self.stats.connections_opened += 1
+            return self._connection
+
+    async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None,
+                   retry: bool) -> CompletedProcess[bytes]:
+        connected = False
+        error: BaseException | None = None
+        attempts = 0
+        async for attempts in self._backoff():  # noqa: B007 - the last one is reported
+            connected = False
+            try:
+                connection = await self._get_connection()
+                connected = True
+                return await self._run_once(connection, command, stdin, on_line)
+            except _Dropped as dropped:
+                error = dropped.cause
+                await self._drop(connection)
+                if not retry:
+                    raise TransportError(
+                        f"the connection to {self.host} dropped while a command was running; it may or may "
+                        f"not have run, and is not safe to repeat: {error}") from error
+                log.warning("connection to %s dropped during a command (%s); reconnecting and running it again",
+                            self.host, error)
+            except TransportError:
+                raise  # refused for good (host key, authentication): no use trying again
             except _RETRYABLE as exc:
+                error = exc
                 # a refused channel on a live connection (the server's MaxSessions is below
                 # max_channels) is no reason to close it under every other command in flight
-                refused = isinstance(exc, asyncssh.ChannelOpenError) and not connection.is_closed()
-                if attempt == self._connect_attempts:
-                    hint = (f"; the server allows fewer concurrent sessions than max_channels="
-                            f"{self._max_channels}: lower \"max_channels\" for this system in config.json"
-                            if refused else "")
-                    raise TransportError(f"running a command on {self.host} failed: {exc}{hint}") from exc
-                log.warning("command on %s failed (%s); %s in %.1f s", self.host, exc,
-                            "retrying" if refused else "reconnecting", delay)
-                if not refused:
+                if connected and not (isinstance(exc, asyncssh.ChannelOpenError) and not connection.is_closed()):
                     await self._drop(connection)
-                await anyio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 10.0)
-        raise AssertionError("unreachable")
+                log.warning("%s to %s failed (%s); retrying", "command" if connected else "connecting",
+                            self.host, exc)
+        if not connected:
+            raise TransportError(f"could not connect to {self.host} after {attempts} attempts: {error}") from error
+        hint = (f"; the server allows fewer concurrent sessions than max_channels={self._max_channels}: "
+                f"lower \"max_channels\" for this system in config.json"
+                if isinstance(error, asyncssh.ChannelOpenError) else "")
+        raise TransportError(f"running a command on {self.host} failed after {attempts} attempts: "
+                             f"{error}{hint}") from error
+
+    async def _run_once(self, connection: asyncssh.SSHClientConnection, command: str, stdin: bytes | None,
+                        on_line: LineCallback | None) -> CompletedProcess[bytes]:
+        """One try, as asyncssh's own ``run`` (create_process + wait), handing stdout lines to ``on_line``.
+
+        :raises _Dropped: the command started and the connection dropped before it ended
+        """
+        lines = LineSplitter(on_line)
+        chunks: list[bytes] = []
+        stderr: list[bytes] = []
+        async with self._channels:
+            # raises a _RETRYABLE before the command starts: it never ran
+            process = await connection.create_process(command, encoding=None)
+            try:
+                async with process:
+                    if stdin:
+                        process.stdin.write(stdin)
+                    # end of input also without stdin, as locally (a reader would hang otherwise)
+                    process.stdin.write_eof()
+
+                    async def read_stderr() -> None:
+                        stderr.append(await process.stderr.read())
+
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(read_stderr)
+                        while chunk := await process.stdout.read(65536):
+                            chunks.append(chunk)
+                            lines.feed(chunk)
+                    completed = await process.wait(check=False)
+            except BaseExceptionGroup as group:
+                # both readers see a dropped connection: report the drop, not a group of two
+                dropped, rest = group.split(_RETRYABLE)
+                if rest is not None or dropped is None:
+                    raise
+                raise _Dropped(_first(dropped)) from None
+            except _RETRYABLE as exc:
+                raise _Dropped(exc) from None
+        if completed.exit_status is None and completed.exit_signal is None:
+            # the channel closed without an exit status: the connection dropped mid-command
+            # (asyncssh does not raise then); never report that as the command's failure
+            raise _Dropped(asyncssh.ConnectionLost("connection closed before the command's exit status arrived"))
+        lines.close()
+        returncode = completed.returncode if completed.returncode is not None else 255
+        return CompletedProcess(command, returncode, b"".join(chunks), b"".join(stderr))
 
     async def _drop(self, connection: asyncssh.SSHClientConnection) -> None:
         async with self._connect_lock:
@@ -146,33 +224,11 @@ class SshTransport(Transport):
             await connection.wait_closed()
 
 
-async def _run_streaming(connection: asyncssh.SSHClientConnection, command: str, stdin: bytes | None,
-                         lines: LineSplitter) -> asyncssh.SSHCompletedProcess:
-    """Like ``connection.run``, handing each stdout line to ``lines`` as it arrives."""
-    chunks: list[bytes] = []
-    async with connection.create_process(command, encoding=None) as process:
-        if stdin:
-            process.stdin.write(stdin)
-        process.stdin.write_eof()
-
-        async def read_stdout() -> None:
-            while chunk := await process.stdout.read(65536):
-                chunks.append(chunk)
-                lines.feed(chunk)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(read_stdout)
-            stderr = await process.stderr.read()
-        lines.close()
-        completed = await process.wait(check=False)
-    completed.stdout, completed.stderr = b"".join(chunks), stderr  # wait() found them already read
-    return completed
-
-
-def _as_bytes(data: bytes | str | None) -> bytes:
-    if data is None:
-        return b""
-    return data.encode() if isinstance(data, str) else data
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _split_host(host: str) -> tuple[str, str | None, int | None]:

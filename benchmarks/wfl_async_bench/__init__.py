@@ -1,6 +1,6 @@
 """Benchmark harness: N trivial queued jobs per system, against the floor and wfl + ExPyRe.
 
-Run ``python -m wfl_async.benchmark --help``; from code, :func:`run_benchmark` with
+Run ``python -m benchmarks.wfl_async_bench --help``; from code, :func:`run_benchmark` with
 :class:`BenchmarkOptions` returns a :class:`BenchmarkReport`. See ``docs/benchmark.md``.
 """
 

@@ -7,7 +7,7 @@ ExPyRe exactly as wfl's ``autoparallelize`` does for remote jobs: one ``ExPyRe``
 ``start()`` every job, then ``get_results()`` on each in order, then ``mark_processed()``
 unless ``WFL_EXPYRE_NO_MARK_PROCESSED`` is set. Prints one JSON line with its timings.
 
-Run as a script, not as ``-m wfl_async.benchmark...``: it imports nothing of wfl_async, so
+Run as a script, not as ``-m benchmarks.wfl_async_bench...``: it imports nothing of wfl_async, so
 its peak memory is ExPyRe's own. The function comes by name (``module:attribute``).
 """
 

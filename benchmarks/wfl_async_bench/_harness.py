@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..runtime import runtime_scope
+from wfl_async.runtime import runtime_scope
+
 from ._expyre import MODES, expyre_available, run_expyre
 from ._figures import RunFigures
 from ._floor import run_floor

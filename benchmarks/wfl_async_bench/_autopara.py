@@ -21,11 +21,12 @@ from typing import Any
 
 import anyio
 
-from ..runtime import runtime_scope
+from wfl_async.bench import poll_stats
+from wfl_async.runtime import Runtime, runtime_scope
+
 from ._autopara_figures import AutoparaReport, AutoparaRun, Rerun
 from ._expyre import MODES, expyre_available
 from ._floor import run_floor
-from ._ours import _Instrument
 from ._workload import fresh_root, merged_raw_config
 
 __all__ = ["AutoparaOptions", "emt_configs", "read_output", "run_autopara_benchmark"]
@@ -107,7 +108,7 @@ def _environ(name: str, value: str) -> Iterator[None]:
 def _call_kwargs(options: AutoparaOptions, setting: str) -> dict[str, Any]:
     from ase.calculators.emt import EMT
 
-    from ..autoparallelize import AutoparaInfo, RemoteInfo
+    from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo
 
     remote = RemoteInfo(sys_name=options.system, job_name=JOB_NAME, resources=dict(options.resources),
                         num_inputs_per_queued_job=options.per_job, check_interval=options.check_interval,
@@ -123,10 +124,15 @@ class _OurRun:
     job_dirs: list[str]
 
 
+async def _submitted(runtime: Runtime) -> dict[str, tuple[str | None, str]]:
+    """Every job of this (fresh) project: key -> (queue id, job dir), from the jobs database."""
+    return {r.key: (r.remote_id, r.job_dir) for r in await runtime.db.select()}
+
+
 async def _run_ours(options: AutoparaOptions, setting: str, output: Path) -> _OurRun:
-    """One fresh ``calculate.iter`` over the workload, instrumented from outside."""
-    from ..calculators.generic import calculate
-    from ..configset import ConfigSet, OutputSpec
+    """One fresh ``calculate.iter`` over the workload, measured from the transport's own records."""
+    from wfl_async.calculators.generic import calculate
+    from wfl_async.configset import ConfigSet, OutputSpec
 
     configs = emt_configs(options.configs)
     kwargs = _call_kwargs(options, setting)
@@ -135,43 +141,41 @@ async def _run_ours(options: AutoparaOptions, setting: str, output: Path) -> _Ou
     run = AutoparaRun("wfl_async", options.system, setting, options.configs, chunks)
     async with runtime_scope() as runtime:
         system = runtime.system(options.system)
-        instrument = _Instrument(system)
-        try:
-            t0 = time.monotonic()
-            first: float | None = None
-            seen = 0
-            async for chunk in calculate.iter(ConfigSet(configs), OutputSpec(output), **kwargs):
-                if first is None:  # yielded after it was stored: it is in the partial file now
-                    first = time.monotonic() - t0
-                    if not (partial.exists() and partial.stat().st_size > 0):  # noqa: ASYNC240  # one stat, after timing
-                        run.notes.append("first chunk yielded before the partial file had data")
-                seen += len(chunk)
-            run.end_to_end_s = time.monotonic() - t0
-        finally:
-            instrument.restore()
+        first_record = len(system.transport.stats.records)
+        t0 = time.monotonic()
+        first: float | None = None
+        seen = 0
+        async for chunk in calculate.iter(ConfigSet(configs), OutputSpec(output), **kwargs):
+            if first is None:  # yielded after it was stored: it is in the partial file now
+                first = time.monotonic() - t0
+                if not (partial.exists() and partial.stat().st_size > 0):  # noqa: ASYNC240  # one stat, after timing
+                    run.notes.append("first chunk yielded before the partial file had data")
+            seen += len(chunk)
+        run.end_to_end_s = time.monotonic() - t0
         run.first_written_s = first
-        submitted_at = max(instrument.submit_done) if instrument.submit_done else None
-        per_poll = instrument.per_poll(submitted_at)
+        records = system.transport.stats.records[first_record:]
+        submits = [r.started + r.duration for r in records if r.kind == "submit"]
+        per_poll = poll_stats(records, max(submits) if submits else None)
+        jobs = await _submitted(runtime)
         transport = system.transport.stats
-        run.submissions = len(instrument.submit_done)
+        run.submissions = sum(1 for remote_id, _ in jobs.values() if remote_id)
         run.ssh_connections, run.remote_commands = transport.connections_opened, transport.commands_run
         run.scheduler_calls = system.stats.get("scheduler_calls")
         run.polls = system.stats.get("poll_commands")
         run.commands_per_poll = (per_poll.max_commands_after_submit, round(per_poll.mean_commands, 2))
         run.extra = {"commands_by_kind": per_poll.by_kind, "chunk_items_yielded": seen,
                      "check_interval_s": options.check_interval,
-                     "commands": [[round(t - t0, 3), round(d, 3), kind] for (t, kind), d in
-                                  zip(instrument.commands, instrument.durations, strict=True)]}
+                     "commands": [[round(r.started - t0, 3), round(r.duration, 3), r.kind] for r in records]}
         remote_root = await system.remote_root()
     run.ok, run.energy_sum = await anyio.to_thread.run_sync(read_output, output)
     run.failed = options.configs - run.ok
-    return _OurRun(run, remote_root, list(instrument.job_dirs))
+    return _OurRun(run, remote_root, [job_dir for remote_id, job_dir in jobs.values() if remote_id])
 
 
 async def _rerun_ours(options: AutoparaOptions, setting: str, output: Path, kind: str) -> Rerun:
     """The same call again, in a fresh runtime (no connection kept from the run), timed whole."""
-    from ..calculators.generic import calculate
-    from ..configset import ConfigSet, OutputSpec
+    from wfl_async.calculators.generic import calculate
+    from wfl_async.configset import ConfigSet, OutputSpec
 
     configs = emt_configs(options.configs)
     kwargs = _call_kwargs(options, setting)
@@ -179,12 +183,12 @@ async def _rerun_ours(options: AutoparaOptions, setting: str, output: Path, kind
     t0 = time.monotonic()
     async with runtime_scope() as runtime:
         system = runtime.system(options.system)
-        instrument = _Instrument(system)
-        try:
-            await calculate.aio(ConfigSet(configs), OutputSpec(output), **kwargs)
-        finally:
-            instrument.restore()
-        rerun.submissions = len(instrument.submit_done)
+        before = await _submitted(runtime)
+        await calculate.aio(ConfigSet(configs), OutputSpec(output), **kwargs)
+        after = await _submitted(runtime)
+        # a job submitted again has a new queue id (or is new): nothing else counts as a submission
+        rerun.submissions = sum(1 for key, (remote_id, _) in after.items()
+                                if remote_id and before.get(key, (None, ""))[0] != remote_id)
         rerun.ssh_connections = system.transport.stats.connections_opened
         rerun.remote_commands = system.transport.stats.commands_run
     rerun.seconds = time.monotonic() - t0

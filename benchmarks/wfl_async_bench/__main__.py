@@ -1,6 +1,6 @@
-"""``python -m wfl_async.benchmark``: N trivial jobs per system, against the floor and wfl + ExPyRe.
+"""``python -m benchmarks.wfl_async_bench``: N trivial jobs per system, against the floor and wfl + ExPyRe.
 
-``python -m wfl_async.benchmark autopara ...``: the autoparallelize workload (EMT in queued chunks).
+``python -m benchmarks.wfl_async_bench autopara ...``: the autoparallelize workload (EMT in queued chunks).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main(systems: str, jobs: str, check_interval: float, floor: bool, compare_ex
         resources={"num_nodes": 1, "max_time": max_time}, timeout=timeout, repeat=repeat, keep=keep,
         trace_memory=trace_memory)
     report = anyio.run(run_benchmark, options)
-    report.command = "python -m wfl_async.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report.command = "python -m benchmarks.wfl_async_bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     _emit(format_report(report), report.as_dict(), json_out)
 
 
@@ -132,21 +132,17 @@ def autopara_main(system: str, configs: int, per_job: int, subprocesses: str, ch
                               resources={"num_nodes": 1, "max_time": max_time}, timeout=timeout, repeat=repeat,
                               keep=keep)
     report = anyio.run(run_autopara_benchmark, options)
-    report.command = "python -m wfl_async.benchmark autopara " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report.command = "python -m benchmarks.wfl_async_bench autopara " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     _emit(format_autopara_report(report), report.as_dict(), json_out)
 
 
 def entry() -> None:
-    """``python -m wfl_async.benchmark [autopara] ...``."""
+    """``python -m benchmarks.wfl_async_bench [autopara] ...``."""
     if len(sys.argv) > 1 and sys.argv[1] == "autopara":
         del sys.argv[1]
-        autopara_main(prog_name="python -m wfl_async.benchmark autopara")
+        autopara_main(prog_name="python -m benchmarks.wfl_async_bench autopara")
     else:
         main()
-
-
-if __name__ == "__main__":
-    entry()
 
 
 def with_defaults(argv: list[str], defaults: list[str]) -> list[str]:
@@ -168,3 +164,7 @@ def _emit(text: str, figures: dict[str, Any], json_out: Path | None) -> None:
     if json_out is not None:
         json_out.write_text(json.dumps(figures, indent=2))
         click.echo(f"figures written to {json_out}")
+
+
+if __name__ == "__main__":  # last: everything above must be defined before it runs
+    entry()

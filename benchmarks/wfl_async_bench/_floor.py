@@ -21,8 +21,9 @@ from collections.abc import Sequence
 
 import anyio
 
-from ..jobs import layout
-from ..system import System
+from wfl_async.jobs import layout
+from wfl_async.system import System
+
 from ._figures import RunFigures
 
 __all__ = ["floor_script", "run_floor"]

@@ -1,0 +1,122 @@
+"""``wfl-async doctor`` and the first-submission check, against the real daemons and sshd.
+
+Each broken system is a test-owned config.json entry derived from a real one: the fault is in
+what a user gets wrong (a Python without wfl_async, another numpy first on PYTHONPATH, a run
+directory that cannot be written, an ssh config whose known_hosts lacks the host's key).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import remote_functions as rf
+from wfl_async.errors import SystemNotReadyError
+from wfl_async.jobs.remote_job import RemoteJob
+
+from .conftest import BASE
+
+pytestmark = pytest.mark.remote
+
+
+def doctor(*systems: str) -> subprocess.CompletedProcess[str]:
+    """``wfl-async doctor`` in its own process, as a user runs it; its output is saved for the report."""
+    result = subprocess.run([sys.executable, "-m", "wfl_async.cli", "doctor", *systems], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    out_dir = os.environ.get("WFL_ASYNC_DOCTOR_OUTPUT_DIR")
+    if out_dir:
+        Path(out_dir, f"doctor_{'_'.join(systems)}.txt").write_text(
+            f"$ wfl-async doctor {' '.join(systems)}\n{result.stderr}{result.stdout}(exit status {result.returncode})\n")
+    return result
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.startswith("error:")]
+
+
+def test_healthy_system_is_ok(broken_root: Path) -> None:
+    result = doctor(BASE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"ok: system {BASE!r}")
+    assert "wfl_async" in result.stdout and "numpy" in result.stdout
+    assert "1 ssh connection(s)" in result.stderr
+
+
+def test_every_system_of_one_host_shares_one_connection(broken_root: Path) -> None:
+    result = doctor(BASE, "numpy_mismatch", "readonly_rundir")
+    assert "1 ssh connection(s)" in result.stderr
+
+
+def test_remote_python_without_wfl_async(broken_root: Path) -> None:
+    result = doctor("no_wfl_async")
+    assert result.returncode == 1
+    lines = error_lines(result)
+    assert any("cannot import wfl_async" in line and "ModuleNotFoundError" in line and '"commands"' in line
+               for line in lines), result.stdout
+
+
+def test_numpy_major_mismatch(broken_root: Path) -> None:
+    result = doctor("numpy_mismatch")
+    assert result.returncode == 1
+    (line,) = error_lines(result)
+    assert "numpy 9.0.0 there" in line and "major" in line and "pip install 'numpy==" in line
+
+
+def test_unwritable_rundir(broken_root: Path) -> None:
+    result = doctor("readonly_rundir")
+    assert result.returncode == 1
+    (line,) = error_lines(result)
+    assert "'readonly_rundir'" in line and "readonly/run" in line and 'set "rundir"' in line
+
+
+def test_unknown_host_key(broken_root: Path) -> None:
+    result = doctor("unknown_host_key")
+    assert result.returncode == 1
+    (line,) = error_lines(result)
+    assert "host key" in line and "not known" in line and "known_hosts" in line
+
+
+def test_unreachable_host(broken_root: Path) -> None:
+    result = doctor("unreachable")
+    assert result.returncode == 1
+    (line,) = error_lines(result)
+    assert "cannot reach wfl-async-test" in line and "'ssh wfl-async-test true' must work" in line
+
+
+def test_unknown_system_name_is_a_clear_error(broken_root: Path) -> None:
+    result = doctor("no_such_system")
+    assert result.returncode == 1
+    assert "no_such_system" in result.stderr
+
+
+@pytest.mark.parametrize("system,expected", [("no_wfl_async", "cannot import wfl_async"),
+                                             ("numpy_mismatch", "numpy 9.0.0 there"),
+                                             ("readonly_rundir", 'set "rundir"')])
+def test_first_submission_fails_fast_with_the_doctor_message(broken_root: Path, system: str,
+                                                             expected: str) -> None:
+    """Nothing is submitted: the first job raises at once, and so does the second (cached)."""
+    def job(i: int) -> RemoteJob:
+        return RemoteJob(rf.sleep_then_return, (0, i), sys_name=system, job_name=f"doctor_{system}_{i}",
+                         resources={"num_nodes": 1, "max_time": "5m"})
+
+    with pytest.raises(SystemNotReadyError) as info:
+        job(1).run()
+    assert expected in str(info.value) and "nothing was submitted" in str(info.value)
+    with pytest.raises(SystemNotReadyError):
+        job(2).run()
+    db = broken_root / "wfl_async_jobs.db"
+    if db.exists():
+        import sqlite3
+
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM jobs WHERE remote_id IS NOT NULL").fetchone() == (0,)
+
+
+def test_every_test_system_is_healthy(remote_system: str, expyre_root: Path) -> None:
+    """The real systems of the test set-up pass every check (so the first-submission check lets them run)."""
+    result = doctor(remote_system)
+    assert result.returncode == 0 and result.stdout.startswith(f"ok: system {remote_system!r}"), result.stdout

@@ -1,0 +1,82 @@
+"""Finding real processes from /proc, to inject faults into them at the right moment (by pid, never by name)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children(todo.pop()):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for_process(match: Callable[[list[str]], bool], timeout: float = 120.0,
+                     stop: Callable[[], bool] = lambda: False) -> int | None:
+    """The pid of the first process whose argv ``match`` accepts; None if ``stop()`` or the timeout comes first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop():
+        for entry in Path("/proc").glob("[0-9]*"):
+            argv = cmdline(int(entry.name))
+            if argv and match(argv):
+                return int(entry.name)
+        time.sleep(0.01)
+    return None
+
+
+def parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def ancestor(pid: int, match: Callable[[int], bool]) -> int | None:
+    """The nearest ancestor of ``pid`` that ``match`` accepts."""
+    pid = parent(pid)
+    while pid > 1:
+        if match(pid):
+            return pid
+        pid = parent(pid)
+    return None

@@ -1,0 +1,241 @@
+"""``wfl-async bench``: what N trivial jobs cost on a system, from the library's own records.
+
+Every figure comes from what the transport and the system record themselves
+(:attr:`Transport.stats.records <wfl_async.transport.base.TransportStats.records>`, one
+:class:`~wfl_async.transport.base.CommandRecord` per command with the kind its caller
+declared, and ``System.stats``), so nothing is patched and no command text is parsed. The
+comparison with wfl + ExPyRe lives in ``benchmarks/`` of the source tree and uses the same
+functions.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import resource
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .config.expyre_modules import expyre_module
+from .config.loader import config_dirs
+from .jobs.remote_job import PreparedJob, RemoteJob
+from .runtime import Runtime
+from .transport.base import CommandRecord
+
+__all__ = ["BenchResult", "BenchRun", "PollStats", "bench_system", "fresh_root", "merged_raw_config", "peak_rss",
+           "poll_stats", "reset_peak_rss", "trivial_args"]
+
+BASE = 2000
+
+
+def trivial_args(index: int) -> tuple[int, int]:
+    """Arguments of job ``index`` (``operator.add``: unpickling it imports nothing); result ``index + BASE``."""
+    return (index, BASE)
+
+
+# ---------------------------------------------------------------------- per-poll figures
+@dataclass
+class PollStats:
+    """Remote commands per poll interval (from one status poll to the next)."""
+
+    intervals: int
+    max_commands: int
+    mean_commands: float
+    max_commands_after_submit: int
+    """The same, counting only intervals that start once every job is submitted."""
+    by_kind: dict[str, int]
+    """Commands of each kind over the whole run (submit, poll, fetch, stage, cancel, probe, other)."""
+
+
+def poll_stats(records: Sequence[CommandRecord], submitted_at: float | None) -> PollStats:
+    """Group ``records`` into poll intervals and count the commands in each."""
+    polls = [r.started for r in records if r.kind == "poll"]
+    counts: list[tuple[float, int]] = []
+    for index, start in enumerate(polls):
+        end = polls[index + 1] if index + 1 < len(polls) else float("inf")
+        counts.append((start, sum(1 for r in records if start <= r.started < end)))
+    after = [n for start, n in counts if submitted_at is not None and start >= submitted_at]
+    return PollStats(intervals=len(counts), max_commands=max((n for _, n in counts), default=0),
+                     mean_commands=sum(n for _, n in counts) / len(counts) if counts else 0.0,
+                     max_commands_after_submit=max(after, default=0),
+                     by_kind=dict(Counter(r.kind for r in records)))
+
+
+# ---------------------------------------------------------------------- memory
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux ``clear_refs`` 5); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kb(name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(f"{name}:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process in bytes (``VmHWM``, else ``ru_maxrss``)."""
+    kb = _status_kb("VmHWM")
+    return kb * 1024 if kb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def current_rss() -> int | None:
+    """Resident memory of this process now, in bytes (``VmRSS``), where known."""
+    kb = _status_kb("VmRSS")
+    return kb * 1024 if kb is not None else None
+
+
+# ---------------------------------------------------------------------- a private project
+def merged_raw_config() -> dict[str, Any]:
+    """The ``config.json`` contents that apply here, merged as the loader merges them (raw JSON)."""
+    merge = expyre_module("config").update_dict_leaves
+    data: dict[str, Any] = {}
+    for directory in config_dirs():
+        path = directory / "config.json"
+        if path.exists():
+            merge(data, json.loads(path.read_text()))
+    data.pop("local_stage_dir", None)
+    return data
+
+
+@contextmanager
+def fresh_root(prefix: str, config: dict[str, Any], *, keep: bool = False) -> Iterator[Path]:
+    """A new temporary ``EXPYRE_ROOT`` holding ``config``; set while inside.
+
+    Job keys are content hashes: the same calls in the user's own project would re-attach to
+    finished jobs instead of submitting anything (and fill its jobs database).
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    (root / "config.json").write_text(json.dumps(config, indent=2))
+    saved = os.environ.get("EXPYRE_ROOT")
+    os.environ["EXPYRE_ROOT"] = str(root)
+    try:
+        yield root
+    finally:
+        if saved is None:
+            os.environ.pop("EXPYRE_ROOT", None)
+        else:
+            os.environ["EXPYRE_ROOT"] = saved
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- one run
+@dataclass
+class BenchResult:
+    """N trivial jobs on one system. Times are seconds from the first job created."""
+
+    system: str
+    jobs: int
+    submit_all_s: float | None = None
+    """Until the last submit command returned (every job has its queue id)."""
+    first_result_s: float | None = None
+    all_results_s: float | None = None
+    ok: int = 0
+    failed: int = 0
+    ssh_connections: int = 0
+    remote_commands: int = 0
+    polls: int = 0
+    scheduler_commands: int = 0
+    """Every scheduler invocation: the submit batches, then status (one per poll) and cancel."""
+    submit_commands: int = 0
+    per_poll: PollStats | None = None
+    peak_rss_bytes: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def jobs_per_s(self) -> float | None:
+        return self.jobs / self.all_results_s if self.all_results_s else None
+
+    @property
+    def scheduler_commands_per_poll(self) -> float | None:
+        """Scheduler commands other than submissions, per poll (1.0: one status command per poll)."""
+        return (self.scheduler_commands - self.submit_commands) / self.polls if self.polls else None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["jobs_per_s"] = self.jobs_per_s
+        data["scheduler_commands_per_poll"] = self.scheduler_commands_per_poll
+        return data
+
+
+@dataclass
+class BenchRun:
+    """A :class:`BenchResult` and what a follow-up (the benchmarks' floor) needs to find the jobs."""
+
+    result: BenchResult
+    records: list[CommandRecord]
+    """This run's commands on the system's transport."""
+    t0: float
+    remote_root: str
+    job_dirs: list[str]
+
+
+async def bench_system(runtime: Runtime, system_name: str, n_jobs: int, *, check_interval: float = 0.5,
+                       resources: Mapping[str, Any] | None = None, job_timeout: float | None = 900.0) -> BenchRun:
+    """Run ``n_jobs`` jobs ``operator.add(i, 2000)`` on ``system_name`` at once and measure them.
+
+    :param runtime: a fresh session (in a fresh project: see :func:`fresh_root`)
+    :raises ConfigurationError: unknown system or resources that fit no partition
+    """
+    system = runtime.system(system_name)
+    stats = system.transport.stats
+    first_record, connections_before = len(stats.records), stats.connections_opened
+    system_before = dict(system.stats)
+    reset_peak_rss()
+    results: list[float] = []
+    errors: list[str] = []
+    t0 = time.monotonic()
+    prepared = [RemoteJob(operator.add, trivial_args(i), sys_name=system_name, job_name=f"bench {system_name} {i}",
+                          resources=dict(resources or {"num_nodes": 1, "max_time": "5m"}),
+                          check_interval=check_interval, timeout=job_timeout).prepare(runtime) for i in range(n_jobs)]
+
+    async def one(index: int, job: PreparedJob) -> None:
+        try:
+            value = await job.result()
+        except Exception as exc:  # one failed job is a figure, not the end of the run
+            errors.append(f"job {index}: {type(exc).__name__}: {exc}")
+            return
+        if value != sum(trivial_args(index)):
+            errors.append(f"job {index}: wrong result {value!r}")
+            return
+        results.append(time.monotonic())
+
+    async with anyio.create_task_group() as group:
+        for index, job in enumerate(prepared):
+            group.start_soon(one, index, job)
+    t_end = time.monotonic()
+
+    records = stats.records[first_record:]
+    submits = [r.started + r.duration for r in records if r.kind == "submit"]
+    submitted_at = max(submits) if submits else None
+    delta = {k: v - system_before.get(k, 0) for k, v in system.stats.items()}
+    result = BenchResult(
+        system=system_name, jobs=n_jobs, submit_all_s=submitted_at - t0 if submitted_at is not None else None,
+        first_result_s=min(results) - t0 if results else None, all_results_s=t_end - t0,
+        ok=len(results), failed=len(errors), ssh_connections=stats.connections_opened - connections_before,
+        remote_commands=len(records), polls=delta.get("poll_commands", 0),
+        scheduler_commands=delta.get("scheduler_calls", 0), submit_commands=delta.get("submit_commands", 0),
+        per_poll=poll_stats(records, submitted_at),
+        peak_rss_bytes=peak_rss(), errors=errors[:5])
+    return BenchRun(result, records, t0, await system.remote_root(), [job.job_dir for job in prepared])

@@ -1,0 +1,85 @@
+"""Files that are complete or absent: atomic writes, and results checked against their marker.
+
+A job's worker writes its result to a temporary name, fsyncs it and renames it into place,
+and only then writes the final marker (itself atomically), whose content is the result's
+size and sha256. The driver checks the fetched result against the fetched marker before
+unpickling it, so a result cut short anywhere on its way (a killed fetch, a full disk, a
+file system that lied) is fetched again or reported, never used. Imports only the standard
+library: the worker loads this module in every queued job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from . import layout
+
+__all__ = ["copy_atomic", "marker_content", "read_verified_result", "write_atomic"]
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary name, fsync, rename: readers see all or nothing."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash of the node
+    finally:
+        os.close(directory)
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` (a file, or a directory's files) so that each file appears whole."""
+    files = [source] if not source.is_dir() else sorted(p for p in source.rglob("*") if not p.is_dir())
+    for file in files:
+        destination = target if file == source else target / file.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        tmp = destination.with_name(f".{destination.name}.wfl_async_tmp.{os.getpid()}")
+        shutil.copy2(file, tmp)
+        os.replace(tmp, destination)
+
+
+def marker_content(result: bytes) -> bytes:
+    """What a final marker holds: the size and sha256 of the result it vouches for."""
+    return json.dumps({"size": len(result), "sha256": hashlib.sha256(result).hexdigest()}).encode() + b"\n"
+
+
+def read_verified_result(job_dir: Path) -> bytes:
+    """The bytes of ``job_dir``'s result, checked against its final marker.
+
+    A marker left empty by an older worker vouches only for the result's existence.
+
+    :raises FileNotFoundError: there is no result file
+    :raises ResultIntegrityError: no marker came with the result, or size or sha256 differ
+    """
+    from ..errors import ResultIntegrityError
+
+    result_path = job_dir / layout.RESULT
+    data = result_path.read_bytes()
+    markers = [job_dir / name for name in layout.FINAL_MARKERS if (job_dir / name).exists()]
+    if not markers:
+        raise ResultIntegrityError(f"{result_path} came without its final marker", str(result_path))
+    text = markers[0].read_bytes()
+    if not text.strip():
+        return data
+    try:
+        expected = json.loads(text)
+        size, digest = int(expected["size"]), str(expected["sha256"])
+    except (ValueError, KeyError, TypeError):
+        raise ResultIntegrityError(f"final marker {markers[0]} is unreadable: {text[:200]!r}",
+                                   str(result_path)) from None
+    if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+        raise ResultIntegrityError(
+            f"{result_path} is not the result its job wrote: {len(data)} bytes, sha256 "
+            f"{hashlib.sha256(data).hexdigest()[:16]}..., expected {size} bytes, sha256 {digest[:16]}...",
+            str(result_path))
+    return data
