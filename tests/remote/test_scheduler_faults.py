@@ -218,3 +218,16 @@ async def test_a_driver_killed_during_sbatch_leaves_no_wedged_lock_and_no_duplic
     assert len(submitted) == len(set(submitted)) == 3
     assert ("an earlier submission had queued it" if mode == "submit_then_hang" else
             "did not queue it; submitting again") in caplog.text
+
+
+async def test_a_deleted_jobs_database_loses_no_finished_work_and_submits_nothing_again(
+        fresh_expyre_root: Path, state: Path) -> None:
+    system = _faulty_system(fresh_expyre_root, state, mode="none")
+    tag = f"nodb-{uuid.uuid4().hex[:6]}"
+    assert await _run_all(system, 5, tag) == [i + 1000 for i in range(5)]
+    for path in fresh_expyre_root.glob("wfl_async_jobs.db*"):
+        path.unlink()
+    # the remote job directories are the truth: each job's kept submit answer re-attaches it
+    assert await _run_all(system, 5, tag) == [i + 1000 for i in range(5)]
+    submitted = _submitted(state)
+    assert len(submitted) == len(set(submitted)) == 5
