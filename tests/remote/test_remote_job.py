@@ -240,3 +240,18 @@ async def test_jobs_claimed_by_a_process_that_died_are_taken_over(remote_system:
     finally:
         claimer.kill()
         claimer.wait()
+
+
+async def test_a_rerun_on_another_system_name_reattaches_where_the_job_was_submitted(
+        fresh_expyre_root: Path) -> None:
+    # interrupted on slurm, rerun with sys_name="slurm_ssh": the job is waited for on slurm,
+    # under the remote root recorded for it, not called died on slurm_ssh
+    name = f"moved-{uuid.uuid4().hex[:6]}"
+    first = job("slurm", rf.sleep_then_return, (3, "moved"), job_name=name, timeout=0.5)
+    with pytest.raises(JobTimeoutError):
+        await first
+    again = job("slurm_ssh", rf.sleep_then_return, (3, "moved"), job_name=name)
+    assert await again == "moved"
+    async with runtime_scope() as rt:
+        (record,) = await rt.db.select(name=name)
+    assert record.system == "slurm" and record.status is JobStatus.SUCCEEDED
