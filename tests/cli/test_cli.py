@@ -404,3 +404,13 @@ def test_db_repair_reports_ok_and_damage(root: Path) -> None:
     damaged = cli("db", "repair")
     assert damaged.exit_code == 1
     assert "is damaged" in damaged.stderr and ".recover" in damaged.stderr
+
+
+def test_ls_shows_job_names_as_plain_text(root: Path) -> None:
+    t = token()
+    hostile = f"[/] [bold]x[/bold] \x1b[31mred {t}"
+    run_job(make_job("local", hostile, rf.sleep_then_return, 0, "x"))
+    shown = cli("ls")
+    assert shown.exit_code == 0, shown.stdout
+    assert "[/] [bold]x[/bold]" in shown.stdout  # markup is not interpreted
+    assert "\x1b" not in shown.stdout and "\\x1b[31mred" in shown.stdout  # the escape is made visible

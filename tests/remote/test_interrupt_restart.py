@@ -75,3 +75,36 @@ def test_killed_and_interrupted_runs_then_a_rerun_give_every_result_once(
     # submitted twice would execute its items twice
     executed = sorted(int(i) for line in log.read_text().splitlines() for i in line.split())
     assert executed == list(range(60)), "some configuration was computed twice, or never"
+
+
+def test_ctrl_c_to_the_process_group_while_submitting_on_local_then_a_rerun_gives_every_result_once(
+        fresh_expyre_root: Path, tmp_path: Path) -> None:
+    # A terminal's Ctrl-C goes to the whole foreground process group: the driver, and every
+    # shell it runs. The local system's jobs run in their own session, so they carry on, and a
+    # submission cut short leaves a lock the rerun resolves (the job found, or submitted).
+    log = tmp_path / "executions.log"
+    script = tmp_path / "workflow.py"
+    script.write_text(SCRIPT)
+    output = tmp_path / "labelled.xyz"
+    env = dict(os.environ, WFL_TEST_RUN_LOG=str(log), PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+               WFL_EXPYRE_INFO=json.dumps({"workflow.py::<module>,helpers/remote_functions.py::logged_label": {
+                   "sys_name": "local", "job_name": "ctrl-c-local",
+                   "resources": {"num_nodes": 1, "max_time": "10m"}, "num_inputs_per_queued_job": 3,
+                   "check_interval": 0.3, "env_vars": ["WFL_TEST_SLEEP=2"]}}))
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, str(script), str(output)], env=env, cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+    for delay in (0.7, 1.2, 1.8):
+        proc = start()
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=120)
+    proc = start()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    got = read(output, ":")
+    assert [a.info["i"] for a in got] == list(range(60))
+    executed = sorted(int(i) for line in log.read_text().splitlines() for i in line.split())
+    assert executed == list(range(60)), "some configuration was computed twice, or never"

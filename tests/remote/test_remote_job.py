@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import operator
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -191,3 +193,65 @@ async def test_cancelling_one_caller_mid_batch_fails_no_other_caller(remote_syst
         # the cancelled caller's job was submitted all the same (its batch was not its own), and recorded
         assert record is not None and record.status in (JobStatus.SUBMITTED, JobStatus.STARTED, JobStatus.SUCCEEDED)
     assert await calls[0] == 100
+
+
+_CLAIM_AND_HANG = """
+import anyio, operator, sys
+from wfl_async.job import RemoteJob
+from wfl_async.session import session_scope
+
+async def main():
+    async with session_scope() as session:
+        for i in range(4):
+            prepared = RemoteJob(operator.mul, (i, 3), sys_name=sys.argv[1], job_name=sys.argv[2],
+                                 resources={"num_nodes": 1, "max_time": "10m"}).prepare(session)
+            await session.db.claim(key=prepared.key, name=sys.argv[2], system=sys.argv[1],
+                                   job_dir=prepared.job_dir, owner=session.owner)
+        print("claimed", flush=True)
+        await anyio.sleep_forever()
+
+anyio.run(main)
+"""
+
+
+async def test_jobs_claimed_by_a_process_that_died_are_taken_over(remote_system: str,
+                                                                   fresh_expyre_root: Path) -> None:
+    name = f"orphans-{remote_system}-{uuid.uuid4().hex[:6]}"
+    claimer = subprocess.Popen([sys.executable, "-c", _CLAIM_AND_HANG, remote_system, name], stdout=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        assert claimer.stdout is not None and claimer.stdout.readline().strip() == b"claimed"
+        claimer.send_signal(signal.SIGSTOP)  # alive but stuck: its claims are waited on
+        calls = [RemoteJob(operator.mul, (i, 3), sys_name=remote_system, job_name=name, resources=RESOURCES,
+                           check_interval=0.3) for i in range(4)]
+        async with runtime_scope() as rt:
+            prepared = [c.prepare(rt) for c in calls]
+            values: list[int] = []
+            async with anyio.create_task_group() as tg:
+                async def all_of_them() -> None:
+                    values.extend(await _gather([p.result for p in prepared]))
+                tg.start_soon(all_of_them)
+                await anyio.sleep(2)
+                assert values == [] and rt.system(remote_system).stats["submit_commands"] == 0
+                claimer.kill()  # now gone: its claims are taken over
+                await anyio.to_thread.run_sync(claimer.wait)
+            assert values == [i * 3 for i in range(4)]
+            assert sorted(r.status for r in await rt.db.select(name=name)) == [JobStatus.SUCCEEDED] * 4
+    finally:
+        claimer.kill()
+        claimer.wait()
+
+
+async def test_a_rerun_on_another_system_name_reattaches_where_the_job_was_submitted(
+        fresh_expyre_root: Path) -> None:
+    # interrupted on slurm, rerun with sys_name="slurm_ssh": the job is waited for on slurm,
+    # under the remote root recorded for it, not called died on slurm_ssh
+    name = f"moved-{uuid.uuid4().hex[:6]}"
+    first = job("slurm", rf.sleep_then_return, (3, "moved"), job_name=name, timeout=0.5)
+    with pytest.raises(JobTimeoutError):
+        await first
+    again = job("slurm_ssh", rf.sleep_then_return, (3, "moved"), job_name=name)
+    assert await again == "moved"
+    async with runtime_scope() as rt:
+        (record,) = await rt.db.select(name=name)
+    assert record.system == "slurm" and record.status is JobStatus.SUCCEEDED

@@ -8,10 +8,15 @@ a directory listed twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import operator
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -32,7 +37,7 @@ LIMIT_TEXT = ("sbatch: error: QOSMaxSubmitJobPerUserLimit\n"
 
 # $1 = the wrapper's state dir, $2 = mode; "$@" after shift 2 = sbatch's own arguments.
 _SBATCH = r"""#!/bin/bash
-state=__STATE__; mode=__MODE__; every=__EVERY__
+state=__STATE__; mode=$(cat "$state/mode"); every=__EVERY__
 n=$(flock "$state/lock" bash -c 'n=$(( $(cat "$1/count" 2>/dev/null || echo 0) + 1 )); echo $n > "$1/count"; echo $n' _ "$state")
 real() { out=$(/usr/bin/sbatch "$@" 2>&1); rc=$?; [ $rc -eq 0 ] && echo "$PWD" >> "$state/submitted"; }
 if [ $((n % every)) -eq 0 ]; then
@@ -40,6 +45,8 @@ if [ $((n % every)) -eq 0 ]; then
         fail) echo "__TIMEOUT__" >&2; exit 1 ;;
         submit_then_fail) real "$@"; echo "$out"; echo "__TIMEOUT__" >&2; exit 1 ;;
         submit_and_drop) real "$@"; exit 1 ;;
+        hang) echo $$ >> "$state/hung"; sleep 600; exit 1 ;;
+        submit_then_hang) real "$@"; echo $$ >> "$state/hung"; sleep 600; exit 1 ;;
         limit) if [ "$(squeue -h --user="$(id -un)" -n "$WFL_LIMIT_NAME" | wc -l)" -ge 3 ]; then
                    printf '%s\n' "__LIMIT__" >&2; exit 1; fi ;;
     esac
@@ -62,7 +69,8 @@ def _faulty_system(root: Path, state: Path, *, mode: str = "none", every: int = 
     """Add a copy of the ``slurm`` system whose PATH starts with the wrappers; return its name."""
     bin_dir = state / "bin"
     bin_dir.mkdir(parents=True)
-    script = (_SBATCH.replace("__STATE__", str(state)).replace("__MODE__", mode).replace("__EVERY__", str(every))
+    (state / "mode").write_text(mode)
+    script = (_SBATCH.replace("__STATE__", str(state)).replace("__EVERY__", str(every))
               .replace("__TIMEOUT__", TIMEOUT_TEXT).replace("__LIMIT__", LIMIT_TEXT.replace("\n", "\\n")))
     (bin_dir / "sbatch").write_text(script)
     (bin_dir / "sbatch").chmod(0o755)
@@ -167,3 +175,59 @@ async def test_a_submit_limit_refusal_waits_for_room(fresh_expyre_root: Path, st
     submitted = _submitted(state)
     assert len(submitted) == len(set(submitted)) == 8
     assert "job limit" in caplog.text and "waiting" in caplog.text
+
+
+_DRIVER = """
+import anyio, operator, sys
+from wfl_async.job import RemoteJob
+from wfl_async.session import session_scope
+
+async def main():
+    async with session_scope() as session, anyio.create_task_group() as tg:
+        for i in range(3):
+            job = RemoteJob(operator.add, (i, 1000), sys_name=sys.argv[1], job_name=f"{sys.argv[2]}-{i}",
+                            resources={"num_nodes": 1, "max_time": "10m"}, check_interval=0.5)
+            tg.start_soon(job.prepare(session).result)
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("mode", ["hang", "submit_then_hang"])
+async def test_a_driver_killed_during_sbatch_leaves_no_wedged_lock_and_no_duplicate(
+        fresh_expyre_root: Path, state: Path, mode: str, caplog: pytest.LogCaptureFixture) -> None:
+    system = _faulty_system(fresh_expyre_root, state, mode=mode, every=1)
+    tag = f"killed-{mode}-{uuid.uuid4().hex[:6]}"
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, system, tag],
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        while not (state / "hung").exists():
+            await anyio.sleep(0.2)  # the batch's first job is inside sbatch (which "hangs") when the driver dies
+    finally:
+        driver.kill()
+        driver.wait()
+    for pid in (state / "hung").read_text().split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    (state / "mode").write_text("none")
+    caplog.set_level(logging.INFO, logger="wfl_async")
+    # the rerun resolves each lock: the job found in the queue (submit_then_hang) or submitted
+    values = await _run_all(system, 3, tag)
+    assert values == [i + 1000 for i in range(3)]
+    submitted = _submitted(state)
+    assert len(submitted) == len(set(submitted)) == 3
+    assert ("an earlier submission had queued it" if mode == "submit_then_hang" else
+            "did not queue it; submitting again") in caplog.text
+
+
+async def test_a_deleted_jobs_database_loses_no_finished_work_and_submits_nothing_again(
+        fresh_expyre_root: Path, state: Path) -> None:
+    system = _faulty_system(fresh_expyre_root, state, mode="none")
+    tag = f"nodb-{uuid.uuid4().hex[:6]}"
+    assert await _run_all(system, 5, tag) == [i + 1000 for i in range(5)]
+    for path in fresh_expyre_root.glob("wfl_async_jobs.db*"):
+        path.unlink()
+    # the remote job directories are the truth: each job's kept submit answer re-attaches it
+    assert await _run_all(system, 5, tag) == [i + 1000 for i in range(5)]
+    submitted = _submitted(state)
+    assert len(submitted) == len(set(submitted)) == 5

@@ -94,3 +94,24 @@ async def test_remote_job_directories_do_not_depend_on_the_submitting_host(
         seen.append((remote_root, job.job_dir))
     assert seen[0] == seen[1]
     assert Path(seen[0][0]).parent == (tmp_path / "run").resolve()
+
+
+async def test_a_home_relative_local_rundir_is_the_same_from_any_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # '~/' used to be stripped, making the run directory relative to wherever the script ran:
+    # a rerun from another directory then called finished jobs died
+    root = tmp_path / "_expyre"
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps({"systems": {"here": {
+        "host": None, "scheduler": "local", "rundir": "~/wfl_async_rundir_test",
+        "partitions": {"p": {"num_cores": 1}}}}}))
+    monkeypatch.setenv("EXPYRE_ROOT", str(root))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    seen = []
+    for cwd in ("a", "b"):
+        (tmp_path / cwd).mkdir()
+        monkeypatch.chdir(tmp_path / cwd)
+        async with runtime_scope() as rt:
+            seen.append(await rt.system("here").remote_root())
+    assert seen[0] == seen[1]
+    assert Path(seen[0]).parent == (tmp_path / "home" / "wfl_async_rundir_test").resolve()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections import Counter
@@ -12,9 +13,17 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..jobs.database import JobRecord, JobStatus
 from ._actions import Report
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain(value: str) -> Text:
+    """``value`` shown as it is: never read as rich markup, control characters made visible."""
+    return Text(_CONTROL.sub(lambda m: repr(m.group())[1:-1], value))
 
 __all__ = ["console", "jobs_table", "record_dict", "report_table", "status_table"]
 
@@ -76,10 +85,10 @@ def jobs_table(records: Sequence[JobRecord], *, long: bool = False) -> Table:
         status = f"[{_STYLE[r.status]}]{r.status.value}[/]"
         if long:
             remote_dir = f"{r.remote_root}/{r.job_dir}" if r.remote_root else "-"
-            table.add_row(r.name, r.system, status, r.remote_id or "-", _when(r.created_at), _when(r.updated_at),
+            table.add_row(plain(r.name), plain(r.system), status, r.remote_id or "-", _when(r.created_at), _when(r.updated_at),
                           r.key, r.owner or "-", remote_dir, (r.message or "").replace("\n", " ")[:200])
         else:
-            table.add_row(r.name, r.system, status, r.remote_id or "-", _ago(now - r.created_at),
+            table.add_row(plain(r.name), plain(r.system), status, r.remote_id or "-", _ago(now - r.created_at),
                           _ago(now - r.updated_at) + " ago", r.job_dir)
     return table
 
@@ -105,8 +114,8 @@ def report_table(report: Report) -> Table:
     table = _table("NAME", "SYSTEM", "REMOTE ID", "WAS", "NOW", "NOTE")
     for change in report.changes:
         r = change.record
-        table.add_row(r.name, r.system, r.remote_id or "-", r.status.value,
-                      f"[{_STYLE[change.status]}]{change.status.value}[/]", change.message or "")
+        table.add_row(plain(r.name), plain(r.system), r.remote_id or "-", r.status.value,
+                      f"[{_STYLE[change.status]}]{change.status.value}[/]", plain(change.message or ""))
     for r, note in report.unchanged:
-        table.add_row(r.name, r.system, r.remote_id or "-", r.status.value, r.status.value, note)
+        table.add_row(plain(r.name), plain(r.system), r.remote_id or "-", r.status.value, r.status.value, plain(note))
     return table
