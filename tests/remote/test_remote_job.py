@@ -255,3 +255,16 @@ async def test_a_rerun_on_another_system_name_reattaches_where_the_job_was_submi
     async with runtime_scope() as rt:
         (record,) = await rt.db.select(name=name)
     assert record.system == "slurm" and record.status is JobStatus.SUCCEEDED
+
+
+async def test_a_job_that_always_hits_its_time_limit_is_resubmitted_once_and_says_why_it_died(
+        fresh_expyre_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="wfl_async")
+    call = RemoteJob(rf.sleep_then_return, (600, "never"), sys_name="slurm", job_name=f"limit-{uuid.uuid4().hex[:6]}",
+                     resources={"num_nodes": 1, "max_time": "1m"}, check_interval=1, resubmit_killed_jobs=True,
+                     timeout=900)
+    with pytest.raises(JobDiedError, match="time limit"):
+        await call
+    assert caplog.text.count("resubmitting (resubmit_killed_jobs)") == 1
