@@ -246,7 +246,8 @@ class JobsDatabase:
             raise DatabaseCorruptError(
                 f"the jobs database {self.path} cannot be read ({exc}). Move it aside "
                 f"(mv {self.path} {self.path}.broken) and rerun: finished and queued jobs are found again "
-                f"from their remote job directories, nothing is submitted twice.") from exc
+                f"from their remote job directories, nothing is submitted twice ('wfl-async db repair' "
+                f"shows what is wrong with the file).") from exc
 
     async def _initialise(self) -> None:
         """WAL mode and the schema. Switching the journal mode of a new file does not wait for the
