@@ -191,3 +191,26 @@ def test_a_lock_without_an_answer_waits_while_young_and_is_resolved_when_old(
     shutil.copy(Path(other) / layout.SUBMIT_ANSWER, d / layout.SUBMIT_ANSWER)
     reused = scheduler.parse_submit_output(bash(case.prefix + scheduler.submit_command([str(d)])).stdout, 1)[0]
     assert reused.remote_id == first.remote_id is not None and reused.error is None
+
+
+def test_find_command_lists_each_queued_job_by_its_directory(case: Case, scheduler: Scheduler,
+                                                               job_root: Path) -> None:
+    """What the driver runs before submitting again a job whose answer was lost: a queued job
+    must be found by its job directory (a hostile name included), or it would be submitted twice."""
+    find = scheduler.find_command()
+    if case.name == "pbs":
+        # the Torque-style commands here print no working directory: markers alone resolve a
+        # lost answer there (docs/architecture.md says so)
+        assert find is None
+        return
+    assert find is not None
+    dirs = [write_job(scheduler, job_root / name, 60, [case.hold_header] if case.hold_header else [])
+            for name in ("plain", HOSTILE_NAME)]
+    results = scheduler.parse_submit_output(bash(case.prefix + scheduler.submit_command(dirs)).stdout, 2)
+    ids = [r.remote_id for r in results]
+    assert all(ids), results
+    try:
+        found = scheduler.parse_find_output(bash(case.prefix + find).stdout)
+        assert {d: found.get(d) for d in dirs} == dict(zip(dirs, ids, strict=True))
+    finally:
+        bash(case.prefix + scheduler.cancel_command([i for i in ids if i]), check=False)

@@ -268,3 +268,52 @@ async def test_a_job_that_always_hits_its_time_limit_is_resubmitted_once_and_say
     with pytest.raises(JobDiedError, match="time limit"):
         await call
     assert caplog.text.count("resubmitting (resubmit_killed_jobs)") == 1
+
+
+_HOLD_WRITE_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+"""
+
+
+async def test_another_process_writing_to_the_jobs_database_for_two_minutes_delays_a_workflow_only(
+        fresh_expyre_root: Path) -> None:
+    """Jobs running on slurm while another process holds the jobs database's write lock for 125 s:
+    their status updates wait (no 'database is locked'), `wfl-async ls` keeps reading meanwhile,
+    and every result comes back right once the lock is released."""
+    import json
+
+    name = f"dblock-{uuid.uuid4().hex[:6]}"
+    calls = [job("slurm", rf.sleep_then_return, (2, i), job_name=name) for i in range(4)]
+    holder: subprocess.Popen[bytes] | None = None
+    try:
+        async with runtime_scope() as rt:
+            values: list[object] = []
+            async with anyio.create_task_group() as tg:
+                async def all_of_them() -> None:
+                    values.extend(await _gather([c.prepare(rt).result for c in calls]))
+                tg.start_soon(all_of_them)
+                with anyio.fail_after(120):
+                    while len([r for r in await rt.db.select(name=name) if r.status is JobStatus.SUBMITTED]) < 4:
+                        await anyio.sleep(0.2)
+                holder = subprocess.Popen([sys.executable, "-c", _HOLD_WRITE_LOCK, str(rt.db.path), "125"],
+                                          stdout=subprocess.PIPE)
+                assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
+                await anyio.sleep(15)  # the jobs finish meanwhile; recording that has to wait
+                listing = await anyio.run_process([sys.executable, "-m", "wfl_async.cli", "ls", "--json"],
+                                                  check=False)
+                assert listing.returncode == 0, listing.stderr.decode()
+                rows = [r for r in json.loads(listing.stdout) if r.get("name") == name]
+                assert len(rows) == 4
+                assert values == [] and holder.poll() is None  # still held: the workflow waits
+            assert values == [0, 1, 2, 3]
+            assert holder.poll() == 0  # the updates waited for the holder's commit
+            assert sorted(r.status for r in await rt.db.select(name=name)) == [JobStatus.SUCCEEDED] * 4
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()

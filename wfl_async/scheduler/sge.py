@@ -110,6 +110,15 @@ class SGEScheduler(Scheduler):
         m = _TERSE_ID.search(output)
         return m.group(1) if m else None
 
+    def find_command(self) -> str:
+        # `qstat -j '*'` prints a block per job of the user, with "job_number:" and "cwd:"
+        # (-cwd: the job directory it was submitted from). It complains (exit 1) when the user
+        # has no job at all, so the plain listing runs first: it fails only if qmaster does not
+        # answer (then the lookup fails and is retried), and with no job there is nothing to find.
+        user = '"$(id -un)"'
+        return (f"qstat -u {user} >/dev/null && {{ qstat -u {user} -j '*' 2>/dev/null | "
+                "awk '/^job_number:/ {id = $2} /^cwd:/ {sub(/^cwd:[[:space:]]+/, \"\"); print id \" \" $0}'; true; }")
+
     def status_command(self) -> str:
         # Every job of the user in one call.  -xml because the plain table pads the name
         # to 10 columns and has optional columns (queue, ja-task-ID), so its state column
