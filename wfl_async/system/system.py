@@ -182,8 +182,14 @@ class System:
             command = batch_command(self.scheduler, self.config, root, batch)
             for relpath, text in command.scripts.items():
                 await anyio.Path(batch[0].local_root / relpath).write_text(text)
-        except Exception as exc:  # nothing was sent: every job of the batch may try again
+        except TransportError as exc:  # nothing was sent: every job of the batch may try again
             self._retry(batch, "transient", f"could not prepare the batch: {exc}")
+            return
+        except Exception as exc:  # a mistake (an unwritable rundir, a bad header): retrying cannot help
+            log.info("%s: cannot submit a batch of %d job(s): %s", self.name, len(batch), exc)
+            for request in batch:
+                if not request.done.is_set():
+                    self._settle(request, exc)
             return
         self.stats["submit_commands"] += 1
         self.stats["scheduler_calls"] += 1
