@@ -235,12 +235,15 @@ class PreparedJob:
 
     async def _stage_and_submit(self, claimed: JobRecord, reset: bool) -> JobRecord:
         system = await self.session.serving(claimed.system)
-        try:  # once per system and session (wfl-async doctor's check): fail fast, not job by job
-            await ensure_system_ready(system)
-        except SystemNotReadyError as exc:  # release the claim: failed jobs are created afresh by a rerun
-            await self.session.db.update(self.key, status=JobStatus.FAILED, message=str(exc))
-            raise
-        uploads = await anyio.to_thread.run_sync(self._stage_locally)
+        # shielded up to the hand-over to the submit loop: a caller cancelled meanwhile must not
+        # leave its claim 'created' with nobody submitting it (the loop records what it was given)
+        with anyio.CancelScope(shield=True):
+            try:  # once per system and session (wfl-async doctor's check): fail fast, not job by job
+                await ensure_system_ready(system)
+            except SystemNotReadyError as exc:  # release the claim: a rerun creates the job afresh
+                await self.session.db.update(self.key, status=JobStatus.FAILED, message=str(exc))
+                raise
+            uploads = await anyio.to_thread.run_sync(self._stage_locally)
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
                                 header_extra=list(self.options.header_extra), body=self._job_body(system),

@@ -164,35 +164,6 @@ def test_submit_status_hold_cancel_for_real(case: Case, scheduler: Scheduler, jo
     assert not (job_root / "to_cancel" / "done.marker").exists()
 
 
-def test_a_lock_without_an_answer_waits_while_young_and_is_resolved_when_old(
-        case: Case, scheduler: Scheduler, job_root: Path) -> None:
-    """The submit command never submits a job whose lock it did not take: a young lock with no
-    answer may be a submission still running (transient, retried later), an old one is reported
-    unresolved (the driver looks for the job before releasing the lock), an answer is reused."""
-    from wfl_async.jobs import layout
-    from wfl_async.scheduler.base import IN_PROGRESS, IN_PROGRESS_MINUTES
-
-    d = Path(write_job(scheduler, job_root / "locked", 1, []))
-    (d / layout.SUBMIT_LOCK).touch()
-    young = scheduler.parse_submit_output(bash(case.prefix + scheduler.submit_command([str(d)])).stdout, 1)[0]
-    assert young.remote_id is None and not young.unresolved and young.error == IN_PROGRESS
-    assert scheduler.classify_error(young.error) == "transient"
-    assert not (d / layout.SUBMIT_ANSWER).exists(), "it must not have submitted"
-
-    old = time.time() - 60 * (IN_PROGRESS_MINUTES + 1)
-    os.utime(d / layout.SUBMIT_LOCK, (old, old))
-    stale = scheduler.parse_submit_output(bash(case.prefix + scheduler.submit_command([str(d)])).stdout, 1)[0]
-    assert stale.remote_id is None and stale.unresolved
-    assert not (d / layout.SUBMIT_ANSWER).exists(), "it must not have submitted"
-
-    # the answer of a real submission of another job, as if the earlier submission had finished
-    other = write_job(scheduler, job_root / "other", 1, [])
-    first = scheduler.parse_submit_output(bash(case.prefix + scheduler.submit_command([other])).stdout, 1)[0]
-    shutil.copy(Path(other) / layout.SUBMIT_ANSWER, d / layout.SUBMIT_ANSWER)
-    reused = scheduler.parse_submit_output(bash(case.prefix + scheduler.submit_command([str(d)])).stdout, 1)[0]
-    assert reused.remote_id == first.remote_id is not None and reused.error is None
-
-
 def test_find_command_lists_each_queued_job_by_its_directory(case: Case, scheduler: Scheduler,
                                                                job_root: Path) -> None:
     """What the driver runs before submitting again a job whose answer was lost: a queued job

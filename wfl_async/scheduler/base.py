@@ -198,8 +198,6 @@ class Scheduler(ABC):
             f'out=$(cd "$d" && {self.submit_invocation()} </dev/null 2>&1); rc=$?; '
             f"printf '%s\\n%s\\n' \"$rc\" \"$out\" > {answer}.tmp && mv -f {answer}.tmp {answer}; "
             f'elif [ "$(head -n 1 {answer} 2>/dev/null)" = 0 ]; then rc=0; out=$(tail -n +2 {answer}); '
-            f'elif [ ! -e {answer} ] && [ -n "$(find {lock} -mmin -{IN_PROGRESS_MINUTES} 2>/dev/null)" ]; then '
-            f"rc=1; out={shlex.quote(IN_PROGRESS)}; "
             f"else rc={UNRESOLVED_RC}; out=\"{UNRESOLVED} $(tail -n +2 {answer} 2>/dev/null)\"; fi; "
             f"printf '%d\\t%d\\t%s\\n{SUBMIT_RECORD_END}\\n' \"$i\" \"$rc\" \"$out\"; "
             "i=$((i+1)); done"
