@@ -29,6 +29,13 @@ from wfl_async.session import session_scope
 
 pytestmark = pytest.mark.remote
 
+
+@pytest.fixture(autouse=True)
+def _no_first_submission_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    # these wrappers make the scheduler fail on purpose; the first-submission check (wfl-async
+    # doctor) would report that before the submit loop's own handling is reached
+    monkeypatch.setenv("WFL_ASYNC_SKIP_SYSTEM_CHECK", "1")
+
 RESOURCES = {"num_nodes": 1, "max_time": "10m"}
 TIMEOUT_TEXT = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
 LIMIT_TEXT = ("sbatch: error: QOSMaxSubmitJobPerUserLimit\n"
