@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,3 +82,21 @@ def ancestor(pid: int, match: Callable[[int], bool]) -> int | None:
             return pid
         pid = parent(pid)
     return None
+
+
+_HOLD_WRITE_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+"""
+
+
+def hold_sqlite_write_lock(path: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """Another process holding ``path``'s write transaction for ``seconds``; returns once it holds it."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_WRITE_LOCK, str(path), str(seconds)],
+                              stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
+    return holder

@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from tests.helpers import remote_functions as rf
+from tests.helpers.processes import hold_sqlite_write_lock
 from wfl_async.errors import ConfigurationError, JobDiedError, JobTimeoutError
 from wfl_async.jobs.database import JobStatus
 from wfl_async.jobs.remote_job import RemoteJob
@@ -270,14 +271,6 @@ async def test_a_job_that_always_hits_its_time_limit_is_resubmitted_once_and_say
     assert caplog.text.count("resubmitting (resubmit_killed_jobs)") == 1
 
 
-_HOLD_WRITE_LOCK = """
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("holding", flush=True)
-time.sleep(float(sys.argv[2]))
-conn.execute("COMMIT")
-"""
 
 
 async def test_another_process_writing_to_the_jobs_database_for_two_minutes_delays_a_workflow_only(
@@ -300,9 +293,7 @@ async def test_another_process_writing_to_the_jobs_database_for_two_minutes_dela
                 with anyio.fail_after(120):
                     while len([r for r in await rt.db.select(name=name) if r.status is JobStatus.SUBMITTED]) < 4:
                         await anyio.sleep(0.2)
-                holder = subprocess.Popen([sys.executable, "-c", _HOLD_WRITE_LOCK, str(rt.db.path), "125"],
-                                          stdout=subprocess.PIPE)
-                assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
+                holder = hold_sqlite_write_lock(rt.db.path, 125)
                 await anyio.sleep(15)  # the jobs finish meanwhile; recording that has to wait
                 listing = await anyio.run_process([sys.executable, "-m", "wfl_async.cli", "ls", "--json"],
                                                   check=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.helpers.processes import hold_sqlite_write_lock
 from wfl_async.jobs.database import (
     REATTACH,
     Claim,
@@ -306,22 +307,13 @@ async def test_a_cancelled_writer_fails_no_other_write(db: JobsDatabase) -> None
     assert len(await db.select()) == 20  # the cancelled caller's claim was applied all the same
 
 
-_HOLD_WRITE_LOCK = """
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("holding", flush=True)
-time.sleep(float(sys.argv[2]))
-conn.execute("COMMIT")
-"""
 
 
 async def test_another_process_holding_the_write_lock_delays_writes_and_reads_go_on(db: JobsDatabase) -> None:
     await claim(db, "before")
     # longer than sqlite's busy timeout used to be (60 s): the write waits, it does not fail
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_WRITE_LOCK, str(db.path), "65"], stdout=subprocess.PIPE)
+    holder = hold_sqlite_write_lock(db.path, 65)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
         async with anyio.create_task_group() as tg:
             tg.start_soon(partial(db.update, "before", status=JobStatus.SUBMITTED, remote_id="7"))
             for _ in range(3):
