@@ -223,8 +223,11 @@ async def test_a_driver_killed_during_sbatch_leaves_no_wedged_lock_and_no_duplic
     assert values == [i + 1000 for i in range(3)]
     submitted = _submitted(state)
     assert len(submitted) == len(set(submitted)) == 3
-    assert ("an earlier submission had queued it" if mode == "submit_then_hang" else
-            "did not queue it; submitting again") in caplog.text
+    if mode == "submit_then_hang":  # found in the queue, or already run by the time the rerun looks
+        assert ("an earlier submission had queued it" in caplog.text
+                or "an earlier submission ran it" in caplog.text), caplog.text
+    else:
+        assert "did not queue it; submitting again" in caplog.text
 
 
 async def test_a_deleted_jobs_database_loses_no_finished_work_and_submits_nothing_again(

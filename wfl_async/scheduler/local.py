@@ -145,7 +145,11 @@ class LocalScheduler(Scheduler):
             f'mkdir -p -- "$slots/jobs" && chmod u+x {script} && {{ '
             f"{self.submit_program} {shlex.quote(_RUNNER)} wfl-async-local "
             f'"$slots" {shlex.quote(max_jobs)} {script} </dev/null >wfl_async_local.log 2>&1 & '
-            f"p=$!; {_PROC_START}; printf '%s.%s\\n' \"$p\" \"${{s:-0}}\"; }}; }}"
+            f"p=$!; {_PROC_START}; id=$p.${{s:-0}}; "
+            # register the job now unless its runner already has (noclobber), so the status and
+            # find commands list it at once; the runner's own writes replace this entry
+            f'if [ -n "$s" ]; then set -C; printf \'queued\\n%s\\n\' "$PWD" 2>/dev/null >"$slots/jobs/$id"; '
+            f"set +C; fi; printf '%s\\n' \"$id\"; }}; }}"
         )
 
     def parse_submitted_id(self, output: str) -> str | None:

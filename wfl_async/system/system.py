@@ -236,7 +236,8 @@ class System:
         if request.done.is_set():
             return
         request.remote_id = remote_id
-        log.info("job %s (%s): submitted to %s as %s", request.job_name, request.job_dir, self.name, remote_id)
+        if remote_id:  # "" is a job an earlier submission ran (its marker says so), logged by _resolve
+            log.info("job %s (%s): submitted to %s as %s", request.job_name, request.job_dir, self.name, remote_id)
         if self.on_submitted is not None:
             self.on_submitted(request, root)
         self._settle(request)
