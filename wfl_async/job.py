@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import re
 import shlex
 import shutil
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -41,6 +42,9 @@ from .jobs.hashing import job_key, pickle_task
 from .jobs.integrity import copy_atomic, read_verified_result
 from .jobs.options import JobOptions, WithOptions
 from .jobs.states import JobStatus
+from .pack.coordinator import WorkerSpec, coordinator_for, worker_command
+from .pack.queue import parse_chunk_remote_id
+from .pack.settings import PackSetting, effective_pack
 from .session import Session, session_scope
 from .system import SubmitRequest, System, Watch
 from .system.paths import job_dir_name, safe_name
@@ -179,6 +183,10 @@ class PreparedJob:
         watch = Watch(job_dir=self.job_dir, remote_id=record.remote_id, fetch=list(self.options.output_files),
                       local_root=self.session.stage_root, check_interval=self.options.check_interval, key=self.key,
                       remote_root=record.remote_root)
+        if parse_chunk_remote_id(record.remote_id) is not None:  # packed: workers may be needed again
+            spec = self._worker_spec(system)
+            if spec is not None:
+                coordinator_for(system).expect(spec, record.remote_root or await system.remote_root())
         timeout = self.options.timeout
         if deadline is None:
             deadline = anyio.current_time() + (timeout if timeout is not None else math.inf)
@@ -248,8 +256,13 @@ class PreparedJob:
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
                                 header_extra=list(self.options.header_extra), body=self._job_body(system),
                                 upload=uploads, local_root=self.session.stage_root, key=self.key, reset=reset)
-        # the submit loop records the submission itself (also when this caller is cancelled)
-        remote_id = await system.submit(request)
+        # the submit loop (or the packing coordinator) records the submission itself (also when
+        # this caller is cancelled)
+        spec = self._worker_spec(system)
+        if spec is not None:
+            remote_id = await coordinator_for(system).submit(request, spec)
+        else:
+            remote_id = await system.submit(request)
         root = await system.remote_root()
         return JobRecord(**{**claimed.__dict__, "status": JobStatus.SUBMITTED, "remote_id": remote_id,
                             "remote_root": root})
@@ -276,8 +289,26 @@ class PreparedJob:
             uploads.append(f"{self.job_dir}/{target}")
         return uploads
 
-    def _job_body(self, system: System) -> list[str]:
+    def _worker_spec(self, system: System) -> WorkerSpec | None:
+        """How the worker jobs of this chunk run if it is packed (docs/packing.md); None: a job of its own.
+
+        ``pack="auto"`` is decided per call (:mod:`wfl_async.pack.auto`); left unresolved, as
+        for a single :class:`RemoteJob`, the job is a job of its own.
+        """
+        setting = effective_pack(self.options.pack, system.config.pack)
+        if not isinstance(setting, PackSetting):
+            return None
+        run = worker_command(system.config.python, self.max_time, setting.idle_seconds)
+        call_name = re.sub(r"_chunk_\d+$", "", self.spec.job_name)
+        return WorkerSpec(job_name=call_name, partition=self.partition, node_dict=dict(self.node_dict),
+                          max_time=self.max_time, header_extra=tuple(self.options.header_extra),
+                          body=tuple(self._job_body(system, run)), setting=setting,
+                          local_root=self.session.stage_root)
+
+    def _job_body(self, system: System, run: str | None = None) -> list[str]:
+        """The job script's lines after the system's ``commands``; ``run`` replaces the worker's command."""
         python = shlex.quote(system.config.python)
+        run = run or f"{python} -m wfl_async.jobs.worker"
         return [
             # private by default: SGE's execd, unlike sbatch, does not pass on the submitter's umask
             "umask 077",
@@ -285,7 +316,7 @@ class PreparedJob:
             "export WFL_NUM_PYTHON_SUBPROCESSES=${EXPYRE_NUM_CORES_PER_NODE}",
             *export_lines(self.options.env_vars),
             *self.options.pre_cmds,
-            f"{python} -m wfl_async.jobs.worker > {layout.WORKER_LOG} 2>&1",
+            f"{run} > {layout.WORKER_LOG} 2>&1",
             "wfl_async_status=$?",
             *self.options.post_cmds,
             "exit $wfl_async_status",

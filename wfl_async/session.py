@@ -30,6 +30,7 @@ from ._private import private_dir
 from .config import ProjectConfig, SystemConfig, load_config
 from .jobs.database import JobsDatabase, process_owner, release_owner
 from .jobs.states import JobStatus, Verdict, status_update
+from .pack.coordinator import coordinator_for
 from .scheduler import Scheduler, get_scheduler
 from .system import SubmitRequest, System, Watch
 from .system.paths import project_key
@@ -105,6 +106,7 @@ class Session:
                             project_key(self.config.local_stage_dir))
             system.on_progress = self._record_progress
             system.on_submitted = self._record_submitted
+            coordinator_for(system)  # packed chunks: their queues are read by every survey
             self._systems[name] = system
         return self._systems[name]
 

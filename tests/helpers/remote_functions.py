@@ -121,3 +121,19 @@ def input_digest_and_bytes(i: int, size: int, input_name: str) -> tuple[str, byt
 
     digest = hashlib.sha256(Path(input_name).read_bytes()).hexdigest()
     return digest, big_result(i, size)
+
+
+def _counted_label(atoms_list):
+    """Label configurations after ``$WFL_TEST_SLEEP`` s, then append a line to ``_completions.log``
+    in the job directory: a chunk run to completion twice would show two lines there."""
+    time.sleep(float(os.environ.get("WFL_TEST_SLEEP", "0")))
+    out = _labelled(atoms_list)
+    with open("_completions.log", "a") as log:
+        log.write(" ".join(str(a.info["i"]) for a in atoms_list) + "\n")
+    return out
+
+
+def counted_label(*args, **kwargs):
+    from wfl_async.autoparallelize import autoparallelize
+
+    return autoparallelize(_counted_label, *args, **kwargs)

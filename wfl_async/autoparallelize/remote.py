@@ -29,6 +29,9 @@ from ..configset import ConfigSet, OutputSpec
 from ..job import PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
 from ..jobs.states import JobStatus
+from ..pack import auto
+from ..pack.coordinator import coordinator_for
+from ..pack.settings import PackSetting, effective_pack
 from ..progress import Progress
 from ..session import Session, session_scope
 from .autoparainfo import AutoparaInfo
@@ -83,9 +86,11 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
         chunks = _prepare_chunks(runtime, op, inputs, args, kwargs, autopara_info, remote_info)
         system = runtime.system(remote_info.sys_name)
         job_dirs = frozenset(c.job.job_dir for c in chunks)
+        packed = bool(chunks) and chunks[0].job.options.pack not in (None, False)
+        workers = coordinator_for(system).workers_alive if packed else None
         progress = Progress.for_call(remote_info.job_name, system, total_chunks=len(chunks),
                                      total_items=sum(len(c.items) for c in chunks),
-                                     running=lambda: system.started_count(job_dirs))
+                                     running=lambda: system.started_count(job_dirs), workers=workers)
         send, receive = anyio.create_memory_object_stream[tuple[_Chunk, Any, BaseException | None]](math.inf)
         failure: BaseException | None = None
         with progress:
@@ -182,7 +187,26 @@ def _prepare_chunks(runtime: Session, op: Callable[..., Any], inputs: Any, args:
                                    code_version=code_source(op) if remote_info.code_version is True
                                    else remote_info.code_version)
         chunks.append(_Chunk(index, items, tuple(item_indices), tuple(locs), job.prepare(runtime)))
+    _resolve_pack(runtime, remote_info, chunks)
     return chunks
+
+
+def _resolve_pack(runtime: Session, remote_info: RemoteInfo, chunks: Sequence[_Chunk]) -> None:
+    """Give every chunk the call's packing setting, ``"auto"`` decided once for the call (pack/auto.py)."""
+    setting = effective_pack(remote_info.pack, runtime.system(remote_info.sys_name).config.pack)
+    if setting is None:
+        return
+    if not isinstance(setting, PackSetting):  # "auto"
+        decided = auto.decide(runtime.stage_root, remote_info.job_name, len(chunks))
+        log.info("%s: pack=\"auto\": %s", remote_info.job_name,
+                 f"packing {len(chunks)} chunks into {decided.workers} workers" if decided is not None
+                 else f"one job per chunk for {len(chunks)} chunks")
+        value: Any = {"workers": decided.workers, "idle_seconds": decided.idle_seconds} \
+            if decided is not None else False
+    else:
+        value = {"workers": setting.workers, "idle_seconds": setting.idle_seconds}
+    for chunk in chunks:
+        chunk.job.spec.options = chunk.job.spec.options.replace(pack=value)
 
 
 def job_from_remote_info(info: RemoteInfo, function: Callable[..., Any], args: Sequence[Any],

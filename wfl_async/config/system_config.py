@@ -9,7 +9,8 @@ Ours: ``ssh_config`` (client config files for asyncssh; default ``~/.ssh/config`
 below OpenSSH's MaxSessions of 10), ``python`` (interpreter in jobs, default ``python3``),
 ``max_queued_jobs`` (jobs in the queue at once, default unlimited),
 ``died_grace_seconds`` (how long a job may be missing from the queue without a marker before it
-is called died, default 30).
+is called died, default 30), ``pack`` (the default of RemoteInfo's ``pack``: ``{"workers": N}``,
+``"auto"`` or false; see docs/packing.md).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..pack.settings import check_pack
 from .expyre_env import remote_shell_ssh_config, retry_from_env
 from .expyre_modules import expyre_module
 
@@ -28,7 +30,7 @@ __all__ = ["SystemConfig", "builtin_local_system"]
 _EXPYRE_KEYS = {"host", "scheduler", "partitions", "queues", "header", "no_default_header", "script_exec",
                 "pre_submit_cmds", "commands", "rundir", "remsh_cmd"}
 _OUR_KEYS = {"ssh_config", "ssh_host_key_checking", "max_channels", "python", "max_queued_jobs",
-             "died_grace_seconds"}
+             "died_grace_seconds", "pack"}
 _SCHEDULERS = ("slurm", "pbs", "sge", "local")
 
 
@@ -51,6 +53,8 @@ class SystemConfig:
     python: str = "python3"
     max_queued_jobs: int | None = None
     died_grace_seconds: float = 30.0
+    pack: Any = None
+    """Default packing of calls on this system (:mod:`wfl_async.pack.settings`)."""
     retry: tuple[int, float] | None = None
     """``EXPYRE_RETRY`` (tries, seconds) for ssh commands; None keeps the transport's defaults."""
 
@@ -92,6 +96,7 @@ class SystemConfig:
             python=entry.get("python", sys.executable if entry["host"] is None else "python3"),
             max_queued_jobs=entry.get("max_queued_jobs"),
             died_grace_seconds=float(entry.get("died_grace_seconds", 30.0)),
+            pack=check_pack(entry.get("pack"), f"system {name!r} in {source}: \"pack\""),
             retry=retry_from_env(),
         )
 

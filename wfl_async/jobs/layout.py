@@ -23,5 +23,6 @@ SUBMIT_RELEASED = "_wfl_async_submit.released"
 """Token of the last command that released a stale submit lock (so a repeated command does not again)."""
 WORKER_LOG = "_wfl_async_worker.log"
 """stdout and stderr of the worker (the function's prints, the remote traceback)."""
-FETCH_ON_FINISH = (RESULT, WORKER_LOG, *FINAL_MARKERS)
-"""Brought back from a finished job's directory (missing ones are skipped): the marker with the result."""
+FETCH_ON_FINISH = (RESULT, WORKER_LOG, STARTED, *FINAL_MARKERS)
+"""Brought back from a finished job's directory (missing ones are skipped): the marker with the result;
+the started marker's time with the result's gives the chunk's run time (``pack="auto"``)."""

@@ -37,7 +37,9 @@ class JobOptions:
     re-attaches); ``check_interval`` (s) is the longest acceptable delay between a job finishing
     and being seen; ``hash_ignore`` names arguments left out of the job key; ``code_version``
     adds the function's module source (``True``) or a string to the job key;
-    ``resubmit_killed_jobs`` creates a job that died afresh, once per call.
+    ``resubmit_killed_jobs`` creates a job that died afresh, once per call; ``pack``
+    (``{"workers": N}``, ``"auto"``, ``False``; None: the system's default) runs the chunks of a
+    call inside a few worker jobs (:mod:`wfl_async.pack`); it is not part of the job key.
     """
 
     resources: Mapping[str, Any] = field(default_factory=lambda: {"num_cores": 1, "max_time": "1h"})
@@ -54,9 +56,13 @@ class JobOptions:
     hash_ignore: Sequence[int | str] = ()
     code_version: bool | str | None = None
     resubmit_killed_jobs: bool = False
+    pack: Any = None
 
     def __post_init__(self) -> None:
+        from ..pack.settings import check_pack  # imports only errors: a floor module like this one
+
         check_env_vars(self.env_vars)  # refused here, before anything can be submitted
+        check_pack(self.pack)
         for item in dataclasses.fields(self):
             object.__setattr__(self, item.name, _frozen(getattr(self, item.name)))
         object.__setattr__(self, "resources", dict(self.resources))

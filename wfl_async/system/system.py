@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import shlex
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -52,6 +52,22 @@ SubmittedCallback = Callable[[SubmitRequest, str], None]
 """Called (synchronously) as each job is accepted, with its remote root."""
 
 
+class SurveyExtension(Protocol):
+    """Something the survey command also asks about, in the same round trip (packing's queues).
+
+    ``shell`` is run between the queue listing and the markers and ends its output with
+    ``end``; ``states`` gets that output and the scheduler's states, and returns the states
+    the jobs are classified by (e.g. with packed chunks added).
+    """
+
+    end: str
+
+    def survey_shell(self, root: str) -> str: ...
+
+    def survey_states(self, root: str, text: str,
+                      states: dict[str, QueueState] | None) -> dict[str, QueueState] | None: ...
+
+
 class System:
     """A machine jobs run on. Shared by every coroutine using it; see the module docstring."""
 
@@ -67,6 +83,8 @@ class System:
                       "submit_retries": 0}
         self.on_progress: ProgressCallback | None = None
         self.on_submitted: SubmittedCallback | None = None
+        self.survey_extension: SurveyExtension | None = None
+        """Asked in every survey (set by the session: the packing coordinator)."""
         self._submitter = SubmitLoop(self)
         self._poller = PollLoop(self)
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -126,6 +144,11 @@ class System:
         """
         self._check_serving()
         return await self._submitter.submit(request)
+
+    def start_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Run ``func(*args)`` in the system's task group (ended with the session); a no-op when not served."""
+        if self._tasks is not None:
+            self._tasks.start_soon(func, *args)
 
     async def wait(self, watch: Watch) -> JobOutcome:
         """Wait until ``watch``'s job has a final marker (its files fetched) or has died.
@@ -211,12 +234,17 @@ class System:
         :raises SchedulerError: ``root`` cannot be entered (the jobs' directories are gone)
         """
         root = root or await self.remote_root()
+        extension = self.survey_extension
+        extra = f"{extension.survey_shell(root)}; " if extension is not None else ""
         command = (f"( {self.scheduler_prefix()}{self.scheduler.status_command()} ) 2>&1; "
-                   f"echo \"{QUEUE_END} $?\"; {marker_command(root, job_dirs)}")
+                   f"echo \"{QUEUE_END} $?\"; {extra}{marker_command(root, job_dirs)}")
         self.stats["scheduler_calls"] += 1
         result = await self.transport.run(command, check=False, kind="poll", retry=True)
         queue_text, _, rest = result.stdout.decode(errors="replace").partition(QUEUE_END)
         status_rc, _, marker_text = rest.partition("\n")
+        extra_text = ""
+        if extension is not None:
+            extra_text, _, marker_text = marker_text.partition(extension.end)
         if status_rc.strip() != "0":
             log.warning("%s: status command failed (%s); jobs are taken as still active: %s", self.name,
                         self.scheduler.classify_error(queue_text) or "not a known transient error",
@@ -224,7 +252,10 @@ class System:
             states = None
         else:
             states = self.scheduler.parse_status_output(queue_text)
-        return QueueSurvey(states, queue_text, parse_markers(marker_text, root, self.name))
+        markers = parse_markers(marker_text, root, self.name)
+        if extension is not None:
+            states = extension.survey_states(root, extra_text, states)
+        return QueueSurvey(states, queue_text, markers)
 
     async def control(self, action: str, remote_ids: Sequence[str]) -> None:
         """Cancel, hold or release jobs in one scheduler command."""

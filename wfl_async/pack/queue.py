@@ -1,0 +1,159 @@
+"""The remote queue of packed chunks: its layout, the shell text that changes it, the listing parser.
+
+Under the remote root (where the chunks' job directories are)::
+
+    _wfl_async_pack/<pack id>/todo/<job dir>           a chunk waiting for a worker
+    _wfl_async_pack/<pack id>/taken/<job dir>@<worker>  a chunk a worker took (atomic rename)
+    _wfl_async_pack/<pack id>/workers/<worker>/         a worker job's own directory
+
+A pack id names the worker job script (resources, environment, commands), so chunks of
+any call with the same script share workers, and a rerun finds its queue again. A chunk is
+in exactly one of: ``todo``, ``taken``, finished (its final marker), so enqueueing is
+idempotent without a lock: an entry is created only for a chunk in none of them. Each time a
+dead worker's chunk is put back, a line is appended to its entry; a chunk put back
+:data:`MAX_TAKES` times is dropped by the next worker (it kills its workers: the driver calls
+it died). Pure functions, no I/O; imports only the floor layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..jobs import layout
+
+__all__ = ["EXITED", "LISTING_END", "MAX_TAKES", "PACK_ROOT", "PackListing", "chunk_remote_id", "enqueue_command",
+           "listing_command", "pack_id", "parse_chunk_remote_id", "parse_listing", "queue_dir", "requeue_command",
+           "worker_dir"]
+
+PACK_ROOT = "_wfl_async_pack"
+"""Directory under the remote root holding every pack's queue."""
+TODO, TAKEN, WORKERS = "todo", "taken", "workers"
+EXITED = "_wfl_async_pack_exited"
+"""Written in a worker's directory when it exits of its own accord."""
+MAX_TAKES = 3
+"""A chunk whose workers died this many times while running it is not run again."""
+LISTING_END = "@@wfl_async_pack_end@@"
+_REMOTE_ID_PREFIX = "pack:"
+
+
+def pack_id(script_spec: object) -> str:
+    """The id of the worker job script described by ``script_spec`` (JSON-able)."""
+    return hashlib.sha256(json.dumps(script_spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def queue_dir(pid: str) -> str:
+    """The pack's queue directory, relative to the remote root."""
+    return f"{PACK_ROOT}/{pid}"
+
+
+def worker_dir(pid: str, worker: str) -> str:
+    """A worker job's directory, relative to the remote root."""
+    return f"{PACK_ROOT}/{pid}/{WORKERS}/{worker}"
+
+
+def chunk_remote_id(pid: str, job_dir: str) -> str:
+    """What a packed chunk records as its remote id (it is no scheduler job of its own)."""
+    return f"{_REMOTE_ID_PREFIX}{pid}:{job_dir}"
+
+
+def parse_chunk_remote_id(remote_id: str | None) -> tuple[str, str] | None:
+    """``(pack id, job dir)`` of a packed chunk's remote id; None for a scheduler job's id."""
+    if not remote_id or not remote_id.startswith(_REMOTE_ID_PREFIX):
+        return None
+    pid, _, job_dir = remote_id[len(_REMOTE_ID_PREFIX):].partition(":")
+    return (pid, job_dir) if pid and job_dir else None
+
+
+def _final_test(chunk: str) -> str:
+    return " || ".join(f'[ -e {chunk}/{name} ]' for name in layout.FINAL_MARKERS)
+
+
+def enqueue_command(pid: str, job_dirs: Sequence[str]) -> str:
+    """Shell text, run in the remote root, putting each chunk not yet queued, taken or finished in ``todo``.
+
+    Prints ``E <job dir>`` for each chunk that is now in the queue (or ran already). Safe to
+    repeat after a dropped connection: a second run finds each chunk where the first left it.
+    """
+    q = shlex.quote(queue_dir(pid))
+    dirs = " ".join(shlex.quote(d) for d in job_dirs)
+    finished = _final_test('"$d"')
+    return (f"mkdir -p {q}/{TODO} {q}/{TAKEN} {q}/{WORKERS} && for d in {dirs}; do "
+            f'set -- {q}/{TAKEN}/"$d"@*; '
+            f'if {finished} || [ -e {q}/{TODO}/"$d" ] || [ -e "$1" ]; then :; '
+            f'else : > {q}/{TODO}/"$d" || exit 1; fi; echo "E $d"; done')
+
+
+def listing_command(root: str) -> str:
+    """Shell text listing every pack: queued and taken chunks, live workers.
+
+    Lines: ``P <pack id>``, ``Q <job dir>``, ``T <job dir>@<worker>``, ``W <worker> <submit
+    answer on one line>`` (workers that exited of their own accord are left out), then
+    :data:`LISTING_END`. Reads only (the poll runs it).
+    """
+    return (f"( cd {shlex.quote(root)} 2>/dev/null && cd {PACK_ROOT} 2>/dev/null && for p in *; do [ -d \"$p/{TODO}\" ] || continue; echo \"P $p\"; "
+            f'for f in "$p"/{TODO}/*; do [ -e "$f" ] && echo "Q ${{f##*/}}"; done; '
+            f'for f in "$p"/{TAKEN}/*; do [ -e "$f" ] && echo "T ${{f##*/}}"; done; '
+            f'for w in "$p"/{WORKERS}/*; do [ -d "$w" ] && [ ! -e "$w/{EXITED}" ] && '
+            f'echo "W ${{w##*/}} $(tr \'\\n\' \' \' < "$w/{layout.SUBMIT_ANSWER}" 2>/dev/null)"; done; done; '
+            f"true ); echo {LISTING_END}")
+
+
+@dataclass
+class PackQueue:
+    """One pack's queue as listed."""
+
+    queued: set[str] = field(default_factory=set)
+    taken: dict[str, str] = field(default_factory=dict)
+    """Job dir -> the worker that took it."""
+    workers: dict[str, str] = field(default_factory=dict)
+    """Worker -> its submit answer (exit status, then the scheduler's output), one line."""
+
+
+@dataclass
+class PackListing:
+    """Every pack's queue under one remote root."""
+
+    packs: dict[str, PackQueue] = field(default_factory=dict)
+
+
+def parse_listing(text: str) -> PackListing:
+    """The listing printed by :func:`listing_command` (up to :data:`LISTING_END`)."""
+    listing = PackListing()
+    current: PackQueue | None = None
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "P" and rest:
+            current = listing.packs.setdefault(rest.strip(), PackQueue())
+        elif current is None or not rest:
+            continue
+        elif kind == "Q":
+            current.queued.add(rest.strip())
+        elif kind == "T":
+            job_dir, _, worker = rest.strip().rpartition("@")
+            if job_dir:
+                current.taken[job_dir] = worker
+        elif kind == "W":
+            worker, _, answer = rest.partition(" ")
+            current.workers[worker] = answer.strip()
+    return listing
+
+
+def requeue_command(pid: str, dead: Iterable[tuple[str, str]], workers: Iterable[str]) -> str:
+    """Shell text, run in the remote root: put the chunks of dead workers back, retire the workers.
+
+    ``dead`` holds ``(job dir, worker)`` of each taken entry; a chunk that reached its final
+    marker meanwhile is only unlisted, never queued again (it ran to completion once).
+    """
+    q = shlex.quote(queue_dir(pid))
+    lines = []
+    for job_dir, worker in dead:
+        d, entry = shlex.quote(job_dir), f"{q}/{TAKEN}/{shlex.quote(f'{job_dir}@{worker}')}"
+        lines.append(f"if [ -e {entry} ]; then if {_final_test(d)}; then rm -f {entry}; "
+                     f"else echo {shlex.quote(worker)} >> {entry} && mv -f {entry} {q}/{TODO}/{d}; fi; fi")
+    lines.extend(f"mkdir -p {q}/{WORKERS}/{shlex.quote(w)} && : > {q}/{WORKERS}/{shlex.quote(w)}/{EXITED}"
+                 for w in workers)
+    return " ; ".join(lines) if lines else "true"

@@ -1,0 +1,125 @@
+"""The remote worker: ``python -m wfl_async.pack.worker <queue dir> --max-time S`` in a worker job.
+
+It takes chunk entries from ``<queue dir>/todo`` by renaming them into ``taken`` (rename is
+atomic: of several workers, exactly one gets each entry), runs each chunk in its own job
+directory exactly as a one-chunk job does (:func:`wfl_async.jobs.worker.main`, the same
+task, log, result and marker files), then drops the entry. The worker stays in one Python
+process, so the function's modules are imported once, not once per chunk: that is what
+makes short chunks cheap. It exits when the queue stays empty for ``--idle`` seconds, or
+when too little of ``--max-time`` is left to run another chunk as long as the longest so far.
+
+Killed mid-chunk, it leaves its entry in ``taken``: the driver sees the worker gone from the
+queue and puts the chunk back (:func:`wfl_async.pack.queue.requeue_command`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+from ..jobs import layout
+from ..jobs import worker as one_chunk
+from .queue import EXITED, MAX_TAKES, TAKEN, TODO
+
+MIN_MARGIN = 30.0
+"""Seconds of ``max_time`` kept free at least when deciding to take another chunk."""
+_IDLE_STEP = 0.2
+
+
+def claim(queue: Path, worker: str) -> str | None:
+    """Take one entry from ``todo`` (atomic rename into ``taken``); None if there is none."""
+    names = [n for n in os.listdir(queue / TODO) if not n.startswith(".")]
+    random.shuffle(names)  # workers starting together do not all race for the same entry
+    for name in names:
+        try:
+            os.rename(queue / TODO / name, queue / TAKEN / f"{name}@{worker}")
+        except FileNotFoundError:
+            continue  # another worker was first
+        return name
+    return None
+
+
+def run_chunk(job_dir: Path) -> None:
+    """Run one chunk as its own job would, its output going to the chunk's own log."""
+    log_fd = os.open(job_dir / layout.WORKER_LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    saved = [os.dup(1), os.dup(2)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    here = os.getcwd()
+    try:
+        one_chunk.main(str(job_dir))
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved_fd in zip((1, 2), saved, strict=True):
+            os.dup2(saved_fd, fd)
+            os.close(saved_fd)
+        os.close(log_fd)
+        os.chdir(here)
+
+
+def _finished(job_dir: Path) -> bool:
+    return any((job_dir / name).exists() for name in layout.FINAL_MARKERS)
+
+
+def serve(queue: Path, max_time: float, idle: float, worker: str) -> int:
+    """Take and run chunks until the queue stays empty or time runs short; return how many ran."""
+    root = queue.parent.parent
+    started = time.monotonic()
+    longest = 0.0
+    ran = 0
+    while max_time - (time.monotonic() - started) > max(MIN_MARGIN, 2 * longest):
+        name = claim(queue, worker)
+        waited = 0.0
+        while name is None and waited < idle:
+            time.sleep(_IDLE_STEP)
+            waited += _IDLE_STEP
+            name = claim(queue, worker)
+        if name is None:
+            break
+        entry = queue / TAKEN / f"{name}@{worker}"
+        job_dir = root / name
+        puts_back = len(entry.read_text().split()) if entry.exists() else 0
+        if _finished(job_dir) or puts_back >= MAX_TAKES or not (job_dir / layout.TASK).exists():
+            # ran already, or killed MAX_TAKES workers (the driver calls it died), or its
+            # directory is gone: not run (again)
+            print(f"not running {name}: " + ("it finished already" if _finished(job_dir) else
+                                             f"{puts_back} workers died running it" if puts_back >= MAX_TAKES
+                                             else "its directory has no task"), flush=True)
+            entry.unlink(missing_ok=True)
+            continue
+        began = time.monotonic()
+        print(f"running {name}", flush=True)
+        try:
+            run_chunk(job_dir)
+        except SystemExit as exc:  # the function ended the process: as a one-chunk job, it died
+            print(f"{name}: the function called exit({exc.code}); no result", flush=True)
+        entry.unlink(missing_ok=True)  # after the marker: a chunk is always queued, taken or finished
+        longest = max(longest, time.monotonic() - began)
+        ran += 1
+    return ran
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wfl_async.pack.worker")
+    parser.add_argument("queue", type=Path, help="the pack's queue directory")
+    parser.add_argument("--max-time", type=float, required=True, help="the worker job's time limit (s)")
+    parser.add_argument("--idle", type=float, default=2.0, help="seconds to wait for more work (s)")
+    args = parser.parse_args(argv)
+    os.umask(0o077)
+    worker = Path.cwd().name
+    queue = args.queue.resolve()
+    ran = serve(queue, args.max_time, args.idle, worker)
+    print(f"worker {worker}: ran {ran} chunk(s); exiting", flush=True)
+    (Path.cwd() / EXITED).touch()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
