@@ -1,0 +1,167 @@
+"""Packing (``RemoteInfo(..., pack={"workers": N})``) against the real schedulers, directly and over ssh.
+
+Each chunk appends a line to ``_completions.log`` in its own job directory when its function
+finishes, read back from the system afterwards: a chunk run to completion twice (or never)
+shows there, whatever the driver believed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from ase.io import read
+
+from tests.conftest import remote_system_names
+from tests.helpers import remote_functions as rf
+from tests.remote.test_autoparallelize_remote import cells
+from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
+from wfl_async.configset import ConfigSet, OutputSpec
+from wfl_async.jobs.states import ACTIVE_STATES
+from wfl_async.pack.coordinator import coordinator_for
+from wfl_async.pack.queue import PACK_ROOT, parse_chunk_remote_id
+from wfl_async.session import Session, session_scope
+
+pytestmark = pytest.mark.remote
+
+PACKING_SYSTEMS = re.compile(r"^(slurm|sge)(_ssh)?$")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``pack_system``: the configured systems (``EXPYRE_PYTEST_SYSTEMS``) among slurm, slurm_ssh, sge, sge_ssh."""
+    if "pack_system" in metafunc.fixturenames:
+        names = [n for n in remote_system_names() if PACKING_SYSTEMS.match(n)] \
+            if metafunc.config.getoption("--runremote") else ["slurm"]
+        metafunc.parametrize("pack_system", names)
+
+
+def packed_info(system: str, **kwargs: Any) -> RemoteInfo:
+    values: dict[str, Any] = {
+        "sys_name": system, "job_name": f"pack-{system}-{uuid.uuid4().hex[:6]}",
+        "resources": {"num_cores": 1, "max_time": "10m"}, "partial_node": True, "num_inputs_per_queued_job": 1,
+        "check_interval": 0.3, "pack": {"workers": 2, "idle_seconds": 1}}
+    values.update(kwargs)
+    return RemoteInfo(**values)
+
+
+async def completions(session: Session, system: str, job_name: str) -> dict[str, int]:
+    """Chunk job dir -> lines in its ``_completions.log`` on the system."""
+    records = [r for r in await session.db.select(system=system) if r.name.startswith(f"{job_name}_chunk_")]
+    target = session.system(system)
+    root = await target.remote_root()
+    dirs = " ".join(r.job_dir for r in records)
+    answer = await target.transport.run(
+        f"cd {root} && for d in {dirs}; do echo \"$d $(cat $d/_completions.log 2>/dev/null | wc -l)\"; done")
+    return {line.split()[0]: int(line.split()[1]) for line in answer.stdout.decode().splitlines()}
+
+
+async def worker_states(session: Session, system: str) -> list[str]:
+    """The states of this project's worker jobs that the scheduler still lists."""
+    target = session.system(system)
+    coordinator = coordinator_for(target)
+    ids = [w.remote_id for pack in coordinator._packs.values() for w in pack.workers.values() if w.remote_id]
+    states = await target.queue_states()
+    return [states[i] for i in ids if i in states and states[i] in ACTIVE_STATES]
+
+
+async def test_packed_chunks_survive_a_cancelled_worker_and_run_once_each(
+        pack_system: str, fresh_expyre_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WFL_EXPYRE_NO_MARK_PROCESSED", "1")
+    info = packed_info(pack_system, env_vars=["WFL_TEST_SLEEP=1.5"])
+    output = tmp_path / "out.xyz"
+    async with session_scope() as session:
+        system = await session.serving(pack_system)
+        coordinator = coordinator_for(system)
+        cancelled: list[str] = []
+
+        async def cancel_a_worker_mid_chunk() -> None:
+            # a worker is running a chunk once the poll lists a chunk as taken by it
+            while True:
+                await anyio.sleep(0.2)
+                busy = [w.remote_id for pack in coordinator._packs.values() if pack.running
+                        for w in pack.workers.values() if w.seen and w.remote_id and w.missing_since is None]
+                if busy:
+                    cancelled.append(busy[0])
+                    await system.control("cancel", [busy[0]])
+                    return
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(cancel_a_worker_mid_chunk)
+            result = await autoparallelize.aio(rf._counted_label, ConfigSet(cells(10)), OutputSpec(output),
+                                               autopara_info=AutoparaInfo(remote_info=info))
+            tasks.cancel_scope.cancel()
+        assert [a.info["i"] for a in result] == list(range(10)) and all(a.info["labelled"] for a in result)
+        assert [a.info["i"] for a in read(output, ":")] == list(range(10))
+        records = await session.db.select(system=pack_system)
+        assert len(records) == 10 and all(parse_chunk_remote_id(r.remote_id) for r in records)
+        assert cancelled and coordinator.stats["chunks_put_back"] >= 1, "no chunk was taken again"
+        # the chunk the cancelled worker was running ran again elsewhere, to completion once
+        assert set((await completions(session, pack_system, info.job_name)).values()) == {1}
+        assert system.stats["scheduler_calls"] > 0 and coordinator.stats["workers_submitted"] >= 3
+        # workers exit by themselves once the queue is empty (idle_seconds=1)
+        with anyio.fail_after(120):
+            while await worker_states(session, pack_system):
+                await anyio.sleep(1)
+
+
+RESTART_SCRIPT = """
+import json, sys
+from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
+from wfl_async.configset import ConfigSet, OutputSpec
+from wfl_async.pack.coordinator import coordinator_for
+from wfl_async.session import session_scope
+from tests.conftest import remote_system_names
+from tests.helpers import remote_functions as rf
+from tests.remote.test_autoparallelize_remote import cells
+import anyio
+
+async def main():
+    info = RemoteInfo(**json.loads(sys.argv[2]))
+    async with session_scope() as session:
+        await autoparallelize.aio(rf._counted_label, ConfigSet(cells(8)), OutputSpec(sys.argv[1]),
+                                  autopara_info=AutoparaInfo(remote_info=info))
+        system = session.system(info.sys_name)
+        print(json.dumps({**coordinator_for(system).stats, **system.stats}))
+
+anyio.run(main)
+"""
+
+
+async def test_a_driver_killed_after_queueing_is_rerun_and_reattaches_without_queueing_again(
+        pack_system: str, fresh_expyre_root: Path, tmp_path: Path) -> None:
+    script = tmp_path / "workflow.py"
+    script.write_text(RESTART_SCRIPT)
+    info = packed_info(pack_system, env_vars=["WFL_TEST_SLEEP=1"])
+    output = tmp_path / "out.xyz"
+    env = dict(os.environ, WFL_EXPYRE_NO_MARK_PROCESSED="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    command = [sys.executable, str(script), str(output), json.dumps(info.to_dict())]
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    async with session_scope() as session:
+        with anyio.fail_after(120):  # until every chunk is recorded as queued in its pack
+            while len([r for r in await session.db.select(system=pack_system) if r.remote_id]) < 8:
+                assert first.poll() is None, first.communicate()[1].decode()[-3000:]
+                await anyio.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    assert not output.exists()
+
+    rerun = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    stats = json.loads(rerun.stdout.decode().splitlines()[-1])
+    assert stats["enqueue_commands"] == 0, "the rerun queued chunk work again"
+    assert [a.info["i"] for a in read(output, ":")] == list(range(8))
+    async with session_scope() as session:
+        assert set((await completions(session, pack_system, info.job_name)).values()) == {1}
+        root = await session.system(pack_system).remote_root()
+        listing = await session.system(pack_system).transport.run(f"ls {root}/{PACK_ROOT}")
+        assert len(listing.stdout.split()) == 1  # one pack: the rerun's chunks went to the same queue
+
