@@ -35,7 +35,8 @@ def poll_figures(stats: Any) -> PollFigures:
 
 
 async def run_ours(runtime: Session, system_name: str, n_jobs: int, *, check_interval: float,
-                   resources: Mapping[str, Any], job_timeout: float, trace_memory: bool = False) -> OurRun:
+                   resources: Mapping[str, Any], job_timeout: float, trace_memory: bool = False,
+                   job_options: Mapping[str, Any] | None = None, implementation: str = "wfl_async") -> OurRun:
     """Run ``n_jobs`` trivial jobs on ``system_name`` through ``runtime`` (fresh, unused) and measure.
 
     :raises ConfigurationError: unknown system or resources that fit no partition
@@ -46,18 +47,19 @@ async def run_ours(runtime: Session, system_name: str, n_jobs: int, *, check_int
         tracemalloc.start()
     try:
         run = await bench_system(runtime, system_name, n_jobs, check_interval=check_interval,
-                                 resources=resources, job_timeout=job_timeout)
+                                 resources=resources, job_timeout=job_timeout, job_options=job_options)
     finally:
         traced_peak = tracemalloc.get_traced_memory()[1] if trace_memory else None
         if trace_memory:
             tracemalloc.stop()
     r = run.result
     figures = RunFigures(
-        implementation="wfl_async", system=system_name, jobs=n_jobs, submit_all_s=r.submit_all_s,
+        implementation=implementation, system=system_name, jobs=n_jobs, submit_all_s=r.submit_all_s,
         first_result_s=r.first_result_s, all_results_s=r.all_results_s, ok=r.ok, failed=r.failed,
         ssh_connections=r.ssh_connections, remote_commands=r.remote_commands, scheduler_calls=r.scheduler_commands,
         polls=r.polls, per_poll=poll_figures(r.per_poll) if r.per_poll else None, peak_rss_bytes=r.peak_rss_bytes,
         notes=r.errors[:3], extra={"check_interval_s": check_interval, "rss_before_bytes": rss_before,
+                                   "submit_scheduler_calls": r.scheduler_commands - r.polls,
                                    "peak_rss_is_this_run": peak_was_reset})
     # each remote command: start (s from t0), duration (s), kind
     figures.extra["commands"] = [[round(c.started - run.t0, 3), round(c.duration, 3), c.kind] for c in run.records]
