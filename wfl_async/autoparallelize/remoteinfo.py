@@ -13,7 +13,8 @@ __all__ = ["RemoteInfo"]
 
 _FIELDS = ("sys_name", "job_name", "resources", "num_inputs_per_queued_job", "pre_cmds", "post_cmds",
            "env_vars", "input_files", "output_files", "header_extra", "exact_fit", "partial_node",
-           "timeout", "check_interval", "ignore_failed_jobs", "resubmit_killed_jobs", "hash_ignore", "code_version")
+           "timeout", "check_interval", "ignore_failed_jobs", "resubmit_killed_jobs", "hash_ignore", "code_version",
+           "submit")
 _REQUIRED = ("sys_name", "job_name", "resources")
 
 
@@ -43,6 +44,10 @@ class RemoteInfo(WithOptions):
     :param hash_ignore: argument names left out of the job key (default [])
     :param code_version: not in wfl (which never notices code changes): ``True`` adds the source of
         the operation's module to the job key, a string adds that explicit version (default None)
+    :param submit: not in wfl: ``"array"`` submits the chunks as job arrays (chunks with the same
+        resources, at most the system's ``max_array_size`` per scheduler call), ``"loop"`` one
+        submission per chunk; default None: the system's ``"submit"`` (itself ``"loop"`` by
+        default). Not part of the job key: a rerun in the other mode re-attaches
     :raises ConfigurationError: unknown field (named, with the valid ones listed)
     """
 
@@ -53,7 +58,7 @@ class RemoteInfo(WithOptions):
                  exact_fit: bool = True, partial_node: bool = False, timeout: float = 3600,
                  check_interval: float = 30, ignore_failed_jobs: bool = False,
                  resubmit_killed_jobs: bool = False, hash_ignore: list[str] | None = None,
-                 code_version: bool | str | None = None, **unknown: Any) -> None:
+                 code_version: bool | str | None = None, submit: str | None = None, **unknown: Any) -> None:
         if unknown:
             raise ConfigurationError(f"RemoteInfo got unknown field(s) {', '.join(map(repr, sorted(unknown)))}; "
                                      f"valid fields are {', '.join(_FIELDS)}")
@@ -67,7 +72,8 @@ class RemoteInfo(WithOptions):
             pre_cmds=pre_cmds or (), post_cmds=post_cmds or (), env_vars=env_vars or (),
             input_files=input_files or (), output_files=output_files or (), header_extra=header_extra or (),
             exact_fit=exact_fit, partial_node=partial_node, timeout=timeout, check_interval=check_interval,
-            resubmit_killed_jobs=resubmit_killed_jobs, hash_ignore=hash_ignore or (), code_version=code_version)
+            resubmit_killed_jobs=resubmit_killed_jobs, hash_ignore=hash_ignore or (), code_version=code_version,
+            submit=submit)
         """The job options every chunk's job gets (one description shared with RemoteJob)."""
 
     fields = _FIELDS
