@@ -1,4 +1,5 @@
-"""Systems: one configured machine each, with a submit loop and a poll loop (see :mod:`.system`)."""
+"""Systems: one configured machine each (:mod:`.system`), with a submit loop (:mod:`.submit_loop`) and a
+poll loop (:mod:`.poll_loop`)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,251 @@
+"""The submit loop of one system: many staged jobs -> one remote command per batch.
+
+A job's coroutine calls :meth:`System.submit <wfl_async.system.System.submit>`, which puts
+its :class:`~wfl_async.system.requests.SubmitRequest` on this loop's stream and waits on
+the request's own event. The loop (started by :meth:`System.serve`):
+
+1. waits for a request; takes every request that keeps arriving (``batch_window`` at a
+   time, at most ``max_batch_wait``), at most ``MAX_BATCH``;
+2. writes the job scripts locally, then sends **one** command
+   (:func:`~wfl_async.system.submit.batch_command` through
+   :meth:`Transport.upload <wfl_async.transport.base.Transport.upload>`): stage every job
+   directory from one tar stream and submit each with the scheduler's batch loop;
+3. for each job, as its record comes back: an id -> the request is settled (and recorded
+   through ``System.on_submitted``); a transient complaint or a job-limit refusal -> sent
+   again after a jittered backoff, the job keeps waiting; an unresolved earlier submission
+   -> step 4; anything else -> that job alone fails;
+4. for unresolved jobs, one command lists the queue's jobs with their working directory
+   and the jobs' markers: a job found is re-attached; the others get their stale lock
+   released and go back to step 1.
+
+A failing command is logged and retried; it never fails another job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+
+from ..errors import SchedulerError, TransportError
+from ..scheduler.base import MAX_BATCH, SubmitOutputReader, SubmitResult
+from .commands import QUEUE_END, marker_command, parse_markers
+from .requests import SubmitRequest
+from .submit import batch_command, retry_delay, scheduler_prefix
+
+if TYPE_CHECKING:
+    from .system import System
+
+__all__ = ["MAX_SILENT_RETRIES", "SubmitLoop"]
+
+log = logging.getLogger(__name__)
+
+_SILENT_FAILURE = re.compile(r"exit status \d+")
+"""What a submit record says when the submit program failed without a word."""
+MAX_SILENT_RETRIES = 10
+"""Submissions tried for a job whose submit program keeps failing without a word."""
+
+
+class SubmitLoop:
+    """Batches one system's submit requests into few remote commands; see the module docstring."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self._send, self._receive = anyio.create_memory_object_stream[SubmitRequest](math.inf)
+        self.pending = 0
+        """Requests handed to the loop and not yet settled."""
+        self._tasks: anyio.abc.TaskGroup | None = None
+
+    async def submit(self, request: SubmitRequest) -> str:
+        """Hand ``request`` to the loop and wait for its queue id (see :meth:`System.submit`)."""
+        self.pending += 1
+        self._send.send_nowait(request)
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.remote_id is not None
+        return request.remote_id
+
+    async def run(self, tasks: anyio.abc.TaskGroup) -> None:
+        """Serve requests until cancelled; delayed retries run as tasks of ``tasks``."""
+        self._tasks = tasks
+        async for first in self._receive:
+            batch = [first]
+            await self._gather(batch)
+            # shielded: a batch taken from the stream is finished (and its jobs settled) even
+            # while the session closes, so no job is left submitted but unrecorded
+            with anyio.CancelScope(shield=True):
+                await self._submit_batch(batch)
+
+    async def _gather(self, batch: list[SubmitRequest]) -> None:
+        """Take requests while they keep arriving (each ``batch_window`` brought more), at most
+        ``max_batch_wait``: jobs of one call become ready one after another."""
+        window, longest = self.system.batch_window, self.system.max_batch_wait
+        waited = 0.0
+        while len(batch) < MAX_BATCH and waited < longest:
+            await anyio.sleep(window)
+            waited += window
+            before = len(batch)
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            if len(batch) == before:
+                return
+
+    async def _submit_batch(self, batch: list[SubmitRequest]) -> None:
+        system = self.system
+        try:
+            root = await system.remote_root()
+            command = batch_command(system.scheduler, system.config, root, batch)
+            for relpath, text in command.scripts.items():
+                await anyio.Path(batch[0].local_root / relpath).write_text(text)
+        except TransportError as exc:  # nothing was sent: every job of the batch may try again
+            self._retry(batch, "transient", f"could not prepare the batch: {exc}")
+            return
+        except Exception as exc:  # a mistake (an unwritable rundir, a bad header): retrying cannot help
+            log.info("%s: cannot submit a batch of %d job(s): %s", system.name, len(batch), exc)
+            for request in batch:
+                if not request.done.is_set():
+                    self._settle(request, exc)
+            return
+        system.stats["submit_commands"] += 1
+        system.stats["scheduler_calls"] += 1
+        results: dict[int, SubmitResult] = {}
+        reader = SubmitOutputReader(system.scheduler)
+
+        def on_line(line: str) -> None:
+            # each job is released as soon as the scheduler has taken it, while the rest of the
+            # batch is still being submitted: the poll loop can see it finish meanwhile
+            parsed = reader.feed(line)
+            if parsed is not None and parsed[0] < len(batch) and parsed[0] not in results:
+                results[parsed[0]] = parsed[1]
+                if parsed[1].remote_id is not None:
+                    self._accepted(batch[parsed[0]], parsed[1].remote_id, root)
+
+        try:
+            # retry=True: the command is safe to repeat after a dropped connection (the remote
+            # lock, resets and lock releases done once; see system/submit.py and the scheduler)
+            answer = await system.transport.upload(batch[0].local_root, command.uploads, root, before=command.before,
+                                                   then=command.then, fresh=command.fresh, on_line=on_line,
+                                                   kind="submit", retry=True)
+            for index, outcome in enumerate(system.scheduler.parse_submit_output(
+                    answer.stdout.decode(errors="replace"), len(batch))):
+                results.setdefault(index, outcome)
+        except TransportError as exc:
+            # repeating the command is safe (the remote lock), so every job still waiting retries;
+            # a job the scheduler took before the answer was lost is found through its lock
+            self._retry([r for i, r in enumerate(batch) if i not in results], "transient",
+                        f"the submit command failed: {exc}")
+        unresolved: list[SubmitRequest] = []
+        for index, outcome in results.items():
+            request = batch[index]
+            if outcome.remote_id is not None:
+                if not request.done.is_set():
+                    self._accepted(request, outcome.remote_id, root)
+            elif outcome.unresolved:
+                unresolved.append(request)
+            else:
+                self._refused(request, outcome.error or "no answer")
+        if unresolved:
+            await self._resolve(root, unresolved)
+
+    def _accepted(self, request: SubmitRequest, remote_id: str, root: str) -> None:
+        if request.done.is_set():
+            return
+        request.remote_id = remote_id
+        if remote_id:  # "" is a job an earlier submission ran (its marker says so), logged by _resolve
+            log.info("job %s (%s): submitted to %s as %s", request.job_name, request.job_dir, self.system.name,
+                     remote_id)
+        if self.system.on_submitted is not None:
+            self.system.on_submitted(request, root)
+        self._settle(request)
+
+    def _settle(self, request: SubmitRequest, error: BaseException | None = None) -> None:
+        request.error = error
+        self.pending -= 1
+        request.done.set()
+
+    def _refused(self, request: SubmitRequest, complaint: str) -> None:
+        kind = self.system.scheduler.classify_error(complaint)
+        if kind is None and _SILENT_FAILURE.fullmatch(complaint) and request.attempts < MAX_SILENT_RETRIES:
+            # no complaint at all: the job may or may not have been queued; the retry looks
+            # for it first (its answer is unresolved) and submits again only if it is not there
+            kind = "transient"
+        if kind is not None:
+            self._retry([request], kind, complaint)
+            return
+        log.info("job %s (%s): %s refused it: %s", request.job_name, request.job_dir, self.system.name, complaint)
+        self._settle(request, SchedulerError(
+            f"{self.system.name}: submitting job {request.job_name!r} ({request.job_dir}) failed: {complaint}"))
+
+    def _retry(self, requests: Sequence[SubmitRequest], kind: str, reason: str) -> None:
+        """Submit ``requests`` again after a jittered backoff; they keep waiting meanwhile."""
+        assert self._tasks is not None
+        for request in requests:
+            if request.done.is_set():
+                continue
+            request.attempts += 1
+            request.release_lock = False
+            delay = retry_delay("limit" if kind == "limit" else "transient", request.attempts)
+            self.system.stats["submit_retries"] += 1
+            if kind == "limit":
+                log.info("job %s (%s): %s refused it for the user's job limit (%s); waiting %.0f s for room",
+                         request.job_name, request.job_dir, self.system.name, reason, delay)
+            else:
+                log.info("job %s (%s): %s could not take it now (%s); retry %d in %.1f s",
+                         request.job_name, request.job_dir, self.system.name, reason, request.attempts, delay)
+            self._tasks.start_soon(self._resend_after, request, delay)
+
+    async def _resend_after(self, request: SubmitRequest, delay: float) -> None:
+        await anyio.sleep(delay)
+        self._send.send_nowait(request)
+
+    async def _resolve(self, root: str, requests: Sequence[SubmitRequest]) -> None:
+        """Jobs whose earlier submission left no usable answer: re-attach, or submit again.
+
+        One command lists the queue's jobs with their working directories and the markers of
+        these job directories. A job found in the queue is re-attached to; a directory with a
+        marker ran already (the poll loop takes it from there); any other job was never
+        queued, so its stale lock is released and it is submitted again.
+        """
+        system = self.system
+        find = system.scheduler.find_command()
+        dirs = [r.job_dir for r in requests]
+        command = (f"( {scheduler_prefix(system.config)}{find} ) 2>&1; " if find else "") + \
+            f"echo \"{QUEUE_END} $?\"; {marker_command(root, dirs)}"
+        try:
+            result = await system.transport.run(command, check=False, kind="submit", retry=True)  # a query
+            queue_text, _, rest = result.stdout.decode(errors="replace").partition(QUEUE_END)
+            status_rc, _, marker_text = rest.partition("\n")
+            markers = parse_markers(marker_text, root, system.name)
+        except (TransportError, SchedulerError) as exc:
+            self._retry(requests, "transient", f"could not look for earlier submissions: {exc}")
+            return
+        if find and status_rc.strip() != "0":
+            self._retry(requests, system.scheduler.classify_error(queue_text) or "transient",
+                        f"could not list the queue: {queue_text.strip()[-300:]}")
+            return
+        in_queue = system.scheduler.parse_find_output(queue_text) if find else {}
+        for request in requests:
+            remote_id = in_queue.get(f"{root}/{request.job_dir}")
+            if remote_id is not None:
+                log.info("job %s (%s): an earlier submission had queued it as %s; re-attached",
+                         request.job_name, request.job_dir, remote_id)
+                self._accepted(request, remote_id, root)
+            elif request.job_dir in markers:
+                log.info("job %s (%s): an earlier submission ran it (marker %s); re-attached",
+                         request.job_name, request.job_dir, markers[request.job_dir])
+                self._accepted(request, "", root)
+            else:
+                log.info("job %s (%s): its earlier submission did not queue it%s; submitting again",
+                         request.job_name, request.job_dir, "" if find else
+                         f" (no marker; {system.scheduler.name} cannot list working directories)")
+                request.release_lock = True
+                self._send.send_nowait(request)
