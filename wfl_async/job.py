@@ -255,7 +255,8 @@ class PreparedJob:
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
                                 header_extra=list(self.options.header_extra), body=self._job_body(system),
-                                upload=uploads, local_root=self.session.stage_root, key=self.key, reset=reset)
+                                upload=uploads, local_root=self.session.stage_root, key=self.key, reset=reset,
+                                submit=self.options.submit)
         # the submit loop (or the packing coordinator) records the submission itself (also when
         # this caller is cancelled)
         spec = self._worker_spec(system)

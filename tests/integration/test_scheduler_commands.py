@@ -185,3 +185,57 @@ def test_find_command_lists_each_queued_job_by_its_directory(case: Case, schedul
         assert {d: found.get(d) for d in dirs} == dict(zip(dirs, ids, strict=True))
     finally:
         bash(case.prefix + scheduler.cancel_command([i for i in ids if i]), check=False)
+
+
+def test_array_submit_status_find_cancel_for_real(case: Case, scheduler: Scheduler, job_root: Path) -> None:
+    """Three job directories as one array submission: each task gets its own id (kept in its own
+    answer, so the command run again submits nothing), is listed by status under that id, runs in
+    its own directory, is found by its directory, and is cancelled alone."""
+    if not scheduler.supports_arrays:
+        with pytest.raises(SchedulerError, match="cannot submit job arrays"):
+            scheduler.array_submit_command(str(job_root / "a"), "", [], [])
+        return
+
+    def status() -> dict[str, QueueState]:
+        return scheduler.parse_status_output(bash(case.prefix + scheduler.status_command()).stdout)
+
+    hold = [case.hold_header] if case.hold_header and case.name != "pbs" else []
+    dirs = [write_job(scheduler, job_root / name, seconds, hold)
+            for name, seconds in (("to_cancel", 300), (HOSTILE_NAME, 1), ("plain", 1))]
+    spec = JobScriptSpec(job_id="wfa_it_arr", job_dir=dirs[0], partition="debug", num_nodes=1, num_cores=1,
+                         num_cores_per_node=1, max_time=600, header=hold)
+    array_dir = str(job_root / "_wfl_async_arrays" / "a0")
+    command = case.prefix + scheduler.array_submit_command(
+        array_dir, scheduler.render_array_script(spec, array_dir), dirs, [4, 5, 6])
+    first = bash(command).stdout
+    results = scheduler.parse_submit_output(first, 7)[4:]
+    ids = [r.remote_id for r in results]
+    assert all(ids) and len(set(ids)) == 3, first
+    to_cancel, hostile, plain = ids
+    try:
+        again = scheduler.parse_submit_output(bash(command).stdout, 7)[4:]  # a repeated command: answers only
+        assert [r.remote_id for r in again] == ids
+        parent = scheduler.array_parent_id(to_cancel)
+        assert parent and all(scheduler.array_parent_id(i) == parent for i in ids)
+        if case.name == "pbs":
+            # the Torque-style commands here list the array's pending tasks as one row, and cannot
+            # address one task (qdel 123[4] cancels them all): tasks take the array's state
+            wait_until("the tasks finish", lambda: all(status().get(i) not in ACTIVE_STATES for i in ids[1:]))
+            bash(case.prefix + scheduler.cancel_command([parent]))
+        else:
+            wait_until("every task is listed held", lambda: all(status().get(i) is QueueState.HELD for i in ids))
+            found = scheduler.parse_find_output(bash(case.prefix + scheduler.find_command()).stdout)
+            assert {d: found.get(d) for d in dirs} == dict(zip(dirs, ids, strict=True))
+            bash(case.prefix + scheduler.cancel_command([to_cancel]))
+            wait_until(f"cancelled {to_cancel} leaves the queue", lambda: status().get(to_cancel) not in ACTIVE_STATES)
+            assert status().get(hostile) is QueueState.HELD
+            bash(case.prefix + scheduler.release_command([hostile, plain]))
+            wait_until("the released tasks finish",
+                       lambda: all(status().get(i) not in ACTIVE_STATES for i in (hostile, plain)))
+    finally:
+        bash(case.prefix + scheduler.cancel_command(ids), check=False)
+    for d in dirs[1:]:
+        wait_until(f"{d}/done.marker appears", (Path(d) / "done.marker").exists, 30)
+        assert (Path(d) / "expyre_vars.txt").read_text().split() == ["1", "1", "1"]
+    if case.name != "pbs":
+        assert not (Path(dirs[0]) / "done.marker").exists()

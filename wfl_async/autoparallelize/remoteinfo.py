@@ -14,7 +14,7 @@ __all__ = ["RemoteInfo"]
 _FIELDS = ("sys_name", "job_name", "resources", "num_inputs_per_queued_job", "pre_cmds", "post_cmds",
            "env_vars", "input_files", "output_files", "header_extra", "exact_fit", "partial_node",
            "timeout", "check_interval", "ignore_failed_jobs", "resubmit_killed_jobs", "hash_ignore", "code_version",
-           "pack")
+           "pack", "submit")
 _REQUIRED = ("sys_name", "job_name", "resources")
 
 
@@ -47,6 +47,10 @@ class RemoteInfo(WithOptions):
     :param pack: not in wfl: run the chunks inside a few worker jobs instead of one job each,
         ``{"workers": 8}``, ``"auto"`` (pack when the chunks are expected to be short) or ``False``;
         None (default) takes the system's ``"pack"`` setting of config.json (docs/packing.md)
+    :param submit: not in wfl: ``"array"`` submits the chunks as job arrays (chunks with the same
+        resources, at most the system's ``max_array_size`` per scheduler call), ``"loop"`` one
+        submission per chunk; default None: the system's ``"submit"`` (itself ``"loop"`` by
+        default). Not part of the job key: a rerun in the other mode re-attaches
     :raises ConfigurationError: unknown field (named, with the valid ones listed)
     """
 
@@ -57,7 +61,8 @@ class RemoteInfo(WithOptions):
                  exact_fit: bool = True, partial_node: bool = False, timeout: float = 3600,
                  check_interval: float = 30, ignore_failed_jobs: bool = False,
                  resubmit_killed_jobs: bool = False, hash_ignore: list[str] | None = None,
-                 code_version: bool | str | None = None, pack: Any = None, **unknown: Any) -> None:
+                 code_version: bool | str | None = None, pack: Any = None, submit: str | None = None,
+                 **unknown: Any) -> None:
         if unknown:
             raise ConfigurationError(f"RemoteInfo got unknown field(s) {', '.join(map(repr, sorted(unknown)))}; "
                                      f"valid fields are {', '.join(_FIELDS)}")
@@ -72,7 +77,7 @@ class RemoteInfo(WithOptions):
             input_files=input_files or (), output_files=output_files or (), header_extra=header_extra or (),
             exact_fit=exact_fit, partial_node=partial_node, timeout=timeout, check_interval=check_interval,
             resubmit_killed_jobs=resubmit_killed_jobs, hash_ignore=hash_ignore or (), code_version=code_version,
-            pack=pack)
+            pack=pack, submit=submit)
         """The job options every chunk's job gets (one description shared with RemoteJob)."""
 
     fields = _FIELDS

@@ -9,7 +9,9 @@ Ours: ``ssh_config`` (client config files for asyncssh; default ``~/.ssh/config`
 below OpenSSH's MaxSessions of 10), ``python`` (interpreter in jobs, default ``python3``),
 ``max_queued_jobs`` (jobs in the queue at once, default unlimited),
 ``died_grace_seconds`` (how long a job may be missing from the queue without a marker before it
-is called died, default 30), ``pack`` (the default of RemoteInfo's ``pack``: ``{"workers": N}``,
+is called died, default 30), ``submit`` (``"loop"``, the default: one scheduler submission per job;
+``"array"``: jobs with the same header go as job arrays), ``max_array_size`` (tasks per array
+submission, default 1000), ``pack`` (the default of RemoteInfo's ``pack``: ``{"workers": N}``,
 ``"auto"`` or false; see docs/packing.md).
 """
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..jobs.options import check_submit_mode
 from ..pack.settings import check_pack
 from .expyre_env import remote_shell_ssh_config, retry_from_env
 from .expyre_modules import expyre_module
@@ -30,7 +33,7 @@ __all__ = ["SystemConfig", "builtin_local_system"]
 _EXPYRE_KEYS = {"host", "scheduler", "partitions", "queues", "header", "no_default_header", "script_exec",
                 "pre_submit_cmds", "commands", "rundir", "remsh_cmd"}
 _OUR_KEYS = {"ssh_config", "ssh_host_key_checking", "max_channels", "python", "max_queued_jobs",
-             "died_grace_seconds", "pack"}
+             "died_grace_seconds", "submit", "max_array_size", "pack"}
 _SCHEDULERS = ("slurm", "pbs", "sge", "local")
 
 
@@ -53,6 +56,10 @@ class SystemConfig:
     python: str = "python3"
     max_queued_jobs: int | None = None
     died_grace_seconds: float = 30.0
+    submit: str = "loop"
+    """``"loop"`` or ``"array"``: how jobs that do not say are submitted (see :mod:`wfl_async.system.submit`)."""
+    max_array_size: int | None = None
+    """Most tasks in one array submission (None: the default, 1000)."""
     pack: Any = None
     """Default packing of calls on this system (:mod:`wfl_async.pack.settings`)."""
     retry: tuple[int, float] | None = None
@@ -83,8 +90,16 @@ class SystemConfig:
             ssh_config = [ssh_config]
         if ssh_config is None and entry["host"] is not None:
             ssh_config = remote_shell_ssh_config(name, entry.get("remsh_cmd"), source)
+        submit = entry.get("submit", "loop")
+        check_submit_mode(submit if submit is not None else "", f"system {name!r} in {source}")
+        max_array_size = entry.get("max_array_size")
+        if max_array_size is not None and (not isinstance(max_array_size, int) or isinstance(max_array_size, bool)
+                                           or max_array_size < 1):
+            raise ConfigurationError(f"system {name!r} in {source}: \"max_array_size\" must be a positive integer "
+                                     f"(the site's most tasks per array, e.g. Slurm's MaxArraySize - 1), not "
+                                     f"{max_array_size!r}")
         return cls(
-            name=name, host=entry["host"], scheduler=scheduler,
+            name=name, host=entry["host"], scheduler=scheduler, submit=submit, max_array_size=max_array_size,
             partitions=_parse_partitions(name, entry.get("partitions"), source),
             header=list(entry.get("header", [])), no_default_header=bool(entry.get("no_default_header", False)),
             script_exec=entry.get("script_exec", "/bin/bash"),

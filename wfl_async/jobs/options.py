@@ -13,9 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigurationError
 from .env_vars import check_env_vars
 
-__all__ = ["JobOptions", "WithOptions"]
+__all__ = ["SUBMIT_MODES", "JobOptions", "WithOptions"]
+
+SUBMIT_MODES = ("loop", "array")
+"""How jobs reach the scheduler: ``loop``, one submission each; ``array``, jobs with the same
+header as job arrays (one scheduler call per array)."""
+
+
+def check_submit_mode(value: object, where: str) -> None:
+    """Refuse a ``submit`` value that is not one of :data:`SUBMIT_MODES`, saying what to write."""
+    if value is not None and value not in SUBMIT_MODES:
+        raise ConfigurationError(f"{where}: submit={value!r} is not a submit mode; use \"array\" (job arrays) "
+                                 f"or \"loop\" (one scheduler submission per job)")
 
 
 def _frozen(value: Any) -> Any:
@@ -37,9 +49,11 @@ class JobOptions:
     re-attaches); ``check_interval`` (s) is the longest acceptable delay between a job finishing
     and being seen; ``hash_ignore`` names arguments left out of the job key; ``code_version``
     adds the function's module source (``True``) or a string to the job key;
-    ``resubmit_killed_jobs`` creates a job that died afresh, once per call; ``pack``
+    ``resubmit_killed_jobs`` creates a job that died afresh, once per call; ``submit``
+    (``"array"`` or ``"loop"``, default None: the system's ``submit``) is how the jobs reach the
+    scheduler, and is not part of the job key (a rerun in the other mode re-attaches); ``pack``
     (``{"workers": N}``, ``"auto"``, ``False``; None: the system's default) runs the chunks of a
-    call inside a few worker jobs (:mod:`wfl_async.pack`); it is not part of the job key.
+    call inside a few worker jobs (:mod:`wfl_async.pack`); it is not part of the job key either.
     """
 
     resources: Mapping[str, Any] = field(default_factory=lambda: {"num_cores": 1, "max_time": "1h"})
@@ -56,12 +70,14 @@ class JobOptions:
     hash_ignore: Sequence[int | str] = ()
     code_version: bool | str | None = None
     resubmit_killed_jobs: bool = False
+    submit: str | None = None
     pack: Any = None
 
     def __post_init__(self) -> None:
         from ..pack.settings import check_pack  # imports only errors: a floor module like this one
 
         check_env_vars(self.env_vars)  # refused here, before anything can be submitted
+        check_submit_mode(self.submit, "job options")
         check_pack(self.pack)
         for item in dataclasses.fields(self):
             object.__setattr__(self, item.name, _frozen(getattr(self, item.name)))

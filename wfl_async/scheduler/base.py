@@ -21,8 +21,8 @@ from ..errors import SchedulerError
 from ..jobs import layout
 from ..jobs.states import QueueState
 
-__all__ = ["MAX_BATCH", "SUBMIT_RECORD_END", "ErrorKind", "JobScriptSpec", "Scheduler", "SubmitOutputReader",
-           "SubmitResult"]
+__all__ = ["ARRAYS_DIR", "DEFAULT_MAX_ARRAY_SIZE", "MAX_BATCH", "SUBMIT_RECORD_END", "ErrorKind", "JobScriptSpec",
+           "Scheduler", "SubmitOutputReader", "SubmitResult"]
 
 MAX_BATCH = 300
 """Job directories per submit/poll command: keeps the command line well under ARG_MAX."""
@@ -35,6 +35,18 @@ UNRESOLVED = "@@wfl_async_unresolved@@"
 UNRESOLVED_RC = 75
 IN_PROGRESS = "another submission of this job started under 2 minutes ago and has not answered yet; waiting for it"
 """The record of a job locked by a submission that may still be running (a transient complaint)."""
+ARRAY_TASK = "@@wfl_async_array_task@@"
+"""Starts the answer of one task of an array submission: ``ARRAY_TASK <task index> <submit output>``."""
+ARRAY_FOUND = "@@wfl_async_array_found@@"
+"""Starts a line of the find command's output naming one task of an array: ``<array id> <index> <dir>``."""
+ARRAYS_DIR = "_wfl_async_arrays"
+"""Directory under the remote root holding each array submission's dispatcher script and task list."""
+ARRAY_TASKS_FILE = "tasks"
+"""In an array's directory: the job directory of each task, one a line, in task order."""
+DEFAULT_MAX_ARRAY_SIZE = 1000
+"""Tasks per array submission unless a system sets ``max_array_size``: fits Slurm's default
+``MaxArraySize`` (1001: indices 0-1000), PBS Pro's ``max_array_size`` (10000) and SGE's
+``max_aj_tasks`` (75000); above :data:`MAX_BATCH` a batch is the bound anyway."""
 IN_PROGRESS_MINUTES = 2
 """A lock without an answer younger than this may belong to a submission still running (e.g. the
 first run of a command repeated after a dropped connection, its ``sbatch`` slow on a bad day)."""
@@ -133,13 +145,17 @@ class Scheduler(ABC):
     def cores_per_node_commands(self, spec: JobScriptSpec) -> list[str]:
         """Shell lines that export ``EXPYRE_NUM_CORES_PER_NODE`` inside the running job."""
 
-    def render_script(self, spec: JobScriptSpec) -> str:
-        """The whole job script: header directives, ExPyRe's ``EXPYRE_NUM_*`` variables, body."""
+    def render_header(self, spec: JobScriptSpec) -> list[str]:
+        """The script's directive lines, placeholders filled in (the default header first)."""
         fields = spec.fields()
         header = list(spec.header)
         if not spec.no_default_header:
             header = self.default_header() + header
-        header_text = [self._format_line(line, fields) for line in header]
+        return [self._format_line(line, fields) for line in header]
+
+    def render_script(self, spec: JobScriptSpec) -> str:
+        """The whole job script: header directives, ExPyRe's ``EXPYRE_NUM_*`` variables, body."""
+        header_text = self.render_header(spec)
         commands = [
             *self.cores_per_node_commands(spec),
             f"export EXPYRE_NUM_NODES={spec.num_nodes}",
@@ -173,34 +189,97 @@ class Scheduler(ABC):
             raise SchedulerError(f"header line {line!r} cannot be filled in: {exc}") from None
 
     # ---------------------------------------------------------------- submit
-    def submit_command(self, job_dirs: Sequence[str]) -> str:
+    def submit_command(self, job_dirs: Sequence[str], indices: Sequence[int] | None = None) -> str:
         """One shell command that submits the job script in each of ``job_dirs``.
 
         For each directory, in order, it prints a record: a line ``index<TAB>exit status<TAB>``
         followed by the submit program's output, then a line :data:`SUBMIT_RECORD_END`, so one
         failed submission does not hide the rest and each record can be read as it arrives.
+        ``indices`` (default 0, 1, ...) number the records: their places in the whole batch.
         """
-        quoted = " ".join(shlex.quote(d) for d in job_dirs)
         # Exactly once, even when the scheduler's answer is lost: the submitter that creates the
         # lock file (O_EXCL through noclobber, scoped to a subshell) submits and always keeps the
         # scheduler's answer, exit status first (written to a temporary name, then renamed). The
         # lock is never removed here: anyone later finds either a successful answer (and reuses
         # it) or an unresolved one (a failed, killed or interrupted submission), which it
         # reports as UNRESOLVED so that the driver looks for the job in the queue and in its
-        # directory before releasing the lock and submitting again (see wfl_async.system). A
-        # lock with no answer yet that is younger than IN_PROGRESS_MINUTES may be a submission
-        # still running: it is reported as IN_PROGRESS, which the driver retries later.
+        # directory before releasing the lock and submitting again (see wfl_async.system).
         # Per job this costs what a plain submit loop costs, plus one fork.
-        lock, answer = f'"$d/{layout.SUBMIT_LOCK}"', f'"$d/{layout.SUBMIT_ANSWER}"'
         return (
-            f"{self.unset_env_command()}i=0; for d in {quoted}; do "
-            f"if (set -C; : > {lock}) 2>/dev/null; then "
-            f'out=$(cd "$d" && {self.submit_invocation()} </dev/null 2>&1); rc=$?; '
-            f"printf '%s\\n%s\\n' \"$rc\" \"$out\" > {answer}.tmp && mv -f {answer}.tmp {answer}; "
-            f'elif [ "$(head -n 1 {answer} 2>/dev/null)" = 0 ]; then rc=0; out=$(tail -n +2 {answer}); '
-            f"else rc={UNRESOLVED_RC}; out=\"{UNRESOLVED} $(tail -n +2 {answer} 2>/dev/null)\"; fi; "
-            f"printf '%d\\t%d\\t%s\\n{SUBMIT_RECORD_END}\\n' \"$i\" \"$rc\" \"$out\"; "
-            "i=$((i+1)); done"
+            f"{self.unset_env_command()}{_for_each_dir(job_dirs, indices)} "
+            f"if {_TAKE_LOCK}; then "
+            f'out=$(cd "$d" && {self.submit_invocation()} </dev/null 2>&1); rc=$?; {_KEEP_ANSWER} {_RECORD} '
+            f"else {_EARLIER_ANSWER} fi; done"
+        )
+
+    # ---------------------------------------------------------------- arrays
+    array_option: ClassVar[str | None] = None
+    """Submit-program option followed by an array's index range (``--array=``); None: no arrays."""
+    array_index_variable: ClassVar[str] = ""
+    """Shell expression of the index of the array task running."""
+    first_array_index: ClassVar[int] = 0
+    """Index of an array's first task (SGE counts from 1)."""
+
+    @property
+    def supports_arrays(self) -> bool:
+        return self.array_option is not None
+
+    def array_task_id(self, array_id: str, index: int) -> str:
+        """The scheduler's id of task ``index`` of array ``array_id`` (``123_4``, ``123.4``, ``123[4]``)."""
+        return f"{array_id}_{index}"
+
+    def array_parent_id(self, remote_id: str) -> str | None:
+        """The array's id if ``remote_id`` names one task of an array, else None."""
+        head, sep, index = remote_id.rpartition("_")
+        return head if sep and index.isdigit() else None
+
+    def render_array_script(self, spec: JobScriptSpec, array_dir: str) -> str:
+        """The script of an array submission: each task runs the job script of its own job directory.
+
+        ``spec`` gives the header (every task of an array has the same); task *i* finds its job
+        directory on line *i* of ``array_dir``'s task list, and runs the job script there, as a
+        job submitted alone would, its output in the job directory.
+        """
+        stdout, stderr = (shlex.quote(f"job.{spec.job_id}.{kind}") for kind in ("stdout", "stderr"))
+        tasks = shlex.quote(f"{array_dir}/{ARRAY_TASKS_FILE}")
+        body = [
+            f"wfl_async_task={self.array_index_variable}",
+            f'wfl_async_dir=$(sed -n "$((wfl_async_task - {self.first_array_index} + 1))p" {tasks})',
+            'if [ -z "$wfl_async_dir" ] || ! cd "$wfl_async_dir"; then',
+            f'    echo "wfl_async: array task $wfl_async_task has no job directory in {tasks}" >&2; exit 1',
+            "fi",
+            f"exec {spec.script_exec} ./{shlex.quote(self.script_name)} > {stdout} 2> {stderr}",
+        ]
+        return "#!" + spec.script_exec + "\n" + "\n".join(self.render_header(spec)) + "\n\n" + "\n".join(body) + "\n"
+
+    def array_submit_command(self, array_dir: str, script: str, job_dirs: Sequence[str],
+                             indices: Sequence[int]) -> str:
+        """One shell command submitting ``job_dirs`` as tasks of one array (``script`` from
+        :meth:`render_array_script`), printing the same records as :meth:`submit_command`.
+
+        Each job directory keeps its own lock and answer: the directories whose lock this command
+        takes become the array's tasks, in order, and each gets the answer
+        ``ARRAY_TASK <task index> <submit output>``, from which its own task id is read (now and
+        by any rerun). Directories locked earlier answer from their earlier answer, as in a loop.
+        """
+        if not self.supports_arrays:
+            raise SchedulerError(f"the {self.name} scheduler cannot submit job arrays")
+        a, tasks, index = '"$wfl_a"', f'"$wfl_a/{ARRAY_TASKS_FILE}"', '"$wfl_a/index"'
+        first = self.first_array_index
+        task_answer = f'out="{ARRAY_TASK} $t $out_all"'
+        return (
+            f"( {self.unset_env_command()}wfl_a={shlex.quote(array_dir)}; "
+            f"mkdir -p {a} && printf '%s' {shlex.quote(script)} > {a}/{shlex.quote(self.script_name)} && "
+            f": > {tasks}.new && : > {index}.new || exit 1; "
+            f"{_for_each_dir(job_dirs, indices)} "
+            f"if {_TAKE_LOCK}; then printf '%s\n' \"$d\" >> {tasks}.new; printf '%s\n' \"$i\" >> {index}.new; "
+            f"else {_EARLIER_ANSWER} fi; done; "
+            f"if [ -s {tasks}.new ]; then mv -f {tasks}.new {tasks} && mv -f {index}.new {index} || exit 1; "
+            f"n=$(wc -l < {tasks}); "
+            f"out_all=$(cd {a} && {self.submit_program} {self.array_option}{first}-$((n - 1 + {first})) "
+            f"{shlex.quote(self.script_name)} </dev/null 2>&1); rc=$?; "
+            f"t={first}; while IFS= read -r d && IFS= read -r i <&3; do {task_answer}; {_KEEP_ANSWER} {_RECORD} "
+            f"t=$((t + 1)); done < {tasks} 3< {index}; fi )"
         )
 
     def parse_submit_output(self, stdout: str, count: int) -> list[SubmitResult]:
@@ -224,7 +303,10 @@ class Scheduler(ABC):
         unresolved = rc == str(UNRESOLVED_RC) and output.startswith(UNRESOLVED)
         if unresolved:
             output = output[len(UNRESOLVED):].strip()
+        task, output = _array_task(output)
         remote_id = self.parse_submitted_id(output)
+        if remote_id is not None and task is not None:
+            remote_id = self.array_task_id(remote_id, task)
         return index, SubmitResult(remote_id, None if remote_id else (output or f"exit status {rc}"),
                                    unresolved=unresolved and remote_id is None)
 
@@ -253,10 +335,31 @@ class Scheduler(ABC):
         """Working directory -> remote id, from :meth:`find_command`'s output."""
         found: dict[str, str] = {}
         for line in stdout.splitlines():
+            if line.startswith(ARRAY_FOUND + " "):
+                _, array_id, index, workdir = line.split(" ", 3)
+                found[workdir.strip().rstrip("/")] = self.array_task_id(array_id, int(index))
+                continue
             remote_id, _, workdir = line.strip().partition(" ")
             if remote_id and workdir:
                 found[workdir.strip().rstrip("/")] = remote_id
         return found
+
+    def with_array_tasks(self, find: str) -> str:
+        """``find`` (printing ``<id> <working directory>``), each array's line replaced by its tasks.
+
+        An array runs in its own directory under :data:`ARRAYS_DIR`; its task list names each
+        task's job directory, so a task queued by a submission whose answer was lost is found
+        (every task of an array still listed is reported: a task already gone is then seen missing
+        by the poll, as any job). The exit status is ``find``'s.
+        """
+        program = (
+            f'{{ id = $1; wd = substr($0, length($1) + 2); if (index(wd, "/{ARRAYS_DIR}/")) {{ '
+            'base = id; sub(/[_.[].*$/, "", base); arrays[wd] = base } else print id " " wd } '
+            f'END {{ for (wd in arrays) {{ f = wd "/{ARRAY_TASKS_FILE}"; n = {self.first_array_index}; '
+            f'while ((getline line < f) > 0) {{ print "{ARRAY_FOUND} " arrays[wd] " " n " " line; n++ }} '
+            "close(f) } }"
+        )
+        return f"wfl_listing=$({find}) && printf '%s\\n' \"$wfl_listing\" | awk {shlex.quote(program)}"
 
     def submit_invocation(self) -> str:
         """Shell text that submits ``script_name`` from inside the job directory.
@@ -336,3 +439,44 @@ class SubmitOutputReader:
         index, rc, lines = self._record
         self._record = None
         return self.scheduler.parse_submit_record(index, rc, "\n".join(lines))
+
+
+_TAKE_LOCK = f'(set -C; : > "$d/{layout.SUBMIT_LOCK}") 2>/dev/null'
+"""Shell condition: this command created the job directory's submit lock (noclobber: only one does)."""
+_KEEP_ANSWER = (f"printf '%s\\n%s\\n' \"$rc\" \"$out\" > \"$d/{layout.SUBMIT_ANSWER}.tmp\" && "
+                f'mv -f "$d/{layout.SUBMIT_ANSWER}.tmp" "$d/{layout.SUBMIT_ANSWER}";')
+"""Shell text keeping ``$rc`` and ``$out`` as the answer of job directory ``$d`` (renamed into place)."""
+_RECORD = f"printf '%d\\t%d\\t%s\\n{SUBMIT_RECORD_END}\\n' \"$i\" \"$rc\" \"$out\";"
+"""Shell text printing the record of job ``$i``: index, exit status, output."""
+_EARLIER_ANSWER = (
+    f'if [ "$(head -n 1 "$d/{layout.SUBMIT_ANSWER}" 2>/dev/null)" = 0 ]; then rc=0; '
+    f'out=$(tail -n +2 "$d/{layout.SUBMIT_ANSWER}"); '
+    f'else rc={UNRESOLVED_RC}; out="{UNRESOLVED} $(tail -n +2 "$d/{layout.SUBMIT_ANSWER}" 2>/dev/null)"; fi; {_RECORD}'
+)
+"""Shell text for a job directory locked by an earlier submission: reuse its answer, or report it unresolved."""
+_ARRAY_TASK_ANSWER = re.compile(re.escape(ARRAY_TASK) + r" (\d+) ?(.*)$")
+
+
+def _for_each_dir(job_dirs: Sequence[str], indices: Sequence[int] | None) -> str:
+    """Shell text starting a loop that sets ``$i`` (the record's index) and ``$d`` (the directory)."""
+    numbers = range(len(job_dirs)) if indices is None else indices
+    pairs = " ".join(shlex.quote(f"{i}:{d}") for i, d in zip(numbers, job_dirs, strict=True))
+    return f'for e in {pairs}; do i=${{e%%:*}}; d=${{e#*:}};'
+
+
+def _array_task(output: str) -> tuple[int | None, str]:
+    """The task index of an array task's answer and the rest of it; (None, output) for a plain answer."""
+    m = _ARRAY_TASK_ANSWER.match(output)
+    return (int(m.group(1)), m.group(2)) if m else (None, output)
+
+
+def expand_indices(ranges: str) -> list[int]:
+    """Task indices of a range list as schedulers print them: ``1-10:2``, ``0,4``, ``[0-3,7%2]``."""
+    indices: list[int] = []
+    for part in ranges.strip().strip("[]").split("%")[0].split(","):
+        bounds, _, step = part.partition(":")
+        first, _, last = bounds.partition("-")
+        if not first.strip().isdigit() or (last and not last.strip().isdigit()) or (step and not step.isdigit()):
+            continue
+        indices.extend(range(int(first), int(last or first) + 1, int(step or 1) or 1))
+    return indices

@@ -47,12 +47,32 @@ _PBS_STATES: dict[str, QueueState] = {
 # '*'), or a bare "1234" (the Torque wrappers on Slurm).  The number (and array brackets)
 # before the first dot identifies the job on its server.
 _PBS_ID = re.compile(r"^(\d+(?:\[\d*\])?)(?:\.\S*)?$")
+_TASK_ID = re.compile(r"^(\d+)\[(\d+)\]$")
 
 
 def pbs_job_key(word: str) -> str | None:
     """The part of a PBS job id that ``qstat`` never truncates: ``1234`` of ``1234.server``."""
     m = _PBS_ID.match(word.strip())
     return m.group(1) if m else None
+
+
+class PBSQueueStates(dict[str, QueueState]):
+    """A PBS listing, where a task of an array not listed by itself has the state of its array.
+
+    PBS lists an array as ``1234[]`` (``-t`` adds its subjobs, ``1234[5]``); the Torque-style
+    commands on Slurm list the array's pending tasks as ``1234``. A task only summarised is
+    still active as long as its array is.
+    """
+
+    def get(self, key: str, default: QueueState | None = None) -> QueueState | None:  # type: ignore[override]
+        if key in self:
+            return self[key]
+        task = _TASK_ID.match(key)
+        if task is not None:
+            for parent in (f"{task[1]}[]", task[1]):
+                if parent in self:
+                    return self[parent]
+        return default
 
 
 class PBSScheduler(Scheduler):
@@ -70,6 +90,10 @@ class PBSScheduler(Scheduler):
     hold_program = "qhold"
     release_program = "qrls"
     env_prefix = "PBS"
+    # -J: PBS Pro/OpenPBS (and the Torque-style commands on Slurm, which also take -t);
+    # the index variable is PBS Pro's, then Torque's, then Slurm's (under those commands)
+    array_option = "-J "
+    array_index_variable = "${PBS_ARRAY_INDEX:-${PBS_ARRAYID:-${SLURM_ARRAY_TASK_ID:-}}}"
     # Texts of PBS Pro/Torque qsub/qstat; the PBS-style commands tested here are Slurm's Torque
     # wrappers, which pass Slurm's own complaints through
     transient_errors = (r"cannot connect to server", r"pbs_iff: cannot", r"End of File", r"Premature end of message",
@@ -89,10 +113,17 @@ class PBSScheduler(Scheduler):
             "#PBS -r n",
         ]
 
-    def render_script(self, spec: JobScriptSpec) -> str:
+    def render_header(self, spec: JobScriptSpec) -> list[str]:
         # As ExPyRe: PBS rejects '=' in "#PBS -N" (despite the documentation), and
         # base64-url hashes contain it.
-        return super().render_script(dataclasses.replace(spec, job_id=spec.job_id.replace("=", "EQ")))
+        return super().render_header(dataclasses.replace(spec, job_id=spec.job_id.replace("=", "EQ")))
+
+    def array_task_id(self, array_id: str, index: int) -> str:
+        return f"{array_id.removesuffix('[]')}[{index}]"
+
+    def array_parent_id(self, remote_id: str) -> str | None:
+        task = _TASK_ID.match(remote_id)
+        return task[1] if task else None
 
     def cores_per_node_commands(self, spec: JobScriptSpec) -> list[str]:
         # Torque sets PBS_NUM_PPN; otherwise count this node's lines in PBS_NODEFILE.
@@ -116,14 +147,16 @@ class PBSScheduler(Scheduler):
         # PBS Pro, OpenPBS and Torque alike.  Not `-x` (finished jobs on PBS Pro, but XML
         # output on Torque) and not `-w` (PBS Pro only).
         # "$(id -un)": $USER is not set in every non-interactive ssh session.
-        return 'qstat -u "$(id -un)"'
+        # -t lists each subjob of an array (PBS Pro, OpenPBS, Torque); the Torque-style
+        # commands on Slurm refuse -t (a usage message, exit 2): then the plain listing.
+        return 'qstat -t -u "$(id -un)" 2>/dev/null || qstat -u "$(id -un)"'
 
-    def parse_status_output(self, stdout: str) -> dict[str, QueueState]:
+    def parse_status_output(self, stdout: str) -> PBSQueueStates:
         # Rows are: Job ID, Username, Queue, Jobname, SessID, NDS, TSK, Memory, Req'd Time,
         # S, Elap Time.  The name may contain spaces, so only the first word (the id) and the
         # last-but-one (S) are read; every column after the name is a single word ("--"
         # when empty).  Headers, "server:" lines and rules do not start with a job number.
-        states: dict[str, QueueState] = {}
+        states = PBSQueueStates()
         for line in stdout.splitlines():
             words = line.split()
             if len(words) < 3:

@@ -6,7 +6,7 @@ import logging
 import re
 
 from ..jobs.states import QueueState
-from .base import JobScriptSpec, Scheduler
+from .base import JobScriptSpec, Scheduler, expand_indices
 
 __all__ = ["SGEScheduler"]
 
@@ -51,6 +51,8 @@ _SGE_LETTERS: tuple[tuple[str, QueueState], ...] = (
 _JOB_LIST = re.compile(r"<job_list\b[^>]*>(.*?)</job_list>", re.S)
 _JOB_NUMBER = re.compile(r"<JB_job_number>\s*(\d+)\s*</JB_job_number>")
 _STATE = re.compile(r"<state>\s*([A-Za-z]+)\s*</state>")
+_TASKS = re.compile(r"<tasks>\s*([0-9,:-]+)\s*</tasks>")
+"""The tasks of an array an element stands for: ``3`` (a running task), ``1-10:1``, ``1,5`` (pending)."""
 _TERSE_ID = re.compile(r"(?:^|\s)(\d+)(?:\.\S*)?\s*$")
 
 
@@ -76,6 +78,9 @@ class SGEScheduler(Scheduler):
     hold_program = "qhold"
     release_program = "qrls"
     env_prefix = "SGE"
+    array_option = "-t "
+    array_index_variable = "$SGE_TASK_ID"
+    first_array_index = 1
     # Texts of qsub/qstat (SGE 8.1.9 commlib and gdi messages)
     transient_errors = (r"unable to contact qmaster", r"failed receiving gdi request", r"got send error",
                         r"commlib error", r"unable to send message to qmaster", r"can't unpack gdi request")
@@ -116,8 +121,17 @@ class SGEScheduler(Scheduler):
         # has no job at all, so the plain listing runs first: it fails only if qmaster does not
         # answer (then the lookup fails and is retried), and with no job there is nothing to find.
         user = '"$(id -un)"'
-        return (f"qstat -u {user} >/dev/null && {{ qstat -u {user} -j '*' 2>/dev/null | "
-                "awk '/^job_number:/ {id = $2} /^cwd:/ {sub(/^cwd:[[:space:]]+/, \"\"); print id \" \" $0}'; true; }")
+        return self.with_array_tasks(
+            f"qstat -u {user} >/dev/null && {{ qstat -u {user} -j '*' 2>/dev/null | "
+            "awk '/^job_number:/ {id = $2} /^cwd:/ {sub(/^cwd:[[:space:]]+/, \"\"); print id \" \" $0}'; true; }")
+
+    def array_task_id(self, array_id: str, index: int) -> str:
+        # qdel, qhold and qrls take "job.task" (sge_types(1), job_task_list)
+        return f"{array_id}.{index}"
+
+    def array_parent_id(self, remote_id: str) -> str | None:
+        head, sep, index = remote_id.partition(".")
+        return head if sep and index.isdigit() else None
 
     def status_command(self) -> str:
         # Every job of the user in one call.  -xml because the plain table pads the name
@@ -140,7 +154,9 @@ class SGEScheduler(Scheduler):
                 logger.warning("qstat reports job %s in state %r, which wfl_async does not know; "
                                "treating it as still active", job_id, code)
                 mapped = QueueState.UNKNOWN
-            # An array job has one element per running task: running wins over pending.
-            if states.get(job_id) is not QueueState.RUNNING:
+            tasks = _TASKS.search(block)
+            if tasks is not None:  # one element per running task, one for the pending ones
+                states.update((self.array_task_id(job_id, i), mapped) for i in expand_indices(tasks.group(1)))
+            elif states.get(job_id) is not QueueState.RUNNING:
                 states[job_id] = mapped
         return states

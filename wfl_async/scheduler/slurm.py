@@ -6,7 +6,7 @@ import logging
 import re
 
 from ..jobs.states import QueueState
-from .base import JobScriptSpec, Scheduler
+from .base import JobScriptSpec, Scheduler, expand_indices
 
 __all__ = ["SlurmScheduler"]
 
@@ -80,6 +80,8 @@ _HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})
 
 _SEP = "|"
 _SUBMITTED = re.compile(r"Submitted batch job (\d+)")
+_PENDING_TASKS = re.compile(r"^(\d+)_(\[[^\]]*\])$")
+"""A line for the pending tasks of an array, ``123_[5-10]`` (when squeue is not given ``-r``)."""
 
 
 def _tasks_per_node_lines(env: str, fallback: int) -> list[str]:
@@ -106,6 +108,8 @@ class SlurmScheduler(Scheduler):
     hold_program = "scontrol hold"
     release_program = "scontrol release"
     env_prefix = "SLURM"
+    array_option = "--array="
+    array_index_variable = "$SLURM_ARRAY_TASK_ID"
     # Texts of sbatch/squeue (Slurm 22.05 src/common/slurm_errno.c and the clients' messages)
     transient_errors = (r"Socket timed out on send/recv operation", r"slurmctld not responding",
                         r"Unable to contact slurm controller", r"Slurm temporarily unable to accept job",
@@ -131,7 +135,8 @@ class SlurmScheduler(Scheduler):
 
     def find_command(self) -> str:
         # %Z: the job's working directory; jobs are submitted from inside their job directory
-        return "squeue --noheader --user=\"$(id -un)\" --format='%i %Z'"
+        # (no -r: an array's pending tasks are one line, its tasks come from its task list)
+        return self.with_array_tasks("squeue --noheader --user=\"$(id -un)\" --format='%i %Z'")
 
     def status_command(self) -> str:
         # Every job of the user, in one call, with the id and state first and the reason
@@ -145,7 +150,8 @@ class SlurmScheduler(Scheduler):
         # listing by user never names a job, so it cannot fail that way: a purged job is
         # simply absent, and the jobs layer waits for its marker.
         # "$(id -un)": $USER is not set in every non-interactive ssh session.
-        return f"squeue --noheader --user=\"$(id -un)\" --states=all --format='%i{_SEP}%T{_SEP}%r'"
+        # -r: one line per array task (123_4), pending ones included, never a range 123_[5-10].
+        return f"squeue --noheader --array --user=\"$(id -un)\" --states=all --format='%i{_SEP}%T{_SEP}%r'"
 
     def parse_status_output(self, stdout: str) -> dict[str, QueueState]:
         states: dict[str, QueueState] = {}
@@ -164,5 +170,9 @@ class SlurmScheduler(Scheduler):
                 mapped = QueueState.UNKNOWN
             elif mapped is QueueState.QUEUED and state == "PENDING" and reason in _HELD_REASONS:
                 mapped = QueueState.HELD
-            states[job_id] = mapped
+            pending = _PENDING_TASKS.match(job_id)
+            if pending:  # a listing made without -r: every task of the range
+                states.update((self.array_task_id(pending[1], i), mapped) for i in expand_indices(pending[2]))
+            else:
+                states[job_id] = mapped
         return states

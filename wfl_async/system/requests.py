@@ -44,6 +44,8 @@ class SubmitRequest:
     """Submissions tried that met a transient scheduler error."""
     release_lock: bool = False
     """The previous submission of this job is known not to have queued it: try again."""
+    submit: str | None = None
+    """``"array"`` or ``"loop"``: the call's choice of how to submit (None: the system's ``submit``)."""
 
 
 @dataclass

@@ -3,6 +3,11 @@
 One command empties directories that must start clean, releases submit locks known to be
 stale (each only once, however often the command is repeated after a dropped connection), unpacks every staged job directory from one tar stream, and runs the scheduler's
 batch submit command (:meth:`~wfl_async.scheduler.base.Scheduler.submit_command`).
+
+Jobs asking for arrays (``submit="array"`` for the call, or the system's ``"submit": "array"``)
+are grouped by identical job script header (same resources, name and directives): each group
+of two or more, at most ``max_array_size`` at a time, is one array submission
+(:meth:`~wfl_async.scheduler.base.Scheduler.array_submit_command`); the rest go through the loop.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ from dataclasses import dataclass
 
 from ..config.system_config import SystemConfig
 from ..jobs import layout
-from ..scheduler.base import ErrorKind, JobScriptSpec, Scheduler
+from ..scheduler.base import ARRAYS_DIR, DEFAULT_MAX_ARRAY_SIZE, ErrorKind, JobScriptSpec, Scheduler
 from .requests import SubmitRequest
 
-__all__ = ["BatchCommand", "batch_command", "retry_delay", "scheduler_prefix"]
+__all__ = ["BatchCommand", "array_groups", "batch_command", "retry_delay", "scheduler_prefix"]
 
 TRANSIENT_BACKOFF = (0.5, 60.0)
 """First and longest pause (s) before retrying a submission the scheduler could not answer."""
@@ -49,6 +54,7 @@ def batch_command(scheduler: Scheduler, config: SystemConfig, root: str,
     """The scripts and the one command that stage and submit ``batch`` under the remote ``root``."""
     scripts: dict[str, str] = {}
     uploads: list[str] = []
+    specs: list[JobScriptSpec] = []
     for item in batch:
         spec = JobScriptSpec(
             job_id=item.job_name, job_dir=f"{root}/{item.job_dir}", partition=item.partition,
@@ -59,11 +65,37 @@ def batch_command(scheduler: Scheduler, config: SystemConfig, root: str,
         script_path = f"{item.job_dir}/{scheduler.script_name}"
         scripts[script_path] = scheduler.render_script(spec)
         uploads.extend([*item.upload, script_path])
+        specs.append(spec)
     released = [f"{root}/{item.job_dir}" for item in batch if item.release_lock and not item.reset]
-    submit = scheduler.submit_command([f"{root}/{item.job_dir}" for item in batch])
+    groups = array_groups(scheduler, config, batch, specs)
+    in_arrays = {index for group in groups for index in group}
+    looped = [index for index in range(len(batch)) if index not in in_arrays]
+    token = uuid.uuid4().hex[:16]
+    commands = [scheduler.submit_command([specs[i].job_dir for i in looped], looped)] if looped else []
+    for number, group in enumerate(groups):
+        array_dir = f"{root}/{ARRAYS_DIR}/{token}-{number}"
+        script = scheduler.render_array_script(specs[group[0]], array_dir)
+        commands.append(scheduler.array_submit_command(array_dir, script, [specs[i].job_dir for i in group], group))
+    submit = "; ".join(commands)
     return BatchCommand(scripts, uploads, release_locks_command(released),
-                        f"{{ {scheduler_prefix(config)}{submit}; }}",
+                        f"{{ {scheduler_prefix(config)}{{ {submit}; }}; }}",
                         fresh=[item.job_dir for item in batch if item.reset])
+
+
+def array_groups(scheduler: Scheduler, config: SystemConfig, batch: Sequence[SubmitRequest],
+                 specs: Sequence[JobScriptSpec]) -> list[list[int]]:
+    """Indices of ``batch`` to submit together as arrays: jobs asking for arrays with the same
+    header, in batch order, at most ``max_array_size`` each; groups of one are left to the loop."""
+    if not scheduler.supports_arrays:
+        return []
+    size = config.max_array_size or DEFAULT_MAX_ARRAY_SIZE
+    by_header: dict[tuple[str, ...], list[int]] = {}
+    for index, item in enumerate(batch):
+        if (item.submit or config.submit) == "array":
+            by_header.setdefault(tuple(scheduler.render_header(specs[index])), []).append(index)
+    groups = [indices[start:start + size] for indices in by_header.values()
+              for start in range(0, len(indices), size)]
+    return [group for group in groups if len(group) > 1]
 
 
 def release_locks_command(job_dirs: Sequence[str]) -> str:
