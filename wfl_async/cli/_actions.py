@@ -18,6 +18,7 @@ import anyio
 from ..errors import WflAsyncError
 from ..jobs.database import JobRecord, owner_alive
 from ..jobs.states import JobStatus, Marker, Verdict, VerdictKind, status_update
+from ..pack.control import cancel_packed
 from ..session import Session
 from ._survey import recheck_markers, survey
 
@@ -84,7 +85,9 @@ async def _sync_group(runtime: Session, name: str, root: str, group: list[JobRec
         system = runtime.system(name)
         found = await survey(system, root, group)
         if cancel and found.active:
-            await system.control("cancel", [r.remote_id for r in found.active if r.remote_id])
+            # packed chunks leave their pack's queue; the others are cancelled by the scheduler
+            scheduler_ids = await cancel_packed(system, root, [r.remote_id for r in found.active if r.remote_id])
+            await system.control("cancel", scheduler_ids)
             report.changes.extend(Change(r, JobStatus.DIED, CANCELLED) for r in found.active)
             found.active, found.started = [], []
         await recheck_markers(system, root, found)

@@ -25,6 +25,7 @@ from ._bench import bench
 from ._common import FINISHED, UNFINISHED, JobFilter, Project, job_filters, run_async
 from ._display import console, jobs_table, record_dict, report_table, status_table
 from ._doctor import doctor
+from ._packs import packs_table, survey_packs
 
 __all__ = ["main"]
 
@@ -155,6 +156,29 @@ def status(filters: JobFilter, watch: float | None, count: int | None) -> None:
                 shown += 1
     except KeyboardInterrupt:
         pass
+
+
+@main.command()
+@job_filters
+def workers(filters: JobFilter) -> None:
+    """Packed chunks queued, running and done per system and pack, and the worker jobs alive.
+
+    Asks each system once (its poll command); changes nothing.
+    """
+    project = Project.load()
+    if not _require_db(project):
+        return
+    rows, errors = run_async(_packs_in_runtime, filters)
+    if rows:
+        console().print(packs_table(rows))
+    else:
+        click.echo(f"no packed chunks match ({filters.describe()})", err=True)
+    _exit_on_errors(Report(errors=errors))
+
+
+async def _packs_in_runtime(filters: JobFilter) -> tuple[list[Any], list[str]]:
+    async with session_scope() as runtime:
+        return await survey_packs(runtime, await filters.select(runtime.db))
 
 
 # ---------------------------------------------------------------------- sync / cancel

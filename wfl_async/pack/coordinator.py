@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from ..system import System
 
-__all__ = ["PackCoordinator", "WorkerSpec", "coordinator_for", "worker_command"]
+__all__ = ["PackCoordinator", "PackSummary", "WorkerSpec", "coordinator_for", "worker_command", "worker_remote_id"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,22 @@ class _Pack:
     requeueing: bool = False
 
 
+@dataclass(frozen=True)
+class PackSummary:
+    """One pack's queue as last listed (for the command line)."""
+
+    pack_id: str
+    queued: int
+    running: int
+    workers_alive: int
+
+
+def worker_remote_id(answer: str, system: System) -> str | None:
+    """The queue id in a worker's submit answer (exit status, then the scheduler's output, one line)."""
+    rc, _, output = answer.partition(" ")
+    return system.scheduler.parse_submitted_id(output) if rc else None
+
+
 @dataclass(eq=False)
 class _Enqueue:
     request: SubmitRequest
@@ -124,6 +140,8 @@ class PackCoordinator:
         self._packs: dict[tuple[str, str], _Pack] = {}
         self._send, self._receive = anyio.create_memory_object_stream[_Enqueue](math.inf)
         self._batcher = False
+        self.listed: dict[str, tuple[PackListing, dict[str, QueueState] | None]] = {}
+        """Remote root -> the last survey's listing of its packs and the scheduler's states."""
         self.stats = {"enqueue_commands": 0, "workers_submitted": 0, "requeue_commands": 0, "chunks_put_back": 0}
 
     # ------------------------------------------------------------------ counts (progress, CLI)
@@ -135,6 +153,14 @@ class PackCoordinator:
         """Packed chunks queued, running, and workers alive on this system, as last listed."""
         return (sum(p.queued for p in self._packs.values()), sum(p.running for p in self._packs.values()),
                 self.workers_alive())
+
+    def summary(self, root: str) -> list[PackSummary]:
+        """Every pack under ``root`` as the last survey listed it (workers alive: listed by the scheduler)."""
+        listing, states = self.listed.get(root, (PackListing(), None))
+        return [PackSummary(pid, len(q.queued), len(q.taken), sum(
+            1 for answer in q.workers.values()
+            if states is None or states.get(worker_remote_id(answer, self.system) or "") in ACTIVE_STATES))
+            for pid, q in sorted(listing.packs.items())]
 
     # ------------------------------------------------------------------ enqueue
     def expect(self, spec: WorkerSpec, root: str) -> None:
@@ -238,6 +264,7 @@ class PackCoordinator:
         ``text`` is the listing part of the survey's output (up to :data:`~.queue.LISTING_END`).
         """
         listing = parse_listing(text)
+        self.listed[root] = (listing, states)
         if states is not None:
             states = dict(states)
             for pid, queue in listing.packs.items():
@@ -259,9 +286,7 @@ class PackCoordinator:
             for name, answer in queue.workers.items():
                 worker = pack.workers.setdefault(name, _Worker(submitted_at=-math.inf))
                 worker.seen = True
-                rc, _, output = answer.partition(" ")
-                worker.remote_id = worker.remote_id or (self.system.scheduler.parse_submitted_id(output)
-                                                        if rc else None)
+                worker.remote_id = worker.remote_id or worker_remote_id(answer, self.system)
                 active = states is None or states.get(worker.remote_id or "") in ACTIVE_STATES
                 worker.missing_since = None if active else (worker.missing_since or now)
             for name in [n for n, w in pack.workers.items() if w.seen and n not in queue.workers]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..jobs import layout
 
 __all__ = ["EXITED", "LISTING_END", "MAX_TAKES", "PACK_ROOT", "PackListing", "chunk_remote_id", "enqueue_command",
-           "listing_command", "pack_id", "parse_chunk_remote_id", "parse_listing", "queue_dir", "requeue_command",
+           "listing_command", "pack_id", "unqueue_command", "parse_chunk_remote_id", "parse_listing", "queue_dir", "requeue_command",
            "worker_dir"]
 
 PACK_ROOT = "_wfl_async_pack"
@@ -140,6 +140,17 @@ def parse_listing(text: str) -> PackListing:
             worker, _, answer = rest.partition(" ")
             current.workers[worker] = answer.strip()
     return listing
+
+
+def unqueue_command(chunks: Iterable[tuple[str, str]]) -> str:
+    """Shell text, run in the remote root: take each ``(pack id, job dir)`` chunk out of ``todo``.
+
+    Prints ``U <job dir>`` for each chunk that was still waiting. A chunk a worker has taken
+    is left to finish (a worker runs its chunk to the end).
+    """
+    lines = [f"rm -- {shlex.quote(queue_dir(pid))}/{TODO}/{shlex.quote(job_dir)} 2>/dev/null && "
+             f"echo {shlex.quote('U ' + job_dir)}" for pid, job_dir in chunks]
+    return " ; ".join(lines) + " ; true" if lines else "true"
 
 
 def requeue_command(pid: str, dead: Iterable[tuple[str, str]], workers: Iterable[str]) -> str:

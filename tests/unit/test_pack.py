@@ -1,0 +1,121 @@
+"""Packing's pure parts against a real shell and a real filesystem: queue commands, the worker loop, settings, auto."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from wfl_async.errors import ConfigurationError
+from wfl_async.jobs import layout
+from wfl_async.jobs.integrity import read_verified_result
+from wfl_async.jobs.options import JobOptions
+from wfl_async.pack import auto, queue
+from wfl_async.pack import worker as pack_worker
+from wfl_async.pack.settings import AUTO, PackSetting, effective_pack
+
+PID = "0123456789abcdef"
+
+
+def sh(root: Path, command: str) -> str:
+    return subprocess.run(["bash", "-c", command], cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+def make_chunk(root: Path, name: str, value: int) -> None:
+    (root / name).mkdir()
+    (root / name / layout.TASK).write_bytes(pickle.dumps((int, (str(value),), {})))
+
+
+def test_enqueue_is_idempotent_and_skips_taken_and_finished_chunks(tmp_path: Path) -> None:
+    for name in ("a", "b", "c", "d"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "c" / layout.SUCCEEDED).write_text("{}")
+    assert sh(tmp_path, queue.enqueue_command(PID, ["a", "b"])).split() == ["E", "a", "E", "b"]
+    q = tmp_path / queue.queue_dir(PID)
+    os.rename(q / "todo" / "b", q / "taken" / "b@w1")  # a worker took b
+    out = sh(tmp_path, queue.enqueue_command(PID, ["a", "b", "c", "d"]))  # a repeat, plus new ones
+    assert out.split() == ["E", "a", "E", "b", "E", "c", "E", "d"]
+    assert sorted(os.listdir(q / "todo")) == ["a", "d"] and os.listdir(q / "taken") == ["b@w1"]
+
+
+def test_listing_shows_queued_taken_and_live_workers_then_requeue_puts_back_once(tmp_path: Path) -> None:
+    sh(tmp_path, queue.enqueue_command(PID, ["a", "b", "c"]))
+    q = tmp_path / queue.queue_dir(PID)
+    for worker, chunk in (("w1", "b"), ("w2", "c")):
+        (q / "workers" / worker).mkdir(parents=True)
+        (q / "workers" / worker / layout.SUBMIT_ANSWER).write_text(f"0\nSubmitted batch job 4{worker[1]}\n")
+        os.rename(q / "todo" / chunk, q / "taken" / f"{chunk}@{worker}")
+    (q / "workers" / "w3").mkdir()
+    (q / "workers" / "w3" / queue.EXITED).touch()
+    text = sh(tmp_path, queue.listing_command(str(tmp_path)))
+    assert text.rstrip().endswith(queue.LISTING_END)
+    pack = queue.parse_listing(text).packs[PID]
+    assert pack.queued == {"a"} and pack.taken == {"b": "w1", "c": "w2"}
+    assert pack.workers == {"w1": "0 Submitted batch job 41", "w2": "0 Submitted batch job 42"}
+    # w1 died running b; c reached its final marker just before w2 died: only b runs again
+    (tmp_path / "c").mkdir(exist_ok=True)
+    (tmp_path / "c" / layout.SUCCEEDED).write_text("{}")
+    command = queue.requeue_command(PID, [("b", "w1"), ("c", "w2")], ["w1", "w2"])
+    sh(tmp_path, command)
+    sh(tmp_path, command)  # repeated after a dropped connection: nothing more happens
+    assert sorted(os.listdir(q / "todo")) == ["a", "b"] and os.listdir(q / "taken") == []
+    assert (q / "todo" / "b").read_text().split() == ["w1"]  # one put-back recorded
+    assert queue.parse_listing(sh(tmp_path, queue.listing_command(str(tmp_path)))).packs[PID].workers == {}
+    assert sh(tmp_path, queue.unqueue_command([(PID, "a"), (PID, "x")])).split() == ["U", "a"]
+
+
+def test_chunk_remote_ids_round_trip_and_scheduler_ids_are_not_packed() -> None:
+    rid = queue.chunk_remote_id(PID, "calc_chunk_3-abc")
+    assert queue.parse_chunk_remote_id(rid) == (PID, "calc_chunk_3-abc")
+    assert queue.parse_chunk_remote_id("12345") is None and queue.parse_chunk_remote_id(None) is None
+
+
+def test_the_worker_runs_each_chunk_once_as_a_one_chunk_job_would_and_exits_on_an_empty_queue(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(3):
+        make_chunk(tmp_path, f"c{i}", i)
+    make_chunk(tmp_path, "killer", 9)
+    sh(tmp_path, queue.enqueue_command(PID, ["c0", "c1", "c2", "killer"]))
+    q = tmp_path / queue.queue_dir(PID)
+    (q / "todo" / "killer").write_text("w7\nw8\nw9\n")  # three workers died running it
+    home = q / "workers" / "w1"
+    home.mkdir()
+    monkeypatch.chdir(home)
+    assert pack_worker.serve(q, max_time=3600, idle=0, worker="w1") == 3
+    for i in range(3):
+        outcome = pickle.loads(read_verified_result(tmp_path / f"c{i}"))
+        assert outcome == ("return", i)
+        assert (tmp_path / f"c{i}" / layout.STARTED).exists() and (tmp_path / f"c{i}" / layout.WORKER_LOG).exists()
+    assert not (tmp_path / "killer" / layout.STARTED).exists()
+    assert os.listdir(q / "todo") == [] and os.listdir(q / "taken") == []
+    assert Path.cwd() == home
+
+
+def test_pack_settings_are_checked_before_anything_is_submitted() -> None:
+    assert effective_pack({"workers": 3}, None) == PackSetting(workers=3)
+    assert effective_pack(None, "auto") == AUTO and effective_pack(False, {"workers": 2}) is None
+    for bad in ({"workers": 0}, {"worker": 8}, "sometimes", 8):
+        with pytest.raises(ConfigurationError, match="pack"):
+            JobOptions(pack=bad)
+
+
+def test_auto_packs_short_chunks_by_their_recorded_run_times(tmp_path: Path) -> None:
+    def finished_chunk(name: str, seconds: float) -> None:
+        (tmp_path / name).mkdir()
+        for file, stamp in ((layout.STARTED, 1000.0), (layout.RESULT, 1000.0 + seconds)):
+            (tmp_path / name / file).write_text(json.dumps(seconds))
+            os.utime(tmp_path / name / file, (stamp, stamp))
+
+    assert auto.decide(tmp_path, "calc", chunks=100) is not None  # nothing to go by: many chunks pack
+    assert auto.decide(tmp_path, "calc", chunks=10) is None
+    for i in range(3):
+        finished_chunk(f"calc_chunk_{i}-k{i}", 600.0)
+    assert auto.chunk_run_times(tmp_path, "calc") == [600.0] * 3
+    assert auto.decide(tmp_path, "calc", chunks=100) is None  # ten-minute chunks: one job each
+    for i in range(3, 9):
+        finished_chunk(f"calc_chunk_{i}-k{i}", 2.0)
+    assert auto.decide(tmp_path, "calc", chunks=5) is not None
