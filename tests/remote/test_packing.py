@@ -164,4 +164,10 @@ async def test_a_driver_killed_after_queueing_is_rerun_and_reattaches_without_qu
         root = await session.system(pack_system).remote_root()
         listing = await session.system(pack_system).transport.run(f"ls {root}/{PACK_ROOT}")
         assert len(listing.stdout.split()) == 1  # one pack: the rerun's chunks went to the same queue
+    # the command line sees the pack: nothing queued or running, every chunk done
+    shown = subprocess.run([sys.executable, "-m", "wfl_async.cli", "workers", "-n", f"{info.job_name}.*"],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    row = next(line.split() for line in shown.stdout.splitlines() if line.startswith(pack_system))
+    assert row[2:5] == ["0", "0", "8"], shown.stdout
 

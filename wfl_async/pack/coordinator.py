@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ..errors import TransportError
+from ..errors import SchedulerError, TransportError
 from ..jobs.states import ACTIVE_STATES, QueueState
 from ..scheduler.base import MAX_BATCH
 from ..system import SubmitRequest
@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 _BATCH_WINDOW, _MAX_BATCH_WAIT = 0.05, 1.0
 """As the submit loop: take requests while they keep arriving, 50 ms at a time, at most 1 s."""
+MAX_ENQUEUE_ATTEMPTS = 10
+"""Tries to queue a chunk whose enqueue command keeps failing before its call is told."""
 _UNSEEN_GRACE = 30.0
 """Seconds a worker this process submitted counts as alive before any listing showed it."""
 
@@ -206,37 +208,55 @@ class PackCoordinator:
                     await self._enqueue(pid, items)
 
     async def _enqueue(self, pid: str, items: Sequence[_Enqueue]) -> None:
-        root = await self.system.remote_root()
-        requests = [item.request for item in items if not item.request.done.is_set()]
-        uploads = [path for r in requests for path in r.upload]
-        then = f'cd "$wfl_async_root" && {enqueue_command(pid, [r.job_dir for r in requests])}'
-        self.stats["enqueue_commands"] += 1
-        self.system.stats["submit_commands"] += 1
+        items = [item for item in items if not item.request.done.is_set()]
+        if not items:
+            return
+        requests = [item.request for item in items]
+        queued: set[str] = set()
+        root: str | None = None
         try:
+            root = await self.system.remote_root()
+            then = f'cd "$wfl_async_root" && {enqueue_command(pid, [r.job_dir for r in requests])}'
+            self.stats["enqueue_commands"] += 1
+            self.system.stats["submit_commands"] += 1
             # safe to repeat after a dropped connection: files already there are kept, and a
             # chunk already queued, taken or finished is not queued again
             answer = await self.system.transport.upload(
-                requests[0].local_root, uploads, root, then=then, fresh=[r.job_dir for r in requests if r.reset],
-                kind="submit", retry=True)
+                requests[0].local_root, [path for r in requests for path in r.upload], root, then=then,
+                fresh=[r.job_dir for r in requests if r.reset], kind="submit", retry=True)
             queued = {line[2:].strip() for line in answer.stdout.decode(errors="replace").splitlines()
                       if line.startswith("E ")}
+            complaint = "no answer for it"
         except TransportError as exc:
-            queued, complaint = set(), str(exc)
-        else:
-            complaint = answer.stderr.decode(errors="replace").strip()[-300:] or f"exit status {answer.returncode}"
-        retry = [item for item in items if item.request.job_dir not in queued]
+            complaint = str(exc)
+        except Exception as exc:  # a mistake (an unusable rundir, a vanished stage dir): retrying cannot help
+            log.info("%s: cannot queue %d packed chunk(s): %s", self.system.name, len(items), exc)
+            for request in requests:
+                request.error = exc
+                request.done.set()
+            return
         for item in items:
-            if item.request.job_dir in queued:
+            if root is not None and item.request.job_dir in queued:
                 self._accepted(item.request, pid, root)
-        self._packs[(root, pid)].remaining += len(items) - len(retry)
-        for item in retry:
-            item.request.attempts += 1
-            delay = retry_delay("transient", item.request.attempts)
-            log.info("job %s (%s): could not put it in pack %s on %s (%s); retry %d in %.1f s",
-                     item.request.job_name, item.request.job_dir, pid, self.system.name, complaint,
-                     item.request.attempts, delay)
-            self.system.start_soon(self._resend_after, item, delay)
-        await self._top_up(root, pid)
+            else:
+                self._retry(item, complaint)
+        if root is not None:
+            self._packs[(root, pid)].remaining += len(queued)
+            await self._top_up(root, pid)
+
+    def _retry(self, item: _Enqueue, complaint: str) -> None:
+        request = item.request
+        request.attempts += 1
+        if request.attempts > MAX_ENQUEUE_ATTEMPTS:
+            request.error = SchedulerError(f"{self.system.name}: could not put job {request.job_name!r} "
+                                           f"({request.job_dir}) in its pack's queue after {request.attempts - 1} "
+                                           f"tries: {complaint}")
+            request.done.set()
+            return
+        delay = retry_delay("transient", request.attempts)
+        log.info("job %s (%s): could not put it in pack %s on %s (%s); retry %d in %.1f s", request.job_name,
+                 request.job_dir, item.pid, self.system.name, complaint, request.attempts, delay)
+        self.system.start_soon(self._resend_after, item, delay)
 
     async def _resend_after(self, item: _Enqueue, delay: float) -> None:
         await anyio.sleep(delay)
