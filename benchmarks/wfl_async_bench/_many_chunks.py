@@ -16,6 +16,7 @@ floor) against packed (the system's ``"pack"`` default set in the private config
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -57,13 +58,19 @@ def _say(message: str) -> None:
 
 def _row(figures: RunFigures, **extra: Any) -> dict[str, Any]:
     per_poll = figures.per_poll
-    return {"mode": figures.implementation, "chunks": figures.jobs, "ok": figures.ok, "failed": figures.failed,
+    return _shown({"mode": figures.implementation, "chunks": figures.jobs, "ok": figures.ok, "failed": figures.failed,
             "end to end (s)": figures.all_results_s, "first result (s)": figures.first_result_s,
             "submit all (s)": figures.submit_all_s, "jobs/s": figures.jobs_per_s,
             "scheduler calls to submit": figures.extra.get("submit_scheduler_calls", figures.scheduler_calls),
             "ssh connections": figures.ssh_connections,
             "remote commands per poll (max, mean)": None if per_poll is None else
-            (per_poll.max_commands_after_submit, round(per_poll.mean_commands, 2)), **extra}
+            (per_poll.max_commands_after_submit, round(per_poll.mean_commands, 2)), **extra})
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    """``row``, also said at once (a long run's figures are seen as each mode ends)."""
+    _say(json.dumps(row, default=str))
+    return row
 
 
 async def _trivial(options: ManyChunksOptions, raw: dict[str, Any], mode: str, job_options: dict[str, Any],
@@ -112,18 +119,18 @@ async def _emt(options: ManyChunksOptions, raw: dict[str, Any], packed: bool) ->
         _say(f"{options.system}: {mode}, {options.emt_configs} configs in chunks of {options.emt_per_chunk}")
         ours = await _run_ours(auto, "0", root / "emt_out.xyz")
         run = ours.run
-        rows.append({"mode": mode, "chunks": run.chunks, "ok configs": run.ok, "end to end (s)": run.end_to_end_s,
+        rows.append(_shown({"mode": mode, "chunks": run.chunks, "ok configs": run.ok, "end to end (s)": run.end_to_end_s,
                      "first written (s)": run.first_written_s, "scheduler calls": run.scheduler_calls,
                      "ssh connections": run.ssh_connections, "remote commands per poll (max, mean)":
-                     run.commands_per_poll})
+                     run.commands_per_poll}))
         if not packed:
             _say(f"{options.system}: EMT floor, the same {len(ours.job_dirs)} chunk jobs by a plain submit loop")
             async with session_scope() as session:
                 floor = await run_floor(session.system(options.system), ours.remote_root, ours.job_dirs,
                                         job_timeout=options.timeout, keep=options.keep)
-            rows.append({"mode": "EMT floor (plain submit loop)", "chunks": floor.jobs, "ok chunks": floor.ok,
-                         "end to end (s)": floor.all_results_s, "first written (s)": floor.first_result_s,
-                         "scheduler calls": floor.scheduler_calls})
+            rows.append(_shown({"mode": "EMT floor (plain submit loop)", "chunks": floor.jobs, "ok chunks": floor.ok,
+                                "end to end (s)": floor.all_results_s, "first written (s)": floor.first_result_s,
+                                "scheduler calls": floor.scheduler_calls}))
         if not options.keep:
             shutil.rmtree(Path(root), ignore_errors=True)
     return rows

@@ -41,6 +41,9 @@ __all__ = ["MIN_POLL_INTERVAL", "PollLoop"]
 
 log = logging.getLogger(__name__)
 
+FETCH_BATCH = 100
+"""Finished jobs per fetch command (each names ~6 files): well under the 128 kB a single shell word may hold."""
+
 MIN_POLL_INTERVAL = 0.2
 """Seconds: no system is polled more often, whatever ``check_interval`` a job asks for."""
 
@@ -157,7 +160,11 @@ class PollLoop:
         for watch in finished:
             by_local_root.setdefault(watch.local_root, []).append(watch)
         for local_root, group in by_local_root.items():
-            # the final marker comes too: it holds the size and sha256 the result is checked against
-            paths = [f"{w.job_dir}/{name}" for w in group for name in (*layout.FETCH_ON_FINISH, *w.fetch)]
-            self.system.stats["fetch_commands"] += 1
-            await self.system.transport.download(root, paths, local_root)
+            # at most FETCH_BATCH jobs per command: many jobs finishing between two polls (packed
+            # chunks do) must not make one command line longer than the remote shell takes
+            for start in range(0, len(group), FETCH_BATCH):
+                # the final marker comes too: it holds the size and sha256 the result is checked against
+                paths = [f"{w.job_dir}/{name}" for w in group[start:start + FETCH_BATCH]
+                         for name in (*layout.FETCH_ON_FINISH, *w.fetch)]
+                self.system.stats["fetch_commands"] += 1
+                await self.system.transport.download(root, paths, local_root)
