@@ -34,11 +34,11 @@ def test_enqueue_is_idempotent_and_skips_taken_and_finished_chunks(tmp_path: Pat
     for name in ("a", "b", "c", "d"):
         (tmp_path / name).mkdir()
     (tmp_path / "c" / layout.SUCCEEDED).write_text("{}")
-    assert sh(tmp_path, queue.enqueue_command(PID, ["a", "b"])).split() == ["E", "a", "E", "b"]
+    assert sh(tmp_path, queue.enqueue_command(PID, ["a", "b"])).split() == ["N", "a", "N", "b"]
     q = tmp_path / queue.queue_dir(PID)
     os.rename(q / "todo" / "b", q / "taken" / "b@w1")  # a worker took b
     out = sh(tmp_path, queue.enqueue_command(PID, ["a", "b", "c", "d"]))  # a repeat, plus new ones
-    assert out.split() == ["E", "a", "E", "b", "E", "c", "E", "d"]
+    assert out.split() == ["E", "a", "E", "b", "E", "c", "N", "d"]
     assert sorted(os.listdir(q / "todo")) == ["a", "d"] and os.listdir(q / "taken") == ["b@w1"]
 
 
@@ -49,6 +49,7 @@ def test_listing_shows_queued_taken_and_live_workers_then_requeue_puts_back_once
         (q / "workers" / worker).mkdir(parents=True)
         (q / "workers" / worker / layout.SUBMIT_ANSWER).write_text(f"0\nSubmitted batch job 4{worker[1]}\n")
         os.rename(q / "todo" / chunk, q / "taken" / f"{chunk}@{worker}")
+    (q / "workers" / "w2" / queue.JOB_ID).write_text("42\n")  # w2 has started: it knows its own id
     (q / "workers" / "w3").mkdir()
     (q / "workers" / "w3" / queue.EXITED).touch()
     text = sh(tmp_path, queue.listing_command(str(tmp_path)))
@@ -56,6 +57,7 @@ def test_listing_shows_queued_taken_and_live_workers_then_requeue_puts_back_once
     pack = queue.parse_listing(text).packs[PID]
     assert pack.queued == {"a"} and pack.taken == {"b": "w1", "c": "w2"}
     assert pack.workers == {"w1": "0 Submitted batch job 41", "w2": "0 Submitted batch job 42"}
+    assert pack.own_ids == {"w2": "42"}
     # w1 died running b; c reached its final marker just before w2 died: only b runs again
     (tmp_path / "c").mkdir(exist_ok=True)
     (tmp_path / "c" / layout.SUCCEEDED).write_text("{}")

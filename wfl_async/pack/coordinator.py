@@ -98,6 +98,8 @@ class _Worker:
     submitted_at: float = field(default_factory=time.monotonic)
     seen: bool = False
     missing_since: float | None = None
+    first_unknown: float | None = None
+    """When a listing first showed it without any queue id (its submit answer lost)."""
 
 
 @dataclass
@@ -122,10 +124,15 @@ class PackSummary:
     workers_alive: int
 
 
-def worker_remote_id(answer: str, system: System) -> str | None:
-    """The queue id in a worker's submit answer (exit status, then the scheduler's output, one line)."""
+def worker_remote_id(answer: str, system: System, own_id: str | None = None,
+                     states: dict[str, QueueState] | None = None) -> str | None:
+    """A worker's queue id: from its submit answer (exit status, then the scheduler's output, one
+    line), else (the answer lost) the id it found in its environment, as the scheduler lists it."""
     rc, _, output = answer.partition(" ")
-    return system.scheduler.parse_submitted_id(output) if rc else None
+    found = system.scheduler.parse_submitted_id(output) if rc else None
+    if found or not own_id:
+        return found
+    return next((key for key in (states or {}) if key == own_id or own_id.startswith(f"{key}.")), own_id)
 
 
 @dataclass(eq=False)
@@ -160,8 +167,9 @@ class PackCoordinator:
         """Every pack under ``root`` as the last survey listed it (workers alive: listed by the scheduler)."""
         listing, states = self.listed.get(root, (PackListing(), None))
         return [PackSummary(pid, len(q.queued), len(q.taken), sum(
-            1 for answer in q.workers.values()
-            if states is None or states.get(worker_remote_id(answer, self.system) or "") in ACTIVE_STATES))
+            1 for name, answer in q.workers.items()
+            if states is None or states.get(worker_remote_id(answer, self.system, q.own_ids.get(name), states) or "")
+            in ACTIVE_STATES))
             for pid, q in sorted(listing.packs.items())]
 
     # ------------------------------------------------------------------ enqueue
@@ -213,6 +221,7 @@ class PackCoordinator:
             return
         requests = [item.request for item in items]
         queued: set[str] = set()
+        new: set[str] = set()
         root: str | None = None
         try:
             root = await self.system.remote_root()
@@ -224,8 +233,9 @@ class PackCoordinator:
             answer = await self.system.transport.upload(
                 requests[0].local_root, [path for r in requests for path in r.upload], root, then=then,
                 fresh=[r.job_dir for r in requests if r.reset], kind="submit", retry=True)
-            queued = {line[2:].strip() for line in answer.stdout.decode(errors="replace").splitlines()
-                      if line.startswith("E ")}
+            lines = answer.stdout.decode(errors="replace").splitlines()
+            new = {line[2:].strip() for line in lines if line.startswith("N ")}
+            queued = new | {line[2:].strip() for line in lines if line.startswith("E ")}
             complaint = "no answer for it"
         except TransportError as exc:
             complaint = str(exc)
@@ -241,7 +251,7 @@ class PackCoordinator:
             else:
                 self._retry(item, complaint)
         if root is not None:
-            self._packs[(root, pid)].remaining += len(queued)
+            self._packs[(root, pid)].remaining += len(new)  # only these may need a worker
             await self._top_up(root, pid)
 
     def _retry(self, item: _Enqueue, complaint: str) -> None:
@@ -306,8 +316,12 @@ class PackCoordinator:
             for name, answer in queue.workers.items():
                 worker = pack.workers.setdefault(name, _Worker(submitted_at=-math.inf))
                 worker.seen = True
-                worker.remote_id = worker.remote_id or worker_remote_id(answer, self.system)
-                active = states is None or states.get(worker.remote_id or "") in ACTIVE_STATES
+                worker.remote_id = worker.remote_id or worker_remote_id(answer, self.system, queue.own_ids.get(name),
+                                                                        states)
+                if worker.remote_id is None:  # submitted, its answer lost, not started: cannot be judged
+                    worker.first_unknown = worker.first_unknown or now
+                    continue
+                active = states is None or states.get(worker.remote_id) in ACTIVE_STATES
                 worker.missing_since = None if active else (worker.missing_since or now)
             for name in [n for n, w in pack.workers.items() if w.seen and n not in queue.workers]:
                 del pack.workers[name]  # exited of its own accord (or retired)
@@ -344,8 +358,11 @@ class PackCoordinator:
 
     # ------------------------------------------------------------------ workers
     def _alive(self, worker: _Worker) -> bool:
+        patience = max(_UNSEEN_GRACE, self.system.config.died_grace_seconds)
         if not worker.seen:
-            return time.monotonic() - worker.submitted_at < max(_UNSEEN_GRACE, self.system.config.died_grace_seconds)
+            return time.monotonic() - worker.submitted_at < patience
+        if worker.remote_id is None:  # counted for a while, never called dead: its chunks are not put back
+            return worker.first_unknown is None or time.monotonic() - worker.first_unknown < 4 * patience
         return worker.missing_since is None
 
     async def _top_up(self, root: str, pid: str) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ..jobs import layout
 
-__all__ = ["EXITED", "LISTING_END", "MAX_TAKES", "PACK_ROOT", "PackListing", "chunk_remote_id", "enqueue_command",
+__all__ = ["EXITED", "JOB_ID", "LISTING_END", "MAX_TAKES", "PACK_ROOT", "PackListing", "chunk_remote_id", "enqueue_command",
            "listing_command", "pack_id", "unqueue_command", "parse_chunk_remote_id", "parse_listing", "queue_dir", "requeue_command",
            "worker_dir"]
 
@@ -34,6 +34,8 @@ PACK_ROOT = "_wfl_async_pack"
 TODO, TAKEN, WORKERS = "todo", "taken", "workers"
 EXITED = "_wfl_async_pack_exited"
 """Written in a worker's directory when it exits of its own accord."""
+JOB_ID = "_wfl_async_pack_job_id"
+"""Written by a worker as it starts: its own queue id, as the scheduler told it."""
 MAX_TAKES = 3
 """A chunk whose workers died this many times while running it is not run again."""
 LISTING_END = "@@wfl_async_pack_end@@"
@@ -75,7 +77,8 @@ def _final_test(chunk: str) -> str:
 def enqueue_command(pid: str, job_dirs: Sequence[str]) -> str:
     """Shell text, run in the remote root, putting each chunk not yet queued, taken or finished in ``todo``.
 
-    Prints ``E <job dir>`` for each chunk that is now in the queue (or ran already). Safe to
+    Prints ``N <job dir>`` for each chunk now queued, ``E <job dir>`` for one that was already
+    queued, taken or finished (a rerun's, or a repeat of this command). Safe to
     repeat after a dropped connection: a second run finds each chunk where the first left it.
     """
     q = shlex.quote(queue_dir(pid))
@@ -83,22 +86,23 @@ def enqueue_command(pid: str, job_dirs: Sequence[str]) -> str:
     finished = _final_test('"$d"')
     return (f"mkdir -p {q}/{TODO} {q}/{TAKEN} {q}/{WORKERS} && for d in {dirs}; do "
             f'set -- {q}/{TAKEN}/"$d"@*; '
-            f'if {finished} || [ -e {q}/{TODO}/"$d" ] || [ -e "$1" ]; then :; '
-            f'else : > {q}/{TODO}/"$d" || exit 1; fi; echo "E $d"; done')
+            f'if {finished} || [ -e {q}/{TODO}/"$d" ] || [ -e "$1" ]; then echo "E $d"; '
+            f'else : > {q}/{TODO}/"$d" && echo "N $d" || exit 1; fi; done')
 
 
 def listing_command(root: str) -> str:
     """Shell text listing every pack: queued and taken chunks, live workers.
 
-    Lines: ``P <pack id>``, ``Q <job dir>``, ``T <job dir>@<worker>``, ``W <worker> <submit
-    answer on one line>`` (workers that exited of their own accord are left out), then
+    Lines: ``P <pack id>``, ``Q <job dir>``, ``T <job dir>@<worker>``, ``W <worker> <its own
+    queue id or -> <submit answer on one line>`` (workers that exited of their own accord are left out), then
     :data:`LISTING_END`. Reads only (the poll runs it).
     """
     return (f"( cd {shlex.quote(root)} 2>/dev/null && cd {PACK_ROOT} 2>/dev/null && for p in *; do [ -d \"$p/{TODO}\" ] || continue; echo \"P $p\"; "
             f'for f in "$p"/{TODO}/*; do [ -e "$f" ] && echo "Q ${{f##*/}}"; done; '
             f'for f in "$p"/{TAKEN}/*; do [ -e "$f" ] && echo "T ${{f##*/}}"; done; '
             f'for w in "$p"/{WORKERS}/*; do [ -d "$w" ] && [ ! -e "$w/{EXITED}" ] && '
-            f'echo "W ${{w##*/}} $(tr \'\\n\' \' \' < "$w/{layout.SUBMIT_ANSWER}" 2>/dev/null)"; done; done; '
+            f'echo "W ${{w##*/}} $(head -c 100 "$w/{JOB_ID}" 2>/dev/null | tr -d \' \\n\' | grep . || echo -) '
+            f'$(tr \'\\n\' \' \' < "$w/{layout.SUBMIT_ANSWER}" 2>/dev/null)"; done; done; '
             f"true ); echo {LISTING_END}")
 
 
@@ -111,6 +115,8 @@ class PackQueue:
     """Job dir -> the worker that took it."""
     workers: dict[str, str] = field(default_factory=dict)
     """Worker -> its submit answer (exit status, then the scheduler's output), one line."""
+    own_ids: dict[str, str] = field(default_factory=dict)
+    """Worker -> the queue id it found in its environment (only once it has started)."""
 
 
 @dataclass
@@ -137,8 +143,11 @@ def parse_listing(text: str) -> PackListing:
             if job_dir:
                 current.taken[job_dir] = worker
         elif kind == "W":
-            worker, _, answer = rest.partition(" ")
+            worker, _, rest = rest.partition(" ")
+            own_id, _, answer = rest.partition(" ")
             current.workers[worker] = answer.strip()
+            if own_id not in ("", "-"):
+                current.own_ids[worker] = own_id
     return listing
 
 

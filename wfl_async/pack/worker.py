@@ -23,7 +23,10 @@ from pathlib import Path
 
 from ..jobs import layout
 from ..jobs import worker as one_chunk
-from .queue import EXITED, MAX_TAKES, TAKEN, TODO
+from .queue import EXITED, JOB_ID, MAX_TAKES, TAKEN, TODO
+
+_JOB_ID_VARIABLES = ("SLURM_JOB_ID", "JOB_ID", "PBS_JOBID")
+"""Where Slurm, SGE and PBS tell a job its own id."""
 
 MIN_MARGIN = 30.0
 """Seconds of ``max_time`` kept free at least when deciding to take another chunk."""
@@ -114,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.umask(0o077)
     worker = Path.cwd().name
+    # its own queue id, for the driver when the submission's answer was lost (a driver killed mid-sbatch)
+    own_id = next((os.environ[v] for v in _JOB_ID_VARIABLES if os.environ.get(v)), "")
+    (Path.cwd() / JOB_ID).write_text(own_id + "\n")
     queue = args.queue.resolve()
     ran = serve(queue, args.max_time, args.idle, worker)
     print(f"worker {worker}: ran {ran} chunk(s); exiting", flush=True)
