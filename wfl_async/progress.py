@@ -1,6 +1,8 @@
 """Live progress of long autoparallelized calls, one line per call, and a summary line when it ends.
 
-``<system>: <job name> [bar] queued Q running R done D failed F | configs N/M | rate | ETA``
+``<system>: <job name> [bar] queued Q running R done D failed F [| workers W] | configs N/M | rate | ETA``
+
+(``workers W``: the worker jobs alive on the system, for a packed call; docs/packing.md.)
 
 Shown by default when stderr is a terminal; off when it is not, or with
 ``WFL_ASYNC_PROGRESS=0`` (``1`` forces it on). Every active call in the process shares one

@@ -22,6 +22,16 @@ def test_summary_counts_this_calls_chunks_and_configurations() -> None:
     assert progress.counts.eta() is not None and progress.counts.rate() > 0
 
 
+def test_a_packed_call_shows_its_workers_alive() -> None:
+    alive = [8]
+    progress = Progress("cluster: relax", None, CallCounts(total_chunks=200, total_items=2000), enabled=False,
+                        running=lambda: 8, workers=lambda: alive[0])
+    assert "queued 192 running 8 done 0 failed 0 | workers 8 | configs 0/2000" in progress.summary()
+    alive[0] = 3
+    assert "| workers 3 |" in progress.summary()
+    assert "workers" not in Progress("x", None, CallCounts(1, 1), enabled=False).summary()
+
+
 def test_counts_never_go_backwards() -> None:
     """queued only shrinks and running never exceeds the unfinished jobs, whatever the source says."""
     running = [0]
