@@ -112,6 +112,7 @@ class _Pack:
     running: int = 0
     topping_up: bool = False
     requeueing: bool = False
+    warned: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class PackCoordinator:
     # ------------------------------------------------------------------ counts (progress, CLI)
     def workers_alive(self) -> int:
         """Worker jobs of this system alive (queued or running) as last seen."""
-        return sum(sum(1 for w in p.workers.values() if self._alive(w)) for p in self._packs.values())
+        return sum(self._alive_count(p) for p in self._packs.values())
 
     def counts(self) -> tuple[int, int, int]:
         """Packed chunks queued, running, and workers alive on this system, as last listed."""
@@ -365,15 +366,20 @@ class PackCoordinator:
             return worker.first_unknown is None or time.monotonic() - worker.first_unknown < 4 * patience
         return worker.missing_since is None
 
+    def _alive_count(self, pack: _Pack) -> int:
+        return sum(1 for w in pack.workers.values() if self._alive(w))
+
     async def _top_up(self, root: str, pid: str) -> None:
         """Submit workers while chunks remain and fewer than the target are alive."""
         pack = self._packs[(root, pid)]
+        if pack.spec is None and pack.remaining and not pack.warned and not self._alive_count(pack):
+            pack.warned = True  # chunks re-attached by a call that does not pack: it cannot start workers
+            log.warning("%s: pack %s has %d chunk(s) waiting and no worker job alive; this run does not know how to "
+                        "start its workers: rerun with the same pack setting (RemoteInfo pack=...) as the run "
+                        "that queued them", self.system.name, pid, pack.remaining)
         if pack.spec is None or pack.topping_up or pack.requeueing:
-            if pack.spec is None and pack.remaining:
-                log.debug("%s: pack %s has chunks but no worker description in this run", self.system.name, pid)
             return
-        alive = sum(1 for w in pack.workers.values() if self._alive(w))
-        missing = min(pack.spec.setting.workers, pack.remaining) - alive
+        missing = min(pack.spec.setting.workers, pack.remaining) - self._alive_count(pack)
         if missing <= 0:
             return
         pack.topping_up = True
