@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 _BATCH_WINDOW, _MAX_BATCH_WAIT = 0.05, 1.0
 """As the submit loop: take requests while they keep arriving, 50 ms at a time, at most 1 s."""
+WORKER_WAIT = 30.0
+"""Longest wait (s) for a pack's workers to be submitted before its newly queued chunks are released."""
 MAX_ENQUEUE_ATTEMPTS = 10
 """Tries to queue a chunk whose enqueue command keeps failing before its call is told."""
 _UNSEEN_GRACE = 30.0
@@ -216,6 +218,19 @@ class PackCoordinator:
                 with anyio.CancelScope(shield=True):  # taken from the stream: settled even at close
                     await self._enqueue(pid, items)
 
+    async def _release_after_workers(self, root: str, pid: str, requests: Sequence[SubmitRequest]) -> None:
+        """Release queued chunks once their pack has workers (at most :data:`WORKER_WAIT` s later).
+
+        A caller that only submits (wfl's ``wait_for_results=False``) ends its session when its
+        chunks are released: the workers must be on their way by then, or nothing would run them.
+        """
+        try:
+            with anyio.move_on_after(WORKER_WAIT):
+                await self._top_up(root, pid)
+        finally:
+            for request in requests:
+                request.done.set()
+
     async def _enqueue(self, pid: str, items: Sequence[_Enqueue]) -> None:
         items = [item for item in items if not item.request.done.is_set()]
         if not items:
@@ -246,14 +261,16 @@ class PackCoordinator:
                 request.error = exc
                 request.done.set()
             return
+        accepted = []
         for item in items:
             if root is not None and item.request.job_dir in queued:
                 self._accepted(item.request, pid, root)
+                accepted.append(item.request)
             else:
                 self._retry(item, complaint)
         if root is not None:
             self._packs[(root, pid)].remaining += len(new)  # only these may need a worker
-            await self._top_up(root, pid)
+            self.system.start_soon(self._release_after_workers, root, pid, accepted)
 
     def _retry(self, item: _Enqueue, complaint: str) -> None:
         request = item.request
@@ -278,7 +295,6 @@ class PackCoordinator:
         log.info("job %s (%s): queued in pack %s on %s", request.job_name, request.job_dir, pid, self.system.name)
         if self.system.on_submitted is not None:
             self.system.on_submitted(request, root)  # recorded as submitted, as a queued job is
-        request.done.set()
 
     # ------------------------------------------------------------------ the poll's extension
     end = LISTING_END
