@@ -27,7 +27,7 @@ from tests.remote.test_autoparallelize_remote import cells
 from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
 from wfl_async.configset import ConfigSet, OutputSpec
 from wfl_async.jobs.states import ACTIVE_STATES
-from wfl_async.pack.coordinator import coordinator_for
+from wfl_async.pack.coordinator import coordinator_for, worker_remote_id
 from wfl_async.pack.queue import PACK_ROOT, parse_chunk_remote_id
 from wfl_async.session import Session, session_scope
 
@@ -64,13 +64,14 @@ async def completions(session: Session, system: str, job_name: str) -> dict[str,
     return {line.split()[0]: int(line.split()[1]) for line in answer.stdout.decode().splitlines()}
 
 
-async def worker_states(session: Session, system: str) -> list[str]:
-    """The states of this project's worker jobs that the scheduler still lists."""
+async def listed_workers(session: Session, system: str) -> dict[str, str | None]:
+    """Worker (not exited of its own accord or retired) -> its queue id, as one survey lists them."""
     target = session.system(system)
-    coordinator = coordinator_for(target)
-    ids = [w.remote_id for pack in coordinator._packs.values() for w in pack.workers.values() if w.remote_id]
-    states = await target.queue_states()
-    return [states[i] for i in ids if i in states and states[i] in ACTIVE_STATES]
+    root = await target.remote_root()
+    await target.survey([], root)
+    listing, states = coordinator_for(target).listed[root]
+    return {name: worker_remote_id(answer, target, queue.own_ids.get(name), states)
+            for queue in listing.packs.values() for name, answer in queue.workers.items()}
 
 
 async def test_packed_chunks_survive_a_cancelled_worker_and_run_once_each(
@@ -87,9 +88,11 @@ async def test_packed_chunks_survive_a_cancelled_worker_and_run_once_each(
             # a worker is running a chunk once the poll lists a chunk as taken by it
             while True:
                 await anyio.sleep(0.2)
-                busy = [w.remote_id for pack in coordinator._packs.values() if pack.running
-                        for w in pack.workers.values() if w.seen and w.remote_id and w.missing_since is None]
-                if busy:
+                root = await system.remote_root()
+                listing, _ = coordinator.listed.get(root, (None, None))
+                busy = [worker_remote_id(queue.workers[w], system, queue.own_ids.get(w)) for queue in
+                        (listing.packs.values() if listing else ()) for w in queue.taken.values() if w in queue.workers]
+                if busy and busy[0]:
                     cancelled.append(busy[0])
                     await system.control("cancel", [busy[0]])
                     return
@@ -107,17 +110,20 @@ async def test_packed_chunks_survive_a_cancelled_worker_and_run_once_each(
         # the chunk the cancelled worker was running ran again elsewhere, to completion once
         assert set((await completions(session, pack_system, info.job_name)).values()) == {1}
         assert system.stats["scheduler_calls"] > 0 and coordinator.stats["workers_submitted"] >= 3
-        # workers exit by themselves once the queue is empty (idle_seconds=1)
+        # workers exit by themselves once the queue is empty (idle_seconds=1), the cancelled one
+        # was retired by the driver: none is left, and the scheduler lists none of them
         with anyio.fail_after(120):
-            while await worker_states(session, pack_system):
+            while await listed_workers(session, pack_system):
                 await anyio.sleep(1)
+        states = await system.queue_states()
+        assert cancelled[0] not in states or states[cancelled[0]] not in ACTIVE_STATES
 
 
 RESTART_SCRIPT = """
 import json, sys
 from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
 from wfl_async.configset import ConfigSet, OutputSpec
-from wfl_async.pack.coordinator import coordinator_for
+from wfl_async.pack.coordinator import coordinator_for, worker_remote_id
 from wfl_async.session import session_scope
 from tests.conftest import remote_system_names
 from tests.helpers import remote_functions as rf
