@@ -85,6 +85,7 @@ class PollLoop:
         self._full_scan_at: dict[str, float] = {}
         """Remote root -> when its watched directories were last all looked at."""
         self._last_change = time.monotonic()
+        self._listed_at = -math.inf
         self._durations: deque[float] = deque(maxlen=_DURATIONS)
 
     def watched_count(self) -> int:
@@ -107,18 +108,27 @@ class PollLoop:
         intervals = [w.check_interval for w in self.watches.values()]
         return max(MIN_POLL_INTERVAL, min(intervals)) if intervals else 1.0
 
-    def interval(self, now: float | None = None) -> float:
-        """Seconds from one poll's start to the next.
+    def interval(self) -> float:
+        """Seconds from one poll's start to the next: the base interval (see :meth:`base_interval`).
 
-        The base interval while things change; after :data:`BACKOFF_AFTER` s without a change it
-        grows (:data:`BACKOFF_SLOPE`) up to the system's ``poll_max_interval``, but never past the
+        A poll that does not list the queue reads files only (the event log, a few markers),
+        so it keeps the ``check_interval`` promise: a finished job is seen within one interval.
+        """
+        return self.base_interval()
+
+    def listing_interval(self, now: float | None = None) -> float:
+        """Seconds between two polls that list the queue (a scheduler call).
+
+        The base interval while things change, or while a job is missing from the queue (its
+        grace period runs). After :data:`BACKOFF_AFTER` s without a change it grows
+        (:data:`BACKOFF_SLOPE`) up to the system's ``poll_max_interval``, but never past the
         moment a running job is expected to end (its start plus the median duration of the
-        system's last finished jobs), so a result is still seen soon after it is there.
+        system's last finished jobs), so a job that dies at its end is seen soon.
         """
         now = time.monotonic() if now is None else now
         base = self.base_interval()
         quiet = now - self._last_change
-        if quiet <= BACKOFF_AFTER:
+        if quiet <= BACKOFF_AFTER or any(w.missing_since is not None for w in self.watches.values()):
             return base
         longest = max(base, self.system.config.poll_max_interval)
         interval = min(longest, base + (quiet - BACKOFF_AFTER) * BACKOFF_SLOPE)
@@ -197,12 +207,17 @@ class PollLoop:
         for watch in self.watches.values():
             if not watch.fetching:
                 by_root.setdefault(watch.remote_root or default_root, []).append(watch)
+        now = time.monotonic()
+        listing = now - self._listed_at >= self.listing_interval(now) - 0.5 * MIN_POLL_INTERVAL
+        if listing:
+            self._listed_at = now
         changed: list[tuple[Watch, Verdict]] = []
         for root, watches in by_root.items():
-            changed.extend(await self._poll_root(root, watches))
+            changed.extend(await self._poll_root(root, watches, listing))
         return changed
 
-    async def _poll_root(self, root: str, watches: Sequence[Watch]) -> list[tuple[Watch, Verdict]]:
+    async def _poll_root(self, root: str, watches: Sequence[Watch], listing: bool) -> list[tuple[Watch, Verdict]]:
+        """One command for the jobs under ``root``: the event log, some markers, the queue if ``listing``."""
         system = self.system
         now = time.monotonic()
         full = now - self._full_scan_at.get(root, -math.inf) >= FULL_SCAN_SECONDS
@@ -210,7 +225,7 @@ class PollLoop:
         offset = self._offsets.get(root)
         system.stats["poll_commands"] += 1
         system.stats["marker_scans"] += len(scan)
-        found = await system.survey([w.job_dir for w in scan], root, events_from=offset)
+        found = await system.survey([w.job_dir for w in scan], root, events_from=offset, queue=listing)
         if full:
             self._full_scan_at[root] = now
         events: dict[str, str] = {}
@@ -231,8 +246,9 @@ class PollLoop:
             for seen in (found.markers.get(watch.job_dir), events.get(watch.job_dir)):
                 if seen is not None and (watch.marker in (None, "started")):
                     watch.marker = seen
-            state = None if found.states is None else found.states.get(watch.remote_id or "")
-            watch.queue_active = found.states is None or state in ACTIVE_STATES
+            if listing:
+                state = None if found.states is None else found.states.get(watch.remote_id or "")
+                watch.queue_active = found.states is None or state in ACTIVE_STATES
             verdict = classify(remote_id=watch.remote_id, marker=watch.marker, states=found.states,
                                grace=system.config.died_grace_seconds, where=system.name,
                                missing_for=None if watch.missing_since is None else now - watch.missing_since)
@@ -243,10 +259,9 @@ class PollLoop:
                     self._durations.append(now - watch.started_at)
                 self._fetch_send.send_nowait((root, watch, verdict))
                 continue
-            if verdict.kind is VerdictKind.MISSING:
-                watch.missing_since = watch.missing_since if watch.missing_since is not None else now
-            else:
-                watch.missing_since = None
+            if listing:  # (when the queue was not asked, only the markers spoke)
+                missing = verdict.kind is VerdictKind.MISSING
+                watch.missing_since = (watch.missing_since or now) if missing else None
             if verdict.kind is VerdictKind.DIED:
                 log.info("job %s on %s: died: %s", watch.job_dir, system.name, verdict.message)
                 watch.outcome = JobOutcome(None, verdict.queue_state, verdict.message)

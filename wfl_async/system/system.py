@@ -69,7 +69,7 @@ class System:
         self.batch_window = batch_window
         self.max_batch_wait = max_batch_wait
         self.stats = {"submit_commands": 0, "poll_commands": 0, "fetch_commands": 0, "scheduler_calls": 0,
-                      "submit_retries": 0, "marker_scans": 0}
+                      "submit_retries": 0, "marker_scans": 0, "queue_listings": 0}
         self.window = QueueWindow(config.max_queued_jobs)
         """Room for ``max_queued_jobs`` of this driver's jobs in the queue (:mod:`.window`)."""
         self._limiter = scheduler_limiter(config.scheduler_rate, config.scheduler_burst)
@@ -220,7 +220,7 @@ class System:
 
     # ------------------------------------------------------------------ questions
     async def survey(self, job_dirs: Sequence[str], root: str | None = None, *,
-                     events_from: int | None | bool = False) -> QueueSurvey:
+                     events_from: int | None | bool = False, queue: bool = True) -> QueueSurvey:
         """In ONE command: the scheduler's listing of the user's jobs, and the markers in ``job_dirs``.
 
         ``job_dirs`` go on the command's stdin, so any number of them costs one short command.
@@ -230,16 +230,21 @@ class System:
         :param root: remote directory holding ``job_dirs`` (default: this project's)
         :param events_from: also read the run's event log from this byte offset (None: its
             size only; False: not at all); see :func:`~wfl_async.system.commands.event_log_command`
+        :param queue: also list the queue (a scheduler call, rate limited); False: ``states`` is None
         :raises SchedulerError: ``root`` cannot be entered (the jobs' directories are gone)
         """
         root = root or await self.remote_root()
-        command = (f"( {self.scheduler_prefix()}{self.scheduler.status_command()} ) </dev/null 2>&1; "
-                   f"echo \"{QUEUE_END} $?\"; {marker_command(root, events_from=events_from)}")
-        await self.scheduler_call()
+        status = f"( {self.scheduler_prefix()}{self.scheduler.status_command()} ) </dev/null 2>&1; " if queue else ""
+        command = f"{status}echo \"{QUEUE_END} $?\"; {marker_command(root, events_from=events_from)}"
+        if queue:
+            await self.scheduler_call()
+            self.stats["queue_listings"] += 1
         result = await self.transport.run(command, stdin=dir_list(job_dirs), check=False, kind="poll", retry=True)
         queue_text, _, rest = result.stdout.decode(errors="replace").partition(QUEUE_END)
         status_rc, _, marker_text = rest.partition("\n")
-        if status_rc.strip() != "0":
+        if not queue:
+            states = None
+        elif status_rc.strip() != "0":
             log.warning("%s: status command failed (%s); jobs are taken as still active: %s", self.name,
                         self.scheduler.classify_error(queue_text) or "not a known transient error",
                         queue_text.strip()[-500:])
