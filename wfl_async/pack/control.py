@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .queue import parse_chunk_remote_id, unqueue_command
+from .queue import NAMES_PER_COMMAND, parse_chunk_remote_id, unqueue_command
 
 if TYPE_CHECKING:
     from ..system import System
@@ -22,10 +22,16 @@ __all__ = ["cancel_packed"]
 async def cancel_packed(system: System, root: str, remote_ids: Sequence[str]) -> list[str]:
     """Take the packed chunks among ``remote_ids`` out of their queues; return the other ids.
 
-    :raises TransportError: the command could not run
+    :raises TransportError: a command could not run
     """
-    packed = [parsed for rid in remote_ids if (parsed := parse_chunk_remote_id(rid)) is not None]
-    if packed:
-        await system.transport.run(f"cd {shlex.quote(root)} && {unqueue_command(packed)}", kind="cancel",
-                                   retry=True)
+    by_pack: dict[str, list[str]] = {}
+    for rid in remote_ids:
+        parsed = parse_chunk_remote_id(rid)
+        if parsed is not None:
+            by_pack.setdefault(parsed[0], []).append(parsed[1])
+    for pid, job_dirs in by_pack.items():
+        for start in range(0, len(job_dirs), NAMES_PER_COMMAND):
+            await system.transport.run(
+                f"cd {shlex.quote(root)} && {unqueue_command(pid, job_dirs[start:start + NAMES_PER_COMMAND])}",
+                kind="cancel", retry=True)
     return [rid for rid in remote_ids if parse_chunk_remote_id(rid) is None]

@@ -40,6 +40,7 @@ from ..system.paths import safe_name
 from ..system.submit import retry_delay
 from .queue import (
     LISTING_END,
+    NAMES_PER_COMMAND,
     PackListing,
     chunk_remote_id,
     enqueue_command,
@@ -331,6 +332,8 @@ class PackCoordinator:
             pack.remaining, pack.queued, pack.running = len(queue.queued) + len(queue.taken), \
                 len(queue.queued), len(queue.taken)
             for name, answer in queue.workers.items():
+                if name not in pack.workers:  # a worker of an earlier run: it is in the queue, so it counts
+                    self.system.window.hold([worker_dir(pid, name)])
                 worker = pack.workers.setdefault(name, _Worker(submitted_at=-math.inf))
                 worker.seen = True
                 worker.remote_id = worker.remote_id or worker_remote_id(answer, self.system, queue.own_ids.get(name),
@@ -340,8 +343,10 @@ class PackCoordinator:
                     continue
                 active = states is None or states.get(worker.remote_id) in ACTIVE_STATES
                 worker.missing_since = None if active else (worker.missing_since or now)
-            for name in [n for n, w in pack.workers.items() if w.seen and n not in queue.workers]:
-                del pack.workers[name]  # exited of its own accord (or retired)
+            patience = max(_UNSEEN_GRACE, grace)
+            for name in [n for n, w in pack.workers.items() if n not in queue.workers
+                         and (w.seen or now - w.submitted_at > patience)]:
+                self._forget(pack, pid, name)  # exited of its own accord (or retired, or never seen)
             dead = {n for n, w in pack.workers.items() if w.missing_since is not None
                     and now - w.missing_since > grace}
             orphans = [(job_dir, w) for job_dir, w in queue.taken.items()
@@ -361,11 +366,13 @@ class PackCoordinator:
             log.info("%s: pack %s: worker(s) %s left the queue without finishing; putting %d chunk(s) back",
                      self.system.name, pid, ", ".join(dead) or "-", len(taken))
             self.stats["requeue_commands"] += 1
-            await self.system.transport.run(f"cd {shlex.quote(root)} && {requeue_command(pid, taken, dead)}",
-                                            kind="submit", retry=True)
+            step = NAMES_PER_COMMAND // 4  # each entry is a few names long
+            for start in range(0, max(len(taken), len(dead)), step):
+                command = requeue_command(pid, taken[start:start + step], dead[start:start + step])
+                await self.system.transport.run(f"cd {shlex.quote(root)} && {command}", kind="submit", retry=True)
             self.stats["chunks_put_back"] += len(taken)
             for name in dead:
-                pack.workers.pop(name, None)
+                self._forget(pack, pid, name)
         except TransportError as exc:
             log.warning("%s: pack %s: could not put chunks back (%s); trying after the next poll",
                         self.system.name, pid, exc)
@@ -381,6 +388,11 @@ class PackCoordinator:
         if worker.remote_id is None:  # counted for a while, never called dead: its chunks are not put back
             return worker.first_unknown is None or time.monotonic() - worker.first_unknown < 4 * patience
         return worker.missing_since is None
+
+    def _forget(self, pack: _Pack, pid: str, name: str) -> None:
+        """A worker is gone: its room in the queue window (``max_queued_jobs``) is free again."""
+        pack.workers.pop(name, None)
+        self.system.window.release([worker_dir(pid, name)])
 
     def _alive_count(self, pack: _Pack) -> int:
         return sum(1 for w in pack.workers.values() if self._alive(w))
@@ -420,7 +432,7 @@ class PackCoordinator:
         try:
             worker.remote_id = await self.system.submit(request)
         except Exception as exc:  # refused: the next poll tries again
-            pack.workers.pop(name, None)
+            pack.workers.pop(name, None)  # (the submit loop gave its room in the window back)
             log.warning("%s: pack %s: could not submit a worker: %s", self.system.name, pid, exc)
             return
         self.stats["workers_submitted"] += 1

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..jobs import layout
 
 __all__ = ["EXITED", "JOB_ID", "LISTING_END", "MAX_TAKES", "PACK_ROOT", "PackListing", "chunk_remote_id", "enqueue_command",
-           "listing_command", "pack_id", "unqueue_command", "parse_chunk_remote_id", "parse_listing", "queue_dir", "requeue_command",
+           "NAMES_PER_COMMAND", "listing_command", "pack_id", "unqueue_command", "parse_chunk_remote_id", "parse_listing", "queue_dir", "requeue_command",
            "worker_dir"]
 
 PACK_ROOT = "_wfl_async_pack"
@@ -39,6 +39,9 @@ JOB_ID = "_wfl_async_pack_job_id"
 MAX_TAKES = 3
 """A chunk whose workers died this many times while running it is not run again."""
 LISTING_END = "@@wfl_async_pack_end@@"
+NAMES_PER_COMMAND = 300
+"""Job directory names one command of this module may carry (about 60 bytes each: well under
+the transport's limit on a command's length)."""
 _REMOTE_ID_PREFIX = "pack:"
 
 
@@ -151,15 +154,14 @@ def parse_listing(text: str) -> PackListing:
     return listing
 
 
-def unqueue_command(chunks: Iterable[tuple[str, str]]) -> str:
-    """Shell text, run in the remote root: take each ``(pack id, job dir)`` chunk out of ``todo``.
+def unqueue_command(pid: str, job_dirs: Sequence[str]) -> str:
+    """Shell text, run in the remote root: take each of ``job_dirs`` out of pack ``pid``'s ``todo``.
 
-    Prints ``U <job dir>`` for each chunk that was still waiting. A chunk a worker has taken
-    is left to finish (a worker runs its chunk to the end).
+    A chunk a worker has taken is left to finish (a worker runs its chunk to the end). Keep
+    ``job_dirs`` to a few hundred: the names are on the command line.
     """
-    lines = [f"rm -- {shlex.quote(queue_dir(pid))}/{TODO}/{shlex.quote(job_dir)} 2>/dev/null && "
-             f"echo {shlex.quote('U ' + job_dir)}" for pid, job_dir in chunks]
-    return " ; ".join(lines) + " ; true" if lines else "true"
+    names = " ".join(shlex.quote(d) for d in job_dirs)
+    return f"cd {shlex.quote(queue_dir(pid))}/{TODO} 2>/dev/null && rm -f -- {names}; true" if names else "true"
 
 
 def requeue_command(pid: str, dead: Iterable[tuple[str, str]], workers: Iterable[str]) -> str:
