@@ -37,11 +37,14 @@ PACKING_SYSTEMS = re.compile(r"^(slurm|sge)(_ssh)?$")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``pack_system``: the configured systems (``EXPYRE_PYTEST_SYSTEMS``) among slurm, slurm_ssh, sge, sge_ssh."""
-    if "pack_system" in metafunc.fixturenames:
-        names = [n for n in remote_system_names() if PACKING_SYSTEMS.match(n)] \
-            if metafunc.config.getoption("--runremote") else ["slurm"]
-        metafunc.parametrize("pack_system", names)
+    """``pack_system``: the configured systems (``EXPYRE_PYTEST_SYSTEMS``) among slurm, slurm_ssh, sge, sge_ssh;
+    ``direct_pack_system``: those of them without ssh (the queue window is the same over ssh)."""
+    for fixture, direct_only in (("pack_system", False), ("direct_pack_system", True)):
+        if fixture in metafunc.fixturenames:
+            names = [n for n in remote_system_names() if PACKING_SYSTEMS.match(n)
+                     and not (direct_only and n.endswith("_ssh"))] \
+                if metafunc.config.getoption("--runremote") else ["slurm"]
+            metafunc.parametrize(fixture, names)
 
 
 def packed_info(system: str, **kwargs: Any) -> RemoteInfo:
@@ -177,3 +180,20 @@ async def test_a_driver_killed_after_queueing_is_rerun_and_reattaches_without_qu
     row = next(line.split() for line in shown.stdout.splitlines() if line.startswith(pack_system))
     assert row[2:5] == ["0", "0", "8"], shown.stdout
 
+
+
+async def test_worker_jobs_count_against_max_queued_jobs_and_packed_chunks_do_not(
+        direct_pack_system: str, fresh_expyre_root: Path, tmp_path: Path) -> None:
+    pack_system = direct_pack_system
+    config_file = fresh_expyre_root / "config.json"
+    config = json.loads(config_file.read_text())
+    config["systems"][pack_system]["max_queued_jobs"] = 1
+    config_file.write_text(json.dumps(config))
+    info = packed_info(pack_system, pack={"workers": 3, "idle_seconds": 0.5})
+    async with session_scope() as session:
+        result = await autoparallelize.aio(rf._counted_label, ConfigSet(cells(6)), OutputSpec(tmp_path / "out.xyz"),
+                                           autopara_info=AutoparaInfo(remote_info=info))
+        assert [a.info["i"] for a in result] == list(range(6))
+        system = session.system(pack_system)
+        # six chunks queued at once, but never more than one worker job in the queue
+        assert system.window.peak == 1 and coordinator_for(system).stats["workers_submitted"] >= 1
