@@ -159,6 +159,8 @@ class BenchResult:
     scheduler_commands: int = 0
     """Every scheduler invocation: the submit batches, then status (one per poll) and cancel."""
     submit_commands: int = 0
+    queue_listings: int = 0
+    """Polls that listed the queue (each a scheduler call)."""
     per_poll: PollStats | None = None
     peak_rss_bytes: int | None = None
     errors: list[str] = field(default_factory=list)
@@ -240,6 +242,7 @@ async def bench_system(runtime: Session, system_name: str, n_jobs: int, *, check
         ok=len(results), failed=len(errors), ssh_connections=stats.connections_opened - connections_before,
         remote_commands=len(records), polls=delta.get("poll_commands", 0),
         scheduler_commands=delta.get("scheduler_calls", 0), submit_commands=delta.get("submit_commands", 0),
+        queue_listings=delta.get("queue_listings", 0),
         per_poll=poll_stats(records, submitted_at),
         peak_rss_bytes=peak_rss(), errors=errors[:5])
     return BenchRun(result, records, t0, await system.remote_root(), [job.job_dir for job in prepared])

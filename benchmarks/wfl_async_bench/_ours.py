@@ -59,7 +59,8 @@ async def run_ours(runtime: Session, system_name: str, n_jobs: int, *, check_int
         ssh_connections=r.ssh_connections, remote_commands=r.remote_commands, scheduler_calls=r.scheduler_commands,
         polls=r.polls, per_poll=poll_figures(r.per_poll) if r.per_poll else None, peak_rss_bytes=r.peak_rss_bytes,
         notes=r.errors[:3], extra={"check_interval_s": check_interval, "rss_before_bytes": rss_before,
-                                   "submit_scheduler_calls": r.scheduler_commands - r.polls,
+                                   # scheduler calls that were not queue listings of a poll
+                                   "submit_scheduler_calls": r.scheduler_commands - r.queue_listings,
                                    "peak_rss_is_this_run": peak_was_reset})
     # each remote command: start (s from t0), duration (s), kind
     figures.extra["commands"] = [[round(c.started - run.t0, 3), round(c.duration, 3), c.kind] for c in run.records]

@@ -28,7 +28,9 @@ class PackSetting:
     """Packing switched on: at most ``workers`` worker jobs; each waits ``idle_seconds`` for more work."""
 
     workers: int = DEFAULT_WORKERS
-    idle_seconds: float = 2.0
+    idle_seconds: float = 10.0
+    """Long enough to bridge the gaps between a call's enqueue batches (a worker that left early
+    is replaced, but that costs a new job's queue wait); short next to a worker's time limit."""
 
 
 def check_pack(value: Any, where: str = "pack") -> Any:

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wfl_async.pack.worker")
     parser.add_argument("queue", type=Path, help="the pack's queue directory")
     parser.add_argument("--max-time", type=float, required=True, help="the worker job's time limit (s)")
-    parser.add_argument("--idle", type=float, default=2.0, help="seconds to wait for more work (s)")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds to wait for more work (s)")
     args = parser.parse_args(argv)
     os.umask(0o077)
     worker = Path.cwd().name
