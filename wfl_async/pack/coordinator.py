@@ -216,8 +216,12 @@ class PackCoordinator:
             for item in batch:
                 by_pack.setdefault(item.pid, []).append(item)
             for pid, items in by_pack.items():
-                with anyio.CancelScope(shield=True):  # taken from the stream: settled even at close
-                    await self._enqueue(pid, items)
+                # batches go out side by side (each on its own channel), as fast as they fill
+                self.system.start_soon(self._enqueue_shielded, pid, items)
+
+    async def _enqueue_shielded(self, pid: str, items: Sequence[_Enqueue]) -> None:
+        with anyio.CancelScope(shield=True):  # taken from the stream: settled even at close
+            await self._enqueue(pid, items)
 
     async def _release_after_workers(self, root: str, pid: str, requests: Sequence[SubmitRequest]) -> None:
         """Release queued chunks once their pack has workers (at most :data:`WORKER_WAIT` s later).
