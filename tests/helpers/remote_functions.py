@@ -121,3 +121,10 @@ def input_digest_and_bytes(i: int, size: int, input_name: str) -> tuple[str, byt
 
     digest = hashlib.sha256(Path(input_name).read_bytes()).hexdigest()
     return digest, big_result(i, size)
+
+
+def _label_slow_if_marked(atoms_list):
+    """Label configurations; a chunk holding one with ``info["slow"]`` first sleeps ``$WFL_TEST_SLEEP`` s."""
+    if any(a.info.get("slow") for a in atoms_list):
+        time.sleep(float(os.environ.get("WFL_TEST_SLEEP", "0")))
+    return _labelled(atoms_list)
