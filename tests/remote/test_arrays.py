@@ -106,6 +106,14 @@ def submissions(shared_dir: Path) -> list[int]:
     return [int(n) for n in (shared_dir / "submits").read_text().split()]
 
 
+def cli(*args: str) -> str:
+    """``wfl-async ARGS`` in a process of its own (as a user runs it); its output."""
+    done = subprocess.run([sys.executable, "-m", "wfl_async.cli", *args], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def cells(n: int) -> list[Atoms]:
     out = []
     for i in range(n):
@@ -191,10 +199,12 @@ async def test_cancel_of_one_array_task_then_resubmit_killed_jobs_resubmits_that
         parents = {scheduler.array_parent_id(r.remote_id or "") for r in records}
         assert len(parents) == 1 and None not in parents, [r.remote_id for r in records]
         (slow,) = await session.db.select(status=["started"])
-        cancelled = await anyio.to_thread.run_sync(lambda: subprocess.run(  # the CLI cancels that task alone
-            [sys.executable, "-m", "wfl_async.cli", "cancel", "-i", slow.key, "--yes"], capture_output=True,
-            text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120))
-        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+        listed = await anyio.to_thread.run_sync(cli, "ls", "-S", array_system)
+        assert slow.remote_id in listed  # its own task id
+        table = await anyio.to_thread.run_sync(cli, "status", "-S", array_system)
+        (row,) = [line.split() for line in table.splitlines() if line.split()[:1] == [array_system]]
+        assert row[-1] == "1", f"one array in flight: {table}"
+        await anyio.to_thread.run_sync(cli, "cancel", "-i", slow.key, "--yes")  # that task alone
     assert died, "the first run should have raised JobDiedError for the cancelled task"
 
     async with session_scope() as session:
