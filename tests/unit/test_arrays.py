@@ -213,6 +213,7 @@ def test_batch_command_puts_loop_and_array_jobs_in_one_command() -> None:
     batch = [request("a", "array"), request("x"), request("b", "array")]
     command = batch_command(SlurmScheduler(), config(pre_submit_cmds=["module load slurm"]), "/root", batch)
     assert command.then.count("sbatch") == 2 and "--array=" in command.then
+    assert command.submissions == 2  # 'x' alone, 'a' and 'b' as one array
     assert command.then.startswith("{ module load slurm && {")
     assert set(command.scripts) == {f"{r.job_dir}/job.script.slurm" for r in batch}
 

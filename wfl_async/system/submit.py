@@ -44,6 +44,8 @@ class BatchCommand:
     then: str
     fresh: list[str]
     """Job directories (relative to the root) emptied before the files land: once, even if repeated."""
+    submissions: int = 0
+    """Scheduler submissions the command makes at most: one per job of the loop, one per array."""
 
 
 def scheduler_prefix(config: SystemConfig) -> str:
@@ -82,7 +84,7 @@ def batch_command(scheduler: Scheduler, config: SystemConfig, root: str,
     submit = "; ".join(commands)
     return BatchCommand(scripts, uploads, release_locks_command(released),
                         f"{{ {scheduler_prefix(config)}{{ {submit}; }}; }}",
-                        fresh=[item.job_dir for item in batch if item.reset])
+                        fresh=[item.job_dir for item in batch if item.reset], submissions=len(looped) + len(groups))
 
 
 def array_groups(scheduler: Scheduler, config: SystemConfig, batch: Sequence[SubmitRequest],

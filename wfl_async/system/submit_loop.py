@@ -117,6 +117,7 @@ class SubmitLoop:
             return
         system.stats["submit_commands"] += 1
         system.stats["scheduler_calls"] += 1
+        system.stats["scheduler_submissions"] += command.submissions  # sbatch/qsub runs: 1 per job or per array
         results: dict[int, SubmitResult] = {}
         reader = SubmitOutputReader(system.scheduler)
 

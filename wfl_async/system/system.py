@@ -63,7 +63,7 @@ class System:
         self.project = project
         self.batch_window = batch_window
         self.max_batch_wait = max_batch_wait
-        self.stats = {"submit_commands": 0, "poll_commands": 0, "fetch_commands": 0, "scheduler_calls": 0,
+        self.stats = {"submit_commands": 0, "poll_commands": 0, "fetch_commands": 0, "scheduler_calls": 0, "scheduler_submissions": 0,
                       "submit_retries": 0}
         self.on_progress: ProgressCallback | None = None
         self.on_submitted: SubmittedCallback | None = None
