@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import contextlib
+
 import anyio
 import pytest
 from ase import Atoms
@@ -41,11 +43,14 @@ REPO = Path(__file__).resolve().parents[2]
 SUBMIT_PROGRAMS = {"slurm": "sbatch", "sge": "qsub"}
 WRAPPER = """#!/bin/sh
 n=1; [ -r tasks ] && n=$(wc -l < tasks)
-echo "$n" >> __LOG__
+echo "$n" >> __DIR__/submits
+if [ -e __DIR__/hang ]; then  # submit, then never answer (until killed), once
+    rm -f __DIR__/hang; __REAL__ "$@" >/dev/null 2>&1; echo $$ > __DIR__/hung; sleep 600; exit 1
+fi
 exec __REAL__ "$@"
 """
 DRIVER = """
-import sys
+import logging, sys
 from ase.build import bulk
 from wfl_async.configset import ConfigSet, OutputSpec
 from tests.helpers.remote_functions import logged_label
@@ -55,13 +60,15 @@ for i in range(int(sys.argv[2])):
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
     atoms.info["i"] = i
     configs.append(atoms)
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 logged_label(ConfigSet(configs), OutputSpec(sys.argv[1]))   # WFL_EXPYRE_INFO says where
 """
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "array_system" in metafunc.fixturenames:
-        names = ["slurm", "slurm_ssh", "sge", "sge_ssh"]
+        names = ["slurm", "sge"] if metafunc.definition.get_closest_marker("direct_only") else \
+            ["slurm", "slurm_ssh", "sge", "sge_ssh"]
         if metafunc.config.getoption("--runremote"):
             names = [n for n in remote_system_names() if n in names]
         metafunc.parametrize("array_system", names)
@@ -91,7 +98,7 @@ def counted_system(array_system: str, fresh_expyre_root: Path, shared_dir: Path)
     log.chmod(0o666)
     real = shutil.which(program)
     assert real, f"{program} not found"
-    (bin_dir / program).write_text(WRAPPER.replace("__LOG__", str(log)).replace("__REAL__", real))
+    (bin_dir / program).write_text(WRAPPER.replace("__DIR__", str(shared_dir)).replace("__REAL__", real))
     (bin_dir / program).chmod(0o755)
     entry["pre_submit_cmds"] = [f"export PATH={bin_dir}:$PATH", *entry.get("pre_submit_cmds", [])]
     entry["submit"] = "array"  # the system's default; a call may say otherwise
@@ -123,28 +130,48 @@ def cells(n: int) -> list[Atoms]:
     return out
 
 
+class Workflow:
+    """A workflow script labelling ``n`` configurations in chunks of one on ``system``, run as a
+    process of its own (so that it can be killed); every run computes the same jobs."""
+
+    def __init__(self, system: str, shared_dir: Path, tmp_path: Path, n: int, sleep: float) -> None:
+        self.system, self.n, self.sleep, self.cwd = system, n, sleep, tmp_path
+        self.output = tmp_path / "labelled.xyz"
+        self.run_log = shared_dir / "executions.log"
+        self.run_log.touch(mode=0o666)
+        self.run_log.chmod(0o666)
+        (tmp_path / "workflow.py").write_text(DRIVER)
+
+    def start(self, submit: str) -> subprocess.Popen[bytes]:
+        # the environment is not part of the job key; SGE and ssh jobs do not inherit the
+        # driver's, so the log's path goes in env_vars
+        info = {"sys_name": self.system, "job_name": f"arrays-{self.system}",
+                "resources": {"num_nodes": 1, "max_time": "10m"}, "num_inputs_per_queued_job": 1,
+                "check_interval": 0.3, "env_vars": [f"WFL_TEST_SLEEP={self.sleep}", f"WFL_TEST_RUN_LOG={self.run_log}"],
+                "submit": submit}
+        env = dict(os.environ, PYTHONPATH=str(REPO), WFL_EXPYRE_INFO=json.dumps(
+            {"workflow.py::<module>,helpers/remote_functions.py::logged_label": info}))
+        return subprocess.Popen([sys.executable, "workflow.py", str(self.output), str(self.n)], env=env, cwd=self.cwd,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def rerun_to_the_end(self, submit: str) -> str:
+        """Run it again until it ends; check every result came, in order, computed once; its log."""
+        rerun = self.start(submit)
+        _, err = rerun.communicate(timeout=300)
+        assert rerun.returncode == 0, err.decode()[-3000:]
+        got = read(self.output, ":")
+        assert [a.info["i"] for a in got] == list(range(self.n))
+        assert all(a.info["labelled"] for a in got)
+        executed = sorted(int(i) for line in self.run_log.read_text().splitlines() for i in line.split())
+        assert executed == list(range(self.n)), "some configuration was computed twice, or never"
+        return err.decode()
+
+
 def test_array_tasks_give_results_in_order_and_a_rerun_after_kill_9_submits_nothing(
         counted_system: str, shared_dir: Path, tmp_path: Path) -> None:
     n = 10
-    run_log = shared_dir / "executions.log"
-    run_log.touch(mode=0o666)
-    run_log.chmod(0o666)
-    output = tmp_path / "labelled.xyz"
-    (tmp_path / "workflow.py").write_text(DRIVER)
-
-    def start(submit: str) -> subprocess.Popen[bytes]:
-        # the same job name in both runs: the same jobs (the environment is not part of their key;
-        # SGE and ssh jobs do not inherit the driver's, so the log's path goes in env_vars)
-        info = {"sys_name": counted_system, "job_name": f"arrays-{counted_system}-kill",
-                "resources": {"num_nodes": 1, "max_time": "10m"}, "num_inputs_per_queued_job": 1,
-                "check_interval": 0.3, "env_vars": ["WFL_TEST_SLEEP=2", f"WFL_TEST_RUN_LOG={run_log}"],
-                "submit": submit}
-        env = dict(os.environ, PYTHONPATH=str(REPO),
-                   WFL_EXPYRE_INFO=json.dumps({"workflow.py::<module>,helpers/remote_functions.py::logged_label": info}))
-        return subprocess.Popen([sys.executable, "workflow.py", str(output), str(n)], env=env, cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    first = start(submit="array")  # the system says "array" too; the call's word wins either way
+    workflow = Workflow(counted_system, shared_dir, tmp_path, n, sleep=2)
+    first = workflow.start(submit="array")  # the system says "array" too; the call's word wins either way
     deadline = time.monotonic() + 120
     while sum(submissions(shared_dir)) < n:
         assert first.poll() is None, first.communicate()[1].decode()[-3000:]
@@ -156,15 +183,32 @@ def test_array_tasks_give_results_in_order_and_a_rerun_after_kill_9_submits_noth
     assert len(submitted) <= 2 and all(count > 1 for count in submitted), \
         f"{n} chunks should go as one or two arrays, not {submitted}"
 
-    rerun = start(submit="loop")  # another mode: not in the job key, so it re-attaches
-    _, err = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, err.decode()[-3000:]
+    workflow.rerun_to_the_end(submit="loop")  # another mode: not in the job key, so it re-attaches
     assert submissions(shared_dir) == submitted, "the rerun submitted again"
-    got = read(output, ":")
-    assert [a.info["i"] for a in got] == list(range(n))
-    assert all(a.info["labelled"] for a in got)
-    executed = sorted(int(i) for line in run_log.read_text().splitlines() for i in line.split())
-    assert executed == list(range(n)), "some configuration was computed twice, or never"
+
+
+@pytest.mark.direct_only
+def test_a_driver_killed_while_the_array_submission_hangs_is_resolved_without_a_duplicate(
+        counted_system: str, shared_dir: Path, tmp_path: Path) -> None:
+    # the submit program queues the array and never answers: no task's answer is written, so the
+    # rerun must find the tasks in the queue, by their array's directory and its task list
+    (shared_dir / "hang").touch()
+    workflow = Workflow(counted_system, shared_dir, tmp_path, 4, sleep=6)
+    first = workflow.start(submit="array")
+    deadline = time.monotonic() + 120
+    while not (shared_dir / "hung").exists():
+        assert first.poll() is None, first.communicate()[1].decode()[-3000:]
+        assert time.monotonic() < deadline, "the submission did not start"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(int((shared_dir / "hung").read_text()), signal.SIGKILL)
+    assert submissions(shared_dir) == [4]
+
+    log = workflow.rerun_to_the_end(submit="array")
+    assert submissions(shared_dir) == [4], "the rerun submitted again"
+    assert log.count("an earlier submission had queued it") == 4, log[-3000:]
 
 
 async def test_cancel_of_one_array_task_then_resubmit_killed_jobs_resubmits_that_task_alone(
