@@ -8,6 +8,7 @@ submitted nothing" are read from what the scheduler was really asked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,8 +20,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import contextlib
 
 import anyio
 import pytest
