@@ -242,6 +242,7 @@ async def test_cancel_of_one_array_task_then_resubmit_killed_jobs_resubmits_that
         parents = {scheduler.array_parent_id(r.remote_id or "") for r in records}
         assert len(parents) == 1 and None not in parents, [r.remote_id for r in records]
         (slow,) = await session.db.select(status=["started"])
+        assert session.system(array_system).array_count([r.job_dir for r in records]) == 1  # the progress line's
         listed = await anyio.to_thread.run_sync(cli, "ls", "-S", array_system)
         assert slow.remote_id in listed  # its own task id
         table = await anyio.to_thread.run_sync(cli, "status", "-S", array_system)

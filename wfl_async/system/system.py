@@ -93,6 +93,12 @@ class System:
         """Watched jobs whose worker has started."""
         return sum(1 for w in self._poller.watches.values() if w.started)
 
+    def array_count(self, job_dirs: Collection[str]) -> int:
+        """How many job arrays the watched jobs of ``job_dirs`` are tasks of (for a call's progress line)."""
+        watches = self._poller.watches
+        return len({parent for d in job_dirs if (w := watches.get(d)) is not None and w.remote_id
+                    and (parent := self.scheduler.array_parent_id(w.remote_id)) is not None})
+
     def started_count(self, job_dirs: Collection[str]) -> int:
         """How many of ``job_dirs`` are watched and started (one call's running jobs, for its progress line)."""
         watches = self._poller.watches
