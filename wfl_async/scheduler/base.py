@@ -275,7 +275,7 @@ class Scheduler(ABC):
             f"mkdir -p {a} && printf '%s' {shlex.quote(script)} > {a}/{shlex.quote(self.script_name)} && "
             f": > {tasks}.new && : > {index}.new || exit 1; "
             f"{_for_each_dir(job_dirs, indices)} "
-            f"if {_TAKE_LOCK}; then printf '%s\n' \"$d\" >> {tasks}.new; printf '%s\n' \"$i\" >> {index}.new; "
+            f"if {_TAKE_LOCK}; then printf '%s\\n' \"$d\" >> {tasks}.new; printf '%s\\n' \"$i\" >> {index}.new; "
             f"else {_EARLIER_ANSWER} fi; done; "
             f"if [ -s {tasks}.new ]; then mv -f {tasks}.new {tasks} && mv -f {index}.new {index} || exit 1; "
             f"n=$(wc -l < {tasks}); "

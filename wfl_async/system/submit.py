@@ -5,9 +5,10 @@ stale (each only once, however often the command is repeated after a dropped con
 batch submit command (:meth:`~wfl_async.scheduler.base.Scheduler.submit_command`).
 
 Jobs asking for arrays (``submit="array"`` for the call, or the system's ``"submit": "array"``)
-are grouped by identical job script header (same resources, name and directives): each group
-of two or more, at most ``max_array_size`` at a time, is one array submission
-(:meth:`~wfl_async.scheduler.base.Scheduler.array_submit_command`); the rest go through the loop.
+are grouped by job script header (same resources and directives; the job's name left out, as
+each chunk has its own): each group of two or more, at most ``max_array_size`` at a time, is one
+array submission (:meth:`~wfl_async.scheduler.base.Scheduler.array_submit_command`); the rest go
+through the loop, in the same command.
 """
 
 from __future__ import annotations
