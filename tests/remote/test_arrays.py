@@ -44,7 +44,7 @@ WRAPPER = """#!/bin/sh
 n=1; [ -r tasks ] && n=$(wc -l < tasks)
 echo "$n" >> __DIR__/submits
 if [ -e __DIR__/hang ]; then  # submit, then never answer (until killed), once
-    rm -f __DIR__/hang; __REAL__ "$@" >/dev/null 2>&1; echo $$ > __DIR__/hung; sleep 600; exit 1
+    rm -f __DIR__/hang; __REAL__ "$@" >/dev/null 2>&1; echo $$ > __DIR__/hung; exec sleep 600
 fi
 exec __REAL__ "$@"
 """
