@@ -7,7 +7,10 @@ see :mod:`.expyre_env`).
 Ours: ``ssh_config`` (client config files for asyncssh; default ``~/.ssh/config``),
 ``ssh_host_key_checking`` (default true), ``max_channels`` (concurrent ssh channels, default 8,
 below OpenSSH's MaxSessions of 10), ``python`` (interpreter in jobs, default ``python3``),
-``max_queued_jobs`` (jobs in the queue at once, default unlimited),
+``max_queued_jobs`` (this driver's jobs in the queue at once, default unlimited; see docs/limits.md),
+``scheduler_rate`` and ``scheduler_burst`` (scheduler calls per second and at once, default 1 and 20,
+unlimited for ``local``), ``poll_max_interval`` (seconds the poll interval may back off to while
+nothing changes, default 30),
 ``died_grace_seconds`` (how long a job may be missing from the queue without a marker before it
 is called died, default 30), ``submit`` (``"loop"``, the default: one scheduler submission per job;
 ``"array"``: jobs with the same header go as job arrays), ``max_array_size`` (tasks per array
@@ -31,7 +34,8 @@ __all__ = ["SystemConfig", "builtin_local_system"]
 _EXPYRE_KEYS = {"host", "scheduler", "partitions", "queues", "header", "no_default_header", "script_exec",
                 "pre_submit_cmds", "commands", "rundir", "remsh_cmd"}
 _OUR_KEYS = {"ssh_config", "ssh_host_key_checking", "max_channels", "python", "max_queued_jobs",
-             "died_grace_seconds", "submit", "max_array_size"}
+             "died_grace_seconds", "scheduler_rate", "scheduler_burst", "poll_max_interval", "submit",
+             "max_array_size"}
 _SCHEDULERS = ("slurm", "pbs", "sge", "local")
 
 
@@ -53,6 +57,10 @@ class SystemConfig:
     max_channels: int = 8
     python: str = "python3"
     max_queued_jobs: int | None = None
+    scheduler_rate: float | None = 1.0
+    """Scheduler calls per second, sustained (None: unlimited)."""
+    scheduler_burst: int = 20
+    poll_max_interval: float = 30.0
     died_grace_seconds: float = 30.0
     submit: str = "loop"
     """``"loop"`` or ``"array"``: how jobs that do not say are submitted (see :mod:`wfl_async.system.submit`)."""
@@ -105,10 +113,37 @@ class SystemConfig:
             max_channels=int(entry.get("max_channels", 8)),
             # on this machine the interpreter running the workflow is the one that has wfl_async
             python=entry.get("python", sys.executable if entry["host"] is None else "python3"),
-            max_queued_jobs=entry.get("max_queued_jobs"),
+            max_queued_jobs=_positive_int(name, "max_queued_jobs", entry.get("max_queued_jobs"), source),
+            scheduler_rate=_rate(name, entry, scheduler, source),
+            scheduler_burst=_positive_int(name, "scheduler_burst", entry.get("scheduler_burst", 20), source) or 20,
+            poll_max_interval=_seconds(name, "poll_max_interval", entry.get("poll_max_interval", 30.0), source),
             died_grace_seconds=float(entry.get("died_grace_seconds", 30.0)),
             retry=retry_from_env(),
         )
+
+
+def _positive_int(name: str, key: str, value: Any, source: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"system {name!r} in {source}: {key!r} must be a positive whole number "
+                                 f"(or null for no limit), not {value!r}")
+    return value
+
+
+def _seconds(name: str, key: str, value: Any, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigurationError(f"system {name!r} in {source}: {key!r} must be a number of seconds >= 0, "
+                                 f"not {value!r}")
+    return float(value)
+
+
+def _rate(name: str, entry: dict[str, Any], scheduler: str, source: str) -> float | None:
+    """``scheduler_rate``: calls per second; null or 0 is unlimited (the default for ``local``)."""
+    value = entry.get("scheduler_rate", None if scheduler == "local" else 1.0)
+    if value is None:
+        return None
+    return _seconds(name, "scheduler_rate", value, source) or None
 
 
 def _parse_partitions(name: str, partitions: Any, source: str) -> dict[str, dict[str, Any]]:
@@ -133,6 +168,6 @@ def _parse_partitions(name: str, partitions: Any, source: str) -> dict[str, dict
 
 def builtin_local_system() -> SystemConfig:
     """The ``local`` system that exists with no config: background processes on this machine."""
-    return SystemConfig(name="local", host=None, scheduler="local", python=sys.executable,
+    return SystemConfig(name="local", host=None, scheduler="local", python=sys.executable, scheduler_rate=None,
                         partitions={"local": {"num_cores": os.cpu_count() or 1, "max_time": None,
                                               "max_mem": None}})

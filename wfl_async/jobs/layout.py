@@ -25,3 +25,7 @@ WORKER_LOG = "_wfl_async_worker.log"
 """stdout and stderr of the worker (the function's prints, the remote traceback)."""
 FETCH_ON_FINISH = (RESULT, WORKER_LOG, *FINAL_MARKERS)
 """Brought back from a finished job's directory (missing ones are skipped): the marker with the result."""
+EVENTS = "_wfl_async_events.log"
+"""In the remote root (the parent of every job directory): one line ``<marker> <job dir>`` appended
+by each job as it writes its started and final markers (after the marker file), so a poll reads
+what changed since its last offset instead of testing every watched directory."""

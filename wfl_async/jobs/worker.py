@@ -24,6 +24,25 @@ def _touch(path: str) -> None:
         pass
 
 
+def record_event(marker: str) -> None:
+    """Append ``<marker word> <job dir name>`` to the run directory's event log, after the marker file.
+
+    One ``write`` of a short line to a file opened with O_APPEND: lines of concurrent jobs do not
+    interleave on a local filesystem. Best effort: a line lost (a full disk, a filesystem whose
+    appends are not atomic across hosts) only delays the driver until its marker scan.
+    """
+    word = {layout.STARTED: "started", layout.SUCCEEDED: "succeeded", layout.FAILED: "failed"}[marker]
+    line = f"{word} {os.path.basename(os.getcwd())}\n".encode()
+    try:
+        fd = os.open(os.path.join("..", layout.EVENTS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def _pickle_exception(exc: BaseException) -> bytes:
     formatted = "".join(traceback.format_exception(exc))
     type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
@@ -42,6 +61,7 @@ def main(job_dir: str = ".") -> int:
     os.umask(0o077)  # results are their owner's only, whatever umask the scheduler gave the job
     os.chdir(job_dir)
     _touch(layout.STARTED)
+    record_event(layout.STARTED)
     try:
         with open(layout.TASK, "rb") as handle:
             function, args, kwargs = pickle.load(handle)
@@ -55,6 +75,7 @@ def main(job_dir: str = ".") -> int:
     write_atomic(layout.RESULT, payload)
     # written last, and itself atomically: a marker means a complete result of this size and hash
     write_atomic(marker, marker_content(payload))
+    record_event(marker)
     return 0 if marker == layout.SUCCEEDED else 1
 
 

@@ -41,11 +41,12 @@ DEFAULT_SLOT_DIR_ENV = "WFL_ASYNC_LOCAL_SLOTS"
 _ID = re.compile(r"\d+\.\d+")
 
 # Shell (POSIX sh) that sets p to a pid and prints nothing; then `proc_start` leaves the
-# process's start time in $s ("" if the process is gone or a zombie).  The command name in
+# process's start time in $s ("" if the process is gone or a zombie), with builtins only: the
+# status command runs it for every job, and must not fork a process per job.  The command name in
 # /proc/PID/stat (field 2) may contain spaces and parentheses, so cut after the last ") ".
 # The fields after it start at field 3 (the state): field 22 is the 20th.
 _PROC_START = (
-    's=$(cat "/proc/$p/stat" 2>/dev/null) || s=""; s=${s##*) }; set -- $s; '
+    '{ read -r s <"/proc/$p/stat"; } 2>/dev/null || s=""; s=${s##*) }; set -- $s; '
     'if [ "$#" -ge 20 ] && [ "$1" != Z ]; then s=${20}; else s=""; fi'
 )
 
@@ -174,7 +175,8 @@ class LocalScheduler(Scheduler):
 
     def find_command(self) -> str:
         # The runner registers itself with its working directory (second line of its file).
-        return self._for_each_live_job("dir=$(sed -n 2p \"$f\" 2>/dev/null) && printf '%s %s\\n' \"$id\" \"$dir\"")
+        return self._for_each_live_job(
+            "{ read -r st && read -r dir; } <\"$f\" 2>/dev/null && printf '%s %s\\n' \"$id\" \"$dir\"")
 
     def status_command(self) -> str:
         # One line "ID<TAB>queued|running" per live job; stale entries are removed. The file

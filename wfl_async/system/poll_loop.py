@@ -1,18 +1,27 @@
-"""The poll loop of one system: every watched job checked in one remote command per poll.
+"""The poll loop of one system: every watched job checked in one short remote command per poll.
 
 A job's coroutine calls :meth:`System.wait <wfl_async.system.System.wait>`, which puts its
 :class:`~wfl_async.system.requests.Watch` on this loop's stream and waits on the watch's own
 event. The loop (started by :meth:`System.serve`):
 
-1. waits until some job is watched; sleeps until one interval (the smallest
-   ``check_interval``, at least 0.2 s) after the last poll;
-2. sends one command per remote root: the scheduler's listing of the user's jobs and the
-   marker of every watched job directory (:meth:`System.survey
-   <wfl_async.system.System.survey>`);
-3. :func:`~wfl_async.jobs.states.classify` each job; every finished job's files come back in
-   one stream (:meth:`Transport.download <wfl_async.transport.base.Transport.download>`);
-   the changes are handed to ``System.on_progress`` (one database transaction); each job
-   that ended is woken.
+1. waits until some job is watched; sleeps until one interval after the previous poll
+   *started* (:meth:`PollLoop.interval`: the smallest ``check_interval``, at least 0.2 s,
+   backing off while nothing changes, tightening when running jobs are expected to end);
+2. sends one command per remote root (:meth:`System.survey
+   <wfl_async.system.System.survey>`, after a token of the system's scheduler rate limit):
+   the scheduler's listing of the user's jobs, the lines jobs appended to the run's event
+   log (:data:`~wfl_async.jobs.layout.EVENTS`) since the last poll, and the markers of the
+   job directories named on its stdin. Those are only the jobs that need a look: newly
+   watched ones, ones the queue no longer lists as active, and, every
+   :data:`FULL_SCAN_SECONDS`, all of them (the slow fallback for a lost event line). So a
+   poll's work on the cluster grows with what changed, not with the number of jobs;
+3. :func:`~wfl_async.jobs.states.classify` each job; hands the finished ones to the fetch
+   task and records the other changes (``System.on_progress``: one database transaction).
+
+The **fetch task** takes every finished job handed to it so far, brings their files back
+(:meth:`Transport.download <wfl_async.transport.base.Transport.download>`: names on stdin,
+at most ``FETCH_PATHS`` per command), records them, and wakes each job. It runs beside the
+loop, so a long fetch never delays the next poll.
 
 A failing command is logged and retried at the next poll; it never fails a job (a failing
 status command makes no job died: the jobs are taken as still active).
@@ -22,7 +31,10 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
+from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,19 +42,33 @@ import anyio
 
 from ..errors import SchedulerError, TransportError
 from ..jobs import layout
-from ..jobs.states import QueueState, Verdict, VerdictKind, classify
-from ..scheduler.base import MAX_BATCH
+from ..jobs.states import ACTIVE_STATES, MARKER_FILES, QueueState, Verdict, VerdictKind, classify
+from ..transport.base import FETCH_PATHS
 from .requests import JobOutcome, Watch
 
 if TYPE_CHECKING:
     from .system import System
 
-__all__ = ["MIN_POLL_INTERVAL", "PollLoop"]
+__all__ = ["BACKOFF_AFTER", "FULL_SCAN_SECONDS", "MIN_POLL_INTERVAL", "PollLoop"]
 
 log = logging.getLogger(__name__)
 
 MIN_POLL_INTERVAL = 0.2
 """Seconds: no system is polled more often, whatever ``check_interval`` a job asks for."""
+FULL_SCAN_SECONDS = 60.0
+"""Every this many seconds a poll also looks at the markers of every watched job directory,
+in case a job's event line was lost (a filesystem whose appends are not atomic across hosts)."""
+BACKOFF_AFTER = 30.0
+"""Seconds without any change before the poll interval starts to grow."""
+BACKOFF_SLOPE = 0.25
+"""Seconds the interval grows by per second of quiet, once it grows (up to ``poll_max_interval``)."""
+_DURATIONS = 50
+"""Durations of the last finished jobs kept to tell when running jobs are due to end."""
+_FETCH_JOBS = FETCH_PATHS // 4
+"""Finished jobs taken in one go by the fetch task (each brings about four files)."""
+
+_Finished = tuple[str, Watch, Verdict]
+"""A finished job for the fetch task: its remote root, its watch, its verdict."""
 
 
 class PollLoop:
@@ -51,8 +77,16 @@ class PollLoop:
     def __init__(self, system: System) -> None:
         self.system = system
         self._send, self._receive = anyio.create_memory_object_stream[Watch](math.inf)
+        self._fetch_send, self._fetch_receive = anyio.create_memory_object_stream[_Finished](math.inf)
         self.watches: dict[str, Watch] = {}
         """Job dir -> watch, for every job the loop has taken and not seen end."""
+        self._offsets: dict[str, int | None] = {}
+        """Remote root -> bytes of its event log already read (None or absent: not yet)."""
+        self._full_scan_at: dict[str, float] = {}
+        """Remote root -> when its watched directories were last all looked at."""
+        self._last_change = time.monotonic()
+        self._listed_at = -math.inf
+        self._durations: deque[float] = deque(maxlen=_DURATIONS)
 
     def watched_count(self) -> int:
         """Jobs handed to the loop and not yet seen to end."""
@@ -68,43 +102,86 @@ class PollLoop:
         assert watch.outcome is not None
         return watch.outcome
 
-    def interval(self) -> float:
-        """Seconds between two polls: the smallest ``check_interval`` of the watched jobs."""
+    # ------------------------------------------------------------------ timing
+    def base_interval(self) -> float:
+        """The smallest ``check_interval`` of the watched jobs (at least :data:`MIN_POLL_INTERVAL`)."""
         intervals = [w.check_interval for w in self.watches.values()]
         return max(MIN_POLL_INTERVAL, min(intervals)) if intervals else 1.0
 
+    def interval(self) -> float:
+        """Seconds from one poll's start to the next: the base interval (see :meth:`base_interval`).
+
+        A poll that does not list the queue reads files only (the event log, a few markers),
+        so it keeps the ``check_interval`` promise: a finished job is seen within one interval.
+        """
+        return self.base_interval()
+
+    def listing_interval(self, now: float | None = None) -> float:
+        """Seconds between two polls that list the queue (a scheduler call).
+
+        The base interval while things change, or while a job is missing from the queue (its
+        grace period runs). After :data:`BACKOFF_AFTER` s without a change it grows
+        (:data:`BACKOFF_SLOPE`) up to the system's ``poll_max_interval``, but never past the
+        moment a running job is expected to end (its start plus the median duration of the
+        system's last finished jobs), so a job that dies at its end is seen soon.
+        """
+        now = time.monotonic() if now is None else now
+        base = self.base_interval()
+        quiet = now - self._last_change
+        if quiet <= BACKOFF_AFTER or any(w.missing_since is not None for w in self.watches.values()):
+            return base
+        longest = max(base, self.system.config.poll_max_interval)
+        interval = min(longest, base + (quiet - BACKOFF_AFTER) * BACKOFF_SLOPE)
+        if self._durations:
+            typical = statistics.median(self._durations)
+            due = [w.started_at + typical - now for w in self.watches.values()
+                   if w.started_at is not None and not w.fetching and w.started_at + 2 * typical > now]
+            if due:
+                interval = min(interval, max(base, min(due)))
+        return interval
+
+    # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
-        """Poll until cancelled."""
-        last_poll = -math.inf
+        """Poll, and fetch beside it, until cancelled."""
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._fetch_loop)
+            await self._poll_loop()
+
+    async def _poll_loop(self) -> None:
+        last_start = -math.inf
         while True:
             if not self.watches:
                 self._add(await self._receive.receive())
             self._take_new()
-            due = last_poll + self.interval() - time.monotonic()
+            due = last_start + self.interval() - time.monotonic()
             if due > 0:
                 await anyio.sleep(due)
                 self._take_new()
-            if not self.watches:
+            if not any(not w.fetching for w in self.watches.values()):
+                await anyio.sleep(self.base_interval())  # only fetches in flight: nothing to ask
                 continue
+            last_start = time.monotonic()
             try:
                 with anyio.CancelScope(shield=True):  # a poll's results are recorded even at close
                     changed = await self._poll_once()
             except (TransportError, SchedulerError) as exc:
                 log.warning("%s: polling failed (%s); retrying", self.system.name, exc)
                 changed = []
-            finally:
-                last_poll = time.monotonic()
-            if changed and self.system.on_progress is not None:
-                with anyio.CancelScope(shield=True):
-                    await self.system.on_progress(changed)
+            if changed:
+                self._last_change = time.monotonic()
+                if self.system.on_progress is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self.system.on_progress(changed)
             for watch, verdict in changed:
-                if verdict.kind in (VerdictKind.FINISHED, VerdictKind.DIED):
-                    self.watches.pop(watch.job_dir, None)
-                    watch.done.set()
+                if verdict.kind is VerdictKind.DIED:
+                    self._end(watch)
 
     def _add(self, watch: Watch) -> None:
         if not watch.abandoned:
             self.watches[watch.job_dir] = watch
+            # a job this driver re-attached to is in the queue already: it counts, room or not
+            self.system.window.hold([watch.job_dir])
+            self._last_change = time.monotonic()
 
     def _take_new(self) -> None:
         while True:
@@ -112,52 +189,128 @@ class PollLoop:
                 self._add(self._receive.receive_nowait())
             except anyio.WouldBlock:
                 break
-        for job_dir in [d for d, w in self.watches.items() if w.abandoned]:
-            del self.watches[job_dir]
+        for watch in [w for w in self.watches.values() if w.abandoned and not w.fetching]:
+            self._end(watch)
+
+    def _end(self, watch: Watch) -> None:
+        """Forget ``watch`` (it ended, or its waiter gave up), free its room in the queue window, wake it."""
+        if self.watches.get(watch.job_dir) is watch:
+            del self.watches[watch.job_dir]
+        self.system.window.release([watch.job_dir])
+        watch.done.set()
 
     async def _poll_once(self) -> list[tuple[Watch, Verdict]]:
-        """One status round trip per remote root for every watched job, then one fetch per root."""
+        """One command per remote root; finished jobs go to the fetch task, the other changes are returned."""
         system = self.system
         default_root = await system.remote_root()
         by_root: dict[str, list[Watch]] = {}
-        for watch in list(self.watches.values())[:MAX_BATCH * 10]:
-            by_root.setdefault(watch.remote_root or default_root, []).append(watch)
+        for watch in self.watches.values():
+            if not watch.fetching:
+                by_root.setdefault(watch.remote_root or default_root, []).append(watch)
+        now = time.monotonic()
+        listing = now - self._listed_at >= self.listing_interval(now) - 0.5 * MIN_POLL_INTERVAL
+        if listing:
+            self._listed_at = now
         changed: list[tuple[Watch, Verdict]] = []
         for root, watches in by_root.items():
-            system.stats["poll_commands"] += 1
-            found = await system.survey([w.job_dir for w in watches], root)
-            now = time.monotonic()
-            finished: list[Watch] = []
-            for watch in watches:
-                verdict = classify(remote_id=watch.remote_id, marker=found.markers.get(watch.job_dir),
-                                   states=found.states, grace=system.config.died_grace_seconds, where=system.name,
-                                   missing_for=None if watch.missing_since is None else now - watch.missing_since)
-                if verdict.kind is VerdictKind.FINISHED:
-                    finished.append(watch)
-                    watch.outcome = JobOutcome(verdict.marker, QueueState.FINISHED)
-                    changed.append((watch, verdict))
-                    continue
-                if verdict.kind is VerdictKind.MISSING:
-                    watch.missing_since = watch.missing_since if watch.missing_since is not None else now
-                else:
-                    watch.missing_since = None
-                if verdict.kind is VerdictKind.DIED:
-                    log.info("job %s on %s: died: %s", watch.job_dir, system.name, verdict.message)
-                    watch.outcome = JobOutcome(None, verdict.queue_state, verdict.message)
-                    changed.append((watch, verdict))
-                elif verdict.started and not watch.started:
-                    watch.started = True
-                    changed.append((watch, verdict))
-            if finished:
-                await self._fetch(root, finished)
+            changed.extend(await self._poll_root(root, watches, listing))
         return changed
 
-    async def _fetch(self, root: str, finished: list[Watch]) -> None:
-        by_local_root: dict[Path, list[Watch]] = {}
-        for watch in finished:
-            by_local_root.setdefault(watch.local_root, []).append(watch)
-        for local_root, group in by_local_root.items():
+    async def _poll_root(self, root: str, watches: Sequence[Watch], listing: bool) -> list[tuple[Watch, Verdict]]:
+        """One command for the jobs under ``root``: the event log, some markers, the queue if ``listing``."""
+        system = self.system
+        now = time.monotonic()
+        full = now - self._full_scan_at.get(root, -math.inf) >= FULL_SCAN_SECONDS
+        scan = list(watches) if full else [w for w in watches if not w.scanned or not w.queue_active]
+        offset = self._offsets.get(root)
+        system.stats["poll_commands"] += 1
+        system.stats["marker_scans"] += len(scan)
+        found = await system.survey([w.job_dir for w in scan], root, events_from=offset, queue=listing)
+        if full:
+            self._full_scan_at[root] = now
+        events: dict[str, str] = {}
+        if found.events is not None:
+            if offset is None or found.events.size < offset:
+                if offset is not None:  # the log was replaced: what it held is read from the markers
+                    log.info("%s: the event log in %s shrank; looking at every job's markers", system.name, root)
+                    self._full_scan_at.pop(root, None)
+                self._offsets[root] = found.events.size
+            else:
+                self._offsets[root] = offset + found.events.consumed
+                events = found.events.markers
+        for watch in scan:
+            watch.scanned = True
+        now = time.monotonic()
+        changed: list[tuple[Watch, Verdict]] = []
+        for watch in watches:
+            for seen in (found.markers.get(watch.job_dir), events.get(watch.job_dir)):
+                if seen is not None and (watch.marker in (None, "started")):
+                    watch.marker = seen
+            if listing:
+                state = None if found.states is None else found.states.get(watch.remote_id or "")
+                watch.queue_active = found.states is None or state in ACTIVE_STATES
+            verdict = classify(remote_id=watch.remote_id, marker=watch.marker, states=found.states,
+                               grace=system.config.died_grace_seconds, where=system.name,
+                               missing_for=None if watch.missing_since is None else now - watch.missing_since)
+            if verdict.kind is VerdictKind.FINISHED:
+                watch.fetching = True
+                watch.outcome = JobOutcome(verdict.marker, QueueState.FINISHED)
+                if watch.started_at is not None:
+                    self._durations.append(now - watch.started_at)
+                self._fetch_send.send_nowait((root, watch, verdict))
+                continue
+            if listing:  # (when the queue was not asked, only the markers spoke)
+                missing = verdict.kind is VerdictKind.MISSING
+                watch.missing_since = (watch.missing_since or now) if missing else None
+            if verdict.kind is VerdictKind.DIED:
+                log.info("job %s on %s: died: %s", watch.job_dir, system.name, verdict.message)
+                watch.outcome = JobOutcome(None, verdict.queue_state, verdict.message)
+                changed.append((watch, verdict))
+            elif verdict.started and not watch.started:
+                watch.started = True
+                watch.started_at = now
+                changed.append((watch, verdict))
+        return changed
+
+    # ------------------------------------------------------------------ fetching
+    async def _fetch_loop(self) -> None:
+        async for first in self._fetch_receive:
+            batch = [first]
+            while len(batch) < _FETCH_JOBS:
+                try:
+                    batch.append(self._fetch_receive.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            with anyio.CancelScope(shield=True):  # fetched results are recorded even at close
+                await self._fetch(batch)
+
+    async def _fetch(self, batch: Sequence[_Finished]) -> None:
+        """Bring back the files of ``batch``; record and wake each job whose final marker came."""
+        groups: dict[tuple[str, Path], list[tuple[Watch, Verdict]]] = {}
+        for root, watch, verdict in batch:
+            groups.setdefault((root, watch.local_root), []).append((watch, verdict))
+        for (root, local_root), group in groups.items():
             # the final marker comes too: it holds the size and sha256 the result is checked against
-            paths = [f"{w.job_dir}/{name}" for w in group for name in (*layout.FETCH_ON_FINISH, *w.fetch)]
-            self.system.stats["fetch_commands"] += 1
-            await self.system.transport.download(root, paths, local_root)
+            paths = [f"{w.job_dir}/{name}" for w, _ in group for name in (*layout.FETCH_ON_FINISH, *w.fetch)]
+            self.system.stats["fetch_commands"] += -(-len(paths) // FETCH_PATHS)
+            try:
+                await self.system.transport.download(root, paths, local_root)
+            except TransportError as exc:
+                log.warning("%s: fetching %d finished job(s) failed (%s); the next poll tries again",
+                            self.system.name, len(group), exc)
+                for watch, _ in group:
+                    watch.fetching = False
+                continue
+            done: list[tuple[Watch, Verdict]] = []
+            for watch, verdict in group:
+                assert verdict.marker is not None
+                if (local_root / watch.job_dir / MARKER_FILES[verdict.marker]).exists():
+                    done.append((watch, verdict))
+                else:  # an event line of an earlier run of this directory: look at the markers again
+                    log.info("job %s on %s: no final marker to fetch; looking again", watch.job_dir, self.system.name)
+                    watch.marker, watch.scanned, watch.fetching, watch.outcome = None, False, False, None
+            if done and self.system.on_progress is not None:
+                await self.system.on_progress(done)
+            self._last_change = time.monotonic()
+            for watch, _ in done:
+                self._end(watch)

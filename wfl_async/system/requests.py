@@ -13,6 +13,7 @@ from pathlib import Path
 import anyio
 
 from ..jobs.states import Marker, QueueState
+from .commands import EventLogRead
 
 __all__ = ["JobOutcome", "QueueSurvey", "SubmitRequest", "Watch"]
 
@@ -46,6 +47,14 @@ class SubmitRequest:
     """The previous submission of this job is known not to have queued it: try again."""
     submit: str | None = None
     """``"array"`` or ``"loop"``: the call's choice of how to submit (None: the system's ``submit``)."""
+    queue_keys: Sequence[str] = ()
+    """The queued jobs this request puts in the queue, for ``max_queued_jobs`` (see
+    :mod:`wfl_async.system.window`); empty means one job, ``job_dir``. A request submitting an
+    array of k tasks names its k task directories, so the array counts as k jobs."""
+
+    def window_keys(self) -> Sequence[str]:
+        """What this request holds in its system's queue window while it is in flight."""
+        return self.queue_keys or (self.job_dir,)
 
 
 @dataclass
@@ -73,6 +82,16 @@ class Watch:
     """The remote root the job was submitted under (None: the system's current one)."""
     outcome: JobOutcome | None = None
     started: bool = False
+    started_at: float | None = None
+    """``time.monotonic()`` when the poll loop first saw the job started (for its expected end)."""
+    marker: str | None = None
+    """The strongest marker seen so far (a scan of its directory, or the run's event log)."""
+    scanned: bool = False
+    """Its directory's markers were looked at once (the event log tells what changes afterwards)."""
+    queue_active: bool = False
+    """The last queue listing had it queued, held or running."""
+    fetching: bool = False
+    """Finished: its files are being fetched (the poll loop leaves it alone meanwhile)."""
     missing_since: float | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     abandoned: bool = False
@@ -89,3 +108,5 @@ class QueueSurvey:
     """What the status command printed (for error messages)."""
     markers: dict[str, str]
     """Job dir -> ``succeeded``/``failed``/``started`` for those holding a marker."""
+    events: EventLogRead | None = None
+    """What the run's event log gained since the offset asked for (None: not asked)."""

@@ -4,12 +4,16 @@ A job's coroutine calls :meth:`System.submit <wfl_async.system.System.submit>`, 
 its :class:`~wfl_async.system.requests.SubmitRequest` on this loop's stream and waits on
 the request's own event. The loop (started by :meth:`System.serve`):
 
-1. waits for a request; takes every request that keeps arriving (``batch_window`` at a
-   time, at most ``max_batch_wait``), at most ``MAX_BATCH``;
-2. writes the job scripts locally, then sends **one** command
+1. waits for a request and for room in the system's queue window (``max_queued_jobs``,
+   :mod:`wfl_async.system.window`); takes every request that keeps arriving and fits
+   (``batch_window`` at a time, at most ``max_batch_wait``), at most ``MAX_BATCH``;
+2. writes the job scripts locally, then (after a token of the system's scheduler rate limit,
+   :mod:`wfl_async.system.rate`) sends **one** command
    (:func:`~wfl_async.system.submit.batch_command` through
    :meth:`Transport.upload <wfl_async.transport.base.Transport.upload>`): stage every job
-   directory from one tar stream and submit each with the scheduler's batch loop;
+   directory from one tar stream and submit each with the scheduler's batch loop (a batch
+   whose command would be longer than ``MAX_COMMAND_BYTES`` is split, the rest waits for the
+   next command);
 3. for each job, as its record comes back: an id -> the request is settled (and recorded
    through ``System.on_submitted``); a transient complaint or a job-limit refusal -> sent
    again after a jittered backoff, the job keeps waiting; an unresolved earlier submission
@@ -26,7 +30,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -34,9 +39,10 @@ import anyio.abc
 
 from ..errors import SchedulerError, TransportError
 from ..scheduler.base import MAX_BATCH, SubmitOutputReader, SubmitResult
-from .commands import QUEUE_END, marker_command, parse_markers
+from ..transport.base import MAX_COMMAND_BYTES, upload_command
+from .commands import QUEUE_END, dir_list, marker_command, parse_markers
 from .requests import SubmitRequest
-from .submit import batch_command, retry_delay, scheduler_prefix
+from .submit import BatchCommand, batch_command, retry_delay, scheduler_prefix
 
 if TYPE_CHECKING:
     from .system import System
@@ -60,10 +66,23 @@ class SubmitLoop:
         self.pending = 0
         """Requests handed to the loop and not yet settled."""
         self._tasks: anyio.abc.TaskGroup | None = None
+        self._deferred: deque[SubmitRequest] = deque()
+        """Requests taken from the stream that did not fit the window or the batch: sent first next."""
+        self._unadmitted: set[str] = set()
+        """Job dirs of requests handed to the loop that have no room in the window yet."""
+
+    def waiting_count(self, job_dirs: Collection[str] | None = None) -> int:
+        """Requests (for ``job_dirs``, default all) waiting for room in a full queue window."""
+        if not self.system.window.full():
+            return 0
+        if job_dirs is None:
+            return len(self._unadmitted)
+        return sum(1 for d in job_dirs if d in self._unadmitted)
 
     async def submit(self, request: SubmitRequest) -> str:
         """Hand ``request`` to the loop and wait for its queue id (see :meth:`System.submit`)."""
         self.pending += 1
+        self._unadmitted.add(request.job_dir)
         self._send.send_nowait(request)
         await request.done.wait()
         if request.error is not None:
@@ -74,7 +93,10 @@ class SubmitLoop:
     async def run(self, tasks: anyio.abc.TaskGroup) -> None:
         """Serve requests until cancelled; delayed retries run as tasks of ``tasks``."""
         self._tasks = tasks
-        async for first in self._receive:
+        while True:
+            first = self._deferred.popleft() if self._deferred else await self._receive.receive()
+            await self.system.window.take(first.window_keys())
+            self._unadmitted.discard(first.job_dir)
             batch = [first]
             await self._gather(batch)
             # shielded: a batch taken from the stream is finished (and its jobs settled) even
@@ -93,9 +115,14 @@ class SubmitLoop:
             before = len(batch)
             while len(batch) < MAX_BATCH:
                 try:
-                    batch.append(self._receive.receive_nowait())
+                    request = self._deferred.popleft() if self._deferred else self._receive.receive_nowait()
                 except anyio.WouldBlock:
                     break
+                if not self.system.window.try_take(request.window_keys()):
+                    self._deferred.appendleft(request)  # waits for room, first in line
+                    return
+                self._unadmitted.discard(request.job_dir)
+                batch.append(request)
             if len(batch) == before:
                 return
 
@@ -104,6 +131,11 @@ class SubmitLoop:
         try:
             root = await system.remote_root()
             command = batch_command(system.scheduler, system.config, root, batch)
+            while len(batch) > 1 and _command_bytes(root, command) > MAX_COMMAND_BYTES * 3 // 4:
+                # long job directory paths: the rest of the batch goes in the next command
+                self._deferred.extendleft(reversed(batch[len(batch) // 2:]))
+                del batch[len(batch) // 2:]
+                command = batch_command(system.scheduler, system.config, root, batch)
             for relpath, text in command.scripts.items():
                 await anyio.Path(batch[0].local_root / relpath).write_text(text)
         except TransportError as exc:  # nothing was sent: every job of the batch may try again
@@ -116,7 +148,7 @@ class SubmitLoop:
                     self._settle(request, exc)
             return
         system.stats["submit_commands"] += 1
-        system.stats["scheduler_calls"] += 1
+        await system.scheduler_call()
         system.stats["scheduler_submissions"] += command.submissions  # sbatch/qsub runs: 1 per job or per array
         results: dict[int, SubmitResult] = {}
         reader = SubmitOutputReader(system.scheduler)
@@ -171,6 +203,8 @@ class SubmitLoop:
     def _settle(self, request: SubmitRequest, error: BaseException | None = None) -> None:
         request.error = error
         self.pending -= 1
+        if error is not None:  # never queued: its room in the window is free again
+            self.system.window.release(request.window_keys())
         request.done.set()
 
     def _refused(self, request: SubmitRequest, complaint: str) -> None:
@@ -219,10 +253,13 @@ class SubmitLoop:
         system = self.system
         find = system.scheduler.find_command()
         dirs = [r.job_dir for r in requests]
-        command = (f"( {scheduler_prefix(system.config)}{find} ) 2>&1; " if find else "") + \
-            f"echo \"{QUEUE_END} $?\"; {marker_command(root, dirs)}"
+        command = (f"( {scheduler_prefix(system.config)}{find} ) </dev/null 2>&1; " if find else "") + \
+            f"echo \"{QUEUE_END} $?\"; {marker_command(root)}"
         try:
-            result = await system.transport.run(command, check=False, kind="submit", retry=True)  # a query
+            if find:
+                await system.scheduler_call()
+            result = await system.transport.run(command, stdin=dir_list(dirs), check=False, kind="submit",
+                                                retry=True)  # a query
             queue_text, _, rest = result.stdout.decode(errors="replace").partition(QUEUE_END)
             status_rc, _, marker_text = rest.partition("\n")
             markers = parse_markers(marker_text, root, system.name)
@@ -250,3 +287,8 @@ class SubmitLoop:
                          f" (no marker; {system.scheduler.name} cannot list working directories)")
                 request.release_lock = True
                 self._send.send_nowait(request)
+
+
+def _command_bytes(root: str, command: BatchCommand) -> int:
+    """Length of the shell text that stages and submits ``command`` (what the transport will send)."""
+    return len(upload_command(root, before=command.before, then=command.then, fresh=command.fresh).encode())

@@ -36,15 +36,20 @@ from ..errors import ConfigurationError, RemoteCommandError, SchedulerError
 from ..jobs.states import QueueState, Verdict
 from ..scheduler.base import Scheduler
 from ..transport.base import Transport
-from .commands import QUEUE_END, marker_command, parse_markers
+from .commands import QUEUE_END, dir_list, marker_command, parse_event_log, parse_markers
 from .poll_loop import PollLoop
+from .rate import scheduler_limiter
 from .requests import JobOutcome, QueueSurvey, SubmitRequest, Watch
 from .submit import scheduler_prefix
 from .submit_loop import SubmitLoop
+from .window import QueueWindow
 
-__all__ = ["ProgressCallback", "SubmittedCallback", "System"]
+__all__ = ["CONTROL_IDS", "ProgressCallback", "SubmittedCallback", "System"]
 
 log = logging.getLogger(__name__)
+
+CONTROL_IDS = 500
+"""Job ids per cancel/hold/release command (ids go on the command line; 500 stay far below its cap)."""
 
 ProgressCallback = Callable[[Sequence[tuple[Watch, Verdict]]], Awaitable[None]]
 """Called once per poll with the jobs whose state moved, and their verdicts."""
@@ -63,8 +68,12 @@ class System:
         self.project = project
         self.batch_window = batch_window
         self.max_batch_wait = max_batch_wait
-        self.stats = {"submit_commands": 0, "poll_commands": 0, "fetch_commands": 0, "scheduler_calls": 0, "scheduler_submissions": 0,
-                      "submit_retries": 0}
+        self.stats = {"submit_commands": 0, "poll_commands": 0, "fetch_commands": 0, "scheduler_calls": 0,
+                      "submit_retries": 0, "marker_scans": 0, "queue_listings": 0,
+                      "scheduler_submissions": 0}
+        self.window = QueueWindow(config.max_queued_jobs)
+        """Room for ``max_queued_jobs`` of this driver's jobs in the queue (:mod:`.window`)."""
+        self._limiter = scheduler_limiter(config.scheduler_rate, config.scheduler_burst)
         self.on_progress: ProgressCallback | None = None
         self.on_submitted: SubmittedCallback | None = None
         self._submitter = SubmitLoop(self)
@@ -103,6 +112,16 @@ class System:
         """How many of ``job_dirs`` are watched and started (one call's running jobs, for its progress line)."""
         watches = self._poller.watches
         return sum(1 for d in job_dirs if (w := watches.get(d)) is not None and w.started)
+
+    def waiting_count(self, job_dirs: Collection[str] | None = None) -> int:
+        """Jobs (of ``job_dirs``, default all) waiting locally for room in the queue window."""
+        return self._submitter.waiting_count(job_dirs)
+
+    async def scheduler_call(self) -> None:
+        """Count one scheduler call, waiting for a token of the system's rate limit first (:mod:`.rate`)."""
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        self.stats["scheduler_calls"] += 1
 
     # ------------------------------------------------------------------ the loops
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -207,46 +226,60 @@ class System:
         return scheduler_prefix(self.config)
 
     # ------------------------------------------------------------------ questions
-    async def survey(self, job_dirs: Sequence[str], root: str | None = None) -> QueueSurvey:
+    async def survey(self, job_dirs: Sequence[str], root: str | None = None, *,
+                     events_from: int | None | bool = False, queue: bool = True) -> QueueSurvey:
         """In ONE command: the scheduler's listing of the user's jobs, and the markers in ``job_dirs``.
 
+        ``job_dirs`` go on the command's stdin, so any number of them costs one short command.
         A failing status command gives ``states=None`` (logged), never an error: a job is not
         called died because its scheduler could not answer.
 
         :param root: remote directory holding ``job_dirs`` (default: this project's)
+        :param events_from: also read the run's event log from this byte offset (None: its
+            size only; False: not at all); see :func:`~wfl_async.system.commands.event_log_command`
+        :param queue: also list the queue (a scheduler call, rate limited); False: ``states`` is None
         :raises SchedulerError: ``root`` cannot be entered (the jobs' directories are gone)
         """
         root = root or await self.remote_root()
-        command = (f"( {self.scheduler_prefix()}{self.scheduler.status_command()} ) 2>&1; "
-                   f"echo \"{QUEUE_END} $?\"; {marker_command(root, job_dirs)}")
-        self.stats["scheduler_calls"] += 1
-        result = await self.transport.run(command, check=False, kind="poll", retry=True)
+        status = f"( {self.scheduler_prefix()}{self.scheduler.status_command()} ) </dev/null 2>&1; " if queue else ""
+        command = f"{status}echo \"{QUEUE_END} $?\"; {marker_command(root, events_from=events_from)}"
+        if queue:
+            await self.scheduler_call()
+            self.stats["queue_listings"] += 1
+        result = await self.transport.run(command, stdin=dir_list(job_dirs), check=False, kind="poll", retry=True)
         queue_text, _, rest = result.stdout.decode(errors="replace").partition(QUEUE_END)
         status_rc, _, marker_text = rest.partition("\n")
-        if status_rc.strip() != "0":
+        if not queue:
+            states = None
+        elif status_rc.strip() != "0":
             log.warning("%s: status command failed (%s); jobs are taken as still active: %s", self.name,
                         self.scheduler.classify_error(queue_text) or "not a known transient error",
                         queue_text.strip()[-500:])
             states = None
         else:
             states = self.scheduler.parse_status_output(queue_text)
-        return QueueSurvey(states, queue_text, parse_markers(marker_text, root, self.name))
+        markers = parse_markers(marker_text, root, self.name)
+        events = None if events_from is False else parse_event_log(result.stdout)
+        return QueueSurvey(states, queue_text, markers, events)
 
     async def control(self, action: str, remote_ids: Sequence[str]) -> None:
-        """Cancel, hold or release jobs in one scheduler command."""
+        """Cancel, hold or release jobs: one scheduler command per :data:`CONTROL_IDS` jobs."""
         if not remote_ids:
             return
         builders = {"cancel": self.scheduler.cancel_command, "hold": self.scheduler.hold_command,
                     "release": self.scheduler.release_command}
-        self.stats["scheduler_calls"] += 1
-        try:
-            await self.transport.run(f"{self.scheduler_prefix()}{builders[action](list(remote_ids))}", kind="cancel")
-        except RemoteCommandError as exc:
-            raise SchedulerError(f"{self.name}: {action} of {list(remote_ids)} failed: {exc}") from exc
+        ids = list(remote_ids)
+        for start in range(0, len(ids), CONTROL_IDS):  # bounded commands, whatever the number of jobs
+            some = ids[start:start + CONTROL_IDS]
+            await self.scheduler_call()
+            try:
+                await self.transport.run(f"{self.scheduler_prefix()}{builders[action](some)}", kind="cancel")
+            except RemoteCommandError as exc:
+                raise SchedulerError(f"{self.name}: {action} of {some} failed: {exc}") from exc
 
     async def queue_states(self) -> dict[str, QueueState]:
         """The scheduler's view of every job of this user (one command)."""
-        self.stats["scheduler_calls"] += 1
+        await self.scheduler_call()
         result = await self.transport.run(f"{self.scheduler_prefix()}{self.scheduler.status_command()}", kind="poll",
                                           retry=True)
         return self.scheduler.parse_status_output(result.stdout.decode(errors="replace"))
@@ -256,7 +289,7 @@ class System:
         if not job_dirs:
             return {}
         root = root or await self.remote_root()
-        result = await self.transport.run(marker_command(root, job_dirs), kind="poll", retry=True)
+        result = await self.transport.run(marker_command(root), stdin=dir_list(job_dirs), kind="poll", retry=True)
         return parse_markers(result.stdout.decode(errors="replace"), root, self.name)
 
     async def remove_dirs(self, job_dirs: Sequence[str], root: str | None = None) -> None:
@@ -264,7 +297,7 @@ class System:
         if not job_dirs:
             return
         root = root or await self.remote_root()
-        # rm -rf is safe to repeat after a dropped connection
-        await self.transport.run(f"cd {shlex.quote(root)} 2>/dev/null || exit 0; rm -rf -- "
-                                 + " ".join(shlex.quote(d) for d in job_dirs), kind="cancel", retry=True)
+        # names on stdin (any number); rm -rf is safe to repeat after a dropped connection
+        await self.transport.run(f"cd {shlex.quote(root)} 2>/dev/null || exit 0; xargs -d '\\n' -r rm -rf --",
+                                 stdin=dir_list(job_dirs), kind="cancel", retry=True)
 

@@ -39,8 +39,8 @@ import anyio
 
 from ..errors import RemoteCommandError
 
-__all__ = ["CommandKind", "CommandRecord", "LineCallback", "Transport", "TransportStats", "LineSplitter",
-           "PRIVATE_UMASK", "pack", "upload_command"]
+__all__ = ["CommandKind", "CommandRecord", "FETCH_PATHS", "LineCallback", "MAX_COMMAND_BYTES", "Transport",
+           "TransportStats", "LineSplitter", "PRIVATE_UMASK", "pack", "upload_command"]
 
 PRIVATE_UMASK = 0o077
 """Every command runs under this umask: what wfl_async creates is its owner's only."""
@@ -48,6 +48,12 @@ MANIFEST = ".wfl_async_manifest"
 """Last member of every upload stream: ``sha256  name`` per file, as ``sha256sum -c`` reads it."""
 _UPLOAD_TMP = ".wfl_async_upload."
 _FETCH_TMP = ".wfl_async_fetch."
+MAX_COMMAND_BYTES = 64 * 1024
+"""Longest shell text any command may be. Linux caps one argument (``sh -c TEXT``, and what sshd
+hands the login shell) at 128 KiB (MAX_ARG_STRLEN); lists of job directories therefore travel on
+stdin, never on the command line, and a command longer than this is a bug, refused before it is sent."""
+FETCH_PATHS = 2000
+"""Files per fetch command: bounds the tar stream held in memory and the time one command takes."""
 _FRESH_TOKEN = ".wfl_async_fresh"
 """Left in a directory an upload emptied first, so the same command run again does not empty it twice."""
 
@@ -67,6 +73,7 @@ class CommandRecord:
     returncode: int
     bytes_sent: int
     bytes_received: int
+    command_bytes: int = 0  #: length of the shell text (stdin not included)
 
 
 @dataclass
@@ -85,6 +92,10 @@ class TransportStats:
     def by_kind(self) -> Counter[str]:
         """Number of commands run per :data:`CommandKind`."""
         return Counter(r.kind for r in self.records)
+
+    def longest_command(self) -> int:
+        """Bytes of the longest shell text sent so far (0 before the first command)."""
+        return max((r.command_bytes for r in self.records), default=0)
 
 
 class Transport(ABC):
@@ -127,17 +138,24 @@ class Transport(ABC):
         :raises RemoteCommandError: the command failed and ``check`` is true
         :raises TransportError: the command could not be run at all, or (without ``retry``)
             the connection dropped while it ran
+        :raises ValueError: ``command`` is longer than :data:`MAX_COMMAND_BYTES` (a list that
+            should have gone on stdin)
         """
+        text = f"umask {PRIVATE_UMASK:03o}; {command}"
+        size = len(text.encode())
+        if size > MAX_COMMAND_BYTES:
+            raise ValueError(f"refusing to send a {kind} command of {size} bytes to {self.where} (at most "
+                             f"{MAX_COMMAND_BYTES}): lists must go on stdin; this is a bug in wfl_async")
         sent = len(stdin or b"")
         self.stats.commands_run += 1
         self.stats.bytes_sent += sent
         started = time.monotonic()
-        result = await self._run(f"umask {PRIVATE_UMASK:03o}; {command}", stdin, on_line, retry)
+        result = await self._run(text, stdin, on_line, retry)
         result.args = command
         received = len(result.stdout) + len(result.stderr)
         self.stats.bytes_received += received
         self.stats.records.append(CommandRecord(kind, started, time.monotonic() - started,
-                                                result.returncode, sent, received))
+                                                result.returncode, sent, received, size))
         if check and result.returncode != 0:
             raise RemoteCommandError(command, result.returncode, result.stdout, result.stderr, self.where)
         return result
@@ -165,19 +183,25 @@ class Transport(ABC):
         return await self.run(command, stdin=data, on_line=on_line, kind=kind, retry=retry)
 
     async def download(self, remote_root: str, relpaths: Sequence[str], local_root: Path) -> None:
-        """Copy ``remote_root/relpath`` to ``local_root/relpath`` in one stream; missing ones are skipped.
+        """Copy ``remote_root/relpath`` to ``local_root/relpath``; missing ones are skipped.
 
+        The names go on stdin (any number of them), at most :data:`FETCH_PATHS` per command.
         Each file appears under its name complete or not at all (temporary directory, then rename).
         """
+        for start in range(0, len(relpaths), FETCH_PATHS):
+            await self._download_some(remote_root, relpaths[start:start + FETCH_PATHS], local_root)
+
+    async def _download_some(self, remote_root: str, relpaths: Sequence[str], local_root: Path) -> None:
         if not relpaths:
             return
-        names = " ".join(shlex.quote(p) for p in relpaths)
-        # GNU tar: --ignore-failed-read turns a missing file into a warning (exit 0), so one
+        # GNU tar: names NUL-separated on stdin, taken verbatim (a name starting with '-' is a
+        # name); --ignore-failed-read turns a missing file into a warning (exit 0), so one
         # absent output file does not lose every other job's result in the same stream.
         # Reading files is safe to repeat after a dropped connection.
+        names = b"".join(p.encode() + b"\0" for p in relpaths)
         result = await self.run(
-            f"cd {shlex.quote(remote_root)} && tar --ignore-failed-read -cf - -- {names} 2>/dev/null; true",
-            kind="fetch", retry=True)
+            f"cd {shlex.quote(remote_root)} && tar --ignore-failed-read --null --verbatim-files-from -T - "
+            f"-cf - 2>/dev/null; true", stdin=names, kind="fetch", retry=True)
         await anyio.to_thread.run_sync(_unpack, result.stdout, local_root)
 
     async def aclose(self) -> None:  # noqa: B027 - a no-op is right for transports without connections
