@@ -82,23 +82,25 @@ class Progress:
     """
 
     def __init__(self, label: str, system: System | None, counts: CallCounts, enabled: bool,
-                 running: Callable[[], int] | None = None, workers: Callable[[], int] | None = None) -> None:
+                 running: Callable[[], int] | None = None, workers: Callable[[], int] | None = None,
+                 arrays: Callable[[], int] | None = None) -> None:
         self.label = label
         self.system = system
         self.counts = counts
         self.enabled = enabled
         self._running = running or (lambda: 0)
         self._workers = workers
+        self._arrays = arrays or (lambda: 0)
         self._queued = counts.total_chunks
         self._task: TaskID | None = None
 
     @classmethod
     def for_call(cls, job_name: str, system: System | None, *, total_chunks: int, total_items: int,
                  enabled: bool | None = None, running: Callable[[], int] | None = None,
-                 workers: Callable[[], int] | None = None) -> Progress:
+                 workers: Callable[[], int] | None = None, arrays: Callable[[], int] | None = None) -> Progress:
         label = f"{system.name}: {job_name}" if system is not None else job_name
         return cls(label, system, CallCounts(total_chunks, total_items),
-                   progress_enabled() if enabled is None else enabled, running, workers)
+                   progress_enabled() if enabled is None else enabled, running, workers, arrays)
 
     def chunk_done(self, items: int, *, failed: bool = False) -> None:
         if failed:
@@ -125,8 +127,10 @@ class Progress:
         c = self.counts
         eta = c.eta()
         workers = f" | workers {self._workers()}" if self._workers is not None else ""
+        arrays = self._arrays()
+        in_arrays = f" (in {arrays} job array{'s' if arrays != 1 else ''})" if arrays else ""
         return (f"queued {self.queued()} running {self.running()} done {c.done_chunks} failed {c.failed_chunks}"
-                f"{workers} | configs {c.done_items}/{c.total_items} | {c.rate():.1f}/s | "
+                f"{in_arrays}{workers} | configs {c.done_items}/{c.total_items} | {c.rate():.1f}/s | "
                 f"ETA {'?' if eta is None else f'{eta:.0f}s'}")
 
     def final_line(self) -> str:

@@ -137,3 +137,10 @@ def counted_label(*args, **kwargs):
     from wfl_async.autoparallelize import autoparallelize
 
     return autoparallelize(_counted_label, *args, **kwargs)
+
+
+def _label_slow_if_marked(atoms_list):
+    """Label configurations; a chunk holding one with ``info["slow"]`` first sleeps ``$WFL_TEST_SLEEP`` s."""
+    if any(a.info.get("slow") for a in atoms_list):
+        time.sleep(float(os.environ.get("WFL_TEST_SLEEP", "0")))
+    return _labelled(atoms_list)

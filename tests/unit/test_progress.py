@@ -32,6 +32,13 @@ def test_a_packed_call_shows_its_workers_alive() -> None:
     assert "workers" not in Progress("x", None, CallCounts(1, 1), enabled=False).summary()
 
 
+def test_summary_says_how_many_job_arrays_the_jobs_are_tasks_of() -> None:
+    counts = CallCounts(total_chunks=10, total_items=10)
+    assert "(in" not in Progress("c: x", None, counts, enabled=False).summary()
+    assert "queued 10 running 0 done 0 failed 0 (in 2 job arrays) |" in Progress(
+        "c: x", None, counts, enabled=False, arrays=lambda: 2).summary()
+
+
 def test_counts_never_go_backwards() -> None:
     """queued only shrinks and running never exceeds the unfinished jobs, whatever the source says."""
     running = [0]

@@ -22,6 +22,7 @@ from ..config import ProjectConfig, load_config
 from ..errors import WflAsyncError
 from ..jobs.database import JobRecord, JobsDatabase
 from ..jobs.states import FINISHED, UNFINISHED, JobStatus
+from ..scheduler import get_scheduler
 from ..session import DB_NAME
 
 __all__ = ["FINISHED", "UNFINISHED", "JobFilter", "Project", "job_filters", "run_async"]
@@ -152,6 +153,13 @@ class Project:
 
     def has_db(self) -> bool:
         return self.db_path.is_file()
+
+    def array_of(self, record: JobRecord) -> str | None:
+        """The id of the job array ``record``'s job is a task of (None: submitted alone, or unknown system)."""
+        config = self.config.systems.get(record.system)
+        if config is None or not record.remote_id or config.scheduler == "local":
+            return None
+        return get_scheduler(config.scheduler).array_parent_id(record.remote_id)
 
     def no_db_message(self) -> str:
         where = ", ".join(map(str, self.config.config_files)) or "no config.json found"

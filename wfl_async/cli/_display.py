@@ -6,7 +6,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -97,15 +97,24 @@ def record_dict(record: JobRecord) -> dict[str, Any]:
     return {**record.__dict__, "status": record.status.value}
 
 
-def status_table(records: Sequence[JobRecord]) -> Table:
-    table = _table("SYSTEM", *(name.upper() for name, _ in _SUMMARY), "TOTAL")
+def status_table(records: Sequence[JobRecord], array_of: Callable[[JobRecord], str | None] | None = None) -> Table:
+    """Jobs per system and state; with ``array_of`` (a job's array id, None for a job submitted
+    alone), also how many job arrays the queued and running jobs belong to."""
+    columns = ["SYSTEM", *(name.upper() for name, _ in _SUMMARY), "TOTAL"]
+    table = _table(*columns, *(["ARRAYS"] if array_of is not None else []))
     by_system: dict[str, Counter[JobStatus]] = {}
+    arrays: dict[str, set[str]] = {"all": set()}
     for r in records:
         by_system.setdefault(r.system, Counter())[r.status] += 1
+        parent = array_of(r) if array_of is not None and r.status in (JobStatus.SUBMITTED, JobStatus.STARTED) else None
+        if parent is not None:
+            arrays.setdefault(r.system, set()).add(parent)
+            arrays["all"].add(f"{r.system}:{parent}")
     totals: Counter[JobStatus] = Counter(r.status for r in records)
     for name, counts in [*sorted(by_system.items()), ("all", totals)]:
+        extra = [str(len(arrays.get(name, ())))] if array_of is not None else []
         table.add_row(name, *(str(sum(counts[s] for s in group)) for _, group in _SUMMARY),
-                      str(sum(counts.values())), style="bold" if name == "all" else None)
+                      str(sum(counts.values())), *extra, style="bold" if name == "all" else None)
     table.caption = f"{datetime.now():%H:%M:%S}"
     return table
 

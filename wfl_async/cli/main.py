@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 from rich.live import Live
+from rich.table import Table
 
 from ..jobs.database import JobRecord, JobsDatabase, JobStatus
 from ..session import Session, session_scope
@@ -132,27 +133,32 @@ def ls(filters: JobFilter, long_: bool, as_json: bool) -> None:
 @click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
               help="With --watch, stop after N refreshes.")
 def status(filters: JobFilter, watch: float | None, count: int | None) -> None:
-    """Jobs per system and state, from the database (read-only)."""
+    """Jobs per system and state, from the database (read-only); ARRAYS: the job arrays that
+    queued and running jobs are tasks of."""
     project = Project.load()
+
+    def table() -> Table:
+        return status_table(run_async(_read, project, filters), project.array_of)
+
     if watch is None:
         if _require_db(project):
-            console().print(status_table(run_async(_read, project, filters)))
+            console().print(table())
         return
     out = console()
     shown = 0
     try:
         if out.is_terminal:
-            with Live(status_table(run_async(_read, project, filters)), console=out, auto_refresh=False) as live:
+            with Live(table(), console=out, auto_refresh=False) as live:
                 shown = 1
                 while count is None or shown < count:
                     time.sleep(watch)
-                    live.update(status_table(run_async(_read, project, filters)), refresh=True)
+                    live.update(table(), refresh=True)
                     shown += 1
         else:
             while count is None or shown < count:
                 if shown:
                     time.sleep(watch)
-                out.print(status_table(run_async(_read, project, filters)))
+                out.print(table())
                 shown += 1
     except KeyboardInterrupt:
         pass

@@ -41,6 +41,8 @@ ARRAY_FOUND = "@@wfl_async_array_found@@"
 """Starts a line of the find command's output naming one task of an array: ``<array id> <index> <dir>``."""
 ARRAYS_DIR = "_wfl_async_arrays"
 """Directory under the remote root holding each array submission's dispatcher script and task list."""
+ARRAY_TASK_OUTPUT = "job.array_task"
+"""Base name of an array task's stdout/stderr files in its job directory."""
 ARRAY_TASKS_FILE = "tasks"
 """In an array's directory: the job directory of each task, one a line, in task order."""
 DEFAULT_MAX_ARRAY_SIZE = 1000
@@ -236,11 +238,11 @@ class Scheduler(ABC):
     def render_array_script(self, spec: JobScriptSpec, array_dir: str) -> str:
         """The script of an array submission: each task runs the job script of its own job directory.
 
-        ``spec`` gives the header (every task of an array has the same); task *i* finds its job
-        directory on line *i* of ``array_dir``'s task list, and runs the job script there, as a
-        job submitted alone would, its output in the job directory.
+        ``spec`` gives the header (every task of an array has the same, with the array's name);
+        task *i* finds its job directory on line *i* of ``array_dir``'s task list, and runs the job
+        script there, as a job submitted alone would, its output in ``ARRAY_TASK_OUTPUT.stdout``
+        and ``.stderr`` there.
         """
-        stdout, stderr = (shlex.quote(f"job.{spec.job_id}.{kind}") for kind in ("stdout", "stderr"))
         tasks = shlex.quote(f"{array_dir}/{ARRAY_TASKS_FILE}")
         body = [
             f"wfl_async_task={self.array_index_variable}",
@@ -248,7 +250,8 @@ class Scheduler(ABC):
             'if [ -z "$wfl_async_dir" ] || ! cd "$wfl_async_dir"; then',
             f'    echo "wfl_async: array task $wfl_async_task has no job directory in {tasks}" >&2; exit 1',
             "fi",
-            f"exec {spec.script_exec} ./{shlex.quote(self.script_name)} > {stdout} 2> {stderr}",
+            f"exec {spec.script_exec} ./{shlex.quote(self.script_name)} > {ARRAY_TASK_OUTPUT}.stdout "
+            f"2> {ARRAY_TASK_OUTPUT}.stderr",
         ]
         return "#!" + spec.script_exec + "\n" + "\n".join(self.render_header(spec)) + "\n\n" + "\n".join(body) + "\n"
 
@@ -272,7 +275,7 @@ class Scheduler(ABC):
             f"mkdir -p {a} && printf '%s' {shlex.quote(script)} > {a}/{shlex.quote(self.script_name)} && "
             f": > {tasks}.new && : > {index}.new || exit 1; "
             f"{_for_each_dir(job_dirs, indices)} "
-            f"if {_TAKE_LOCK}; then printf '%s\n' \"$d\" >> {tasks}.new; printf '%s\n' \"$i\" >> {index}.new; "
+            f"if {_TAKE_LOCK}; then printf '%s\\n' \"$d\" >> {tasks}.new; printf '%s\\n' \"$i\" >> {index}.new; "
             f"else {_EARLIER_ANSWER} fi; done; "
             f"if [ -s {tasks}.new ]; then mv -f {tasks}.new {tasks} && mv -f {index}.new {index} || exit 1; "
             f"n=$(wc -l < {tasks}); "

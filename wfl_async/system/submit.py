@@ -5,13 +5,16 @@ stale (each only once, however often the command is repeated after a dropped con
 batch submit command (:meth:`~wfl_async.scheduler.base.Scheduler.submit_command`).
 
 Jobs asking for arrays (``submit="array"`` for the call, or the system's ``"submit": "array"``)
-are grouped by identical job script header (same resources, name and directives): each group
-of two or more, at most ``max_array_size`` at a time, is one array submission
-(:meth:`~wfl_async.scheduler.base.Scheduler.array_submit_command`); the rest go through the loop.
+are grouped by job script header (same resources and directives; the job's name left out, as
+each chunk has its own): each group of two or more, at most ``max_array_size`` at a time, is one
+array submission (:meth:`~wfl_async.scheduler.base.Scheduler.array_submit_command`); the rest go
+through the loop, in the same command.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import random
 import shlex
 import uuid
@@ -23,7 +26,7 @@ from ..jobs import layout
 from ..scheduler.base import ARRAYS_DIR, DEFAULT_MAX_ARRAY_SIZE, ErrorKind, JobScriptSpec, Scheduler
 from .requests import SubmitRequest
 
-__all__ = ["BatchCommand", "array_groups", "batch_command", "retry_delay", "scheduler_prefix"]
+__all__ = ["BatchCommand", "array_groups", "array_name", "batch_command", "retry_delay", "scheduler_prefix"]
 
 TRANSIENT_BACKOFF = (0.5, 60.0)
 """First and longest pause (s) before retrying a submission the scheduler could not answer."""
@@ -42,6 +45,8 @@ class BatchCommand:
     then: str
     fresh: list[str]
     """Job directories (relative to the root) emptied before the files land: once, even if repeated."""
+    submissions: int = 0
+    """Scheduler submissions the command makes at most: one per job of the loop, one per array."""
 
 
 def scheduler_prefix(config: SystemConfig) -> str:
@@ -74,28 +79,40 @@ def batch_command(scheduler: Scheduler, config: SystemConfig, root: str,
     commands = [scheduler.submit_command([specs[i].job_dir for i in looped], looped)] if looped else []
     for number, group in enumerate(groups):
         array_dir = f"{root}/{ARRAYS_DIR}/{token}-{number}"
-        script = scheduler.render_array_script(specs[group[0]], array_dir)
+        script = scheduler.render_array_script(
+            dataclasses.replace(specs[group[0]], job_id=array_name([batch[i].job_name for i in group])), array_dir)
         commands.append(scheduler.array_submit_command(array_dir, script, [specs[i].job_dir for i in group], group))
     submit = "; ".join(commands)
     return BatchCommand(scripts, uploads, release_locks_command(released),
                         f"{{ {scheduler_prefix(config)}{{ {submit}; }}; }}",
-                        fresh=[item.job_dir for item in batch if item.reset])
+                        fresh=[item.job_dir for item in batch if item.reset], submissions=len(looped) + len(groups))
 
 
 def array_groups(scheduler: Scheduler, config: SystemConfig, batch: Sequence[SubmitRequest],
                  specs: Sequence[JobScriptSpec]) -> list[list[int]]:
-    """Indices of ``batch`` to submit together as arrays: jobs asking for arrays with the same
-    header, in batch order, at most ``max_array_size`` each; groups of one are left to the loop."""
+    """Indices of ``batch`` to submit together as arrays: jobs asking for arrays whose headers are
+    the same but for the job's name (each chunk of a call has its own), in batch order, at most
+    ``max_array_size`` each; groups of one are left to the loop."""
     if not scheduler.supports_arrays:
         return []
     size = config.max_array_size or DEFAULT_MAX_ARRAY_SIZE
     by_header: dict[tuple[str, ...], list[int]] = {}
     for index, item in enumerate(batch):
         if (item.submit or config.submit) == "array":
-            by_header.setdefault(tuple(scheduler.render_header(specs[index])), []).append(index)
+            header = scheduler.render_header(dataclasses.replace(specs[index], job_id=_ANY_NAME))
+            by_header.setdefault(tuple(header), []).append(index)
     groups = [indices[start:start + size] for indices in by_header.values()
               for start in range(0, len(indices), size)]
     return [group for group in groups if len(group) > 1]
+
+
+_ANY_NAME = "wfl_async_array"
+"""The job name headers are compared with: tasks of one array share the array's name."""
+
+
+def array_name(job_names: Sequence[str]) -> str:
+    """The name of an array in the queue: what its tasks' names share (``relax`` of ``relax_chunk_0``, ...)."""
+    return os.path.commonprefix(list(job_names)).rstrip("_-0123456789") or job_names[0]
 
 
 def release_locks_command(job_dirs: Sequence[str]) -> str:

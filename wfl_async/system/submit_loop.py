@@ -149,6 +149,7 @@ class SubmitLoop:
             return
         system.stats["submit_commands"] += 1
         await system.scheduler_call()
+        system.stats["scheduler_submissions"] += command.submissions  # sbatch/qsub runs: 1 per job or per array
         results: dict[int, SubmitResult] = {}
         reader = SubmitOutputReader(system.scheduler)
 

@@ -85,7 +85,8 @@ class System:
         self.batch_window = batch_window
         self.max_batch_wait = max_batch_wait
         self.stats = {"submit_commands": 0, "poll_commands": 0, "fetch_commands": 0, "scheduler_calls": 0,
-                      "submit_retries": 0, "marker_scans": 0, "queue_listings": 0}
+                      "submit_retries": 0, "marker_scans": 0, "queue_listings": 0,
+                      "scheduler_submissions": 0}
         self.window = QueueWindow(config.max_queued_jobs)
         """Room for ``max_queued_jobs`` of this driver's jobs in the queue (:mod:`.window`)."""
         self._limiter = scheduler_limiter(config.scheduler_rate, config.scheduler_burst)
@@ -118,6 +119,12 @@ class System:
     def running_count(self) -> int:
         """Watched jobs whose worker has started."""
         return sum(1 for w in self._poller.watches.values() if w.started)
+
+    def array_count(self, job_dirs: Collection[str]) -> int:
+        """How many job arrays the watched jobs of ``job_dirs`` are tasks of (for a call's progress line)."""
+        watches = self._poller.watches
+        return len({parent for d in job_dirs if (w := watches.get(d)) is not None and w.remote_id
+                    and (parent := self.scheduler.array_parent_id(w.remote_id)) is not None})
 
     def started_count(self, job_dirs: Collection[str]) -> int:
         """How many of ``job_dirs`` are watched and started (one call's running jobs, for its progress line)."""
