@@ -150,3 +150,10 @@ def test_our_errors_are_expyres_once_expyre_is_imported() -> None:
     with pytest.raises(expyre_func.ExPyReTimeoutError):
         raise JobTimeoutError("late")
     assert issubclass(JobTimeoutError, TimeoutError)
+
+
+def test_round_sig_figs_gives_wfls_shortest_text() -> None:
+    from wfl_async.utils.round_sig_figs import round_sig_figs
+
+    assert [round_sig_figs(v, n) for v, n in ((1234.5, 2), (0.0123456, 3), (4.5, 2), (-2.0, 3))] == [
+        "1200", "0.0123", "4.5", "-2"]
