@@ -14,7 +14,7 @@ from pathlib import Path
 
 from wfl_async.jobs import layout
 
-__all__ = ["FLAVOURS", "Flavour", "faulty_system", "submitted"]
+__all__ = ["FLAVOURS", "Flavour", "faulty_system", "status_calls", "submitted"]
 
 
 @dataclass(frozen=True)
