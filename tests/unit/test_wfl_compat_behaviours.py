@@ -129,13 +129,6 @@ def test_keys_are_regular_expressions_anchored_at_the_end() -> None:
     assert resolve_remote_info(None, None, stack=["/home/me/workflow.py::step_2x", stack[1]], environ=env) is None
 
 
-@pytest.mark.parametrize("variable", ["WFL_MPIPOOL", "WFL_TORCH_N_GPUS"])
-def test_unsupported_pool_variables_are_refused_by_name(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(variable, "2")
-    with pytest.raises(ConfigurationError, match=f"{variable}='2' is set: .* not implemented in wfl_async"):
-        calculate(ConfigSet(_cells(2)), OutputSpec(), (EMT, [], {}))
-
-
 def test_wfl_configset_and_outputspec_work_with_our_operations_and_ours_with_wfls(tmp_path: Path) -> None:
     wfl_configset = pytest.importorskip("wfl.configset", reason="the compare extra (wfl 0.3.5) is not installed")
     from wfl.calculators.generic import calculate as wfl_calculate
@@ -157,3 +150,10 @@ def test_our_errors_are_expyres_once_expyre_is_imported() -> None:
     with pytest.raises(expyre_func.ExPyReTimeoutError):
         raise JobTimeoutError("late")
     assert issubclass(JobTimeoutError, TimeoutError)
+
+
+def test_round_sig_figs_gives_wfls_shortest_text() -> None:
+    from wfl_async.utils.round_sig_figs import round_sig_figs
+
+    assert [round_sig_figs(v, n) for v, n in ((1234.5, 2), (0.0123456, 3), (4.5, 2), (-2.0, 3))] == [
+        "1200", "0.0123", "4.5", "-2"]

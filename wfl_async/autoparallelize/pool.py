@@ -22,7 +22,7 @@ from typing import Any
 from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
 from .chunk import ChunkResult
-from .pool_env import check_pool_environment
+from .pool_env import check_pool_environment, pool_start
 from .utils import ItemInput, items_inputs_generator, set_autopara_per_item_info
 
 __all__ = ["OrderedStorer", "do_in_pool", "iter_pool_chunks", "num_python_subprocesses_from_env"]
@@ -111,13 +111,11 @@ def iter_pool_chunks(num_python_subprocesses: int | None, num_inputs_per_python_
 
     sys.stderr.write(f"Running {_op_name(op)} with num_python_subprocesses={num_python_subprocesses}, "
                      f"num_inputs_per_python_subprocess={num_inputs_per_python_subprocess}\n")
-    init_kwargs: dict[str, Any] = {}
-    if initializer[0] is not None:
-        init_kwargs = {"initializer": initializer[0], "initargs": tuple(initializer[1])}
+    context, init_kwargs = pool_start(initializer)  # WFL_TORCH_N_GPUS: one device per subprocess
     # the call travels as cloudpickle bytes, as to a queued job: an operation defined in the user's
     # script (or, inside a job, one that came by value from the driver's __main__) works here too
     call = _CloudCall(dumps_call(op, run))
-    with multiprocessing.get_context().Pool(num_python_subprocesses, **init_kwargs) as pool:
+    with context.Pool(num_python_subprocesses, **init_kwargs) as pool:
         results = pool.imap_unordered(call, groups)
         while True:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import time
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..errors import TransportError
+from ..system.submit import retry_delay
 from .problems import Problem, rundir_problem
 from .versions import PROBE_SCRIPT, compare_versions, local_versions, parse_probe
 
@@ -18,12 +20,28 @@ if TYPE_CHECKING:
 
 __all__ = ["SystemReport", "check_system", "inspect_system"]
 
+log = logging.getLogger(__name__)
+
 _SECTION = "@@wfl_async_doctor"
+
+STATUS_TRIES = 4
+"""How often the scheduler's commands are asked when they answer with a transient complaint
+(a busy controller's "Socket timed out"): after that, a warning, not an error, since the
+submit and poll loops retry such complaints themselves."""
 
 
 def _section(name: str, body: str) -> str:
     """Shell text running ``body`` in a subshell, its output then ``@@wfl_async_doctor NAME RC``."""
     return f"( {body}\n) 2>&1; printf '\\n%s %s %s\\n' {_SECTION} {name} $?"
+
+
+def _scheduler_check(system: System) -> str:
+    """Shell text: the submit and cancel programs exist, and the status command answers."""
+    programs = {system.scheduler.submit_program.split()[0], system.scheduler.cancel_program.split()[0]}
+    return system.scheduler_prefix() + " && ".join(
+        [*(f"command -v {shlex.quote(p)} >/dev/null || {{ echo \"{p}: command not found\"; exit 127; }}"
+           for p in sorted(programs) if system.config.scheduler != "local"),
+         f"{{ {system.scheduler.status_command()} ; }} >/dev/null"])
 
 
 def build_command(system: System) -> str:
@@ -32,13 +50,9 @@ def build_command(system: System) -> str:
     target = system.rundir_shell()
     rundir = (f"mkdir -p -- {target} && cd -- {target} && probe=$(mktemp ./.wfl_async_doctor.XXXXXX) && "
               f"rm -f -- \"$probe\" && pwd -P")
-    programs = {system.scheduler.submit_program.split()[0], system.scheduler.cancel_program.split()[0]}
-    scheduler = system.scheduler_prefix() + " && ".join(
-        [*(f"command -v {shlex.quote(p)} >/dev/null || {{ echo \"{p}: command not found\"; exit 127; }}"
-           for p in sorted(programs) if config.scheduler != "local"),
-         f"{{ {system.scheduler.status_command()} ; }} >/dev/null"])
     python = "\n".join([*config.commands, f"{shlex.quote(config.python)} -c {shlex.quote(PROBE_SCRIPT)}"])
-    return "\n".join([_section("rundir", rundir), _section("scheduler", scheduler), _section("python", python)])
+    return "\n".join([_section("rundir", rundir), _section("scheduler", _scheduler_check(system)),
+                      _section("python", python)])
 
 
 def _split_sections(text: str) -> dict[str, tuple[int, str]]:
@@ -138,14 +152,9 @@ async def _inspect(system: System) -> SystemReport:
     if rc != 0:
         problems.append(rundir_problem(system.name, system.rundir_path(), _tail(text)))
     rc, text = sections.get("scheduler", (255, ""))
+    rc, text, tries = await _retry_transient(system, rc, text)
     if rc != 0:
-        prefix = "\"pre_submit_cmds\" (e.g. a 'module load' or PATH line)"
-        problems.append(Problem(
-            system.name, "error", "scheduler",
-            f"the {config.scheduler} commands do not answer on {system.transport.where} (exit status {rc}: "
-            f"{_tail(text)})",
-            f"make them available to a non-interactive shell there: add the lines that set them up to {prefix} "
-            f"of system {system.name!r} in config.json"))
+        problems.append(_scheduler_problem(system, rc, text, tries))
     rc, text = sections.get("python", (255, ""))
     activate = (f"add the lines that activate that environment (e.g. 'source ~/venv/bin/activate' or "
                 f"'module load ...') to \"commands\" of system {system.name!r} in config.json")
@@ -159,3 +168,40 @@ async def _inspect(system: System) -> SystemReport:
     else:
         problems.extend(compare_versions(system.name, remote, local_versions(), where, activate))
     return SystemReport(system.name, problems, remote)
+
+
+async def _retry_transient(system: System, rc: int, text: str) -> tuple[int, str, int]:
+    """Ask the scheduler again while it answers with a transient complaint; its last answer and the tries."""
+    tries = 1
+    while rc != 0 and tries < STATUS_TRIES and system.scheduler.classify_error(text) == "transient":
+        log.info("system %r: the %s commands could not answer now (%s); asking again", system.name,
+                 system.config.scheduler, _tail(text))
+        await anyio.sleep(retry_delay("transient", tries))
+        tries += 1
+        try:
+            result = await system.transport.run(_section("scheduler", _scheduler_check(system)), check=False,
+                                                kind="probe")
+        except TransportError as exc:  # a dropped connection now is as transient as the scheduler's complaint
+            rc, text = 255, str(exc)
+            continue
+        rc, text = _split_sections(result.stdout.decode(errors="replace")).get("scheduler", (255, ""))
+    return rc, text, tries
+
+
+def _scheduler_problem(system: System, rc: int, text: str, tries: int) -> Problem:
+    """A scheduler that keeps saying "not now" is a warning (the loops retry it); any other failure an error."""
+    config = system.config
+    where = system.transport.where
+    if system.scheduler.classify_error(text) == "transient":
+        return Problem(
+            system.name, "warning", "scheduler",
+            f"the {config.scheduler} status command on {where} answered {tries} times only with a transient "
+            f"complaint ({_tail(text)})",
+            "nothing to do if it passes: jobs are submitted and their status is asked again with backoff; "
+            "if it lasts, ask the cluster's administrators whether the scheduler's controller is overloaded")
+    prefix = "\"pre_submit_cmds\" (e.g. a 'module load' or PATH line)"
+    return Problem(
+        system.name, "error", "scheduler",
+        f"the {config.scheduler} commands do not answer on {where} (exit status {rc}: {_tail(text)})",
+        f"make them available to a non-interactive shell there: add the lines that set them up to {prefix} "
+        f"of system {system.name!r} in config.json")

@@ -11,6 +11,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from .round_sig_figs import round_sig_figs
+
 __all__ = ["replace_eval_in_strs"]
 
 _PREFIX = "_EVAL_ "
@@ -27,7 +29,7 @@ def replace_eval_in_strs(obj: Any, replacements: Mapping[str, Any], n_float_sig_
             return obj
         value = eval(obj[len(_PREFIX):].format(**replacements))  # noqa: S307 (the documented purpose)
         if n_float_sig_figs is not None and isinstance(value, float):
-            value = float(f"{value:.{n_float_sig_figs}g}")
+            value = float(round_sig_figs(value, n_float_sig_figs))
         return value
     if isinstance(obj, list):
         return [replace_eval_in_strs(item, replacements, n_float_sig_figs) for item in obj]

@@ -12,8 +12,8 @@ first stage: of the energies less the isolated-atom ``e0``), as in wfl. ``params
 The whole fit is one queued job when ``WFL_GAP_MULTISTAGE_FIT_REMOTEINFO`` (or ``remote_info=``,
 or ``WFL_EXPYRE_INFO``) selects it; then ``run_dir`` comes back from the job. Otherwise it runs
 here, and each stage's simple fit is its own queued job if ``WFL_GAP_SIMPLE_FIT_REMOTEINFO``
-selects it. wfl's descriptor heuristics (``prep_params`` with universal SOAP length scales)
-are not ported: give each stage's descriptors explicitly.
+selects it. :func:`prep_params` fills in each stage's descriptors from templates and the
+species' length scales (universal SOAP hyperparameters included), as wfl's does.
 """
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ from ase.atoms import Atoms
 from ...autoparallelize.expyre_info import caller_stack_labels
 from ...autoparallelize.remoteinfo import RemoteInfo
 from ...configset import ConfigSet
+from ...descriptor_heuristics import descriptor_2brn_uniform_file, descriptors_from_length_scales
 from ...errors import ConfigurationError
 from ...utils.misc import yaml_safe
 from ...utils.quip_cli_strings import dict_to_quip_str
 from .._queued import IGNORE, FitJob, fit_remote_info, run_fit_jobs, unpack_outputs
 from .simple import readable_potential, run_gap_fit
 
-__all__ = ["ENV_VAR", "GAP_xml_modify_label", "fit"]
+__all__ = ["ENV_VAR", "GAP_xml_modify_label", "fit", "max_cutoff", "prep_params"]
 
 ENV_VAR = "WFL_GAP_MULTISTAGE_FIT_REMOTEINFO"
 
@@ -50,6 +51,60 @@ GAP_fit_properties = ["energy", "forces", "virial", "hessian", "stress"]
 _SIGMAS = ["energy_sigma", "force_sigma", "virial_sigma", "hessian_sigma"]
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def prep_params(Zs: Iterable[int], length_scales: Mapping[int, Mapping[str, Any]],  # noqa: N803 (wfl's names)
+                GAP_template: Mapping[str, Any] | str | Path, spacing: float = 1.5, no_extra_inner: bool = False,
+                no_extra_outer: bool = False, sharpness: float = 1.0) -> dict[str, Any]:
+    """The multistage ``params`` with every stage's descriptors made for the species ``Zs`` (wfl's ``prep_params``).
+
+    :param Zs: atomic numbers of the system
+    :param length_scales: ``{Z: {"bond_len": [length, source], ...}}`` per species
+    :param GAP_template: the params (or a YAML file of them) whose stages' descriptors are
+        templates (see :mod:`wfl_async.descriptor_heuristics`); not changed
+    :param spacing, no_extra_inner, no_extra_outer, sharpness: universalSOAP's ``SOAP_hypers``
+        arguments, used by ``add_species='manual_universal_SOAP'`` templates
+    :raises ConfigurationError: a universal SOAP template without the universalSOAP package, or
+        a bad template (unknown ``add_species``, a species without a bond length)
+    """
+    if isinstance(GAP_template, Mapping):
+        params = deepcopy(dict(GAP_template))
+    else:
+        with open(GAP_template) as fin:
+            params = yaml.safe_load(fin)
+    _check_params(params)
+    species = sorted({int(z) for z in Zs})
+    hypers = None
+    if any(entry.get("add_species") == "manual_universal_SOAP" for stage in params["stages"]
+           for entry in stage["descriptors"]):
+        try:
+            from universalSOAP import SOAP_hypers
+        except ModuleNotFoundError:
+            raise ConfigurationError("a descriptor template has add_species='manual_universal_SOAP', which needs "
+                                     "the universalSOAP package: pip install universalSOAP") from None
+        try:
+            hypers = SOAP_hypers(species, length_scales, spacing, no_extra_inner, no_extra_outer, sharpness=sharpness)
+        except KeyError as exc:  # wfl swallows this and fails later without saying why
+            raise ConfigurationError(f"universal SOAP hyperparameters need {exc} in length_scales for every species "
+                                     f"(e.g. {{Z: {{'bond_len': [2.9, 'src'], 'min_bond_len': [2.4, 'src']}}}})"
+                                     ) from None
+    for i_stage, stage in enumerate(params["stages"]):
+        # each stage entry is {"descriptor": template, "fit": ..., "add_species": ...}: the species
+        # spread works on the whole entry, so its "descriptor" and "fit" are both filled in
+        entries, _ = descriptors_from_length_scales(stage["descriptors"], species, length_scales, SOAP_hypers=hypers)
+        descriptor_2brn_uniform_file(entries, ident=f"_stage_{i_stage}")
+        stage["descriptors"] = entries
+    return params
+
+
+def max_cutoff(params: Mapping[str, Any]) -> float:
+    """The largest descriptor cutoff (``cutoff``, or ``rcut_hard`` for turboSOAP) over every stage."""
+    cutoffs = [0.0]
+    for stage in params["stages"]:
+        for entry in stage["descriptors"]:
+            descriptor = entry["descriptor"]
+            cutoffs.append(float(descriptor["cutoff"] if "cutoff" in descriptor else descriptor["rcut_hard"]))
+    return max(cutoffs)
 
 
 def fit(fitting_configs: Iterable[Atoms] | ConfigSet, GAP_name: str, params: Mapping[str, Any],
