@@ -1,6 +1,9 @@
 """Live progress of long autoparallelized calls, one line per call, and a summary line when it ends.
 
-``<system>: <job name> [bar] queued Q running R done D failed F | configs N/M | rate | ETA``
+``<system>: <job name> [bar] waiting W queued Q running R done D failed F | configs N/M | rate | ETA``
+
+(*waiting*: jobs held back locally because the system's ``max_queued_jobs`` window is full;
+shown only while there are some.)
 
 Shown by default when stderr is a terminal; off when it is not, or with
 ``WFL_ASYNC_PROGRESS=0`` (``1`` forces it on). Every active call in the process shares one
@@ -76,24 +79,27 @@ class Progress:
     """Progress of one call; a context manager that shows its line and leaves a summary.
 
     :param running: how many of *this call's* jobs run now (default: none known)
+    :param waiting: how many of *this call's* jobs wait locally for room in the queue window
     """
 
     def __init__(self, label: str, system: System | None, counts: CallCounts, enabled: bool,
-                 running: Callable[[], int] | None = None) -> None:
+                 running: Callable[[], int] | None = None, waiting: Callable[[], int] | None = None) -> None:
         self.label = label
         self.system = system
         self.counts = counts
         self.enabled = enabled
         self._running = running or (lambda: 0)
+        self._waiting = waiting or (lambda: 0)
         self._queued = counts.total_chunks
         self._task: TaskID | None = None
 
     @classmethod
     def for_call(cls, job_name: str, system: System | None, *, total_chunks: int, total_items: int,
-                 enabled: bool | None = None, running: Callable[[], int] | None = None) -> Progress:
+                 enabled: bool | None = None, running: Callable[[], int] | None = None,
+                 waiting: Callable[[], int] | None = None) -> Progress:
         label = f"{system.name}: {job_name}" if system is not None else job_name
         return cls(label, system, CallCounts(total_chunks, total_items),
-                   progress_enabled() if enabled is None else enabled, running)
+                   progress_enabled() if enabled is None else enabled, running, waiting)
 
     def chunk_done(self, items: int, *, failed: bool = False) -> None:
         if failed:
@@ -110,16 +116,23 @@ class Progress:
         return max(0, min(self._running(), c.total_chunks - c.done_chunks - c.failed_chunks))
 
     def queued(self) -> int:
-        """This call's jobs neither running nor finished; only ever goes down."""
+        """This call's jobs neither running nor finished (waiting ones included); only ever goes down."""
         c = self.counts
         self._queued = max(0, min(self._queued, c.total_chunks - c.done_chunks - c.failed_chunks - self.running()))
         return self._queued
+
+    def waiting(self) -> int:
+        """Of :meth:`queued`, the jobs not sent yet: they wait for room in the system's queue window."""
+        return max(0, min(self._waiting(), self.queued()))
 
     def summary(self) -> str:
         """The line's text (also used by tests and the benchmark)."""
         c = self.counts
         eta = c.eta()
-        return (f"queued {self.queued()} running {self.running()} done {c.done_chunks} failed {c.failed_chunks} | "
+        waiting = self.waiting()
+        return ((f"waiting {waiting} " if waiting else "")
+                + f"queued {self.queued() - waiting} running {self.running()} done {c.done_chunks} "
+                  f"failed {c.failed_chunks} | "
                 f"configs {c.done_items}/{c.total_items} | {c.rate():.1f}/s | "
                 f"ETA {'?' if eta is None else f'{eta:.0f}s'}")
 
