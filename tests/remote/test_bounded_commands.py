@@ -41,7 +41,7 @@ _GONE_ID = {"slurm": "4000000000", "local": "1.1"}
 """A remote id no scheduler lists: the jobs of the re-attach test left the queue long ago."""
 
 
-async def held_jobs_in_flight(system_name: str, n: int, tag: str) -> dict[str, object]:
+async def held_jobs_in_flight(system_name: str, n: int, tag: str) -> dict[str, int]:
     """Submit ``n`` held jobs, wait until all are watched and listed, cancel them; return what it cost."""
     async with session_scope() as session:
         system = session.system(system_name)
