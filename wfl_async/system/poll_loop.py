@@ -184,8 +184,8 @@ class PollLoop:
     def _add(self, watch: Watch) -> None:
         if not watch.abandoned:
             self.watches[watch.job_dir] = watch
-            # a job this driver re-attached to is in the queue already: it counts, room or not
-            self.system.window.hold([watch.job_dir])
+            if watch.in_window:  # a job this driver re-attached to is in the queue already: it counts
+                self.system.window.hold([watch.job_dir])
             self._last_change = time.monotonic()
 
     def _take_new(self) -> None:
@@ -205,7 +205,9 @@ class PollLoop:
         """
         if self.watches.get(watch.job_dir) is watch:
             del self.watches[watch.job_dir]
-        if maybe_listed and watch.remote_id and self.system.window.limit is not None:
+        if not watch.in_window:
+            pass
+        elif maybe_listed and watch.remote_id and self.system.window.limit is not None:
             self._leaving[watch.job_dir] = watch.remote_id
         else:
             self.system.window.release([watch.job_dir])

@@ -94,6 +94,9 @@ class Watch:
     done: anyio.Event = field(default_factory=anyio.Event)
     abandoned: bool = False
     """Its waiter was cancelled: the poll loop forgets it."""
+    in_window: bool = True
+    """It is a queued job of its own, counted in the system's ``max_queued_jobs`` window. False for
+    work that is not a queued job itself (a chunk run by a packed worker job: the worker counts)."""
 
 
 @dataclass
