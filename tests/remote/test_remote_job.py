@@ -74,9 +74,9 @@ async def test_rerun_reattaches_and_submits_nothing(remote_system: str, fresh_ex
     assert first == [i * 7 for i in range(5)]
     async with runtime_scope() as rt:
         second = await _gather([c.prepare(rt).result for c in calls])
-        assert rt.system(remote_system).stats == {"submit_commands": 0, "poll_commands": 0,
-                                                   "fetch_commands": 0, "scheduler_calls": 0,
-                                                       "submit_retries": 0}
+        stats = rt.system(remote_system).stats
+        assert {"submit_commands", "poll_commands", "fetch_commands", "scheduler_calls"} <= set(stats)
+        assert not any(stats.values()), stats  # nothing was sent, asked or fetched
     assert second == first
 
 
