@@ -197,8 +197,9 @@ class PreparedJob:
         except TimeoutError:
             log.info("job %s: not finished after %s s (timeout); left as it is for a rerun", self.label, timeout)
             raise JobTimeoutError(
-                f"job {self.label} ({record.remote_id} on {record.system}) not finished after {timeout} s; it is "
-                f"still queued: rerun to re-attach, or raise timeout") from None
+                f"job {self.label} ({record.remote_id} on {record.system}) not seen to end within {timeout} s; it "
+                f"is left as it is (queued, running, or finished with its result not fetched yet): rerun to "
+                f"re-attach, or raise timeout") from None
         if outcome.marker is None:
             if resubmits_left > 0:
                 log.info("job %s: died (%s); resubmitting (resubmit_killed_jobs)", self.label, outcome.message)

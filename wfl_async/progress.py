@@ -1,8 +1,11 @@
 """Live progress of long autoparallelized calls, one line per call, and a summary line when it ends.
 
-``<system>: <job name> [bar] queued Q running R done D failed F [| workers W] | configs N/M | rate | ETA``
+``<system>: <job name> [bar] [waiting W] queued Q running R done D failed F [(in A job arrays)] [| workers W] | configs N/M | rate | ETA``
 
-(``workers W``: the worker jobs alive on the system, for a packed call; docs/packing.md.)
+(*waiting*: jobs held back locally because the system's ``max_queued_jobs`` window is full,
+shown only while there are some; *in A job arrays*: how many arrays the call's unfinished jobs
+are tasks of (docs/arrays.md); *workers*: the worker jobs alive on the system, for a packed
+call (docs/packing.md).)
 
 Shown by default when stderr is a terminal; off when it is not, or with
 ``WFL_ASYNC_PROGRESS=0`` (``1`` forces it on). Every active call in the process shares one
@@ -78,17 +81,20 @@ class Progress:
     """Progress of one call; a context manager that shows its line and leaves a summary.
 
     :param running: how many of *this call's* jobs run now (default: none known)
+    :param waiting: how many of *this call's* jobs wait locally for room in the queue window
     :param workers: how many worker jobs are alive on the system, for a packed call (docs/packing.md)
+    :param arrays: how many job arrays this call's unfinished jobs are tasks of (docs/arrays.md)
     """
 
     def __init__(self, label: str, system: System | None, counts: CallCounts, enabled: bool,
-                 running: Callable[[], int] | None = None, workers: Callable[[], int] | None = None,
-                 arrays: Callable[[], int] | None = None) -> None:
+                 running: Callable[[], int] | None = None, waiting: Callable[[], int] | None = None,
+                 workers: Callable[[], int] | None = None, arrays: Callable[[], int] | None = None) -> None:
         self.label = label
         self.system = system
         self.counts = counts
         self.enabled = enabled
         self._running = running or (lambda: 0)
+        self._waiting = waiting or (lambda: 0)
         self._workers = workers
         self._arrays = arrays or (lambda: 0)
         self._queued = counts.total_chunks
@@ -97,10 +103,11 @@ class Progress:
     @classmethod
     def for_call(cls, job_name: str, system: System | None, *, total_chunks: int, total_items: int,
                  enabled: bool | None = None, running: Callable[[], int] | None = None,
-                 workers: Callable[[], int] | None = None, arrays: Callable[[], int] | None = None) -> Progress:
+                 waiting: Callable[[], int] | None = None, workers: Callable[[], int] | None = None,
+                 arrays: Callable[[], int] | None = None) -> Progress:
         label = f"{system.name}: {job_name}" if system is not None else job_name
         return cls(label, system, CallCounts(total_chunks, total_items),
-                   progress_enabled() if enabled is None else enabled, running, workers, arrays)
+                   progress_enabled() if enabled is None else enabled, running, waiting, workers, arrays)
 
     def chunk_done(self, items: int, *, failed: bool = False) -> None:
         if failed:
@@ -117,20 +124,27 @@ class Progress:
         return max(0, min(self._running(), c.total_chunks - c.done_chunks - c.failed_chunks))
 
     def queued(self) -> int:
-        """This call's jobs neither running nor finished; only ever goes down."""
+        """This call's jobs neither running nor finished (waiting ones included); only ever goes down."""
         c = self.counts
         self._queued = max(0, min(self._queued, c.total_chunks - c.done_chunks - c.failed_chunks - self.running()))
         return self._queued
+
+    def waiting(self) -> int:
+        """Of :meth:`queued`, the jobs not sent yet: they wait for room in the system's queue window."""
+        return max(0, min(self._waiting(), self.queued()))
 
     def summary(self) -> str:
         """The line's text (also used by tests and the benchmark)."""
         c = self.counts
         eta = c.eta()
+        waiting = self.waiting()
         workers = f" | workers {self._workers()}" if self._workers is not None else ""
         arrays = self._arrays()
         in_arrays = f" (in {arrays} job array{'s' if arrays != 1 else ''})" if arrays else ""
-        return (f"queued {self.queued()} running {self.running()} done {c.done_chunks} failed {c.failed_chunks}"
-                f"{in_arrays}{workers} | configs {c.done_items}/{c.total_items} | {c.rate():.1f}/s | "
+        return ((f"waiting {waiting} " if waiting else "")
+                + f"queued {self.queued() - waiting} running {self.running()} done {c.done_chunks} "
+                  f"failed {c.failed_chunks}{in_arrays}{workers} | "
+                f"configs {c.done_items}/{c.total_items} | {c.rate():.1f}/s | "
                 f"ETA {'?' if eta is None else f'{eta:.0f}s'}")
 
     def final_line(self) -> str:

@@ -93,7 +93,15 @@ def _is_phase(phase: str, job_name: str, pid: int, argv: list[str]) -> bool:
         return argv[:1] == ["tar"] and any(".wfl_async_upload." in a for a in argv) and job_name in caller
     if phase == "submit":  # held by the test config's pre_submit_cmds, within the upload+submit command
         return argv == ["sleep", "1.5"] and job_name in caller and ".wfl_async_upload." in caller
-    return argv[:1] == ["tar"] and "--ignore-failed-read" in argv and any(job_name in a for a in argv)
+    # the fetch takes the file names on stdin: it is ours when it has one of our jobs' files open
+    return argv[:1] == ["tar"] and "--ignore-failed-read" in argv and any(job_name in f for f in _open_files(pid))
+
+
+def _open_files(pid: int) -> list[str]:
+    try:
+        return [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    except OSError:  # the process ended, or a descriptor closed while we looked
+        return []
 
 
 def _wait_and_kill_serving_sshd(phase: str, job_name: str, proc: subprocess.Popen[bytes],

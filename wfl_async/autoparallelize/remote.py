@@ -90,7 +90,8 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
         workers = coordinator_for(system).workers_alive if packed else None
         progress = Progress.for_call(remote_info.job_name, system, total_chunks=len(chunks),
                                      total_items=sum(len(c.items) for c in chunks),
-                                     running=lambda: system.started_count(job_dirs), workers=workers,
+                                     running=lambda: system.started_count(job_dirs),
+                                     waiting=lambda: system.waiting_count(job_dirs), workers=workers,
                                      arrays=lambda: system.array_count(job_dirs))
         send, receive = anyio.create_memory_object_stream[tuple[_Chunk, Any, BaseException | None]](math.inf)
         failure: BaseException | None = None

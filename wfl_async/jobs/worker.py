@@ -24,17 +24,20 @@ def _touch(path: str) -> None:
         pass
 
 
-def record_event(marker: str) -> None:
+def record_event(marker: str, job_dir: str = ".") -> None:
     """Append ``<marker word> <job dir name>`` to the run directory's event log, after the marker file.
 
-    One ``write`` of a short line to a file opened with O_APPEND: lines of concurrent jobs do not
+    ``job_dir`` is the job's directory (a child of the run directory, where the log lives). One
+    ``write`` of a short line to a file opened with O_APPEND: lines of concurrent jobs do not
     interleave on a local filesystem. Best effort: a line lost (a full disk, a filesystem whose
     appends are not atomic across hosts) only delays the driver until its marker scan.
     """
     word = {layout.STARTED: "started", layout.SUCCEEDED: "succeeded", layout.FAILED: "failed"}[marker]
-    line = f"{word} {os.path.basename(os.getcwd())}\n".encode()
+    path = os.path.abspath(job_dir)
+    line = f"{word} {os.path.basename(path)}\n".encode()
     try:
-        fd = os.open(os.path.join("..", layout.EVENTS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(os.path.join(os.path.dirname(path), layout.EVENTS), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                     0o600)
         try:
             os.write(fd, line)
         finally:

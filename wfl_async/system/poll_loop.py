@@ -87,6 +87,10 @@ class PollLoop:
         self._last_change = time.monotonic()
         self._listed_at = -math.inf
         self._durations: deque[float] = deque(maxlen=_DURATIONS)
+        self._leaving: dict[str, str] = {}
+        """Job dir -> remote id of finished jobs the queue may still list (their room in the window
+        is given back once a listing no longer has them active: a job past its marker may still be
+        running its last lines, and counts against the site's limit until it is gone)."""
 
     def watched_count(self) -> int:
         """Jobs handed to the loop and not yet seen to end."""
@@ -128,7 +132,8 @@ class PollLoop:
         now = time.monotonic() if now is None else now
         base = self.base_interval()
         quiet = now - self._last_change
-        if quiet <= BACKOFF_AFTER or any(w.missing_since is not None for w in self.watches.values()):
+        if (quiet <= BACKOFF_AFTER or self._leaving
+                or any(w.missing_since is not None for w in self.watches.values())):
             return base
         longest = max(base, self.system.config.poll_max_interval)
         interval = min(longest, base + (quiet - BACKOFF_AFTER) * BACKOFF_SLOPE)
@@ -150,14 +155,14 @@ class PollLoop:
     async def _poll_loop(self) -> None:
         last_start = -math.inf
         while True:
-            if not self.watches:
+            if not self.watches and not self._leaving:
                 self._add(await self._receive.receive())
             self._take_new()
             due = last_start + self.interval() - time.monotonic()
             if due > 0:
                 await anyio.sleep(due)
                 self._take_new()
-            if not any(not w.fetching for w in self.watches.values()):
+            if not self._leaving and not any(not w.fetching for w in self.watches.values()):
                 await anyio.sleep(self.base_interval())  # only fetches in flight: nothing to ask
                 continue
             last_start = time.monotonic()
@@ -193,12 +198,30 @@ class PollLoop:
         for watch in [w for w in self.watches.values() if w.abandoned and not w.fetching]:
             self._end(watch)
 
-    def _end(self, watch: Watch) -> None:
-        """Forget ``watch`` (it ended, or its waiter gave up), free its room in the queue window, wake it."""
+    def _end(self, watch: Watch, *, maybe_listed: bool = False) -> None:
+        """Forget ``watch`` (it ended, or its waiter gave up), free its room in the queue window, wake it.
+
+        :param maybe_listed: it finished, and the queue may still list it: its room is given back
+            once a listing no longer has it active
+        """
         if self.watches.get(watch.job_dir) is watch:
             del self.watches[watch.job_dir]
-        self.system.window.release([watch.job_dir])
+        if not watch.in_window:
+            pass
+        elif maybe_listed and watch.remote_id and self.system.window.limit is not None:
+            self._leaving[watch.job_dir] = watch.remote_id
+        else:
+            self.system.window.release([watch.job_dir])
         watch.done.set()
+
+    def _release_left(self, states: dict[str, QueueState] | None) -> None:
+        """Give back the room of finished jobs that the queue listing ``states`` no longer has active."""
+        if states is None:
+            return
+        gone = [d for d, remote_id in self._leaving.items() if states.get(remote_id) not in ACTIVE_STATES]
+        for job_dir in gone:
+            del self._leaving[job_dir]
+        self.system.window.release(gone)
 
     async def _poll_once(self) -> list[tuple[Watch, Verdict]]:
         """One command per remote root; finished jobs go to the fetch task, the other changes are returned."""
@@ -210,6 +233,8 @@ class PollLoop:
                 by_root.setdefault(watch.remote_root or default_root, []).append(watch)
         now = time.monotonic()
         listing = now - self._listed_at >= self.listing_interval(now) - 0.5 * MIN_POLL_INTERVAL
+        if not by_root and self._leaving:
+            by_root, listing = {default_root: []}, True  # only finished jobs still maybe listed: list the queue
         if listing:
             self._listed_at = now
         changed: list[tuple[Watch, Verdict]] = []
@@ -227,6 +252,8 @@ class PollLoop:
         system.stats["poll_commands"] += 1
         system.stats["marker_scans"] += len(scan)
         found = await system.survey([w.job_dir for w in scan], root, events_from=offset, queue=listing)
+        if listing:
+            self._release_left(found.states)
         if full:
             self._full_scan_at[root] = now
         events: dict[str, str] = {}
@@ -314,4 +341,4 @@ class PollLoop:
                 await self.system.on_progress(done)
             self._last_change = time.monotonic()
             for watch, _ in done:
-                self._end(watch)
+                self._end(watch, maybe_listed=True)
