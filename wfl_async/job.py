@@ -182,7 +182,7 @@ class PreparedJob:
                      self.label, record.system, record.remote_root, self.system.name)
         watch = Watch(job_dir=self.job_dir, remote_id=record.remote_id, fetch=list(self.options.output_files),
                       local_root=self.session.stage_root, check_interval=self.options.check_interval, key=self.key,
-                      remote_root=record.remote_root,
+                      remote_root=record.remote_root, max_time=self.max_time,
                       in_window=parse_chunk_remote_id(record.remote_id) is None)  # a packed chunk: its worker counts
         if parse_chunk_remote_id(record.remote_id) is not None:  # packed: workers may be needed again
             spec = self._worker_spec(system)

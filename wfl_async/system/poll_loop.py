@@ -127,7 +127,7 @@ class PollLoop:
         grace period runs). After :data:`BACKOFF_AFTER` s without a change it grows
         (:data:`BACKOFF_SLOPE`) up to the system's ``poll_max_interval``, but never past the
         moment a running job is expected to end (its start plus the median duration of the
-        system's last finished jobs), so a job that dies at its end is seen soon.
+        system's last finished jobs) or reaches its time limit, so a job that dies then is seen soon.
         """
         now = time.monotonic() if now is None else now
         base = self.base_interval()
@@ -137,6 +137,10 @@ class PollLoop:
             return base
         longest = max(base, self.system.config.poll_max_interval)
         interval = min(longest, base + (quiet - BACKOFF_AFTER) * BACKOFF_SLOPE)
+        limits = [w.started_at + w.max_time - now for w in self.watches.values()
+                  if w.started_at is not None and w.max_time and not w.fetching]
+        if limits:  # a job killed at its time limit is listed as such only briefly
+            interval = min(interval, max(base, min(limits)))
         if self._durations:
             typical = statistics.median(self._durations)
             due = [w.started_at + typical - now for w in self.watches.values()

@@ -84,6 +84,9 @@ class Watch:
     started: bool = False
     started_at: float | None = None
     """``time.monotonic()`` when the poll loop first saw the job started (for its expected end)."""
+    max_time: float | None = None
+    """Its time limit (s): the queue is listed at the base interval from then on, so a job the
+    scheduler kills at its limit is seen in its TIMEOUT state (listed only briefly) before it goes."""
     marker: str | None = None
     """The strongest marker seen so far (a scan of its directory, or the run's event log)."""
     scanned: bool = False
