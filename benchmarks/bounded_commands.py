@@ -8,7 +8,7 @@ shell text, as the transport measured it) and the longest poll and fetch command
 jobs are cancelled and every directory removed afterwards. The same code as
 ``tests/remote/test_bounded_commands.py`` (which runs 3,100 held and 2,000 finished jobs).
 
-Slurm's ``MaxJobCount`` (10,000 on the test infrastructure, shared by everyone using it) caps
+Slurm's ``MaxJobCount`` (20,000 on the test infrastructure, shared by everyone using it) caps
 the held scenario: it refuses to start when the queue has no room for ``--held`` more jobs.
 """
 

@@ -48,6 +48,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 # forget finished jobs from squeue after 10 s (default 300)
 MinJobAge=10
+# room for the 10,000 held jobs of benchmarks/bounded_commands.py beside the tests' own (default 10000)
+MaxJobCount=20000
 ReturnToService=2
 SlurmdParameters=config_overrides
 NodeName=$HOST_S NodeAddr=127.0.0.1 CPUs=64 RealMemory=20000 State=UNKNOWN
