@@ -34,8 +34,8 @@ import anyio
 
 from ..errors import SchedulerError, TransportError
 from ..jobs.states import ACTIVE_STATES, QueueState
-from ..scheduler.base import MAX_BATCH
 from ..system import SubmitRequest
+from ..system.batching import gather_arrivals
 from ..system.paths import safe_name
 from ..system.submit import retry_delay
 from .queue import (
@@ -200,18 +200,7 @@ class PackCoordinator:
     async def _enqueue_loop(self) -> None:
         async for first in self._receive:
             batch = [first]
-            waited = 0.0
-            while len(batch) < MAX_BATCH and waited < _MAX_BATCH_WAIT:
-                await anyio.sleep(_BATCH_WINDOW)
-                waited += _BATCH_WINDOW
-                before = len(batch)
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
-                if len(batch) == before:
-                    break
+            await gather_arrivals(batch, self._receive.receive_nowait, window=_BATCH_WINDOW, longest=_MAX_BATCH_WAIT)
             by_pack: dict[str, list[_Enqueue]] = {}
             for item in batch:
                 by_pack.setdefault(item.pid, []).append(item)

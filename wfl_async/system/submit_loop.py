@@ -38,8 +38,9 @@ import anyio
 import anyio.abc
 
 from ..errors import SchedulerError, TransportError
-from ..scheduler.base import MAX_BATCH, SubmitOutputReader, SubmitResult
+from ..scheduler.base import SubmitOutputReader, SubmitResult
 from ..transport.base import MAX_COMMAND_BYTES, upload_command
+from .batching import BatchFull, gather_arrivals
 from .commands import QUEUE_END, dir_list, marker_command, parse_markers
 from .requests import SubmitRequest
 from .submit import BatchCommand, batch_command, retry_delay, scheduler_prefix
@@ -107,24 +108,17 @@ class SubmitLoop:
     async def _gather(self, batch: list[SubmitRequest]) -> None:
         """Take requests while they keep arriving (each ``batch_window`` brought more), at most
         ``max_batch_wait``: jobs of one call become ready one after another."""
-        window, longest = self.system.batch_window, self.system.max_batch_wait
-        waited = 0.0
-        while len(batch) < MAX_BATCH and waited < longest:
-            await anyio.sleep(window)
-            waited += window
-            before = len(batch)
-            while len(batch) < MAX_BATCH:
-                try:
-                    request = self._deferred.popleft() if self._deferred else self._receive.receive_nowait()
-                except anyio.WouldBlock:
-                    break
-                if not self.system.window.try_take(request.window_keys()):
-                    self._deferred.appendleft(request)  # waits for room, first in line
-                    return
-                self._unadmitted.discard(request.job_dir)
-                batch.append(request)
-            if len(batch) == before:
-                return
+        await gather_arrivals(batch, self._take_admitted, window=self.system.batch_window,
+                              longest=self.system.max_batch_wait)
+
+    def _take_admitted(self) -> SubmitRequest:
+        """The next waiting request, with room in the queue window (else the batch goes now)."""
+        request = self._deferred.popleft() if self._deferred else self._receive.receive_nowait()
+        if not self.system.window.try_take(request.window_keys()):
+            self._deferred.appendleft(request)  # waits for room, first in line
+            raise BatchFull
+        self._unadmitted.discard(request.job_dir)
+        return request
 
     async def _submit_batch(self, batch: list[SubmitRequest]) -> None:
         system = self.system

@@ -1,0 +1,42 @@
+"""Gathering a batch from requests that arrive one after another (the jobs of one call)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+
+from ..scheduler.base import MAX_BATCH
+
+__all__ = ["BatchFull", "gather_arrivals"]
+
+T = TypeVar("T")
+
+
+class BatchFull(Exception):
+    """Raised by a ``take`` function: the batch must go now (e.g. the queue window is full)."""
+
+
+async def gather_arrivals(batch: list[T], take: Callable[[], T], *, window: float, longest: float,
+                          limit: int = MAX_BATCH) -> None:
+    """Extend ``batch`` while items keep arriving: every ``window`` s take all that are there.
+
+    Stops after a window that brought none, after ``longest`` s, at ``limit`` items, or when
+    ``take`` raises :class:`BatchFull`. ``take`` raises :class:`anyio.WouldBlock` when nothing
+    is there now.
+    """
+    waited = 0.0
+    while len(batch) < limit and waited < longest:
+        await anyio.sleep(window)
+        waited += window
+        before = len(batch)
+        while len(batch) < limit:
+            try:
+                batch.append(take())
+            except anyio.WouldBlock:
+                break
+            except BatchFull:
+                return
+        if len(batch) == before:
+            return
