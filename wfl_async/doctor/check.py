@@ -45,7 +45,12 @@ def _scheduler_check(system: System) -> str:
 
 
 def build_command(system: System) -> str:
-    """The whole check as one shell command (run with ``check=False``; never exits early)."""
+    """The whole check as one shell command (run with ``check=False``; never exits early).
+
+    Safe to repeat after a dropped connection (it is run with ``retry=True``): it only reads,
+    ``mkdir -p`` and the probe file (made, then removed) leave the same state however often they run,
+    and the system's ``commands`` run before every job anyway.
+    """
     config = system.config
     target = system.rundir_shell()
     rundir = (f"mkdir -p -- {target} && cd -- {target} && probe=$(mktemp ./.wfl_async_doctor.XXXXXX) && "
@@ -128,7 +133,7 @@ async def _reach(system: System, seconds: float) -> SystemReport | None:
     host = system.config.host or "this machine"
     try:
         with anyio.fail_after(seconds):
-            await system.transport.run("true", check=False, kind="probe")
+            await system.transport.run("true", check=False, kind="probe", retry=True)
     except TimeoutError:
         files = ", ".join(system.config.ssh_config or ["~/.ssh/config"])
         return SystemReport(system.name, [Problem(
@@ -143,7 +148,7 @@ async def _reach(system: System, seconds: float) -> SystemReport | None:
 async def _inspect(system: System) -> SystemReport:
     config = system.config
     try:
-        result = await system.transport.run(build_command(system), check=False, kind="probe")
+        result = await system.transport.run(build_command(system), check=False, kind="probe", retry=True)
     except TransportError as exc:
         return SystemReport(system.name, [_connect_problem(system, exc)])
     sections = _split_sections(result.stdout.decode(errors="replace"))
@@ -180,7 +185,7 @@ async def _retry_transient(system: System, rc: int, text: str) -> tuple[int, str
         tries += 1
         try:
             result = await system.transport.run(_section("scheduler", _scheduler_check(system)), check=False,
-                                                kind="probe")
+                                                kind="probe", retry=True)
         except TransportError as exc:  # a dropped connection now is as transient as the scheduler's complaint
             rc, text = 255, str(exc)
             continue
