@@ -91,8 +91,10 @@ class Driver:
         return self.proc.wait(timeout=timeout)
 
     def error_tail(self) -> str:
-        lines = [line for line in self.stderr.read_text(errors="replace").splitlines() if line.strip()]
-        return lines[-1][:200] if lines else ""
+        """The error the driver ended with (its last line naming one), shortened."""
+        lines = [line.strip() for line in self.stderr.read_text(errors="replace").splitlines() if line.strip()]
+        named = [line for line in lines if "Error" in line or "error:" in line]
+        return (named or lines or [""])[-1][:300]
 
 
 class Bench:
@@ -291,15 +293,25 @@ def scheduler_fault(bench: Bench, fault: str, *, mode: str = "none", every: int 
         run.row.tried = len(injected(state))
 
 
-def sshd_child_killed(bench: Bench, phase: str, label: str) -> None:
-    """SIGKILL the sshd process serving the driver's connection, during ``phase``."""
+def sshd_child_killed(bench: Bench, phase: str, label: str, marker: Callable[[Run], str],
+                      after_a_job_started: bool = False) -> None:
+    """SIGKILL the sshd process serving the driver's connection, during ``phase``.
+
+    :param marker: what the driver's command for the phase names (see :func:`tests.helpers.sshd.is_phase`)
+    :param after_a_job_started: look for the phase only once a job has started (a ``squeue``
+        then is the poll loop's)
+    """
     with bench.row(f"sshd child serving the connection killed during {label}", "slurm_ssh") as run:
         driver = run.start()
-        marker = run.tag if phase == "sbatch" else run.rundir
-        seen = wait_and_kill_serving_sshd(phase, marker, driver.proc, kill_sshd)
+        while after_a_job_started and driver.proc.poll() is None and not run.log.exists():
+            time.sleep(0.05)
+        seen = wait_and_kill_serving_sshd(phase, marker(run), driver.proc, kill_sshd)
         run.row.tried = int(seen["killed"] is not None)
         run.finished(driver)
-        if "dropped during a command" not in run.stderr_text():
+        text = run.stderr_text()
+        if "not safe to repeat" in text:
+            run.row.notes.append("the command in flight was not run again (not declared safe to repeat)")
+        elif "dropped during a command" not in text:
             run.row.notes.append("no command was in flight at the drop")
 
 
@@ -466,7 +478,8 @@ def main() -> None:
     parser.add_argument("--stopped-for", type=float, default=5.0, help="how long the claiming driver stays stopped")
     parser.add_argument("--limit-backoff", type=float, nargs=2, default=(2.0, 4.0), metavar=("FIRST", "LONGEST"),
                         help="retry wait after a limit refusal, as the tests set it (the library: 15 300)")
-    parser.add_argument("--only", help="run only the faults whose name contains this (the clean runs always)")
+    parser.add_argument("--only", help="comma-separated: run only the faults whose name contains one of these "
+                                       "(and the clean runs they are compared with)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--keep", action="store_true", help="keep the rows' directories (driver logs)")
     args = parser.parse_args()
@@ -486,8 +499,13 @@ def main() -> None:
             every=1)),
         ("squeue failing", lambda: scheduler_fault(
             bench, "squeue fails 1 call in 3 (Socket timed out)", status_fails="[ $((n % 3)) -eq 0 ]")),
-        ("sshd child submission", lambda: sshd_child_killed(bench, "sbatch", "submission")),
-        ("sshd child polling", lambda: sshd_child_killed(bench, "poll", "polling")),
+        ("sshd child submission", lambda: sshd_child_killed(bench, "sbatch", "submission", lambda run: run.tag)),
+        ("sshd child polling", lambda: sshd_child_killed(bench, "poll", "polling", lambda run: run.rundir,
+                                                         after_a_job_started=True)),
+        # the check wfl-async doctor makes before a system's first submission: one command, whose
+        # text names its sections; its programs (squeue, the Python probe) run under it
+        ("sshd child first-submission check", lambda: sshd_child_killed(
+            bench, "named", "the first-submission check", lambda run: "@@wfl_async_doctor")),
         ("sshd stopped", lambda: sshd_stopped(bench, args.outage)),
         ("kill staging", lambda: killed_during(
             bench, f"staging of the {args.input_mb} MB input", "autopara",
@@ -501,14 +519,15 @@ def main() -> None:
         ("two drivers", lambda: two_drivers(bench)),
     ]
     try:
+        chosen = [(name, run) for name, run in faults
+                  if not args.only or any(part in name for part in args.only.split(","))]
         clean(bench, "slurm_ssh")
-        if not args.only or "fetch" in args.only:
+        if any("fetch" in name for name, _ in chosen):
             clean(bench, "slurm_ssh", "bigresult")
-        if not args.only or "local" in args.only:
+        if any("local" in name for name, _ in chosen):
             clean(bench, "local")
-        for name, run_fault in faults:
-            if not args.only or args.only in name:
-                run_fault()
+        for _, run_fault in chosen:
+            run_fault()
     finally:
         if not args.keep:
             subprocess.run(["rm", "-rf", str(top)], check=False)

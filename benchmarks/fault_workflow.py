@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -139,6 +140,9 @@ def _run_bigresult(spec: dict[str, Any]) -> None:
 def main() -> None:
     # as in a terminal: Ctrl-C raises KeyboardInterrupt (a background parent may have ignored SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # the library's decisions (retried, re-attached, reconnected) in the row's driver log
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("wfl_async").setLevel(logging.INFO)
     spec = json.loads(sys.argv[1])
     if spec.get("limit_backoff"):  # the tests' short wait for room, instead of 15 s doubling to 5 min
         import wfl_async.system.submit as submit

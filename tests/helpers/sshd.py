@@ -88,12 +88,13 @@ class OwnSshd:
         self.listener = None
 
 
-PHASES = ("upload", "submit", "sbatch", "poll", "fetch")
+PHASES = ("upload", "submit", "sbatch", "poll", "fetch", "named")
 """Moments of a driver's work on the server that :func:`is_phase` recognises.
 
 ``submit`` needs the system's ``pre_submit_cmds`` to hold the submission with ``sleep 1.5``;
-``sbatch`` (a submit program of the upload+submit command running) and ``poll`` (``squeue``
-started by a command whose text names ``marker``, e.g. the remote root) need no hold."""
+``sbatch`` (a submit program of the upload+submit command running), ``poll`` (``squeue``
+started by a command whose text names ``marker``, e.g. the remote root) and ``named`` (any
+program started by such a command) need no hold."""
 
 
 def is_phase(phase: str, marker: str, pid: int, argv: list[str]) -> bool:
@@ -111,6 +112,8 @@ def is_phase(phase: str, marker: str, pid: int, argv: list[str]) -> bool:
                 and ".wfl_async_upload." in caller)
     if phase == "poll":
         return bool(argv) and Path(argv[0]).name == "squeue" and marker in caller
+    if phase == "named":
+        return marker in caller and not any(marker in a for a in argv)  # run by that command, not it
     # the fetch takes the file names on stdin: it is ours when it has one of our jobs' files open
     return argv[:1] == ["tar"] and "--ignore-failed-read" in argv and any(marker in f for f in _open_files(pid))
 
