@@ -110,7 +110,6 @@ class Bench:
         self.input.write_bytes(os.urandom(args.input_mb * 1024 * 1024))
         self.serial_autopara = wf.serial_autopara(args.chunks, self.input, top / "serial.log")
         self.serial_bigresult = wf.serial_bigresult(args.chunks, args.result_kb * 1024)
-        self.clean: dict[tuple[str, str], float] = {}
         self.rng = random.Random()
         self.rows: list[Row] = []
 
@@ -125,9 +124,22 @@ class Bench:
             yield run
         except Exception as error:  # a benchmark reports what broke and goes on with the next fault
             run.row.notes.append(f"harness error: {error!r}"[:300])
+            run.harness_failed = True
         run.finish()
         print(f"    {summary(run.row)}", file=sys.stderr, flush=True)
         self.rows.append(run.row)
+
+    def settle(self) -> None:
+        """Each row's time lost: its wall time minus the mean of the clean runs of its workflow and system
+        (one before the faults, one after them; on a shared machine their difference is the noise)."""
+        clean: dict[tuple[str, str], list[float]] = {}
+        for row in self.rows:
+            if row.fault.startswith(CLEAN) and row.survived == "yes":
+                clean.setdefault((row.workload, row.system), []).append(row.seconds)
+        for row in self.rows:
+            times = clean.get((row.workload, row.system))
+            if times and row.seconds and row.survived.startswith("yes"):  # a failed run lost the workflow
+                row.time_lost = row.seconds - sum(times) / len(times)
 
 
 class Run:
@@ -152,6 +164,7 @@ class Run:
         self.ended: float | None = None
         self.drivers: list[Driver] = []
         self.reruns = 0
+        self.harness_failed = False
         self.survived_as = "yes"
         """What a right output with no rerun is called (the claim row's second driver is its design)."""
         self.ok: bool | None = None
@@ -228,7 +241,9 @@ class Run:
         row.lost, row.wrong = check.lost, check.wrong
         ran = wf.executions(self.log)
         row.executed_twice = sum(c - 1 for c in ran.values() if c > 1)
-        if self.ok and check.lost == 0 and check.wrong == 0:
+        if self.harness_failed:
+            row.survived = "not measured"
+        elif self.ok and check.lost == 0 and check.wrong == 0:
             row.survived = (self.survived_as if self.reruns == 0
                             else f"yes, {self.reruns} rerun{'s' * (self.reruns > 1)}")
         if self.system == "local" or self.bench.source["systems"].get(self.system, {}).get("scheduler") == "local":
@@ -239,15 +254,6 @@ class Run:
                 row.notes.append(f"{row.executed_twice} extra executions in the jobs' own log")
         if self.started is not None and self.ended is not None:
             row.seconds = self.ended - self.started
-            clean = bench.clean.get((row.workload, self.base_system()))
-            if row.fault == "none (clean run)":
-                bench.clean[(row.workload, self.base_system())] = row.seconds
-                row.time_lost = 0.0
-            elif clean is not None:
-                row.time_lost = row.seconds - clean
-
-    def base_system(self) -> str:
-        return "local" if self.row.system == "local" else "slurm_ssh"
 
     def slurm_duplicates(self) -> int | None:
         """Job directories of this row that Slurm ran more than once, from its completion log."""
@@ -276,8 +282,11 @@ class Run:
 # --- the faults -----------------------------------------------------------------------------
 
 
-def clean(bench: Bench, system: str, workload: str = "autopara") -> None:
-    with bench.row("none (clean run)", system, workload) as run:
+CLEAN = "none (clean run"
+
+
+def clean(bench: Bench, system: str, workload: str, when: str) -> None:
+    with bench.row(f"{CLEAN}, {when})", system, workload) as run:
         run.finished(run.start())
 
 
@@ -530,13 +539,16 @@ def main() -> None:
     try:
         chosen = [(name, run) for name, run in faults
                   if not args.only or any(part in name for part in args.only.split(","))]
-        clean(bench, "slurm_ssh")
-        if any("fetch" in name for name, _ in chosen):
-            clean(bench, "slurm_ssh", "bigresult")
-        if any("local" in name for name, _ in chosen):
-            clean(bench, "local")
+        baselines = [("slurm_ssh", "autopara")]
+        baselines += [("slurm_ssh", "bigresult")] * any("fetch" in name for name, _ in chosen)
+        baselines += [("local", "autopara")] * any("local" in name for name, _ in chosen)
+        for system, workload in baselines:
+            clean(bench, system, workload, "first")
         for _, run_fault in chosen:
             run_fault()
+        for system, workload in baselines:
+            clean(bench, system, workload, "last")
+        bench.settle()
     finally:
         if not args.keep:
             subprocess.run(["rm", "-rf", str(top)], check=False)

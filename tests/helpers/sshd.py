@@ -138,7 +138,8 @@ def wait_and_kill_serving_sshd(phase: str, marker: str, proc: subprocess.Popen[b
             argv = cmdline(pid)
             if argv and is_phase(phase, marker, pid, argv):
                 sshd = ancestor(pid, lambda p: comm(p).startswith("sshd"))
-                assert sshd is not None, (pid, argv)
+                if sshd is None:  # it ended while we looked (its parents gone): wait for the next one
+                    continue
                 kill(sshd)
                 return {"phase": phase, "killed": sshd}
         time.sleep(0.005)
