@@ -77,6 +77,8 @@ class Row:
     seconds: float = 0.0
     time_lost: float | None = None
     executed_twice: int = 0
+    load: float = 0.0
+    """The machine's 1-minute load average when the row started (2 cores, shared)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -147,7 +149,7 @@ class Run:
 
     def __init__(self, bench: Bench, fault: str, system: str, workload: str, tag: str) -> None:
         self.bench, self.tag = bench, tag
-        self.row = Row(fault, system, workload)
+        self.row = Row(fault, system, workload, load=os.getloadavg()[0])
         self.dir = bench.top / tag
         self.dir.mkdir()
         self.shared = self.dir / "shared"  # written by the jobs (wfltest over ssh) and the wrappers
@@ -452,8 +454,14 @@ def two_drivers(bench: Bench) -> None:
     with bench.row("two drivers started together on the same output", "slurm_ssh") as run:
         drivers = [run.start(), run.start()]
         run.row.tried = 1
+        ended: dict[int, float] = {}
+        while len(ended) < len(drivers):
+            ended.update({i: time.monotonic() for i, d in enumerate(drivers) if i not in ended and d.proc.poll() is not None})
+            time.sleep(0.05)
         codes = [d.wait() for d in drivers]
-        run.ended = time.monotonic()
+        run.ended = max(ended.values())
+        assert run.started is not None
+        run.row.notes.append("drivers ended after " + ", ".join(f"{ended[i] - run.started:.1f} s" for i in sorted(ended)))
         reused = sum("Reusing existing output" in d.stderr.read_text(errors="replace") for d in drivers)
         run.row.notes.append(f"exit codes {codes}; {reused} reused the other's output")
         run.ok = not any(codes)  # survived only if both returned the output
@@ -464,14 +472,14 @@ def two_drivers(bench: Bench) -> None:
 # --- the report ----------------------------------------------------------------------------
 
 COLUMNS = ("fault", "system", "workflow", "tried", "survived", "results lost", "wrong results", "duplicate submissions",
-           "time lost", "notes")
+           "time lost", "load", "notes")
 
 
 def cells(row: Row) -> list[str]:
     time_lost = "n/a" if row.time_lost is None else f"{row.time_lost:+.1f} s"
     return [row.fault, row.system, row.workload, str(row.tried), row.survived, str(row.lost), str(row.wrong),
             "?" if row.duplicates is None else str(row.duplicates), f"{time_lost} (run {row.seconds:.1f} s)",
-            "; ".join(row.notes)]
+            f"{row.load:.1f}", "; ".join(row.notes)]
 
 
 def summary(row: Row) -> str:
