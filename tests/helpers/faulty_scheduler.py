@@ -14,7 +14,7 @@ from pathlib import Path
 
 from wfl_async.jobs import layout
 
-__all__ = ["FLAVOURS", "Flavour", "faulty_system", "status_calls", "submitted"]
+__all__ = ["FLAVOURS", "Flavour", "faulty_system", "injected", "status_calls", "submitted"]
 
 
 @dataclass(frozen=True)
@@ -67,15 +67,16 @@ real() { out=$(__REAL__ "$@" 2>&1); rc=$?; [ $rc -eq 0 ] && echo "$PWD" >> "$sta
 unfinished() {  # jobs this wrapper submitted that have no final marker yet
     k=0; while read -r d; do [ -e "$d/__SUCCEEDED__" ] || [ -e "$d/__FAILED__" ] || k=$((k+1)); done \
         < <(cat "$state/submitted" 2>/dev/null); echo $k; }
+injected() { echo "$1" >> "$state/injected"; }
 await_start() { for _ in $(seq 600); do [ -e __STARTED__ ] && return; sleep 0.1; done; }
 if [ $((n % every)) -eq 0 ]; then
     case $mode in
-        fail) cat "$state/timeout" >&2; exit 1 ;;
-        submit_then_fail) real "$@"; echo "$out"; cat "$state/timeout" >&2; exit 1 ;;
-        submit_and_drop) real "$@"; __AWAIT__exit 1 ;;
-        hang) echo $$ >> "$state/hung"; sleep 600; exit 1 ;;
-        submit_then_hang) real "$@"; echo $$ >> "$state/hung"; sleep 600; exit 1 ;;
-        limit) if [ "$(unfinished)" -ge 3 ]; then cat "$state/limit" >&2; exit 1; fi ;;
+        fail) injected fail; cat "$state/timeout" >&2; exit 1 ;;
+        submit_then_fail) real "$@"; injected submit_then_fail; echo "$out"; cat "$state/timeout" >&2; exit 1 ;;
+        submit_and_drop) real "$@"; __AWAIT__injected submit_and_drop; exit 1 ;;
+        hang) injected hang; echo $$ >> "$state/hung"; sleep 600; exit 1 ;;
+        submit_then_hang) real "$@"; injected submit_then_hang; echo $$ >> "$state/hung"; sleep 600; exit 1 ;;
+        limit) if [ "$(unfinished)" -ge 3 ]; then injected limit; cat "$state/limit" >&2; exit 1; fi ;;
     esac
 fi
 real "$@"; echo "$out"; exit $rc
@@ -84,7 +85,7 @@ real "$@"; echo "$out"; exit $rc
 _STATUS = r"""#!/bin/bash
 state=__STATE__
 __COUNT__
-if __FAILS__; then cat "$state/status_timeout" >&2; exit 1; fi
+if __FAILS__; then echo status >> "$state/injected"; cat "$state/status_timeout" >&2; exit 1; fi
 exec __REAL__ "$@"
 """
 
@@ -95,13 +96,15 @@ def _write(path: Path, text: str) -> None:
 
 
 def faulty_system(root: Path, state: Path, scheduler: str = "slurm", *, mode: str = "none", every: int = 4,
-                  status_fails: str | None = None, grace: float = 5) -> str:
+                  status_fails: str | None = None, grace: float = 5, base: str | None = None) -> str:
     """Add to ``root``'s config.json a copy of ``scheduler``'s system with the wrappers first on PATH.
 
     :param mode: what the submit wrapper does on every ``every``-th call (see ``_SUBMIT``)
     :param status_fails: shell condition on the status call number ``$n`` under which the
         status program fails with the scheduler's transient complaint (None: never)
     :param grace: the system's ``died_grace_seconds``
+    :param base: the system to copy (default: the scheduler's direct one, e.g. ``slurm``; a
+        ``*_ssh`` one runs the wrappers as its ssh user, so ``state`` must be writable by it)
     :returns: the new system's name
     """
     flavour = FLAVOURS[scheduler]
@@ -123,7 +126,7 @@ def faulty_system(root: Path, state: Path, scheduler: str = "slurm", *, mode: st
                .replace("__STATE__", str(state)).replace("__FAILS__", status_fails)
                .replace("__REAL__", flavour.real_status))
     config = json.loads((root / "config.json").read_text())
-    entry = dict(config["systems"][flavour.base])
+    entry = dict(config["systems"][base or flavour.base])
     # last, so that the wrappers come before the system's own PATH lines (PBS's are a PATH line)
     entry["pre_submit_cmds"] = [*entry.get("pre_submit_cmds", []), f"export PATH={bin_dir}:$PATH"]
     entry["died_grace_seconds"] = grace
@@ -136,6 +139,12 @@ def faulty_system(root: Path, state: Path, scheduler: str = "slurm", *, mode: st
 def submitted(state: Path) -> list[str]:
     """Every job directory the real submit program took, once per submission."""
     path = state / "submitted"
+    return path.read_text().split() if path.exists() else []
+
+
+def injected(state: Path) -> list[str]:
+    """Each failure the wrappers injected, in order: the mode (``fail``, ``limit``, ...) or ``status``."""
+    path = state / "injected"
     return path.read_text().split() if path.exists() else []
 
 

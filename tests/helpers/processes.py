@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,3 +103,20 @@ def hold_sqlite_write_lock(path: Path, seconds: float) -> subprocess.Popen[bytes
                               stdout=subprocess.PIPE)
     assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
     return holder
+
+
+def kill_during(proc: subprocess.Popen[bytes], phase: list[str], rng: random.Random, within: float = 0.3) -> str:
+    """SIGKILL ``proc`` a random moment (0 to ``within`` s) after a process whose argv holds all of ``phase`` starts.
+
+    :returns: ``"during"`` (that process still ran when ``proc`` was killed), ``"after"``, or
+        ``"finished first"`` (``proc`` ended before such a process was seen)
+    """
+    pid = wait_for_process(lambda argv: all(any(p in a for a in argv) for p in phase), timeout=120,
+                           stop=lambda: proc.poll() is not None)
+    if pid is None:
+        return "finished first"
+    threading.Event().wait(rng.uniform(0, within))
+    during = alive(pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return "during" if during else "after"

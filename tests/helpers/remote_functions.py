@@ -87,11 +87,13 @@ def _log_execution(label: str) -> None:
 
 
 def _digest_input(atoms_list):
-    """Label each configuration with the sha256 of the staged input file named in ``$WFL_TEST_INPUT``."""
+    """Label each configuration with the sha256 of the staged input file named in ``$WFL_TEST_INPUT``
+    (after ``$WFL_TEST_SLEEP`` s, a chunk that takes a while)."""
     import hashlib
 
     digest = hashlib.sha256(Path(os.environ["WFL_TEST_INPUT"]).read_bytes()).hexdigest()
     _log_execution(" ".join(str(a.info["i"]) for a in atoms_list))
+    time.sleep(float(os.environ.get("WFL_TEST_SLEEP", "0")))
     out = []
     for atoms in atoms_list:
         atoms = atoms.copy()

@@ -13,9 +13,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from .processes import comm, descendants
+from .processes import ancestor, cmdline, comm, descendants, parent
 
 INFRA = Path(os.environ.get("WFL_ASYNC_TESTINFRA_DIR", "/tmp/wfl_async_testinfra"))
 SHARED_CONFIG = INFRA / "sshd" / "sshd_config"
@@ -85,3 +86,61 @@ class OwnSshd:
                 except ProcessLookupError:
                     pass
         self.listener = None
+
+
+PHASES = ("upload", "submit", "sbatch", "poll", "fetch", "named")
+"""Moments of a driver's work on the server that :func:`is_phase` recognises.
+
+``submit`` needs the system's ``pre_submit_cmds`` to hold the submission with ``sleep 1.5``;
+``sbatch`` (a submit program of the upload+submit command running), ``poll`` (``squeue``
+started by a command whose text names ``marker``, e.g. the remote root) and ``named`` (any
+program started by such a command) need no hold."""
+
+
+def is_phase(phase: str, marker: str, pid: int, argv: list[str]) -> bool:
+    """Whether process ``pid`` shows the driver's command for ``phase`` under way on the server.
+
+    :param marker: a string the driver's command names (a job name, the remote root)
+    """
+    caller = " ".join(cmdline(parent(pid)))  # the shell running our command: it names our jobs
+    if phase == "upload":  # unpacking the stream into its temporary directory
+        return argv[:1] == ["tar"] and any(".wfl_async_upload." in a for a in argv) and marker in caller
+    if phase == "submit":  # held by the test config's pre_submit_cmds, within the upload+submit command
+        return argv == ["sleep", "1.5"] and marker in caller and ".wfl_async_upload." in caller
+    if phase == "sbatch":
+        return (bool(argv) and Path(argv[0]).name == "sbatch" and marker in caller
+                and ".wfl_async_upload." in caller)
+    if phase == "poll":
+        return bool(argv) and Path(argv[0]).name == "squeue" and marker in caller
+    if phase == "named":
+        return marker in caller and not any(marker in a for a in argv)  # run by that command, not it
+    # the fetch takes the file names on stdin: it is ours when it has one of our jobs' files open
+    return argv[:1] == ["tar"] and "--ignore-failed-read" in argv and any(marker in f for f in _open_files(pid))
+
+
+def _open_files(pid: int) -> list[str]:
+    try:
+        return [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    except OSError:  # the process ended, or a descriptor closed while we looked
+        return []
+
+
+def wait_and_kill_serving_sshd(phase: str, marker: str, proc: subprocess.Popen[bytes],
+                               kill: Callable[[int], None], timeout: float = 300) -> dict[str, object]:
+    """Wait until the driver ``proc``'s ``phase`` command runs on the server, then ``kill`` the sshd serving it.
+
+    :returns: ``{"phase": phase, "killed": pid of that sshd, or None if ``proc`` ended first}``
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for entry in Path("/proc").glob("[0-9]*"):
+            pid = int(entry.name)
+            argv = cmdline(pid)
+            if argv and is_phase(phase, marker, pid, argv):
+                sshd = ancestor(pid, lambda p: comm(p).startswith("sshd"))
+                if sshd is None:  # it ended while we looked (its parents gone): wait for the next one
+                    continue
+                kill(sshd)
+                return {"phase": phase, "killed": sshd}
+        time.sleep(0.005)
+    return {"phase": phase, "killed": None}

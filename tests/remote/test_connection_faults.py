@@ -29,8 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import remote_functions as rf
-from tests.helpers.processes import ancestor, cmdline, comm, parent
-from tests.helpers.sshd import OwnSshd
+from tests.helpers.sshd import OwnSshd, wait_and_kill_serving_sshd
 
 pytestmark = pytest.mark.remote
 
@@ -86,41 +85,6 @@ def _test_system(expyre_root: Path, base: str, name: str, **changes: object) -> 
     config_file.write_text(json.dumps(config, indent=1))
 
 
-def _is_phase(phase: str, job_name: str, pid: int, argv: list[str]) -> bool:
-    """Whether process ``pid`` shows the driver's command for ``phase`` under way on the server."""
-    caller = " ".join(cmdline(parent(pid)))  # the shell running our command: it names our jobs
-    if phase == "upload":  # unpacking the stream into its temporary directory
-        return argv[:1] == ["tar"] and any(".wfl_async_upload." in a for a in argv) and job_name in caller
-    if phase == "submit":  # held by the test config's pre_submit_cmds, within the upload+submit command
-        return argv == ["sleep", "1.5"] and job_name in caller and ".wfl_async_upload." in caller
-    # the fetch takes the file names on stdin: it is ours when it has one of our jobs' files open
-    return argv[:1] == ["tar"] and "--ignore-failed-read" in argv and any(job_name in f for f in _open_files(pid))
-
-
-def _open_files(pid: int) -> list[str]:
-    try:
-        return [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
-    except OSError:  # the process ended, or a descriptor closed while we looked
-        return []
-
-
-def _wait_and_kill_serving_sshd(phase: str, job_name: str, proc: subprocess.Popen[bytes],
-                                kill: Callable[[int], None]) -> dict[str, object]:
-    """Wait until the driver's ``phase`` command runs on the server, then ``kill`` the sshd process serving it."""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        for entry in Path("/proc").glob("[0-9]*"):
-            pid = int(entry.name)
-            argv = cmdline(pid)
-            if argv and _is_phase(phase, job_name, pid, argv):
-                sshd = ancestor(pid, lambda p: comm(p).startswith("sshd"))
-                assert sshd is not None, (pid, argv)
-                kill(sshd)
-                return {"phase": phase, "killed": sshd}
-        time.sleep(0.005)
-    return {"phase": phase, "killed": None}
-
-
 def _run(expyre_root: Path, tmp_path: Path, shared_dir: Path, system: str,
          fault: Callable[[subprocess.Popen[bytes], str], dict[str, object]]) -> tuple[dict[str, object], str]:
     log, output, script = shared_dir / "executions.log", tmp_path / "answers.json", tmp_path / "workflow.py"
@@ -156,7 +120,7 @@ def test_sshd_process_serving_the_driver_killed_during_a_phase_the_run_goes_on(
     _test_system(fresh_expyre_root, system, "faulty", extra_pre_submit_cmds=["sleep 1.5"])
 
     def fault(proc: subprocess.Popen[bytes], job_name: str) -> dict[str, object]:
-        return _wait_and_kill_serving_sshd(phase, job_name, proc, lambda pid: os.kill(pid, signal.SIGKILL))
+        return wait_and_kill_serving_sshd(phase, job_name, proc, lambda pid: os.kill(pid, signal.SIGKILL))
 
     seen, err = _run(fresh_expyre_root, tmp_path, shared_dir, "faulty", fault)
     print(f"\n{system} sshd killed during {phase}: {seen}")
@@ -180,7 +144,7 @@ def test_sshd_stopped_for_seconds_during_submission_the_run_goes_on(
             own.stop()
             stopped["stopped_at"] = time.monotonic()
 
-        seen = _wait_and_kill_serving_sshd("submit", job_name, proc, stop)
+        seen = wait_and_kill_serving_sshd("submit", job_name, proc, stop)
         if seen["killed"] is not None:
             time.sleep(outage)
             own.start()

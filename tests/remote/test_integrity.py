@@ -14,11 +14,9 @@ import json
 import os
 import random
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ import pytest
 from ase.io import read
 
 from tests.helpers import remote_functions as rf
-from tests.helpers.processes import alive, wait_for_process
+from tests.helpers.processes import kill_during
 from wfl_async.jobs.remote_job import RemoteJob
 from wfl_async.runtime import runtime_scope
 
@@ -49,19 +47,6 @@ def shared_dir() -> Iterator[Path]:
 
 def _executions(log: Path) -> list[str]:
     return sorted(line for line in log.read_text().splitlines()) if log.exists() else []
-
-
-def _kill_during(proc: subprocess.Popen[bytes], phase: list[str], rng: random.Random, within: float = 0.3) -> str:
-    """SIGKILL ``proc`` a random moment (0 to ``within`` s) after a process whose argv holds all of ``phase`` starts."""
-    pid = wait_for_process(lambda argv: all(any(p in a for a in argv) for p in phase), timeout=120,
-                           stop=lambda: proc.poll() is not None)
-    if pid is None:
-        return "finished first"
-    threading.Event().wait(rng.uniform(0, within))
-    during = alive(pid)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return "during" if during else "after"
 
 
 STAGING_SCRIPT = """
@@ -100,7 +85,7 @@ def test_driver_killed_while_staging_a_large_input_then_rerun_gives_right_result
     landed = []
     for _ in range(3):  # the upload's tar, unpacking into its temporary directory, is running
         proc = start()
-        landed.append(_kill_during(proc, ["tar", ".wfl_async_upload."], rng))
+        landed.append(kill_during(proc, ["tar", ".wfl_async_upload."], rng))
         if landed[-1] == "finished first":  # an earlier run's upload had landed whole: nothing left to stage
             break
     print(f"kills while staging on {remote_system}: {landed}")
@@ -156,7 +141,7 @@ def test_driver_killed_while_fetching_large_results_then_rerun_gives_right_resul
 
     landed = []
     for _ in range(3):  # the fetch's tar, packing finished results, is running
-        landed.append(_kill_during(start(), ["tar", "--ignore-failed-read", name], rng, within=0.05))
+        landed.append(kill_during(start(), ["tar", "--ignore-failed-read", name], rng, within=0.05))
     print(f"kills while fetching on {remote_system}: {landed}")
     proc = start()
     _, err = proc.communicate(timeout=600)
