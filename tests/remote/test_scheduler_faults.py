@@ -23,7 +23,7 @@ import anyio
 import pytest
 
 from tests.helpers import remote_functions as rf
-from tests.helpers.faulty_scheduler import FLAVOURS, faulty_system, status_calls, submitted
+from tests.helpers.faulty_scheduler import FLAVOURS, accounted, faulty_system, status_calls, submitted
 from wfl_async.job import RemoteJob
 from wfl_async.jobs.states import JobStatus
 from wfl_async.session import session_scope
@@ -136,7 +136,7 @@ async def test_a_submit_limit_refusal_waits_for_room(fresh_expyre_root: Path, st
 _DRIVER = """
 import anyio, operator, sys
 from tests.helpers import remote_functions as rf
-from tests.helpers.faulty_scheduler import FLAVOURS, faulty_system, status_calls, submitted
+from tests.helpers.faulty_scheduler import FLAVOURS, accounted, faulty_system, status_calls, submitted
 from wfl_async.job import RemoteJob
 from wfl_async.session import session_scope
 
@@ -179,6 +179,42 @@ async def test_a_driver_killed_during_sbatch_leaves_no_wedged_lock_and_no_duplic
                 or "an earlier submission ran it" in caplog.text), caplog.text
     else:
         assert "did not queue it; submitting again" in caplog.text
+
+
+@SCHEDULERS
+async def test_a_driver_killed_while_a_slow_submission_goes_on_then_an_immediate_rerun_submits_each_job_once(
+        fresh_expyre_root: Path, state: Path, scheduler: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The driver killed (kill -9) while ``sbatch``/``qsub`` is still working on the login node (the
+    wrapper waits SLOW_SUBMIT_SECONDS before really submitting): the rerun, started at once, finds
+    the lock held by that live process and waits for its answer instead of submitting again."""
+    system = faulty_system(fresh_expyre_root, state, scheduler, mode="slow", every=1)
+    tag = f"slow{scheduler}{uuid.uuid4().hex[:6]}"
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, system, tag],
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        while not (state / "slow").exists():
+            await anyio.sleep(0.1)  # the batch's first job is inside the slow submit program
+    finally:
+        driver.kill()
+        driver.wait()
+    slow = [int(pid) for pid in (state / "slow").read_text().split()]
+    (state / "mode").write_text("none")
+    caplog.set_level(logging.INFO, logger="wfl_async")
+    values = await _run_all(system, 3, tag)
+    assert values == [i + 1000 for i in range(3)]
+    while any(Path(f"/proc/{pid}").exists() for pid in slow):
+        await anyio.sleep(0.2)  # a submission the rerun did not wait for would come now
+    names = [f"{tag}-{i}" for i in range(3)]
+    jobs = submitted(state)
+    assert len(jobs) == len(set(jobs)) == 3
+    counts = accounted(scheduler, names)
+    for _ in range(50):  # SGE's accounting file is written up to a flush interval after the job ends
+        if all(counts.values()):
+            break
+        await anyio.sleep(0.2)
+        counts = accounted(scheduler, names)
+    assert counts == dict.fromkeys(names, 1)
+    assert "another submission of this job is still running" in caplog.text, caplog.text
 
 
 async def test_a_deleted_jobs_database_loses_no_finished_work_and_submits_nothing_again(

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from ..errors import SchedulerError
 from ..jobs.states import QueueState
-from .base import JobScriptSpec, Scheduler
+from .base import PROC_START, JobScriptSpec, Scheduler
 
 __all__ = ["LocalScheduler", "DEFAULT_SLOT_DIR_ENV"]
 
@@ -39,16 +39,6 @@ DEFAULT_SLOT_DIR_ENV = "WFL_ASYNC_LOCAL_SLOTS"
 """Variable (read on the machine that runs the jobs) naming the slot dir when none is configured."""
 
 _ID = re.compile(r"\d+\.\d+")
-
-# Shell (POSIX sh) that sets p to a pid and prints nothing; then `proc_start` leaves the
-# process's start time in $s ("" if the process is gone or a zombie), with builtins only: the
-# status command runs it for every job, and must not fork a process per job.  The command name in
-# /proc/PID/stat (field 2) may contain spaces and parentheses, so cut after the last ") ".
-# The fields after it start at field 3 (the state): field 22 is the 20th.
-_PROC_START = (
-    '{ read -r s <"/proc/$p/stat"; } 2>/dev/null || s=""; s=${s##*) }; set -- $s; '
-    'if [ "$#" -ge 20 ] && [ "$1" != Z ]; then s=${20}; else s=""; fi'
-)
 
 # The runner: $1 slot dir, $2 max jobs (empty: nproc), $3 job script (in the cwd).
 _RUNNER = r"""
@@ -86,7 +76,7 @@ state running
 rc=$?
 printf '%s\n' "$rc" >job.local.exit
 exit "$rc"
-""".replace("__PROC_START__", _PROC_START)
+""".replace("__PROC_START__", PROC_START)
 
 
 class LocalScheduler(Scheduler):
@@ -146,7 +136,7 @@ class LocalScheduler(Scheduler):
             f'mkdir -p -- "$slots/jobs" && chmod u+x {script} && {{ '
             f"{self.submit_program} {shlex.quote(_RUNNER)} wfl-async-local "
             f'"$slots" {shlex.quote(max_jobs)} {script} </dev/null >wfl_async_local.log 2>&1 & '
-            f"p=$!; {_PROC_START}; id=$p.${{s:-0}}; "
+            f"p=$!; {PROC_START}; id=$p.${{s:-0}}; "
             # register the job now unless its runner already has (noclobber), so the status and
             # find commands list it at once; the runner's own writes replace this entry
             f'if [ -n "$s" ]; then set -C; printf \'queued\\n%s\\n\' "$PWD" 2>/dev/null >"$slots/jobs/$id"; '
@@ -167,7 +157,7 @@ class LocalScheduler(Scheduler):
             'for f in "$slots"/jobs/*; do '
             '[ -f "$f" ] || continue; id=${f##*/}; '
             'case $id in *.tmp) continue ;; esac; '
-            f"p=${{id%%.*}}; {_PROC_START}; "
+            f"p=${{id%%.*}}; {PROC_START}; "
             f'if [ -n "$s" ] && [ "$id" = "$p.$s" ]; then {live}; '
             f"{f'else {gone}; ' if gone else ''}fi; "
             "done; true"
@@ -211,7 +201,7 @@ class LocalScheduler(Scheduler):
                 raise SchedulerError(f"refusing to cancel odd local job id {rid!r} (expected PID.STARTTIME)")
         ids = " ".join(remote_ids)
         return (
-            f"for id in {ids}; do p=${{id%%.*}}; {_PROC_START}; "
+            f"for id in {ids}; do p=${{id%%.*}}; {PROC_START}; "
             f'if [ -n "$s" ] && [ "$id" = "$p.$s" ]; then {self.cancel_program} "-$p"; fi; '
             "done; true"
         )
