@@ -100,13 +100,15 @@ def _write(path: Path, text: str) -> None:
 
 
 def faulty_system(root: Path, state: Path, scheduler: str = "slurm", *, mode: str = "none", every: int = 4,
-                  status_fails: str | None = None, grace: float = 5) -> str:
+                  status_fails: str | None = None, grace: float = 5, base: str | None = None) -> str:
     """Add to ``root``'s config.json a copy of ``scheduler``'s system with the wrappers first on PATH.
 
     :param mode: what the submit wrapper does on every ``every``-th call (see ``_SUBMIT``)
     :param status_fails: shell condition on the status call number ``$n`` under which the
         status program fails with the scheduler's transient complaint (None: never)
     :param grace: the system's ``died_grace_seconds``
+    :param base: the system copied (default the scheduler's own, e.g. ``slurm_ssh`` for one over ssh:
+        then ``state`` must be a directory its user can write to)
     :returns: the new system's name
     """
     flavour = FLAVOURS[scheduler]
@@ -128,11 +130,12 @@ def faulty_system(root: Path, state: Path, scheduler: str = "slurm", *, mode: st
                .replace("__STATE__", str(state)).replace("__FAILS__", status_fails)
                .replace("__REAL__", flavour.real_status))
     config = json.loads((root / "config.json").read_text())
-    entry = dict(config["systems"][flavour.base])
+    base = base or flavour.base
+    entry = dict(config["systems"][base])
     # last, so that the wrappers come before the system's own PATH lines (PBS's are a PATH line)
     entry["pre_submit_cmds"] = [*entry.get("pre_submit_cmds", []), f"export PATH={bin_dir}:$PATH"]
     entry["died_grace_seconds"] = grace
-    name = f"{scheduler}_{mode}{'_status' if status_fails else ''}"
+    name = f"{base}_{mode}{'_status' if status_fails else ''}"
     config["systems"][name] = entry
     (root / "config.json").write_text(json.dumps(config, indent=1))
     return name
