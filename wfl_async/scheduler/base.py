@@ -203,8 +203,8 @@ class Scheduler(ABC):
         # Exactly once, even when the scheduler's answer is lost: the submitter that creates the
         # lock file (O_EXCL through noclobber) submits and always keeps the scheduler's answer,
         # exit status first (written to a temporary name, then renamed). The lock is taken in the
-        # subshell that runs the submit program, and names it (host, pid, start time: see
-        # _HOLDER). The lock is never removed here: anyone later finds a successful answer (and
+        # subshell that runs the submit program, and names it (host, pid, start time: _SELF).
+        # The lock is never removed here: anyone later finds a successful answer (and
         # reuses it), or no answer while the holder lives (a submission in progress: reported as
         # IN_PROGRESS, a transient complaint, so the driver waits and asks again), or else an
         # unresolved one (a failed, killed or interrupted submission), reported as UNRESOLVED so
