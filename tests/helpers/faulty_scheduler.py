@@ -9,12 +9,17 @@ a directory listed twice. The complaints are each scheduler's own wording.
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from wfl_async.jobs import layout
 
-__all__ = ["FLAVOURS", "Flavour", "faulty_system", "injected", "status_calls", "submitted"]
+__all__ = ["FLAVOURS", "SLOW_SUBMIT_SECONDS", "Flavour", "accounted", "faulty_system", "injected", "status_calls",
+           "submitted"]
+
+SLOW_SUBMIT_SECONDS = 6
+"""How long the ``slow`` submit wrapper waits before really submitting (a login node's bad day)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ if [ $((n % every)) -eq 0 ]; then
         submit_and_drop) real "$@"; __AWAIT__injected submit_and_drop; exit 1 ;;
         hang) injected hang; echo $$ >> "$state/hung"; sleep 600; exit 1 ;;
         submit_then_hang) real "$@"; injected submit_then_hang; echo $$ >> "$state/hung"; sleep 600; exit 1 ;;
+        slow) injected slow; echo $$ >> "$state/slow"; sleep __SLOW__; real "$@"; echo "$out"; exit $rc ;;
         limit) if [ "$(unfinished)" -ge 3 ]; then injected limit; cat "$state/limit" >&2; exit 1; fi ;;
     esac
 fi
@@ -119,18 +125,19 @@ def faulty_system(root: Path, state: Path, scheduler: str = "slurm", *, mode: st
     await_start = "" if flavour.lists_workdirs else "await_start; "
     _write(bin_dir / flavour.submit, _SUBMIT.replace("__COUNT__", _COUNT.replace("__COUNTER__", "count"))
            .replace("__STATE__", str(state)).replace("__EVERY__", str(every)).replace("__REAL__", flavour.real_submit)
-           .replace("__AWAIT__", await_start).replace("__SUCCEEDED__", layout.SUCCEEDED)
+           .replace("__AWAIT__", await_start).replace("__SLOW__", str(SLOW_SUBMIT_SECONDS)).replace("__SUCCEEDED__", layout.SUCCEEDED)
            .replace("__FAILED__", layout.FAILED).replace("__STARTED__", layout.STARTED))
     if status_fails is not None:
         _write(bin_dir / flavour.status, _STATUS.replace("__COUNT__", _COUNT.replace("__COUNTER__", "status"))
                .replace("__STATE__", str(state)).replace("__FAILS__", status_fails)
                .replace("__REAL__", flavour.real_status))
     config = json.loads((root / "config.json").read_text())
-    entry = dict(config["systems"][base or flavour.base])
+    base = base or flavour.base
+    entry = dict(config["systems"][base])
     # last, so that the wrappers come before the system's own PATH lines (PBS's are a PATH line)
     entry["pre_submit_cmds"] = [*entry.get("pre_submit_cmds", []), f"export PATH={bin_dir}:$PATH"]
     entry["died_grace_seconds"] = grace
-    name = f"{scheduler}_{mode}{'_status' if status_fails else ''}"
+    name = f"{base}_{mode}{'_status' if status_fails else ''}"
     config["systems"][name] = entry
     (root / "config.json").write_text(json.dumps(config, indent=1))
     return name
@@ -152,3 +159,21 @@ def status_calls(state: Path) -> int:
     """How often the status wrapper was called."""
     path = state / "status"
     return int(path.read_text()) if path.exists() else 0
+
+
+_ACCOUNTING = {
+    # the PBS-style commands run on Slurm: its accounting (jobcomp file) lists their jobs too
+    "slurm": "sacct -c -n -P -o JobName", "pbs": "sacct -c -n -P -o JobName",
+    "sge": "qacct -j '*' 2>/dev/null | awk '$1 == \"jobname\" {print $2}'",
+}
+
+
+def accounted(scheduler: str, names: list[str]) -> dict[str, int]:
+    """How often each of ``names`` ran, by the scheduler's own accounting of finished jobs (not ours).
+
+    SGE and PBS jobs are named ``N_<name>`` in the queue (a name must start with a letter).
+    """
+    listing = subprocess.run(["bash", "-c", _ACCOUNTING[scheduler]], capture_output=True, text=True,
+                             check=False).stdout.split()  # sacct complains on stderr about odd old records
+    prefix = "" if scheduler == "slurm" else "N_"
+    return {name: listing.count(prefix + name) for name in names}

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -23,7 +24,8 @@ import anyio
 import pytest
 
 from tests.helpers import remote_functions as rf
-from tests.helpers.faulty_scheduler import FLAVOURS, faulty_system, status_calls, submitted
+from tests.helpers.faulty_scheduler import FLAVOURS, accounted, faulty_system, status_calls, submitted
+from tests.helpers.processes import ancestor, comm
 from wfl_async.job import RemoteJob
 from wfl_async.jobs.states import JobStatus
 from wfl_async.session import session_scope
@@ -136,7 +138,8 @@ async def test_a_submit_limit_refusal_waits_for_room(fresh_expyre_root: Path, st
 _DRIVER = """
 import anyio, operator, sys
 from tests.helpers import remote_functions as rf
-from tests.helpers.faulty_scheduler import FLAVOURS, faulty_system, status_calls, submitted
+from tests.helpers.processes import ancestor, comm
+from tests.helpers.faulty_scheduler import FLAVOURS, accounted, faulty_system, status_calls, submitted
 from wfl_async.job import RemoteJob
 from wfl_async.session import session_scope
 
@@ -179,6 +182,82 @@ async def test_a_driver_killed_during_sbatch_leaves_no_wedged_lock_and_no_duplic
                 or "an earlier submission ran it" in caplog.text), caplog.text
     else:
         assert "did not queue it; submitting again" in caplog.text
+
+
+@SCHEDULERS
+async def test_a_driver_killed_while_a_slow_submission_goes_on_then_an_immediate_rerun_submits_each_job_once(
+        fresh_expyre_root: Path, state: Path, scheduler: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The driver killed (kill -9) while ``sbatch``/``qsub`` is still working on the login node (the
+    wrapper waits SLOW_SUBMIT_SECONDS before really submitting): the rerun, started at once, finds
+    the lock held by that live process and waits for its answer instead of submitting again."""
+    system = faulty_system(fresh_expyre_root, state, scheduler, mode="slow", every=1)
+    tag = f"slow{scheduler}{uuid.uuid4().hex[:6]}"
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, system, tag],
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        while not (state / "slow").exists():
+            await anyio.sleep(0.1)  # the batch's first job is inside the slow submit program
+    finally:
+        driver.kill()
+        driver.wait()
+    slow = [int(pid) for pid in (state / "slow").read_text().split()]
+    (state / "mode").write_text("none")
+    caplog.set_level(logging.INFO, logger="wfl_async")
+    values = await _run_all(system, 3, tag)
+    assert values == [i + 1000 for i in range(3)]
+    await _assert_each_submitted_once(scheduler, state, [f"{tag}-{i}" for i in range(3)], slow)
+    assert "another submission of this job is still running" in caplog.text, caplog.text
+
+
+@pytest.mark.parametrize("system", ["slurm_ssh", "pbs_ssh"])  # sge: the kill -9 test above
+async def test_the_connection_dropped_while_a_slow_submission_goes_on_submits_each_job_once(
+        fresh_expyre_root: Path, system: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The sshd process serving the driver's connection killed while ``sbatch``/``qsub`` is still
+    working on the login node: the driver reconnects and repeats its command, which finds the lock
+    held by that live process and waits for its answer instead of submitting again."""
+    scheduler = system.removesuffix("_ssh")
+    state = Path(tempfile.mkdtemp(prefix="wfl_async_slow_", dir="/tmp"))  # the ssh test user writes here
+    try:
+        name = faulty_system(fresh_expyre_root, state, scheduler, mode="slow", every=1, base=system)
+        for path in [state, *state.rglob("*")]:
+            path.chmod(0o1777 if path.is_dir() else 0o755)
+        tag = f"drop{scheduler}{uuid.uuid4().hex[:6]}"
+        caplog.set_level(logging.INFO, logger="wfl_async")
+        dropped: list[int] = []
+
+        async def drop_the_connection_inside_the_submit_program() -> None:
+            while not (state / "slow").exists():
+                await anyio.sleep(0.05)
+            sshd = ancestor(int((state / "slow").read_text().split()[0]), lambda p: comm(p).startswith("sshd"))
+            assert sshd is not None
+            os.kill(sshd, signal.SIGKILL)
+            dropped.append(sshd)
+            (state / "mode").write_text("none")  # the other jobs are submitted at once
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drop_the_connection_inside_the_submit_program)
+            values = await _run_all(name, 3, tag)
+        assert dropped and values == [i + 1000 for i in range(3)]
+        slow = [int(pid) for pid in (state / "slow").read_text().split()]
+        await _assert_each_submitted_once(scheduler, state, [f"{tag}-{i}" for i in range(3)], slow)
+        assert "another submission of this job is still running" in caplog.text, caplog.text
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+async def _assert_each_submitted_once(scheduler: str, state: Path, names: list[str], slow: list[int]) -> None:
+    """Each job of ``names`` submitted once: by the wrapper's log and by the scheduler's own accounting."""
+    while any(Path(f"/proc/{pid}").exists() for pid in slow):
+        await anyio.sleep(0.2)  # a submission the driver did not wait for would come now
+    jobs = submitted(state)
+    assert len(jobs) == len(set(jobs)) == len(names)
+    counts = accounted(scheduler, names)
+    for _ in range(50):  # SGE's accounting file is written up to a flush interval after the job ends
+        if all(counts.values()):
+            break
+        await anyio.sleep(0.2)
+        counts = accounted(scheduler, names)
+    assert counts == dict.fromkeys(names, 1)
 
 
 async def test_a_deleted_jobs_database_loses_no_finished_work_and_submits_nothing_again(

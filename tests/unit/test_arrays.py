@@ -4,7 +4,9 @@ captured from the real daemons (tests/data/scheduler_output/*array*)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ from wfl_async.scheduler import (
     SGEScheduler,
     SlurmScheduler,
 )
-from wfl_async.scheduler.base import ARRAY_TASK_OUTPUT, expand_indices
+from wfl_async.scheduler.base import ARRAY_TASK_OUTPUT, IN_PROGRESS_MINUTES, expand_indices
 from wfl_async.system.requests import SubmitRequest
 from wfl_async.system.submit import array_groups, array_name, batch_command
 
@@ -89,7 +91,10 @@ def test_array_submit_of_dirs_locked_earlier_reports_them_unresolved_and_submits
     dirs = [tmp_path / "locked", tmp_path / "free"]
     for d in dirs:
         d.mkdir()
-    (dirs[0] / layout.SUBMIT_LOCK).touch()  # an earlier submission that never answered
+    # an earlier submission that never answered, its holder gone long ago (no pid to check)
+    (dirs[0] / layout.SUBMIT_LOCK).touch()
+    long_ago = time.time() - 60 * (IN_PROGRESS_MINUTES + 1)
+    os.utime(dirs[0] / layout.SUBMIT_LOCK, (long_ago, long_ago))
     array_dir = str(tmp_path / "arr")
     command = sched.array_submit_command(array_dir, "#!/bin/sh\n", [str(d) for d in dirs], [0, 1])
     command = command.replace("sbatch ", fake_submit_program(sched, tmp_path) + " ", 1)

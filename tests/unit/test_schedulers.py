@@ -85,7 +85,8 @@ def test_get_scheduler_passes_options_and_rejects_bad_ones() -> None:
                           "#PBS -e job.wfl_abc123.stderr", "#PBS -S /bin/bash", "#PBS -r n"]),
         (SGEScheduler(), ["#$ -N N_wfl_abc123", "#$ -l h_rt=1:02:05", "#$ -o job.wfl_abc123.stdout",
                           "#$ -e job.wfl_abc123.stderr", "#$ -S /bin/bash", "#$ -r n", "#$ -cwd"]),
-        (LocalScheduler(), []),
+        # the local runner reads (and enforces) the time limit from the second line
+        (LocalScheduler(), ["# wfl_async local time limit (s): 3725"]),
     ],
 )
 def test_script_has_expyre_default_header_then_system_header(sched: Scheduler, expected_header: list[str]) -> None:

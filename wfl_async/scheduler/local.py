@@ -14,7 +14,12 @@ There is no queueing system; a small runner (bash, text below) stands in for one
   since boot), so a recycled pid is never mistaken for the job;
 - the status command lists the registered jobs whose process is still alive with that
   start time (and deletes entries of processes that are gone, e.g. after ``kill -9``);
-- cancelling sends SIGTERM to the job's process group (the runner is a session leader).
+- the runner enforces the job's ``max_time`` (coreutils ``timeout``: TERM at the limit to the
+  job's process group, KILL ``KILL_AFTER_SECONDS`` later); a job killed so stays listed as
+  ``timeout`` for ``TIMEOUT_LISTED_SECONDS``, so it is reported died at its time limit, as a
+  scheduler's TIMEOUT is;
+- cancelling sends SIGTERM to the job's process group (the runner is a session leader), which
+  the runner passes on to the job.
 
 Several workflows (and several rundirs) of one user share the slot dir, so together they
 never run more than ``max_jobs`` jobs at once.  Hold and release are not supported.
@@ -29,7 +34,7 @@ from collections.abc import Sequence
 
 from ..errors import SchedulerError
 from ..jobs.states import QueueState
-from .base import JobScriptSpec, Scheduler
+from .base import PROC_START, JobScriptSpec, Scheduler
 
 __all__ = ["LocalScheduler", "DEFAULT_SLOT_DIR_ENV"]
 
@@ -40,15 +45,12 @@ DEFAULT_SLOT_DIR_ENV = "WFL_ASYNC_LOCAL_SLOTS"
 
 _ID = re.compile(r"\d+\.\d+")
 
-# Shell (POSIX sh) that sets p to a pid and prints nothing; then `proc_start` leaves the
-# process's start time in $s ("" if the process is gone or a zombie), with builtins only: the
-# status command runs it for every job, and must not fork a process per job.  The command name in
-# /proc/PID/stat (field 2) may contain spaces and parentheses, so cut after the last ") ".
-# The fields after it start at field 3 (the state): field 22 is the 20th.
-_PROC_START = (
-    '{ read -r s <"/proc/$p/stat"; } 2>/dev/null || s=""; s=${s##*) }; set -- $s; '
-    'if [ "$#" -ge 20 ] && [ "$1" != Z ]; then s=${20}; else s=""; fi'
-)
+LIMIT_LINE = "# wfl_async local time limit (s): "
+"""Starts the second line of a local job script, followed by the job's ``max_time`` in seconds."""
+KILL_AFTER_SECONDS = 10
+"""A job still running this long after the TERM at its time limit is killed (KILL)."""
+TIMEOUT_LISTED_SECONDS = 600
+"""How long a job killed at its time limit is listed as ``timeout`` (beyond any ``died_grace_seconds``)."""
 
 # The runner: $1 slot dir, $2 max jobs (empty: nproc), $3 job script (in the cwd).
 _RUNNER = r"""
@@ -81,12 +83,34 @@ while :; do
     k=$(((k + 1) % max))
 done
 exec 8>&-
+# The time limit (s) is the script's second line (LocalScheduler.render_script). `timeout` runs
+# the script in a process group of its own and signals all of it: TERM at the limit, KILL a grace
+# later; a cancel (TERM to the runner's group) is passed on to it.
+limit=; { read -r _ && read -r hdr; } <"./$script" 2>/dev/null
+case $hdr in "__LIMIT_LINE__"*) limit=${hdr#"__LIMIT_LINE__"} ;; esac
+case $limit in *[!0-9]*) limit= ;; esac
+command -v timeout >/dev/null 2>&1 || limit=
 state running
-"./$script" 9>&- >job.local.stdout 2>job.local.stderr
-rc=$?
+if [ -n "$limit" ] && [ "$limit" -gt 0 ]; then
+    started=$SECONDS
+    timeout -k __KILL_AFTER__ "$limit" "./$script" 9>&- >job.local.stdout 2>job.local.stderr &
+    child=$!
+    trap 'kill -TERM "$child" 2>/dev/null; exit 143' TERM INT
+    wait "$child"
+    rc=$?
+    if { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && [ $((SECONDS - started)) -ge "$limit" ]; then
+        # kept (listed as "timeout" by the status command for a while), so the job is reported
+        # killed at its time limit, as a scheduler's TIMEOUT is
+        printf 'timeout\n%s\n%s\n' "$PWD" "$(date +%s)" >"$job.tmp" && mv -f -- "$job.tmp" "$job" && trap - EXIT
+    fi
+else
+    "./$script" 9>&- >job.local.stdout 2>job.local.stderr
+    rc=$?
+fi
 printf '%s\n' "$rc" >job.local.exit
 exit "$rc"
-""".replace("__PROC_START__", _PROC_START)
+""".replace("__PROC_START__", PROC_START).replace("__LIMIT_LINE__", LIMIT_LINE).replace(
+    "__KILL_AFTER__", str(KILL_AFTER_SECONDS))
 
 
 class LocalScheduler(Scheduler):
@@ -128,6 +152,12 @@ class LocalScheduler(Scheduler):
     def default_header(self) -> list[str]:
         return []
 
+    def render_script(self, spec: JobScriptSpec) -> str:
+        """The script, its time limit on the second line, where the runner reads it (always there,
+        whatever the header: the runner enforces ``max_time`` as a scheduler would)."""
+        shebang, _, rest = super().render_script(spec).partition("\n")
+        return f"{shebang}\n{LIMIT_LINE}{int(spec.max_time)}\n{rest}"
+
     def cores_per_node_commands(self, spec: JobScriptSpec) -> list[str]:
         return [f"export EXPYRE_NUM_CORES_PER_NODE={int(spec.num_cores_per_node)}"]
 
@@ -146,7 +176,7 @@ class LocalScheduler(Scheduler):
             f'mkdir -p -- "$slots/jobs" && chmod u+x {script} && {{ '
             f"{self.submit_program} {shlex.quote(_RUNNER)} wfl-async-local "
             f'"$slots" {shlex.quote(max_jobs)} {script} </dev/null >wfl_async_local.log 2>&1 & '
-            f"p=$!; {_PROC_START}; id=$p.${{s:-0}}; "
+            f"p=$!; {PROC_START}; id=$p.${{s:-0}}; "
             # register the job now unless its runner already has (noclobber), so the status and
             # find commands list it at once; the runner's own writes replace this entry
             f'if [ -n "$s" ]; then set -C; printf \'queued\\n%s\\n\' "$PWD" 2>/dev/null >"$slots/jobs/$id"; '
@@ -167,7 +197,7 @@ class LocalScheduler(Scheduler):
             'for f in "$slots"/jobs/*; do '
             '[ -f "$f" ] || continue; id=${f##*/}; '
             'case $id in *.tmp) continue ;; esac; '
-            f"p=${{id%%.*}}; {_PROC_START}; "
+            f"p=${{id%%.*}}; {PROC_START}; "
             f'if [ -n "$s" ] && [ "$id" = "$p.$s" ]; then {live}; '
             f"{f'else {gone}; ' if gone else ''}fi; "
             "done; true"
@@ -180,10 +210,16 @@ class LocalScheduler(Scheduler):
 
     def status_command(self) -> str:
         # One line "ID<TAB>queued|running" per live job; stale entries are removed. The file
-        # vanishes when the job ends: then it is simply not listed.
-        return self._for_each_live_job(
-            "read -r st <\"$f\" 2>/dev/null || continue; printf '%s\\t%s\\n' \"$id\" \"$st\"",
-            gone='rm -f -- "$f"')
+        # vanishes when the job ends: then it is simply not listed. A job killed at its time
+        # limit left its entry "timeout" (third line: when): listed so for TIMEOUT_LISTED_SECONDS
+        # (`date` runs only if there is such an entry), then removed.
+        gone = ('{ read -r st && read -r dir && read -r at; } <"$f" 2>/dev/null; '
+                'case $at in ""|*[!0-9]*) at=0 ;; esac; '
+                'if [ "$st" = timeout ] && { [ -n "$now" ] || now=$(date +%s); } && '
+                f'[ $((now - at)) -lt {TIMEOUT_LISTED_SECONDS} ]; then printf \'%s\\ttimeout\\n\' "$id"; '
+                'else rm -f -- "$f"; fi')
+        return "now=; " + self._for_each_live_job(
+            "read -r st <\"$f\" 2>/dev/null || continue; printf '%s\\t%s\\n' \"$id\" \"$st\"", gone=gone)
 
     def parse_status_output(self, stdout: str) -> dict[str, QueueState]:
         states: dict[str, QueueState] = {}
@@ -196,6 +232,8 @@ class LocalScheduler(Scheduler):
                 states[job_id] = QueueState.QUEUED
             elif word == "running":
                 states[job_id] = QueueState.RUNNING
+            elif word == "timeout":
+                states[job_id] = QueueState.TIMEOUT
             else:
                 logger.warning("local job %s is in state %r, which wfl_async does not know; "
                                "treating it as still active", job_id, word)
@@ -211,7 +249,7 @@ class LocalScheduler(Scheduler):
                 raise SchedulerError(f"refusing to cancel odd local job id {rid!r} (expected PID.STARTTIME)")
         ids = " ".join(remote_ids)
         return (
-            f"for id in {ids}; do p=${{id%%.*}}; {_PROC_START}; "
+            f"for id in {ids}; do p=${{id%%.*}}; {PROC_START}; "
             f'if [ -n "$s" ] && [ "$id" = "$p.$s" ]; then {self.cancel_program} "-$p"; fi; '
             "done; true"
         )
