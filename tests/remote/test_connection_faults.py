@@ -129,6 +129,22 @@ def test_sshd_process_serving_the_driver_killed_during_a_phase_the_run_goes_on(
 
 
 @pytest.mark.parametrize("system", SSH_SYSTEMS[:1])
+def test_sshd_process_killed_during_the_first_submission_check_the_run_goes_on(
+        system: str, fresh_expyre_root: Path, tmp_path: Path, shared_dir: Path) -> None:
+    """The check sent before a system's first submission is repeated after a drop (it only reads)."""
+    _test_system(fresh_expyre_root, system, "faulty")
+
+    def fault(proc: subprocess.Popen[bytes], job_name: str) -> dict[str, object]:
+        # a program run by the check's one command, which names its sections' marker
+        return wait_and_kill_serving_sshd("named", "@@wfl_async_doctor", proc, lambda pid: os.kill(pid, signal.SIGKILL))
+
+    seen, err = _run(fresh_expyre_root, tmp_path, shared_dir, "faulty", fault)
+    print(f"\n{system} sshd killed during the first-submission check: {seen}")
+    assert seen["killed"] is not None, "the fault was never injected"
+    assert "dropped during a command" in err  # the drop hit the check's command, and it was run again
+
+
+@pytest.mark.parametrize("system", SSH_SYSTEMS[:1])
 def test_sshd_stopped_for_seconds_during_submission_the_run_goes_on(
         system: str, fresh_expyre_root: Path, tmp_path: Path, shared_dir: Path) -> None:
     own = OwnSshd(tmp_path / "own_sshd")
