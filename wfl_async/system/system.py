@@ -37,7 +37,7 @@ from ..jobs.states import QueueState, Verdict
 from ..scheduler.base import Scheduler
 from ..transport.base import Transport
 from .commands import QUEUE_END, dir_list, marker_command, parse_event_log, parse_markers
-from .poll_loop import PollLoop
+from .poll_loop import PollLoop, PollRecord
 from .rate import scheduler_limiter
 from .requests import JobOutcome, QueueSurvey, SubmitRequest, Watch
 from .submit import scheduler_prefix
@@ -186,6 +186,10 @@ class System:
     def poll_interval(self) -> float:
         """Seconds between two polls of this system now."""
         return self._poller.interval()
+
+    def poll_history(self) -> list[PollRecord]:
+        """This system's last polls, oldest first (see :class:`~wfl_async.system.poll_loop.PollRecord`)."""
+        return list(self._poller.history)
 
     # ------------------------------------------------------------------ resources
     def select_partition(self, resources: dict[str, Any], *, exact_fit: bool = True,
