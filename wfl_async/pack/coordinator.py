@@ -3,7 +3,8 @@
 - **enqueue**: packed chunks hand their staged :class:`~wfl_async.system.SubmitRequest` here
   instead of to the submit loop; requests arriving together go out as ONE command (a tar
   stream of their directories, then :func:`~.queue.enqueue_command`), at most
-  :data:`~wfl_async.scheduler.base.MAX_BATCH` per command. Each chunk is then recorded as
+  :data:`~wfl_async.scheduler.base.MAX_BATCH` per command (the first batch while no chunk is
+  queued: at most :data:`~wfl_async.system.batching.FIRST_BATCH`, so workers start early). Each chunk is then recorded as
   submitted, with a remote id naming its pack (:func:`~.queue.chunk_remote_id`).
 - **poll**: the system's survey command carries :func:`~.queue.listing_command` (no extra
   round trip): each queued chunk is reported ``queued``, each taken one ``running``, so the
@@ -201,7 +202,8 @@ class PackCoordinator:
     async def _enqueue_loop(self) -> None:
         async for first in self._receive:
             batch = [first]
-            await gather_arrivals(batch, self._receive.receive_nowait, window=_BATCH_WINDOW, longest=_MAX_BATCH_WAIT)
+            await gather_arrivals(batch, self._receive.receive_nowait, window=_BATCH_WINDOW, longest=_MAX_BATCH_WAIT,
+                                  first=not any(p.remaining for p in self._packs.values()))
             by_pack: dict[str, list[_Enqueue]] = {}
             for item in batch:
                 by_pack.setdefault(item.pid, []).append(item)

@@ -6,7 +6,9 @@ the request's own event. The loop (started by :meth:`System.serve`):
 
 1. waits for a request and for room in the system's queue window (``max_queued_jobs``,
    :mod:`wfl_async.system.window`); takes every request that keeps arriving and fits
-   (``batch_window`` at a time, at most ``max_batch_wait``), at most ``MAX_BATCH``;
+   (``batch_window`` at a time, at most ``max_batch_wait``), at most ``MAX_BATCH``; while no
+   job of the system is watched, at most ``FIRST_BATCH``, so the first jobs start while the
+   rest of the call is staged;
 2. writes the job scripts locally, then (after a token of the system's scheduler rate limit,
    :mod:`wfl_async.system.rate`) sends **one** command
    (:func:`~wfl_async.system.submit.batch_command` through
@@ -109,7 +111,7 @@ class SubmitLoop:
         """Take requests while they keep arriving (each ``batch_window`` brought more), at most
         ``max_batch_wait``: jobs of one call become ready one after another."""
         await gather_arrivals(batch, self._take_admitted, window=self.system.batch_window,
-                              longest=self.system.max_batch_wait)
+                              longest=self.system.max_batch_wait, first=not self.system.watched_count())
 
     def _take_admitted(self) -> SubmitRequest:
         """The next waiting request, with room in the queue window (else the batch goes now)."""
