@@ -120,11 +120,12 @@ a few ms): a poll that started within this of a marker may have just missed it."
 
 
 async def result_lags(system: System, root: str, seen: Mapping[str, float], records: Sequence[CommandRecord],
-                      poll_interval: float, polls: Sequence[PollRecord] = ()) -> ResultLag:
+                      poll_interval: float, polls: Sequence[PollRecord] = (), since: float = -math.inf) -> ResultLag:
     """The :class:`ResultLag` of jobs ``seen`` (job dir -> ``time.time()`` when its result came).
 
     One command after the run (off the clock): the mtime of every final marker, and the
-    cluster's clock. ``polls``: the system's poll history over the run.
+    cluster's clock. ``polls``: the system's poll history over the run. Only jobs that
+    finished after ``since`` (``time.time()``) count: a rerun's re-attached jobs have no lag.
     """
     before = time.time()
     answer = await system.transport.run(f"date +%s.%N; cd {shlex.quote(root)} && {_FINISHED_AT}",
@@ -135,7 +136,8 @@ async def result_lags(system: System, root: str, seen: Mapping[str, float], reco
     finished: dict[str, float] = {}
     for line in lines[1:]:
         stamp, _, job_dir = line.partition(" ")
-        finished[job_dir.rstrip("/")] = float(stamp) - offset
+        if float(stamp) - offset >= since:
+            finished[job_dir.rstrip("/")] = float(stamp) - offset
     lags = [seen[d] - finished[d] for d in seen if d in finished]
     taken = {d: record for record in polls for d in record.finished}
     seen_lags = [taken[d].started + taken[d].duration - finished[d] for d in finished if d in taken]
@@ -338,6 +340,6 @@ async def bench_system(runtime: Session, system_name: str, n_jobs: int, *, check
         queue_listings=delta.get("queue_listings", 0),
         per_poll=poll_stats(records, submitted_at),
         lag=await result_lags(system, root, seen, records, check_interval,
-                              [p for p in system.poll_history() if p.started >= wall_t0]),
+                              [p for p in system.poll_history() if p.started >= wall_t0], since=wall_t0),
         peak_rss_bytes=peak_rss(), errors=errors[:5])
     return BenchRun(result, records, t0, root, [job.job_dir for job in prepared], seen)
