@@ -96,8 +96,12 @@ class ResultLag:
     """From the final marker to the end of the poll that found the job finished (before its fetch)."""
     seen_max_s: float | None
     missed: int
-    """Jobs not taken by the first poll that started after their final marker (see the poll loop's
-    :attr:`~wfl_async.system.poll_loop.PollLoop.history`; 0: no poll passed a finished job by)."""
+    """Jobs not taken by the first poll that started after their final marker and after the poll
+    loop took their watch (see :attr:`~wfl_async.system.poll_loop.PollLoop.history`; 0: no poll
+    passed a finished job by)."""
+    finished_unwatched: int
+    """Jobs that finished before the poll loop had their watch (before the driver knew their queue
+    id: the submit command was still running): their lag includes the rest of that submission."""
     poll_interval_s: float
     """The poll period asked for (the jobs' ``check_interval``)."""
     poll_gap_median_s: float | None
@@ -140,6 +144,7 @@ async def result_lags(system: System, root: str, seen: Mapping[str, float], reco
             finished[job_dir.rstrip("/")] = float(stamp) - offset
     lags = [seen[d] - finished[d] for d in seen if d in finished]
     taken = {d: record for record in polls for d in record.finished}
+    watched = {d: at for record in polls for d, at in zip(record.finished, record.watched_at, strict=True)}
     seen_lags = [taken[d].started + taken[d].duration - finished[d] for d in finished if d in taken]
     starts = [record.started for record in polls]
 
@@ -147,13 +152,16 @@ async def result_lags(system: System, root: str, seen: Mapping[str, float], reco
         index = bisect.bisect_right(starts, at + MTIME_RESOLUTION)
         return starts[index] if index < len(starts) else math.inf
 
-    missed = sum(1 for d, at in finished.items() if d in taken and taken[d].started > first_poll_after(at))
+    missed = sum(1 for d, at in finished.items()
+                 if d in taken and taken[d].started > first_poll_after(max(at, watched[d])))
+    unwatched = sum(1 for d, at in finished.items() if d in watched and watched[d] > at)
     commands = [r.started for r in records if r.kind == "poll"]
     gaps = [b - a for a, b in zip(commands, commands[1:], strict=False)]
     durations = {kind: [r.duration for r in records if r.kind == kind] for kind in ("poll", "fetch")}
     return ResultLag(jobs=len(lags), median_s=statistics.median(lags) if lags else None,
                      max_s=max(lags, default=None), seen_median_s=statistics.median(seen_lags) if seen_lags else None,
-                     seen_max_s=max(seen_lags, default=None), missed=missed, poll_interval_s=poll_interval,
+                     seen_max_s=max(seen_lags, default=None), missed=missed, finished_unwatched=unwatched,
+                     poll_interval_s=poll_interval,
                      poll_gap_median_s=statistics.median(gaps) if gaps else None, poll_gap_max_s=max(gaps, default=None),
                      longest_poll_s=max(durations["poll"], default=None),
                      longest_fetch_s=max(durations["fetch"], default=None), clock_offset_s=offset)

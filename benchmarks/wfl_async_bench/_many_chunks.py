@@ -76,7 +76,7 @@ def _lag_columns(lag: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     return {"marker to poll (median, max s)": (round(lag["seen_median_s"], 2), round(lag["seen_max_s"], 2)),
             "marker to result (median, max s)": (round(lag["median_s"], 2), round(lag["max_s"], 2)),
-            "missed by a poll": lag["missed"]}
+            "missed by a poll": lag["missed"], "finished before watched": lag["finished_unwatched"]}
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:

@@ -47,7 +47,8 @@ def format_report(report: BenchmarkReport) -> str:
             lines.append(f"result lag [{run.implementation}, {run.system}, N={run.jobs}], from each job's final marker "
                          f"on the cluster: to the end of the poll that found it median {_num(lag['seen_median_s'])} s, "
                          f"max {_num(lag['seen_max_s'])} s ({lag['missed']} jobs not taken by the first poll after "
-                         f"their marker); to its result in the driver median {lag['median_s']:.2f} s, max "
+                         f"their marker, {lag['finished_unwatched']} finished before the driver had their queue id); "
+                         f"to its result in the driver median {lag['median_s']:.2f} s, max "
                          f"{lag['max_s']:.2f} s. Poll interval {lag['poll_interval_s']:.2f} s, polls started every "
                          f"{_num(lag['poll_gap_median_s'])} s (max {_num(lag['poll_gap_max_s'])}), longest poll "
                          f"{_num(lag['longest_poll_s'])} s, longest fetch {_num(lag['longest_fetch_s'])} s")

@@ -8,7 +8,8 @@ event. The loop (started by :meth:`System.serve`):
    *started* (:meth:`PollLoop.interval`: the smallest ``check_interval``, at least 0.2 s,
    backing off while nothing changes, tightening when running jobs are expected to end);
 2. sends one command per remote root (:meth:`System.survey
-   <wfl_async.system.System.survey>`, after a token of the system's scheduler rate limit):
+   <wfl_async.system.System.survey>`; when it lists the queue, after a token of the system's
+   scheduler rate limit, and only if one is free at once, so a poll never waits for a token):
    the scheduler's listing of the user's jobs, the lines jobs appended to the run's event
    log (:data:`~wfl_async.jobs.layout.EVENTS`) since the last poll, and the markers of the
    job directories named on its stdin. Those are only the jobs that need a look: newly
@@ -93,6 +94,9 @@ class PollRecord:
     """It listed the queue (a scheduler call)."""
     finished: list[str] = field(default_factory=list)
     """Job dirs it found finished (handed to the fetch task)."""
+    watched_at: list[float] = field(default_factory=list)
+    """For each of :attr:`finished`: when the loop took its watch (``time.time()``; a job may
+    finish before the driver knows its queue id: no poll could look for it before then)."""
 
 
 class PollLoop:
@@ -216,6 +220,7 @@ class PollLoop:
 
     def _add(self, watch: Watch) -> None:
         if not watch.abandoned:
+            watch.watched_at = time.time()
             self.watches[watch.job_dir] = watch
             # a job this driver re-attached to is in the queue already: it counts, room or not
             if watch.in_window:
@@ -265,7 +270,10 @@ class PollLoop:
             if not watch.fetching:
                 by_root.setdefault(watch.remote_root or default_root, []).append(watch)
         now = time.monotonic()
-        listing = now - self._listed_at >= self.listing_interval(now) - 0.5 * MIN_POLL_INTERVAL
+        # a listing is skipped while the scheduler's rate limit has no token to spare: waiting for
+        # one would hold up this poll, and results come through the event log and the markers
+        listing = (now - self._listed_at >= self.listing_interval(now) - 0.5 * MIN_POLL_INTERVAL
+                   and system.scheduler_call_free())
         if not by_root and self._leaving:
             by_root, listing = {default_root: []}, True  # only finished jobs still maybe listed: list the queue
         if listing:
@@ -322,6 +330,7 @@ class PollLoop:
                     self._durations.append(now - watch.started_at)
                 self._fetch_send.send_nowait((root, watch, verdict))
                 record.finished.append(watch.job_dir)
+                record.watched_at.append(watch.watched_at or record.started)
                 continue
             if listing:  # (when the queue was not asked, only the markers spoke)
                 missing = verdict.kind is VerdictKind.MISSING

@@ -135,6 +135,16 @@ class System:
         """Jobs (of ``job_dirs``, default all) waiting locally for room in the queue window."""
         return self._submitter.waiting_count(job_dirs)
 
+    def scheduler_call_free(self) -> bool:
+        """A scheduler call could go now without waiting, and leave a token for a caller that waits.
+
+        For calls that may be skipped (a poll's queue listing): under a tight rate limit they
+        give way to the ones that must go (submissions), and never wait for a token themselves.
+        """
+        if self._limiter is None:
+            return True
+        return self._limiter.has_capacity(min(2.0, self._limiter.max_rate))
+
     async def scheduler_call(self) -> None:
         """Count one scheduler call, waiting for a token of the system's rate limit first (:mod:`.rate`)."""
         if self._limiter is not None:
