@@ -76,7 +76,8 @@ def _lag_columns(lag: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     return {"marker to poll (median, max s)": (round(lag["seen_median_s"], 2), round(lag["seen_max_s"], 2)),
             "marker to result (median, max s)": (round(lag["median_s"], 2), round(lag["max_s"], 2)),
-            "missed by a poll": lag["missed"], "finished before watched": lag["finished_unwatched"]}
+            "missed by a poll": lag["missed"], "finished before watched": lag["finished_unwatched"],
+            "result_lag": lag}  # every figure, in the JSON only
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
