@@ -33,7 +33,8 @@ import logging
 import math
 import re
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -132,8 +133,8 @@ class SubmitLoop:
                 self._deferred.extendleft(reversed(batch[len(batch) // 2:]))
                 del batch[len(batch) // 2:]
                 command = batch_command(system.scheduler, system.config, root, batch)
-            for relpath, text in command.scripts.items():
-                await anyio.Path(batch[0].local_root / relpath).write_text(text)
+            await anyio.to_thread.run_sync(_write_scripts, batch[0].local_root, command.scripts,
+                                           limiter=system.transport.file_threads())
         except TransportError as exc:  # nothing was sent: every job of the batch may try again
             self._retry(batch, "transient", f"could not prepare the batch: {exc}")
             return
@@ -283,6 +284,12 @@ class SubmitLoop:
                          f" (no marker; {system.scheduler.name} cannot list working directories)")
                 request.release_lock = True
                 self._send.send_nowait(request)
+
+
+def _write_scripts(local_root: Path, scripts: Mapping[str, str]) -> None:
+    """Write a batch's job scripts (relative path -> text) under ``local_root``, in one thread call."""
+    for relpath, text in scripts.items():
+        (local_root / relpath).write_text(text)
 
 
 def _command_bytes(root: str, command: BatchCommand) -> int:
