@@ -269,7 +269,8 @@ class BenchResult:
 
     @property
     def scheduler_commands_per_poll(self) -> float | None:
-        """Scheduler commands other than submissions, per poll (1.0: one status command per poll)."""
+        """Scheduler commands other than submissions, per poll (at most 1.0: one status command per poll;
+        less when polls skipped the listing for the rate limit, or while nothing changed)."""
         return (self.scheduler_commands - self.submit_commands) / self.polls if self.polls else None
 
     def as_dict(self) -> dict[str, Any]:
