@@ -22,7 +22,7 @@ from wfl_async_bench._many_chunks import ManyChunksOptions, run_many_chunks
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    columns = [c for c in dict.fromkeys(k for row in rows for k in row) if c not in ("pack",)]
+    columns = [c for c in dict.fromkeys(k for row in rows for k in row) if c not in ("pack", "result_lag")]
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]

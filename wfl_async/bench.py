@@ -10,11 +10,15 @@ functions.
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
 import operator
 import os
 import resource
+import shlex
 import shutil
+import statistics
 import tempfile
 import time
 from collections import Counter
@@ -29,11 +33,15 @@ import anyio
 from .config.expyre_modules import expyre_module
 from .config.loader import config_dirs
 from .job import PreparedJob, RemoteJob
+from .jobs import layout
 from .session import Session
+from .system import System
+from .system.commands import dir_list
+from .system.poll_loop import PollRecord
 from .transport.base import CommandRecord
 
-__all__ = ["BenchResult", "BenchRun", "PollStats", "bench_system", "fresh_root", "merged_raw_config", "peak_rss",
-           "poll_stats", "reset_peak_rss", "trivial_args"]
+__all__ = ["MTIME_RESOLUTION", "BenchResult", "BenchRun", "PollStats", "ResultLag", "bench_system", "fresh_root", "merged_raw_config", "peak_rss",
+           "poll_stats", "reset_peak_rss", "result_lags", "trivial_args"]
 
 BASE = 2000
 
@@ -69,6 +77,94 @@ def poll_stats(records: Sequence[CommandRecord], submitted_at: float | None) -> 
                      mean_commands=sum(n for _, n in counts) / len(counts) if counts else 0.0,
                      max_commands_after_submit=max(after, default=0),
                      by_kind=dict(Counter(r.kind for r in records)))
+
+
+# ---------------------------------------------------------------------- result lag
+@dataclass
+class ResultLag:
+    """From each job finishing on the cluster to the driver holding its result.
+
+    A job has finished when its final marker is written (its mtime on the cluster); the driver
+    holds the result when ``await job.result()`` returns. The cluster's clock is taken against
+    ours once, after the run (``clock_offset_s``, good to half that command's round trip).
+    """
+
+    jobs: int
+    median_s: float | None
+    max_s: float | None
+    seen_median_s: float | None
+    """From the final marker to the end of the poll that found the job finished (before its fetch)."""
+    seen_max_s: float | None
+    missed: int
+    """Jobs not taken by the first poll that started after their final marker and after the poll
+    loop took their watch (see :attr:`~wfl_async.system.poll_loop.PollLoop.history`; 0: no poll
+    passed a finished job by)."""
+    finished_unwatched: int
+    """Jobs that finished before the poll loop had their watch (before the driver knew their queue
+    id: the submit command was still running): their lag includes the rest of that submission."""
+    poll_interval_s: float
+    """The poll period asked for (the jobs' ``check_interval``)."""
+    poll_gap_median_s: float | None
+    """Median time between the starts of two consecutive polls while jobs were watched."""
+    poll_gap_max_s: float | None
+    longest_poll_s: float | None
+    """The longest poll command's own time (from its start to its answer)."""
+    longest_fetch_s: float | None
+    clock_offset_s: float
+
+
+_FINISHED_AT = (f"xargs -d '\\n' sh -c 'find \"$@\" -maxdepth 1 \\( -name {layout.SUCCEEDED} "
+                f"-o -name {layout.FAILED} \\) -printf \"%T@ %h\\n\"' sh")
+"""Shell text: ``<mtime> <job dir>`` of the final marker of each job dir on stdin (constant names: no quoting)."""
+
+
+MTIME_RESOLUTION = 0.01
+"""Seconds a file's mtime may lag its writing (the kernel stamps files from a coarse clock, a tick of
+a few ms): a poll that started within this of a marker may have just missed it."""
+
+
+async def result_lags(system: System, root: str, seen: Mapping[str, float], records: Sequence[CommandRecord],
+                      poll_interval: float, polls: Sequence[PollRecord] = (), since: float = -math.inf) -> ResultLag:
+    """The :class:`ResultLag` of jobs ``seen`` (job dir -> ``time.time()`` when its result came).
+
+    One command after the run (off the clock): the mtime of every final marker, and the
+    cluster's clock. ``polls``: the system's poll history over the run. Only jobs that
+    finished after ``since`` (``time.time()``) count: a rerun's re-attached jobs have no lag.
+    """
+    before = time.time()
+    answer = await system.transport.run(f"date +%s.%N; cd {shlex.quote(root)} && {_FINISHED_AT}",
+                                        stdin=dir_list(seen), check=False)
+    after = time.time()
+    lines = answer.stdout.decode().splitlines()
+    offset = float(lines[0]) - (before + after) / 2 if lines else 0.0
+    finished: dict[str, float] = {}
+    for line in lines[1:]:
+        stamp, _, job_dir = line.partition(" ")
+        if float(stamp) - offset >= since:
+            finished[job_dir.rstrip("/")] = float(stamp) - offset
+    lags = [seen[d] - finished[d] for d in seen if d in finished]
+    taken = {d: record for record in polls for d in record.finished}
+    watched = {d: at for record in polls for d, at in zip(record.finished, record.watched_at, strict=True)}
+    seen_lags = [taken[d].started + taken[d].duration - finished[d] for d in finished if d in taken]
+    starts = [record.started for record in polls]
+
+    def first_poll_after(at: float) -> float:
+        index = bisect.bisect_right(starts, at + MTIME_RESOLUTION)
+        return starts[index] if index < len(starts) else math.inf
+
+    missed = sum(1 for d, at in finished.items()
+                 if d in taken and taken[d].started > first_poll_after(max(at, watched[d])))
+    unwatched = sum(1 for d, at in finished.items() if d in watched and watched[d] > at)
+    commands = [r.started for r in records if r.kind == "poll"]
+    gaps = [b - a for a, b in zip(commands, commands[1:], strict=False)]
+    durations = {kind: [r.duration for r in records if r.kind == kind] for kind in ("poll", "fetch")}
+    return ResultLag(jobs=len(lags), median_s=statistics.median(lags) if lags else None,
+                     max_s=max(lags, default=None), seen_median_s=statistics.median(seen_lags) if seen_lags else None,
+                     seen_max_s=max(seen_lags, default=None), missed=missed, finished_unwatched=unwatched,
+                     poll_interval_s=poll_interval,
+                     poll_gap_median_s=statistics.median(gaps) if gaps else None, poll_gap_max_s=max(gaps, default=None),
+                     longest_poll_s=max(durations["poll"], default=None),
+                     longest_fetch_s=max(durations["fetch"], default=None), clock_offset_s=offset)
 
 
 # ---------------------------------------------------------------------- memory
@@ -162,6 +258,8 @@ class BenchResult:
     queue_listings: int = 0
     """Polls that listed the queue (each a scheduler call)."""
     per_poll: PollStats | None = None
+    lag: ResultLag | None = None
+    """From each job's final marker on the cluster to its result in the driver."""
     peak_rss_bytes: int | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -171,7 +269,8 @@ class BenchResult:
 
     @property
     def scheduler_commands_per_poll(self) -> float | None:
-        """Scheduler commands other than submissions, per poll (1.0: one status command per poll)."""
+        """Scheduler commands other than submissions, per poll (at most 1.0: one status command per poll;
+        less when polls skipped the listing for the rate limit, or while nothing changed)."""
         return (self.scheduler_commands - self.submit_commands) / self.polls if self.polls else None
 
     def as_dict(self) -> dict[str, Any]:
@@ -191,6 +290,8 @@ class BenchRun:
     t0: float
     remote_root: str
     job_dirs: list[str]
+    result_at: dict[str, float] = field(default_factory=dict)
+    """Job dir -> ``time.time()`` when its result came back."""
 
 
 async def bench_system(runtime: Session, system_name: str, n_jobs: int, *, check_interval: float = 0.5,
@@ -209,8 +310,9 @@ async def bench_system(runtime: Session, system_name: str, n_jobs: int, *, check
     system_before = dict(system.stats)
     reset_peak_rss()
     results: list[float] = []
+    seen: dict[str, float] = {}
     errors: list[str] = []
-    t0 = time.monotonic()
+    t0, wall_t0 = time.monotonic(), time.time()
     prepared = [RemoteJob(operator.add, trivial_args(i), sys_name=system_name, job_name=f"bench {system_name} {i}",
                           resources=dict(resources or {"num_nodes": 1, "max_time": "5m"}),
                           check_interval=check_interval, timeout=job_timeout, **dict(job_options or {})).prepare(runtime)
@@ -226,6 +328,7 @@ async def bench_system(runtime: Session, system_name: str, n_jobs: int, *, check
             errors.append(f"job {index}: wrong result {value!r}")
             return
         results.append(time.monotonic())
+        seen[job.job_dir] = time.time()
 
     async with anyio.create_task_group() as group:
         for index, job in enumerate(prepared):
@@ -236,6 +339,7 @@ async def bench_system(runtime: Session, system_name: str, n_jobs: int, *, check
     submits = [r.started + r.duration for r in records if r.kind == "submit"]
     submitted_at = max(submits) if submits else None
     delta = {k: v - system_before.get(k, 0) for k, v in system.stats.items()}
+    root = await system.remote_root()
     result = BenchResult(
         system=system_name, jobs=n_jobs, submit_all_s=submitted_at - t0 if submitted_at is not None else None,
         first_result_s=min(results) - t0 if results else None, all_results_s=t_end - t0,
@@ -244,5 +348,7 @@ async def bench_system(runtime: Session, system_name: str, n_jobs: int, *, check
         scheduler_commands=delta.get("scheduler_calls", 0), submit_commands=delta.get("submit_commands", 0),
         queue_listings=delta.get("queue_listings", 0),
         per_poll=poll_stats(records, submitted_at),
+        lag=await result_lags(system, root, seen, records, check_interval,
+                              [p for p in system.poll_history() if p.started >= wall_t0], since=wall_t0),
         peak_rss_bytes=peak_rss(), errors=errors[:5])
-    return BenchRun(result, records, t0, await system.remote_root(), [job.job_dir for job in prepared])
+    return BenchRun(result, records, t0, root, [job.job_dir for job in prepared], seen)

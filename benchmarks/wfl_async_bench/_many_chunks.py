@@ -66,7 +66,18 @@ def _row(figures: RunFigures, **extra: Any) -> dict[str, Any]:
                                                                        figures.scheduler_calls),
             "ssh connections": figures.ssh_connections,
             "remote commands per poll (max, mean)": None if per_poll is None else
-            (per_poll.max_commands_after_submit, round(per_poll.mean_commands, 2)), **extra})
+            (per_poll.max_commands_after_submit, round(per_poll.mean_commands, 2)),
+            **_lag_columns(figures.extra.get("result_lag")), **extra})
+
+
+def _lag_columns(lag: dict[str, Any] | None) -> dict[str, Any]:
+    """Result lag columns (:class:`wfl_async.bench.ResultLag`): marker -> poll -> result in the driver."""
+    if not lag or lag.get("median_s") is None:
+        return {}
+    return {"marker to poll (median, max s)": (round(lag["seen_median_s"], 2), round(lag["seen_max_s"], 2)),
+            "marker to result (median, max s)": (round(lag["median_s"], 2), round(lag["max_s"], 2)),
+            "missed by a poll": lag["missed"], "finished before watched": lag["finished_unwatched"],
+            "result_lag": lag}  # every figure, in the JSON only
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:

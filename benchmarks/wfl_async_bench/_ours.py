@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tracemalloc
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from wfl_async.bench import bench_system, current_rss, reset_peak_rss
@@ -62,6 +62,8 @@ async def run_ours(runtime: Session, system_name: str, n_jobs: int, *, check_int
                                    # scheduler calls that were not queue listings of a poll
                                    "submit_scheduler_calls": r.scheduler_commands - r.queue_listings,
                                    "peak_rss_is_this_run": peak_was_reset})
+    if r.lag is not None:
+        figures.extra["result_lag"] = asdict(r.lag)
     # each remote command: start (s from t0), duration (s), kind
     figures.extra["commands"] = [[round(c.started - run.t0, 3), round(c.duration, 3), c.kind] for c in run.records]
     if traced_peak is not None:

@@ -42,6 +42,17 @@ def format_report(report: BenchmarkReport) -> str:
         value = f"{ratio['ratio']:.2f}x" if ratio["ratio"] is not None else "n/a"
         lines.append(f"ratio {ratio['system']} N={ratio['jobs']}: {ratio['what']} = {value}")
     for run in report.runs:
+        lag = run.extra.get("result_lag")
+        if lag and lag["median_s"] is not None:
+            lines.append(f"result lag [{run.implementation}, {run.system}, N={run.jobs}], from each job's final marker "
+                         f"on the cluster: to the end of the poll that found it median {_num(lag['seen_median_s'])} s, "
+                         f"max {_num(lag['seen_max_s'])} s ({lag['missed']} jobs not taken by the first poll after "
+                         f"their marker, {lag['finished_unwatched']} finished before the driver had their queue id); "
+                         f"to its result in the driver median {lag['median_s']:.2f} s, max "
+                         f"{lag['max_s']:.2f} s. Poll interval {lag['poll_interval_s']:.2f} s, polls started every "
+                         f"{_num(lag['poll_gap_median_s'])} s (max {_num(lag['poll_gap_max_s'])}), longest poll "
+                         f"{_num(lag['longest_poll_s'])} s, longest fetch {_num(lag['longest_fetch_s'])} s")
+    for run in report.runs:
         for note in run.notes:
             lines.append(f"note [{run.implementation}, {run.system}, N={run.jobs}]: {note}")
         if run.extra.get("rsync_processes") is not None:

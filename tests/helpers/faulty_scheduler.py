@@ -92,8 +92,10 @@ _STATUS = r"""#!/bin/bash
 state=__STATE__
 __COUNT__
 if __FAILS__; then echo status >> "$state/injected"; cat "$state/status_timeout" >&2; exit 1; fi
-exec __REAL__ "$@"
+__ANSWER__
 """
+_ANSWER_LATE = 'out=$(__REAL__ "$@"); rc=$?; sleep __DELAY__; printf \'%s\\n\' "$out"; exit $rc'
+"""The status program's answer, ``__DELAY__`` s late: a listing older than it looks (a busy scheduler)."""
 
 
 def _write(path: Path, text: str) -> None:
@@ -102,12 +104,15 @@ def _write(path: Path, text: str) -> None:
 
 
 def faulty_system(root: Path, state: Path, scheduler: str = "slurm", *, mode: str = "none", every: int = 4,
-                  status_fails: str | None = None, grace: float = 5, base: str | None = None) -> str:
+                  status_fails: str | None = None, status_delay: float = 0.0, grace: float = 5,
+                  base: str | None = None) -> str:
     """Add to ``root``'s config.json a copy of ``scheduler``'s system with the wrappers first on PATH.
 
     :param mode: what the submit wrapper does on every ``every``-th call (see ``_SUBMIT``)
     :param status_fails: shell condition on the status call number ``$n`` under which the
         status program fails with the scheduler's transient complaint (None: never)
+    :param status_delay: seconds the status program's answer is held back after the real
+        program has answered (0: not)
     :param grace: the system's ``died_grace_seconds``
     :param base: the system to copy (default: the scheduler's direct one, e.g. ``slurm``; a
         ``*_ssh`` one runs the wrappers as its ssh user, so ``state`` must be writable by it)
@@ -127,17 +132,18 @@ def faulty_system(root: Path, state: Path, scheduler: str = "slurm", *, mode: st
            .replace("__STATE__", str(state)).replace("__EVERY__", str(every)).replace("__REAL__", flavour.real_submit)
            .replace("__AWAIT__", await_start).replace("__SLOW__", str(SLOW_SUBMIT_SECONDS)).replace("__SUCCEEDED__", layout.SUCCEEDED)
            .replace("__FAILED__", layout.FAILED).replace("__STARTED__", layout.STARTED))
-    if status_fails is not None:
+    if status_fails is not None or status_delay:
+        answer = _ANSWER_LATE.replace("__DELAY__", f"{status_delay:g}") if status_delay else 'exec __REAL__ "$@"'
         _write(bin_dir / flavour.status, _STATUS.replace("__COUNT__", _COUNT.replace("__COUNTER__", "status"))
-               .replace("__STATE__", str(state)).replace("__FAILS__", status_fails)
-               .replace("__REAL__", flavour.real_status))
+               .replace("__STATE__", str(state)).replace("__FAILS__", status_fails or "false")
+               .replace("__ANSWER__", answer).replace("__REAL__", flavour.real_status))
     config = json.loads((root / "config.json").read_text())
     base = base or flavour.base
     entry = dict(config["systems"][base])
     # last, so that the wrappers come before the system's own PATH lines (PBS's are a PATH line)
     entry["pre_submit_cmds"] = [*entry.get("pre_submit_cmds", []), f"export PATH={bin_dir}:$PATH"]
     entry["died_grace_seconds"] = grace
-    name = f"{base}_{mode}{'_status' if status_fails else ''}"
+    name = f"{base}_{mode}{'_status' if status_fails else ''}{'_late' if status_delay else ''}"
     config["systems"][name] = entry
     (root / "config.json").write_text(json.dumps(config, indent=1))
     return name

@@ -23,6 +23,7 @@ from ase.io import read
 
 from tests.conftest import remote_system_names
 from tests.helpers import remote_functions as rf
+from tests.helpers.faulty_scheduler import faulty_system, submitted
 from tests.remote.test_autoparallelize_remote import cells
 from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
 from wfl_async.configset import ConfigSet, OutputSpec
@@ -197,3 +198,39 @@ async def test_worker_jobs_count_against_max_queued_jobs_and_packed_chunks_do_no
         system = session.system(pack_system)
         # six chunks queued at once, but never more than one worker job in the queue
         assert system.window.peak == 1 and coordinator_for(system).stats["workers_submitted"] >= 1
+
+
+async def test_a_late_queue_listing_submits_no_worker_past_the_target(
+        fresh_expyre_root: Path, tmp_path: Path, direct_pack_system: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The status program answers 1 s late: a poll's listing then lacks a worker submitted while it
+    # ran, though the worker's id is known by the time the driver reads the listing. A worker
+    # missing from one listing is not gone (it is dead only after the grace): no replacement may
+    # be submitted for it. One call queues 1 chunk (1 worker of the target 2), a second call 11
+    # more of the same pack while the first is polled: its worker goes out while polls run.
+    # Counted from the submit program's own log (each worker job directory it took).
+    state = tmp_path / "faults"
+    state.mkdir()
+    system = faulty_system(fresh_expyre_root, state, direct_pack_system, mode="none", status_delay=1.0, grace=20)
+    monkeypatch.setenv("WFL_EXPYRE_NO_MARK_PROCESSED", "1")
+    info = packed_info(system, env_vars=["WFL_TEST_SLEEP=0.5"], check_interval=0.2)
+    configs = cells(12)
+    results: dict[str, list[Any]] = {}
+    async with session_scope() as session:
+        coordinator = coordinator_for(await session.serving(system))
+
+        async def call(name: str, inputs: list[Any]) -> None:
+            results[name] = await autoparallelize.aio(rf._counted_label, ConfigSet(inputs),
+                                                      OutputSpec(tmp_path / f"{name}.xyz"),
+                                                      autopara_info=AutoparaInfo(remote_info=info))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(call, "one", configs[:1])
+            with anyio.fail_after(120):
+                while not coordinator.stats["workers_submitted"]:
+                    await anyio.sleep(0.05)
+            tasks.start_soon(call, "more", configs[1:])
+        assert [a.info["i"] for a in results["one"] + results["more"]] == list(range(12))
+        assert all(a.info["labelled"] for a in results["one"] + results["more"])
+        workers = [d for d in submitted(state) if f"/{PACK_ROOT}/" in d and "/workers/" in d]
+        assert len(workers) == coordinator.stats["workers_submitted"] == 2, workers
+        assert set((await completions(session, system, info.job_name)).values()) == {1}

@@ -6,12 +6,15 @@
 * The scheduler rate limit: a wrapper in front of the real ``squeue``/``sbatch`` logs each
   call; no stretch of the run has more calls than the bucket allows.
 * A fetch in flight does not hold up the next poll.
+* Each poll is due an interval after the previous one started (an overrunning poll is followed at
+  once), and takes every job whose final marker was there when it started.
 """
 
 from __future__ import annotations
 
 import json
 import operator
+import os
 import shlex
 import uuid
 from pathlib import Path
@@ -19,9 +22,12 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.helpers.faulty_scheduler import faulty_system
 from tests.helpers.remote_functions import sleep_then_return
+from wfl_async.bench import MTIME_RESOLUTION
 from wfl_async.config import load_config
 from wfl_async.job import RemoteJob
+from wfl_async.jobs import layout
 from wfl_async.jobs.states import ACTIVE_STATES, Marker
 from wfl_async.scheduler import get_scheduler
 from wfl_async.session import session_scope
@@ -172,3 +178,47 @@ async def test_a_fetch_in_flight_does_not_hold_up_the_next_poll(fresh_expyre_roo
         tg.cancel_scope.cancel()
     assert outcomes == {f"{tag}-a": Marker.SUCCEEDED, f"{tag}-b": Marker.SUCCEEDED}
     await system.remove_dirs([first.job_dir, second.job_dir], first.remote_root)
+
+
+@pytest.mark.parametrize("base", ["slurm", "sge", "pbs"])
+async def test_each_poll_is_due_from_the_previous_start_and_takes_every_job_finished_before_it(
+        base: str, fresh_expyre_root: Path, tmp_path: Path) -> None:
+    # The status program answers 0.8 s late, so every poll that lists the queue takes longer than
+    # the 0.5 s interval. From the poll loop's own records (System.poll_history) and the final
+    # markers' mtimes on the cluster (this machine, same clock):
+    # * a poll that overran its interval is followed at once, not an interval after its end;
+    # * every job is taken (found finished) by the first poll that started after its final marker.
+    state = tmp_path / "faults"
+    state.mkdir()
+    name = faulty_system(fresh_expyre_root, state, base, mode="none", status_delay=0.8)
+    tag = uuid.uuid4().hex[:6]
+    async with session_scope() as session:
+        system = session.system(name)
+        jobs = [RemoteJob(sleep_then_return, (1.5 + 0.5 * i, i), sys_name=name, job_name=f"due {tag} {i}",
+                          resources={"num_nodes": 1, "max_time": "10m"}, check_interval=0.5) for i in range(6)]
+        prepared = [job.prepare(session) for job in jobs]
+        values: list[object] = [None] * len(jobs)
+
+        async def one(i: int) -> None:
+            values[i] = await prepared[i].result()
+
+        with anyio.fail_after(300):
+            async with anyio.create_task_group() as tg:
+                for i in range(len(jobs)):
+                    tg.start_soon(one, i)
+        root = await system.remote_root()
+        history = system.poll_history()
+    assert values == list(range(len(jobs)))
+    overran = [(a, b) for a, b in zip(history, history[1:], strict=False) if a.duration > a.interval]
+    assert overran, history  # the late listing made polls overrun
+    for a, b in overran:
+        assert b.started - a.started < a.duration + a.interval, (a, b)
+    taken = {job_dir: index for index, record in enumerate(history) for job_dir in record.finished}
+    watched = {d: at for record in history for d, at in zip(record.finished, record.watched_at, strict=True)}
+    for job in prepared:
+        # (no poll can look for a job before the loop has its watch)
+        finished_at = max(os.stat(f"{root}/{job.job_dir}/{layout.SUCCEEDED}").st_mtime, watched[job.job_dir])
+        # (the last jobs may be taken by a poll whose command reached the cluster just after them)
+        first_after = next((i for i, record in enumerate(history) if record.started > finished_at + MTIME_RESOLUTION),
+                           len(history))
+        assert taken[job.job_dir] <= first_after, (job.job_dir, finished_at, history[taken[job.job_dir]:first_after + 1])

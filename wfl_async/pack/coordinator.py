@@ -3,7 +3,8 @@
 - **enqueue**: packed chunks hand their staged :class:`~wfl_async.system.SubmitRequest` here
   instead of to the submit loop; requests arriving together go out as ONE command (a tar
   stream of their directories, then :func:`~.queue.enqueue_command`), at most
-  :data:`~wfl_async.scheduler.base.MAX_BATCH` per command. Each chunk is then recorded as
+  :data:`~wfl_async.scheduler.base.MAX_BATCH` per command (the first batch while no chunk is
+  queued: at most :data:`~wfl_async.system.batching.FIRST_BATCH`, so workers start early). Each chunk is then recorded as
   submitted, with a remote id naming its pack (:func:`~.queue.chunk_remote_id`).
 - **poll**: the system's survey command carries :func:`~.queue.listing_command` (no extra
   round trip): each queued chunk is reported ``queued``, each taken one ``running``, so the
@@ -112,6 +113,7 @@ class _Pack:
     remaining: int = 0
     """Chunks queued or taken, as last listed, plus those enqueued since."""
     queued: int = 0
+    """Chunks not taken by any worker, as last listed, plus those enqueued or put back since."""
     running: int = 0
     topping_up: bool = False
     requeueing: bool = False
@@ -200,7 +202,8 @@ class PackCoordinator:
     async def _enqueue_loop(self) -> None:
         async for first in self._receive:
             batch = [first]
-            await gather_arrivals(batch, self._receive.receive_nowait, window=_BATCH_WINDOW, longest=_MAX_BATCH_WAIT)
+            await gather_arrivals(batch, self._receive.receive_nowait, window=_BATCH_WINDOW, longest=_MAX_BATCH_WAIT,
+                                  first=not any(p.remaining for p in self._packs.values()))
             by_pack: dict[str, list[_Enqueue]] = {}
             for item in batch:
                 by_pack.setdefault(item.pid, []).append(item)
@@ -263,7 +266,9 @@ class PackCoordinator:
             else:
                 self._retry(item, complaint)
         if root is not None:
-            self._packs[(root, pid)].remaining += len(new)  # only these may need a worker
+            pack = self._packs[(root, pid)]
+            pack.remaining += len(new)  # only these may need a worker
+            pack.queued += len(new)
             self.system.start_soon(self._release_after_workers, root, pid, accepted)
 
     def _retry(self, item: _Enqueue, complaint: str) -> None:
@@ -364,6 +369,7 @@ class PackCoordinator:
                 command = requeue_command(pid, taken[start:start + step], dead[start:start + step])
                 await self.system.transport.run(f"cd {shlex.quote(root)} && {command}", kind="submit", retry=True)
             self.stats["chunks_put_back"] += len(taken)
+            pack.queued += len(taken)
             for name in dead:
                 self._forget(pack, pid, name)
         except TransportError as exc:
@@ -376,11 +382,14 @@ class PackCoordinator:
     # ------------------------------------------------------------------ workers
     def _alive(self, worker: _Worker) -> bool:
         patience = max(_UNSEEN_GRACE, self.system.config.died_grace_seconds)
+        now = time.monotonic()
         if not worker.seen:
-            return time.monotonic() - worker.submitted_at < patience
+            return now - worker.submitted_at < patience
         if worker.remote_id is None:  # counted for a while, never called dead: its chunks are not put back
-            return worker.first_unknown is None or time.monotonic() - worker.first_unknown < 4 * patience
-        return worker.missing_since is None
+            return worker.first_unknown is None or now - worker.first_unknown < 4 * patience
+        # missing from one listing is not gone: a listing taken while its sbatch was still running
+        # does not have it yet (its id came back meanwhile); it is dead after the grace, as a job is
+        return worker.missing_since is None or now - worker.missing_since <= self.system.config.died_grace_seconds
 
     def _forget(self, pack: _Pack, pid: str, name: str) -> None:
         """A worker is gone: its room in the queue window (``max_queued_jobs``) is free again."""
@@ -400,7 +409,10 @@ class PackCoordinator:
                         "that queued them", self.system.name, pid, pack.remaining)
         if pack.spec is None or pack.topping_up or pack.requeueing:
             return
-        missing = min(pack.spec.setting.workers, pack.remaining) - self._alive_count(pack)
+        # a worker can only help with chunks nobody has taken: those being run have a worker alive
+        # (or are put back, and so queued, when theirs dies)
+        alive = self._alive_count(pack)
+        missing = min(pack.spec.setting.workers, alive + pack.queued) - alive
         if missing <= 0:
             return
         pack.topping_up = True

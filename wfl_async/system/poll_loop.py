@@ -8,7 +8,8 @@ event. The loop (started by :meth:`System.serve`):
    *started* (:meth:`PollLoop.interval`: the smallest ``check_interval``, at least 0.2 s,
    backing off while nothing changes, tightening when running jobs are expected to end);
 2. sends one command per remote root (:meth:`System.survey
-   <wfl_async.system.System.survey>`, after a token of the system's scheduler rate limit):
+   <wfl_async.system.System.survey>`; when it lists the queue, after a token of the system's
+   scheduler rate limit, and only if one is free at once, so a poll never waits for a token):
    the scheduler's listing of the user's jobs, the lines jobs appended to the run's event
    log (:data:`~wfl_async.jobs.layout.EVENTS`) since the last poll, and the markers of the
    job directories named on its stdin. Those are only the jobs that need a look: newly
@@ -25,6 +26,10 @@ loop, so a long fetch never delays the next poll.
 
 A failing command is logged and retried at the next poll; it never fails a job (a failing
 status command makes no job died: the jobs are taken as still active).
+
+The loop keeps its last :data:`POLL_HISTORY` polls (:attr:`PollLoop.history`, a
+:class:`PollRecord` each: when it started, how long it took, which jobs it found finished), so
+its timing can be checked against when the jobs really finished (``wfl-async bench``, tests).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,7 +55,7 @@ from .requests import JobOutcome, Watch
 if TYPE_CHECKING:
     from .system import System
 
-__all__ = ["BACKOFF_AFTER", "FULL_SCAN_SECONDS", "MIN_POLL_INTERVAL", "PollLoop"]
+__all__ = ["BACKOFF_AFTER", "FULL_SCAN_SECONDS", "MIN_POLL_INTERVAL", "POLL_HISTORY", "PollLoop", "PollRecord"]
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +73,30 @@ _DURATIONS = 50
 _FETCH_JOBS = FETCH_PATHS // 4
 """Finished jobs taken in one go by the fetch task (each brings about four files)."""
 
+POLL_HISTORY = 2000
+"""Polls kept in :attr:`PollLoop.history`."""
+
 _Finished = tuple[str, Watch, Verdict]
 """A finished job for the fetch task: its remote root, its watch, its verdict."""
+
+
+@dataclass
+class PollRecord:
+    """One poll, as the loop saw it."""
+
+    started: float
+    """``time.time()`` when its command was about to go (wall clock: comparable with file times)."""
+    interval: float
+    """The interval it was scheduled with: it was due that long after the previous poll's start."""
+    duration: float = 0.0
+    """Seconds until its answer was classified."""
+    listed: bool = False
+    """It listed the queue (a scheduler call)."""
+    finished: list[str] = field(default_factory=list)
+    """Job dirs it found finished (handed to the fetch task)."""
+    watched_at: list[float] = field(default_factory=list)
+    """For each of :attr:`finished`: when the loop took its watch (``time.time()``; a job may
+    finish before the driver knows its queue id: no poll could look for it before then)."""
 
 
 class PollLoop:
@@ -87,6 +115,8 @@ class PollLoop:
         self._last_change = time.monotonic()
         self._listed_at = -math.inf
         self._durations: deque[float] = deque(maxlen=_DURATIONS)
+        self.history: deque[PollRecord] = deque(maxlen=POLL_HISTORY)
+        """The last polls, oldest first."""
         self._leaving: dict[str, str] = {}
         """Job dir -> remote id of finished jobs the queue may still list (their room in the window
         is given back once a listing no longer has them active: a job past its marker may still be
@@ -170,12 +200,15 @@ class PollLoop:
                 await anyio.sleep(self.base_interval())  # only fetches in flight: nothing to ask
                 continue
             last_start = time.monotonic()
+            record = PollRecord(started=time.time(), interval=self.interval())
+            self.history.append(record)
             try:
                 with anyio.CancelScope(shield=True):  # a poll's results are recorded even at close
-                    changed = await self._poll_once()
+                    changed = await self._poll_once(record)
             except (TransportError, SchedulerError) as exc:
                 log.warning("%s: polling failed (%s); retrying", self.system.name, exc)
                 changed = []
+            record.duration = time.monotonic() - last_start
             if changed:
                 self._last_change = time.monotonic()
                 if self.system.on_progress is not None:
@@ -187,6 +220,7 @@ class PollLoop:
 
     def _add(self, watch: Watch) -> None:
         if not watch.abandoned:
+            watch.watched_at = time.time()
             self.watches[watch.job_dir] = watch
             # a job this driver re-attached to is in the queue already: it counts, room or not
             if watch.in_window:
@@ -227,7 +261,7 @@ class PollLoop:
             del self._leaving[job_dir]
         self.system.window.release(gone)
 
-    async def _poll_once(self) -> list[tuple[Watch, Verdict]]:
+    async def _poll_once(self, record: PollRecord) -> list[tuple[Watch, Verdict]]:
         """One command per remote root; finished jobs go to the fetch task, the other changes are returned."""
         system = self.system
         default_root = await system.remote_root()
@@ -236,17 +270,22 @@ class PollLoop:
             if not watch.fetching:
                 by_root.setdefault(watch.remote_root or default_root, []).append(watch)
         now = time.monotonic()
-        listing = now - self._listed_at >= self.listing_interval(now) - 0.5 * MIN_POLL_INTERVAL
+        # a listing is skipped while the scheduler's rate limit has no token to spare: waiting for
+        # one would hold up this poll, and results come through the event log and the markers
+        listing = (now - self._listed_at >= self.listing_interval(now) - 0.5 * MIN_POLL_INTERVAL
+                   and system.scheduler_call_free())
         if not by_root and self._leaving:
             by_root, listing = {default_root: []}, True  # only finished jobs still maybe listed: list the queue
         if listing:
             self._listed_at = now
+        record.listed = listing
         changed: list[tuple[Watch, Verdict]] = []
         for root, watches in by_root.items():
-            changed.extend(await self._poll_root(root, watches, listing))
+            changed.extend(await self._poll_root(root, watches, listing, record))
         return changed
 
-    async def _poll_root(self, root: str, watches: Sequence[Watch], listing: bool) -> list[tuple[Watch, Verdict]]:
+    async def _poll_root(self, root: str, watches: Sequence[Watch], listing: bool,
+                         record: PollRecord) -> list[tuple[Watch, Verdict]]:
         """One command for the jobs under ``root``: the event log, some markers, the queue if ``listing``."""
         system = self.system
         now = time.monotonic()
@@ -290,6 +329,8 @@ class PollLoop:
                 if watch.started_at is not None:
                     self._durations.append(now - watch.started_at)
                 self._fetch_send.send_nowait((root, watch, verdict))
+                record.finished.append(watch.job_dir)
+                record.watched_at.append(watch.watched_at or record.started)
                 continue
             if listing:  # (when the queue was not asked, only the markers spoke)
                 missing = verdict.kind is VerdictKind.MISSING

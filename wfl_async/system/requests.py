@@ -96,6 +96,8 @@ class Watch:
     fetching: bool = False
     """Finished: its files are being fetched (the poll loop leaves it alone meanwhile)."""
     missing_since: float | None = None
+    watched_at: float | None = None
+    """``time.time()`` when the poll loop took it (its polls can only look for it from then on)."""
     done: anyio.Event = field(default_factory=anyio.Event)
     abandoned: bool = False
     """Its waiter was cancelled: the poll loop forgets it."""

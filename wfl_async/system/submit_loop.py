@@ -6,7 +6,9 @@ the request's own event. The loop (started by :meth:`System.serve`):
 
 1. waits for a request and for room in the system's queue window (``max_queued_jobs``,
    :mod:`wfl_async.system.window`); takes every request that keeps arriving and fits
-   (``batch_window`` at a time, at most ``max_batch_wait``), at most ``MAX_BATCH``;
+   (``batch_window`` at a time, at most ``max_batch_wait``), at most ``MAX_BATCH``; while no
+   job of the system is watched, at most ``FIRST_BATCH``, so the first jobs start while the
+   rest of the call is staged;
 2. writes the job scripts locally, then (after a token of the system's scheduler rate limit,
    :mod:`wfl_async.system.rate`) sends **one** command
    (:func:`~wfl_async.system.submit.batch_command` through
@@ -31,7 +33,8 @@ import logging
 import math
 import re
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -109,7 +112,7 @@ class SubmitLoop:
         """Take requests while they keep arriving (each ``batch_window`` brought more), at most
         ``max_batch_wait``: jobs of one call become ready one after another."""
         await gather_arrivals(batch, self._take_admitted, window=self.system.batch_window,
-                              longest=self.system.max_batch_wait)
+                              longest=self.system.max_batch_wait, first=not self.system.watched_count())
 
     def _take_admitted(self) -> SubmitRequest:
         """The next waiting request, with room in the queue window (else the batch goes now)."""
@@ -130,8 +133,8 @@ class SubmitLoop:
                 self._deferred.extendleft(reversed(batch[len(batch) // 2:]))
                 del batch[len(batch) // 2:]
                 command = batch_command(system.scheduler, system.config, root, batch)
-            for relpath, text in command.scripts.items():
-                await anyio.Path(batch[0].local_root / relpath).write_text(text)
+            await anyio.to_thread.run_sync(_write_scripts, batch[0].local_root, command.scripts,
+                                           limiter=system.transport.file_threads())
         except TransportError as exc:  # nothing was sent: every job of the batch may try again
             self._retry(batch, "transient", f"could not prepare the batch: {exc}")
             return
@@ -281,6 +284,12 @@ class SubmitLoop:
                          f" (no marker; {system.scheduler.name} cannot list working directories)")
                 request.release_lock = True
                 self._send.send_nowait(request)
+
+
+def _write_scripts(local_root: Path, scripts: Mapping[str, str]) -> None:
+    """Write a batch's job scripts (relative path -> text) under ``local_root``, in one thread call."""
+    for relpath, text in scripts.items():
+        (local_root / relpath).write_text(text)
 
 
 def _command_bytes(root: str, command: BatchCommand) -> int:

@@ -37,7 +37,7 @@ from ..jobs.states import QueueState, Verdict
 from ..scheduler.base import Scheduler
 from ..transport.base import Transport
 from .commands import QUEUE_END, dir_list, marker_command, parse_event_log, parse_markers
-from .poll_loop import PollLoop
+from .poll_loop import PollLoop, PollRecord
 from .rate import scheduler_limiter
 from .requests import JobOutcome, QueueSurvey, SubmitRequest, Watch
 from .submit import scheduler_prefix
@@ -135,6 +135,16 @@ class System:
         """Jobs (of ``job_dirs``, default all) waiting locally for room in the queue window."""
         return self._submitter.waiting_count(job_dirs)
 
+    def scheduler_call_free(self) -> bool:
+        """A scheduler call could go now without waiting, and leave a token for a caller that waits.
+
+        For calls that may be skipped (a poll's queue listing): under a tight rate limit they
+        give way to the ones that must go (submissions), and never wait for a token themselves.
+        """
+        if self._limiter is None:
+            return True
+        return self._limiter.has_capacity(min(2.0, self._limiter.max_rate))
+
     async def scheduler_call(self) -> None:
         """Count one scheduler call, waiting for a token of the system's rate limit first (:mod:`.rate`)."""
         if self._limiter is not None:
@@ -186,6 +196,10 @@ class System:
     def poll_interval(self) -> float:
         """Seconds between two polls of this system now."""
         return self._poller.interval()
+
+    def poll_history(self) -> list[PollRecord]:
+        """This system's last polls, oldest first (see :class:`~wfl_async.system.poll_loop.PollRecord`)."""
+        return list(self._poller.history)
 
     # ------------------------------------------------------------------ resources
     def select_partition(self, resources: dict[str, Any], *, exact_fit: bool = True,

@@ -103,6 +103,19 @@ class Transport(ABC):
 
     def __init__(self) -> None:
         self.stats = TransportStats()
+        self._file_threads: anyio.CapacityLimiter | None = None
+
+    def file_threads(self) -> anyio.CapacityLimiter:
+        """Threads of this transport's own for the local file work of its commands (packing a
+        stream, unpacking a fetch, writing job scripts).
+
+        Not anyio's default pool: while thousands of jobs stage their files or read their
+        results there, a command queued behind them would wait for all of them (at N=2000 the
+        first submit command waited seconds for every job's staging), and so would the first result.
+        """
+        if self._file_threads is None:
+            self._file_threads = anyio.CapacityLimiter(16)
+        return self._file_threads
 
     @property
     @abstractmethod
@@ -178,7 +191,7 @@ class Transport(ABC):
         :param kind: recorded in :attr:`stats` (``"submit"`` when ``then`` submits the staged jobs)
         :param retry: run the command again after a dropped connection (safe when ``then`` is)
         """
-        data = await anyio.to_thread.run_sync(pack, local_root, relpaths)
+        data = await anyio.to_thread.run_sync(pack, local_root, relpaths, limiter=self.file_threads())
         command = upload_command(remote_root, before=before, then=then, fresh=fresh)
         return await self.run(command, stdin=data, on_line=on_line, kind=kind, retry=retry)
 
@@ -202,7 +215,7 @@ class Transport(ABC):
         result = await self.run(
             f"cd {shlex.quote(remote_root)} && tar --ignore-failed-read --null --verbatim-files-from -T - "
             f"-cf - 2>/dev/null; true", stdin=names, kind="fetch", retry=True)
-        await anyio.to_thread.run_sync(_unpack, result.stdout, local_root)
+        await anyio.to_thread.run_sync(_unpack, result.stdout, local_root, limiter=self.file_threads())
 
     async def aclose(self) -> None:  # noqa: B027 - a no-op is right for transports without connections
         """Release connections; the transport may be used again afterwards (it reconnects)."""
