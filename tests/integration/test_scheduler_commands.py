@@ -59,7 +59,7 @@ class Case:
 CASES = {
     "slurm": Case("slurm", "", "sinfo -h >/dev/null && squeue -h >/dev/null", "#SBATCH --hold", True),
     "sge": Case("sge", "", 'qstat -u "$(id -un)" >/dev/null', "#$ -h", True),
-    "pbs": Case("pbs", f"export PATH={PBS_BIN}:$PATH; ", f"test -x {PBS_BIN}/qsub && qstat >/dev/null",
+    "pbs": Case("pbs", f"export PATH={PBS_BIN}:$PATH; ", f'test -x {PBS_BIN}/qsub && qstat -u "$(id -un)" >/dev/null',
                 "#PBS -h", False),
     "local": Case("local", "", "command -v setsid && command -v flock && command -v nproc", "", False),
 }
