@@ -144,7 +144,7 @@ async def result_lags(system: System, root: str, seen: Mapping[str, float], reco
             finished[job_dir.rstrip("/")] = float(stamp) - offset
     lags = [seen[d] - finished[d] for d in seen if d in finished]
     taken = {d: record for record in polls for d in record.finished}
-    watched = {d: at for record in polls for d, at in zip(record.finished, record.watched_at, strict=True)}
+    watched = {d: at for record in polls for d, at in record.finished.items()}
     seen_lags = [taken[d].started + taken[d].duration - finished[d] for d in finished if d in taken]
     starts = [record.started for record in polls]
 

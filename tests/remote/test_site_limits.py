@@ -214,7 +214,7 @@ async def test_each_poll_is_due_from_the_previous_start_and_takes_every_job_fini
     for a, b in overran:
         assert b.started - a.started < a.duration + a.interval, (a, b)
     taken = {job_dir: index for index, record in enumerate(history) for job_dir in record.finished}
-    watched = {d: at for record in history for d, at in zip(record.finished, record.watched_at, strict=True)}
+    watched = {d: at for record in history for d, at in record.finished.items()}
     for job in prepared:
         # (no poll can look for a job before the loop has its watch)
         finished_at = max(os.stat(f"{root}/{job.job_dir}/{layout.SUCCEEDED}").st_mtime, watched[job.job_dir])

@@ -92,11 +92,10 @@ class PollRecord:
     """Seconds until its answer was classified."""
     listed: bool = False
     """It listed the queue (a scheduler call)."""
-    finished: list[str] = field(default_factory=list)
-    """Job dirs it found finished (handed to the fetch task)."""
-    watched_at: list[float] = field(default_factory=list)
-    """For each of :attr:`finished`: when the loop took its watch (``time.time()``; a job may
-    finish before the driver knows its queue id: no poll could look for it before then)."""
+    finished: dict[str, float] = field(default_factory=dict)
+    """Job dirs it found finished (handed to the fetch task), each with when the loop took its
+    watch (``time.time()``; a job may finish before the driver knows its queue id: no poll could
+    look for it before then)."""
 
 
 class PollLoop:
@@ -329,8 +328,7 @@ class PollLoop:
                 if watch.started_at is not None:
                     self._durations.append(now - watch.started_at)
                 self._fetch_send.send_nowait((root, watch, verdict))
-                record.finished.append(watch.job_dir)
-                record.watched_at.append(watch.watched_at or record.started)
+                record.finished[watch.job_dir] = watch.watched_at or record.started
                 continue
             if listing:  # (when the queue was not asked, only the markers spoke)
                 missing = verdict.kind is VerdictKind.MISSING
