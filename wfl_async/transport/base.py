@@ -124,11 +124,13 @@ class Transport(ABC):
 
     @abstractmethod
     async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None,
-                   retry: bool) -> CompletedProcess[bytes]:
+                   retry: bool, kind: CommandKind) -> CompletedProcess[bytes]:
         """Run ``command`` in a POSIX shell; never raises for a non-zero exit status.
 
         Calls ``on_line`` with each complete stdout line as soon as it arrives. ``retry``:
-        the command may be run again if the connection drops while it runs.
+        the command may be run again if the connection drops while it runs. ``kind`` is what
+        the caller declared the command is for, so a scripted transport (unit tests) answers
+        by purpose instead of reading the shell text.
         """
 
     async def run(self, command: str, *, stdin: bytes | None = None, check: bool = True,
@@ -163,7 +165,7 @@ class Transport(ABC):
         self.stats.commands_run += 1
         self.stats.bytes_sent += sent
         started = time.monotonic()
-        result = await self._run(text, stdin, on_line, retry)
+        result = await self._run(text, stdin, on_line, retry, kind)
         result.args = command
         received = len(result.stdout) + len(result.stderr)
         self.stats.bytes_received += received

@@ -8,7 +8,7 @@ from subprocess import CompletedProcess
 import anyio
 import anyio.abc
 
-from .base import LineCallback, LineSplitter, Transport
+from .base import CommandKind, LineCallback, LineSplitter, Transport
 
 __all__ = ["LocalTransport"]
 
@@ -21,8 +21,8 @@ class LocalTransport(Transport):
         return "this machine"
 
     async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None,
-                   retry: bool) -> CompletedProcess[bytes]:
-        del retry  # nothing between us and the command can drop
+                   retry: bool, kind: CommandKind) -> CompletedProcess[bytes]:
+        del retry, kind  # nothing between us and the command can drop; nothing answers by purpose
         output: dict[str, bytes] = {}
         lines = LineSplitter(on_line)
 

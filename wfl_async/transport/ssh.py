@@ -33,7 +33,7 @@ import anyio
 import asyncssh
 
 from ..errors import TransportError
-from .base import LineCallback, LineSplitter, Transport
+from .base import CommandKind, LineCallback, LineSplitter, Transport
 
 __all__ = ["SshTransport"]
 
@@ -130,7 +130,7 @@ class SshTransport(Transport):
             return self._connection
 
     async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None,
-                   retry: bool) -> CompletedProcess[bytes]:
+                   retry: bool, kind: CommandKind) -> CompletedProcess[bytes]:
         connected = False
         error: BaseException | None = None
         attempts = 0
