@@ -41,10 +41,10 @@ from .jobs.env_vars import export_lines
 from .jobs.hashing import job_key, pickle_task
 from .jobs.integrity import copy_atomic, read_verified_result
 from .jobs.options import JobOptions, WithOptions
+from .jobs.pack_option import PackSetting, effective_pack
 from .jobs.states import JobStatus
 from .pack.coordinator import WorkerSpec, coordinator_for, worker_command
 from .pack.queue import parse_chunk_remote_id
-from .pack.settings import PackSetting, effective_pack
 from .session import Session, session_scope
 from .system import SubmitRequest, System, Watch
 from .system.paths import job_dir_name, safe_name

@@ -14,9 +14,9 @@ from wfl_async.errors import ConfigurationError
 from wfl_async.jobs import layout
 from wfl_async.jobs.integrity import read_verified_result
 from wfl_async.jobs.options import JobOptions
+from wfl_async.jobs.pack_option import AUTO, PackSetting, effective_pack
 from wfl_async.pack import auto, queue
 from wfl_async.pack import worker as pack_worker
-from wfl_async.pack.settings import AUTO, PackSetting, effective_pack
 
 PID = "0123456789abcdef"
 

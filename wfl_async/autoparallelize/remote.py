@@ -28,10 +28,10 @@ from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
 from ..job import PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
+from ..jobs.pack_option import PackSetting, effective_pack
 from ..jobs.states import JobStatus
 from ..pack import auto
 from ..pack.coordinator import coordinator_for
-from ..pack.settings import PackSetting, effective_pack
 from ..progress import Progress
 from ..session import Session, session_scope
 from .autoparainfo import AutoparaInfo

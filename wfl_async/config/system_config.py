@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..jobs.options import check_submit_mode
-from ..pack.settings import check_pack
+from ..jobs.pack_option import check_pack
 from .expyre_env import remote_shell_ssh_config, retry_from_env
 from .expyre_modules import expyre_module
 
@@ -69,7 +69,7 @@ class SystemConfig:
     max_array_size: int | None = None
     """Most tasks in one array submission (None: the default, 1000)."""
     pack: Any = None
-    """Default packing of calls on this system (:mod:`wfl_async.pack.settings`)."""
+    """Default packing of calls on this system (:mod:`wfl_async.jobs.pack_option`)."""
     retry: tuple[int, float] | None = None
     """``EXPYRE_RETRY`` (tries, seconds) for ssh commands; None keeps the transport's defaults."""
 

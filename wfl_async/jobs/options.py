@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from .env_vars import check_env_vars
+from .pack_option import check_pack
 
 __all__ = ["SUBMIT_MODES", "JobOptions", "WithOptions"]
 
@@ -74,8 +75,6 @@ class JobOptions:
     pack: Any = None
 
     def __post_init__(self) -> None:
-        from ..pack.settings import check_pack  # imports only errors: a floor module like this one
-
         check_env_vars(self.env_vars)  # refused here, before anything can be submitted
         check_submit_mode(self.submit, "job options")
         check_pack(self.pack)

@@ -9,13 +9,12 @@ shared filesystem and scheduler is needed.
 
 Modules, one job each:
 
-- :mod:`.settings`: the ``pack`` option (``{"workers": N}``, ``"auto"``, off), checked;
+- :mod:`wfl_async.jobs.pack_option` (in the floor data layer, since the job options use it): the
+  ``pack`` option (``{"workers": N}``, ``"auto"``, off), checked;
 - :mod:`.auto`: the rule of ``pack="auto"``;
 - :mod:`.queue`: the remote queue layout, the shell text that enqueues, lists and requeues
   entries, and the parser of the listing (pure functions, no I/O);
 - :mod:`.worker`: ``python -m wfl_async.pack.worker``, the remote worker loop;
 - :mod:`.coordinator`: the driver side, one per system: enqueues chunk batches, reads the
   poll's listing, submits workers while chunks remain, puts back the chunks of dead workers.
-
-This package imports nothing at import time, so the floor layers may use :mod:`.settings`.
 """

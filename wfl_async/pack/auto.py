@@ -20,8 +20,8 @@ import statistics
 from pathlib import Path
 
 from ..jobs import layout
+from ..jobs.pack_option import PackSetting
 from ..system.paths import safe_name
-from .settings import PackSetting
 
 __all__ = ["MAX_SAMPLES", "MIN_SAMPLES", "SHORT_SECONDS", "chunk_run_times", "decide"]
 

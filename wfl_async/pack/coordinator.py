@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..errors import SchedulerError, TransportError
+from ..jobs.pack_option import PackSetting
 from ..jobs.states import ACTIVE_STATES, QueueState
 from ..system import SubmitRequest
 from ..system.batching import gather_arrivals
@@ -51,7 +52,6 @@ from .queue import (
     requeue_command,
     worker_dir,
 )
-from .settings import PackSetting
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -4,7 +4,8 @@ Values: ``None`` (the system's default), ``False`` (off, also over a system defa
 ``{"workers": N}`` (pack into at most N worker jobs), ``"auto"`` (pack when the chunks are
 expected to be short: :mod:`wfl_async.pack.auto`). The option is not part of the job key:
 packed or not, a chunk is the same job, so a rerun re-attaches whichever way it ran.
-This module imports only :mod:`wfl_async.errors` (the job options, a floor layer, use it).
+It lives in the floor data layer beside :mod:`wfl_async.jobs.options` because the job options and a
+system's config.json both check it; it imports only :mod:`wfl_async.errors`.
 """
 
 from __future__ import annotations
