@@ -11,8 +11,8 @@ naming the problems, so a broken system fails at once instead of job by job.
 from __future__ import annotations
 
 from ..errors import SystemNotReadyError
+from ..system.problems import Problem, Severity
 from .check import check_system
 from .first_submission import SKIP_ENV_VAR, ensure_system_ready
-from .problems import Problem, Severity
 
 __all__ = ["SKIP_ENV_VAR", "Problem", "Severity", "SystemNotReadyError", "check_system", "ensure_system_ready"]

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..errors import TransportError
+from ..system.problems import Problem, rundir_problem
 from ..system.submit import retry_delay
-from .problems import Problem, rundir_problem
 from .versions import PROBE_SCRIPT, compare_versions, local_versions, parse_probe
 
 if TYPE_CHECKING:

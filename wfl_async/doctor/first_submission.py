@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..errors import SystemNotReadyError
+from ..system.problems import Problem
 from .check import check_system
-from .problems import Problem
 
 if TYPE_CHECKING:
     from ..system import System

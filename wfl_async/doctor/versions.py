@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .problems import Problem
+from ..system.problems import Problem
 
 __all__ = ["PROBE_MARK", "PROBE_SCRIPT", "compare_versions", "local_versions", "parse_probe"]
 

@@ -31,13 +31,13 @@ import anyio.abc
 
 from ..config.expyre_modules import expyre_module
 from ..config.system_config import SystemConfig
-from ..doctor.problems import rundir_problem
 from ..errors import ConfigurationError, RemoteCommandError, SchedulerError
 from ..jobs.states import QueueState, Verdict
 from ..scheduler.base import Scheduler
 from ..transport.base import Transport
 from .commands import QUEUE_END, dir_list, marker_command, parse_event_log, parse_markers
 from .poll_loop import PollLoop, PollRecord
+from .problems import rundir_problem
 from .rate import scheduler_limiter
 from .requests import JobOutcome, QueueSurvey, SubmitRequest, Watch
 from .submit import scheduler_prefix

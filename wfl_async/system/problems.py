@@ -1,4 +1,8 @@
-"""One thing wrong with a system: what, and how to fix it, on one line."""
+"""One thing wrong with a system: what, and how to fix it, on one line.
+
+Here, in the system layer, because :meth:`System.remote_root <wfl_async.system.system.System.remote_root>`
+reports an unusable run directory with the same wording as ``wfl-async doctor``, which sits above it.
+"""
 
 from __future__ import annotations
 
