@@ -19,7 +19,7 @@ import pytest
 
 from wfl_async.jobs import layout
 from wfl_async.scheduler import Scheduler, SlurmScheduler
-from wfl_async.scheduler.base import IN_PROGRESS, IN_PROGRESS_MINUTES
+from wfl_async.scheduler.submit_lock import IN_PROGRESS, IN_PROGRESS_MINUTES
 
 HOST = os.uname().nodename
 

@@ -18,8 +18,17 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from ..errors import SchedulerError
-from ..jobs import layout
 from ..jobs.states import QueueState
+from .submit_lock import (
+    IN_PROGRESS,
+    KEEP_ANSWER,
+    SET_HOLDER,
+    SET_HOST,
+    UNRESOLVED,
+    UNRESOLVED_RC,
+    lock_or_earlier_answer,
+    submit_once,
+)
 
 __all__ = ["ARRAYS_DIR", "DEFAULT_MAX_ARRAY_SIZE", "MAX_BATCH", "SUBMIT_RECORD_END", "ErrorKind", "JobScriptSpec",
            "Scheduler", "SubmitOutputReader", "SubmitResult"]
@@ -30,11 +39,6 @@ MAX_BATCH = 300
 _SUBMIT_HEADER = re.compile(r"^(\d+)\t(\d+)\t(.*)$")
 SUBMIT_RECORD_END = "@@wfl_async_submitted@@"
 """Ends each record of the batch submit command's output."""
-UNRESOLVED = "@@wfl_async_unresolved@@"
-"""Starts the record of a job whose earlier submission has no usable answer."""
-UNRESOLVED_RC = 75
-IN_PROGRESS = "another submission of this job is still running"
-"""Starts the record of a job whose lock is held by a submission still running (a transient complaint)."""
 ARRAY_TASK = "@@wfl_async_array_task@@"
 """Starts the answer of one task of an array submission: ``ARRAY_TASK <task index> <submit output>``."""
 ARRAY_FOUND = "@@wfl_async_array_found@@"
@@ -49,10 +53,6 @@ DEFAULT_MAX_ARRAY_SIZE = 1000
 """Tasks per array submission unless a system sets ``max_array_size``: fits Slurm's default
 ``MaxArraySize`` (1001: indices 0-1000), PBS Pro's ``max_array_size`` (10000) and SGE's
 ``max_aj_tasks`` (75000); above :data:`MAX_BATCH` a batch is the bound anyway."""
-IN_PROGRESS_MINUTES = 5
-"""How long a lock without an answer counts as in progress when its holder cannot be checked: it
-runs on another host (login nodes behind one name: a command repeated after a dropped connection
-may land on another one), or the lock names no holder (written by an older version)."""
 
 
 def time_to_hms(seconds: int) -> str:
@@ -200,23 +200,9 @@ class Scheduler(ABC):
         failed submission does not hide the rest and each record can be read as it arrives.
         ``indices`` (default 0, 1, ...) number the records: their places in the whole batch.
         """
-        # Exactly once, even when the scheduler's answer is lost: the submitter that creates the
-        # lock file (O_EXCL through noclobber) submits and always keeps the scheduler's answer,
-        # exit status first (written to a temporary name, then renamed). The lock is taken in the
-        # subshell that runs the submit program, and names it (host, pid, start time: _SELF).
-        # The lock is never removed here: anyone later finds a successful answer (and
-        # reuses it), or no answer while the holder lives (a submission in progress: reported as
-        # IN_PROGRESS, a transient complaint, so the driver waits and asks again), or else an
-        # unresolved one (a failed, killed or interrupted submission), reported as UNRESOLVED so
-        # that the driver looks for the job in the queue and in its directory before releasing
-        # the lock and submitting again (see wfl_async.system.submit_loop).
-        # Per job this costs what a plain submit loop costs, plus one fork (the `mv`).
-        return (
-            f"{self.unset_env_command()}{_THIS_HOST} {_for_each_dir(job_dirs, indices)} "
-            f'out=$(set -C; {_SELF} if {{ {_STAMP_LOCK}; }} 2>/dev/null; then set +C; '
-            f'cd "$d" && {self.submit_invocation()} </dev/null 2>&1; else printf %s {_LOCKED}; fi); rc=$?; '
-            f'if [ "$out" = {_LOCKED} ]; then {_EARLIER_ANSWER} else {_KEEP_ANSWER} {_RECORD} fi; done'
-        )
+        # Exactly once, even when the scheduler's answer is lost: see wfl_async.scheduler.submit_lock.
+        return (f"{self.unset_env_command()}{SET_HOST} {_for_each_dir(job_dirs, indices)} "
+                f"{submit_once(self.submit_invocation(), _RECORD)} done")
 
     # ---------------------------------------------------------------- arrays
     array_option: ClassVar[str | None] = None
@@ -274,18 +260,17 @@ class Scheduler(ABC):
         a, tasks, index = '"$wfl_a"', f'"$wfl_a/{ARRAY_TASKS_FILE}"', '"$wfl_a/index"'
         first = self.first_array_index
         task_answer = f'out="{ARRAY_TASK} $t $out_all"'
+        taken = f"printf '%s\\n' \"$d\" >> {tasks}.new; printf '%s\\n' \"$i\" >> {index}.new;"
         return (
-            f"( {self.unset_env_command()}{_THIS_HOST} {_SELF} wfl_a={shlex.quote(array_dir)}; "
+            f"( {self.unset_env_command()}{SET_HOST} {SET_HOLDER} wfl_a={shlex.quote(array_dir)}; "
             f"mkdir -p {a} && printf '%s' {shlex.quote(script)} > {a}/{shlex.quote(self.script_name)} && "
             f": > {tasks}.new && : > {index}.new || exit 1; "
-            f"{_for_each_dir(job_dirs, indices)} "
-            f"set -C; if {{ {_STAMP_LOCK}; }} 2>/dev/null; then set +C; printf '%s\\n' \"$d\" >> {tasks}.new; "
-            f"printf '%s\\n' \"$i\" >> {index}.new; else set +C; {_EARLIER_ANSWER} fi; done; "
+            f"{_for_each_dir(job_dirs, indices)} {lock_or_earlier_answer(taken, _RECORD)} done; "
             f"if [ -s {tasks}.new ]; then mv -f {tasks}.new {tasks} && mv -f {index}.new {index} || exit 1; "
             f"n=$(wc -l < {tasks}); "
             f"out_all=$(cd {a} && {self.submit_program} {self.array_option}{first}-$((n - 1 + {first})) "
             f"{shlex.quote(self.script_name)} </dev/null 2>&1); rc=$?; "
-            f"t={first}; while IFS= read -r d && IFS= read -r i <&3; do {task_answer}; {_KEEP_ANSWER} {_RECORD} "
+            f"t={first}; while IFS= read -r d && IFS= read -r i <&3; do {task_answer}; {KEEP_ANSWER} {_RECORD} "
             f"t=$((t + 1)); done < {tasks} 3< {index}; fi )"
         )
 
@@ -448,48 +433,8 @@ class SubmitOutputReader:
         return self.scheduler.parse_submit_record(index, rc, "\n".join(lines))
 
 
-PROC_START = (
-    '{ read -r s <"/proc/$p/stat"; } 2>/dev/null || s=""; s=${s##*) }; set -- $s; '
-    'if [ "$#" -ge 20 ] && [ "$1" != Z ]; then s=${20}; else s=""; fi'
-)
-"""Shell (POSIX sh) leaving in ``$s`` the start time of process ``$p`` ("" if it is gone or a zombie).
-
-Builtins only (the local scheduler's status command runs it for every job, and must not fork a
-process per job). The start time (field 22 of ``/proc/PID/stat``, clock ticks since boot) tells a
-recycled pid from the process that had it. The command name (field 2) may contain spaces and
-parentheses, so the fields are cut after the last ``") "``; the fields after it start at field 3
-(the state): field 22 is the 20th."""
-_THIS_HOST = '{ read -r wfl_host </proc/sys/kernel/hostname; } 2>/dev/null || wfl_host=$(uname -n);'
-"""Shell setting ``$wfl_host`` to this machine's name (builtins only on Linux; once per command)."""
-_SELF = f'{{ read -r s </proc/self/stat; }} 2>/dev/null || s=""; p=${{s%% *}}; {PROC_START}; wfl_me="$wfl_host $p $s";'
-"""Shell setting ``$wfl_me`` to the process running it: ``<host> <pid> <start time>`` (builtins only)."""
-_STAMP_LOCK = f'printf \'%s\\n\' "$wfl_me" > "$d/{layout.SUBMIT_LOCK}"'
-"""Shell creating job directory ``$d``'s submit lock naming its holder; under ``set -C`` (noclobber:
-O_EXCL) it fails where the lock exists, so only one submitter ever takes it."""
-_LOCKED = "@@wfl_async_locked@@"
-"""What the submitting subshell prints instead of submitting when the lock was taken before."""
-_HOLDER_LIVES = (
-    f'{{ wfl_lh=; p=; wfl_ls=; {{ read -r wfl_lh p wfl_ls <"$d/{layout.SUBMIT_LOCK}"; }} 2>/dev/null; '
-    f'if [ -n "$p" ] && [ "$wfl_lh" = "$wfl_host" ]; then {PROC_START}; [ -n "$s" ] && [ "$s" = "$wfl_ls" ]; '
-    f'else [ -n "$(find "$d/{layout.SUBMIT_LOCK}" -mmin -{IN_PROGRESS_MINUTES} 2>/dev/null)" ]; fi; }}'
-)
-"""Shell condition: the submission holding ``$d``'s lock may still be running. On this host: its
-process lives (same pid and start time). On another host, or a lock naming no holder: the lock is
-younger than :data:`IN_PROGRESS_MINUTES` (that host's processes cannot be seen from here)."""
-_KEEP_ANSWER = (f"printf '%s\\n%s\\n' \"$rc\" \"$out\" > \"$d/{layout.SUBMIT_ANSWER}.tmp\" && "
-                f'mv -f "$d/{layout.SUBMIT_ANSWER}.tmp" "$d/{layout.SUBMIT_ANSWER}";')
-"""Shell text keeping ``$rc`` and ``$out`` as the answer of job directory ``$d`` (renamed into place)."""
 _RECORD = f"printf '%d\\t%d\\t%s\\n{SUBMIT_RECORD_END}\\n' \"$i\" \"$rc\" \"$out\";"
 """Shell text printing the record of job ``$i``: index, exit status, output."""
-_EARLIER_ANSWER = (
-    f'if [ "$(head -n 1 "$d/{layout.SUBMIT_ANSWER}" 2>/dev/null)" = 0 ]; then rc=0; '
-    f'out=$(tail -n +2 "$d/{layout.SUBMIT_ANSWER}"); '
-    f'elif [ ! -e "$d/{layout.SUBMIT_ANSWER}" ] && {_HOLDER_LIVES}; then rc=1; '
-    f'out="{IN_PROGRESS} (its lock names ${{p:+process $p on }}${{wfl_lh:-no holder}}); waiting for it to answer"; '
-    f'else rc={UNRESOLVED_RC}; out="{UNRESOLVED} $(tail -n +2 "$d/{layout.SUBMIT_ANSWER}" 2>/dev/null)"; fi; {_RECORD}'
-)
-"""Shell text for a job directory locked by an earlier submission: reuse its answer, report it in
-progress (its holder may still be running), or report it unresolved (the driver looks for the job)."""
 _ARRAY_TASK_ANSWER = re.compile(re.escape(ARRAY_TASK) + r" (\d+) ?(.*)$")
 
 

@@ -34,7 +34,8 @@ from collections.abc import Sequence
 
 from ..errors import SchedulerError
 from ..jobs.states import QueueState
-from .base import PROC_START, JobScriptSpec, Scheduler
+from .base import JobScriptSpec, Scheduler
+from .submit_lock import PROC_START
 
 __all__ = ["LocalScheduler", "DEFAULT_SLOT_DIR_ENV"]
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import shlex
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..config.system_config import SystemConfig
-from ..jobs import layout
 from ..scheduler.base import ARRAYS_DIR, DEFAULT_MAX_ARRAY_SIZE, ErrorKind, JobScriptSpec, Scheduler
+from ..scheduler.submit_lock import release_locks_command
 from .requests import SubmitRequest
 
 __all__ = ["BatchCommand", "array_groups", "array_name", "batch_command", "retry_delay", "scheduler_prefix"]
@@ -113,23 +112,6 @@ _ANY_NAME = "wfl_async_array"
 def array_name(job_names: Sequence[str]) -> str:
     """The name of an array in the queue: what its tasks' names share (``relax`` of ``relax_chunk_0``, ...)."""
     return os.path.commonprefix(list(job_names)).rstrip("_-0123456789") or job_names[0]
-
-
-def release_locks_command(job_dirs: Sequence[str]) -> str:
-    """Shell text removing the stale submit lock and answer of each of ``job_dirs``, once.
-
-    The submit command is repeated after a dropped connection; a second run must not remove
-    the lock its first run took (and maybe submitted under), so each removal leaves this
-    command's token behind and is skipped where the token is found.
-    """
-    if not job_dirs:
-        return ""
-    token = uuid.uuid4().hex
-    lock, answer, mark = (f'"$d/{name}"' for name in (layout.SUBMIT_LOCK, layout.SUBMIT_ANSWER,
-                                                      layout.SUBMIT_RELEASED))
-    dirs = " ".join(shlex.quote(d) for d in job_dirs)
-    return (f'for d in {dirs}; do if [ "$(cat {mark} 2>/dev/null)" != {token} ]; then '
-            f"rm -f -- {lock} {answer} && echo {token} > {mark} || exit 1; fi; done")
 
 
 def retry_delay(kind: ErrorKind, attempts: int) -> float:
