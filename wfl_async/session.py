@@ -28,7 +28,8 @@ import anyio.abc
 
 from ._private import private_dir
 from .config import ProjectConfig, SystemConfig, load_config
-from .jobs.database import JobsDatabase, process_owner, release_owner
+from .jobs.database import JobsDatabase
+from .jobs.owner import process_owner, release_owner
 from .jobs.states import JobStatus, Verdict, status_update
 from .pack.coordinator import coordinator_for
 from .scheduler import Scheduler, get_scheduler

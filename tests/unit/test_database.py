@@ -23,9 +23,8 @@ from wfl_async.jobs.database import (
     JobRecord,
     JobsDatabase,
     JobStatus,
-    owner_alive,
-    process_owner,
 )
+from wfl_async.jobs.owner import owner_alive, process_owner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,7 +115,8 @@ def test_owner_alive() -> None:
 CLAIMER = """
 import anyio, json, sys, time
 from pathlib import Path
-from wfl_async.jobs.database import JobsDatabase, process_owner
+from wfl_async.jobs.database import JobsDatabase
+from wfl_async.jobs.owner import process_owner
 
 path, go, n, me, count = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 

@@ -16,7 +16,8 @@ from typing import Any
 import anyio
 
 from ..errors import WflAsyncError
-from ..jobs.database import JobRecord, owner_alive
+from ..jobs.database import JobRecord
+from ..jobs.owner import owner_alive
 from ..jobs.states import JobStatus, Marker, Verdict, VerdictKind, status_update
 from ..pack.control import cancel_packed
 from ..session import Session

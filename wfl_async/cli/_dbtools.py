@@ -20,7 +20,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..jobs.database import JobStatus, owner_alive
+from ..jobs.database import JobStatus
+from ..jobs.owner import owner_alive
 
 __all__ = ["RepairReport", "UnlockReport", "repair", "unlock"]
 
