@@ -26,7 +26,7 @@ from wfl_async.scheduler import (
     SGEScheduler,
     SlurmScheduler,
 )
-from wfl_async.scheduler.base import ARRAY_TASK_OUTPUT, expand_indices
+from wfl_async.scheduler.arrays import ARRAY_TASK_OUTPUT, expand_indices
 from wfl_async.scheduler.submit_lock import IN_PROGRESS_MINUTES
 from wfl_async.system.requests import SubmitRequest
 from wfl_async.system.submit import array_groups, array_name, batch_command

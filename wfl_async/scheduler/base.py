@@ -19,18 +19,10 @@ from typing import ClassVar, Literal
 
 from ..errors import SchedulerError
 from ..jobs.states import QueueState
-from .submit_lock import (
-    IN_PROGRESS,
-    KEEP_ANSWER,
-    SET_HOLDER,
-    SET_HOST,
-    UNRESOLVED,
-    UNRESOLVED_RC,
-    lock_or_earlier_answer,
-    submit_once,
-)
+from . import arrays
+from .submit_lock import IN_PROGRESS, SET_HOLDER, SET_HOST, UNRESOLVED, UNRESOLVED_RC, submit_once
 
-__all__ = ["ARRAYS_DIR", "DEFAULT_MAX_ARRAY_SIZE", "MAX_BATCH", "SUBMIT_RECORD_END", "ErrorKind", "JobScriptSpec",
+__all__ = ["MAX_BATCH", "SUBMIT_RECORD_END", "ErrorKind", "JobScriptSpec",
            "Scheduler", "SubmitOutputReader", "SubmitResult"]
 
 MAX_BATCH = 300
@@ -39,20 +31,6 @@ MAX_BATCH = 300
 _SUBMIT_HEADER = re.compile(r"^(\d+)\t(\d+)\t(.*)$")
 SUBMIT_RECORD_END = "@@wfl_async_submitted@@"
 """Ends each record of the batch submit command's output."""
-ARRAY_TASK = "@@wfl_async_array_task@@"
-"""Starts the answer of one task of an array submission: ``ARRAY_TASK <task index> <submit output>``."""
-ARRAY_FOUND = "@@wfl_async_array_found@@"
-"""Starts a line of the find command's output naming one task of an array: ``<array id> <index> <dir>``."""
-ARRAYS_DIR = "_wfl_async_arrays"
-"""Directory under the remote root holding each array submission's dispatcher script and task list."""
-ARRAY_TASK_OUTPUT = "job.array_task"
-"""Base name of an array task's stdout/stderr files in its job directory."""
-ARRAY_TASKS_FILE = "tasks"
-"""In an array's directory: the job directory of each task, one a line, in task order."""
-DEFAULT_MAX_ARRAY_SIZE = 1000
-"""Tasks per array submission unless a system sets ``max_array_size``: fits Slurm's default
-``MaxArraySize`` (1001: indices 0-1000), PBS Pro's ``max_array_size`` (10000) and SGE's
-``max_aj_tasks`` (75000); above :data:`MAX_BATCH` a batch is the bound anyway."""
 
 
 def time_to_hms(seconds: int) -> str:
@@ -226,53 +204,29 @@ class Scheduler(ABC):
         return head if sep and index.isdigit() else None
 
     def render_array_script(self, spec: JobScriptSpec, array_dir: str) -> str:
-        """The script of an array submission: each task runs the job script of its own job directory.
-
-        ``spec`` gives the header (every task of an array has the same, with the array's name);
-        task *i* finds its job directory on line *i* of ``array_dir``'s task list, and runs the job
-        script there, as a job submitted alone would, its output in ``ARRAY_TASK_OUTPUT.stdout``
-        and ``.stderr`` there.
-        """
-        tasks = shlex.quote(f"{array_dir}/{ARRAY_TASKS_FILE}")
-        body = [
-            f"wfl_async_task={self.array_index_variable}",
-            f'wfl_async_dir=$(sed -n "$((wfl_async_task - {self.first_array_index} + 1))p" {tasks})',
-            'if [ -z "$wfl_async_dir" ] || ! cd "$wfl_async_dir"; then',
-            f'    echo "wfl_async: array task $wfl_async_task has no job directory in {tasks}" >&2; exit 1',
-            "fi",
-            f"exec {spec.script_exec} ./{shlex.quote(self.script_name)} > {ARRAY_TASK_OUTPUT}.stdout "
-            f"2> {ARRAY_TASK_OUTPUT}.stderr",
-        ]
+        """The script of an array submission: ``spec``'s header (every task of an array has the same,
+        with the array's name), then :func:`~wfl_async.scheduler.arrays.task_body`: each task runs the
+        job script of its own job directory, listed in ``array_dir``'s task list."""
+        body = arrays.task_body(self.array_index_variable, self.first_array_index, array_dir, spec.script_exec,
+                                self.script_name)
         return "#!" + spec.script_exec + "\n" + "\n".join(self.render_header(spec)) + "\n\n" + "\n".join(body) + "\n"
 
     def array_submit_command(self, array_dir: str, script: str, job_dirs: Sequence[str],
                              indices: Sequence[int]) -> str:
         """One shell command submitting ``job_dirs`` as tasks of one array (``script`` from
-        :meth:`render_array_script`), printing the same records as :meth:`submit_command`.
-
-        Each job directory keeps its own lock and answer: the directories whose lock this command
-        takes become the array's tasks, in order, and each gets the answer
-        ``ARRAY_TASK <task index> <submit output>``, from which its own task id is read (now and
-        by any rerun). Directories locked earlier answer from their earlier answer, as in a loop.
-        """
+        :meth:`render_array_script`), printing the same records as :meth:`submit_command`
+        (see :func:`~wfl_async.scheduler.arrays.submit_command`)."""
         if not self.supports_arrays:
             raise SchedulerError(f"the {self.name} scheduler cannot submit job arrays")
-        a, tasks, index = '"$wfl_a"', f'"$wfl_a/{ARRAY_TASKS_FILE}"', '"$wfl_a/index"'
-        first = self.first_array_index
-        task_answer = f'out="{ARRAY_TASK} $t $out_all"'
-        taken = f"printf '%s\\n' \"$d\" >> {tasks}.new; printf '%s\\n' \"$i\" >> {index}.new;"
-        return (
-            f"( {self.unset_env_command()}{SET_HOST} {SET_HOLDER} wfl_a={shlex.quote(array_dir)}; "
-            f"mkdir -p {a} && printf '%s' {shlex.quote(script)} > {a}/{shlex.quote(self.script_name)} && "
-            f": > {tasks}.new && : > {index}.new || exit 1; "
-            f"{_for_each_dir(job_dirs, indices)} {lock_or_earlier_answer(taken, _RECORD)} done; "
-            f"if [ -s {tasks}.new ]; then mv -f {tasks}.new {tasks} && mv -f {index}.new {index} || exit 1; "
-            f"n=$(wc -l < {tasks}); "
-            f"out_all=$(cd {a} && {self.submit_program} {self.array_option}{first}-$((n - 1 + {first})) "
-            f"{shlex.quote(self.script_name)} </dev/null 2>&1); rc=$?; "
-            f"t={first}; while IFS= read -r d && IFS= read -r i <&3; do {task_answer}; {KEEP_ANSWER} {_RECORD} "
-            f"t=$((t + 1)); done < {tasks} 3< {index}; fi )"
-        )
+        return arrays.submit_command(
+            prelude=f"{self.unset_env_command()}{SET_HOST} {SET_HOLDER}", array_dir=array_dir, script=script,
+            script_name=self.script_name, submit=f"{self.submit_program} {self.array_option}",
+            first_index=self.first_array_index, each_dir=_for_each_dir(job_dirs, indices), record=_RECORD)
+
+    def with_array_tasks(self, find: str) -> str:
+        """``find`` (printing ``<id> <working directory>``), each array's line replaced by its tasks, so a
+        task whose submission's answer was lost is found (:func:`~wfl_async.scheduler.arrays.listing_with_tasks`)."""
+        return arrays.listing_with_tasks(find, self.first_array_index)
 
     def parse_submit_output(self, stdout: str, count: int) -> list[SubmitResult]:
         """Turn ``submit_command``'s output into one result per submitted directory."""
@@ -295,7 +249,7 @@ class Scheduler(ABC):
         unresolved = rc == str(UNRESOLVED_RC) and output.startswith(UNRESOLVED)
         if unresolved:
             output = output[len(UNRESOLVED):].strip()
-        task, output = _array_task(output)
+        task, output = arrays.split_task_answer(output)
         remote_id = self.parse_submitted_id(output)
         if remote_id is not None and task is not None:
             remote_id = self.array_task_id(remote_id, task)
@@ -327,31 +281,15 @@ class Scheduler(ABC):
         """Working directory -> remote id, from :meth:`find_command`'s output."""
         found: dict[str, str] = {}
         for line in stdout.splitlines():
-            if line.startswith(ARRAY_FOUND + " "):
-                _, array_id, index, workdir = line.split(" ", 3)
-                found[workdir.strip().rstrip("/")] = self.array_task_id(array_id, int(index))
+            task = arrays.parse_found_task(line)
+            if task is not None:
+                array_id, index, workdir = task
+                found[workdir.strip().rstrip("/")] = self.array_task_id(array_id, index)
                 continue
             remote_id, _, workdir = line.strip().partition(" ")
             if remote_id and workdir:
                 found[workdir.strip().rstrip("/")] = remote_id
         return found
-
-    def with_array_tasks(self, find: str) -> str:
-        """``find`` (printing ``<id> <working directory>``), each array's line replaced by its tasks.
-
-        An array runs in its own directory under :data:`ARRAYS_DIR`; its task list names each
-        task's job directory, so a task queued by a submission whose answer was lost is found
-        (every task of an array still listed is reported: a task already gone is then seen missing
-        by the poll, as any job). The exit status is ``find``'s.
-        """
-        program = (
-            f'{{ id = $1; wd = substr($0, length($1) + 2); if (index(wd, "/{ARRAYS_DIR}/")) {{ '
-            'base = id; sub(/[_.[].*$/, "", base); arrays[wd] = base } else print id " " wd } '
-            f'END {{ for (wd in arrays) {{ f = wd "/{ARRAY_TASKS_FILE}"; n = {self.first_array_index}; '
-            f'while ((getline line < f) > 0) {{ print "{ARRAY_FOUND} " arrays[wd] " " n " " line; n++ }} '
-            "close(f) } }"
-        )
-        return f"wfl_listing=$({find}) && printf '%s\\n' \"$wfl_listing\" | awk {shlex.quote(program)}"
 
     def submit_invocation(self) -> str:
         """Shell text that submits ``script_name`` from inside the job directory.
@@ -435,7 +373,6 @@ class SubmitOutputReader:
 
 _RECORD = f"printf '%d\\t%d\\t%s\\n{SUBMIT_RECORD_END}\\n' \"$i\" \"$rc\" \"$out\";"
 """Shell text printing the record of job ``$i``: index, exit status, output."""
-_ARRAY_TASK_ANSWER = re.compile(re.escape(ARRAY_TASK) + r" (\d+) ?(.*)$")
 
 
 def _for_each_dir(job_dirs: Sequence[str], indices: Sequence[int] | None) -> str:
@@ -443,21 +380,3 @@ def _for_each_dir(job_dirs: Sequence[str], indices: Sequence[int] | None) -> str
     numbers = range(len(job_dirs)) if indices is None else indices
     pairs = " ".join(shlex.quote(f"{i}:{d}") for i, d in zip(numbers, job_dirs, strict=True))
     return f'for e in {pairs}; do i=${{e%%:*}}; d=${{e#*:}};'
-
-
-def _array_task(output: str) -> tuple[int | None, str]:
-    """The task index of an array task's answer and the rest of it; (None, output) for a plain answer."""
-    m = _ARRAY_TASK_ANSWER.match(output)
-    return (int(m.group(1)), m.group(2)) if m else (None, output)
-
-
-def expand_indices(ranges: str) -> list[int]:
-    """Task indices of a range list as schedulers print them: ``1-10:2``, ``0,4``, ``[0-3,7%2]``."""
-    indices: list[int] = []
-    for part in ranges.strip().strip("[]").split("%")[0].split(","):
-        bounds, _, step = part.partition(":")
-        first, _, last = bounds.partition("-")
-        if not first.strip().isdigit() or (last and not last.strip().isdigit()) or (step and not step.isdigit()):
-            continue
-        indices.extend(range(int(first), int(last or first) + 1, int(step or 1) or 1))
-    return indices

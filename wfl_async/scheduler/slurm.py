@@ -6,7 +6,8 @@ import logging
 import re
 
 from ..jobs.states import QueueState
-from .base import JobScriptSpec, Scheduler, expand_indices
+from .arrays import expand_indices
+from .base import JobScriptSpec, Scheduler
 
 __all__ = ["SlurmScheduler"]
 

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..config.system_config import SystemConfig
-from ..scheduler.base import ARRAYS_DIR, DEFAULT_MAX_ARRAY_SIZE, ErrorKind, JobScriptSpec, Scheduler
+from ..scheduler.arrays import ARRAYS_DIR, DEFAULT_MAX_ARRAY_SIZE
+from ..scheduler.base import ErrorKind, JobScriptSpec, Scheduler
 from ..scheduler.submit_lock import release_locks_command
 from .requests import SubmitRequest
 
