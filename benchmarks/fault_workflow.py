@@ -115,7 +115,7 @@ def _run_autopara(spec: dict[str, Any]) -> None:
 def _run_bigresult(spec: dict[str, Any]) -> None:
     import anyio
 
-    from wfl_async.jobs.remote_job import RemoteJob
+    from wfl_async.job import RemoteJob
 
     options = dict(spec["remote_info"])
     name = options.pop("job_name")

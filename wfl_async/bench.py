@@ -294,17 +294,17 @@ class BenchRun:
     """Job dir -> ``time.time()`` when its result came back."""
 
 
-async def bench_system(runtime: Session, system_name: str, n_jobs: int, *, check_interval: float = 0.5,
+async def bench_system(session: Session, system_name: str, n_jobs: int, *, check_interval: float = 0.5,
                        resources: Mapping[str, Any] | None = None, job_timeout: float | None = 900.0,
                        job_options: Mapping[str, Any] | None = None) -> BenchRun:
     """Run ``n_jobs`` jobs ``operator.add(i, 2000)`` on ``system_name`` at once and measure them.
 
-    :param runtime: a fresh session (in a fresh project: see :func:`fresh_root`)
+    :param session: a fresh session (in a fresh project: see :func:`fresh_root`)
     :param job_options: further :class:`~wfl_async.jobs.options.JobOptions` of every job
         (e.g. ``{"pack": {"workers": 8}}``)
     :raises ConfigurationError: unknown system or resources that fit no partition
     """
-    system = runtime.system(system_name)
+    system = session.system(system_name)
     stats = system.transport.stats
     first_record, connections_before = len(stats.records), stats.connections_opened
     system_before = dict(system.stats)
@@ -315,7 +315,7 @@ async def bench_system(runtime: Session, system_name: str, n_jobs: int, *, check
     t0, wall_t0 = time.monotonic(), time.time()
     prepared = [RemoteJob(operator.add, trivial_args(i), sys_name=system_name, job_name=f"bench {system_name} {i}",
                           resources=dict(resources or {"num_nodes": 1, "max_time": "5m"}),
-                          check_interval=check_interval, timeout=job_timeout, **dict(job_options or {})).prepare(runtime)
+                          check_interval=check_interval, timeout=job_timeout, **dict(job_options or {})).prepare(session)
                 for i in range(n_jobs)]
 
     async def one(index: int, job: PreparedJob) -> None:

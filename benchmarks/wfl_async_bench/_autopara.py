@@ -124,9 +124,9 @@ class _OurRun:
     job_dirs: list[str]
 
 
-async def _submitted(runtime: Session) -> dict[str, tuple[str | None, str]]:
+async def _submitted(session: Session) -> dict[str, tuple[str | None, str]]:
     """Every job of this (fresh) project: key -> (queue id, job dir), from the jobs database."""
-    return {r.key: (r.remote_id, r.job_dir) for r in await runtime.db.select()}
+    return {r.key: (r.remote_id, r.job_dir) for r in await session.db.select()}
 
 
 async def _run_ours(options: AutoparaOptions, setting: str, output: Path) -> _OurRun:
@@ -139,8 +139,8 @@ async def _run_ours(options: AutoparaOptions, setting: str, output: Path) -> _Ou
     partial = output.parent / f".{output.name}.wfl_async_partial"
     chunks = -(-options.configs // options.per_job)
     run = AutoparaRun("wfl_async", options.system, setting, options.configs, chunks)
-    async with session_scope() as runtime:
-        system = runtime.system(options.system)
+    async with session_scope() as session:
+        system = session.system(options.system)
         first_record = len(system.transport.stats.records)
         t0 = time.monotonic()
         first: float | None = None
@@ -156,7 +156,7 @@ async def _run_ours(options: AutoparaOptions, setting: str, output: Path) -> _Ou
         records = system.transport.stats.records[first_record:]
         submits = [r.started + r.duration for r in records if r.kind == "submit"]
         per_poll = poll_stats(records, max(submits) if submits else None)
-        jobs = await _submitted(runtime)
+        jobs = await _submitted(session)
         transport = system.transport.stats
         run.submissions = sum(1 for remote_id, _ in jobs.values() if remote_id)
         run.ssh_connections, run.remote_commands = transport.connections_opened, transport.commands_run
@@ -173,7 +173,7 @@ async def _run_ours(options: AutoparaOptions, setting: str, output: Path) -> _Ou
 
 
 async def _rerun_ours(options: AutoparaOptions, setting: str, output: Path, kind: str) -> Rerun:
-    """The same call again, in a fresh runtime (no connection kept from the run), timed whole."""
+    """The same call again, in a fresh session (no connection kept from the run), timed whole."""
     from wfl_async.calculators.generic import calculate
     from wfl_async.configset import ConfigSet, OutputSpec
 
@@ -181,11 +181,11 @@ async def _rerun_ours(options: AutoparaOptions, setting: str, output: Path, kind
     kwargs = _call_kwargs(options, setting)
     rerun = Rerun("wfl_async", options.system, setting, kind)
     t0 = time.monotonic()
-    async with session_scope() as runtime:
-        system = runtime.system(options.system)
-        before = await _submitted(runtime)
+    async with session_scope() as session:
+        system = session.system(options.system)
+        before = await _submitted(session)
         await calculate.aio(ConfigSet(configs), OutputSpec(output), **kwargs)
-        after = await _submitted(runtime)
+        after = await _submitted(session)
         # a job submitted again has a new queue id (or is new): nothing else counts as a submission
         rerun.submissions = sum(1 for key, (remote_id, _) in after.items()
                                 if remote_id and before.get(key, (None, ""))[0] != remote_id)
@@ -206,8 +206,8 @@ async def _ours_floor_reruns(options: AutoparaOptions, setting: str, raw_config:
              f"WFL_NUM_PYTHON_SUBPROCESSES={setting}")
         ours = await _run_ours(options, setting, output)
         runs.append(ours.run)
-        async with session_scope() as runtime:
-            system = runtime.system(options.system)
+        async with session_scope() as session:
+            system = session.system(options.system)
             if do_floor:
                 _say(f"{options.system}: floor, the same {len(ours.job_dirs)} chunk jobs by a plain submit loop")
                 floor = await run_floor(system, ours.remote_root, ours.job_dirs, job_timeout=options.timeout,
@@ -222,8 +222,8 @@ async def _ours_floor_reruns(options: AutoparaOptions, setting: str, raw_config:
         output.unlink()
         reruns.append(await _rerun_ours(options, setting, output, f"output deleted, {NO_MARK}=1"))
         if not options.keep:
-            async with session_scope() as runtime:
-                await runtime.system(options.system).transport.run(f"rm -rf {shlex.quote(ours.remote_root)}",
+            async with session_scope() as session:
+                await session.system(options.system).transport.run(f"rm -rf {shlex.quote(ours.remote_root)}",
                                                                    check=False)
     return runs, reruns
 
@@ -284,7 +284,7 @@ def _summary(options: AutoparaOptions, report: AutoparaReport) -> list[dict[str,
 async def run_autopara_benchmark(options: AutoparaOptions) -> AutoparaReport:
     """Every setting: wfl_async (+ floor + reruns) ``repeat`` times, then wfl + ExPyRe per mode.
 
-    Call it with no wfl_async runtime open on the event loop.
+    Call it with no wfl_async session open on the event loop.
     """
     from ._autopara_expyre import run_expyre_autopara
 

@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     function = getattr(importlib.import_module(module), attribute)
     base = int(opts["base"])
 
-    # the clock starts once configuration is loaded, as for wfl_async (after its runtime opens)
+    # the clock starts once configuration is loaded, as for wfl_async (after its session opens)
     t0 = time.monotonic()
     t_import = t0 - t_import
     n_jobs = int(opts["jobs"])

@@ -60,13 +60,13 @@ def _say(message: str) -> None:
 async def _ours_and_floor(options: BenchmarkOptions, system_name: str, n_jobs: int,
                           raw_config: dict[str, Any]) -> list[RunFigures]:
     with fresh_root("wfl_async_bench_", raw_config, keep=options.keep):
-        async with session_scope() as runtime:
+        async with session_scope() as session:
             _say(f"{system_name}: wfl_async, {n_jobs} jobs")
-            ours = await run_ours(runtime, system_name, n_jobs, check_interval=options.check_interval,
+            ours = await run_ours(session, system_name, n_jobs, check_interval=options.check_interval,
                                   resources=options.resources, job_timeout=options.timeout,
                                   trace_memory=options.trace_memory)
             runs = [ours.figures]
-            system = runtime.system(system_name)
+            system = session.system(system_name)
             if options.floor and system.config.scheduler != "local":
                 _say(f"{system_name}: floor, the same {n_jobs} job scripts by a plain submit loop")
                 runs.append(await run_floor(system, ours.remote_root, ours.job_dirs, job_timeout=options.timeout,
@@ -133,7 +133,7 @@ def _ratios(options: BenchmarkOptions, runs: list[RunFigures]) -> list[dict[str,
 async def run_benchmark(options: BenchmarkOptions) -> BenchmarkReport:
     """Run every requested implementation on every system; each run submits afresh.
 
-    Call it with no wfl_async runtime open on the event loop: each run opens its own,
+    Call it with no wfl_async session open on the event loop: each run opens its own,
     against a temporary ``EXPYRE_ROOT`` holding a copy of the configuration.
     """
     raw_config = merged_raw_config()

@@ -34,10 +34,10 @@ def poll_figures(stats: Any) -> PollFigures:
                        max_commands_after_submit=stats.max_commands_after_submit, by_kind=dict(stats.by_kind))
 
 
-async def run_ours(runtime: Session, system_name: str, n_jobs: int, *, check_interval: float,
+async def run_ours(session: Session, system_name: str, n_jobs: int, *, check_interval: float,
                    resources: Mapping[str, Any], job_timeout: float, trace_memory: bool = False,
                    job_options: Mapping[str, Any] | None = None, implementation: str = "wfl_async") -> OurRun:
-    """Run ``n_jobs`` trivial jobs on ``system_name`` through ``runtime`` (fresh, unused) and measure.
+    """Run ``n_jobs`` trivial jobs on ``system_name`` through ``session`` (fresh, unused) and measure.
 
     :raises ConfigurationError: unknown system or resources that fit no partition
     """
@@ -46,7 +46,7 @@ async def run_ours(runtime: Session, system_name: str, n_jobs: int, *, check_int
     if trace_memory:
         tracemalloc.start()
     try:
-        run = await bench_system(runtime, system_name, n_jobs, check_interval=check_interval,
+        run = await bench_system(session, system_name, n_jobs, check_interval=check_interval,
                                  resources=resources, job_timeout=job_timeout, job_options=job_options)
     finally:
         traced_peak = tracemalloc.get_traced_memory()[1] if trace_memory else None

@@ -5,7 +5,7 @@ scheduler, directly and through the sshd. A missing daemon makes these tests fai
 (start them with ``scripts/testinfra/start_all.sh``; ``source /tmp/wfl_async_testinfra/env.sh``).
 
 Each command and each job runs on its own event loop in a worker thread, as a real command
-would run in its own process: nothing here shares the test session's loop or its runtime.
+would run in its own process: nothing here shares the test process's event loop or its wfl_async session.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from click.testing import CliRunner, Result
 from tests.helpers import remote_functions as rf
 from wfl_async.cli import main
 from wfl_async.errors import JobTimeoutError
+from wfl_async.job import RemoteJob
 from wfl_async.jobs import layout
 from wfl_async.jobs.database import JobsDatabase
-from wfl_async.jobs.remote_job import RemoteJob
 from wfl_async.jobs.states import ACTIVE_STATES
-from wfl_async.runtime import DB_NAME, runtime_scope
+from wfl_async.session import DB_NAME, session_scope
 
 pytestmark = pytest.mark.remote
 
@@ -80,15 +80,15 @@ def submit(job: RemoteJob) -> None:
 
 def queue_states(system: str) -> dict[str, Any]:
     async def ask() -> dict[str, Any]:
-        async with runtime_scope() as runtime:
-            return dict(await runtime.system(system).queue_states())
+        async with session_scope() as session:
+            return dict(await session.system(system).queue_states())
     return in_thread(anyio.run, ask)
 
 
 def remote_dir_exists(system: str, path: str) -> bool:
     async def ask() -> bool:
-        async with runtime_scope() as runtime:
-            result = await runtime.system(system).transport.run(f"test -d {shlex.quote(path)}", check=False)
+        async with session_scope() as session:
+            result = await session.system(system).transport.run(f"test -d {shlex.quote(path)}", check=False)
             return result.returncode == 0
     return in_thread(anyio.run, ask)
 
@@ -240,8 +240,8 @@ def test_sync_records_succeeded_failed_and_died_jobs(root: Path, system: str) ->
     victim_id = jobs[f"victim-{t}"]["remote_id"]
 
     async def kill() -> None:
-        async with runtime_scope() as runtime:
-            await runtime.system(system).control("cancel", [victim_id])
+        async with session_scope() as session:
+            await session.system(system).control("cancel", [victim_id])
     in_thread(anyio.run, kill)
 
     jobs = sync_until(lambda j: j[f"finish-{t}"]["status"] == "succeeded" and j[f"fail-{t}"]["status"] == "failed"

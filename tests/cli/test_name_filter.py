@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from wfl_async.cli import main
 from wfl_async.jobs.database import JobsDatabase, JobStatus
-from wfl_async.runtime import DB_NAME
+from wfl_async.session import DB_NAME
 
 NAMES = ["relax", "relax_2", "prerelax", "md"]
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers import remote_functions as rf
 from wfl_async.errors import SystemNotReadyError
-from wfl_async.jobs.remote_job import RemoteJob
+from wfl_async.job import RemoteJob
 
 from .conftest import BASE
 
@@ -127,21 +127,21 @@ def test_reattaching_to_finished_jobs_runs_no_check(broken_root: Path) -> None:
     """The check belongs to submission: a rerun whose jobs are all done contacts no system."""
     import anyio
 
-    from wfl_async.runtime import runtime_scope
+    from wfl_async.session import session_scope
 
     job = RemoteJob(rf.sleep_then_return, (0, "reattach"), sys_name=BASE, job_name="doctor_reattach",
                     resources={"num_nodes": 1, "max_time": "5m"}, check_interval=0.5)
 
-    async def session() -> tuple[object, dict[str, int]]:
-        async with runtime_scope() as runtime:
+    async def one_session() -> tuple[object, dict[str, int]]:
+        async with session_scope() as session:
             value = await job.aio()
-            return value, dict(runtime.system(BASE).transport.stats.by_kind())
+            return value, dict(session.system(BASE).transport.stats.by_kind())
 
     def in_new_loop() -> tuple[object, dict[str, int]]:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1) as pool:  # each its own event loop, hence its own session
-            return pool.submit(anyio.run, session).result(timeout=300)
+            return pool.submit(anyio.run, one_session).result(timeout=300)
 
     value, first = in_new_loop()
     assert value == "reattach" and first["probe"] >= 1 and first["submit"] == 1

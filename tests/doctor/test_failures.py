@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import remote_functions as rf
 from wfl_async.doctor import SKIP_ENV_VAR
 from wfl_async.errors import ConfigurationError, JobDiedError
-from wfl_async.jobs.remote_job import RemoteJob
+from wfl_async.job import RemoteJob
 
 pytestmark = pytest.mark.remote
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers.faulty_scheduler import faulty_system, status_calls
 from wfl_async.doctor import check
-from wfl_async.jobs.remote_job import RemoteJob
+from wfl_async.job import RemoteJob
 
 from .test_doctor import doctor
 

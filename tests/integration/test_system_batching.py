@@ -1,6 +1,6 @@
 """The cost model on real Slurm, directly and through the test sshd: remote commands do not scale with jobs.
 
-N = 30 and N = 90 jobs of ``operator.add`` through :func:`runtime_scope` and :class:`RemoteJob`.
+N = 30 and N = 90 jobs of ``operator.add`` through :func:`session_scope` and :class:`RemoteJob`.
 For both, the jobs go out in one or two submit commands, the poller runs one
 command per poll interval, one fetch per poll at most, and nothing else reaches the system:
 ``transport.stats.commands_run`` is exactly the sum of what ``system.stats`` counts, plus the
@@ -24,9 +24,9 @@ import pytest
 
 from wfl_async.config import load_config
 from wfl_async.errors import ConfigurationError
+from wfl_async.job import RemoteJob
 from wfl_async.jobs.database import JobStatus
-from wfl_async.jobs.remote_job import RemoteJob
-from wfl_async.runtime import runtime_scope
+from wfl_async.session import session_scope
 from wfl_async.transport.ssh import SshTransport
 
 START_HINT = ("run scripts/testinfra/start_all.sh (as root) and source /tmp/wfl_async_testinfra/env.sh "
@@ -51,7 +51,7 @@ async def run_jobs(system_name: str, n: int) -> Run:
                       resources={"num_nodes": 1, "max_time": "10m"}, check_interval=CHECK_INTERVAL)
             for i in range(n)]
     values: list[int] = [0] * n
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         try:
             system = rt.system(system_name)
         except ConfigurationError as exc:
@@ -118,7 +118,7 @@ def test_ssh_systems_use_the_ssh_transport(fresh_expyre_root: Path) -> None:
         pytest.fail(f"system 'slurm_ssh' is not configured: {START_HINT}", pytrace=False)
 
     async def main() -> object:
-        async with runtime_scope() as rt:
+        async with session_scope() as rt:
             return rt.system("slurm_ssh").transport
 
     assert isinstance(anyio.run(main), SshTransport)

@@ -21,7 +21,7 @@ from wfl_async.configset import ConfigSet, OutputSpec
 from wfl_async.errors import JobDiedError
 from wfl_async.generate.optimize import optimize
 from wfl_async.jobs.database import JobStatus
-from wfl_async.runtime import runtime_scope
+from wfl_async.session import session_scope
 
 pytestmark = pytest.mark.remote
 
@@ -46,7 +46,7 @@ def remote_info(system: str, extra: dict[str, Any], **kwargs: Any) -> RemoteInfo
 
 
 async def submits(system: str) -> int:
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         return len([r for r in await rt.db.select(system=system)])
 
 
@@ -69,13 +69,13 @@ async def test_1000_configs_in_chunks_of_36_match_a_serial_run_and_rerun_submits
         assert abs(atoms.get_potential_energy() - got.info["calc_energy"]) < 1e-8
         assert np.abs(atoms.get_forces() - got.arrays["calc_forces"]).max() < 1e-8
     assert [a.info["i"] for a in read(out_file, ":")] == list(range(1000))
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         jobs = await rt.db.select(system=remote_system)
     assert len(jobs) == 28  # ceil(1000 / 36)
 
     # rerun after deleting the output: every chunk re-attached, nothing submitted
     out_file.unlink()
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         again = await calculate.aio(ConfigSet(inputs), OutputSpec(out_file), calculator=(EMT, [], {}),
                                     properties=["energy", "forces"], output_prefix="calc_",
                                     autopara_info=autopara)
@@ -83,7 +83,7 @@ async def test_1000_configs_in_chunks_of_36_match_a_serial_run_and_rerun_submits
     assert [a.info["calc_energy"] for a in again] == [a.info["calc_energy"] for a in remote]
 
     # a completely written output is reused without contacting any system
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         await calculate.aio(ConfigSet(inputs), OutputSpec(out_file), calculator=(EMT, [], {}),
                             properties=["energy", "forces"], output_prefix="calc_", autopara_info=autopara)
         assert rt.systems == {} or rt.system(remote_system).transport.stats.commands_run == 0
@@ -156,7 +156,7 @@ async def test_resubmit_killed_jobs_resubmits_a_job_that_died(remote_system: str
         except JobDiedError as exc:
             died.append(exc)
 
-    async with runtime_scope() as rt, anyio.create_task_group() as tg:
+    async with session_scope() as rt, anyio.create_task_group() as tg:
         tg.start_soon(first_run)
         with anyio.fail_after(120):
             while not (jobs := await rt.db.select(status=["submitted", "started"])):
@@ -175,6 +175,6 @@ async def test_resubmit_killed_jobs_resubmits_a_job_that_died(remote_system: str
     out = await autoparallelize.aio(rf._label_or_raise, ConfigSet(inputs), OutputSpec(),
                                     autopara_info=AutoparaInfo(remote_info=fast))
     assert [a.info["labelled"] for a in out] == [True, True]
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         (record,) = await rt.db.select()
     assert record.status is JobStatus.PROCESSED

@@ -15,7 +15,7 @@ from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo
 from wfl_async.calculators.generic import calculate
 from wfl_async.config import load_config
 from wfl_async.configset import ConfigSet, OutputSpec
-from wfl_async.runtime import runtime_scope
+from wfl_async.session import session_scope
 
 pytestmark = pytest.mark.remote
 
@@ -52,7 +52,7 @@ async def test_operations_on_several_systems_share_one_connection_and_stream_chu
                 energies[position] = atoms.info["EMT_energy"]
         results[system] = energies
 
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         async with anyio.create_task_group() as tg:
             for system in systems:
                 tg.start_soon(run, system)

@@ -44,7 +44,7 @@ SCRIPT = """
 import hashlib, json, sys, time
 import anyio
 from tests.helpers.remote_functions import input_digest_and_bytes
-from wfl_async.jobs.remote_job import RemoteJob
+from wfl_async.job import RemoteJob
 
 async def main():
     options, size = json.loads(sys.argv[2]), int(sys.argv[3])

@@ -26,8 +26,8 @@ from ase.io import read
 
 from tests.helpers import remote_functions as rf
 from tests.helpers.processes import kill_during
-from wfl_async.jobs.remote_job import RemoteJob
-from wfl_async.runtime import runtime_scope
+from wfl_async.job import RemoteJob
+from wfl_async.session import session_scope
 
 pytestmark = pytest.mark.remote
 
@@ -106,7 +106,7 @@ FETCH_SCRIPT = """
 import hashlib, json, sys
 import anyio
 from tests.helpers.remote_functions import big_result
-from wfl_async.jobs.remote_job import RemoteJob
+from wfl_async.job import RemoteJob
 
 async def main():
     options, size = json.loads(sys.argv[2]), int(sys.argv[3])
@@ -204,8 +204,8 @@ async def test_job_files_and_the_jobs_database_are_private_on_both_sides(
     job = RemoteJob(rf.read_env_and_files, ("input.txt", "output.txt", "X"), sys_name=remote_system,
                     job_name=f"private-{uuid.uuid4().hex[:6]}", resources={"num_cores": 1, "max_time": "10m"},
                     partial_node=True, check_interval=0.3, input_files=["input.txt"], output_files=["output.txt"])
-    async with runtime_scope() as runtime:
-        prepared = job.prepare(runtime)
+    async with session_scope() as session:
+        prepared = job.prepare(session)
         await prepared.result()
         root = await prepared.system.remote_root()
         names = [".", "_wfl_async_task.pkl", "input.txt", "_wfl_async_result.pkl", "_wfl_async_succeeded",
@@ -219,11 +219,11 @@ async def test_job_files_and_the_jobs_database_are_private_on_both_sides(
         assert remote_modes == {".": "700", **{n: "600" for n in names[1:]}}, remote_modes
         assert lines[-1] == "700"  # the project's directory of job directories
         assert owner == ("wfltest" if prepared.system.config.host else "root")
-        stage = runtime.stage_root
+        stage = session.stage_root
         local = {p.relative_to(stage).as_posix(): oct(p.stat().st_mode & 0o777)
                  for p in [stage, *(stage / prepared.job_dir).iterdir()]}
         assert local["."] == "0o700"
-        db = runtime.db.path
+        db = session.db.path
     assert oct(db.stat().st_mode & 0o777) == "0o600"
     for sibling in db.parent.glob(db.name + "-*"):  # -wal, -shm
         assert oct(sibling.stat().st_mode & 0o777) == "0o600", sibling

@@ -17,9 +17,9 @@ import pytest
 from tests.helpers import remote_functions as rf
 from tests.helpers.processes import hold_sqlite_write_lock
 from wfl_async.errors import ConfigurationError, JobDiedError, JobTimeoutError
+from wfl_async.job import RemoteJob
 from wfl_async.jobs.database import JobStatus
-from wfl_async.jobs.remote_job import RemoteJob
-from wfl_async.runtime import runtime_scope
+from wfl_async.session import session_scope
 
 pytestmark = pytest.mark.remote
 
@@ -60,19 +60,19 @@ async def test_remote_exception_is_reraised_with_type_and_traceback(remote_syste
         await job(remote_system, rf.raise_custom, ("boom on purpose",))
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert "remote traceback" in notes and "raise_custom" in notes
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         (record,) = await rt.db.select()
     assert record.status is JobStatus.FAILED
 
 
 async def test_rerun_reattaches_and_submits_nothing(remote_system: str, fresh_expyre_root: Path) -> None:
     calls = [job(remote_system, operator.mul, (i, 7), job_name=f"reattach-{remote_system}") for i in range(5)]
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         prepared = [c.prepare(rt) for c in calls]
         first = await _gather([p.result for p in prepared])
         assert rt.system(remote_system).stats["submit_commands"] >= 1
     assert first == [i * 7 for i in range(5)]
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         second = await _gather([c.prepare(rt).result for c in calls])
         stats = rt.system(remote_system).stats
         assert {"submit_commands", "poll_commands", "fetch_commands", "scheduler_calls", "submit_retries",
@@ -85,13 +85,13 @@ async def test_timeout_raises_and_leaves_the_job_resumable(remote_system: str, f
     call = job(remote_system, rf.sleep_then_return, (3, "late"), timeout=0.5)
     with pytest.raises(JobTimeoutError, match="rerun to re-attach"):
         await call
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         (record,) = await rt.db.select()
         remote_id = record.remote_id
     assert record.status in (JobStatus.SUBMITTED, JobStatus.STARTED)
     call.timeout = None
     assert await call == "late"
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         (record,) = await rt.db.select()
     assert record.remote_id == remote_id and record.status is JobStatus.SUCCEEDED
 
@@ -99,7 +99,7 @@ async def test_timeout_raises_and_leaves_the_job_resumable(remote_system: str, f
 async def test_cancelled_job_is_called_died_after_the_grace_period(remote_system: str,
                                                                     fresh_expyre_root: Path) -> None:
     call = job(remote_system, rf.sleep_then_return, (120, "never"))
-    async with runtime_scope() as rt, anyio.create_task_group() as tg:
+    async with session_scope() as rt, anyio.create_task_group() as tg:
         prepared = call.prepare(rt)
         outcome: list[BaseException] = []
 
@@ -115,7 +115,7 @@ async def test_cancelled_job_is_called_died_after_the_grace_period(remote_system
                 await anyio.sleep(0.2)
         await rt.system(remote_system).control("cancel", [record.remote_id])
     assert outcome and "without a final marker" in str(outcome[0])
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         assert (await rt.db.get(prepared.key)).status is JobStatus.DIED  # type: ignore[union-attr]
 
 
@@ -124,10 +124,10 @@ async def test_two_scripts_at_once_submit_the_same_call_once(remote_system: str,
     script = tmp_path / "same_call.py"
     script.write_text(
         "import anyio, operator\n"
-        "from wfl_async.jobs.remote_job import RemoteJob\n"
-        "from wfl_async.runtime import runtime_scope\n"
+        "from wfl_async.job import RemoteJob\n"
+        "from wfl_async.session import session_scope\n"
         "async def main():\n"
-        "    async with runtime_scope() as rt:\n"
+        "    async with session_scope() as rt:\n"
         f"        value = await RemoteJob(operator.pow, (3, 4), sys_name={remote_system!r}, job_name='same',\n"
         f"                                resources={RESOURCES!r}, check_interval=0.3).prepare(rt).result()\n"
         "        print(value, rt.system(" + repr(remote_system) + ").stats['submit_commands'])\n"
@@ -151,7 +151,7 @@ async def test_bad_input_fails_before_anything_is_submitted(remote_system: str, 
         "unpicklable": (job(remote_system, operator.add, (threading.Lock(), 2)), "cannot pickle"),
     }
     bad["no partition fits"][0].resources = {"num_nodes": 1000, "max_time": "1000d"}
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         for what, (call, message) in bad.items():
             with pytest.raises(ConfigurationError, match=message):
                 call.prepare(rt)
@@ -176,7 +176,7 @@ async def test_cancelling_one_caller_mid_batch_fails_no_other_caller(remote_syst
     calls = [job(remote_system, operator.add, (i, 100), job_name=f"cancel-one-{remote_system}-{i}")
              for i in range(6)]
     results: dict[int, int] = {}
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         prepared = [c.prepare(rt) for c in calls]
         scopes = [anyio.CancelScope() for _ in prepared]
 
@@ -190,7 +190,7 @@ async def test_cancelling_one_caller_mid_batch_fails_no_other_caller(remote_syst
             await anyio.sleep(0.02)
             scopes[0].cancel()
     assert results == {i: i + 100 for i in range(1, 6)}
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         record = await rt.db.get(prepared[0].key)
         # the cancelled caller's job was submitted all the same (its batch was not its own), and recorded
         assert record is not None and record.status in (JobStatus.SUBMITTED, JobStatus.STARTED, JobStatus.SUCCEEDED)
@@ -226,7 +226,7 @@ async def test_jobs_claimed_by_a_process_that_died_are_taken_over(remote_system:
         claimer.send_signal(signal.SIGSTOP)  # alive but stuck: its claims are waited on
         calls = [RemoteJob(operator.mul, (i, 3), sys_name=remote_system, job_name=name, resources=RESOURCES,
                            check_interval=0.3) for i in range(4)]
-        async with runtime_scope() as rt:
+        async with session_scope() as rt:
             prepared = [c.prepare(rt) for c in calls]
             values: list[int] = []
             async with anyio.create_task_group() as tg:
@@ -254,7 +254,7 @@ async def test_a_rerun_on_another_system_name_reattaches_where_the_job_was_submi
         await first
     again = job("slurm_ssh", rf.sleep_then_return, (3, "moved"), job_name=name)
     assert await again == "moved"
-    async with runtime_scope() as rt:
+    async with session_scope() as rt:
         (record,) = await rt.db.select(name=name)
     assert record.system == "slurm" and record.status is JobStatus.SUCCEEDED
 
@@ -293,7 +293,7 @@ async def test_another_process_writing_to_the_jobs_database_for_two_minutes_dela
     calls = [job("slurm", rf.sleep_then_return, (2, i), job_name=name) for i in range(4)]
     holder: subprocess.Popen[bytes] | None = None
     try:
-        async with runtime_scope() as rt:
+        async with session_scope() as rt:
             values: list[object] = []
             async with anyio.create_task_group() as tg:
                 async def all_of_them() -> None:

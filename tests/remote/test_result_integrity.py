@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from wfl_async.errors import ResultIntegrityError
+from wfl_async.job import RemoteJob
 from wfl_async.jobs import layout
-from wfl_async.jobs.remote_job import RemoteJob
 from wfl_async.session import session_scope
 
 pytestmark = pytest.mark.remote

@@ -6,8 +6,8 @@ import pytest
 
 from wfl_async.autoparallelize import RemoteInfo
 from wfl_async.errors import ConfigurationError
+from wfl_async.job import RemoteJob
 from wfl_async.jobs.env_vars import check_env_vars, export_lines
-from wfl_async.jobs.remote_job import RemoteJob
 
 
 @pytest.mark.parametrize(("value", "what"), [("1\nrm -rf ~", "a newline"), ("1\0", "a NUL byte")])

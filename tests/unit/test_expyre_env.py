@@ -12,7 +12,7 @@ import pytest
 from wfl_async.config import load_config
 from wfl_async.config.expyre_env import remote_shell_ssh_config, retry_from_env
 from wfl_async.errors import ConfigurationError
-from wfl_async.jobs.remote_job import RemoteJob
+from wfl_async.job import RemoteJob
 
 SYSTEM = {"host": "cluster", "scheduler": "slurm", "partitions": {"p": {"num_cores": 4, "max_time": "1h", "max_mem": "10GB"}}}
 

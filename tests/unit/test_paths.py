@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from wfl_async.jobs.remote_job import RemoteJob
-from wfl_async.runtime import runtime_scope
+from wfl_async.job import RemoteJob
+from wfl_async.session import session_scope
 from wfl_async.system.paths import job_dir_name, project_key, safe_name
 
 SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -84,7 +84,7 @@ async def test_remote_job_directories_do_not_depend_on_the_submitting_host(
     for host in ("login01.cluster.example", "login02.cluster.example"):
         monkeypatch.setattr(socket, "gethostname", lambda host=host: host)
         monkeypatch.setenv("HOSTNAME", host)
-        async with runtime_scope() as rt:
+        async with session_scope() as rt:
             system = rt.system("here")
             remote_root = await system.remote_root()
             job = RemoteJob(operator.add, (1, 2), sys_name="here", job_name="it's $HOME/x y",
@@ -111,7 +111,7 @@ async def test_a_home_relative_local_rundir_is_the_same_from_any_current_directo
     for cwd in ("a", "b"):
         (tmp_path / cwd).mkdir()
         monkeypatch.chdir(tmp_path / cwd)
-        async with runtime_scope() as rt:
+        async with session_scope() as rt:
             seen.append(await rt.system("here").remote_root())
     assert seen[0] == seen[1]
     assert Path(seen[0]).parent == (tmp_path / "home" / "wfl_async_rundir_test").resolve()

@@ -71,8 +71,8 @@ async def submit_remote(*, op: Callable[..., Any], inputs: Any, args: Sequence[A
                         autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> None:
     """Submit every chunk's job and return (wfl's ``wait_for_results=False``); a later identical
     call re-attaches to the same jobs and collects their results."""
-    async with session_scope() as runtime:
-        chunks = _prepare_chunks(runtime, op, inputs, args, kwargs, autopara_info, remote_info)
+    async with session_scope() as session:
+        chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info)
         async with anyio.create_task_group() as tg:
             for chunk in chunks:
                 tg.start_soon(chunk.job.submit)
@@ -82,9 +82,9 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                       kwargs: dict[str, Any], autopara_info: AutoparaInfo,
                       remote_info: RemoteInfo) -> AsyncIterator[ChunkResult]:
     """Yield each chunk's results as its job finishes (storing them in ``outputs`` first)."""
-    async with session_scope() as runtime:
-        chunks = _prepare_chunks(runtime, op, inputs, args, kwargs, autopara_info, remote_info)
-        system = runtime.system(remote_info.sys_name)
+    async with session_scope() as session:
+        chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info)
+        system = session.system(remote_info.sys_name)
         job_dirs = frozenset(c.job.job_dir for c in chunks)
         packed = bool(chunks) and chunks[0].job.options.pack not in (None, False)
         workers = coordinator_for(system).workers_alive if packed else None
@@ -117,7 +117,7 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
             if outputs is not None:
                 await anyio.to_thread.run_sync(outputs.close)
         if "WFL_EXPYRE_NO_MARK_PROCESSED" not in os.environ:
-            await runtime.db.update_many((c.job.key, {"status": JobStatus.PROCESSED}) for c in chunks)
+            await session.db.update_many((c.job.key, {"status": JobStatus.PROCESSED}) for c in chunks)
 
 
 async def _run_chunk(chunk: _Chunk, send: Any) -> None:
@@ -153,7 +153,7 @@ def _store(outputs: OutputSpec, result: ChunkResult) -> None:
             outputs.store(group, loc)
 
 
-def _prepare_chunks(runtime: Session, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
+def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
                     kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> list[_Chunk]:
     """Split the inputs and prepare one job per chunk; raises before anything is submitted."""
     kwargs, rng = split_rng(kwargs) if "rng" in kwargs else (dict(kwargs), None)
@@ -188,18 +188,18 @@ def _prepare_chunks(runtime: Session, op: Callable[..., Any], inputs: Any, args:
                                    # the job's function is do_in_pool: version the operation's code
                                    code_version=code_source(op) if remote_info.code_version is True
                                    else remote_info.code_version)
-        chunks.append(_Chunk(index, items, tuple(item_indices), tuple(locs), job.prepare(runtime)))
-    _resolve_pack(runtime, remote_info, chunks)
+        chunks.append(_Chunk(index, items, tuple(item_indices), tuple(locs), job.prepare(session)))
+    _resolve_pack(session, remote_info, chunks)
     return chunks
 
 
-def _resolve_pack(runtime: Session, remote_info: RemoteInfo, chunks: Sequence[_Chunk]) -> None:
+def _resolve_pack(session: Session, remote_info: RemoteInfo, chunks: Sequence[_Chunk]) -> None:
     """Give every chunk the call's packing setting, ``"auto"`` decided once for the call (pack/auto.py)."""
-    setting = effective_pack(remote_info.pack, runtime.system(remote_info.sys_name).config.pack)
+    setting = effective_pack(remote_info.pack, session.system(remote_info.sys_name).config.pack)
     if setting is None:
         return
     if not isinstance(setting, PackSetting):  # "auto"
-        decided = auto.decide(runtime.stage_root, remote_info.job_name, len(chunks))
+        decided = auto.decide(session.stage_root, remote_info.job_name, len(chunks))
         log.info("%s: pack=\"auto\": %s", remote_info.job_name,
                  f"packing {len(chunks)} chunks into {decided.workers} workers" if decided is not None
                  else f"one job per chunk for {len(chunks)} chunks")

@@ -64,7 +64,7 @@ def _groups(records: Sequence[JobRecord], report: Report) -> dict[tuple[str, str
 
 
 # ---------------------------------------------------------------------- sync / cancel
-async def sync_jobs(runtime: Session, records: Sequence[JobRecord], *, cancel: bool = False) -> Report:
+async def sync_jobs(session: Session, records: Sequence[JobRecord], *, cancel: bool = False) -> Report:
     """Bring submitted/started jobs up to date with their systems; ``cancel`` also cancels the live ones.
 
     Jobs with a final marker become succeeded/failed (their directory is fetched into the stage
@@ -75,15 +75,15 @@ async def sync_jobs(runtime: Session, records: Sequence[JobRecord], *, cancel: b
     report = Report()
     async with anyio.create_task_group() as tg:
         for (name, root), group in _groups(records, report).items():
-            tg.start_soon(_sync_group, runtime, name, root, group, cancel, report)
-    await runtime.db.update_many(change.update() for change in report.changes)
+            tg.start_soon(_sync_group, session, name, root, group, cancel, report)
+    await session.db.update_many(change.update() for change in report.changes)
     return report
 
 
-async def _sync_group(runtime: Session, name: str, root: str, group: list[JobRecord], cancel: bool,
+async def _sync_group(session: Session, name: str, root: str, group: list[JobRecord], cancel: bool,
                       report: Report) -> None:
     try:
-        system = runtime.system(name)
+        system = session.system(name)
         found = await survey(system, root, group)
         if cancel and found.active:
             # packed chunks leave their pack's queue; the others are cancelled by the scheduler
@@ -93,7 +93,7 @@ async def _sync_group(runtime: Session, name: str, root: str, group: list[JobRec
             found.active, found.started = [], []
         await recheck_markers(system, root, found)
         if found.finished:
-            await system.transport.download(root, [r.job_dir for r, _ in found.finished], runtime.stage_root)
+            await system.transport.download(root, [r.job_dir for r, _ in found.finished], session.stage_root)
     except WflAsyncError as exc:
         report.errors.append(f"{name}: {exc}")
         report.unchanged.extend((r, f"left as it was (see the error for {name})") for r in group)
@@ -115,14 +115,14 @@ async def _sync_group(runtime: Session, name: str, root: str, group: list[JobRec
             report.unchanged.append((record, f"{state.value if state else 'listed'} in the queue"))
 
 
-async def cancel_jobs(runtime: Session, records: Sequence[JobRecord]) -> Report:
+async def cancel_jobs(session: Session, records: Sequence[JobRecord]) -> Report:
     """Cancel unfinished jobs (see :func:`sync_jobs`); ``created`` ones are handled without the system.
 
     A ``created`` job whose submitting process is gone is marked died; one whose submitter is
     alive is left alone (it is being submitted right now: cancel again in a moment).
     """
     queued = [r for r in records if r.status is not JobStatus.CREATED]
-    report = await sync_jobs(runtime, queued, cancel=True) if queued else Report()
+    report = await sync_jobs(session, queued, cancel=True) if queued else Report()
     abandoned = []
     for record in records:
         if record.status is not JobStatus.CREATED:
@@ -131,7 +131,7 @@ async def cancel_jobs(runtime: Session, records: Sequence[JobRecord]) -> Report:
             report.unchanged.append((record, f"being submitted by {record.owner}; run cancel again in a moment"))
         else:
             abandoned.append(Change(record, JobStatus.DIED, f"{CANCELLED} (its submitter had gone)"))
-    await runtime.db.update_many(change.update() for change in abandoned)
+    await session.db.update_many(change.update() for change in abandoned)
     report.changes.extend(abandoned)
     return report
 
@@ -141,13 +141,13 @@ def _safe_dir(job_dir: str) -> bool:
     return bool(job_dir) and "/" not in job_dir and job_dir not in (".", "..")
 
 
-async def _remove_remote(runtime: Session, records: Sequence[JobRecord], report: Report) -> list[JobRecord]:
+async def _remove_remote(session: Session, records: Sequence[JobRecord], report: Report) -> list[JobRecord]:
     """Delete remote job directories, one command per system and root; return the records done."""
     done: list[JobRecord] = []
 
     async def one(name: str, root: str, group: list[JobRecord]) -> None:
         try:
-            await runtime.system(name).remove_dirs([r.job_dir for r in group], root)
+            await session.system(name).remove_dirs([r.job_dir for r in group], root)
         except WflAsyncError as exc:
             report.errors.append(f"{name}: removing job directories under {root} failed: {exc}. Fix the "
                                  f"connection and retry, or pass --no-remote to leave them there.")
@@ -173,28 +173,28 @@ def _remove_local(stage_root: Path, job_dirs: Sequence[str]) -> None:
             shutil.rmtree(stage_root / job_dir, ignore_errors=True)
 
 
-async def clean_jobs(runtime: Session, records: Sequence[JobRecord], *, remote: bool = True) -> Report:
+async def clean_jobs(session: Session, records: Sequence[JobRecord], *, remote: bool = True) -> Report:
     """Remove finished jobs' directories; with ``remote`` also on their systems, and mark them cleaned.
 
     Without ``remote`` only the local copies go and the statuses stay: a rerun re-attaches to
     the job and fetches its result again.
     """
     report = Report()
-    done = await _remove_remote(runtime, records, report) if remote else list(records)
-    await anyio.to_thread.run_sync(_remove_local, runtime.stage_root, [r.job_dir for r in done])
+    done = await _remove_remote(session, records, report) if remote else list(records)
+    await anyio.to_thread.run_sync(_remove_local, session.stage_root, [r.job_dir for r in done])
     if remote:
         report.changes.extend(Change(r, JobStatus.CLEANED) for r in done if r.status is not JobStatus.CLEANED)
-        await runtime.db.update_many(change.update() for change in report.changes)
+        await session.db.update_many(change.update() for change in report.changes)
     else:
         report.unchanged.extend((r, "local copy removed") for r in done)
     return report
 
 
-async def remove_jobs(runtime: Session, records: Sequence[JobRecord], *, remote: bool = True) -> Report:
+async def remove_jobs(session: Session, records: Sequence[JobRecord], *, remote: bool = True) -> Report:
     """Delete jobs' directories (local, and remote with ``remote``) and their database rows."""
     report = Report()
-    done = await _remove_remote(runtime, records, report) if remote else list(records)
-    await anyio.to_thread.run_sync(_remove_local, runtime.stage_root, [r.job_dir for r in done])
-    await runtime.db.delete([r.key for r in done])
+    done = await _remove_remote(session, records, report) if remote else list(records)
+    await anyio.to_thread.run_sync(_remove_local, session.stage_root, [r.job_dir for r in done])
+    await session.db.delete([r.key for r in done])
     report.removed.extend(done)
     return report

@@ -42,12 +42,12 @@ async def _bench_all(systems: Sequence[str], jobs: int, check_interval: float, m
     results: list[BenchResult] = []
     with fresh_root("wfl_async_bench_", merged_raw_config(), keep=keep):
         for name in systems:
-            async with session_scope() as runtime:  # a session per system: its connections counted alone
+            async with session_scope() as session:  # a session per system: its connections counted alone
                 click.echo(f"[bench] {name}: {jobs} jobs", err=True)
-                run = await bench_system(runtime, name, jobs, check_interval=check_interval,
+                run = await bench_system(session, name, jobs, check_interval=check_interval,
                                          resources={"num_nodes": 1, "max_time": max_time})
                 if not keep:
-                    await runtime.system(name).transport.run(f"rm -rf {shlex.quote(run.remote_root)}",
+                    await session.system(name).transport.run(f"rm -rf {shlex.quote(run.remote_root)}",
                                                              check=False)
                 results.append(run.result)
     return results

@@ -15,13 +15,13 @@ __all__ = ["doctor"]
 
 
 async def _inspect_all(names: Sequence[str], connect_timeout: float) -> list[SystemReport]:
-    """Every system at once; systems on one host share its one connection (the runtime's)."""
+    """Every system at once; systems on one host share its one connection (the session's)."""
     reports: dict[str, SystemReport] = {}
-    async with session_scope() as runtime:
-        systems = [runtime.system(name) for name in names]  # unknown names fail here, before any I/O
+    async with session_scope() as session:
+        systems = [session.system(name) for name in names]  # unknown names fail here, before any I/O
 
         async def one(name: str) -> None:
-            reports[name] = await inspect_system(runtime.system(name), connect_timeout=connect_timeout)
+            reports[name] = await inspect_system(session.system(name), connect_timeout=connect_timeout)
 
         async with anyio.create_task_group() as tg:
             for system in systems:

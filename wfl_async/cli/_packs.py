@@ -24,7 +24,7 @@ __all__ = ["packs_table", "survey_packs"]
 _DONE = (JobStatus.SUCCEEDED, JobStatus.PROCESSED, JobStatus.CLEANED)
 
 
-async def survey_packs(runtime: Session, records: Sequence[JobRecord]) -> tuple[list[tuple[str, PackSummary, int]],
+async def survey_packs(session: Session, records: Sequence[JobRecord]) -> tuple[list[tuple[str, PackSummary, int]],
                                                                                list[str]]:
     """``(system, pack summary, chunks done)`` for every pack holding one of ``records``, and errors."""
     done: Counter[tuple[str, str]] = Counter()
@@ -41,7 +41,7 @@ async def survey_packs(runtime: Session, records: Sequence[JobRecord]) -> tuple[
 
     async def one(name: str, root: str) -> None:
         try:
-            system = runtime.system(name)
+            system = session.system(name)
             await system.survey([], root)
         except WflAsyncError as exc:
             errors.append(f"{name}: {exc}")

@@ -1,7 +1,7 @@
 """``wfl-async``: list, sync, cancel, clean and remove queued jobs; unlock or check the jobs database.
 
 A thin click front end: the jobs database (:class:`~wfl_async.jobs.database.JobsDatabase`) and the
-systems of the :class:`~wfl_async.runtime.Session` do the work, exactly as in a workflow. Names
+systems of the :class:`~wfl_async.session.Session` do the work, exactly as in a workflow. Names
 follow ExPyRe's ``xpr`` (``ls``, ``sync``, ``rm``, ``db unlock``, the ``-s/-S/-n/-i`` filters).
 ``ls`` and ``status`` only read the database (read-only connection, WAL): they never wait for,
 or block, a running workflow.
@@ -65,11 +65,11 @@ async def _read(project: Project, filters: JobFilter) -> list[JobRecord]:
         return await filters.select(db)
 
 
-async def _in_runtime(filters: JobFilter, within: Sequence[JobStatus],
+async def _in_session(filters: JobFilter, within: Sequence[JobStatus],
                       action: Callable[[Session, list[JobRecord]], Awaitable[Report]]) -> tuple[int, Report]:
-    async with session_scope() as runtime:
-        records = await filters.select(runtime.db, within)
-        return len(records), (await action(runtime, records) if records else Report())
+    async with session_scope() as session:
+        records = await filters.select(session.db, within)
+        return len(records), (await action(session, records) if records else Report())
 
 
 def _finish(report: Report, selected: int, what: str, filters: JobFilter, within: Sequence[JobStatus]) -> None:
@@ -174,7 +174,7 @@ def workers(filters: JobFilter) -> None:
     project = Project.load()
     if not _require_db(project):
         return
-    rows, errors = run_async(_packs_in_runtime, filters)
+    rows, errors = run_async(_packs_in_session, filters)
     if rows:
         console().print(packs_table(rows))
     else:
@@ -182,9 +182,9 @@ def workers(filters: JobFilter) -> None:
     _exit_on_errors(Report(errors=errors))
 
 
-async def _packs_in_runtime(filters: JobFilter) -> tuple[list[Any], list[str]]:
-    async with session_scope() as runtime:
-        return await survey_packs(runtime, await filters.select(runtime.db))
+async def _packs_in_session(filters: JobFilter) -> tuple[list[Any], list[str]]:
+    async with session_scope() as session:
+        return await survey_packs(session, await filters.select(session.db))
 
 
 # ---------------------------------------------------------------------- sync / cancel
@@ -200,7 +200,7 @@ def sync(filters: JobFilter) -> None:
     if not _require_db(project):
         return
     within = (JobStatus.SUBMITTED, JobStatus.STARTED)
-    selected, report = run_async(_in_runtime, filters, within, sync_jobs)
+    selected, report = run_async(_in_session, filters, within, sync_jobs)
     _finish(report, selected, "sync", filters, within)
 
 
@@ -214,7 +214,7 @@ def cancel(filters: JobFilter, yes: bool) -> None:
         return
     if filters == JobFilter() and not yes:
         click.confirm("No filter given: cancel every unfinished job of this project?", abort=True)
-    selected, report = run_async(_in_runtime, filters, UNFINISHED, cancel_jobs)
+    selected, report = run_async(_in_session, filters, UNFINISHED, cancel_jobs)
     _finish(report, selected, "cancel", filters, UNFINISHED)
 
 
@@ -236,10 +236,10 @@ def clean(filters: JobFilter, remote: bool) -> None:
     if not _require_db(project):
         return
 
-    async def action(runtime: Session, records: list[JobRecord]) -> Report:
-        return await clean_jobs(runtime, records, remote=remote)
+    async def action(session: Session, records: list[JobRecord]) -> Report:
+        return await clean_jobs(session, records, remote=remote)
 
-    selected, report = run_async(_in_runtime, filters, FINISHED, action)
+    selected, report = run_async(_in_session, filters, FINISHED, action)
     _finish(report, selected, "clean", filters, FINISHED)
 
 
@@ -276,15 +276,15 @@ def rm(filters: JobFilter, remote: bool, yes: bool, force: bool) -> None:
 
 
 async def _remove(filters: JobFilter, remote: bool, force: bool) -> tuple[int, Report]:
-    async with session_scope() as runtime:
-        records = await filters.select(runtime.db)
+    async with session_scope() as session:
+        records = await filters.select(session.db)
         removable = [r for r in records if r.status not in UNFINISHED]
         report = Report()
         if force:
-            report = await cancel_jobs(runtime, [r for r in records if r.status in UNFINISHED])
+            report = await cancel_jobs(session, [r for r in records if r.status in UNFINISHED])
             kept = {r.key for r, _ in report.unchanged}  # being submitted, or its system failed
             removable.extend(r for r in records if r.status in UNFINISHED and r.key not in kept)
-        removed = await remove_jobs(runtime, removable, remote=remote)
+        removed = await remove_jobs(session, removable, remote=remote)
         report.removed, report.errors = removed.removed, [*report.errors, *removed.errors]
         return len(records), report
 

@@ -35,7 +35,7 @@ class _Verdict:
         self.problems: list[Problem] | None = None
 
 
-# keyed by the System object, which lives exactly as long as its session (runtime)
+# keyed by the System object, which lives exactly as long as its session
 _verdicts: weakref.WeakKeyDictionary[System, _Verdict] = weakref.WeakKeyDictionary()
 
 

@@ -88,8 +88,8 @@ def run_fit_jobs(jobs: Sequence[FitJob], wait_for_results: bool = True) -> list[
     remote_jobs = [job.remote_job() for job in jobs]
 
     async def _run() -> list[Any] | None:
-        async with session_scope() as runtime:
-            prepared = [job.prepare(runtime) for job in remote_jobs]
+        async with session_scope() as session:
+            prepared = [job.prepare(session) for job in remote_jobs]
             values: list[Any] = [None] * len(prepared)
 
             async def _one(index: int) -> None:
