@@ -9,10 +9,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 lint() { python3 -m ruff check wfl_async tests benchmarks; }
 typecheck() { python3 -m mypy; }                 # settings (files, strictness) in pyproject.toml
+layers() { lint-imports; }                       # the layer table of docs/architecture.md ([tool.importlinter])
 docs() { python3 -m sphinx -W --keep-going -q -b html docs docs/_build/html; }   # warnings are errors
 tests() { python3 -m pytest --runremote "$@"; }
 
-STEPS=(lint typecheck docs tests)
+STEPS=(lint typecheck layers docs tests)
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test,compare,docs,gap]'
 # a new user's install (new venv, non-editable, README main job from another directory)
