@@ -11,6 +11,7 @@ Two families, kept apart as in httpx::
     │   └── ResultIntegrityError              a fetched result does not match its final marker
     ├── SchedulerError                        the queueing system refused or misbehaved
     ├── OutputInUseError                      another process is writing the same output file
+    ├── DatabaseCorruptError                  the local jobs database cannot be read; says how to recover
     ├── JobDiedError                          job left the queue without a final marker
     ├── JobTimeoutError (TimeoutError)        waited past ``timeout``; the job stays resumable
     └── RemoteJobFailed                       wraps a remote exception that could not be rebuilt
@@ -32,6 +33,7 @@ from collections.abc import Sequence
 __all__ = [
     "Interrupted",
     "ConfigurationError",
+    "DatabaseCorruptError",
     "JobDiedError",
     "JobTimeoutError",
     "OutputInUseError",
@@ -109,6 +111,10 @@ class ResultIntegrityError(TransportError):
 
 class OutputInUseError(WflAsyncError):
     """Another process is writing the same output file (the message names it)."""
+
+
+class DatabaseCorruptError(WflAsyncError):
+    """The jobs database file cannot be read; the message says how to recover."""
 
 
 class SchedulerError(WflAsyncError):

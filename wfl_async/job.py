@@ -11,6 +11,7 @@ Every decision about a job (submitted, re-attached, died, resubmitted) is logged
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import pickle
@@ -267,8 +268,7 @@ class PreparedJob:
         else:
             remote_id = await system.submit(request)
         root = await system.remote_root()
-        return JobRecord(**{**claimed.__dict__, "status": JobStatus.SUBMITTED, "remote_id": remote_id,
-                            "remote_root": root})
+        return dataclasses.replace(claimed, status=JobStatus.SUBMITTED, remote_id=remote_id, remote_root=root)
 
     def _stage_locally(self) -> list[str]:
         """Write the task and copy input files under the stage dir; return paths to upload."""

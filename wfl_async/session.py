@@ -38,11 +38,14 @@ from .system.paths import project_key
 from .transport.base import Transport
 from .transport.local import LocalTransport
 
-__all__ = ["DB_NAME", "Session", "session_scope"]
+__all__ = ["DB_NAME", "STAGE_DIR_NAME", "Session", "session_scope"]
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "wfl_async_jobs.db"
+"""The jobs database, in the project's local stage dir."""
+STAGE_DIR_NAME = "wfl_async_stage"
+"""In the local stage dir: each job's staged task and fetched results, ``<STAGE_DIR_NAME>/<job dir>``."""
 
 
 class Session:
@@ -52,7 +55,7 @@ class Session:
         self.config = config
         self.owner = process_owner()
         self.db = JobsDatabase(config.local_stage_dir / DB_NAME)
-        self.stage_root = config.local_stage_dir / "wfl_async_stage"
+        self.stage_root = config.local_stage_dir / STAGE_DIR_NAME
         self._systems: dict[str, System] = {}
         self._transports: dict[tuple[str | None, tuple[str, ...] | None], Transport] = {}
         self._users = 0

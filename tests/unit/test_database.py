@@ -16,10 +16,10 @@ import anyio
 import pytest
 
 from tests.helpers.processes import hold_sqlite_write_lock
+from wfl_async.errors import DatabaseCorruptError
 from wfl_async.jobs.database import (
     REATTACH,
     Claim,
-    DatabaseCorruptError,
     JobRecord,
     JobsDatabase,
     JobStatus,

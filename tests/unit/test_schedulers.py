@@ -126,10 +126,11 @@ def test_script_extra_placeholders_are_filled() -> None:
         ("#SBATCH --comment={", "not a valid template"),
         ("#SBATCH --comment={id.upper}", "placeholder 'id.upper'"),
         ("#SBATCH --comment={0}", "placeholder '0'"),
+        ("#SBATCH --comment={id:d}", "cannot be filled in: Unknown format code 'd'.*fix the 'header' entry"),
     ],
 )
 def test_bad_header_placeholder_is_a_clear_error(line: str, match: str) -> None:
-    with pytest.raises(SchedulerError, match=match):
+    with pytest.raises(ConfigurationError, match=match):
         SlurmScheduler().render_script(spec(header=[line]))
 
 

@@ -23,7 +23,7 @@ from ..errors import WflAsyncError
 from ..jobs.database import JobRecord, JobsDatabase
 from ..jobs.states import FINISHED, UNFINISHED, JobStatus
 from ..scheduler import get_scheduler
-from ..session import DB_NAME
+from ..session import DB_NAME, STAGE_DIR_NAME
 
 __all__ = ["FINISHED", "UNFINISHED", "JobFilter", "Project", "job_filters", "run_async"]
 
@@ -149,7 +149,7 @@ class Project:
 
     @property
     def stage_root(self) -> Path:
-        return self.config.local_stage_dir / "wfl_async_stage"
+        return self.config.local_stage_dir / STAGE_DIR_NAME
 
     def has_db(self) -> bool:
         return self.db_path.is_file()

@@ -1,4 +1,5 @@
-"""Queued function calls: hashing, the jobs database, the job coroutine, the remote worker.
+"""The floor data layer of queued jobs: file layout, states, options, hashing, the jobs database, claim
+ownership, and the remote worker. The job itself (``RemoteJob``) is :mod:`wfl_async.job`, above the session.
 
 Kept free of imports: ``wfl_async.jobs.worker`` runs inside every queued job.
 """

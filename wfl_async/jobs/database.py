@@ -34,11 +34,11 @@ import anyio
 import anyio.abc
 
 from .._private import private_file
-from ..errors import WflAsyncError
+from ..errors import DatabaseCorruptError
 from .owner import owner_alive
 from .states import REATTACH, JobStatus
 
-__all__ = ["Claim", "DatabaseCorruptError", "JobRecord", "JobStatus", "JobsDatabase"]
+__all__ = ["Claim", "JobRecord", "JobStatus", "JobsDatabase"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,6 @@ MAX_BATCH = 1000
 """Most writes the writer task puts in one transaction."""
 _LOCKED_BACKOFF = (0.05, 5.0)
 """First and longest pause (s) between attempts while another process holds the write lock."""
-
-
-class DatabaseCorruptError(WflAsyncError):
-    """The jobs database file cannot be read; the message says how to recover."""
 
 
 _SCHEMA = """

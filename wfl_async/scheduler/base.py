@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from ..errors import SchedulerError
+from ..errors import ConfigurationError, SchedulerError
 from ..jobs.states import QueueState
 from . import arrays
 from .submit_lock import IN_PROGRESS, SET_HOLDER, SET_HOST, UNRESOLVED, UNRESOLVED_RC, submit_once
@@ -150,24 +150,28 @@ class Scheduler(ABC):
 
     @staticmethod
     def _format_line(line: str, fields: Mapping[str, object]) -> str:
-        """Fill ``{name}`` placeholders; only plain names of ``fields`` (no ``{id.attr}``, ``{0}``)."""
+        """Fill ``{name}`` placeholders; only plain names of ``fields`` (no ``{id.attr}``, ``{0}``).
+
+        :raises ConfigurationError: the line (a config.json ``header`` entry) is not a template of those names
+        """
         try:
             names = [name for _, name, _, _ in string.Formatter().parse(line) if name is not None]
         except ValueError as exc:
-            raise SchedulerError(
+            raise ConfigurationError(
                 f"header line {line!r} is not a valid template ({exc}); placeholders are "
                 f"{sorted(fields)}, written as {{name}}; write literal braces as '{{{{' and '}}}}'"
             ) from exc
         for name in names:
             if name not in fields:
-                raise SchedulerError(
+                raise ConfigurationError(
                     f"header line {line!r} uses placeholder {name!r} which is not one of "
                     f"{sorted(fields)}; fix the 'header' entry in config.json (write literal braces as '{{{{')"
                 )
         try:
             return line.rstrip().format(**fields)
         except (ValueError, TypeError) as exc:  # e.g. a format spec that does not fit the value
-            raise SchedulerError(f"header line {line!r} cannot be filled in: {exc}") from None
+            raise ConfigurationError(f"header line {line!r} cannot be filled in: {exc}; fix the 'header' entry "
+                                     f"in config.json") from None
 
     # ---------------------------------------------------------------- submit
     def submit_command(self, job_dirs: Sequence[str], indices: Sequence[int] | None = None) -> str:
