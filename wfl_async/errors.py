@@ -12,6 +12,7 @@ Two families, kept apart as in httpx::
     ├── SchedulerError                        the queueing system refused or misbehaved
     ├── OutputInUseError                      another process is writing the same output file
     ├── JobDiedError                          job left the queue without a final marker
+    │   └── JobCancelledError                 the user cancelled it (``wfl-async cancel``)
     ├── JobTimeoutError (TimeoutError)        waited past ``timeout``; the job stays resumable
     └── RemoteJobFailed                       wraps a remote exception that could not be rebuilt
 
@@ -27,11 +28,13 @@ type, not wrapped.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 
 __all__ = [
     "Interrupted",
     "ConfigurationError",
+    "JobCancelledError",
     "JobDiedError",
     "JobTimeoutError",
     "OutputInUseError",
@@ -139,6 +142,21 @@ class JobDiedError(_ExPyReCompatible):
     """A job left the queue without writing its final marker (killed, out of time, node failure)."""
 
     _expyre_name = "ExPyReJobDiedError"
+
+
+class JobCancelledError(JobDiedError):
+    """The user cancelled the job (``wfl-async cancel``): not a death to resubmit automatically.
+
+    A JobDiedError subclass, so scripts written for ExPyRe's ``ExPyReJobDiedError`` still catch it.
+
+    :ivar job: the job's label (name and key)
+    """
+
+    def __init__(self, job: str, name: str) -> None:
+        self.job = job
+        super().__init__(f"job {job} was cancelled by the user (wfl-async cancel), so it is not resubmitted "
+                         f"by itself; to run it again: wfl-async rerun -n {shlex.quote(name)}, then rerun the "
+                         f"workflow")
 
 
 class JobTimeoutError(_ExPyReCompatible, _TimeoutBase):

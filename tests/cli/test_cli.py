@@ -271,10 +271,10 @@ def test_cancel_removes_jobs_from_the_real_queue(root: Path, system: str) -> Non
 
     result = cli("cancel", "-S", system, "-n", f"sleeper.-{t}")
     assert result.exit_code == 0, result.output
-    assert "cancel: 2 job(s) looked at; 2 died" in result.stdout
+    assert "cancel: 2 job(s) looked at; 2 cancelled" in result.stdout
     jobs = by_name(cli_json("-n", f".*-{t}"))
     for i in range(2):
-        assert jobs[f"sleeper{i}-{t}"]["status"] == "died"
+        assert jobs[f"sleeper{i}-{t}"]["status"] == "cancelled"
         assert jobs[f"sleeper{i}-{t}"]["message"] == "cancelled by user"
     assert jobs[f"bystander-{t}"]["status"] in ("submitted", "started")
     assert wait_until_gone(system, ids)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import shlex
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -26,9 +28,10 @@ from ase.atoms import Atoms
 
 from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
+from ..errors import JobCancelledError
 from ..job import PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
-from ..jobs.states import JobStatus
+from ..jobs.states import UNFINISHED, JobStatus
 from ..pack import auto
 from ..pack.coordinator import coordinator_for
 from ..pack.settings import PackSetting, effective_pack
@@ -113,11 +116,31 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                         await anyio.to_thread.run_sync(_store, outputs, result)
                     yield result
             if failure is not None:
+                if isinstance(failure, JobCancelledError):
+                    await _say_what_is_left(runtime, chunks, failure)
                 raise failure
             if outputs is not None:
                 await anyio.to_thread.run_sync(outputs.close)
         if "WFL_EXPYRE_NO_MARK_PROCESSED" not in os.environ:
             await runtime.db.update_many((c.job.key, {"status": JobStatus.PROCESSED}) for c in chunks)
+
+
+async def _say_what_is_left(runtime: Session, chunks: Sequence[_Chunk], failure: JobCancelledError) -> None:
+    """A job of the call was cancelled by the user: the call stops, and its other jobs are left as
+    the user left them (queued or running ones go on; a rerun re-attaches). Say which, and how to
+    cancel them too."""
+    statuses = {c.job.key: r.status for c in chunks if (r := await runtime.db.get(c.job.key)) is not None}
+    live = [c for c in chunks if statuses.get(c.job.key) in UNFINISHED]
+    cancelled = sum(1 for s in statuses.values() if s is JobStatus.CANCELLED)
+    name = re.sub(r"_chunk_\d+$", "", chunks[0].job.spec.job_name)
+    if live:
+        note = (f"{cancelled} of the call's {len(chunks)} jobs were cancelled; its other {len(live)} unfinished "
+                f"job(s) were left queued or running (a rerun of the workflow re-attaches to them; "
+                f"'wfl-async cancel -n {shlex.quote(name + '_chunk_.*')}' cancels them too)")
+    else:
+        note = f"{cancelled} of the call's {len(chunks)} jobs were cancelled; none of its jobs is still queued"
+    log.warning("call %r stopped: %s", name, note)
+    failure.add_note(note)
 
 
 async def _run_chunk(chunk: _Chunk, send: Any) -> None:

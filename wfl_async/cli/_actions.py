@@ -69,7 +69,8 @@ async def sync_jobs(runtime: Session, records: Sequence[JobRecord], *, cancel: b
     Jobs with a final marker become succeeded/failed (their directory is fetched into the stage
     directory, so a rerun returns the result without contacting the system); jobs gone from the
     queue without one become died; with ``cancel``, jobs still queued or running are cancelled with
-    one scheduler command per system and become died with the message "cancelled by user".
+    one scheduler command per system and become cancelled (a workflow waiting for them raises
+    :class:`~wfl_async.errors.JobCancelledError`, never a death to resubmit).
     """
     report = Report()
     async with anyio.create_task_group() as tg:
@@ -88,7 +89,7 @@ async def _sync_group(runtime: Session, name: str, root: str, group: list[JobRec
             # packed chunks leave their pack's queue; the others are cancelled by the scheduler
             scheduler_ids = await cancel_packed(system, root, [r.remote_id for r in found.active if r.remote_id])
             await system.control("cancel", scheduler_ids)
-            report.changes.extend(Change(r, JobStatus.DIED, CANCELLED) for r in found.active)
+            report.changes.extend(Change(r, JobStatus.CANCELLED, CANCELLED) for r in found.active)
             found.active, found.started = [], []
         await recheck_markers(system, root, found)
         if found.finished:
@@ -117,7 +118,7 @@ async def _sync_group(runtime: Session, name: str, root: str, group: list[JobRec
 async def cancel_jobs(runtime: Session, records: Sequence[JobRecord]) -> Report:
     """Cancel unfinished jobs (see :func:`sync_jobs`); ``created`` ones are handled without the system.
 
-    A ``created`` job whose submitting process is gone is marked died; one whose submitter is
+    A ``created`` job whose submitting process is gone is marked cancelled; one whose submitter is
     alive is left alone (it is being submitted right now: cancel again in a moment).
     """
     queued = [r for r in records if r.status is not JobStatus.CREATED]
@@ -129,7 +130,7 @@ async def cancel_jobs(runtime: Session, records: Sequence[JobRecord]) -> Report:
         if owner_alive(record.owner):
             report.unchanged.append((record, f"being submitted by {record.owner}; run cancel again in a moment"))
         else:
-            abandoned.append(Change(record, JobStatus.DIED, f"{CANCELLED} (its submitter had gone)"))
+            abandoned.append(Change(record, JobStatus.CANCELLED, f"{CANCELLED} (its submitter had gone)"))
     await runtime.db.update_many(change.update() for change in abandoned)
     report.changes.extend(abandoned)
     return report
