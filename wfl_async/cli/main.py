@@ -27,6 +27,7 @@ from ._common import FINISHED, UNFINISHED, JobFilter, Project, job_filters, run_
 from ._display import console, jobs_table, record_dict, report_table, status_table
 from ._doctor import doctor
 from ._packs import packs_table, survey_packs
+from ._report import report
 
 __all__ = ["main"]
 
@@ -332,6 +333,7 @@ def repair() -> None:
 
 main.add_command(doctor)
 main.add_command(bench)
+main.add_command(report)
 
 
 def run(args: list[str] | None = None) -> Any:
