@@ -98,6 +98,7 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                                      arrays=lambda: system.array_count(job_dirs))
         send, receive = anyio.create_memory_object_stream[tuple[_Chunk, Any, BaseException | None]](math.inf)
         failure: BaseException | None = None
+        failed_keys: set[str] = set()
         with progress:
             async with anyio.create_task_group() as tg, receive:
                 for chunk in chunks:
@@ -105,6 +106,8 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                 send.close()
                 async for chunk, value, error in receive:
                     progress.chunk_done(len(chunk.items), failed=error is not None)
+                    if error is not None:
+                        failed_keys.add(chunk.job.key)
                     if error is not None and not remote_info.ignore_failed_jobs:
                         # re-raised below, outside the task group, with its own type (not an
                         # ExceptionGroup); the other jobs stay queued and a rerun re-attaches
@@ -122,7 +125,10 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
             if outputs is not None:
                 await anyio.to_thread.run_sync(outputs.close)
         if "WFL_EXPYRE_NO_MARK_PROCESSED" not in os.environ:
-            await runtime.db.update_many((c.job.key, {"status": JobStatus.PROCESSED}) for c in chunks)
+            # a failed chunk (ignore_failed_jobs) stays failed, for 'wfl-async report'; a rerun creates
+            # it afresh either way
+            await runtime.db.update_many((c.job.key, {"status": JobStatus.PROCESSED}) for c in chunks
+                                         if c.job.key not in failed_keys)
 
 
 async def _say_what_is_left(runtime: Session, chunks: Sequence[_Chunk], failure: JobCancelledError) -> None:

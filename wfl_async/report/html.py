@@ -110,7 +110,7 @@ def _running_over_time(report: RunReport) -> figure:
     for span in report.spans:
         if span.started is not None:
             events += [(span.started, 1), (span.finished if span.finished is not None else span.end, -1)]
-    events.sort()
+    events.sort(key=lambda e: (e[0], -e[1]))  # a start before an end at the same (whole) second
     xs, ys, level = [], [], 0
     for stamp, change in events:
         level += change
@@ -156,7 +156,7 @@ def render_html(report: RunReport, title: str) -> str:
     resources = Resources(mode="inline", components=["bokeh"])
     workers = _table("Workers", ["system", "worker", "packed", "chunks", "busy (s)", "span (s)", "utilisation"],
                      [(w.system, w.worker, "yes" if w.packed else "no", w.chunks, f"{w.busy_seconds:.1f}",
-                       f"{w.span_seconds:.1f}", f"{w.utilisation:.0%}") for w in report.workers], "workers")
+                       f"{w.span_seconds:.1f}", "-" if w.utilisation is None else f"{w.utilisation:.0%}") for w in report.workers], "workers")
     failures = _table("Failures by cause", ["status", "jobs", "cause", "example job", "example message"],
                       [(f.status, f.count, f.cause, f.example_job, f.example_message) for f in report.failures],
                       "failures")

@@ -110,7 +110,10 @@ class WorkerUse:
     span_seconds: float
 
     @property
-    def utilisation(self) -> float:
+    def utilisation(self) -> float | None:
+        """Busy share of a packed worker's span (None for a host: its jobs are separate allocations)."""
+        if not self.packed:
+            return None
         return self.busy_seconds / self.span_seconds if self.span_seconds > 0 else 1.0
 
 
