@@ -186,15 +186,18 @@ class Session:
     def _record_costs(self) -> None:
         """What this session's commands have cost so far, for ``wfl-async report`` (a run in progress too)."""
         self._costs_recorded_at = time.monotonic()
+        self.db.record_costs_soon(self.owner, self._opened_at, self.costs())
+
+    def costs(self) -> dict[str, Any]:
+        """What this session's commands have cost so far: per system its counters, per host its commands."""
         transports = {}
         for (host, _), transport in self._transports.items():
             stats = transport.stats
             transports[host or "local"] = {
                 "connections": stats.connections_opened, "commands": stats.commands_run,
                 "seconds": round(sum(r.duration for r in stats.records), 3), **stats.by_kind()}
-        self.db.record_costs_soon(self.owner, self._opened_at, {
-            "systems": {name: dict(system.stats) for name, system in self._systems.items()},
-            "transports": transports})
+        return {"systems": {name: dict(system.stats) for name, system in self._systems.items()},
+                "transports": transports}
 
 
 def _scheduler_for(config: SystemConfig) -> Scheduler:

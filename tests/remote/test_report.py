@@ -108,6 +108,47 @@ def test_report_numbers_match_the_database_and_the_page_renders_offline(
     assert shown["bokeh_roots"] == 1 and shown["canvases"] >= 4
 
 
+def test_cli_fits_80_and_120_columns_and_shows_logs_and_reruns(finished_run: tuple[Path, str, str]) -> None:
+    root, arrays, packed = finished_run
+    rows = db_rows(root)
+    packed_id = next(r["remote_id"] for n, r in rows.items() if n.startswith(packed))
+    runner = CliRunner()
+    for width in (80, 120):
+        shown = runner.invoke(main, ["ls"], env={"COLUMNS": str(width)}, catch_exceptions=False)
+        lines = shown.stdout.splitlines()
+        assert shown.exit_code == 0 and all(len(line) <= width for line in lines[:-1]), shown.stdout
+        header = lines[0].split()
+        assert header[:4] == ["NAME", "STATUS", "ID", "RUN"] and ("JOB" in header) == (width == 120)
+        # the chunk number and its array task side by side; a packed chunk's id shortened to its pack
+        chunk_3 = next(line.split() for line in lines if line.startswith(f"{arrays}_chunk_3 "))
+        assert chunk_3[2] == rows[f"{arrays}_chunk_3"]["remote_id"]
+        assert packed_id not in shown.stdout and f"pack:{packed_id.split(':')[1][:8]}" in shown.stdout
+        assert lines[-1] == "14 job(s): 11 processed, 3 failed; run time " + lines[-1].split("run time ")[1]
+        status = runner.invoke(main, ["status"], env={"COLUMNS": str(width)}, catch_exceptions=False)
+        assert all(len(line.rstrip()) <= width for line in status.stdout.splitlines()), status.stdout
+        assert status.stdout.split()[:2] == ["SYSTEM", "CREATED" if width == 120 else "DONE"]
+    whole = runner.invoke(main, ["ls", "-l", "-n", f"{packed}_chunk_0"], catch_exceptions=False)
+    assert packed_id.split(":")[1] in whole.stdout and "where:" in whole.stdout
+    assert runner.invoke(main, ["ls", "--active"], catch_exceptions=False).stderr.startswith("no active jobs")
+    limited = runner.invoke(main, ["ls", "--limit", "2"], env={"COLUMNS": "80"}, catch_exceptions=False)
+    assert len(limited.stdout.splitlines()) == 4 and "(2 shown: --limit)" in limited.stdout
+
+    summary = runner.invoke(main, ["status", "--summary"], catch_exceptions=False).stdout.splitlines()
+    assert summary[0] == "jobs: 14 job(s): 11 processed, 3 failed; on slurm (14); " + summary[0].split("; ")[-1]
+    assert summary[2].startswith("3 failed: tests.helpers.remote_functions.CustomRemoteError (e.g. ")
+
+    failed = sorted(n for n, r in rows.items() if r["status"] == "failed")
+    shown = runner.invoke(main, ["log", failed[0], "--lines", "3"], catch_exceptions=False)
+    assert shown.exit_code == 0 and f"{failed[0]}: failed on slurm" in shown.stdout
+    assert "error: tests.helpers.remote_functions.CustomRemoteError: bad configuration" in shown.stdout
+    assert shown.stdout.rstrip().endswith(rows[failed[0]]["message"]) and "(last 3 of" in shown.stdout
+
+    marked = runner.invoke(main, ["retry", arrays], catch_exceptions=False)
+    assert marked.exit_code == 0 and "rerun: 2 job(s) marked (2 failed)" in marked.stdout
+    after = db_rows(root)
+    assert sorted(n for n, r in after.items() if r["status"] == "rerun") == [n for n in failed if n.startswith(arrays)]
+
+
 def open_in_chromium(page: Path) -> dict[str, Any]:
     """What a real browser shows: console errors, every request, the tables' figures, Bokeh's plots."""
     from playwright.sync_api import sync_playwright

@@ -18,6 +18,7 @@ import math
 import os
 import re
 import shlex
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from ..pack import auto
 from ..pack.coordinator import coordinator_for
 from ..pack.settings import PackSetting, effective_pack
 from ..progress import Progress
+from ..report import build_report, summary_lines
 from ..session import Session, session_scope
 from .autoparainfo import AutoparaInfo
 from .chunk import ChunkResult
@@ -129,6 +131,16 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
             # it afresh either way
             await runtime.db.update_many((c.job.key, {"status": JobStatus.PROCESSED}) for c in chunks
                                          if c.job.key not in failed_keys)
+        await _log_summary(runtime, remote_info.job_name, chunks)
+
+
+async def _log_summary(runtime: Session, name: str, chunks: Sequence[_Chunk]) -> None:
+    """A few lines at the end of the call: its jobs, where they ran, wall and core time, failures."""
+    if not chunks:
+        return
+    records = [r for c in chunks if (r := await runtime.db.get(c.job.key)) is not None]
+    for line in summary_lines(build_report(records, {runtime.owner: runtime.costs()}, time.time()), name):
+        log.info("%s", line)
 
 
 async def _say_what_is_left(runtime: Session, chunks: Sequence[_Chunk], failure: JobCancelledError) -> None:
