@@ -86,9 +86,18 @@ async def _sync_group(runtime: Session, name: str, root: str, group: list[JobRec
         system = runtime.system(name)
         found = await survey(system, root, group)
         if cancel and found.active:
-            # packed chunks leave their pack's queue; the others are cancelled by the scheduler
-            scheduler_ids = await cancel_packed(system, root, [r.remote_id for r in found.active if r.remote_id])
-            await system.control("cancel", scheduler_ids)
+            # recorded first: a workflow waiting for these jobs sees them leave the queue as cancelled
+            # by the user, never as died; put back if the scheduler refuses
+            await runtime.db.update_many((r.key, {"status": JobStatus.CANCELLED, "message": CANCELLED})
+                                         for r in found.active)
+            try:
+                # packed chunks leave their pack's queue; the others are cancelled by the scheduler
+                scheduler_ids = await cancel_packed(system, root, [r.remote_id for r in found.active if r.remote_id])
+                await system.control("cancel", scheduler_ids)
+            except WflAsyncError:
+                await runtime.db.update_many((r.key, {"status": r.status, "message": r.message})
+                                             for r in found.active)
+                raise
             report.changes.extend(Change(r, JobStatus.CANCELLED, CANCELLED) for r in found.active)
             found.active, found.started = [], []
         await recheck_markers(system, root, found)

@@ -107,9 +107,11 @@ FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DIED, JobStatus.CAN
 """A job in these states will never run again; its directories may be cleaned."""
 RERUNNABLE = (JobStatus.FAILED, JobStatus.DIED, JobStatus.CANCELLED, JobStatus.NOT_SUBMITTED)
 """``wfl-async rerun`` makes jobs in these states be created afresh by the call's next run."""
-KEPT_OVER: Mapping[JobStatus, frozenset[JobStatus]] = {JobStatus.DIED: frozenset({JobStatus.CANCELLED})}
+KEPT_OVER: Mapping[JobStatus, frozenset[JobStatus]] = {JobStatus.DIED: frozenset({JobStatus.CANCELLED}),
+                                                        JobStatus.STARTED: frozenset({JobStatus.CANCELLED})}
 """A poll's update to the key status never overwrites the statuses of its value: a job the user
-cancelled (in another process) stays cancelled when the workflow's poll later sees it gone."""
+cancelled (in another process) stays cancelled when the workflow's poll later sees it started
+(its marker, written before the cancel) or gone. A final marker still wins: it did finish."""
 
 
 class VerdictKind(Enum):
