@@ -34,6 +34,8 @@ from collections.abc import Sequence
 __all__ = [
     "Interrupted",
     "ConfigurationError",
+    "USER_FIXABLE",
+    "first_failure",
     "JobCancelledError",
     "JobDiedError",
     "JobTimeoutError",
@@ -191,8 +193,34 @@ class RemoteJobFailed(WflAsyncError):
         super().__init__(f"{remote_type}: {message}\n--- remote traceback ---\n{remote_traceback}")
 
 
+def first_failure(group: BaseExceptionGroup) -> BaseException:
+    """The first error of a task group's ExceptionGroup, raised instead of the group: a job's own
+    exception (its traceback once) is what the user reads, not 70 lines of task-group wrapping.
+    The others are named in a note."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    first = leaves[0] if leaves else group
+    if len(leaves) > 1:
+        others = "; ".join(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}" for e in leaves[1:4])
+        first.add_note(f"({len(leaves) - 1} more failed at the same time: {others}"
+                       f"{' ...' if len(leaves) > 4 else ''})")
+    return first
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C stopped a synchronous call; its queued jobs were left queued (a rerun re-attaches)."""
 
+
+USER_FIXABLE: tuple[type[Exception], ...] = (ConfigurationError, JobDiedError, JobTimeoutError, OutputInUseError)
+"""Errors whose message names the problem and the fix: uncaught from a synchronous call, they
+print that message alone (``WFL_ASYNC_TRACEBACK=1`` shows the traceback)."""
 
 _link_expyre_bases()

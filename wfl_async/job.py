@@ -349,8 +349,12 @@ class PreparedJob:
             return outcome[1]
         _, exc, type_name, message, formatted = outcome
         if isinstance(exc, BaseException):
-            exc.add_note(f"--- raised in queued job {self.spec.job_name!r} on {self.system.name}; remote "
-                         f"traceback ---\n{formatted}")
+            if exc.__traceback__ is not None:  # rebuilt (tblib): the job's own frames print once, last
+                exc.add_note(f"(raised in queued job {self.spec.job_name!r} on {self.system.name}: the last "
+                             f"frames above ran there; its whole output: wfl-async log {shlex.quote(self.spec.job_name)})")
+            else:
+                exc.add_note(f"--- raised in queued job {self.spec.job_name!r} on {self.system.name}; remote "
+                             f"traceback ---\n{formatted}")
             raise exc
         raise RemoteJobFailed(type_name, message, formatted)
 
