@@ -92,6 +92,11 @@ def test_a_call_with_a_cancelled_chunk_stops_and_names_the_jobs_it_left(root: Pa
         waiting = pool.submit(run)
         wait_for(lambda jobs: sum(1 for n, r in jobs.items() if n.startswith(call)
                                   and r["status"] in ("submitted", "started")) == 3)
+        # the report works on the run in progress: its jobs measured up to now
+        progress = cli("report", call, "--json")
+        assert progress.exit_code == 0, progress.output
+        numbers = json.loads(progress.stdout)
+        assert numbers["in_progress"] and numbers["jobs"] == 3 and numbers["failures"] == []
         assert cli("cancel", "-n", f"{call}_chunk_0").exit_code == 0
         with pytest.raises(JobCancelledError) as info_:
             waiting.result(timeout=120)

@@ -249,6 +249,10 @@ def test_sync_records_succeeded_failed_and_died_jobs(root: Path, system: str) ->
     assert {n: r["status"] for n, r in jobs.items()} == {
         f"finish-{t}": "succeeded", f"fail-{t}": "failed", f"victim-{t}": "died"}
     assert "left the queue" in jobs[f"victim-{t}"]["message"]
+    # when and where the finished ones ran, from their fetched markers (for wfl-async report)
+    for name in (f"finish-{t}", f"fail-{t}"):
+        assert jobs[name]["started_at"] <= jobs[name]["finished_at"] <= jobs[name]["fetched_at"] and jobs[name]["worker"]
+    assert "CustomRemoteError: boom" in jobs[f"fail-{t}"]["message"]
     # the finished jobs' files came back into the stage directory, as the poller would fetch them
     stage = root / "wfl_async_stage"
     assert (stage / jobs[f"finish-{t}"]["job_dir"] / layout.RESULT).is_file()

@@ -8,6 +8,7 @@ one database transaction. A failure on one system is reported and does not stop 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import anyio
 
 from ..errors import WflAsyncError
 from ..jobs.database import JobRecord, owner_alive
+from ..jobs.run_record import read_run_record
 from ..jobs.states import JobStatus, Marker, Verdict, VerdictKind, status_update
 from ..pack.control import cancel_packed
 from ..session import Session
@@ -34,9 +36,11 @@ class Change:
     record: JobRecord
     status: JobStatus
     message: str | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+    """When and where it ran, from its fetched markers (:func:`~wfl_async.jobs.run_record.read_run_record`)."""
 
     def update(self) -> tuple[str, dict[str, Any]]:
-        values: dict[str, Any] = {"status": self.status}
+        values: dict[str, Any] = {**self.run, "status": self.status}
         if self.message is not None:
             values["message"] = self.message
         return self.record.key, values
@@ -110,7 +114,8 @@ async def _sync_group(runtime: Session, name: str, root: str, group: list[JobRec
     for record, marker in found.finished:
         update = status_update(Verdict(VerdictKind.FINISHED, Marker(marker)))
         assert update is not None
-        report.changes.append(Change(record, update["status"]))
+        run = {**read_run_record(runtime.stage_root / record.job_dir), "fetched_at": time.time()}
+        report.changes.append(Change(record, update["status"], run=run))
     for record in found.missing:
         message = (f"{CANCELLED} (it had already left the queue without a final marker)" if cancel else
                    f"job {record.remote_id} left the queue of {name} without a final marker (seen by wfl-async sync)")
