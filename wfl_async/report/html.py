@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
+import numpy as np
 from bokeh.embed import components
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, HoverTool, Range1d
@@ -29,6 +30,7 @@ _PHASES = (("staged", "created", "submitted", "#bbbbbb"), ("queued", "submitted"
 """Phase name, the span fields it runs between, its colour."""
 _FAILED_COLOUR = "#d7301f"
 _WIDTH = 1100
+_NUMERIC = frozenset({"y", "left", "right", "seconds"})
 
 
 def _ms(stamp: float) -> float:
@@ -60,7 +62,9 @@ def _timeline(spans: Sequence[JobSpan], title: str, row_of: dict[int, int], labe
     rows = max(row_of.values(), default=0) + 1
     plot = figure(title=title, x_axis_type="datetime", width=_WIDTH, height=min(900, 120 + 6 * rows),
                   y_range=Range1d(start=rows, end=-1), tools="xpan,xwheel_zoom,box_zoom,reset,save", output_backend="canvas")
-    plot.hbar(y="y", left="left", right="right", height=0.8, color="colour", source=ColumnDataSource(columns))
+    # numbers as numpy arrays: Bokeh sends them base64-encoded, not as JSON text (a smaller page)
+    data = {k: (np.asarray(v, dtype=float) if k in _NUMERIC else v) for k, v in columns.items()}
+    plot.hbar(y="y", left="left", right="right", height=0.8, color="colour", source=ColumnDataSource(data))
     plot.add_tools(HoverTool(tooltips=[("job", "@name"), ("where", "@where"), ("phase", "@phase"),
                                        ("seconds", "@seconds"), ("status", "@status")]))
     plot.yaxis.major_label_overrides = {float(row): label for row, label in labels.items()}
