@@ -29,7 +29,7 @@ from ase.atoms import Atoms
 
 from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
-from ..errors import JobCancelledError
+from ..errors import JobCancelledError, first_failure
 from ..job import PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
 from ..jobs.states import UNFINISHED, JobStatus
@@ -78,9 +78,12 @@ async def submit_remote(*, op: Callable[..., Any], inputs: Any, args: Sequence[A
     call re-attaches to the same jobs and collects their results."""
     async with session_scope() as runtime:
         chunks = _prepare_chunks(runtime, op, inputs, args, kwargs, autopara_info, remote_info)
-        async with anyio.create_task_group() as tg:
-            for chunk in chunks:
-                tg.start_soon(chunk.job.submit)
+        try:
+            async with anyio.create_task_group() as tg:
+                for chunk in chunks:
+                    tg.start_soon(chunk.job.submit)
+        except BaseExceptionGroup as group:  # e.g. the system's check failed: its one message, not a group
+            raise first_failure(group) from None
 
 
 async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec | None, args: Sequence[Any],
