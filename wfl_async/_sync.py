@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
+from .errors import USER_FIXABLE
+
 if TYPE_CHECKING:
     from anyio import CancelScope
     from anyio.from_thread import BlockingPortal
@@ -122,6 +124,9 @@ def run_sync(async_fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwa
                 result = future.result(timeout=_WAKE_SECONDS)
             except FutureTimeout:
                 continue
+            except USER_FIXABLE:
+                _short_messages_at_exit()  # uncaught, it prints its message, not 40 lines of frames
+                raise
             if cancel.base_exception is not None:
                 raise cancel.base_exception
             return result
@@ -133,7 +138,7 @@ def run_sync(async_fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwa
             with contextlib.suppress(Exception):
                 portal.call(scope.cancel)
         cancel.finished.wait(_CLEANUP_SECONDS)  # a second Ctrl-C stops waiting
-        _quiet_interrupt_at_exit()
+        _short_messages_at_exit()
         raise _interrupted(left) from None
 
 
@@ -152,8 +157,10 @@ def _interrupted(left: int) -> BaseException:
                        f"(or 'wfl-async cancel' to cancel them)")
 
 
-def _quiet_interrupt_at_exit() -> None:
-    """An uncaught :class:`Interrupted` prints its one line, not a traceback through concurrent.futures."""
+def _short_messages_at_exit() -> None:
+    """An uncaught :class:`Interrupted`, or an error the user can fix (:data:`USER_FIXABLE`), prints
+    its message, not a traceback through wfl_async's and concurrent.futures' frames; set
+    ``WFL_ASYNC_TRACEBACK=1`` for the whole traceback."""
     import sys
 
     from .errors import Interrupted
@@ -165,6 +172,11 @@ def _quiet_interrupt_at_exit() -> None:
     def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
         if isinstance(value, Interrupted):
             sys.stderr.write(f"{value}\n")
+            return
+        if isinstance(value, USER_FIXABLE) and os.environ.get("WFL_ASYNC_TRACEBACK", "") in ("", "0"):
+            notes = "".join(f"\n{note}" for note in getattr(value, "__notes__", []))
+            sys.stderr.write(f"wfl_async: {type(value).__name__}: {value}{notes}\n"
+                             f"(the traceback: rerun with WFL_ASYNC_TRACEBACK=1)\n")
             return
         previous(kind, value, tb)
 

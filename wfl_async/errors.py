@@ -13,6 +13,7 @@ Two families, kept apart as in httpx::
     ├── OutputInUseError                      another process is writing the same output file
     ├── DatabaseCorruptError                  the local jobs database cannot be read; says how to recover
     ├── JobDiedError                          job left the queue without a final marker
+    │   └── JobCancelledError                 the user cancelled it (``wfl-async cancel``)
     ├── JobTimeoutError (TimeoutError)        waited past ``timeout``; the job stays resumable
     └── RemoteJobFailed                       wraps a remote exception that could not be rebuilt
 
@@ -28,12 +29,16 @@ type, not wrapped.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 
 __all__ = [
     "Interrupted",
     "ConfigurationError",
     "DatabaseCorruptError",
+    "USER_FIXABLE",
+    "first_failure",
+    "JobCancelledError",
     "JobDiedError",
     "JobTimeoutError",
     "OutputInUseError",
@@ -147,6 +152,21 @@ class JobDiedError(_ExPyReCompatible):
     _expyre_name = "ExPyReJobDiedError"
 
 
+class JobCancelledError(JobDiedError):
+    """The user cancelled the job (``wfl-async cancel``): not a death to resubmit automatically.
+
+    A JobDiedError subclass, so scripts written for ExPyRe's ``ExPyReJobDiedError`` still catch it.
+
+    :ivar job: the job's label (name and key)
+    """
+
+    def __init__(self, job: str, name: str) -> None:
+        self.job = job
+        super().__init__(f"job {job} was cancelled by the user (wfl-async cancel), so it is not resubmitted "
+                         f"by itself; to run it again: wfl-async rerun -n {shlex.quote(name)}, then rerun the "
+                         f"workflow")
+
+
 class JobTimeoutError(_ExPyReCompatible, _TimeoutBase):
     """Waited longer than the job's ``timeout``; the job is left as it is and can be re-attached."""
 
@@ -179,8 +199,34 @@ class RemoteJobFailed(WflAsyncError):
         super().__init__(f"{remote_type}: {message}\n--- remote traceback ---\n{remote_traceback}")
 
 
+def first_failure(group: BaseExceptionGroup) -> BaseException:
+    """The first error of a task group's ExceptionGroup, raised instead of the group: a job's own
+    exception (its traceback once) is what the user reads, not 70 lines of task-group wrapping.
+    The others are named in a note."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    first = leaves[0] if leaves else group
+    if len(leaves) > 1:
+        others = "; ".join(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}" for e in leaves[1:4])
+        first.add_note(f"({len(leaves) - 1} more failed at the same time: {others}"
+                       f"{' ...' if len(leaves) > 4 else ''})")
+    return first
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C stopped a synchronous call; its queued jobs were left queued (a rerun re-attaches)."""
 
+
+USER_FIXABLE: tuple[type[Exception], ...] = (ConfigurationError, JobDiedError, JobTimeoutError, OutputInUseError)
+"""Errors whose message names the problem and the fix: uncaught from a synchronous call, they
+print that message alone (``WFL_ASYNC_TRACEBACK=1`` shows the traceback)."""
 
 _link_expyre_bases()

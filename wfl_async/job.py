@@ -30,6 +30,7 @@ from .doctor.first_submission import ensure_system_ready
 from .doctor.worker_log import died_job_hint
 from .errors import (
     ConfigurationError,
+    JobCancelledError,
     JobDiedError,
     JobTimeoutError,
     RemoteJobFailed,
@@ -167,6 +168,8 @@ class PreparedJob:
 
     async def _run(self, resubmits_left: int, deadline: float | None) -> Any:
         record = await self._claimed()
+        if record.status is JobStatus.CANCELLED:
+            raise JobCancelledError(self.label, self.spec.job_name)
         if record.status is JobStatus.DIED:
             if resubmits_left > 0:
                 log.info("job %s: died earlier (%s); resubmitting (resubmit_killed_jobs)", self.label, record.message)
@@ -202,6 +205,9 @@ class PreparedJob:
                 f"is left as it is (queued, running, or finished with its result not fetched yet): rerun to "
                 f"re-attach, or raise timeout") from None
         if outcome.marker is None:
+            now = await self.session.db.get(self.key)
+            if now is not None and now.status is JobStatus.CANCELLED:  # by the user, in another process
+                raise JobCancelledError(self.label, self.spec.job_name)
             if resubmits_left > 0:
                 log.info("job %s: died (%s); resubmitting (resubmit_killed_jobs)", self.label, outcome.message)
                 return await self._resubmitted(resubmits_left, deadline)
@@ -252,7 +258,7 @@ class PreparedJob:
             try:  # once per system and session (wfl-async doctor's check): fail fast, not job by job
                 await ensure_system_ready(system)
             except SystemNotReadyError as exc:  # release the claim: a rerun creates the job afresh
-                await self.session.db.update(self.key, status=JobStatus.FAILED, message=str(exc))
+                await self.session.db.update(self.key, status=JobStatus.NOT_SUBMITTED, message=str(exc))
                 raise
             uploads = await anyio.to_thread.run_sync(self._stage_locally)
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
@@ -343,8 +349,12 @@ class PreparedJob:
             return outcome[1]
         _, exc, type_name, message, formatted = outcome
         if isinstance(exc, BaseException):
-            exc.add_note(f"--- raised in queued job {self.spec.job_name!r} on {self.system.name}; remote "
-                         f"traceback ---\n{formatted}")
+            if exc.__traceback__ is not None:  # rebuilt (tblib): the job's own frames print once, last
+                exc.add_note(f"(raised in queued job {self.spec.job_name!r} on {self.system.name}: the last "
+                             f"frames above ran there; its whole output: wfl-async log {shlex.quote(self.spec.job_name)})")
+            else:
+                exc.add_note(f"--- raised in queued job {self.spec.job_name!r} on {self.system.name}; remote "
+                             f"traceback ---\n{formatted}")
             raise exc
         raise RemoteJobFailed(type_name, message, formatted)
 

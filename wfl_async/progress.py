@@ -11,7 +11,8 @@ Shown by default when stderr is a terminal; off when it is not, or with
 ``WFL_ASYNC_PROGRESS=0`` (``1`` forces it on). Every active call in the process shares one
 rich display, so concurrent operations on several systems stack their lines. Counts are the
 call's own (its jobs, not its system's): done and failed only grow, queued only shrinks. Each
-line is cut to the terminal's width (never wrapped), so a resize redraws cleanly.
+line fits the terminal's width (never wrapped), so a resize redraws cleanly: narrower than the
+whole line, it becomes ``done D/T [failed F] | ETA | ...`` with what else fits.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["CallCounts", "Progress", "progress_enabled", "unfinished_jobs"]
 
 _shared: dict[str, Any] = {"display": None, "users": 0}
+_BAR_WIDTH = 20
 _active: set[Progress] = set()
 
 
@@ -133,8 +135,26 @@ class Progress:
         """Of :meth:`queued`, the jobs not sent yet: they wait for room in the system's queue window."""
         return max(0, min(self._waiting(), self.queued()))
 
-    def summary(self) -> str:
-        """The line's text (also used by tests and the benchmark)."""
+    def summary(self, width: int | None = None) -> str:
+        """The line's text (also used by tests and the benchmark); longer than ``width``, the
+        compact form that keeps done/total, failures and the ETA first (:meth:`compact`)."""
+        full = self._full_summary()
+        return full if width is None or len(full) <= width else self.compact(width)
+
+    def compact(self, width: int) -> str:
+        """At most ``width`` characters: done/total and the ETA always, then what else fits, most useful first."""
+        c = self.counts
+        eta = c.eta()
+        head = f"done {c.done_chunks}/{c.total_chunks}" + (f" failed {c.failed_chunks}" if c.failed_chunks else "")
+        parts = [head, f"ETA {'?' if eta is None else f'{eta:.0f}s'}"]
+        optional = [f"running {self.running()}", f"queued {self.queued()}", f"configs {c.done_items}/{c.total_items}",
+                    *([f"workers {self._workers()}"] if self._workers is not None else []), f"{c.rate():.1f}/s"]
+        for part in optional:
+            if len(" | ".join([*parts, part])) <= width:
+                parts.append(part)
+        return " | ".join(parts)[:width]  # longer only if done/total and the ETA alone do not fit
+
+    def _full_summary(self) -> str:
         c = self.counts
         eta = c.eta()
         waiting = self.waiting()
@@ -168,10 +188,12 @@ class Progress:
 
             class SummaryColumn(ProgressColumn):
                 def render(self, task: Any) -> Text:
-                    return Text(task.fields["line"].summary(), no_wrap=True, overflow="ellipsis")
+                    # what the label and the bar leave of the terminal: cut the line's least useful parts
+                    room = _shared["display"].console.width - len(task.description) - _BAR_WIDTH - 3
+                    return Text(task.fields["line"].summary(max(room, 20)), no_wrap=True, overflow="ellipsis")
 
             if _shared["display"] is None:
-                display = RichProgress(TextColumn("{task.description}", markup=False), BarColumn(bar_width=20),
+                display = RichProgress(TextColumn("{task.description}", markup=False), BarColumn(bar_width=_BAR_WIDTH),
                                        SummaryColumn(), console=_console(), refresh_per_second=2,
                                        redirect_stderr=False, redirect_stdout=False)
                 display.start()

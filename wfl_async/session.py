@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -30,7 +32,8 @@ from ._private import private_dir
 from .config import ProjectConfig, SystemConfig, load_config
 from .jobs.database import JobsDatabase
 from .jobs.owner import process_owner, release_owner
-from .jobs.states import JobStatus, Verdict, status_update
+from .jobs.run_record import read_run_record
+from .jobs.states import JobStatus, Verdict, VerdictKind, status_update
 from .pack.coordinator import coordinator_for
 from .scheduler import Scheduler, get_scheduler
 from .system import SubmitRequest, System, Watch
@@ -46,6 +49,8 @@ DB_NAME = "wfl_async_jobs.db"
 """The jobs database, in the project's local stage dir."""
 STAGE_DIR_NAME = "wfl_async_stage"
 """In the local stage dir: each job's staged task and fetched results, ``<STAGE_DIR_NAME>/<job dir>``."""
+COSTS_EVERY = 10.0
+"""Seconds between two records of what the session's commands cost (and one at its end)."""
 
 
 class Session:
@@ -63,6 +68,8 @@ class Session:
         self._host: asyncio.Task[None] | None = None
         self._closing = anyio.Event()
         self._start_lock = anyio.Lock()
+        self._opened_at = time.time()
+        self._costs_recorded_at = -math.inf
 
     # ------------------------------------------------------------------ lifetime
     async def open(self) -> None:
@@ -92,6 +99,8 @@ class Session:
 
     async def aclose(self) -> None:
         """End the loops and the writer (each finishes what it has taken on), then close everything."""
+        if self._host is not None and self._systems:
+            self._record_costs()
         self._closing.set()
         if self._host is not None:
             await self._host
@@ -149,17 +158,50 @@ class Session:
     def _record_submitted(self, request: SubmitRequest, root: str) -> None:
         """Recorded by the submit loop itself, so a job whose caller was cancelled is recorded too."""
         if request.key:
-            self.db.update_soon([(request.key, {"status": JobStatus.SUBMITTED, "remote_id": request.remote_id,
-                                                "remote_root": root})])
+            self.db.update_soon([(request.key, {
+                "status": JobStatus.SUBMITTED, "remote_id": request.remote_id, "remote_root": root,
+                "submitted_at": time.time(), "cores": request.node_dict.get("num_cores"),
+                "max_time": request.max_time})])
 
     async def _record_progress(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
-        """One database transaction per poll for every job whose state moved."""
+        """One database transaction per poll for every job whose state moved, with when it moved
+        (for ``wfl-async report``): started as first seen, then as its fetched markers say."""
         updates = []
+        now = time.time()
+        fetched: list[tuple[dict[str, Any], Path]] = []
         for watch, verdict in changes:
             update = status_update(verdict)
-            if update is not None and watch.key:
-                updates.append((watch.key, update))
+            if update is None or not watch.key:
+                continue
+            if update["status"] is JobStatus.STARTED:
+                update["started_at"] = now
+            elif verdict.kind is VerdictKind.FINISHED:
+                update["fetched_at"] = now
+                fetched.append((update, watch.local_root / watch.job_dir))
+            updates.append((watch.key, update))
+        if fetched:  # the fetched markers' times and content: a few stats per job, off the event loop
+            records = await anyio.to_thread.run_sync(lambda: [read_run_record(d) for _, d in fetched])
+            for (update, _), record in zip(fetched, records, strict=True):
+                update.update(record)
         await self.db.update_many(updates)
+        if time.monotonic() - self._costs_recorded_at > COSTS_EVERY:
+            self._record_costs()
+
+    def _record_costs(self) -> None:
+        """What this session's commands have cost so far, for ``wfl-async report`` (a run in progress too)."""
+        self._costs_recorded_at = time.monotonic()
+        self.db.record_costs_soon(self.owner, self._opened_at, self.costs())
+
+    def costs(self) -> dict[str, Any]:
+        """What this session's commands have cost so far: per system its counters, per host its commands."""
+        transports = {}
+        for (host, _), transport in self._transports.items():
+            stats = transport.stats
+            transports[host or "local"] = {
+                "connections": stats.connections_opened, "commands": stats.commands_run,
+                "seconds": round(sum(r.duration for r in stats.records), 3), **stats.by_kind()}
+        return {"systems": {name: dict(system.stats) for name, system in self._systems.items()},
+                "transports": transports}
 
 
 def _scheduler_for(config: SystemConfig) -> Scheduler:

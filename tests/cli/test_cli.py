@@ -249,6 +249,10 @@ def test_sync_records_succeeded_failed_and_died_jobs(root: Path, system: str) ->
     assert {n: r["status"] for n, r in jobs.items()} == {
         f"finish-{t}": "succeeded", f"fail-{t}": "failed", f"victim-{t}": "died"}
     assert "left the queue" in jobs[f"victim-{t}"]["message"]
+    # when and where the finished ones ran, from their fetched markers (for wfl-async report)
+    for name in (f"finish-{t}", f"fail-{t}"):
+        assert jobs[name]["started_at"] <= jobs[name]["finished_at"] <= jobs[name]["fetched_at"] and jobs[name]["worker"]
+    assert "CustomRemoteError: boom" in jobs[f"fail-{t}"]["message"]
     # the finished jobs' files came back into the stage directory, as the poller would fetch them
     stage = root / "wfl_async_stage"
     assert (stage / jobs[f"finish-{t}"]["job_dir"] / layout.RESULT).is_file()
@@ -271,10 +275,10 @@ def test_cancel_removes_jobs_from_the_real_queue(root: Path, system: str) -> Non
 
     result = cli("cancel", "-S", system, "-n", f"sleeper.-{t}")
     assert result.exit_code == 0, result.output
-    assert "cancel: 2 job(s) looked at; 2 died" in result.stdout
+    assert "cancel: 2 job(s) looked at; 2 cancelled" in result.stdout
     jobs = by_name(cli_json("-n", f".*-{t}"))
     for i in range(2):
-        assert jobs[f"sleeper{i}-{t}"]["status"] == "died"
+        assert jobs[f"sleeper{i}-{t}"]["status"] == "cancelled"
         assert jobs[f"sleeper{i}-{t}"]["message"] == "cancelled by user"
     assert jobs[f"bystander-{t}"]["status"] in ("submitted", "started")
     assert wait_until_gone(system, ids)

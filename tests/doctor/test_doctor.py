@@ -114,7 +114,7 @@ def test_first_submission_fails_fast_with_the_doctor_message(broken_root: Path, 
 
     with sqlite3.connect(broken_root / "wfl_async_jobs.db") as conn:
         rows = conn.execute("SELECT status, remote_id, message FROM jobs").fetchall()
-    assert len(rows) == 2 and all(s == "failed" and r is None and "cannot run jobs" in m for s, r, m in rows)
+    assert len(rows) == 2 and all(s == "not_submitted" and r is None and "cannot run jobs" in m for s, r, m in rows)
 
 
 def test_every_test_system_is_healthy(remote_system: str, expyre_root: Path) -> None:

@@ -248,8 +248,10 @@ async def test_cancel_of_one_array_task_then_resubmit_killed_jobs_resubmits_that
         table = await anyio.to_thread.run_sync(cli, "status", "-S", array_system)
         (row,) = [line.split() for line in table.splitlines() if line.split()[:1] == [array_system]]
         assert row[-1] == "1", f"one array in flight: {table}"
-        await anyio.to_thread.run_sync(cli, "cancel", "-i", slow.key, "--yes")  # that task alone
-    assert died, "the first run should have raised JobDiedError for the cancelled task"
+        # that task alone killed by the scheduler (as an admin or a node failure would): it died
+        # (a 'wfl-async cancel' would make it cancelled, which resubmit_killed_jobs leaves alone)
+        await session.system(array_system).control("cancel", [slow.remote_id or ""])
+    assert died, "the first run should have raised JobDiedError for the killed task"
 
     async with session_scope() as session:
         (record,) = await session.db.select(status=["died"])

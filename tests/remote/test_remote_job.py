@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import traceback
 import uuid
 from pathlib import Path
 
@@ -59,7 +60,10 @@ async def test_remote_exception_is_reraised_with_type_and_traceback(remote_syste
     with pytest.raises(rf.CustomRemoteError, match="boom on purpose") as info:
         await job(remote_system, rf.raise_custom, ("boom on purpose",))
     notes = "\n".join(getattr(info.value, "__notes__", []))
-    assert "remote traceback" in notes and "raise_custom" in notes
+    assert "raised in queued job" in notes and "wfl-async log" in notes
+    # the job's own traceback, once: its frames last, not repeated in a note
+    printed = "".join(traceback.format_exception(info.value))
+    assert printed.count("in raise_custom") == 1 and printed.index("in raise_custom") > printed.index("job.py")
     async with session_scope() as rt:
         (record,) = await rt.db.select()
     assert record.status is JobStatus.FAILED

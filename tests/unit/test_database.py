@@ -334,3 +334,34 @@ async def test_a_corrupt_database_says_how_to_recover(tmp_path: Path) -> None:
     with pytest.raises(DatabaseCorruptError, match=r"mv .*wfl_async_jobs.db.* and rerun"):
         async with JobsDatabase(path):
             pass
+
+
+async def test_a_cancelled_job_stays_cancelled_when_a_poll_sees_it_started_or_gone(db: JobsDatabase) -> None:
+    await claim(db, "k1")
+    await db.update("k1", status=JobStatus.CANCELLED, message="cancelled by user")
+    await db.update("k1", status=JobStatus.STARTED)  # its started marker, written before the cancel
+    await db.update("k1", status=JobStatus.DIED, message="left the queue")
+    record = await db.get("k1")
+    assert record is not None and record.status is JobStatus.CANCELLED and record.message == "cancelled by user"
+    await db.update("k1", status=JobStatus.SUCCEEDED)  # a final marker: it did finish before the cancel
+    record = await db.get("k1")
+    assert record is not None and record.status is JobStatus.SUCCEEDED
+
+
+async def test_an_older_database_gains_the_timing_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE jobs (key TEXT PRIMARY KEY, name TEXT NOT NULL, system TEXT NOT NULL, status TEXT "
+                     "NOT NULL, job_dir TEXT NOT NULL, remote_root TEXT, remote_id TEXT, owner TEXT, created_at REAL "
+                     "NOT NULL, updated_at REAL NOT NULL, message TEXT)")
+        conn.execute("INSERT INTO jobs VALUES ('k', 'n', 's', 'succeeded', 'd', NULL, NULL, NULL, 1, 2, NULL)")
+    async with JobsDatabase(path, readonly=True) as old:  # read as it is: the new fields are None
+        record = await old.get("k")
+        assert record is not None and record.started_at is None and record.worker is None
+    async with JobsDatabase(path) as db:
+        await db.update("k", started_at=5.0, worker="node1")
+        record = await db.get("k")
+        assert record is not None and record.started_at == 5.0 and record.worker == "node1"
+        assert await db.costs(["nobody"]) == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 from rich.console import Console
@@ -95,3 +96,15 @@ def test_one_line_per_call_at_any_width_and_a_summary_when_it_ends(terminal: tup
     assert "other: md: 1 done, 0 failed of 1 jobs; configs 4/4" in text
     assert "1 done, 0 failed, 2 unfinished of 3 jobs; configs 10/30" in text
     assert progress_module._shared["display"] is None
+
+
+def test_a_line_cut_to_the_terminal_keeps_done_total_and_the_eta() -> None:
+    counts = CallCounts(total_chunks=200, total_items=2000, done_chunks=3, failed_chunks=1, done_items=30,
+                        started_at=time.monotonic() - 30)  # 1 config/s: about 1970 s left
+    progress = Progress("slurm: relax", None, counts, enabled=False, running=lambda: 8, workers=lambda: 4)
+    assert len(progress.summary()) > 80  # the whole line, as before
+    for width in (30, 45, 60, 80):
+        line = progress.summary(width)
+        assert len(line) <= width and line.startswith("done 3/200 failed 1 | ETA 19"), line
+    assert progress.summary(45) == "done 3/200 failed 1 | ETA 1970s | running 8"
+    assert progress.summary(1000) == progress.summary()

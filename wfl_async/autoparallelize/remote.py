@@ -16,6 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import shlex
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -26,13 +29,15 @@ from ase.atoms import Atoms
 
 from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
+from ..errors import JobCancelledError, first_failure
 from ..job import PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
 from ..jobs.pack_option import PackSetting, effective_pack
-from ..jobs.states import JobStatus
+from ..jobs.states import UNFINISHED, JobStatus
 from ..pack import auto
 from ..pack.coordinator import coordinator_for
 from ..progress import Progress
+from ..report import build_report, summary_lines
 from ..session import Session, session_scope
 from .autoparainfo import AutoparaInfo
 from .chunk import ChunkResult
@@ -73,9 +78,12 @@ async def submit_remote(*, op: Callable[..., Any], inputs: Any, args: Sequence[A
     call re-attaches to the same jobs and collects their results."""
     async with session_scope() as session:
         chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info)
-        async with anyio.create_task_group() as tg:
-            for chunk in chunks:
-                tg.start_soon(chunk.job.submit)
+        try:
+            async with anyio.create_task_group() as tg:
+                for chunk in chunks:
+                    tg.start_soon(chunk.job.submit)
+        except BaseExceptionGroup as group:  # e.g. the system's check failed: its one message, not a group
+            raise first_failure(group) from None
 
 
 async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec | None, args: Sequence[Any],
@@ -95,6 +103,7 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                                      arrays=lambda: system.array_count(job_dirs))
         send, receive = anyio.create_memory_object_stream[tuple[_Chunk, Any, BaseException | None]](math.inf)
         failure: BaseException | None = None
+        failed_keys: set[str] = set()
         with progress:
             async with anyio.create_task_group() as tg, receive:
                 for chunk in chunks:
@@ -102,6 +111,8 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                 send.close()
                 async for chunk, value, error in receive:
                     progress.chunk_done(len(chunk.items), failed=error is not None)
+                    if error is not None:
+                        failed_keys.add(chunk.job.key)
                     if error is not None and not remote_info.ignore_failed_jobs:
                         # re-raised below, outside the task group, with its own type (not an
                         # ExceptionGroup); the other jobs stay queued and a rerun re-attaches
@@ -113,11 +124,44 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                         await anyio.to_thread.run_sync(_store, outputs, result)
                     yield result
             if failure is not None:
+                if isinstance(failure, JobCancelledError):
+                    await _say_what_is_left(session, chunks, failure)
                 raise failure
             if outputs is not None:
                 await anyio.to_thread.run_sync(outputs.close)
         if "WFL_EXPYRE_NO_MARK_PROCESSED" not in os.environ:
-            await session.db.update_many((c.job.key, {"status": JobStatus.PROCESSED}) for c in chunks)
+            # a failed chunk (ignore_failed_jobs) stays failed, for 'wfl-async report'; a rerun creates
+            # it afresh either way
+            await session.db.update_many((c.job.key, {"status": JobStatus.PROCESSED}) for c in chunks
+                                         if c.job.key not in failed_keys)
+        await _log_summary(session, remote_info.job_name, chunks)
+
+
+async def _log_summary(session: Session, name: str, chunks: Sequence[_Chunk]) -> None:
+    """A few lines at the end of the call: its jobs, where they ran, wall and core time, failures."""
+    if not chunks:
+        return
+    records = [r for c in chunks if (r := await session.db.get(c.job.key)) is not None]
+    for line in summary_lines(build_report(records, {session.owner: session.costs()}, time.time()), name):
+        log.info("%s", line)
+
+
+async def _say_what_is_left(session: Session, chunks: Sequence[_Chunk], failure: JobCancelledError) -> None:
+    """A job of the call was cancelled by the user: the call stops, and its other jobs are left as
+    the user left them (queued or running ones go on; a rerun re-attaches). Say which, and how to
+    cancel them too."""
+    statuses = {c.job.key: r.status for c in chunks if (r := await session.db.get(c.job.key)) is not None}
+    live = [c for c in chunks if statuses.get(c.job.key) in UNFINISHED]
+    cancelled = sum(1 for s in statuses.values() if s is JobStatus.CANCELLED)
+    name = re.sub(r"_chunk_\d+$", "", chunks[0].job.spec.job_name)
+    if live:
+        note = (f"{cancelled} of the call's {len(chunks)} jobs were cancelled; its other {len(live)} unfinished "
+                f"job(s) were left queued or running (a rerun of the workflow re-attaches to them; "
+                f"'wfl-async cancel -n {shlex.quote(name + '_chunk_.*')}' cancels them too)")
+    else:
+        note = f"{cancelled} of the call's {len(chunks)} jobs were cancelled; none of its jobs is still queued"
+    log.warning("call %r stopped: %s", name, note)
+    failure.add_note(note)
 
 
 async def _run_chunk(chunk: _Chunk, send: Any) -> None:

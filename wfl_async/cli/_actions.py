@@ -8,6 +8,7 @@ one database transaction. A failure on one system is reported and does not stop 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import anyio
 from ..errors import WflAsyncError
 from ..jobs.database import JobRecord
 from ..jobs.owner import owner_alive
+from ..jobs.run_record import read_run_record
 from ..jobs.states import JobStatus, Marker, Verdict, VerdictKind, status_update
 from ..pack.control import cancel_packed
 from ..session import Session
@@ -35,9 +37,11 @@ class Change:
     record: JobRecord
     status: JobStatus
     message: str | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+    """When and where it ran, from its fetched markers (:func:`~wfl_async.jobs.run_record.read_run_record`)."""
 
     def update(self) -> tuple[str, dict[str, Any]]:
-        values: dict[str, Any] = {"status": self.status}
+        values: dict[str, Any] = {**self.run, "status": self.status}
         if self.message is not None:
             values["message"] = self.message
         return self.record.key, values
@@ -70,7 +74,8 @@ async def sync_jobs(session: Session, records: Sequence[JobRecord], *, cancel: b
     Jobs with a final marker become succeeded/failed (their directory is fetched into the stage
     directory, so a rerun returns the result without contacting the system); jobs gone from the
     queue without one become died; with ``cancel``, jobs still queued or running are cancelled with
-    one scheduler command per system and become died with the message "cancelled by user".
+    one scheduler command per system and become cancelled (a workflow waiting for them raises
+    :class:`~wfl_async.errors.JobCancelledError`, never a death to resubmit).
     """
     report = Report()
     async with anyio.create_task_group() as tg:
@@ -86,10 +91,19 @@ async def _sync_group(session: Session, name: str, root: str, group: list[JobRec
         system = session.system(name)
         found = await survey(system, root, group)
         if cancel and found.active:
-            # packed chunks leave their pack's queue; the others are cancelled by the scheduler
-            scheduler_ids = await cancel_packed(system, root, [r.remote_id for r in found.active if r.remote_id])
-            await system.control("cancel", scheduler_ids)
-            report.changes.extend(Change(r, JobStatus.DIED, CANCELLED) for r in found.active)
+            # recorded first: a workflow waiting for these jobs sees them leave the queue as cancelled
+            # by the user, never as died; put back if the scheduler refuses
+            await session.db.update_many((r.key, {"status": JobStatus.CANCELLED, "message": CANCELLED})
+                                         for r in found.active)
+            try:
+                # packed chunks leave their pack's queue; the others are cancelled by the scheduler
+                scheduler_ids = await cancel_packed(system, root, [r.remote_id for r in found.active if r.remote_id])
+                await system.control("cancel", scheduler_ids)
+            except WflAsyncError:
+                await session.db.update_many((r.key, {"status": r.status, "message": r.message})
+                                             for r in found.active)
+                raise
+            report.changes.extend(Change(r, JobStatus.CANCELLED, CANCELLED) for r in found.active)
             found.active, found.started = [], []
         await recheck_markers(system, root, found)
         if found.finished:
@@ -101,7 +115,8 @@ async def _sync_group(session: Session, name: str, root: str, group: list[JobRec
     for record, marker in found.finished:
         update = status_update(Verdict(VerdictKind.FINISHED, Marker(marker)))
         assert update is not None
-        report.changes.append(Change(record, update["status"]))
+        run = {**read_run_record(session.stage_root / record.job_dir), "fetched_at": time.time()}
+        report.changes.append(Change(record, update["status"], run=run))
     for record in found.missing:
         message = (f"{CANCELLED} (it had already left the queue without a final marker)" if cancel else
                    f"job {record.remote_id} left the queue of {name} without a final marker (seen by wfl-async sync)")
@@ -118,7 +133,7 @@ async def _sync_group(session: Session, name: str, root: str, group: list[JobRec
 async def cancel_jobs(session: Session, records: Sequence[JobRecord]) -> Report:
     """Cancel unfinished jobs (see :func:`sync_jobs`); ``created`` ones are handled without the system.
 
-    A ``created`` job whose submitting process is gone is marked died; one whose submitter is
+    A ``created`` job whose submitting process is gone is marked cancelled; one whose submitter is
     alive is left alone (it is being submitted right now: cancel again in a moment).
     """
     queued = [r for r in records if r.status is not JobStatus.CREATED]
@@ -130,7 +145,7 @@ async def cancel_jobs(session: Session, records: Sequence[JobRecord]) -> Report:
         if owner_alive(record.owner):
             report.unchanged.append((record, f"being submitted by {record.owner}; run cancel again in a moment"))
         else:
-            abandoned.append(Change(record, JobStatus.DIED, f"{CANCELLED} (its submitter had gone)"))
+            abandoned.append(Change(record, JobStatus.CANCELLED, f"{CANCELLED} (its submitter had gone)"))
     await session.db.update_many(change.update() for change in abandoned)
     report.changes.extend(abandoned)
     return report

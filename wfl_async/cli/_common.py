@@ -25,7 +25,7 @@ from ..jobs.states import FINISHED, UNFINISHED, JobStatus
 from ..scheduler import get_scheduler
 from ..session import DB_NAME, STAGE_DIR_NAME
 
-__all__ = ["FINISHED", "UNFINISHED", "JobFilter", "Project", "job_filters", "run_async"]
+__all__ = ["FINISHED", "UNFINISHED", "JobFilter", "Project", "job_filters", "read_jobs", "run_async"]
 
 _GROUPS = {"unfinished": UNFINISHED, "finished": FINISHED}
 
@@ -165,6 +165,14 @@ class Project:
         where = ", ".join(map(str, self.config.config_files)) or "no config.json found"
         return (f"no jobs database at {self.db_path} (config: {where}); no job has run from here yet. "
                 f"Run the command from the workflow's directory, or set EXPYRE_ROOT to its _expyre directory.")
+
+
+async def read_jobs(project: Project, filters: JobFilter) -> list[JobRecord]:
+    """Matching jobs through a read-only connection (no lock taken, works while a workflow writes)."""
+    if not project.has_db():
+        return []
+    async with JobsDatabase(project.db_path, readonly=True) as db:
+        return await filters.select(db)
 
 
 def run_async(func: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..jobs.database import JobRecord, JobStatus
+from ..pack.queue import parse_chunk_remote_id
 from ._actions import Report
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -23,26 +27,34 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def plain(value: str) -> Text:
     """``value`` shown as it is: never read as rich markup, control characters made visible."""
-    return Text(_CONTROL.sub(lambda m: repr(m.group())[1:-1], value))
+    return Text(_printable(value))
 
-__all__ = ["console", "jobs_table", "record_dict", "report_table", "status_table"]
+
+def _printable(value: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], value)
+
+__all__ = ["console", "jobs_lines", "jobs_long", "record_dict", "report_table", "run_seconds", "short_remote_id",
+           "status_table", "terminal_width", "totals_line"]
 
 _STYLE = {JobStatus.SUCCEEDED: "green", JobStatus.FAILED: "red", JobStatus.DIED: "red",
           JobStatus.STARTED: "cyan", JobStatus.SUBMITTED: "blue", JobStatus.CREATED: "yellow",
+          JobStatus.CANCELLED: "magenta", JobStatus.NOT_SUBMITTED: "yellow", JobStatus.RERUN: "yellow",
           JobStatus.PROCESSED: "dim green", JobStatus.CLEANED: "dim"}
 _SUMMARY = (("created", (JobStatus.CREATED,)), ("queued", (JobStatus.SUBMITTED,)),
             ("running", (JobStatus.STARTED,)), ("done", (JobStatus.SUCCEEDED, JobStatus.PROCESSED)),
-            ("failed", (JobStatus.FAILED,)), ("died", (JobStatus.DIED,)), ("cleaned", (JobStatus.CLEANED,)))
-"""Columns of ``status``: queued means accepted by the scheduler, running means the worker started."""
+            ("failed", (JobStatus.FAILED,)), ("died", (JobStatus.DIED,)), ("cancelled", (JobStatus.CANCELLED,)),
+            ("unsent", (JobStatus.NOT_SUBMITTED, JobStatus.RERUN)), ("cleaned", (JobStatus.CLEANED,)))
+"""Columns of ``status``: queued means accepted by the scheduler, running means the worker started,
+unsent means never submitted (the call stopped at a check) or marked for a rerun."""
 
 
 def console(*, wide: bool = False) -> Console:
-    """A console on click's current stdout; never truncates when piped (or when ``wide``)."""
+    """A console on click's current stdout, as wide as :func:`terminal_width` says (``wide``, or
+    piped without ``$COLUMNS``: no limit, never truncated)."""
     stream = sys.stdout
     tty = stream.isatty()
-    unlimited = wide or not tty
-    return Console(file=stream, width=100_000 if unlimited else None, no_color=not tty, highlight=False,
-                   soft_wrap=unlimited)
+    width = None if wide else terminal_width()
+    return Console(file=stream, width=width or 100_000, no_color=not tty, highlight=False, soft_wrap=width is None)
 
 
 def _ago(seconds: float) -> str:
@@ -74,33 +86,136 @@ def _table(*columns: str) -> Table:
     return table
 
 
-def jobs_table(records: Sequence[JobRecord], *, long: bool = False) -> Table:
+@dataclass(frozen=True)
+class _Column:
+    title: str
+    value: Callable[[JobRecord, float], str]
+    keep: int
+    """Which columns stay when the terminal is narrow: the lowest ``keep`` goes first."""
+
+
+def short_remote_id(remote_id: str | None) -> str:
+    """A remote id short enough for a column: a packed chunk's (``pack:<pack id>:<job dir>``, about
+    60 characters) becomes ``pack:<first 8 of the pack id>``; ``ls -l`` and ``--json`` show it whole."""
+    if not remote_id:
+        return "-"
+    packed = parse_chunk_remote_id(remote_id)
+    return f"pack:{packed[0][:8]}" if packed is not None else remote_id
+
+
+def run_seconds(record: JobRecord, now: float) -> float | None:
+    """How long its worker ran (so far, while it runs); None if it never started."""
+    if record.started_at is None:
+        return None
+    end = record.finished_at if record.finished_at is not None else (
+        now if record.status is JobStatus.STARTED else record.updated_at)
+    return max(0.0, end - record.started_at)
+
+
+def _run(record: JobRecord, now: float) -> str:
+    seconds = run_seconds(record, now)
+    return "-" if seconds is None else _ago(seconds)
+
+
+_COLUMNS = (
+    _Column("NAME", lambda r, now: r.name, 9),
+    _Column("STATUS", lambda r, now: r.status.value, 8),
+    _Column("ID", lambda r, now: short_remote_id(r.remote_id), 7),
+    _Column("RUN", _run, 6),
+    _Column("SYSTEM", lambda r, now: r.system, 5),
+    _Column("UPDATED", lambda r, now: _ago(now - r.updated_at) + " ago", 4),
+    _Column("AGE", lambda r, now: _ago(now - r.created_at), 2),
+    _Column("JOB DIR", lambda r, now: r.job_dir, 1),
+)
+_MIN_NAME = 16
+"""NAME is shortened in its middle down to this width before columns are dropped."""
+
+
+def _middle(text: str, width: int) -> str:
+    """``text`` cut in its middle to ``width`` characters (chunk numbers at the end stay visible)."""
+    if len(text) <= width:
+        return text
+    tail = width // 2
+    return f"{text[:width - tail - 1]}…{text[-tail:]}"
+
+
+def terminal_width() -> int | None:
+    """Columns to fit: ``$COLUMNS`` if set, the terminal's width, or None (piped: no limit)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+def jobs_lines(records: Sequence[JobRecord], width: int | None) -> list[str]:
+    """The job list as aligned text fitting ``width`` (None: every column): columns are dropped,
+    least useful first (JOB DIR, AGE, UPDATED, SYSTEM...), after NAME is shortened in its middle."""
     now = time.time()
-    if long:
-        table = _table("NAME", "SYSTEM", "STATUS", "REMOTE ID", "CREATED", "UPDATED", "KEY", "OWNER",
-                       "REMOTE DIR", "MESSAGE")
-    else:
-        table = _table("NAME", "SYSTEM", "STATUS", "REMOTE ID", "AGE", "UPDATED", "JOB DIR")
+    cells = {c.title: [_printable(c.value(r, now)) for r in records] for c in _COLUMNS}
+    widths = {t: max([len(t), *map(len, values)]) for t, values in cells.items()}
+    shown = list(_COLUMNS)
+
+    def total() -> int:
+        return sum(widths[c.title] for c in shown) + 2 * (len(shown) - 1)
+
+    if width is not None:
+        widths["NAME"] = max(min(widths["NAME"], width - (total() - widths["NAME"])), min(_MIN_NAME, widths["NAME"]))
+        while total() > width and len(shown) > 2:
+            shown.remove(min(shown, key=lambda c: c.keep))
+            widths["NAME"] = max(min(max(len(v) for v in [*cells["NAME"], "NAME"]), width - (total() - widths["NAME"])),
+                                 min(_MIN_NAME, widths["NAME"]))
+    lines = ["  ".join(c.title.ljust(widths[c.title]) for c in shown).rstrip()]
+    for row in range(len(records)):
+        lines.append("  ".join(_middle(cells[c.title][row], widths[c.title]).ljust(widths[c.title])
+                               for c in shown).rstrip())
+    return lines
+
+
+def jobs_long(records: Sequence[JobRecord]) -> list[str]:
+    """Every field of each job, one per line (``ls -l``): whole values, readable at any width."""
+    now = time.time()
+    lines: list[str] = []
     for r in records:
-        status = f"[{_STYLE[r.status]}]{r.status.value}[/]"
-        if long:
-            remote_dir = f"{r.remote_root}/{r.job_dir}" if r.remote_root else "-"
-            table.add_row(plain(r.name), plain(r.system), status, r.remote_id or "-", _when(r.created_at), _when(r.updated_at),
-                          r.key, r.owner or "-", remote_dir, (r.message or "").replace("\n", " ")[:200])
-        else:
-            table.add_row(plain(r.name), plain(r.system), status, r.remote_id or "-", _ago(now - r.created_at),
-                          _ago(now - r.updated_at) + " ago", r.job_dir)
-    return table
+        run = run_seconds(r, now)
+        fields = [("status", r.status.value), ("system", r.system), ("remote id", r.remote_id or "-"),
+                  ("key", r.key), ("job dir", r.job_dir),
+                  ("remote dir", f"{r.remote_root}/{r.job_dir}" if r.remote_root else "-"),
+                  ("created", _when(r.created_at)), ("updated", _when(r.updated_at)),
+                  *((label, _when(stamp)) for label, stamp in (("submitted", r.submitted_at), ("started", r.started_at),
+                                                                 ("finished", r.finished_at), ("fetched", r.fetched_at))
+                    if stamp is not None),
+                  ("run time", "-" if run is None else _ago(run)), ("where", r.worker or "-"),
+                  ("owner", r.owner or "-"), ("message", (r.message or "").replace("\n", " ") or "-")]
+        lines.append(_printable(r.name))
+        lines.extend(f"  {label + ':':<11} {_printable(value)}" for label, value in fields)
+    return lines
+
+
+def totals_line(records: Sequence[JobRecord], shown: int) -> str:
+    """The footer: how many jobs (and how many shown), per status, and their run time added up."""
+    now = time.time()
+    counts = Counter(r.status.value for r in records)
+    runs = [s for r in records if (s := run_seconds(r, now)) is not None]
+    by_status = ", ".join(f"{n} {s}" for s, n in counts.most_common())
+    head = f"{len(records)} job(s)" + (f" ({shown} shown: --limit)" if shown < len(records) else "")
+    return f"{head}: {by_status}; run time {_ago(sum(runs))} in total" if records else "no jobs"
 
 
 def record_dict(record: JobRecord) -> dict[str, Any]:
     return {**record.__dict__, "status": record.status.value}
 
 
-def status_table(records: Sequence[JobRecord], array_of: Callable[[JobRecord], str | None] | None = None) -> Table:
+def status_table(records: Sequence[JobRecord], array_of: Callable[[JobRecord], str | None] | None = None,
+                 width: int | None = None) -> Table:
     """Jobs per system and state; with ``array_of`` (a job's array id, None for a job submitted
-    alone), also how many job arrays the queued and running jobs belong to."""
-    columns = ["SYSTEM", *(name.upper() for name, _ in _SUMMARY), "TOTAL"]
+    alone), also how many job arrays the queued and running jobs belong to. Narrower than every
+    column needs (``width``), the states no job is in are left out."""
+    present = {r.status for r in records}
+    summary = list(_SUMMARY)
+    full = sum(max(len(name), 4) + 3 for name, _ in summary) + 24
+    if width is not None and full > width:
+        summary = [(name, group) for name, group in summary if present & set(group)]
+    columns = ["SYSTEM", *(name.upper() for name, _ in summary), "TOTAL"]
     table = _table(*columns, *(["ARRAYS"] if array_of is not None else []))
     by_system: dict[str, Counter[JobStatus]] = {}
     arrays: dict[str, set[str]] = {"all": set()}
@@ -113,7 +228,7 @@ def status_table(records: Sequence[JobRecord], array_of: Callable[[JobRecord], s
     totals: Counter[JobStatus] = Counter(r.status for r in records)
     for name, counts in [*sorted(by_system.items()), ("all", totals)]:
         extra = [str(len(arrays.get(name, ())))] if array_of is not None else []
-        table.add_row(name, *(str(sum(counts[s] for s in group)) for _, group in _SUMMARY),
+        table.add_row(name, *(str(sum(counts[s] for s in group)) for _, group in summary),
                       str(sum(counts.values())), *extra, style="bold" if name == "all" else None)
     table.caption = f"{datetime.now():%H:%M:%S}"
     return table

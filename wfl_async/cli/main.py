@@ -9,7 +9,6 @@ or block, a running workflow.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -18,19 +17,22 @@ import click
 from rich.live import Live
 from rich.table import Table
 
-from ..jobs.database import JobRecord, JobsDatabase, JobStatus
+from ..jobs.database import JobRecord, JobStatus
+from ..report import summary_lines
 from ..session import Session, session_scope
 from . import _dbtools
 from ._actions import Report, cancel_jobs, clean_jobs, remove_jobs, sync_jobs
 from ._bench import bench
-from ._common import FINISHED, UNFINISHED, JobFilter, Project, job_filters, run_async
-from ._display import console, jobs_table, record_dict, report_table, status_table
+from ._common import FINISHED, UNFINISHED, JobFilter, Project, job_filters, read_jobs, run_async
+from ._display import console, report_table, status_table, terminal_width
 from ._doctor import doctor
+from ._jobs import log, ls, rerun
 from ._packs import packs_table, survey_packs
+from ._report import load_report, report
 
 __all__ = ["main"]
 
-_ALIASES = {"list": "ls", "remove": "rm", "clean-up": "clean"}
+_ALIASES = {"list": "ls", "remove": "rm", "clean-up": "clean", "retry": "rerun"}
 
 
 class _Group(click.Group):
@@ -48,7 +50,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog="Aliases: list = ls, remove = rm, db_unlock = db unlock. The project (config.json, jobs "
+             epilog="Aliases: list = ls, remove = rm, retry = rerun, db_unlock = db unlock. The project (config.json, jobs "
                     "database) is found as workflows find it: $EXPYRE_ROOT, else _expyre/ directories from "
                     "here up, else ~/.expyre.")
 @click.version_option(package_name="wfl_async")
@@ -57,14 +59,6 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------- helpers
-async def _read(project: Project, filters: JobFilter) -> list[JobRecord]:
-    """Matching jobs through a read-only connection (no lock taken, works while a workflow writes)."""
-    if not project.has_db():
-        return []
-    async with JobsDatabase(project.db_path, readonly=True) as db:
-        return await filters.select(db)
-
-
 async def _in_session(filters: JobFilter, within: Sequence[JobStatus],
                       action: Callable[[Session, list[JobRecord]], Awaitable[Report]]) -> tuple[int, Report]:
     async with session_scope() as session:
@@ -105,40 +99,25 @@ def _require_db(project: Project) -> bool:
 
 
 # ---------------------------------------------------------------------- ls / status
-@main.command("ls")
-@job_filters
-@click.option("-l", "--long", "--long-output", "long_", is_flag=True,
-              help="More columns: times, key, owner, remote directory, message.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON list of jobs, for scripts.")
-def ls(filters: JobFilter, long_: bool, as_json: bool) -> None:
-    """List jobs (read-only; safe while workflows run). Alias: list."""
-    project = Project.load()
-    records = run_async(_read, project, filters)
-    if as_json:
-        click.echo(json.dumps([record_dict(r) for r in records], indent=1))
-        return
-    if not project.has_db():
-        click.echo(project.no_db_message(), err=True)
-        return
-    if not records:
-        click.echo(f"no jobs match ({filters.describe()})", err=True)
-        return
-    console(wide=long_).print(jobs_table(records, long=long_))
-
-
 @main.command()
 @job_filters
 @click.option("-w", "--watch", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
               help="Refresh every SECONDS until Ctrl-C.")
 @click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
               help="With --watch, stop after N refreshes.")
-def status(filters: JobFilter, watch: float | None, count: int | None) -> None:
+@click.option("--summary", is_flag=True, help="A few lines instead: jobs, where they ran, wall and core time, "
+                                               "failures, commands (wfl-async report draws them).")
+def status(filters: JobFilter, watch: float | None, count: int | None, summary: bool) -> None:
     """Jobs per system and state, from the database (read-only); ARRAYS: the job arrays that
-    queued and running jobs are tasks of."""
+    queued and running jobs are tasks of; UNSENT: never submitted, or marked by rerun."""
     project = Project.load()
+    if summary:
+        if _require_db(project):
+            click.echo("\n".join(summary_lines(load_report(project, filters=filters), "jobs")))
+        return
 
     def table() -> Table:
-        return status_table(run_async(_read, project, filters), project.array_of)
+        return status_table(run_async(read_jobs, project, filters), project.array_of, terminal_width())
 
     if watch is None:
         if _require_db(project):
@@ -253,7 +232,7 @@ def rm(filters: JobFilter, remote: bool, yes: bool, force: bool) -> None:
     project = Project.load()
     if not _require_db(project):
         return
-    records = run_async(_read, project, filters)
+    records = run_async(read_jobs, project, filters)
     if not records:
         click.echo(f"no jobs match ({filters.describe()}); nothing to remove", err=True)
         return
@@ -332,6 +311,10 @@ def repair() -> None:
 
 main.add_command(doctor)
 main.add_command(bench)
+main.add_command(report)
+main.add_command(ls)
+main.add_command(log)
+main.add_command(rerun)
 
 
 def run(args: list[str] | None = None) -> Any:

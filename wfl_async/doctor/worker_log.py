@@ -7,31 +7,17 @@ its worker log holds the reason. Fetching it costs one command, paid only by die
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import TransportError
 from ..jobs import layout
+from ..jobs.run_record import last_error_line
 
 if TYPE_CHECKING:
     from ..system import System
 
 __all__ = ["died_job_hint", "last_error_line"]
-
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
-_ERRORISH = re.compile(r"error|killed|cannot|not found|denied", re.IGNORECASE)
-
-
-def last_error_line(text: str) -> str | None:
-    """The last exception line (``SomeError: ...``), else the last line that sounds like an error."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for pattern in (_EXCEPTION_LINE, _ERRORISH):
-        for line in reversed(lines):
-            if pattern.search(line):
-                return line[:500]
-    return None
-
 
 async def died_job_hint(system: System, job_dir: str, local_root: Path) -> str:
     """`` Its worker log (PATH) ends with: LINE.`` for a died job, or ``""`` if there is no such line."""

@@ -22,6 +22,7 @@ from .._sync import run_sync
 from ..autoparallelize.expyre_info import resolve_remote_info
 from ..autoparallelize.remote import job_from_remote_info
 from ..autoparallelize.remoteinfo import RemoteInfo
+from ..errors import first_failure
 from ..job import RemoteJob
 from ..session import session_scope
 
@@ -98,9 +99,12 @@ def run_fit_jobs(jobs: Sequence[FitJob], wait_for_results: bool = True) -> list[
                 else:
                     await prepared[index].submit()
 
-            async with anyio.create_task_group() as tg:
-                for index in range(len(prepared)):
-                    tg.start_soon(_one, index)
+            try:
+                async with anyio.create_task_group() as tg:
+                    for index in range(len(prepared)):
+                        tg.start_soon(_one, index)
+            except BaseExceptionGroup as group:  # the job's own error, not the task group's wrapping
+                raise first_failure(group) from None
             return values if wait_for_results else None
 
     return run_sync(_run)

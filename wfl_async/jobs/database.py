@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import random
@@ -36,7 +37,7 @@ import anyio.abc
 from .._private import private_file
 from ..errors import DatabaseCorruptError
 from .owner import owner_alive
-from .states import REATTACH, JobStatus
+from .states import KEPT_OVER, REATTACH, JobStatus
 
 __all__ = ["Claim", "JobRecord", "JobStatus", "JobsDatabase"]
 
@@ -60,14 +61,31 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner       TEXT,
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
-    message     TEXT
+    message     TEXT,
+    submitted_at REAL,
+    started_at  REAL,
+    finished_at REAL,
+    fetched_at  REAL,
+    worker      TEXT,
+    cores       INTEGER,
+    max_time    REAL
+);
+CREATE TABLE IF NOT EXISTS costs (
+    owner       TEXT PRIMARY KEY,
+    started_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    counts      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_system ON jobs(system);
 """
 
 _COLUMNS = ("key", "name", "system", "status", "job_dir", "remote_root", "remote_id", "owner",
-            "created_at", "updated_at", "message")
+            "created_at", "updated_at", "message", *(TIMING_COLUMNS := (
+                "submitted_at", "started_at", "finished_at", "fetched_at", "worker", "cores", "max_time")))
+"""Every column, in table order; the timing columns (added later) come last, so a database made by an
+older version gains them with ``ALTER TABLE ... ADD COLUMN`` and old rows read them as NULL."""
+_COLUMN_TYPES = {"worker": "TEXT", "cores": "INTEGER"}
 
 
 @dataclass(frozen=True)
@@ -83,10 +101,25 @@ class JobRecord:
     created_at: float
     updated_at: float
     message: str | None
+    submitted_at: float | None = None
+    """When the scheduler (or the pack's queue) accepted it (local clock)."""
+    started_at: float | None = None
+    """When its worker started: the started marker's time once fetched, else when a poll first saw it."""
+    finished_at: float | None = None
+    """When its worker wrote the final marker (that marker's time)."""
+    fetched_at: float | None = None
+    """When its result came back (local clock)."""
+    worker: str | None = None
+    """Where it ran: ``host`` for a job of its own, ``host/worker`` for a packed chunk."""
+    cores: int | None = None
+    """Cores it asked for (all its nodes)."""
+    max_time: float | None = None
+    """Its time limit (s)."""
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> JobRecord:
-        values = dict(zip(_COLUMNS, row, strict=True))
+        # a read-only look at a database an older version made has no timing columns: they stay None
+        values = dict(zip(_COLUMNS, row, strict=False))
         values["status"] = JobStatus(values["status"])
         return cls(**values)
 
@@ -109,6 +142,8 @@ class _Write:
     """(key, name, system, job_dir, owner) to claim."""
     updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
+    costs: list[tuple[str, float, str]] = field(default_factory=list)
+    """(owner, started_at, counts as JSON): what a session's commands cost so far."""
     done: anyio.Event = field(default_factory=anyio.Event)
     claimed: list[Claim] = field(default_factory=list)
     error: BaseException | None = None
@@ -192,11 +227,25 @@ class JobsDatabase:
                 await self._conn.execute("PRAGMA journal_mode=WAL")
                 await self._conn.execute("PRAGMA synchronous=NORMAL")
                 await self._conn.executescript(_SCHEMA)
+                await self._add_missing_columns()
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or attempt == 99:
                     raise
                 await anyio.sleep(0.05 + 0.05 * random.random())
+
+    async def _add_missing_columns(self) -> None:
+        """A database made by an older version gains the columns added since (NULL in old rows)."""
+        assert self._conn is not None
+        async with self._conn.execute("PRAGMA table_info(jobs)") as cursor:
+            present = {row[1] for row in await cursor.fetchall()}
+        for column in TIMING_COLUMNS:
+            if column not in present:
+                try:
+                    await self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'REAL')}")
+                except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                    if "duplicate column" not in str(exc):
+                        raise
 
     async def close(self) -> None:
         for conn in {id(c): c for c in (self._conn, self._reader) if c is not None}.values():
@@ -287,6 +336,9 @@ class JobsDatabase:
                     await conn.execute(sql, params)
                 if write.deletes:
                     await conn.executemany("DELETE FROM jobs WHERE key = ?", [(k,) for k in write.deletes])
+                for owner, started, counts in write.costs:
+                    await conn.execute("INSERT OR REPLACE INTO costs (owner, started_at, updated_at, counts) "
+                                       "VALUES (?, ?, ?, ?)", (owner, started, now, counts))
             records = {rec.key: rec for rec in await _select_keys(conn, list(outcomes))}
             await conn.execute("COMMIT")
         except BaseException:
@@ -320,7 +372,7 @@ class JobsDatabase:
             await conn.execute(
                 "UPDATE jobs SET name = ?, system = ?, status = ?, job_dir = ?, owner = ?, remote_id = "
                 "CASE WHEN status = 'created' THEN remote_id ELSE NULL END, "
-                "message = NULL, updated_at = ? WHERE key = ?",
+                f"message = NULL, {', '.join(f'{c} = NULL' for c in TIMING_COLUMNS)}, updated_at = ? WHERE key = ?",
                 (name, system, JobStatus.CREATED.value, job_dir, owner, now, key))
             return True, previous
         return False, previous
@@ -357,6 +409,27 @@ class JobsDatabase:
     async def update(self, key: str, **values: Any) -> None:
         """Update one job; updates made by many coroutines at once share one transaction."""
         await self.update_many([(key, values)])
+
+    def record_costs_soon(self, owner: str, started_at: float, counts: dict[str, Any]) -> None:
+        """Queue what session ``owner``'s commands have cost so far (replacing its earlier figures)."""
+        self._send.send_nowait(_Write(costs=[(owner, started_at, json.dumps(counts, sort_keys=True))], waited=False))
+
+    async def costs(self, owners: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The recorded costs of the sessions ``owners`` (a database without the table: none)."""
+        wanted = sorted(set(owners))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            try:
+                async with self.conn.execute(
+                        f"SELECT owner, counts FROM costs WHERE owner IN ({', '.join('?' * len(part))})",
+                        part) as cursor:
+                    found.update((o, json.loads(c)) for o, c in await cursor.fetchall())
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                break
+        return found
 
     async def delete(self, keys: Sequence[str]) -> None:
         if keys:
@@ -415,6 +488,8 @@ def _update_statements(updates: Iterable[tuple[str, dict[str, Any]]],
         if bad:
             raise ValueError(f"unknown job columns {bad}")
         assignments = ", ".join(f"{column} = ?" for column in values)
-        statements.append((f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?",
-                           (*values.values(), now, key)))
+        kept = sorted(s.value for s in KEPT_OVER.get(JobStatus(values["status"]), ())) if "status" in values else []
+        guard = f" AND status NOT IN ({', '.join('?' * len(kept))})" if kept else ""
+        statements.append((f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?{guard}",
+                           (*values.values(), now, key, *kept)))
     return statements

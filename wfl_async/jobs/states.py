@@ -25,7 +25,7 @@ from typing import Any
 
 from . import layout
 
-__all__ = ["ACTIVE_STATES", "FINISHED", "MARKER_FILES", "REATTACH", "UNFINISHED", "JobStatus", "Marker", "QueueState", "Verdict",
+__all__ = ["ACTIVE_STATES", "FINISHED", "KEPT_OVER", "MARKER_FILES", "REATTACH", "RERUNNABLE", "UNFINISHED", "JobStatus", "Marker", "QueueState", "Verdict",
            "VerdictKind", "classify", "status_update"]
 
 
@@ -82,7 +82,15 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     """The function raised. A rerun creates the job afresh."""
     DIED = "died"
-    """Left the queue without a final marker (time limit, node failure, cancelled)."""
+    """Left the queue without a final marker (time limit, node failure, killed by an admin)."""
+    CANCELLED = "cancelled"
+    """Cancelled by the user (``wfl-async cancel``); a rerun raises JobCancelledError, ``wfl-async
+    rerun`` creates it afresh."""
+    NOT_SUBMITTED = "not_submitted"
+    """Claimed but never submitted: the call stopped at a check (e.g. the first-submission check).
+    A rerun creates the job afresh."""
+    RERUN = "rerun"
+    """Marked by ``wfl-async rerun``: the next run of its workflow submits it afresh."""
     PROCESSED = "processed"
     """Its result was used by the caller. A rerun creates the job afresh (as ExPyRe)."""
     CLEANED = "cleaned"
@@ -90,12 +98,20 @@ class JobStatus(StrEnum):
 
 
 REATTACH = frozenset({JobStatus.CREATED, JobStatus.SUBMITTED, JobStatus.STARTED, JobStatus.SUCCEEDED,
-                      JobStatus.DIED})
+                      JobStatus.DIED, JobStatus.CANCELLED})
 """A rerun re-attaches to jobs in these states instead of creating them again."""
 UNFINISHED = (JobStatus.CREATED, JobStatus.SUBMITTED, JobStatus.STARTED)
 """A job in these states may still run (or be about to)."""
-FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DIED, JobStatus.PROCESSED)
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DIED, JobStatus.CANCELLED, JobStatus.NOT_SUBMITTED,
+            JobStatus.RERUN, JobStatus.PROCESSED)
 """A job in these states will never run again; its directories may be cleaned."""
+RERUNNABLE = (JobStatus.FAILED, JobStatus.DIED, JobStatus.CANCELLED, JobStatus.NOT_SUBMITTED)
+"""``wfl-async rerun`` makes jobs in these states be created afresh by the call's next run."""
+KEPT_OVER: Mapping[JobStatus, frozenset[JobStatus]] = {JobStatus.DIED: frozenset({JobStatus.CANCELLED}),
+                                                        JobStatus.STARTED: frozenset({JobStatus.CANCELLED})}
+"""A poll's update to the key status never overwrites the statuses of its value: a job the user
+cancelled (in another process) stays cancelled when the workflow's poll later sees it started
+(its marker, written before the cancel) or gone. A final marker still wins: it did finish."""
 
 
 class VerdictKind(Enum):

@@ -17,11 +17,7 @@ import traceback
 
 from . import layout
 from .integrity import marker_content, write_atomic
-
-
-def _touch(path: str) -> None:
-    with open(path, "w"):
-        pass
+from .run_record import started_marker_text
 
 
 def record_event(marker: str, job_dir: str = ".") -> None:
@@ -63,7 +59,8 @@ def _pickle_exception(exc: BaseException) -> bytes:
 def main(job_dir: str = ".") -> int:
     os.umask(0o077)  # results are their owner's only, whatever umask the scheduler gave the job
     os.chdir(job_dir)
-    _touch(layout.STARTED)
+    with open(layout.STARTED, "w") as started:  # where it runs, for the run report
+        started.write(started_marker_text())
     record_event(layout.STARTED)
     try:
         with open(layout.TASK, "rb") as handle:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..jobs import layout
 from ..jobs import worker as one_chunk
+from ..jobs.run_record import PACK_WORKER_ENV
 from .queue import EXITED, JOB_ID, MAX_TAKES, TAKEN, TODO
 
 _JOB_ID_VARIABLES = ("SLURM_JOB_ID", "JOB_ID", "PBS_JOBID")
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.umask(0o077)
     worker = Path.cwd().name
+    os.environ[PACK_WORKER_ENV] = worker  # each chunk's started marker names the worker that ran it
     # its own queue id, for the driver when the submission's answer was lost (a driver killed mid-sbatch)
     own_id = next((os.environ[v] for v in _JOB_ID_VARIABLES if os.environ.get(v)), "")
     (Path.cwd() / JOB_ID).write_text(own_id + "\n")
