@@ -107,4 +107,5 @@ def test_a_job_that_fills_the_disk_is_reported_died_with_the_disk_named(base: st
         [outcome] = anyio.run(_results, [job])
         print(f"\n{base} filled by its job: {outcome}")
         assert isinstance(outcome, JobDiedError), outcome
-        assert "full" in str(outcome) and str(disk) in str(outcome)
+        assert "is full" in str(outcome) and str(disk) in str(outcome) and "no space left on device" in str(outcome)
+        assert "(failed, exit code " in str(outcome)  # Slurm's own account of it

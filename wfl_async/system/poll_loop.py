@@ -49,6 +49,7 @@ import anyio
 from ..errors import SchedulerError, TransportError
 from ..jobs import layout
 from ..jobs.states import ACTIVE_STATES, MARKER_FILES, QueueState, Verdict, VerdictKind, classify
+from ..scheduler.base import Accounted
 from ..transport.base import FETCH_PATHS
 from .requests import JobOutcome, Watch
 
@@ -310,6 +311,7 @@ class PollLoop:
                 events = found.events.markers
         for watch in scan:
             watch.scanned = True
+        accounted = await self._vanished_accounting(root, watches, found.states) if listing else {}
         now = time.monotonic()
         changed: list[tuple[Watch, Verdict]] = []
         for watch in watches:
@@ -319,8 +321,10 @@ class PollLoop:
             if listing:
                 state = None if found.states is None else found.states.get(watch.remote_id or "")
                 watch.queue_active = found.states is None or state in ACTIVE_STATES
+            ended = accounted.get(watch.job_dir)
             verdict = classify(remote_id=watch.remote_id, marker=watch.marker, states=found.states,
                                grace=system.config.died_grace_seconds, where=system.name,
+                               detail=ended.detail() if ended else "",
                                missing_for=None if watch.missing_since is None else now - watch.missing_since)
             if verdict.kind is VerdictKind.FINISHED:
                 watch.fetching = True
@@ -342,6 +346,27 @@ class PollLoop:
                 watch.started_at = now
                 changed.append((watch, verdict))
         return changed
+
+    async def _vanished_accounting(self, root: str, watches: Sequence[Watch],
+                                   states: dict[str, QueueState] | None) -> dict[str, Accounted]:
+        """Job dir -> how it ended, for jobs the listing ``states`` no longer has active and that wrote
+        no final marker, by the scheduler's accounting (with the exit code); their state is put into
+        ``states``, so a job killed at its time limit is known as such at once, not after the grace
+        as "no longer listed"."""
+        if states is None:
+            return {}
+        vanished = {w.remote_id: w.job_dir for w in watches  # (a final marker of this poll makes it finished)
+                    if w.remote_id and states.get(w.remote_id) not in ACTIVE_STATES and w.marker in (None, "started")
+                    and w.in_window}  # a scheduler job of its own (a packed chunk's worker is)
+        if not vanished:
+            return {}
+        found: dict[str, Accounted] = {}
+        for remote_id, ended in (await self.system.accounting(sorted(vanished))).items():
+            job_dir = vanished.get(remote_id)
+            if job_dir is not None and ended.work_dir.rstrip("/") in ("", f"{root}/{job_dir}"):
+                states[remote_id] = ended.state
+                found[job_dir] = ended
+        return found
 
     # ------------------------------------------------------------------ fetching
     async def _fetch_loop(self) -> None:
