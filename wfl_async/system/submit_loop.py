@@ -83,6 +83,8 @@ class SubmitLoop:
         """Requests taken from the stream that did not fit the window or the batch: sent first next."""
         self._unadmitted: set[str] = set()
         """Job dirs of requests handed to the loop that have no room in the window yet."""
+        self.in_flight = 0
+        """Jobs of the batch being submitted now (finished even when the session closes; Ctrl-C says so)."""
 
     def waiting_count(self, job_dirs: Collection[str] | None = None) -> int:
         """Requests (for ``job_dirs``, default all) waiting for room in a full queue window."""
@@ -115,7 +117,11 @@ class SubmitLoop:
             # shielded: a batch taken from the stream is finished (and its jobs settled) even
             # while the session closes, so no job is left submitted but unrecorded
             with anyio.CancelScope(shield=True):
-                await self._submit_batch(batch)
+                self.in_flight = len(batch)
+                try:
+                    await self._submit_batch(batch)
+                finally:
+                    self.in_flight = 0
 
     async def _gather(self, batch: list[SubmitRequest]) -> None:
         """Take requests while they keep arriving (each ``batch_window`` brought more), at most

@@ -145,6 +145,10 @@ class System:
             return True
         return self._limiter.has_capacity(min(2.0, self._limiter.max_rate))
 
+    def submitting_count(self) -> int:
+        """Jobs whose submission command is running now (a closing session waits for them)."""
+        return self._submitter.in_flight
+
     async def scheduler_call(self) -> None:
         """Count one scheduler call, waiting for a token of the system's rate limit first (:mod:`.rate`)."""
         if self._limiter is not None:
