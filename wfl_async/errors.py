@@ -113,7 +113,7 @@ class PermanentFailureError(WflAsyncError):
     """A failure waiting cannot cure (no space, quota, read-only, permission denied, missing command).
 
     The affected jobs stop at once instead of being retried; the message names the system, the
-    path, the cause and the fix (:mod:`wfl_async.transport.failures`).
+    path, the cause and the fix (:mod:`wfl_async.failures`).
 
     :ivar system: the system's name (``"local"`` for this machine's stage directory)
     :ivar path: the directory the failure happened under

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -109,3 +110,40 @@ def test_a_job_that_fills_the_disk_is_reported_died_with_the_disk_named(base: st
         assert isinstance(outcome, JobDiedError), outcome
         assert "is full" in str(outcome) and str(disk) in str(outcome) and "no space left on device" in str(outcome)
         assert "(failed, exit code " in str(outcome)  # Slurm's own account of it
+
+
+RESULT_SIZE = 400_000
+
+
+def test_a_full_local_stage_directory_while_fetching_keeps_every_result_whole_and_says_so(
+        fresh_expyre_root: Path) -> None:
+    log = Path(f"/tmp/wfl_async_exhaustion_{uuid.uuid4().hex[:8]}.log")
+    log.touch()
+    tag = uuid.uuid4().hex[:6]
+    with small_filesystem(size="1500k") as stage:
+        config_file = fresh_expyre_root / "config.json"
+        config = json.loads(config_file.read_text())
+        config["local_stage_dir"] = str(stage)
+        config_file.write_text(json.dumps(config, indent=1))
+
+        def jobs() -> list[RemoteJob]:
+            return [RemoteJob(rf.big_result, (i, RESULT_SIZE), sys_name="slurm", job_name=f"fetch {tag} {i}",
+                              resources={"num_nodes": 1, "max_time": "10m"}, check_interval=0.3,
+                              env_vars=[f"WFL_TEST_RUN_LOG={log}"]) for i in range(JOBS)]
+
+        want = [rf.big_result(i, RESULT_SIZE) for i in range(JOBS)]
+        outcomes = anyio.run(_results, jobs())
+        failed = [o for o in outcomes if isinstance(o, PermanentFailureError)]
+        print(f"\nlocal stage full: {len(failed)} of {JOBS} stopped: {failed[0] if failed else None}")
+        assert failed, "the local disk never filled"
+        for got, expected in zip(outcomes, want, strict=True):
+            assert got == expected or isinstance(got, PermanentFailureError), got  # whole, or not at all
+        for error in failed:
+            assert "no space left on device" in str(error) and str(stage) in str(error)
+            assert "No result was written or changed" in str(error)
+        assert not list(stage.rglob(".wfl_async_fetch.*")), "a half-unpacked fetch was left behind"
+
+        subprocess.run(["mount", "-o", "remount,size=16m", str(stage)], check=True)  # the user frees space
+        assert anyio.run(_results, jobs()) == want
+        assert sorted(log.read_text().split(), key=int) == [str(i) for i in range(JOBS)], "a job ran twice"
+    log.unlink()

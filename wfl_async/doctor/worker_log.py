@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import TransportError
+from ..failures import permanent_cause
 from ..jobs import layout
-from ..transport.failures import permanent_cause
 
 if TYPE_CHECKING:
     from ..system import System
@@ -70,4 +70,4 @@ async def _full_disk(system: System, directory: str) -> str:
     cause = permanent_cause("No space left on device")
     assert cause is not None
     return (f" The filesystem of its directory ({mount}) is full ({what}): no space left on device, which "
-            f"is most likely what killed it. Fix: {cause.fix.format(path=mount)}.")
+            f"is most likely what killed it. Fix: {cause.fix_for(mount)}.")

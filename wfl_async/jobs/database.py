@@ -38,6 +38,7 @@ import anyio.abc
 
 from .._private import private_file
 from ..errors import WflAsyncError
+from ..failures import permanent_cause, permanent_error
 from .states import REATTACH, JobStatus
 
 __all__ = ["Claim", "DatabaseCorruptError", "corruption_named", "JobRecord", "JobStatus", "JobsDatabase", "owner_alive",
@@ -356,6 +357,12 @@ class JobsDatabase:
 
     def _fail(self, batch: list[_Write], exc: BaseException) -> None:
         exc = corruption_named(self.path, exc)
+        cause = permanent_cause(exc if isinstance(exc, OSError) else str(exc))  # SQLITE_FULL: the disk is full
+        if cause is not None:
+            exc = permanent_error(cause, system="local", path=str(self.path.parent), doing=f"recording "
+                                  f"{sum(len(w.updates) + len(w.claims) for w in batch)} job update(s) in "
+                                  f"{self.path.name}", detail=str(exc), consequence=(
+                                      "The jobs stay as they are on their systems (queued, running or finished)."))
         for write in batch:
             if not write.waited:
                 log.error("could not record %d job update(s) in %s: %s", len(write.updates), self.path, exc)

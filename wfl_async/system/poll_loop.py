@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..errors import SchedulerError, TransportError
+from ..failures import permanent_cause, permanent_error
 from ..jobs import layout
 from ..jobs.states import ACTIVE_STATES, MARKER_FILES, QueueState, Verdict, VerdictKind, classify
 from ..scheduler.base import Accounted
@@ -134,6 +135,8 @@ class PollLoop:
         finally:
             watch.abandoned = True
         assert watch.outcome is not None
+        if watch.outcome.error is not None:
+            raise watch.outcome.error
         return watch.outcome
 
     # ------------------------------------------------------------------ timing
@@ -347,6 +350,26 @@ class PollLoop:
                 changed.append((watch, verdict))
         return changed
 
+    def _fetch_failed_permanently(self, group: Sequence[tuple[Watch, Verdict]], local_root: Path,
+                                  failure: BaseException) -> bool:
+        """The one place a fetch failure is judged permanent (a full local disk, :mod:`~wfl_async.failures`):
+        then each job of ``group`` ends with the error at once (nothing half-written was kept: a fetch
+        unpacks into a temporary directory first), and True is returned."""
+        cause = permanent_cause(failure)
+        if cause is None:
+            return False
+        error = permanent_error(
+            cause, system="local", path=str(local_root), doing=f"fetching the results of {len(group)} job(s) "
+            f"of {self.system.name}", detail=str(failure), consequence=(
+                "No result was written or changed (a fetch unpacks into a temporary directory, removed); the "
+                "results stay in the jobs' remote directories."))
+        log.error("%s", error)
+        for watch, _ in group:
+            assert watch.outcome is not None
+            watch.outcome.error = error
+            self._end(watch)
+        return True
+
     async def _vanished_accounting(self, root: str, watches: Sequence[Watch],
                                    states: dict[str, QueueState] | None) -> dict[str, Accounted]:
         """Job dir -> how it ended, for jobs the listing ``states`` no longer has active and that wrote
@@ -391,7 +414,9 @@ class PollLoop:
             self.system.stats["fetch_commands"] += -(-len(paths) // FETCH_PATHS)
             try:
                 await self.system.transport.download(root, paths, local_root)
-            except TransportError as exc:
+            except (TransportError, OSError) as exc:
+                if self._fetch_failed_permanently(group, local_root, exc):
+                    continue
                 log.warning("%s: fetching %d finished job(s) failed (%s); the next poll tries again",
                             self.system.name, len(group), exc)
                 for watch, _ in group:

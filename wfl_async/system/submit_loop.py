@@ -25,7 +25,7 @@ the request's own event. The loop (started by :meth:`System.serve`):
    released and go back to step 1.
 
 A failing command is logged and retried (bounded, :data:`MAX_TRANSIENT_RETRIES`); one that
-:func:`~wfl_async.transport.failures.permanent_cause` calls permanent (disk full, quota,
+:func:`~wfl_async.failures.permanent_cause` calls permanent (disk full, quota,
 read-only, permission denied, missing command) stops every waiting job at once
 (:meth:`SubmitLoop._failed_permanently`).
 """
@@ -44,9 +44,9 @@ import anyio
 import anyio.abc
 
 from ..errors import RemoteCommandError, SchedulerError, TransportError
+from ..failures import permanent_cause, permanent_error
 from ..scheduler.base import SubmitOutputReader, SubmitResult
 from ..transport.base import MAX_COMMAND_BYTES, upload_command
-from ..transport.failures import permanent_cause, permanent_error
 from .batching import BatchFull, gather_arrivals
 from .commands import QUEUE_END, dir_list, marker_command, parse_markers
 from .requests import SubmitRequest
@@ -240,7 +240,7 @@ class SubmitLoop:
 
     def _failed_permanently(self, requests: Sequence[SubmitRequest], failure: BaseException | str, where: str,
                             path: str, doing: str) -> bool:
-        """The one place a submission failure is judged permanent (:mod:`~wfl_async.transport.failures`).
+        """The one place a submission failure is judged permanent (:mod:`~wfl_async.failures`).
 
         If it is, ``requests`` and every request still waiting in this loop fail at once with an
         error naming the system, the path, the cause and the fix (a full disk fails them all

@@ -14,28 +14,35 @@ import errno
 import re
 from dataclasses import dataclass
 
-from ..errors import PermanentFailureError, RemoteCommandError
+from .errors import PermanentFailureError, RemoteCommandError
 
 __all__ = ["PermanentCause", "permanent_cause", "permanent_error"]
 
-_MAKE_ROOM = ("remove the directories of finished jobs ('wfl-async clean --remote'), or give the system "
-              "another 'rundir' in config.json")
+_MAKE_ROOM = {False: "remove the directories of finished jobs ('wfl-async clean --remote'), or give the system "
+                     "another 'rundir' in config.json",
+              True: "remove the stage files of finished jobs ('wfl-async clean'), or set another "
+                    "'local_stage_dir' in config.json"}
+"""How to make room on a system's run directory, and (True) on this machine's stage directory."""
 
 
 @dataclass(frozen=True)
 class PermanentCause:
-    """What a failure means, and what the user can do about it (``{path}`` is filled in)."""
+    """What a failure means, and what the user can do about it (:meth:`fix_for` fills in where)."""
 
     cause: str
     fix: str
 
+    def fix_for(self, path: str, *, local: bool = False) -> str:
+        """The fix for a failure under ``path`` (``local``: this machine's stage directory)."""
+        return self.fix.format(path=path, make_room=_MAKE_ROOM[local])
+
 
 _RULES: tuple[tuple[str, frozenset[int], PermanentCause], ...] = (
-    (r"No space left on device", frozenset({errno.ENOSPC}),
+    (r"No space left on device|database or disk is full", frozenset({errno.ENOSPC}),
      PermanentCause("no space left on device (disk or inodes full)",
-                    "free space there (df -h {path}; df -i {path} shows inodes), " + _MAKE_ROOM)),
+                    "free space there (df -h {path}; df -i {path} shows inodes), {make_room}")),
     (r"Disk quota exceeded|quota exceeded", frozenset({errno.EDQUOT}),
-     PermanentCause("disk quota exceeded", "free space within your quota (quota -s), " + _MAKE_ROOM)),
+     PermanentCause("disk quota exceeded", "free space within your quota (quota -s), {make_room}")),
     (r"Read-only file system", frozenset({errno.EROFS}),
      PermanentCause("read-only file system",
                     "give the system a writable 'rundir' in config.json (or ask the administrators why "
@@ -85,5 +92,5 @@ def permanent_error(cause: PermanentCause, *, system: str, path: str, doing: str
     last = " | ".join(line.strip() for line in detail.strip().splitlines()[-3:] if line.strip())[-400:]
     return PermanentFailureError(
         f"{system}: {doing} under {path} failed: {cause.cause}" + (f" ({last})" if last else "") +
-        f". {consequence} Fix: {cause.fix.format(path=path)}; then rerun (finished and queued jobs are "
+        f". {consequence} Fix: {cause.fix_for(path, local=system == 'local')}; then rerun (finished and queued jobs are "
         f"re-attached, none is submitted twice).", system=system, path=path, cause=cause.cause)
