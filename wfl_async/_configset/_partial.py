@@ -82,16 +82,21 @@ def finalize(partial: Path, final: Path, fmt: str, write_kwargs: dict[str, Any])
         _write_sorted(partial, closing, fmt, write_kwargs)
     except OSError as exc:
         closing.unlink(missing_ok=True)  # the final file is untouched; nothing half-written is left
-        cause = permanent_cause(exc)
-        if cause is None:
-            raise
-        raise permanent_error(cause, system="local", path=str(final.parent), doing=f"writing the output file {final}",
-                              detail=str(exc), consequence=(
-                                  f"{final} was not changed; the results are kept in {partial} and in the "
-                                  f"jobs' stage directories, so a rerun writes the file without running any "
-                                  f"job again.")) from exc
+        raise output_write_error(exc, final, f"the results are kept in {partial}") from exc
     os.replace(closing, final)
     partial.unlink(missing_ok=True)
+
+
+def output_write_error(exc: OSError, final: Path, kept: str) -> BaseException:
+    """``exc`` met writing output ``final``, worded for the user when it is permanent (a full disk):
+    the final file was not changed, what is ``kept``, and that a rerun needs no job run again."""
+    cause = permanent_cause(exc)
+    if cause is None:
+        return exc
+    return permanent_error(cause, system="local", path=str(final.parent), doing=f"writing the output file {final}",
+                           detail=str(exc), consequence=(
+                               f"{final} was not changed; {kept} and in the jobs' stage directories, so a rerun "
+                               f"writes the file without running any job again."))
 
 
 def _write_sorted(partial: Path, closing: Path, fmt: str, write_kwargs: dict[str, Any]) -> None:
