@@ -259,8 +259,8 @@ class SubmitLoop:
         waiting = [r for r in dict.fromkeys(waiting) if not r.done.is_set()]
         detail = failure.stderr.decode(errors="replace") if isinstance(failure, RemoteCommandError) else str(failure)
         error = permanent_error(cause, system=where, path=path, doing=doing, detail=detail, consequence=(
-            f"{len(waiting)} job(s) were stopped without being submitted; temporary upload directories "
-            f"were removed."))
+            f"{len(waiting)} job(s) were stopped without being submitted; nothing half-made was left behind "
+            f"(a failed upload removes its temporary directory)."))
         log.error("%s", error)
         for request in waiting:
             self._unadmitted.discard(request.job_dir)
