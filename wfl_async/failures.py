@@ -31,6 +31,8 @@ class PermanentCause:
 
     cause: str
     fix: str
+    full: bool = False
+    """The disk or quota is full: freeing space fixes it (not only another directory)."""
 
     def fix_for(self, path: str, *, local: bool = False) -> str:
         """The fix for a failure under ``path`` (``local``: this machine's stage directory)."""
@@ -40,9 +42,9 @@ class PermanentCause:
 _RULES: tuple[tuple[str, frozenset[int], PermanentCause], ...] = (
     (r"No space left on device|database or disk is full", frozenset({errno.ENOSPC}),
      PermanentCause("no space left on device (disk or inodes full)",
-                    "free space there (df -h {path}; df -i {path} shows inodes), {make_room}")),
+                    "free space there (df -h {path}; df -i {path} shows inodes), {make_room}", full=True)),
     (r"Disk quota exceeded|quota exceeded", frozenset({errno.EDQUOT}),
-     PermanentCause("disk quota exceeded", "free space within your quota (quota -s), {make_room}")),
+     PermanentCause("disk quota exceeded", "free space within your quota (quota -s), {make_room}", full=True)),
     (r"Read-only file system", frozenset({errno.EROFS}),
      PermanentCause("read-only file system",
                     "give the system a writable 'rundir' in config.json (or ask the administrators why "

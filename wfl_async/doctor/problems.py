@@ -33,6 +33,6 @@ def rundir_problem(system: str, path: str, detail: str) -> Problem:
     detail = " ".join(detail.split())[-300:]
     return Problem(system, "error", "rundir", f"run directory {path!r} cannot be created or written "
                    f"({cause.cause + ': ' if cause else ''}{detail})",
-                   cause.fix_for(path) if cause else
+                   cause.fix_for(path) if cause and cause.full else
                    f"set \"rundir\" of system {system!r} in config.json to a directory you can write "
                    f"(relative paths are relative to the remote home)")

@@ -155,8 +155,9 @@ class SubmitLoop:
             return
         except Exception as exc:  # a mistake (an unwritable rundir, a bad header): retrying cannot help
             log.info("%s: cannot submit a batch of %d job(s): %s", system.name, len(batch), exc)
-            if self._failed_permanently(batch, exc, "local", str(batch[0].local_root), "writing job scripts"):
-                return
+            if isinstance(exc, OSError) and self._failed_permanently(batch, exc, "local", str(batch[0].local_root),
+                                                                     "writing job scripts"):
+                return  # (a full local disk; a ConfigurationError already names its own fix)
             for request in batch:
                 if not request.done.is_set():
                     self._settle(request, exc)
