@@ -132,14 +132,45 @@ def run_sync(async_fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwa
             return result
     except KeyboardInterrupt:
         left = _unfinished_jobs()
+        _say_what_ctrl_c_waits_for()
         cancel.requested = True
         scope = cancel.scope
         if scope is not None:
             with contextlib.suppress(Exception):
                 portal.call(scope.cancel)
-        cancel.finished.wait(_CLEANUP_SECONDS)  # a second Ctrl-C stops waiting
         _short_messages_at_exit()
+        try:
+            cancel.finished.wait(_CLEANUP_SECONDS)
+        except KeyboardInterrupt:  # the second Ctrl-C: stop now
+            _stop_now(left)
         raise _interrupted(left) from None
+
+
+def _say_what_ctrl_c_waits_for() -> None:
+    """The first Ctrl-C's line, at once: what the clean-up waits for, and that a second one stops now."""
+    import sys
+
+    from .progress import submitting_jobs
+
+    busy = submitting_jobs()
+    what = f"finishing the submission of {busy} job(s)" if busy else "recording what was submitted"
+    sys.stderr.write(f"wfl_async: stopping: {what}, up to {_CLEANUP_SECONDS:.0f} s; Ctrl-C again to stop now "
+                     f"- the next run re-attaches\n")
+    sys.stderr.flush()
+
+
+def _stop_now(left: int) -> None:
+    """The second Ctrl-C: leave at once. A script's process ends here, as a kill would end it (which
+    loses nothing: a submission cut short is resolved by the next run through its remote lock);
+    an interactive session keeps its loop, where the clean-up finishes in the background."""
+    import sys
+
+    if hasattr(sys, "ps1") or sys.flags.interactive or "IPython" in sys.modules:
+        raise _interrupted(left) from None
+    sys.stderr.write(f"{_interrupted(left)}\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(130)
 
 
 def _unfinished_jobs() -> int:

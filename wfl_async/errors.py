@@ -9,6 +9,7 @@ Two families, kept apart as in httpx::
     ├── TransportError (OSError)              running a command or moving files failed
     │   ├── RemoteCommandError                a remote command exited non-zero
     │   └── ResultIntegrityError              a fetched result does not match its final marker
+    ├── PermanentFailureError                 disk full, quota, read-only, denied: retrying cannot help
     ├── SchedulerError                        the queueing system refused or misbehaved
     ├── OutputInUseError                      another process is writing the same output file
     ├── DatabaseCorruptError                  the local jobs database cannot be read; says how to recover
@@ -42,6 +43,7 @@ __all__ = [
     "JobDiedError",
     "JobTimeoutError",
     "OutputInUseError",
+    "PermanentFailureError",
     "RemoteCommandError",
     "RemoteJobFailed",
     "ResultIntegrityError",
@@ -111,6 +113,24 @@ class ResultIntegrityError(TransportError):
 
     def __init__(self, message: str, path: str) -> None:
         self.path = path
+        super().__init__(message)
+
+
+class PermanentFailureError(WflAsyncError):
+    """A failure waiting cannot cure (no space, quota, read-only, permission denied, missing command).
+
+    The affected jobs stop at once instead of being retried; the message names the system, the
+    path, the cause and the fix (:mod:`wfl_async.failures`).
+
+    :ivar system: the system's name (``"local"`` for this machine's stage directory)
+    :ivar path: the directory the failure happened under
+    :ivar cause: the cause in a few words (``"no space left on device (disk or inodes full)"``)
+    """
+
+    def __init__(self, message: str, *, system: str = "", path: str = "", cause: str = "") -> None:
+        self.system = system
+        self.path = path
+        self.cause = cause
         super().__init__(message)
 
 

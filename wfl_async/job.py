@@ -174,8 +174,7 @@ class PreparedJob:
             if resubmits_left > 0:
                 log.info("job %s: died earlier (%s); resubmitting (resubmit_killed_jobs)", self.label, record.message)
                 return await self._resubmitted(resubmits_left, deadline)
-            raise JobDiedError(f"job {self.label} died earlier: {record.message}. Set resubmit_killed_jobs=True "
-                               f"(RemoteInfo) to resubmit it.")
+            raise JobDiedError(f"job {self.label} died earlier: {record.message}.{self._died_advice(record.message)}")
         if record.status is JobStatus.SUCCEEDED and (self.local_dir / layout.RESULT).exists():
             log.info("job %s: finished earlier; using its result", self.label)
             return await self._load_result()
@@ -212,9 +211,17 @@ class PreparedJob:
                 log.info("job %s: died (%s); resubmitting (resubmit_killed_jobs)", self.label, outcome.message)
                 return await self._resubmitted(resubmits_left, deadline)
             hint = await died_job_hint(system, self.job_dir, self.session.stage_root)
-            raise JobDiedError(f"job {self.label}: {outcome.message}.{hint} Look at {self.local_dir}; set "
-                               f"resubmit_killed_jobs=True to resubmit.")
+            raise JobDiedError(f"job {self.label}: {outcome.message}.{hint} Look at {self.local_dir}."
+                               f"{self._died_advice(outcome.message)}")
         return await self._load_result()
+
+    def _died_advice(self, message: str | None) -> str:
+        """What to do about a died job, never an option that is already set."""
+        again = " It was resubmitted once already (resubmit_killed_jobs) and died again."
+        if "killed at its time limit" in (message or ""):
+            advice = f" Ask for more time (resources max_time, now {self.max_time} s) or give it less work."
+            return advice + (again if self.options.resubmit_killed_jobs else "")
+        return again if self.options.resubmit_killed_jobs else " Set resubmit_killed_jobs=True to resubmit it once."
 
     async def _resubmitted(self, resubmits_left: int, deadline: float | None) -> Any:
         await self.session.db.update(self.key, status=JobStatus.FAILED, message="died; resubmitting")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from .system import System
 
-__all__ = ["CallCounts", "Progress", "progress_enabled", "unfinished_jobs"]
+__all__ = ["CallCounts", "Progress", "progress_enabled", "submitting_jobs", "unfinished_jobs"]
 
 _shared: dict[str, Any] = {"display": None, "users": 0}
 _BAR_WIDTH = 20
@@ -49,6 +49,13 @@ def progress_enabled() -> bool:
 def unfinished_jobs() -> int:
     """Jobs of the calls running now that have no result yet (what Ctrl-C leaves queued)."""
     return sum(p.counts.total_chunks - p.counts.done_chunks - p.counts.failed_chunks for p in list(_active))
+
+
+def submitting_jobs() -> int:
+    """Jobs of the running calls' systems whose submission command is running now (what a first
+    Ctrl-C waits for, so that none is left submitted but unrecorded)."""
+    systems = {id(p.system): p.system for p in list(_active) if p.system is not None}
+    return sum(system.submitting_count() for system in systems.values())
 
 
 def _console() -> Console:

@@ -407,7 +407,33 @@ def test_db_repair_reports_ok_and_damage(root: Path) -> None:
         handle.write(os.urandom(8192))
     damaged = cli("db", "repair")
     assert damaged.exit_code == 1
-    assert "is damaged" in damaged.stderr and ".recover" in damaged.stderr
+    assert "is damaged" in damaged.stderr and "wfl-async db recover" in damaged.stderr
+
+    # the recovery it names works: the damaged pages' rows are skipped, every other row is kept
+    recovered = cli("db", "recover")
+    assert recovered.exit_code == 0, recovered.output
+    kept = int(recovered.stdout.split("recovered ")[1].split()[0])
+    assert 1000 < kept < 3001, recovered.stdout
+    assert list(root.glob(f"{DB_NAME}.broken-*")), "the damaged file was not kept"
+    assert cli("db", "repair").exit_code == 0
+    assert len(cli_json()) == kept
+
+
+def test_db_unlock_lists_many_released_jobs_as_a_wrapped_list(root: Path) -> None:
+    t = token()
+    names = [f"many-{t}-{i}" for i in range(80)]
+
+    async def claim() -> None:
+        async with JobsDatabase(root / DB_NAME) as db:
+            dead = f"{socket.gethostname()}:{_dead_pid()}:deadbeef"
+            for name in names:
+                await db.claim(key=name, name=name, system="local", job_dir=name, owner=dead)
+    in_thread(anyio.run, claim)
+    result = cli("db", "unlock")
+    assert result.exit_code == 0 and "released 80 job(s)" in result.stdout, result.output
+    assert all(name in result.stdout for name in names)
+    listed = [line for line in result.stdout.splitlines() if line.startswith("    many-")]
+    assert len(listed) > 5 and max(len(line) for line in listed) <= 100, result.stdout  # a list, not one line
 
 
 def test_ls_shows_job_names_as_plain_text(root: Path) -> None:

@@ -146,3 +146,12 @@ def _label_slow_if_marked(atoms_list):
     if any(a.info.get("slow") for a in atoms_list):
         time.sleep(float(os.environ.get("WFL_TEST_SLEEP", "0")))
     return _labelled(atoms_list)
+
+
+def fill_the_disk(name: str = "filler.bin") -> None:
+    """Write to ``name`` in the job's directory until its filesystem is full (the error propagates)."""
+    block = b"\0" * 65536
+    with open(name, "wb") as handle:
+        while True:
+            handle.write(block)
+            handle.flush()

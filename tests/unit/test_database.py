@@ -331,7 +331,7 @@ async def test_another_process_holding_the_write_lock_delays_writes_and_reads_go
 async def test_a_corrupt_database_says_how_to_recover(tmp_path: Path) -> None:
     path = tmp_path / "wfl_async_jobs.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(DatabaseCorruptError, match=r"mv .*wfl_async_jobs.db.* and rerun"):
+    with pytest.raises(DatabaseCorruptError, match=r"jobs database .*wfl_async_jobs.db is damaged.*'wfl-async db recover'"):
         async with JobsDatabase(path):
             pass
 
@@ -365,3 +365,16 @@ async def test_an_older_database_gains_the_timing_columns(tmp_path: Path) -> Non
         record = await db.get("k")
         assert record is not None and record.started_at == 5.0 and record.worker == "node1"
         assert await db.costs(["nobody"]) == {}
+async def test_a_damaged_table_page_is_named_on_the_first_query_that_reads_it(tmp_path: Path) -> None:
+    """The file opens and counts through an index; the query reading the table names the damage."""
+    path = tmp_path / "wfl_async_jobs.db"
+    async with JobsDatabase(path) as db:
+        await db.claim(key="k" * 64, name="one", system="local", job_dir="d", owner="o")
+    with open(path, "r+b") as handle:  # page 2: the jobs table's root
+        handle.seek(4096)
+        handle.write(b"\xde\xad" * 2048)
+    async with JobsDatabase(path, readonly=True) as db:
+        with pytest.raises(DatabaseCorruptError, match="is damaged"):
+            await db.select()
+        with pytest.raises(DatabaseCorruptError, match="is damaged"):
+            await db.get("k" * 64)

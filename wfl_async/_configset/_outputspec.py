@@ -21,7 +21,7 @@ from ..errors import OutputInUseError
 from ._configset import ConfigSet
 from ._loc import LOC_SEP
 from ._lock import OutputLock
-from ._partial import finalize, partial_path, write_frames
+from ._partial import finalize, output_write_error, partial_path, write_frames
 from ._wfl_compat import wfl_base
 
 __all__ = ["OutputSpec"]
@@ -195,9 +195,15 @@ class OutputSpec(*wfl_base("OutputSpec")):  # type: ignore[misc]  # see _wfl_com
                 sub_loc = LOC_SEP.join([""] + parts[2:]) if len(parts) > 2 else ""
             self.first_store_call = False
             handle = self._open(file_ind)
-            write_frames(handle, configs, sub_loc, self.tags)
-            if self.flush:
-                handle.flush()
+            try:
+                write_frames(handle, configs, sub_loc, self.tags)
+                if self.flush:
+                    handle.flush()
+            except OSError as exc:
+                error = output_write_error(exc, self._final(file_ind), "the results stored so far are kept in its staging file")
+                if error is exc:
+                    raise
+                raise error from exc
 
     def _open(self, file_ind: int) -> IO[str]:
         """The staging file of output ``file_ind``: truncated on first use, appended after."""

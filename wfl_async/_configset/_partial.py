@@ -18,6 +18,7 @@ import ase.io
 from ase.atoms import Atoms
 from ase.io.extxyz import key_val_str_to_dict
 
+from ..failures import permanent_cause, permanent_error
 from ._loc import LOC_KEY, loc_key
 
 __all__ = ["PARTIAL_SUFFIX", "finalize", "partial_path", "write_frames"]
@@ -77,6 +78,29 @@ def finalize(partial: Path, final: Path, fmt: str, write_kwargs: dict[str, Any])
     frames are copied byte for byte; any other format or write kwargs go through ASE.
     """
     closing = _closing_path(final)
+    try:
+        _write_sorted(partial, closing, fmt, write_kwargs)
+    except OSError as exc:
+        closing.unlink(missing_ok=True)  # the final file is untouched; nothing half-written is left
+        raise output_write_error(exc, final, f"the results are kept in {partial}") from exc
+    os.replace(closing, final)
+    partial.unlink(missing_ok=True)
+
+
+def output_write_error(exc: OSError, final: Path, kept: str) -> BaseException:
+    """``exc`` met writing output ``final``, worded for the user when it is permanent (a full disk):
+    the final file was not changed, what is ``kept``, and that a rerun needs no job run again."""
+    cause = permanent_cause(exc)
+    if cause is None:
+        return exc
+    return permanent_error(cause, system="local", path=str(final.parent), doing=f"writing the output file {final}",
+                           detail=str(exc), consequence=(
+                               f"{final} was not changed; {kept} and in the jobs' stage directories, so a rerun "
+                               f"writes the file without running any job again."))
+
+
+def _write_sorted(partial: Path, closing: Path, fmt: str, write_kwargs: dict[str, Any]) -> None:
+    """Write ``closing`` from ``partial``'s frames in input order (see :func:`finalize`)."""
     if fmt == "extxyz" and set(write_kwargs) <= {"format"}:
         frames = _raw_frames(partial)
         frames.sort(key=lambda kf: kf[0])
@@ -93,5 +117,3 @@ def finalize(partial: Path, final: Path, fmt: str, write_kwargs: dict[str, Any])
             ase.io.write(closing, configs, **kwargs)
         else:
             closing.write_text("")
-    os.replace(closing, final)
-    partial.unlink(missing_ok=True)

@@ -186,4 +186,9 @@ def run_async(func: Callable[..., Awaitable[T]], *args: Any) -> T:
             raise click.ClickException(
                 f"the jobs database is locked ({exc}): another process holds its write lock. Wait for it, "
                 f"or if that process is gone run 'wfl-async db unlock'.") from None
+        if "no such table" in str(exc):
+            raise click.ClickException(
+                f"the jobs database {Project.load().db_path} holds no jobs table: a workflow is creating it "
+                f"right now, or its -wal file was lost (the jobs it recorded are forgotten: rerun the workflow, "
+                f"it re-attaches to them from their remote job directories).") from None
         raise click.ClickException(f"jobs database error: {exc}. Check it with 'wfl-async db repair'.") from None

@@ -17,13 +17,15 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..jobs.database import JobStatus
 from ..jobs.owner import owner_alive
 
-__all__ = ["RepairReport", "UnlockReport", "repair", "unlock"]
+__all__ = ["RepairReport", "UnlockReport", "name_list", "repair", "unlock"]
 
 
 @dataclass
@@ -38,6 +40,12 @@ class RepairReport:
     ok: bool = True
     problems: list[str] = field(default_factory=list)
     rows: int = 0
+
+
+def name_list(names: Iterable[str], width: int = 100) -> str:
+    """Job names as an indented list wrapped at ``width`` (80 names are not one line)."""
+    return textwrap.fill(", ".join(sorted(set(names))), width=width, initial_indent="    ",
+                         subsequent_indent="    ", break_on_hyphens=False)
 
 
 def open_processes(path: Path) -> list[tuple[int, str]]:
@@ -117,8 +125,8 @@ def unlock(path: Path, *, timeout: float = 5.0, other_hosts: bool = False) -> Un
                 report.lines.append("WAL checkpoint: done, write-ahead log truncated")
         if released:
             report.lines.append(f"released {len(released)} job(s) stuck in 'created' by a submitter that is gone "
-                                f"({', '.join(sorted({n for _, n, _ in released}))}): a rerun submits them. If "
-                                f"that submitter had already submitted them, check the queue for duplicates.")
+                                f"(a rerun submits them; if that submitter had already submitted them, check the "
+                                f"queue for duplicates):\n{name_list(n for _, n, _ in released)}")
         for _, name, owner in waiting:
             where = "on another host (cannot check it; pass --other-hosts if no workflow runs there)" \
                 if owner.partition(":")[0] != here else "and still running"

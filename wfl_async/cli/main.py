@@ -9,6 +9,7 @@ or block, a running workflow.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -17,7 +18,8 @@ import click
 from rich.live import Live
 from rich.table import Table
 
-from ..jobs.database import JobRecord, JobStatus
+from ..jobs.database import JobRecord, JobStatus, corruption_named
+from ..jobs.recover import recover as recover_database
 from ..report import summary_lines
 from ..session import Session, session_scope
 from . import _dbtools
@@ -42,6 +44,15 @@ class _Group(click.Group):
         if cmd_name in ("db_unlock", "db-unlock"):
             return unlock
         return super().get_command(ctx, _ALIASES.get(cmd_name, cmd_name))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except sqlite3.DatabaseError as exc:  # every command: a damaged file is named, with its recovery
+            named = corruption_named(Project.load().db_path, exc)
+            if named is exc:
+                raise
+            raise click.ClickException(str(named)) from None
 
     def resolve_command(self, ctx: click.Context,
                         args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
@@ -304,9 +315,29 @@ def repair() -> None:
         return
     problems = "\n  ".join(report.problems[:50])
     raise click.ClickException(
-        f"{project.db_path} is damaged:\n  {problems}\nStop every workflow of this project, keep a copy of the "
-        f"file, then rebuild it: sqlite3 {project.db_path} .recover | sqlite3 recovered.db and move "
-        f"recovered.db in its place (or delete it: its jobs are then forgotten and a rerun submits them again).")
+        f"{project.db_path} is damaged:\n  {problems}\nStop every workflow of this project, then run "
+        f"'wfl-async db recover': it keeps the damaged file, copies every readable job into a new database, "
+        f"and the next run re-attaches to the other jobs from their remote job directories.")
+
+
+@db.command()
+def recover() -> None:
+    """Rebuild a damaged database: keep the damaged file, copy every readable job into a new one."""
+    project = Project.load()
+    if not _require_db(project):
+        return
+    holders = _dbtools.open_processes(project.db_path)
+    if holders:
+        raise click.ClickException(
+            f"{project.db_path} is open in process(es) {', '.join(str(pid) for pid, _ in holders)}: stop them "
+            f"first (a workflow writing it meanwhile would write into the damaged file), then run this again.")
+    report = recover_database(project.db_path)
+    click.echo(f"{project.db_path}: recovered {report.kept} job(s)"
+               + (f"; {report.skipped} damaged row(s) could not be read" if report.skipped else "")
+               + ("" if report.readable else "; the damaged file could not be read at all")
+               + f". The damaged file is kept as {report.broken}.")
+    click.echo("Rerun the workflow: it re-attaches to the jobs the database forgot (queued or finished) "
+               "from their remote job directories; nothing is submitted twice.")
 
 
 main.add_command(doctor)

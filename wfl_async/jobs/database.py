@@ -23,7 +23,7 @@ import re
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -36,10 +36,11 @@ import anyio.abc
 
 from .._private import private_file
 from ..errors import DatabaseCorruptError
+from ..failures import permanent_cause, permanent_error
 from .owner import owner_alive
 from .states import KEPT_OVER, REATTACH, JobStatus
 
-__all__ = ["Claim", "JobRecord", "JobStatus", "JobsDatabase"]
+__all__ = ["Claim", "JobRecord", "JobStatus", "JobsDatabase", "corruption_named"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,34 @@ MAX_BATCH = 1000
 """Most writes the writer task puts in one transaction."""
 _LOCKED_BACKOFF = (0.05, 5.0)
 """First and longest pause (s) between attempts while another process holds the write lock."""
+
+
+def corruption_named(path: Path, exc: BaseException) -> BaseException:
+    """``exc`` as a :class:`DatabaseCorruptError` naming ``path`` and the recovery that works, if it
+    says the file is damaged (sqlite's CORRUPT or NOTADB); any other error is returned as it is."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if not isinstance(exc, sqlite3.DatabaseError) or not (
+            name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in str(exc) or "not a database" in str(exc)):
+        return exc
+    error = DatabaseCorruptError(
+        f"the jobs database {path} is damaged ({exc}). Stop every workflow of this project, then run "
+        f"'wfl-async db recover' in its directory: it keeps the damaged file as {path.name}.broken-<time>, "
+        f"copies every job it can still read into a new database, and the next run of the workflow "
+        f"re-attaches to the other jobs from their remote job directories (nothing is submitted twice).")
+    error.__cause__ = exc
+    return error
+
+
+@contextlib.contextmanager
+def _corruption_named(path: Path) -> Iterator[None]:
+    """Raise a damaged file's sqlite error as :func:`corruption_named` names it (others unchanged)."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        named = corruption_named(path, exc)
+        if named is exc:
+            raise
+        raise named from exc
 
 
 _SCHEMA = """
@@ -208,15 +237,10 @@ class JobsDatabase:
             await self._reader.execute("PRAGMA busy_timeout=60000")
             async with self._reader.execute("SELECT count(*) FROM jobs"):
                 pass
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.DatabaseError:
             await self.close()
-            if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "no such table" in str(exc)):
+            with _corruption_named(self.path):
                 raise
-            raise DatabaseCorruptError(
-                f"the jobs database {self.path} cannot be read ({exc}). Move it aside "
-                f"(mv {self.path} {self.path}.broken) and rerun: finished and queued jobs are found again "
-                f"from their remote job directories, nothing is submitted twice ('wfl-async db repair' "
-                f"shows what is wrong with the file).") from exc
 
     async def _initialise(self) -> None:
         """WAL mode and the schema. Switching the journal mode of a new file does not wait for the
@@ -315,6 +339,13 @@ class JobsDatabase:
             return
 
     def _fail(self, batch: list[_Write], exc: BaseException) -> None:
+        exc = corruption_named(self.path, exc)
+        cause = permanent_cause(exc if isinstance(exc, OSError) else str(exc))  # SQLITE_FULL: the disk is full
+        if cause is not None:
+            exc = permanent_error(cause, system="local", path=str(self.path.parent), doing=f"recording "
+                                  f"{sum(len(w.updates) + len(w.claims) for w in batch)} job update(s) in "
+                                  f"{self.path.name}", detail=str(exc), consequence=(
+                                      "The jobs stay as they are on their systems (queued, running or finished)."))
         for write in batch:
             if not write.waited:
                 log.error("could not record %d job update(s) in %s: %s", len(write.updates), self.path, exc)
@@ -437,7 +468,8 @@ class JobsDatabase:
 
     # ------------------------------------------------------------------ queries
     async def get(self, key: str) -> JobRecord | None:
-        return await _fetch_one(self.conn, "SELECT * FROM jobs WHERE key = ?", (key,))
+        with _corruption_named(self.path):
+            return await _fetch_one(self.conn, "SELECT * FROM jobs WHERE key = ?", (key,))
 
     async def select(self, *, status: Sequence[str] | None = None, system: str | None = None,
                      name: str | None = None) -> list[JobRecord]:
@@ -451,8 +483,9 @@ class JobsDatabase:
             clauses.append("system = ?")
             params.append(system)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        async with self.conn.execute(f"SELECT * FROM jobs {where} ORDER BY created_at", params) as cursor:
-            rows = [JobRecord.from_row(r) for r in await cursor.fetchall()]
+        with _corruption_named(self.path):
+            async with self.conn.execute(f"SELECT * FROM jobs {where} ORDER BY created_at", params) as cursor:
+                rows = [JobRecord.from_row(r) for r in await cursor.fetchall()]
         if name:
             pattern = re.compile(name)
             rows = [r for r in rows if pattern.search(r.name)]

@@ -140,7 +140,7 @@ class Verdict:
 
 
 def classify(*, remote_id: str | None, marker: str | None, states: Mapping[str, QueueState] | None,
-             missing_for: float | None, grace: float, where: str) -> Verdict:
+             missing_for: float | None, grace: float, where: str, detail: str = "") -> Verdict:
     """The verdict on one job from one survey.
 
     :param marker: what the marker command printed for the job's directory (None: no marker)
@@ -149,6 +149,7 @@ def classify(*, remote_id: str | None, marker: str | None, states: Mapping[str, 
     :param missing_for: seconds the job has already been seen missing (None: not before)
     :param grace: seconds a job may be missing before it is called died
     :param where: the system's name, for the message
+    :param detail: what the scheduler's accounting adds (``exit code 1:0``), for the message
     """
     seen = _BY_NAME.get(marker or "")
     if seen is not None and seen.final:
@@ -156,14 +157,16 @@ def classify(*, remote_id: str | None, marker: str | None, states: Mapping[str, 
     state = (states or {}).get(remote_id or "")
     if states is None or state in ACTIVE_STATES:
         return Verdict(VerdictKind.ACTIVE, seen, state)
+    extra = f", {detail}" if detail else ""
+    if state is QueueState.TIMEOUT:  # the scheduler killed it: no marker can come any more, no grace
+        return Verdict(VerdictKind.DIED, seen, state,
+                       f"job {remote_id} was killed at its time limit by {where} (TIMEOUT{extra}) before "
+                       f"writing its final marker")
     if missing_for is None or missing_for <= grace:
         return Verdict(VerdictKind.MISSING, seen, state)
-    if state is QueueState.TIMEOUT:
-        how = "killed by the scheduler at its time limit (TIMEOUT)"
-    else:
-        how = state.value if state else "no longer listed"
+    how = state.value if state else "no longer listed"
     return Verdict(VerdictKind.DIED, seen, state,
-                   f"job {remote_id} left the queue of {where} ({how}) without a final marker for {grace:.0f} s")
+                   f"job {remote_id} left the queue of {where} ({how}{extra}) without a final marker for {grace:.0f} s")
 
 
 def status_update(verdict: Verdict, current: JobStatus | None = None) -> dict[str, Any] | None:

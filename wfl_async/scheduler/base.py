@@ -22,7 +22,7 @@ from ..jobs.states import QueueState
 from . import arrays
 from .submit_lock import IN_PROGRESS, SET_HOLDER, SET_HOST, UNRESOLVED, UNRESOLVED_RC, submit_once
 
-__all__ = ["MAX_BATCH", "SUBMIT_RECORD_END", "ErrorKind", "JobScriptSpec",
+__all__ = ["Accounted", "MAX_BATCH", "SUBMIT_RECORD_END", "ErrorKind", "JobScriptSpec",
            "Scheduler", "SubmitOutputReader", "SubmitResult"]
 
 MAX_BATCH = 300
@@ -85,6 +85,21 @@ class SubmitResult:
     error: str | None = None
     unresolved: bool = False
     """An earlier submission of this job has no usable answer: look for the job before resubmitting."""
+
+
+@dataclass(frozen=True)
+class Accounted:
+    """How a job that left the queue ended, by the scheduler's accounting (``sacct``)."""
+
+    state: QueueState
+    exit_code: str = ""
+    """The scheduler's exit code (Slurm's ``exit:signal``, e.g. ``120:0``); "" if unknown."""
+    work_dir: str = ""
+    """The job's working directory: ids are reused (a wiped controller), so a record counts only
+    for the job directory it names."""
+
+    def detail(self) -> str:
+        return f"exit code {self.exit_code}" if self.exit_code else ""
 
 
 ErrorKind = Literal["transient", "limit"]
@@ -271,6 +286,15 @@ class Scheduler(ABC):
         if any(re.search(p, output, re.I) for p in (*self.transient_errors, *_COMMON_TRANSIENT)):
             return "transient"
         return None
+
+    def accounting_command(self, remote_ids: Sequence[str]) -> str | None:
+        """One command printing the accounting record of each of ``remote_ids`` (jobs the queue no
+        longer lists), or None when this scheduler keeps none that wfl_async can read."""
+        return None
+
+    def parse_accounting_output(self, stdout: str) -> dict[str, Accounted]:
+        """Remote id -> how the job ended (its newest record), from :meth:`accounting_command`'s output."""
+        return {}
 
     def find_command(self) -> str | None:
         """One command listing ``<remote id> <working directory>`` for each job of the user in the queue.

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
+from collections.abc import Sequence
 
-from ..jobs.states import QueueState
+from ..jobs.states import ACTIVE_STATES, QueueState
 from .arrays import expand_indices
-from .base import JobScriptSpec, Scheduler
+from .base import Accounted, JobScriptSpec, Scheduler
 
 __all__ = ["SlurmScheduler"]
 
@@ -153,6 +155,23 @@ class SlurmScheduler(Scheduler):
         # "$(id -un)": $USER is not set in every non-interactive ssh session.
         # -r: one line per array task (123_4), pending ones included, never a range 123_[5-10].
         return f"squeue --noheader --array --user=\"$(id -un)\" --states=all --format='%i{_SEP}%T{_SEP}%r'"
+
+    def accounting_command(self, remote_ids: Sequence[str]) -> str:
+        # slurmdbd's accounting where there is one, else the job completion log (JobCompLoc,
+        # `sacct -c`); a cluster with neither prints nothing and the job waits out its grace
+        fields = f"-P -n -o JobID,State,ExitCode,WorkDir -j {shlex.quote(','.join(remote_ids))}"
+        return f"sacct {fields} 2>/dev/null || sacct -c {fields} 2>/dev/null"
+
+    def parse_accounting_output(self, stdout: str) -> dict[str, Accounted]:
+        found: dict[str, Accounted] = {}
+        for line in stdout.splitlines():
+            parts = line.strip().split(_SEP)
+            if len(parts) < 4 or not parts[0] or "." in parts[0]:  # 123.batch: a step, not the job
+                continue
+            state = _SLURM_STATES.get(parts[1].split()[0] if parts[1].strip() else "")  # "CANCELLED by 0"
+            if state is not None and state not in ACTIVE_STATES:  # the last record of an id is the newest
+                found[parts[0]] = Accounted(state, parts[2].strip(), _SEP.join(parts[3:]).strip())
+        return found
 
     def parse_status_output(self, stdout: str) -> dict[str, QueueState]:
         states: dict[str, QueueState] = {}

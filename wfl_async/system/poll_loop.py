@@ -47,8 +47,10 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..errors import SchedulerError, TransportError
+from ..failures import permanent_cause, permanent_error
 from ..jobs import layout
 from ..jobs.states import ACTIVE_STATES, MARKER_FILES, QueueState, Verdict, VerdictKind, classify
+from ..scheduler.base import Accounted
 from ..transport.base import FETCH_PATHS
 from .requests import JobOutcome, Watch
 
@@ -133,6 +135,8 @@ class PollLoop:
         finally:
             watch.abandoned = True
         assert watch.outcome is not None
+        if watch.outcome.error is not None:
+            raise watch.outcome.error
         return watch.outcome
 
     # ------------------------------------------------------------------ timing
@@ -310,6 +314,7 @@ class PollLoop:
                 events = found.events.markers
         for watch in scan:
             watch.scanned = True
+        accounted = await self._vanished_accounting(root, watches, found.states) if listing else {}
         now = time.monotonic()
         changed: list[tuple[Watch, Verdict]] = []
         for watch in watches:
@@ -319,8 +324,10 @@ class PollLoop:
             if listing:
                 state = None if found.states is None else found.states.get(watch.remote_id or "")
                 watch.queue_active = found.states is None or state in ACTIVE_STATES
+            ended = accounted.get(watch.job_dir)
             verdict = classify(remote_id=watch.remote_id, marker=watch.marker, states=found.states,
                                grace=system.config.died_grace_seconds, where=system.name,
+                               detail=ended.detail() if ended else "",
                                missing_for=None if watch.missing_since is None else now - watch.missing_since)
             if verdict.kind is VerdictKind.FINISHED:
                 watch.fetching = True
@@ -342,6 +349,47 @@ class PollLoop:
                 watch.started_at = now
                 changed.append((watch, verdict))
         return changed
+
+    def _fetch_failed_permanently(self, group: Sequence[tuple[Watch, Verdict]], local_root: Path,
+                                  failure: BaseException) -> bool:
+        """The one place a fetch failure is judged permanent (a full local disk, :mod:`~wfl_async.failures`):
+        then each job of ``group`` ends with the error at once (nothing half-written was kept: a fetch
+        unpacks into a temporary directory first), and True is returned."""
+        cause = permanent_cause(failure)
+        if cause is None:
+            return False
+        error = permanent_error(
+            cause, system="local", path=str(local_root), doing=f"fetching the results of {len(group)} job(s) "
+            f"of {self.system.name}", detail=str(failure), consequence=(
+                "No result was written or changed (a fetch unpacks into a temporary directory, removed); the "
+                "results stay in the jobs' remote directories."))
+        log.error("%s", error)
+        for watch, _ in group:
+            assert watch.outcome is not None
+            watch.outcome.error = error
+            self._end(watch)
+        return True
+
+    async def _vanished_accounting(self, root: str, watches: Sequence[Watch],
+                                   states: dict[str, QueueState] | None) -> dict[str, Accounted]:
+        """Job dir -> how it ended, for jobs the listing ``states`` no longer has active and that wrote
+        no final marker, by the scheduler's accounting (with the exit code); their state is put into
+        ``states``, so a job killed at its time limit is known as such at once, not after the grace
+        as "no longer listed"."""
+        if states is None:
+            return {}
+        vanished = {w.remote_id: w.job_dir for w in watches  # (a final marker of this poll makes it finished)
+                    if w.remote_id and states.get(w.remote_id) not in ACTIVE_STATES and w.marker in (None, "started")
+                    and w.in_window}  # a scheduler job of its own (a packed chunk's worker is)
+        if not vanished:
+            return {}
+        found: dict[str, Accounted] = {}
+        for remote_id, ended in (await self.system.accounting(sorted(vanished))).items():
+            job_dir = vanished.get(remote_id)
+            if job_dir is not None and ended.work_dir.rstrip("/") in ("", f"{root}/{job_dir}"):
+                states[remote_id] = ended.state
+                found[job_dir] = ended
+        return found
 
     # ------------------------------------------------------------------ fetching
     async def _fetch_loop(self) -> None:
@@ -366,7 +414,9 @@ class PollLoop:
             self.system.stats["fetch_commands"] += -(-len(paths) // FETCH_PATHS)
             try:
                 await self.system.transport.download(root, paths, local_root)
-            except TransportError as exc:
+            except (TransportError, OSError) as exc:
+                if self._fetch_failed_permanently(group, local_root, exc):
+                    continue
                 log.warning("%s: fetching %d finished job(s) failed (%s); the next poll tries again",
                             self.system.name, len(group), exc)
                 for watch, _ in group:

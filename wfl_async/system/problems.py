@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..failures import permanent_cause
+
 __all__ = ["Problem", "Severity", "rundir_problem"]
 
 Severity = Literal["error", "warning"]
@@ -31,7 +33,10 @@ class Problem:
 
 def rundir_problem(system: str, path: str, detail: str) -> Problem:
     """The one wording of "the run directory is not usable" (the doctor and ``System.remote_root`` share it)."""
+    cause = permanent_cause(detail)  # a full disk is fixed by freeing space, not by another rundir only
     detail = " ".join(detail.split())[-300:]
-    return Problem(system, "error", "rundir", f"run directory {path!r} cannot be created or written ({detail})",
+    return Problem(system, "error", "rundir", f"run directory {path!r} cannot be created or written "
+                   f"({cause.cause + ': ' if cause else ''}{detail})",
+                   cause.fix_for(path) if cause and cause.full else
                    f"set \"rundir\" of system {system!r} in config.json to a directory you can write "
                    f"(relative paths are relative to the remote home)")

@@ -65,6 +65,9 @@ class JobOutcome:
     """Final marker found, or None when the job died."""
     queue_state: QueueState | None = None
     message: str = ""
+    error: BaseException | None = None
+    """Set when the job finished but its files could not be brought back for good (a full local
+    disk): raised to its waiter; the result stays on the remote side for a rerun."""
 
 
 @dataclass(eq=False)

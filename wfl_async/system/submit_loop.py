@@ -24,7 +24,10 @@ the request's own event. The loop (started by :meth:`System.serve`):
    and the jobs' markers: a job found is re-attached; the others get their stale lock
    released and go back to step 1.
 
-A failing command is logged and retried; it never fails another job.
+A failing command is logged and retried (bounded, :data:`MAX_TRANSIENT_RETRIES`); one that
+:func:`~wfl_async.failures.permanent_cause` calls permanent (disk full, quota,
+read-only, permission denied, missing command) stops every waiting job at once
+(:meth:`SubmitLoop._failed_permanently`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from ..errors import SchedulerError, TransportError
+from ..errors import RemoteCommandError, SchedulerError, TransportError
+from ..failures import permanent_cause, permanent_error
 from ..scheduler.base import SubmitOutputReader, SubmitResult
 from ..transport.base import MAX_COMMAND_BYTES, upload_command
 from .batching import BatchFull, gather_arrivals
@@ -51,7 +55,7 @@ from .submit import BatchCommand, batch_command, retry_delay, scheduler_prefix
 if TYPE_CHECKING:
     from .system import System
 
-__all__ = ["MAX_SILENT_RETRIES", "SubmitLoop"]
+__all__ = ["MAX_SILENT_RETRIES", "MAX_TRANSIENT_RETRIES", "WARN_AFTER_RETRIES", "SubmitLoop"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,11 @@ _SILENT_FAILURE = re.compile(r"exit status \d+")
 """What a submit record says when the submit program failed without a word."""
 MAX_SILENT_RETRIES = 10
 """Submissions tried for a job whose submit program keeps failing without a word."""
+MAX_TRANSIENT_RETRIES = 20
+"""Retries of a job whose submission keeps failing transiently (about 15 min with the backoff's
+60 s cap): then it fails, so a fault nobody recognised never hangs a run."""
+WARN_AFTER_RETRIES = 3
+"""From this retry on, a WARNING (not INFO) says what is retried and why."""
 
 
 class SubmitLoop:
@@ -74,6 +83,8 @@ class SubmitLoop:
         """Requests taken from the stream that did not fit the window or the batch: sent first next."""
         self._unadmitted: set[str] = set()
         """Job dirs of requests handed to the loop that have no room in the window yet."""
+        self.in_flight = 0
+        """Jobs of the batch being submitted now (finished even when the session closes; Ctrl-C says so)."""
 
     def waiting_count(self, job_dirs: Collection[str] | None = None) -> int:
         """Requests (for ``job_dirs``, default all) waiting for room in a full queue window."""
@@ -106,7 +117,11 @@ class SubmitLoop:
             # shielded: a batch taken from the stream is finished (and its jobs settled) even
             # while the session closes, so no job is left submitted but unrecorded
             with anyio.CancelScope(shield=True):
-                await self._submit_batch(batch)
+                self.in_flight = len(batch)
+                try:
+                    await self._submit_batch(batch)
+                finally:
+                    self.in_flight = 0
 
     async def _gather(self, batch: list[SubmitRequest]) -> None:
         """Take requests while they keep arriving (each ``batch_window`` brought more), at most
@@ -140,6 +155,9 @@ class SubmitLoop:
             return
         except Exception as exc:  # a mistake (an unwritable rundir, a bad header): retrying cannot help
             log.info("%s: cannot submit a batch of %d job(s): %s", system.name, len(batch), exc)
+            if isinstance(exc, OSError) and self._failed_permanently(batch, exc, "local", str(batch[0].local_root),
+                                                                     "writing job scripts"):
+                return  # (a full local disk; a ConfigurationError already names its own fix)
             for request in batch:
                 if not request.done.is_set():
                     self._settle(request, exc)
@@ -169,10 +187,12 @@ class SubmitLoop:
                     answer.stdout.decode(errors="replace"), len(batch))):
                 results.setdefault(index, outcome)
         except TransportError as exc:
+            waiting = [r for i, r in enumerate(batch) if i not in results]
+            if self._failed_permanently(waiting, exc, system.name, root, f"staging {len(waiting)} job(s)"):
+                return
             # repeating the command is safe (the remote lock), so every job still waiting retries;
             # a job the scheduler took before the answer was lost is found through its lock
-            self._retry([r for i, r in enumerate(batch) if i not in results], "transient",
-                        f"the submit command failed: {exc}")
+            self._retry(waiting, "transient", f"the submit command failed: {exc}")
         unresolved: list[SubmitRequest] = []
         for index, outcome in results.items():
             request = batch[index]
@@ -182,7 +202,7 @@ class SubmitLoop:
             elif outcome.unresolved:
                 unresolved.append(request)
             else:
-                self._refused(request, outcome.error or "no answer")
+                self._refused(request, outcome.error or "no answer", root)
         if unresolved:
             await self._resolve(root, unresolved)
 
@@ -204,7 +224,9 @@ class SubmitLoop:
             self.system.window.release(request.window_keys())
         request.done.set()
 
-    def _refused(self, request: SubmitRequest, complaint: str) -> None:
+    def _refused(self, request: SubmitRequest, complaint: str, root: str) -> None:
+        if self._failed_permanently([request], complaint, self.system.name, root, "submitting 1 job"):
+            return
         kind = self.system.scheduler.classify_error(complaint)
         if kind is None and _SILENT_FAILURE.fullmatch(complaint) and request.attempts < MAX_SILENT_RETRIES:
             # no complaint at all: the job may or may not have been queued; the retry looks
@@ -217,22 +239,70 @@ class SubmitLoop:
         self._settle(request, SchedulerError(
             f"{self.system.name}: submitting job {request.job_name!r} ({request.job_dir}) failed: {complaint}"))
 
+    def _failed_permanently(self, requests: Sequence[SubmitRequest], failure: BaseException | str, where: str,
+                            path: str, doing: str) -> bool:
+        """The one place a submission failure is judged permanent (:mod:`~wfl_async.failures`).
+
+        If it is, ``requests`` and every request still waiting in this loop fail at once with an
+        error naming the system, the path, the cause and the fix (a full disk fails them all
+        alike; retrying would only hide it), and True is returned; nothing else is submitted.
+        """
+        cause = permanent_cause(failure)
+        if cause is None:
+            return False
+        waiting = [*requests, *self._deferred]
+        self._deferred.clear()
+        while True:
+            try:
+                waiting.append(self._receive.receive_nowait())
+            except anyio.WouldBlock:
+                break
+        waiting = [r for r in dict.fromkeys(waiting) if not r.done.is_set()]
+        detail = failure.stderr.decode(errors="replace") if isinstance(failure, RemoteCommandError) else str(failure)
+        error = permanent_error(cause, system=where, path=path, doing=doing, detail=detail, consequence=(
+            f"{len(waiting)} job(s) were stopped without being submitted; nothing half-made was left behind "
+            f"(a failed upload removes its temporary directory)."))
+        log.error("%s", error)
+        for request in waiting:
+            self._unadmitted.discard(request.job_dir)
+            self._settle(request, error)
+        return True
+
     def _retry(self, requests: Sequence[SubmitRequest], kind: str, reason: str) -> None:
-        """Submit ``requests`` again after a jittered backoff; they keep waiting meanwhile."""
+        """Submit ``requests`` again after a jittered backoff; they keep waiting meanwhile.
+
+        A transient failure is retried at most :data:`MAX_TRANSIENT_RETRIES` times per job (a
+        WARNING from the :data:`WARN_AFTER_RETRIES`-th on says what and why); a job-limit refusal
+        waits for room as long as it takes (logged each time).
+        """
         assert self._tasks is not None
+        warned = False
         for request in requests:
             if request.done.is_set():
                 continue
             request.attempts += 1
             request.release_lock = False
+            if kind != "limit" and request.attempts > MAX_TRANSIENT_RETRIES:
+                log.error("job %s (%s): %s failed %d times; giving up: %s", request.job_name, request.job_dir,
+                          self.system.name, request.attempts, reason)
+                self._settle(request, SchedulerError(
+                    f"{self.system.name}: submitting job {request.job_name!r} ({request.job_dir}) failed "
+                    f"{MAX_TRANSIENT_RETRIES} times in a row; the last failure: {reason}. Check the system "
+                    f"('wfl-async doctor {self.system.name}') and rerun: jobs already queued are re-attached."))
+                continue
             delay = retry_delay("limit" if kind == "limit" else "transient", request.attempts)
             self.system.stats["submit_retries"] += 1
             if kind == "limit":
                 log.info("job %s (%s): %s refused it for the user's job limit (%s); waiting %.0f s for room",
                          request.job_name, request.job_dir, self.system.name, reason, delay)
-            else:
-                log.info("job %s (%s): %s could not take it now (%s); retry %d in %.1f s",
-                         request.job_name, request.job_dir, self.system.name, reason, request.attempts, delay)
+                self._tasks.start_soon(self._resend_after, request, delay)
+                continue
+            level = logging.WARNING if request.attempts >= WARN_AFTER_RETRIES and not warned else logging.INFO
+            warned = warned or level == logging.WARNING
+            log.log(level, "job %s (%s)%s: %s could not take it now (%s); retry %d of %d in %.1f s",
+                    request.job_name, request.job_dir,
+                    f" and {len(requests) - 1} more" if level == logging.WARNING and len(requests) > 1 else "",
+                    self.system.name, reason, request.attempts, MAX_TRANSIENT_RETRIES, delay)
             self._tasks.start_soon(self._resend_after, request, delay)
 
     async def _resend_after(self, request: SubmitRequest, delay: float) -> None:

@@ -31,9 +31,9 @@ import anyio.abc
 
 from ..config.expyre_modules import expyre_module
 from ..config.system_config import SystemConfig
-from ..errors import ConfigurationError, RemoteCommandError, SchedulerError
+from ..errors import ConfigurationError, RemoteCommandError, SchedulerError, TransportError
 from ..jobs.states import QueueState, Verdict
-from ..scheduler.base import Scheduler
+from ..scheduler.base import Accounted, Scheduler
 from ..transport.base import Transport
 from .commands import QUEUE_END, dir_list, marker_command, parse_event_log, parse_markers
 from .poll_loop import PollLoop, PollRecord
@@ -144,6 +144,10 @@ class System:
         if self._limiter is None:
             return True
         return self._limiter.has_capacity(min(2.0, self._limiter.max_rate))
+
+    def submitting_count(self) -> int:
+        """Jobs whose submission command is running now (a closing session waits for them)."""
+        return self._submitter.in_flight
 
     async def scheduler_call(self) -> None:
         """Count one scheduler call, waiting for a token of the system's rate limit first (:mod:`.rate`)."""
@@ -263,6 +267,21 @@ class System:
         return scheduler_prefix(self.config)
 
     # ------------------------------------------------------------------ questions
+    async def accounting(self, remote_ids: Sequence[str]) -> dict[str, Accounted]:
+        """How jobs the queue no longer lists ended, by the scheduler's accounting (``sacct``), in
+        one command; {} when it keeps none or cannot be asked (then the jobs wait out their grace)."""
+        command = self.scheduler.accounting_command(remote_ids) if remote_ids else None
+        if command is None:
+            return {}
+        await self.scheduler_call()
+        try:
+            result = await self.transport.run(f"( {self.scheduler_prefix()}{command} ) </dev/null", check=False,
+                                              kind="poll", retry=True)
+        except TransportError as exc:
+            log.info("%s: could not read the scheduler's accounting (%s)", self.name, exc)
+            return {}
+        return self.scheduler.parse_accounting_output(result.stdout.decode(errors="replace"))
+
     async def survey(self, job_dirs: Sequence[str], root: str | None = None, *,
                      events_from: int | None | bool = False, queue: bool = True) -> QueueSurvey:
         """In ONE command: the scheduler's listing of the user's jobs, and the markers in ``job_dirs``.

@@ -243,10 +243,13 @@ def upload_command(remote_root: str, *, before: str = "", then: str = "", fresh:
                     f'rm -rf -- "$wfl_async_root/$d" && mkdir -p -- "$wfl_async_root/$d" && '
                     f"echo {token} > {mark} || exit 1; fi; done && ")
     tmp = f'"$wfl_async_root/{_UPLOAD_TMP}{token}.$$"'
-    command += (f'wfl_async_tmp={tmp} && mkdir -- "$wfl_async_tmp" && tar -C "$wfl_async_tmp" --no-same-permissions -xf - && '
+    # a failure (a full disk, a stream cut short) removes the temporary directory at once and keeps its
+    # exit status, so nothing half-made is left behind and the caller reads the cause from stderr
+    command += (f'wfl_async_tmp={tmp} && mkdir -- "$wfl_async_tmp" && {{ {{ tar -C "$wfl_async_tmp" --no-same-permissions -xf - && '
                 f'( cd "$wfl_async_tmp" && sha256sum --quiet --strict -c {MANIFEST} && rm -f {MANIFEST} ) && '
                 # hard links appear atomically, complete and verified; -n keeps files already there
-                'cp -al -n -- "$wfl_async_tmp/." "$wfl_async_root/" && rm -rf -- "$wfl_async_tmp" && '
+                'cp -al -n -- "$wfl_async_tmp/." "$wfl_async_root/"; } || { wfl_async_rc=$?; '
+                'rm -rf -- "$wfl_async_tmp"; (exit $wfl_async_rc); }; } && rm -rf -- "$wfl_async_tmp" && '
                 # streams cut short by an earlier run left their temporary directory behind
                 f'{{ find "$wfl_async_root" -maxdepth 1 -name \'{_UPLOAD_TMP}*\' -mmin +60 '
                 '-exec rm -rf -- {} + 2>/dev/null; true; }')

@@ -34,6 +34,7 @@ import asyncssh
 
 from ..errors import TransportError
 from .base import CommandKind, LineCallback, LineSplitter, Transport
+from .host_keys import host_key_refusal
 
 __all__ = ["SshTransport"]
 
@@ -121,6 +122,10 @@ class SshTransport(Transport):
                 return self._connection
             try:
                 self._connection = await asyncssh.connect(self.host, **self._connect_options())
+            except asyncssh.HostKeyNotVerifiable as exc:
+                raise TransportError(
+                    f"ssh to {self.host} refused: {await host_key_refusal(self.host, self._connect_options(), exc)}"
+                ) from exc
             except _FATAL as exc:
                 raise TransportError(
                     f"ssh to {self.host} refused: {exc}. Check the key and known_hosts entries "
