@@ -157,7 +157,8 @@ class OpenSshTransport(Transport):
 
     async def login_argv(self, batch: bool = False) -> list[str]:
         """The command opening the master connection (what the user runs to log in again)."""
-        return [*self._base(), *await self._control_options(), "-o", "ControlMaster=yes",
+        # auto, not yes: a master killed outright leaves its socket behind, and only a client removes it
+        return [*self._base(), *await self._control_options(), "-o", "ControlMaster=auto",
                 *(["-o", "BatchMode=yes"] if batch else []), "-o", f"ConnectTimeout={FIRST_CONNECT_SECONDS:.0f}",
                 "-f", "-N", "--", self.host]
 
