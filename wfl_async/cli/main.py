@@ -26,6 +26,7 @@ from ._bench import bench
 from ._common import FINISHED, UNFINISHED, JobFilter, Project, job_filters, run_async
 from ._display import console, jobs_table, record_dict, report_table, status_table
 from ._doctor import doctor
+from ._install import install
 from ._packs import packs_table, survey_packs
 
 __all__ = ["main"]
@@ -331,6 +332,7 @@ def repair() -> None:
 
 
 main.add_command(doctor)
+main.add_command(install)
 main.add_command(bench)
 
 

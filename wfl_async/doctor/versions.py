@@ -60,12 +60,12 @@ def local_versions() -> dict[str, Any]:
     return out
 
 
-def parse_probe(text: str) -> dict[str, Any] | None:
-    """The probe's answer in the remote output, or None if it printed none."""
+def parse_probe(text: str, mark: str = PROBE_MARK) -> dict[str, Any] | None:
+    """The probe's answer (the JSON after ``mark``) in the remote output, or None if it printed none."""
     for line in reversed(text.splitlines()):
-        if line.startswith(PROBE_MARK + " "):
+        if line.startswith(mark + " "):
             try:
-                value = json.loads(line[len(PROBE_MARK) + 1:])
+                value = json.loads(line[len(mark) + 1:])
             except json.JSONDecodeError:
                 return None
             return value if isinstance(value, dict) else None
