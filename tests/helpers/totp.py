@@ -58,3 +58,9 @@ def prompts_log() -> Path:
 def askpass_env(directory: Path) -> dict[str, str]:
     """Environment variables making OpenSSH (and wfl_async's asyncssh client) ask :func:`askpass_program`."""
     return {"SSH_ASKPASS": str(askpass_program(directory)), "SSH_ASKPASS_REQUIRE": "force"}
+
+
+def prompts_answered() -> int:
+    """How many prompts the askpass program has answered so far (each login costs one)."""
+    log = prompts_log()
+    return len(log.read_text().splitlines()) if log.exists() else 0

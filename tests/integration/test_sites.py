@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.helpers.totp import SITES_SSH_CONFIG, askpass_env, prompts_log
+from tests.helpers.totp import SITES_SSH_CONFIG, askpass_env, prompts_answered, prompts_log
 from wfl_async.transport.connect_failure import ConnectFailed
 from wfl_async.transport.openssh import OpenSshTransport
 from wfl_async.transport.ssh import SshTransport
@@ -68,11 +68,6 @@ def answering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     for name, value in askpass_env(tmp_path).items():
         monkeypatch.setenv(name, value)
     yield
-
-
-def prompts_answered() -> int:
-    log = prompts_log()
-    return len(log.read_text().splitlines()) if log.exists() else 0
 
 
 def log_in(config: Path, host: str, tmp_path: Path) -> None:
