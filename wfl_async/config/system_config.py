@@ -33,7 +33,7 @@ from ..pack.settings import check_pack
 from .expyre_env import remote_shell_ssh_config, retry_from_env
 from .expyre_modules import expyre_module
 
-__all__ = ["TRANSPORTS", "SystemConfig", "builtin_local_system"]
+__all__ = ["OUR_SECTION", "TRANSPORTS", "SystemConfig", "builtin_local_system", "with_our_keys"]
 
 _EXPYRE_KEYS = {"host", "scheduler", "partitions", "queues", "header", "no_default_header", "script_exec",
                 "pre_submit_cmds", "commands", "rundir", "remsh_cmd"}
@@ -41,6 +41,10 @@ _OUR_KEYS = {"transport", "ssh_config", "ssh_host_key_checking", "max_channels",
              "died_grace_seconds", "submit", "max_array_size", "pack", "scheduler_rate", "scheduler_burst",
              "poll_max_interval"}
 _SCHEDULERS = ("slurm", "pbs", "sge", "local")
+OUR_SECTION = "wfl_async"
+"""Top-level config.json key ExPyRe ignores: ``{"wfl_async": {"systems": {NAME: {our keys}}}}``, merged over
+the system's ExPyRe entry, so the same file still works with ExPyRe's ``xpr`` (which refuses keys it
+does not know inside ``systems``)."""
 TRANSPORTS = ("asyncssh", "openssh")
 """What carries a remote system's commands: asyncssh in this process, or the OpenSSH client program."""
 
@@ -136,6 +140,30 @@ class SystemConfig:
             pack=check_pack(entry.get("pack"), f"system {name!r} in {source}: \"pack\""),
             retry=retry_from_env(),
         )
+
+
+def with_our_keys(systems: dict[str, Any], section: Any, source: str) -> dict[str, Any]:
+    """``systems`` with each entry of the :data:`OUR_SECTION` section's ``systems`` merged over its own.
+
+    :raises ConfigurationError: the section names a system ``systems`` lacks, or holds an ExPyRe key
+    """
+    if section is None:
+        return systems
+    ours = section.get("systems", {}) if isinstance(section, dict) else None
+    if not isinstance(ours, dict) or (isinstance(section, dict) and set(section) - {"systems"}):
+        raise ConfigurationError(f"\"{OUR_SECTION}\" in {source} must be {{\"systems\": {{NAME: {{...}}}}}}, holding "
+                                 f"wfl_async's own keys of systems defined under the top-level \"systems\"")
+    merged = dict(systems)
+    for name, extra in ours.items():
+        if name not in systems or not isinstance(extra, dict):
+            raise ConfigurationError(f"\"{OUR_SECTION}\".\"systems\".{name!r} in {source} has no system {name!r} "
+                                     f"under the top-level \"systems\" (or is not an object): define it there first")
+        misplaced = sorted(set(extra) - _OUR_KEYS)
+        if misplaced:
+            raise ConfigurationError(f"\"{OUR_SECTION}\".\"systems\".{name!r} in {source} holds {misplaced}, which "
+                                     f"are not wfl_async's own keys: move them to the system's entry under \"systems\"")
+        merged[name] = {**systems[name], **extra}
+    return merged
 
 
 def _positive_int(name: str, key: str, value: Any, source: str) -> int | None:
