@@ -63,7 +63,7 @@ def test_numpy_major_mismatch(broken_root: Path) -> None:
     result = doctor("numpy_mismatch")
     assert result.returncode == 1
     (line,) = error_lines(result)
-    assert "numpy 9.0.0 there" in line and "major" in line and "pip install 'numpy==" in line
+    assert "numpy 9.0.0 there" in line and "major" in line and "wfl-async install numpy_mismatch" in line
 
 
 def test_unwritable_rundir(broken_root: Path) -> None:
