@@ -80,11 +80,18 @@ def test_unknown_host_key(broken_root: Path) -> None:
     assert "host key" in line and "not known" in line and "known_hosts" in line
 
 
-def test_unreachable_host(broken_root: Path) -> None:
-    result = doctor("unreachable")
+@pytest.mark.parametrize("system", ["unreachable", "unreachable_openssh"])
+def test_unreachable_host(broken_root: Path, system: str) -> None:
+    result = doctor(system)
     assert result.returncode == 1
     (line,) = error_lines(result)
-    assert "cannot reach wfl-async-test" in line and "'ssh wfl-async-test true' must work" in line
+    assert "nothing accepts ssh connections at wfl-async-test" in line and "Connection refused" in line.replace(
+        "Connect call failed", "Connection refused") and "'ssh wfl-async-test true' must work" in line, line
+
+
+def test_the_openssh_transport_is_checked_the_same_way(broken_root: Path) -> None:
+    result = doctor("through_openssh")
+    assert result.returncode == 0 and result.stdout.startswith("ok: system 'through_openssh'"), result.stdout
 
 
 def test_unknown_system_name_is_a_clear_error(broken_root: Path) -> None:
