@@ -513,13 +513,13 @@ async def test_ssh_closed_transport_reconnects_on_next_use(any_ssh: SshFactory) 
         await transport.aclose()
 
 
-async def test_ssh_unknown_host_key_fails_with_a_clear_error(sshd: None, tmp_path: Path) -> None:
+async def test_ssh_unknown_host_key_fails_with_a_clear_error(any_ssh: SshFactory, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     config = tmp_path / "ssh_config"
     config.write_text(SSH_CONFIG.read_text().replace(str(INFRA / "known_hosts"), str(empty)))
     assert str(empty) in config.read_text()
-    transport = SshTransport(HOST, ssh_config=[str(config)])
+    transport = type(any_ssh())(HOST, ssh_config=[str(config)])
     try:
         with anyio.fail_after(30), pytest.raises(TransportError) as info:
             await transport.run("true")
@@ -530,24 +530,24 @@ async def test_ssh_unknown_host_key_fails_with_a_clear_error(sshd: None, tmp_pat
         await transport.aclose()
 
 
-async def test_ssh_host_key_checking_can_be_turned_off(sshd: None, tmp_path: Path) -> None:
+async def test_ssh_host_key_checking_can_be_turned_off(any_ssh: SshFactory, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     config = tmp_path / "ssh_config"
     config.write_text(SSH_CONFIG.read_text().replace(str(INFRA / "known_hosts"), str(empty)))
-    transport = SshTransport(HOST, ssh_config=[str(config)], host_key_checking=False)
+    transport = type(any_ssh())(HOST, ssh_config=[str(config)], host_key_checking=False)
     try:
         assert (await transport.run("echo ok")).stdout == b"ok\n"
     finally:
         await transport.aclose()
 
 
-async def test_ssh_user_and_port_in_the_host_string(sshd: None, tmp_path: Path) -> None:
+async def test_ssh_user_and_port_in_the_host_string(any_ssh: SshFactory, tmp_path: Path) -> None:
     """``user@host:port`` without an alias: user and port come from the string, not the config."""
     config = tmp_path / "ssh_config"
     config.write_text(f"Host {SSHD[0]}\n    IdentityFile {INFRA / 'sshd' / 'client_key'}\n    IdentitiesOnly yes\n"
                       f"    UserKnownHostsFile {INFRA / 'known_hosts'}\n")
-    transport = SshTransport(f"wfltest@{SSHD[0]}:{SSHD[1]}", ssh_config=[str(config)])
+    transport = type(any_ssh())(f"wfltest@{SSHD[0]}:{SSHD[1]}", ssh_config=[str(config)])
     try:
         assert (await transport.run("id -un")).stdout == b"wfltest\n"
         assert transport.host == SSHD[0] and SSHD[0] in transport.where
