@@ -74,6 +74,7 @@ def broken_root(tmp_path: Path, expyre_root: Path, monkeypatch: pytest.MonkeyPat
         "unreachable": {**base, "ssh_config": str(unreachable)},
         "unreachable_openssh": {**base, "ssh_config": str(unreachable), "transport": "openssh"},
         "through_openssh": {**base, "transport": "openssh"},
+        "unresolvable": {**base, "host": "wfl-async-no-such-host.invalid"},
     }
     root = tmp_path / "_expyre"
     root.mkdir()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,7 +103,10 @@ def test_unknown_system_name_is_a_clear_error(broken_root: Path) -> None:
 
 @pytest.mark.parametrize("system,expected", [("no_wfl_async", "cannot import wfl_async"),
                                              ("numpy_mismatch", "numpy 9.0.0 there"),
-                                             ("readonly_rundir", 'set "rundir"')])
+                                             ("readonly_rundir", 'set "rundir"'),
+                                             ("unresolvable", "does not resolve to an address"),
+                                             ("unreachable", "nothing accepts ssh connections"),
+                                             ("unreachable_openssh", "nothing accepts ssh connections")])
 def test_first_submission_fails_fast_with_the_doctor_message(broken_root: Path, system: str,
                                                              expected: str) -> None:
     """Nothing is submitted: the first job raises at once, and so does the second (cached)."""
@@ -110,8 +114,10 @@ def test_first_submission_fails_fast_with_the_doctor_message(broken_root: Path, 
         return RemoteJob(rf.sleep_then_return, (0, i), sys_name=system, job_name=f"doctor_{system}_{i}",
                          resources={"num_nodes": 1, "max_time": "5m"})
 
+    started = time.monotonic()
     with pytest.raises(SystemNotReadyError) as info:
         job(1).run()
+    assert time.monotonic() - started < 15, "a broken system must fail the call within seconds"
     assert expected in str(info.value) and "nothing was submitted" in str(info.value)
     with pytest.raises(SystemNotReadyError):
         job(2).run()
