@@ -53,7 +53,7 @@ from .base import CommandKind, LineCallback, Transport
 from .connect_failure import FIRST_CONNECT_SECONDS, ConnectCause, ConnectFailed, cause_of_ssh_stderr
 from .hosts import split_host
 from .local import run_process
-from .prompts import can_prompt
+from .prompts import LOGIN_SECONDS, can_prompt
 
 __all__ = ["OpenSshTransport"]
 
@@ -61,8 +61,6 @@ log = logging.getLogger(__name__)
 
 MASTER_PERSIST = "10m"
 """How long a master this transport opened outlives its last command (when the ssh config says nothing)."""
-_LOGIN_SECONDS = 300.0
-"""Longest a login may take: a person may be typing a one-time code."""
 _LOST = re.compile(r"closed by remote host|Connection to \S+ closed|mux_client|Control socket|Broken pipe|"
                    r"client_loop|Connection reset|kex_exchange_identification|Timeout, server")
 """What the OpenSSH client prints when the connection (or its master) went away under a command."""
@@ -180,11 +178,11 @@ class OpenSshTransport(Transport):
             interactive = not batch
             run = partial(subprocess.run, argv, stdin=None if interactive else subprocess.DEVNULL,
                           stdout=subprocess.DEVNULL, stderr=None if interactive else errors, check=False,
-                          timeout=_LOGIN_SECONDS)
+                          timeout=LOGIN_SECONDS)
             try:
                 returncode = (await anyio.to_thread.run_sync(run)).returncode
             except subprocess.TimeoutExpired:
-                return 255, f"no login within {_LOGIN_SECONDS:.0f} s"
+                return 255, f"no login within {LOGIN_SECONDS:.0f} s"
             errors.seek(0)
             return returncode, errors.read().decode(errors="replace").strip()
 

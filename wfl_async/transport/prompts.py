@@ -21,12 +21,12 @@ import anyio
 
 from ._asyncssh import asyncssh
 
-__all__ = ["PromptingClient", "ask", "askpass_program", "can_prompt", "has_terminal"]
+__all__ = ["LOGIN_SECONDS", "PromptingClient", "ask", "askpass_program", "can_prompt", "has_terminal"]
 
 log = logging.getLogger(__name__)
 
-_ASKPASS_SECONDS = 120.0
-"""How long an askpass program may take to answer (a person may be typing)."""
+LOGIN_SECONDS = 300.0
+"""Longest a login that asks a question may take: a person may be typing a one-time code."""
 
 
 def has_terminal() -> bool:
@@ -61,7 +61,7 @@ def ask(prompt: str, echo: bool) -> str | None:
     if program is not None:
         try:
             answer = subprocess.run([program, prompt], capture_output=True, text=True, check=True,
-                                    timeout=_ASKPASS_SECONDS).stdout
+                                    timeout=LOGIN_SECONDS).stdout
         except (OSError, subprocess.SubprocessError) as exc:
             log.warning("SSH_ASKPASS program %s did not answer %r: %s", program, prompt, exc)
             return None

@@ -15,8 +15,15 @@ failed, and on what its caller declared:
   again only if the caller passed ``retry=True`` (it is safe to repeat); otherwise a
   :class:`~wfl_async.errors.TransportError` says that it may or may not have run.
 
-``~/.ssh/config`` (or the system's ``ssh_config`` files), keys, and known_hosts are honoured;
-host keys are checked unless the system config sets ``"ssh_host_key_checking": false``.
+A host that has never answered is not waited for: a name that does not resolve or a closed
+port fails the first call at once, anything else after a few seconds, naming the host, the
+cause and the fix (:mod:`.connect_failure`); only a connection that once worked is retried
+for ``retry_for``.
+
+``~/.ssh/config`` (or the system's ``ssh_config`` files), keys, ``ProxyJump`` and known_hosts
+are honoured; host keys are checked unless the system config sets ``"ssh_host_key_checking":
+false``. A server's keyboard-interactive questions (a one-time code) are asked in the terminal,
+or through ``SSH_ASKPASS``, once per connection (:mod:`.prompts`).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from .backoff import retry_attempts
 from .base import CommandKind, LineCallback, LineSplitter, Transport
 from .connect_failure import FIRST_CONNECT_SECONDS, ConnectFailed, cause_of_exception
 from .hosts import split_host
-from .prompts import PromptingClient
+from .prompts import LOGIN_SECONDS, PromptingClient, can_prompt
 
 __all__ = ["SshTransport"]
 
@@ -133,14 +140,15 @@ class SshTransport(Transport):
         """
         options = self._connect_options()
         if not self._ever_connected:
-            options["connect_timeout"] = FIRST_CONNECT_SECONDS
+            # asyncssh's timeout covers the login too: a person typing a one-time code gets longer
+            options["connect_timeout"] = LOGIN_SECONDS if can_prompt() else FIRST_CONNECT_SECONDS
         try:
             connection = await asyncssh.connect(self.host, client_factory=lambda: PromptingClient(self.host),
                                                 **options)
         except _RETRYABLE as exc:
             cause = None if self._ever_connected else cause_of_exception(exc)
             if cause is not None:
-                raise ConnectFailed(self.host, cause, str(exc) or type(exc).__name__, self._config) from exc
+                raise ConnectFailed(self.host, cause, _describe(exc), self._config) from exc
             raise
         self._ever_connected = True
         return connection
@@ -174,7 +182,7 @@ class SshTransport(Transport):
                 if connected and not (isinstance(exc, asyncssh.ChannelOpenError) and not connection.is_closed()):
                     await self._drop(connection)
                 log.warning("%s to %s failed (%s); retrying", "command" if connected else "connecting",
-                            self.host, exc)
+                            self.host, _describe(exc))
         if not connected:
             if not self._ever_connected:
                 raise ConnectFailed(self.host, "unreachable", f"no answer after {attempts} attempts: {error}",
@@ -241,6 +249,11 @@ class SshTransport(Transport):
             connection, self._connection = self._connection, None
             connection.close()
             await connection.wait_closed()
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's message, or its type when it has none (a timeout)."""
+    return str(exc) or type(exc).__name__
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
