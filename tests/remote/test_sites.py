@@ -98,10 +98,10 @@ def _log_in(config: Path, host: str, tmp_path: Path) -> None:
 
 
 def _start(root: Path, tmp_path: Path, system: str, jobs: int, log: Path | str, sleep: float = 0,
-           env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], Path, Path]:
+           env: dict[str, str] | None = None, name: str = "site") -> tuple[subprocess.Popen[bytes], Path, Path]:
     script, output, errors = tmp_path / "workflow.py", tmp_path / "results.json", tmp_path / "driver.log"
     script.write_text(SCRIPT)
-    options = {"sys_name": system, "job_name": f"site{uuid.uuid4().hex[:6]}", "partial_node": True,
+    options = {"sys_name": system, "job_name": f"{name}{uuid.uuid4().hex[:6]}", "partial_node": True,
                "resources": {"num_cores": 1, "max_time": "10m"}, "check_interval": 0.5,
                "env_vars": [f"WORK_SLEEP={sleep}"]}
     base = {k: v for k, v in os.environ.items() if not k.startswith("SSH_ASKPASS")}
@@ -138,10 +138,15 @@ def test_openssh_controlmaster_two_factor_workflow_survives_the_master_killed_mi
     _log_in(ssh_config, "wfl-async-mfa", tmp_path)
     prompts = prompts_answered()
     log = shared_dir / "executions.log"
-    proc, output, errors = _start(root, tmp_path, "mfa", jobs=4, log=log, sleep=4)
+    name = f"mfa{uuid.uuid4().hex[:6]}"
+    proc, output, errors = _start(root, tmp_path, "mfa", jobs=4, log=log, sleep=4, name=name)
+
+    def ours_running() -> bool:  # other checkouts' tests run jobs as wfltest too
+        queue = subprocess.run(["squeue", "-h", "-u", "wfltest", "-o", "%j %T"], capture_output=True, text=True)
+        return any(line.startswith(name) and line.endswith("RUNNING") for line in queue.stdout.splitlines())
+
     try:
-        _wait_for(lambda: "RUNNING" in subprocess.run(["squeue", "-h", "-u", "wfltest", "-o", "%T"],
-                                                      capture_output=True, text=True).stdout, "a running job")
+        _wait_for(ours_running, "one of this driver's jobs running")
         check = subprocess.run(["ssh", "-F", str(ssh_config), "-O", "check", "wfl-async-mfa"],
                                capture_output=True, text=True)
         pid = int(re.search(r"pid=(\d+)", check.stderr).group(1))  # type: ignore[union-attr]
