@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import socket
 import tempfile
@@ -531,6 +532,7 @@ async def test_ssh_unknown_host_key_fails_with_a_clear_error(any_ssh: SshFactory
         assert transport.stats.connections_opened == 0 and transport.stats.commands_run == 1
     finally:
         await transport.aclose()
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 async def test_ssh_host_key_checking_can_be_turned_off(any_ssh: SshFactory, tmp_path: Path) -> None:
