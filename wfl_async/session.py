@@ -38,8 +38,8 @@ from .pack.coordinator import coordinator_for
 from .scheduler import Scheduler, get_scheduler
 from .system import SubmitRequest, System, Watch
 from .system.paths import project_key
+from .system.transport_for import build_transport
 from .transport.base import Transport
-from .transport.local import LocalTransport
 
 __all__ = ["DB_NAME", "STAGE_DIR_NAME", "Session", "session_scope"]
 
@@ -62,7 +62,7 @@ class Session:
         self.db = JobsDatabase(config.local_stage_dir / DB_NAME)
         self.stage_root = config.local_stage_dir / STAGE_DIR_NAME
         self._systems: dict[str, System] = {}
-        self._transports: dict[tuple[str | None, tuple[str, ...] | None], Transport] = {}
+        self._transports: dict[tuple[str | None, tuple[str, ...] | None, str], Transport] = {}
         self._users = 0
         self._tasks: anyio.abc.TaskGroup | None = None
         self._host: asyncio.Task[None] | None = None
@@ -138,20 +138,10 @@ class Session:
         return dict(self._systems)
 
     def _transport(self, config: SystemConfig) -> Transport:
-        key = (config.host, tuple(config.ssh_config) if config.ssh_config else None)
+        """One transport per host, ssh config and kind, whichever systems share them."""
+        key = (config.host, tuple(config.ssh_config) if config.ssh_config else None, config.transport)
         if key not in self._transports:
-            if config.host is None:
-                self._transports[key] = LocalTransport()
-            else:
-                from .transport.ssh import SshTransport  # asyncssh only when a host needs it
-
-                retry: dict[str, Any] = {}
-                if config.retry is not None:  # EXPYRE_RETRY: so many tries, so long between them
-                    tries, wait = config.retry
-                    retry = dict(connect_attempts=tries, retry_wait=wait, max_delay=max(wait, 2.0))
-                self._transports[key] = SshTransport(config.host, ssh_config=config.ssh_config,
-                                                     max_channels=config.max_channels,
-                                                     host_key_checking=config.ssh_host_key_checking, **retry)
+            self._transports[key] = build_transport(config)
         return self._transports[key]
 
     # ------------------------------------------------------------------ recording
@@ -195,7 +185,7 @@ class Session:
     def costs(self) -> dict[str, Any]:
         """What this session's commands have cost so far: per system its counters, per host its commands."""
         transports = {}
-        for (host, _), transport in self._transports.items():
+        for (host, _, _), transport in self._transports.items():
             stats = transport.stats
             transports[host or "local"] = {
                 "connections": stats.connections_opened, "commands": stats.commands_run,

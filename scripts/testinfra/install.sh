@@ -7,7 +7,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(slurmctld slurmd slurm-client munge openssh-server openssh-client
           gridengine-master gridengine-exec gridengine-client rsync
-          libslurm-perl libslurmdb-perl libswitch-perl   # these 3: torque wrappers
+          libslurm-perl libslurmdb-perl libswitch-perl    # torque wrappers
+          libpam-oath oathtool                            # the two-factor sshd (start_sshd_sites.sh)
           chromium)   # the run report is opened in it by the tests (Playwright drives this binary)
 
 installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Install and start everything (Slurm, sshd, SGE; PBS = Torque-style commands
+# Install and start everything (Slurm, sshd, the site-shaped sshds, SGE; PBS = Torque-style commands
 # on Slurm), then write the runtime dir: expyre/config.json and env.sh.
 # Usage: scripts/testinfra/start_all.sh   (a quick no-op when all is running)
 set -euo pipefail
@@ -16,6 +16,7 @@ step() {
 step install
 step start_slurm
 step start_sshd
+step start_sshd_sites
 step start_sge
 
 # --- runtime dir: expyre/config.json, env.sh, run dirs ------------------------

@@ -72,6 +72,9 @@ def broken_root(tmp_path: Path, expyre_root: Path, monkeypatch: pytest.MonkeyPat
         "readonly_rundir": {**base, "rundir": str(readonly / "run")},
         "unknown_host_key": {**base, "ssh_config": str(ssh_config)},
         "unreachable": {**base, "ssh_config": str(unreachable)},
+        "unreachable_openssh": {**base, "ssh_config": str(unreachable), "transport": "openssh"},
+        "through_openssh": {**base, "transport": "openssh"},
+        "unresolvable": {**base, "host": "wfl-async-no-such-host.invalid"},
     }
     root = tmp_path / "_expyre"
     root.mkdir()

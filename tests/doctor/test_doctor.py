@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_numpy_major_mismatch(broken_root: Path) -> None:
     result = doctor("numpy_mismatch")
     assert result.returncode == 1
     (line,) = error_lines(result)
-    assert "numpy 9.0.0 there" in line and "major" in line and "pip install 'numpy==" in line
+    assert "numpy 9.0.0 there" in line and "major" in line and "wfl-async install numpy_mismatch" in line
 
 
 def test_unwritable_rundir(broken_root: Path) -> None:
@@ -80,11 +81,18 @@ def test_unknown_host_key(broken_root: Path) -> None:
     assert "host key" in line and "not known" in line and "known_hosts" in line
 
 
-def test_unreachable_host(broken_root: Path) -> None:
-    result = doctor("unreachable")
+@pytest.mark.parametrize("system", ["unreachable", "unreachable_openssh"])
+def test_unreachable_host(broken_root: Path, system: str) -> None:
+    result = doctor(system)
     assert result.returncode == 1
     (line,) = error_lines(result)
-    assert "cannot reach wfl-async-test" in line and "'ssh wfl-async-test true' must work" in line
+    assert "nothing accepts ssh connections at wfl-async-test" in line and "Connection refused" in line.replace(
+        "Connect call failed", "Connection refused") and "'ssh wfl-async-test true' must work" in line, line
+
+
+def test_the_openssh_transport_is_checked_the_same_way(broken_root: Path) -> None:
+    result = doctor("through_openssh")
+    assert result.returncode == 0 and result.stdout.startswith("ok: system 'through_openssh'"), result.stdout
 
 
 def test_unknown_system_name_is_a_clear_error(broken_root: Path) -> None:
@@ -95,7 +103,10 @@ def test_unknown_system_name_is_a_clear_error(broken_root: Path) -> None:
 
 @pytest.mark.parametrize("system,expected", [("no_wfl_async", "cannot import wfl_async"),
                                              ("numpy_mismatch", "numpy 9.0.0 there"),
-                                             ("readonly_rundir", 'set "rundir"')])
+                                             ("readonly_rundir", 'set "rundir"'),
+                                             ("unresolvable", "does not resolve to an address"),
+                                             ("unreachable", "nothing accepts ssh connections"),
+                                             ("unreachable_openssh", "nothing accepts ssh connections")])
 def test_first_submission_fails_fast_with_the_doctor_message(broken_root: Path, system: str,
                                                              expected: str) -> None:
     """Nothing is submitted: the first job raises at once, and so does the second (cached)."""
@@ -103,8 +114,10 @@ def test_first_submission_fails_fast_with_the_doctor_message(broken_root: Path, 
         return RemoteJob(rf.sleep_then_return, (0, i), sys_name=system, job_name=f"doctor_{system}_{i}",
                          resources={"num_nodes": 1, "max_time": "5m"})
 
+    started = time.monotonic()
     with pytest.raises(SystemNotReadyError) as info:
         job(1).run()
+    assert time.monotonic() - started < 15, "a broken system must fail the call within seconds"
     assert expected in str(info.value) and "nothing was submitted" in str(info.value)
     with pytest.raises(SystemNotReadyError):
         job(2).run()

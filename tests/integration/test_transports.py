@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import socket
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -24,7 +26,9 @@ from tests.helpers.processes import descendants
 from tests.helpers.sshd import OwnSshd, kill_sshd
 from wfl_async.errors import RemoteCommandError, TransportError
 from wfl_async.transport.base import MANIFEST, Transport, pack, upload_command
+from wfl_async.transport.connect_failure import ConnectFailed
 from wfl_async.transport.local import LocalTransport
+from wfl_async.transport.openssh import OpenSshTransport
 from wfl_async.transport.ssh import SshTransport
 
 INFRA = Path(os.environ.get("WFL_ASYNC_TESTINFRA_DIR", "/tmp/wfl_async_testinfra"))
@@ -75,11 +79,24 @@ def ssh_transport(**kwargs: object) -> SshTransport:
     return SshTransport(HOST, ssh_config=[str(SSH_CONFIG)], **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["local", "ssh"])
+def openssh_transport(**kwargs: object) -> OpenSshTransport:
+    return OpenSshTransport(HOST, ssh_config=[str(SSH_CONFIG)], **kwargs)  # type: ignore[arg-type]
+
+
+SshFactory = Callable[..., "SshTransport | OpenSshTransport"]
+
+
+@pytest.fixture(params=["asyncssh", "openssh"])
+def any_ssh(request: pytest.FixtureRequest, sshd: None) -> SshFactory:
+    """Builds a transport to the test sshd: each ssh-only behaviour holds for both ssh clients."""
+    return ssh_transport if request.param == "asyncssh" else openssh_transport
+
+
+@pytest.fixture(params=["local", "ssh", "openssh"])
 async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
-    if request.param == "ssh":
+    if request.param in ("ssh", "openssh"):
         request.getfixturevalue("sshd")
-        transport: Transport = ssh_transport()
+        transport: Transport = ssh_transport() if request.param == "ssh" else openssh_transport()
     else:
         transport = LocalTransport()
     try:
@@ -91,7 +108,7 @@ async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
 @pytest.fixture
 async def remote_dir(transport: Transport, tmp_path: Path) -> AsyncIterator[str]:
     """A fresh directory on the transport's side, with a space and a quote in its name."""
-    if isinstance(transport, SshTransport):
+    if not isinstance(transport, LocalTransport):
         path = f"wfl_async_transport_tests/it's {uuid.uuid4().hex[:8]}"  # under wfltest's home
     else:
         path = str(tmp_path / "remote side" / "it's here")
@@ -322,9 +339,9 @@ async def run_fifty_concurrently(transport: SshTransport, deadline: float) -> No
     assert results == {i: f"{i}\n".encode() for i in range(50)}
 
 
-async def test_ssh_one_connection_for_fifty_concurrent_commands(sshd: None) -> None:
+async def test_ssh_one_connection_for_fifty_concurrent_commands(any_ssh: SshFactory) -> None:
     """sshd's MaxSessions is 10: without the channel semaphore the 11th channel fails."""
-    transport = ssh_transport(max_channels=8)
+    transport = any_ssh(max_channels=8)
     try:
         await run_fifty_concurrently(transport, deadline=60)
         assert transport.stats.connections_opened == 1
@@ -344,22 +361,23 @@ async def test_ssh_channel_refused_by_max_sessions_is_retried_on_the_same_connec
         await transport.aclose()
 
 
-async def test_ssh_reconnects_after_the_server_drops_the_connection(sshd: None) -> None:
-    transport = ssh_transport()
+async def test_ssh_reconnects_after_the_server_drops_the_connection(any_ssh: SshFactory) -> None:
+    transport = any_ssh()
     try:
         pid = await _serving_sshd_pid(transport)
         os.kill(pid, signal.SIGKILL)  # the sshd process of our connection, found by pid, never by name
         with anyio.fail_after(60):
             result = await transport.run("echo again")
         assert result.stdout == b"again\n"
-        assert transport.stats.connections_opened == 2
+        if isinstance(transport, SshTransport):  # OpenSSH's own ControlMaster=auto reopens it unseen
+            assert transport.stats.connections_opened == 2
         assert await _serving_sshd_pid(transport) != pid
     finally:
         await transport.aclose()
 
 
-async def test_ssh_command_in_flight_when_the_connection_drops_is_rerun(sshd: None) -> None:
-    transport = ssh_transport()
+async def test_ssh_command_in_flight_when_the_connection_drops_is_rerun(any_ssh: SshFactory) -> None:
+    transport = any_ssh()
     try:
         pid = await _serving_sshd_pid(transport)
         async with anyio.create_task_group() as tg:
@@ -377,8 +395,8 @@ async def test_ssh_command_in_flight_when_the_connection_drops_is_rerun(sshd: No
         await transport.aclose()
 
 
-async def test_ssh_command_that_is_not_safe_to_repeat_is_reported_not_rerun(sshd: None, tmp_path: Path) -> None:
-    transport = ssh_transport()
+async def test_ssh_command_that_is_not_safe_to_repeat_is_reported_not_rerun(any_ssh: SshFactory, tmp_path: Path) -> None:
+    transport = any_ssh()
     counter = f"wfl_async_transport_tests/count-{uuid.uuid4().hex[:8]}"
     try:
         pid = await _serving_sshd_pid(transport)
@@ -394,11 +412,11 @@ async def test_ssh_command_that_is_not_safe_to_repeat_is_reported_not_rerun(sshd
 
 
 async def test_ssh_connection_dropped_during_an_upload_stream_is_redone_whole_and_then_runs_once(
-        sshd: None, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        any_ssh: SshFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The sshd process is killed while the stream is still being sent: the first try's tar sees a
     cut-short stream and leaves nothing; the retry sends it whole; ``then`` (a submission) runs once."""
     remote_dir = f"wfl_async_transport_tests/drop {uuid.uuid4().hex[:8]}"
-    transport = ssh_transport()
+    transport = any_ssh()
     files = {"job/input.bin": os.urandom(8 * 1024 * 1024), "job/_task.pkl": b"task"}
     write_tree(tmp_path, files)
     counter = shlex.quote(f"{remote_dir}/then_ran")
@@ -420,10 +438,10 @@ async def test_ssh_connection_dropped_during_an_upload_stream_is_redone_whole_an
 
 
 async def test_ssh_connection_dropped_while_a_streaming_command_prints_is_rerun(
-        sshd: None, tmp_path: Path) -> None:
+        any_ssh: SshFactory, tmp_path: Path) -> None:
     """The batch submit path (upload + ``on_line``): today's ``ExceptionGroup(ConnectionLost)``."""
     remote_dir = f"wfl_async_transport_tests/drop {uuid.uuid4().hex[:8]}"
-    transport = ssh_transport()
+    transport = any_ssh()
     write_tree(tmp_path, {"job/a.txt": b"A"})
     seen: list[str] = []
     try:
@@ -441,9 +459,9 @@ async def test_ssh_connection_dropped_while_a_streaming_command_prints_is_rerun(
 
 
 async def test_ssh_connection_dropped_during_a_download_is_fetched_again_whole(
-        sshd: None, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        any_ssh: SshFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     remote_dir = f"wfl_async_transport_tests/drop {uuid.uuid4().hex[:8]}"
-    transport = ssh_transport()
+    transport = any_ssh()
     quoted = shlex.quote(remote_dir)
     try:
         await transport.run(f"mkdir -p {quoted} && head -c 64000000 /dev/urandom > {quoted}/big.bin")
@@ -486,8 +504,8 @@ async def test_ssh_outage_of_the_server_is_ridden_out(tmp_path: Path, caplog: py
         own.stop()
 
 
-async def test_ssh_closed_transport_reconnects_on_next_use(sshd: None) -> None:
-    transport = ssh_transport()
+async def test_ssh_closed_transport_reconnects_on_next_use(any_ssh: SshFactory) -> None:
+    transport = any_ssh()
     try:
         await transport.run("true")
         await transport.aclose()
@@ -497,13 +515,15 @@ async def test_ssh_closed_transport_reconnects_on_next_use(sshd: None) -> None:
         await transport.aclose()
 
 
-async def test_ssh_unknown_host_key_fails_with_a_clear_error(sshd: None, tmp_path: Path) -> None:
+async def test_ssh_unknown_host_key_fails_with_a_clear_error(any_ssh: SshFactory, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     config = tmp_path / "ssh_config"
-    config.write_text(SSH_CONFIG.read_text().replace(str(INFRA / "known_hosts"), str(empty)))
+    sockets = tempfile.mkdtemp(prefix="cm", dir="/tmp")  # OpenSSH: a master of its own, whose key is checked
+    config.write_text(f"Host *\n    ControlPath {sockets}/%C\n\n"
+                      + SSH_CONFIG.read_text().replace(str(INFRA / "known_hosts"), str(empty)))
     assert str(empty) in config.read_text()
-    transport = SshTransport(HOST, ssh_config=[str(config)])
+    transport = type(any_ssh())(HOST, ssh_config=[str(config)])
     try:
         with anyio.fail_after(30), pytest.raises(TransportError) as info:
             await transport.run("true")
@@ -512,26 +532,27 @@ async def test_ssh_unknown_host_key_fails_with_a_clear_error(sshd: None, tmp_pat
         assert transport.stats.connections_opened == 0 and transport.stats.commands_run == 1
     finally:
         await transport.aclose()
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
-async def test_ssh_host_key_checking_can_be_turned_off(sshd: None, tmp_path: Path) -> None:
+async def test_ssh_host_key_checking_can_be_turned_off(any_ssh: SshFactory, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     config = tmp_path / "ssh_config"
     config.write_text(SSH_CONFIG.read_text().replace(str(INFRA / "known_hosts"), str(empty)))
-    transport = SshTransport(HOST, ssh_config=[str(config)], host_key_checking=False)
+    transport = type(any_ssh())(HOST, ssh_config=[str(config)], host_key_checking=False)
     try:
         assert (await transport.run("echo ok")).stdout == b"ok\n"
     finally:
         await transport.aclose()
 
 
-async def test_ssh_user_and_port_in_the_host_string(sshd: None, tmp_path: Path) -> None:
+async def test_ssh_user_and_port_in_the_host_string(any_ssh: SshFactory, tmp_path: Path) -> None:
     """``user@host:port`` without an alias: user and port come from the string, not the config."""
     config = tmp_path / "ssh_config"
     config.write_text(f"Host {SSHD[0]}\n    IdentityFile {INFRA / 'sshd' / 'client_key'}\n    IdentitiesOnly yes\n"
                       f"    UserKnownHostsFile {INFRA / 'known_hosts'}\n")
-    transport = SshTransport(f"wfltest@{SSHD[0]}:{SSHD[1]}", ssh_config=[str(config)])
+    transport = type(any_ssh())(f"wfltest@{SSHD[0]}:{SSHD[1]}", ssh_config=[str(config)])
     try:
         assert (await transport.run("id -un")).stdout == b"wfltest\n"
         assert transport.host == SSHD[0] and SSHD[0] in transport.where
@@ -539,13 +560,41 @@ async def test_ssh_user_and_port_in_the_host_string(sshd: None, tmp_path: Path) 
         await transport.aclose()
 
 
-async def test_ssh_unreachable_host_fails_after_retries(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nothing listens here once closed
-    transport = SshTransport(f"127.0.0.1:{port}", ssh_config=[str(SSH_CONFIG)], connect_attempts=2)
-    with anyio.fail_after(30), pytest.raises(TransportError, match="could not connect .* after 2 attempts"):
+@pytest.mark.parametrize("fault", ["unresolvable", "closed port"])
+async def test_a_host_that_never_answered_fails_within_seconds_naming_host_cause_and_fix(
+        any_ssh: SshFactory, fault: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Not the ten-minute reconnect window of a connection that once worked: a mistyped name or a
+    closed port will not mend by waiting."""
+    if fault == "unresolvable":
+        host, cause = "wfl-async-no-such-host.invalid", "does not resolve"
+    else:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            host, cause = f"127.0.0.1:{probe.getsockname()[1]}", "nothing accepts ssh connections"  # closed now
+    transport = any_ssh()
+    transport = type(transport)(host, ssh_config=[str(SSH_CONFIG)])
+    with anyio.fail_after(15), pytest.raises(ConnectFailed) as info:
         await transport.run("true")
+    message = str(info.value)
+    assert host.split(":")[0] in message and cause in message and "Fix: check" in message, message
+    assert "retrying" not in caplog.text
+    assert transport.stats.connections_opened == 0
+
+
+async def test_a_connection_that_once_worked_is_retried_not_failed_fast(any_ssh: SshFactory, tmp_path: Path) -> None:
+    """After a first success, a refused port is an outage (an sshd restart): retried, then reported."""
+    own = OwnSshd(tmp_path / "sshd")
+    own.start()
+    transport = type(any_ssh())(own.alias, ssh_config=[str(own.ssh_config)], connect_attempts=3)
+    try:
+        assert (await transport.run("echo up")).stdout == b"up\n"
+        own.stop()
+        with anyio.fail_after(60), pytest.raises(TransportError) as info:
+            await transport.run("true", retry=True)
+        assert not isinstance(info.value, ConnectFailed) and "after 3 attempts" in str(info.value)
+    finally:
+        await transport.aclose()
+        own.stop()
 
 
 async def _kill_later(pid: int, delay: float) -> None:
@@ -562,7 +611,7 @@ async def _kill_when_running(pid: int, program: str) -> None:
     kill_sshd(pid)
 
 
-async def _serving_sshd_pid(transport: SshTransport) -> int:
+async def _serving_sshd_pid(transport: Transport) -> int:
     """The sshd process serving ``transport``'s connection: the parent of a command's shell."""
     pid = int((await transport.run("echo $PPID")).stdout)
     comm = Path(f"/proc/{pid}/comm").read_text().strip()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -289,3 +290,43 @@ def test_private_expyre_import_restores_expyre_root(monkeypatch: pytest.MonkeyPa
     assert callable(module.update_dict_leaves)
     assert module is importlib.import_module("_wfl_async_expyre.config")
     assert "expyre.config" not in sys.modules or sys.modules["expyre.config"] is not module
+
+
+def test_our_keys_in_the_wfl_async_section_are_merged_over_the_expyre_entry(home: Path, tmp_path: Path) -> None:
+    write_config(home / ".expyre", {"systems": {"c": SLURM},
+                                    "wfl_async": {"systems": {"c": {"transport": "openssh", "max_channels": 4}}}})
+    system = load_config().system("c")
+    assert system.transport == "openssh" and system.max_channels == 4 and system.host == SLURM["host"]
+
+
+@pytest.mark.parametrize("section, words", [
+    ({"systems": {"other": {"transport": "openssh"}}}, "has no system 'other'"),
+    ({"systems": {"c": {"host": "elsewhere"}}}, "move them to the system's entry"),
+    ({"c": {"transport": "openssh"}}, "must be {\"systems\""),
+])
+def test_a_misplaced_wfl_async_section_says_where_keys_belong(home: Path, tmp_path: Path, section: Any,
+                                                                words: str) -> None:
+    write_config(home / ".expyre", {"systems": {"c": SLURM}, "wfl_async": section})
+    with pytest.raises(ConfigurationError, match=re.escape(words)):
+        load_config()
+
+
+def test_bad_transport_lists_the_known_ones(home: Path, tmp_path: Path) -> None:
+    write_config(home / ".expyre", {"systems": {"c": {**SLURM, "transport": "paramiko"}}})
+    with pytest.raises(ConfigurationError, match=r"\"transport\" must be one of \['asyncssh', 'openssh'\]"):
+        load_config()
+
+
+def test_expyres_own_xpr_reads_a_config_whose_wfl_async_keys_are_in_their_section(tmp_path: Path) -> None:
+    """ExPyRe refuses unknown keys inside "systems" (TypeError); the "wfl_async" section it ignores."""
+    ours = {"transport": "openssh", "ssh_config": "~/.ssh/config", "max_channels": 4}
+    for name, data in [("section", {"systems": {"c": SLURM}, "wfl_async": {"systems": {"c": ours}}}),
+                       ("inline", {"systems": {"c": {**SLURM, **ours}}})]:
+        root = tmp_path / name
+        write_config(root, data)
+        done = subprocess.run(["xpr", "ls"], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, EXPYRE_ROOT=str(root)))
+        if name == "section":
+            assert done.returncode == 0 and "No matching jobs" in done.stdout, done.stdout + done.stderr
+        else:
+            assert "unexpected keyword argument" in done.stderr

@@ -50,7 +50,7 @@ def test_simple_fit_writes_a_potential_that_reproduces_emt(in_tmp: Path) -> None
 
 
 def test_missing_gap_fit_program_names_the_fix(in_tmp: Path) -> None:
-    with pytest.raises(ConfigurationError, match=r"not found on PATH.*wfl_async\[gap\]"):
+    with pytest.raises(ConfigurationError, match=r"not found on PATH.*wfl-async install SYSTEM --extra gap"):
         run_gap_fit(al_training_configs(3), simple_fit_dict(), "stdout", gap_fit_command="no_such_gap_fit")
 
 

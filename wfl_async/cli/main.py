@@ -28,6 +28,7 @@ from ._bench import bench
 from ._common import FINISHED, UNFINISHED, JobFilter, Project, job_filters, read_jobs, run_async
 from ._display import console, report_table, status_table, terminal_width
 from ._doctor import doctor
+from ._install import install
 from ._jobs import log, ls, rerun
 from ._packs import packs_table, survey_packs
 from ._report import load_report, report
@@ -341,6 +342,7 @@ def recover() -> None:
 
 
 main.add_command(doctor)
+main.add_command(install)
 main.add_command(bench)
 main.add_command(report)
 main.add_command(ls)

@@ -4,7 +4,9 @@ Search order, later overriding earlier leaf by leaf (expyre's ``update_dict_leav
 the root given to ``expyre.config.init(root)`` if a script called it; ``EXPYRE_ROOT`` alone if it
 is set (and not ``@``); otherwise ``~/.expyre``, then every
 ``_expyre`` (or ``.expyre``) directory from the filesystem root down to the current
-directory. The deepest directory found is the local stage directory (where the jobs
+directory. A top-level ``"wfl_async"`` section (``{"systems": {NAME: {...}}}``) holds wfl_async's own
+keys where ExPyRe ignores them; it is merged over the system's entry. The deepest directory found is
+the local stage directory (where the jobs
 database lives) unless a ``local_stage_dir`` key says otherwise. With no config file at
 all, the built-in ``local`` system still exists and the stage directory is ``~/.expyre``.
 """
@@ -20,7 +22,7 @@ from typing import Any
 from ..errors import ConfigurationError
 from .expyre_env import expyre_init_root
 from .expyre_modules import expyre_module
-from .system_config import SystemConfig, builtin_local_system
+from .system_config import OUR_SECTION, SystemConfig, builtin_local_system, with_our_keys
 
 __all__ = ["ProjectConfig", "config_dirs", "load_config"]
 
@@ -105,8 +107,9 @@ def load_config(cwd: Path | None = None) -> ProjectConfig:
 
     systems = {"local": builtin_local_system()}
     raw_systems = data.get("systems", {})
+    source = ", ".join(map(str, files))
     if not isinstance(raw_systems, dict):
         raise ConfigurationError(f"\"systems\" in {files} must be an object mapping names to systems")
-    for name, entry in raw_systems.items():
-        systems[name] = SystemConfig.from_json(name, entry, source=", ".join(map(str, files)))
+    for name, entry in with_our_keys(raw_systems, data.get(OUR_SECTION), source).items():
+        systems[name] = SystemConfig.from_json(name, entry, source=source)
     return ProjectConfig(local_stage_dir=stage, systems=systems, config_files=tuple(files))

@@ -4,7 +4,9 @@ ExPyRe keys: ``host``, ``scheduler``, ``partitions`` (or ``queues``), ``header``
 ``no_default_header``, ``script_exec``, ``pre_submit_cmds``, ``commands``, ``rundir``,
 ``remsh_cmd`` (default ``$EXPYRE_RSH``: ``ssh`` with ``-F <file>`` options, read as ``ssh_config``;
 see :mod:`.expyre_env`).
-Ours: ``ssh_config`` (client config files for asyncssh; default ``~/.ssh/config``),
+Ours: ``transport`` (``"asyncssh"``, the default, or ``"openssh"``: the system's own ``ssh`` client
+and one ControlMaster connection, for two-factor logins; see docs/site-two-factor.md),
+``ssh_config`` (ssh client config files; default ``~/.ssh/config``),
 ``ssh_host_key_checking`` (default true), ``max_channels`` (concurrent ssh channels, default 8,
 below OpenSSH's MaxSessions of 10), ``python`` (interpreter in jobs, default ``python3``),
 ``max_queued_jobs`` (this driver's jobs in the queue at once, default unlimited; see docs/limits.md),
@@ -31,14 +33,20 @@ from ..jobs.pack_option import check_pack
 from .expyre_env import remote_shell_ssh_config, retry_from_env
 from .expyre_modules import expyre_module
 
-__all__ = ["SystemConfig", "builtin_local_system"]
+__all__ = ["OUR_SECTION", "TRANSPORTS", "SystemConfig", "builtin_local_system", "with_our_keys"]
 
 _EXPYRE_KEYS = {"host", "scheduler", "partitions", "queues", "header", "no_default_header", "script_exec",
                 "pre_submit_cmds", "commands", "rundir", "remsh_cmd"}
-_OUR_KEYS = {"ssh_config", "ssh_host_key_checking", "max_channels", "python", "max_queued_jobs",
+_OUR_KEYS = {"transport", "ssh_config", "ssh_host_key_checking", "max_channels", "python", "max_queued_jobs",
              "died_grace_seconds", "submit", "max_array_size", "pack", "scheduler_rate", "scheduler_burst",
              "poll_max_interval"}
 _SCHEDULERS = ("slurm", "pbs", "sge", "local")
+OUR_SECTION = "wfl_async"
+"""Top-level config.json key ExPyRe ignores: ``{"wfl_async": {"systems": {NAME: {our keys}}}}``, merged over
+the system's ExPyRe entry, so the same file still works with ExPyRe's ``xpr`` (which refuses keys it
+does not know inside ``systems``)."""
+TRANSPORTS = ("asyncssh", "openssh")
+"""What carries a remote system's commands: asyncssh in this process, or the OpenSSH client program."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,8 @@ class SystemConfig:
     commands: list[str] = field(default_factory=list)
     rundir: str | None = None
     ssh_config: list[str] | None = None
+    transport: str = "asyncssh"
+    """One of :data:`TRANSPORTS` (ignored for ``"host": null``)."""
     ssh_host_key_checking: bool = True
     max_channels: int = 8
     python: str = "python3"
@@ -98,6 +108,11 @@ class SystemConfig:
             ssh_config = [ssh_config]
         if ssh_config is None and entry["host"] is not None:
             ssh_config = remote_shell_ssh_config(name, entry.get("remsh_cmd"), source)
+        transport = entry.get("transport", "asyncssh")
+        if transport not in TRANSPORTS:
+            raise ConfigurationError(f"system {name!r} in {source}: \"transport\" must be one of {list(TRANSPORTS)} "
+                                     f"(\"openssh\" for sites reached through OpenSSH's ControlMaster), "
+                                     f"not {transport!r}")
         submit = entry.get("submit", "loop")
         check_submit_mode(submit if submit is not None else "", f"system {name!r} in {source}")
         max_array_size = entry.get("max_array_size")
@@ -112,7 +127,7 @@ class SystemConfig:
             header=list(entry.get("header", [])), no_default_header=bool(entry.get("no_default_header", False)),
             script_exec=entry.get("script_exec", "/bin/bash"),
             pre_submit_cmds=list(entry.get("pre_submit_cmds", [])), commands=list(entry.get("commands", [])),
-            rundir=entry.get("rundir"), ssh_config=ssh_config,
+            rundir=entry.get("rundir"), ssh_config=ssh_config, transport=transport,
             ssh_host_key_checking=bool(entry.get("ssh_host_key_checking", True)),
             max_channels=int(entry.get("max_channels", 8)),
             # on this machine the interpreter running the workflow is the one that has wfl_async
@@ -125,6 +140,30 @@ class SystemConfig:
             pack=check_pack(entry.get("pack"), f"system {name!r} in {source}: \"pack\""),
             retry=retry_from_env(),
         )
+
+
+def with_our_keys(systems: dict[str, Any], section: Any, source: str) -> dict[str, Any]:
+    """``systems`` with each entry of the :data:`OUR_SECTION` section's ``systems`` merged over its own.
+
+    :raises ConfigurationError: the section names a system ``systems`` lacks, or holds an ExPyRe key
+    """
+    if section is None:
+        return systems
+    ours = section.get("systems", {}) if isinstance(section, dict) else None
+    if not isinstance(ours, dict) or (isinstance(section, dict) and set(section) - {"systems"}):
+        raise ConfigurationError(f"\"{OUR_SECTION}\" in {source} must be {{\"systems\": {{NAME: {{...}}}}}}, holding "
+                                 f"wfl_async's own keys of systems defined under the top-level \"systems\"")
+    merged = dict(systems)
+    for name, extra in ours.items():
+        if name not in systems or not isinstance(extra, dict):
+            raise ConfigurationError(f"\"{OUR_SECTION}\".\"systems\".{name!r} in {source} has no system {name!r} "
+                                     f"under the top-level \"systems\" (or is not an object): define it there first")
+        misplaced = sorted(set(extra) - _OUR_KEYS)
+        if misplaced:
+            raise ConfigurationError(f"\"{OUR_SECTION}\".\"systems\".{name!r} in {source} holds {misplaced}, which "
+                                     f"are not wfl_async's own keys: move them to the system's entry under \"systems\"")
+        merged[name] = {**systems[name], **extra}
+    return merged
 
 
 def _positive_int(name: str, key: str, value: Any, source: str) -> int | None:

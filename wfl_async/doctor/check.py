@@ -13,6 +13,7 @@ import anyio
 from ..errors import TransportError
 from ..system.problems import Problem, rundir_problem
 from ..system.submit import retry_delay
+from ..transport.connect_failure import ConnectFailed
 from .versions import PROBE_SCRIPT, compare_versions, local_versions, parse_probe
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ def _tail(text: str, lines: int = 2) -> str:
 
 
 def _connect_problem(system: System, exc: TransportError) -> Problem:
+    if isinstance(exc, ConnectFailed):  # the transport named the cause and the fix (either ssh client)
+        return Problem(system.name, "error", "connect", exc.problem, exc.fix)
     host = system.config.host or "this machine"
     files = ", ".join(system.config.ssh_config or ["~/.ssh/config"])
     cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else ""

@@ -60,12 +60,12 @@ def local_versions() -> dict[str, Any]:
     return out
 
 
-def parse_probe(text: str) -> dict[str, Any] | None:
-    """The probe's answer in the remote output, or None if it printed none."""
+def parse_probe(text: str, mark: str = PROBE_MARK) -> dict[str, Any] | None:
+    """The probe's answer (the JSON after ``mark``) in the remote output, or None if it printed none."""
     for line in reversed(text.splitlines()):
-        if line.startswith(PROBE_MARK + " "):
+        if line.startswith(mark + " "):
             try:
-                value = json.loads(line[len(PROBE_MARK) + 1:])
+                value = json.loads(line[len(mark) + 1:])
             except json.JSONDecodeError:
                 return None
             return value if isinstance(value, dict) else None
@@ -95,8 +95,9 @@ def compare_versions(system: str, remote: Mapping[str, Any], local: Mapping[str,
         errors = "; ".join(f"{name}: {remote.get(f'{name}:error', 'not importable')}" for name in missing)
         problems.append(Problem(
             system, "error", "python", f"{where} cannot import {', '.join(missing)} ({errors})",
-            f"install wfl_async in the remote environment ('pip install wfl_async' also brings numpy, ase "
-            f"and cloudpickle) and {activate_hint}"))
+            f"run 'wfl-async install {system}' here (it makes a venv there with this wfl_async and this "
+            f"machine's numpy, ase and cloudpickle, no internet needed there, and prints the \"commands\" line "
+            f"to add), or {activate_hint}"))
     py_remote, py_local = _parts(remote.get("python")), _parts(local.get("python"))
     if py_remote[:2] != py_local[:2]:
         problems.append(Problem(
@@ -115,11 +116,11 @@ def compare_versions(system: str, remote: Mapping[str, Any], local: Mapping[str,
                 system, "error", "versions",
                 f"{name} {there} there, {here} here: pickled tasks and results do not load across "
                 f"{name} major versions (e.g. \"No module named 'numpy._core'\")",
-                f"install {name}=={here} in the remote environment (pip install '{name}=={here}'), or "
-                f"the same version here"))
+                f"run 'wfl-async install {system}' here (it installs {name}=={here} there, in a venv), or "
+                f"install the same version here"))
         else:
             problems.append(Problem(
                 system, "warning", "versions", f"{name} {there} there, {here} here",
                 f"install the same {name} version on both sides to be sure results are identical "
-                f"(pip install '{name}=={here}' in the remote environment)"))
+                f"('wfl-async install {system}' here installs {name}=={here} there)"))
     return problems

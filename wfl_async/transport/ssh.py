@@ -15,26 +15,35 @@ failed, and on what its caller declared:
   again only if the caller passed ``retry=True`` (it is safe to repeat); otherwise a
   :class:`~wfl_async.errors.TransportError` says that it may or may not have run.
 
-``~/.ssh/config`` (or the system's ``ssh_config`` files), keys, and known_hosts are honoured;
-host keys are checked unless the system config sets ``"ssh_host_key_checking": false``.
+A host that has never answered is not waited for: a name that does not resolve or a closed
+port fails the first call at once, anything else after a few seconds, naming the host, the
+cause and the fix (:mod:`.connect_failure`); only a connection that once worked is retried
+for ``retry_for``.
+
+``~/.ssh/config`` (or the system's ``ssh_config`` files), keys, ``ProxyJump`` and known_hosts
+are honoured; host keys are checked unless the system config sets ``"ssh_host_key_checking":
+false``. A server's keyboard-interactive questions (a one-time code) are asked in the terminal,
+or through ``SSH_ASKPASS``, once per connection (:mod:`.prompts`).
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
 
 import anyio
-import asyncssh
 
 from ..errors import TransportError
+from ._asyncssh import asyncssh
+from .backoff import retry_attempts
 from .base import CommandKind, LineCallback, LineSplitter, Transport
+from .connect_failure import FIRST_CONNECT_SECONDS, ConnectFailed, cause_of_exception
 from .host_keys import host_key_refusal
+from .hosts import split_host
+from .prompts import LOGIN_SECONDS, PromptingClient, can_prompt
 
 __all__ = ["SshTransport"]
 
@@ -73,7 +82,7 @@ class SshTransport(Transport):
                  host_key_checking: bool = True, retry_for: float = 600.0, connect_attempts: int | None = None,
                  max_delay: float = 2.0, retry_wait: float = 0.2) -> None:
         super().__init__()
-        self.host, self._user, self._port = _split_host(host)
+        self.host, self._user, self._port = split_host(host)
         self._config = [str(Path(p).expanduser()) for p in ssh_config] if ssh_config else None
         self._channels = anyio.Semaphore(max_channels)
         self._max_channels = max_channels
@@ -84,6 +93,8 @@ class SshTransport(Transport):
         self._attempts = connect_attempts
         self._max_delay = max_delay
         self._retry_wait = retry_wait
+        self._ever_connected = False
+        """A connection once worked: only then is a failure to connect retried for ``retry_for``."""
 
     @property
     def where(self) -> str:
@@ -101,19 +112,11 @@ class SshTransport(Transport):
             options["known_hosts"] = None
         return options
 
-    async def _backoff(self) -> AsyncIterator[int]:
-        """Attempt numbers 1, 2, ...; jittered exponential pauses between them, until the budget is spent."""
-        deadline = time.monotonic() + self._retry_for
-        delay = self._retry_wait
-        attempt = 1
-        while True:
-            yield attempt
-            attempt += 1
-            pause = delay * random.uniform(0.5, 1.0)
-            if (self._attempts is not None and attempt > self._attempts) or time.monotonic() + pause > deadline:
-                return
-            await anyio.sleep(pause)
-            delay = min(delay * 2, self._max_delay)
+    def _backoff(self) -> AsyncIterator[int]:
+        """Attempt numbers within the reconnect budget: ``retry_for`` once a connection has worked,
+        a few seconds before that."""
+        budget = self._retry_for if self._ever_connected else min(self._retry_for, FIRST_CONNECT_SECONDS)
+        return retry_attempts(budget, self._retry_wait, self._max_delay, self._attempts)
 
     async def _get_connection(self) -> asyncssh.SSHClientConnection:
         """The open connection, or a new one (one try; the caller's backoff loop tries again)."""
@@ -121,7 +124,7 @@ class SshTransport(Transport):
             if self._connection is not None and not self._connection.is_closed():
                 return self._connection
             try:
-                self._connection = await asyncssh.connect(self.host, **self._connect_options())
+                self._connection = await self._connect()
             except asyncssh.HostKeyNotVerifiable as exc:
                 raise TransportError(
                     f"ssh to {self.host} refused: {await host_key_refusal(self.host, self._connect_options(), exc)}"
@@ -133,6 +136,27 @@ class SshTransport(Transport):
                     f"for the system in config.json if you really mean it)") from exc
             self.stats.connections_opened += 1
             return self._connection
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        """One try at a new connection (ProxyJump from the ssh config, keyboard-interactive prompts answered).
+
+        :raises ConnectFailed: the host never answered, and the cause will not mend by waiting
+            (a name that does not resolve, a closed port)
+        """
+        options = self._connect_options()
+        if not self._ever_connected:
+            # asyncssh's timeout covers the login too: a person typing a one-time code gets longer
+            options["connect_timeout"] = LOGIN_SECONDS if can_prompt() else FIRST_CONNECT_SECONDS
+        try:
+            connection = await asyncssh.connect(self.host, client_factory=lambda: PromptingClient(self.host),
+                                                **options)
+        except _RETRYABLE as exc:
+            cause = None if self._ever_connected else cause_of_exception(exc)
+            if cause is not None:
+                raise ConnectFailed(self.host, cause, _describe(exc), self._config) from exc
+            raise
+        self._ever_connected = True
+        return connection
 
     async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None,
                    retry: bool, kind: CommandKind) -> CompletedProcess[bytes]:
@@ -163,8 +187,11 @@ class SshTransport(Transport):
                 if connected and not (isinstance(exc, asyncssh.ChannelOpenError) and not connection.is_closed()):
                     await self._drop(connection)
                 log.warning("%s to %s failed (%s); retrying", "command" if connected else "connecting",
-                            self.host, exc)
+                            self.host, _describe(exc))
         if not connected:
+            if not self._ever_connected:
+                raise ConnectFailed(self.host, "unreachable", f"no answer after {attempts} attempts: {error}",
+                                    self._config) from error
             raise TransportError(f"could not connect to {self.host} after {attempts} attempts: {error}") from error
         hint = (f"; the server allows fewer concurrent sessions than max_channels={self._max_channels}: "
                 f"lower \"max_channels\" for this system in config.json"
@@ -229,14 +256,13 @@ class SshTransport(Transport):
             await connection.wait_closed()
 
 
+def _describe(exc: BaseException) -> str:
+    """The exception's message, or its type when it has none (a timeout)."""
+    return str(exc) or type(exc).__name__
+
+
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     exc: BaseException = group
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
-
-
-def _split_host(host: str) -> tuple[str, str | None, int | None]:
-    user, _, rest = host.rpartition("@")
-    name, sep, port = rest.partition(":")
-    return name, user or None, int(port) if sep and port.isdigit() else None

@@ -1,1 +1,1 @@
-"""GAP fits with ``gap_fit`` (PyPI ``quippy-ase``; ``pip install 'wfl_async[gap]'``)."""
+"""GAP fits with ``gap_fit`` (PyPI ``quippy-ase``; ``wfl-async install SYSTEM --extra gap`` on a cluster)."""

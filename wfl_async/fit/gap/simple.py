@@ -3,7 +3,7 @@
 ``run_gap_fit(fitting_configs, fitting_dict, stdout_file)`` turns ``fitting_dict`` (descriptors
 under ``_gap``, one dict each) into ``gap_fit``'s command line, writes the configurations as
 the fitting database and runs ``gap_fit`` (``gap_fit_command``, or ``WFL_GAP_FIT_COMMAND``; the
-PyPI package ``quippy-ase`` ships it: ``pip install 'wfl_async[gap]'``). It returns the
+PyPI package ``quippy-ase`` ships it: ``wfl-async install SYSTEM --extra gap`` on a cluster). It returns the
 potential's ``.xml`` file name.
 
 It runs as one queued job when ``remote_info=`` is given, or ``WFL_GAP_SIMPLE_FIT_REMOTEINFO``
@@ -193,9 +193,10 @@ def _output_dir(gap_name: str) -> str:
 
 def _check_program(first: str) -> None:
     if shutil.which(first) is None:
-        raise ConfigurationError(f"gap_fit program {first!r} not found on PATH; install it with "
-                                 f"pip install 'wfl_async[gap]' (quippy-ase), or set WFL_GAP_FIT_COMMAND "
-                                 f"or gap_fit_command to its path")
+        raise ConfigurationError(f"gap_fit program {first!r} not found on PATH; on a cluster, install it with "
+                                 f"'wfl-async install SYSTEM --extra gap' on the driver (quippy-ase, in the "
+                                 f"system's venv); on this machine, pip install -e '.[gap]' in the wfl_async "
+                                 f"checkout; or set WFL_GAP_FIT_COMMAND or gap_fit_command to its path")
 
 
 def _tail(path: str | Path, lines: int = 30) -> str:
