@@ -42,7 +42,7 @@ from .jobs.hashing import job_key, pickle_task
 from .jobs.integrity import copy_atomic, read_verified_result
 from .jobs.options import JobOptions, WithOptions
 from .jobs.states import JobStatus
-from .pack.coordinator import WorkerSpec, coordinator_for, worker_command
+from .pack.coordinator import WorkerSpec, worker_command
 from .pack.queue import parse_chunk_remote_id
 from .pack.settings import PackSetting, effective_pack
 from .session import Session, session_scope
@@ -187,7 +187,7 @@ class PreparedJob:
         if parse_chunk_remote_id(record.remote_id) is not None:  # packed: workers may be needed again
             spec = self._worker_spec(system)
             if spec is not None:
-                coordinator_for(system).expect(spec, record.remote_root or await system.remote_root())
+                self.session.packing(system.name).expect(spec, record.remote_root or await system.remote_root())
         timeout = self.options.timeout
         if deadline is None:
             deadline = anyio.current_time() + (timeout if timeout is not None else math.inf)
@@ -263,7 +263,7 @@ class PreparedJob:
         # this caller is cancelled)
         spec = self._worker_spec(system)
         if spec is not None:
-            remote_id = await coordinator_for(system).submit(request, spec)
+            remote_id = await self.session.packing(system.name).submit(request, spec)
         else:
             remote_id = await system.submit(request)
         root = await system.remote_root()

@@ -2,9 +2,12 @@
 
 Every job coroutine on an event loop shares one session, hence one ssh connection per
 host and one submit loop and one poll loop per system, whatever operations it belongs to.
-The session owns one task group, in which the database's writer task and each system's
-:meth:`~wfl_async.system.System.serve` run (each started with ``TaskGroup.start`` on first
-use); closing the session ends them, then closes connections and the database.
+The session owns one task group, in which the database's writer task, each system's
+:meth:`~wfl_async.system.System.serve` and its packing coordinator's
+:meth:`~wfl_async.pack.coordinator.PackCoordinator.serve` run (each started with
+``TaskGroup.start`` on first use); closing the session ends them, then closes connections and
+the database. The session builds each system and its coordinator with everything they need,
+including the :class:`DatabaseRecorder` their loops report to: nothing is hooked in afterwards.
 
 Sessions are reference counted per event loop: ``async with session_scope() as s`` opens
 one (or joins the open one) and the last scope to leave closes it. Since the scopes may be
@@ -30,14 +33,15 @@ from ._private import private_dir
 from .config import ProjectConfig, SystemConfig, load_config
 from .jobs.database import JobsDatabase, process_owner, release_owner
 from .jobs.states import JobStatus, Verdict, status_update
-from .pack.coordinator import coordinator_for
+from .pack.coordinator import PackCoordinator
+from .pack.listings import PackListings
 from .scheduler import Scheduler, get_scheduler
 from .system import SubmitRequest, System, Watch
 from .system.paths import project_key
 from .transport.base import Transport
 from .transport.local import LocalTransport
 
-__all__ = ["DB_NAME", "Session", "session_scope"]
+__all__ = ["DB_NAME", "DatabaseRecorder", "Session", "session_scope"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,8 @@ class Session:
         self.db = JobsDatabase(config.local_stage_dir / DB_NAME)
         self.stage_root = config.local_stage_dir / "wfl_async_stage"
         self._systems: dict[str, System] = {}
+        self._packing: dict[str, PackCoordinator] = {}
+        self._recorder = DatabaseRecorder(self.db)
         self._transports: dict[tuple[str | None, tuple[str, ...] | None], Transport] = {}
         self._users = 0
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -102,22 +108,29 @@ class Session:
         """The :class:`System` called ``name``; raises ConfigurationError for an unknown name."""
         if name not in self._systems:
             config = self.config.system(name)
+            listings = PackListings()  # packed chunks: their queues are read by every survey
             system = System(config, self._transport(config), _scheduler_for(config),
-                            project_key(self.config.local_stage_dir))
-            system.on_progress = self._record_progress
-            system.on_submitted = self._record_submitted
-            coordinator_for(system)  # packed chunks: their queues are read by every survey
+                            project_key(self.config.local_stage_dir), recorder=self._recorder,
+                            survey_extension=listings)
+            self._packing[name] = PackCoordinator(system.machine, system.window, self._recorder, system.submit,
+                                                  listings)
             self._systems[name] = system
         return self._systems[name]
 
+    def packing(self, name: str) -> PackCoordinator:
+        """The packing coordinator of the system called ``name`` (:mod:`wfl_async.pack`)."""
+        self.system(name)
+        return self._packing[name]
+
     async def serving(self, name: str) -> System:
-        """The system called ``name``, its loops running in the session's task group."""
+        """The system called ``name``, its loops and its packing coordinator running in the session's task group."""
         system = self.system(name)
         async with self._start_lock:
             if not system.serving:
                 if self._tasks is None:
                     raise RuntimeError("the session is closed")
                 await self._tasks.start(system.serve)
+                await self._tasks.start(self._packing[name].serve)
         return system
 
     @property
@@ -141,14 +154,21 @@ class Session:
                                                      host_key_checking=config.ssh_host_key_checking, **retry)
         return self._transports[key]
 
-    # ------------------------------------------------------------------ recording
-    def _record_submitted(self, request: SubmitRequest, root: str) -> None:
+
+
+class DatabaseRecorder:
+    """The :class:`~wfl_async.system.recorder.Recorder` of a session's systems: reports go to the jobs database."""
+
+    def __init__(self, db: JobsDatabase) -> None:
+        self.db = db
+
+    def submitted(self, request: SubmitRequest, root: str) -> None:
         """Recorded by the submit loop itself, so a job whose caller was cancelled is recorded too."""
         if request.key:
             self.db.update_soon([(request.key, {"status": JobStatus.SUBMITTED, "remote_id": request.remote_id,
                                                 "remote_root": root})])
 
-    async def _record_progress(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
+    async def progressed(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
         """One database transaction per poll for every job whose state moved."""
         updates = []
         for watch, verdict in changes:

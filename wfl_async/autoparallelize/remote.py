@@ -30,7 +30,6 @@ from ..job import PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
 from ..jobs.states import JobStatus
 from ..pack import auto
-from ..pack.coordinator import coordinator_for
 from ..pack.settings import PackSetting, effective_pack
 from ..progress import Progress
 from ..session import Session, session_scope
@@ -87,7 +86,7 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
         system = runtime.system(remote_info.sys_name)
         job_dirs = frozenset(c.job.job_dir for c in chunks)
         packed = bool(chunks) and chunks[0].job.options.pack not in (None, False)
-        workers = coordinator_for(system).workers_alive if packed else None
+        workers = runtime.packing(system.name).workers_alive if packed else None
         progress = Progress.for_call(remote_info.job_name, system, total_chunks=len(chunks),
                                      total_items=sum(len(c.items) for c in chunks),
                                      running=lambda: system.started_count(job_dirs),

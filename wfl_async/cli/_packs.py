@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ..errors import WflAsyncError
 from ..jobs.database import JobRecord, JobStatus
-from ..pack.coordinator import PackSummary, coordinator_for
+from ..pack.coordinator import PackSummary
 from ..pack.queue import parse_chunk_remote_id
 from ..session import Session
 from ._display import _table, plain
@@ -47,7 +47,7 @@ async def survey_packs(runtime: Session, records: Sequence[JobRecord]) -> tuple[
             errors.append(f"{name}: {exc}")
             return
         rows.extend((name, summary, done[(name, summary.pack_id)])
-                    for summary in coordinator_for(system).summary(root))
+                    for summary in runtime.packing(name).summary(root))
 
     async with anyio.create_task_group() as tasks:
         for name, root in sorted(roots):

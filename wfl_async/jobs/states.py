@@ -26,7 +26,7 @@ from typing import Any
 from . import layout
 
 __all__ = ["ACTIVE_STATES", "FINISHED", "MARKER_FILES", "REATTACH", "UNFINISHED", "JobStatus", "Marker", "QueueState", "Verdict",
-           "VerdictKind", "classify", "status_update"]
+           "VerdictKind", "classify", "past_grace", "status_update"]
 
 
 class QueueState(StrEnum):
@@ -123,6 +123,12 @@ class Verdict:
         return self.marker is not None
 
 
+def past_grace(missing_for: float | None, grace: float) -> bool:
+    """Whether something missing from the queue for ``missing_for`` s (None: not seen missing
+    before) has been gone long enough to be called died: the one grace rule for jobs and workers."""
+    return missing_for is not None and missing_for > grace
+
+
 def classify(*, remote_id: str | None, marker: str | None, states: Mapping[str, QueueState] | None,
              missing_for: float | None, grace: float, where: str) -> Verdict:
     """The verdict on one job from one survey.
@@ -140,7 +146,7 @@ def classify(*, remote_id: str | None, marker: str | None, states: Mapping[str, 
     state = (states or {}).get(remote_id or "")
     if states is None or state in ACTIVE_STATES:
         return Verdict(VerdictKind.ACTIVE, seen, state)
-    if missing_for is None or missing_for <= grace:
+    if not past_grace(missing_for, grace):
         return Verdict(VerdictKind.MISSING, seen, state)
     if state is QueueState.TIMEOUT:
         how = "killed by the scheduler at its time limit (TIMEOUT)"

@@ -52,6 +52,14 @@ class SubmitRequest:
     :mod:`wfl_async.system.window`); empty means one job, ``job_dir``. A request submitting an
     array of k tasks names its k task directories, so the array counts as k jobs."""
 
+    async def settled(self) -> str:
+        """Wait until the loop that took this request settles it; its queue id, or its error raised."""
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.remote_id is not None
+        return self.remote_id
+
     def window_keys(self) -> Sequence[str]:
         """What this request holds in its system's queue window while it is in flight."""
         return self.queue_keys or (self.job_dir,)
