@@ -330,9 +330,10 @@ class PackCoordinator:
                 len(queue.queued), len(queue.taken)
             decision = judge(pack.workers, queue, states, now=now, grace=grace, where=self.machine.name,
                              worker_id=lambda answer, own_id: worker_remote_id(answer, scheduler, own_id, states))
-            self.window.hold([worker_dir(pid, name) for name in decision.found])
+            for name in decision.found:
+                self.window.queued(worker_dir(pid, name))
             pack.workers = decision.workers
-            self.window.release([worker_dir(pid, name) for name in decision.gone])
+            self.window.left(worker_dir(pid, name) for name in decision.gone)
             if decision.requeue and not pack.requeueing:
                 pack.requeueing = True
                 self._start(self._requeue, root, pid, list(decision.orphans), list(decision.dead))
@@ -367,7 +368,7 @@ class PackCoordinator:
     def _forget(self, pack: _Pack, pid: str, name: str) -> None:
         """A worker is gone: its room in the queue window (``max_queued_jobs``) is free again."""
         pack.workers.pop(name, None)
-        self.window.release([worker_dir(pid, name)])
+        self.window.left([worker_dir(pid, name)])
 
     def _alive_count(self, pack: _Pack) -> int:
         now, grace = time.monotonic(), self.machine.config.died_grace_seconds

@@ -48,7 +48,7 @@ import anyio
 
 from ..errors import SchedulerError, TransportError
 from ..jobs import layout
-from ..jobs.states import ACTIVE_STATES, MARKER_FILES, QueueState, Verdict, VerdictKind, classify
+from ..jobs.states import MARKER_FILES, Phase, QueueState, Step, Verdict, VerdictKind, observe
 from ..transport.base import FETCH_PATHS
 from .machine import Machine, SurveyExtension
 from .recorder import Recorder
@@ -121,10 +121,6 @@ class PollLoop:
         self._durations: deque[float] = deque(maxlen=_DURATIONS)
         self.history: deque[PollRecord] = deque(maxlen=POLL_HISTORY)
         """The last polls, oldest first."""
-        self._leaving: dict[str, str] = {}
-        """Job dir -> remote id of finished jobs the queue may still list (their room in the window
-        is given back once a listing no longer has them active: a job past its marker may still be
-        running its last lines, and counts against the site's limit until it is gone)."""
 
     def watched_count(self) -> int:
         """Jobs handed to the loop and not yet seen to end."""
@@ -166,19 +162,19 @@ class PollLoop:
         now = time.monotonic() if now is None else now
         base = self.base_interval()
         quiet = now - self._last_change
-        if (quiet <= BACKOFF_AFTER or self._leaving
-                or any(w.missing_since is not None for w in self.watches.values())):
+        if (quiet <= BACKOFF_AFTER or self.window.leaving()
+                or any(w.state.missing_since is not None for w in self.watches.values())):
             return base
         longest = max(base, self.machine.config.poll_max_interval)
         interval = min(longest, base + (quiet - BACKOFF_AFTER) * BACKOFF_SLOPE)
-        limits = [w.started_at + w.max_time - now for w in self.watches.values()
-                  if w.started_at is not None and w.max_time and not w.fetching]
+        running = [(w, w.state.started_at) for w in self.watches.values()
+                   if w.phase is Phase.WATCHED and w.state.started_at is not None]
+        limits = [started + w.max_time - now for w, started in running if w.max_time]
         if limits:  # a job killed at its time limit is listed as such only briefly
             interval = min(interval, max(base, min(limits)))
         if self._durations:
             typical = statistics.median(self._durations)
-            due = [w.started_at + typical - now for w in self.watches.values()
-                   if w.started_at is not None and not w.fetching and w.started_at + 2 * typical > now]
+            due = [started + typical - now for _, started in running if started + 2 * typical > now]
             if due:
                 interval = min(interval, max(base, min(due)))
         return interval
@@ -193,14 +189,14 @@ class PollLoop:
     async def _poll_loop(self) -> None:
         last_start = -math.inf
         while True:
-            if not self.watches and not self._leaving:
+            if not self.watches and not self.window.leaving():
                 self._add(await self._receive.receive())
             self._take_new()
             due = last_start + self.interval() - time.monotonic()
             if due > 0:
                 await anyio.sleep(due)
                 self._take_new()
-            if not self._leaving and not any(not w.fetching for w in self.watches.values()):
+            if not self.window.leaving() and not any(w.phase is Phase.WATCHED for w in self.watches.values()):
                 await anyio.sleep(self.base_interval())  # only fetches in flight: nothing to ask
                 continue
             last_start = time.monotonic()
@@ -224,10 +220,11 @@ class PollLoop:
     def _add(self, watch: Watch) -> None:
         if not watch.abandoned:
             watch.watched_at = time.time()
+            watch.state = watch.state.taken()
             self.watches[watch.job_dir] = watch
             # a job this driver re-attached to is in the queue already: it counts, room or not
             if watch.in_window:
-                self.window.hold([watch.job_dir])
+                self.window.queued(watch.job_dir)
             self._last_change = time.monotonic()
 
     def _take_new(self) -> None:
@@ -236,7 +233,7 @@ class PollLoop:
                 self._add(self._receive.receive_nowait())
             except anyio.WouldBlock:
                 break
-        for watch in [w for w in self.watches.values() if w.abandoned and not w.fetching]:
+        for watch in [w for w in self.watches.values() if w.abandoned and w.phase is not Phase.FETCHING]:
             self._end(watch)
 
     def _end(self, watch: Watch, *, maybe_listed: bool = False) -> None:
@@ -247,22 +244,12 @@ class PollLoop:
         """
         if self.watches.get(watch.job_dir) is watch:
             del self.watches[watch.job_dir]
-        if not watch.in_window:
-            pass
-        elif maybe_listed and watch.remote_id and self.window.limit is not None:
-            self._leaving[watch.job_dir] = watch.remote_id
+        watch.state = watch.state.ended()
+        if maybe_listed:
+            self.window.ended(watch.job_dir, watch.remote_id)
         else:
-            self.window.release([watch.job_dir])
+            self.window.left([watch.job_dir])
         watch.done.set()
-
-    def _release_left(self, states: dict[str, QueueState] | None) -> None:
-        """Give back the room of finished jobs that the queue listing ``states`` no longer has active."""
-        if states is None:
-            return
-        gone = [d for d, remote_id in self._leaving.items() if states.get(remote_id) not in ACTIVE_STATES]
-        for job_dir in gone:
-            del self._leaving[job_dir]
-        self.window.release(gone)
 
     async def _poll_once(self, record: PollRecord) -> list[tuple[Watch, Verdict]]:
         """One command per remote root; finished jobs go to the fetch task, the other changes are returned."""
@@ -270,14 +257,14 @@ class PollLoop:
         default_root = await machine.remote_root()
         by_root: dict[str, list[Watch]] = {}
         for watch in self.watches.values():
-            if not watch.fetching:
+            if watch.phase is Phase.WATCHED:
                 by_root.setdefault(watch.remote_root or default_root, []).append(watch)
         now = time.monotonic()
         # a listing is skipped while the scheduler's rate limit has no token to spare: waiting for
         # one would hold up this poll, and results come through the event log and the markers
         listing = (now - self._listed_at >= self.listing_interval(now) - 0.5 * MIN_POLL_INTERVAL
                    and machine.scheduler_call_free())
-        if not by_root and self._leaving:
+        if not by_root and self.window.leaving():
             by_root, listing = {default_root: []}, True  # only finished jobs still maybe listed: list the queue
         if listing:
             self._listed_at = now
@@ -293,14 +280,14 @@ class PollLoop:
         machine = self.machine
         now = time.monotonic()
         full = now - self._full_scan_at.get(root, -math.inf) >= FULL_SCAN_SECONDS
-        scan = list(watches) if full else [w for w in watches if not w.scanned or not w.queue_active]
+        scan = list(watches) if full else [w for w in watches if not w.state.scanned or not w.state.queue_active]
         offset = self._offsets.get(root)
         machine.stats["poll_commands"] += 1
         machine.stats["marker_scans"] += len(scan)
         found = await machine.survey([w.job_dir for w in scan], root, events_from=offset, queue=listing,
                                      extension=self.extension)
         if listing:
-            self._release_left(found.states)
+            self.window.listed(found.states)
         if full:
             self._full_scan_at[root] = now
         events: dict[str, str] = {}
@@ -314,37 +301,25 @@ class PollLoop:
                 self._offsets[root] = offset + found.events.consumed
                 events = found.events.markers
         for watch in scan:
-            watch.scanned = True
+            watch.state = watch.state.after_scan()
         now = time.monotonic()
         changed: list[tuple[Watch, Verdict]] = []
         for watch in watches:
-            for seen in (found.markers.get(watch.job_dir), events.get(watch.job_dir)):
-                if seen is not None and (watch.marker in (None, "started")):
-                    watch.marker = seen
-            if listing:
-                state = None if found.states is None else found.states.get(watch.remote_id or "")
-                watch.queue_active = found.states is None or state in ACTIVE_STATES
-            verdict = classify(remote_id=watch.remote_id, marker=watch.marker, states=found.states,
-                               grace=machine.config.died_grace_seconds, where=machine.name,
-                               missing_for=None if watch.missing_since is None else now - watch.missing_since)
-            if verdict.kind is VerdictKind.FINISHED:
-                watch.fetching = True
+            watch.state, verdict, step = observe(
+                watch.state, remote_id=watch.remote_id, seen=(found.markers.get(watch.job_dir), events.get(watch.job_dir)),
+                states=found.states, listed=listing, now=now, grace=machine.config.died_grace_seconds,
+                where=machine.name)
+            if step is Step.FETCH:
                 watch.outcome = JobOutcome(verdict.marker, QueueState.FINISHED)
-                if watch.started_at is not None:
-                    self._durations.append(now - watch.started_at)
+                if watch.state.started_at is not None:
+                    self._durations.append(now - watch.state.started_at)
                 self._fetch_send.send_nowait((root, watch, verdict))
                 record.finished[watch.job_dir] = watch.watched_at or record.started
-                continue
-            if listing:  # (when the queue was not asked, only the markers spoke)
-                missing = verdict.kind is VerdictKind.MISSING
-                watch.missing_since = (watch.missing_since or now) if missing else None
-            if verdict.kind is VerdictKind.DIED:
+            elif step is Step.DIED:
                 log.info("job %s on %s: died: %s", watch.job_dir, machine.name, verdict.message)
                 watch.outcome = JobOutcome(None, verdict.queue_state, verdict.message)
                 changed.append((watch, verdict))
-            elif verdict.started and not watch.started:
-                watch.started = True
-                watch.started_at = now
+            elif step is Step.STARTED:
                 changed.append((watch, verdict))
         return changed
 
@@ -375,7 +350,7 @@ class PollLoop:
                 log.warning("%s: fetching %d finished job(s) failed (%s); the next poll tries again",
                             self.machine.name, len(group), exc)
                 for watch, _ in group:
-                    watch.fetching = False
+                    watch.state = watch.state.fetch_failed()
                 continue
             done: list[tuple[Watch, Verdict]] = []
             for watch, verdict in group:
@@ -384,7 +359,7 @@ class PollLoop:
                     done.append((watch, verdict))
                 else:  # an event line of an earlier run of this directory: look at the markers again
                     log.info("job %s on %s: no final marker to fetch; looking again", watch.job_dir, self.machine.name)
-                    watch.marker, watch.scanned, watch.fetching, watch.outcome = None, False, False, None
+                    watch.state, watch.outcome = watch.state.no_final_marker(), None
             if done:
                 await self.recorder.progressed(done)
             self._last_change = time.monotonic()

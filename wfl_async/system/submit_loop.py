@@ -115,7 +115,7 @@ class SubmitLoop:
     async def _serve(self) -> None:
         while True:
             first = self._deferred.popleft() if self._deferred else await self._receive.receive()
-            await self.window.take(first.window_keys())
+            await self.window.admit(first.job_dir)
             self._unadmitted.discard(first.job_dir)
             batch = [first]
             await self._gather(batch)
@@ -133,7 +133,7 @@ class SubmitLoop:
     def _take_admitted(self) -> SubmitRequest:
         """The next waiting request, with room in the queue window (else the batch goes now)."""
         request = self._deferred.popleft() if self._deferred else self._receive.receive_nowait()
-        if not self.window.try_take(request.window_keys()):
+        if not self.window.try_admit(request.job_dir):
             self._deferred.appendleft(request)  # waits for room, first in line
             raise BatchFull
         self._unadmitted.discard(request.job_dir)
@@ -216,7 +216,7 @@ class SubmitLoop:
         request.error = error
         self.pending -= 1
         if error is not None:  # never queued: its room in the window is free again
-            self.window.release(request.window_keys())
+            self.window.left([request.job_dir])
         request.done.set()
 
     def _refused(self, request: SubmitRequest, complaint: str) -> None:
