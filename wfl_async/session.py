@@ -166,7 +166,8 @@ class DatabaseRecorder:
         """Recorded by the submit loop itself, so a job whose caller was cancelled is recorded too."""
         if request.key:
             self.db.update_soon([(request.key, {"status": JobStatus.SUBMITTED, "remote_id": request.remote_id,
-                                                "remote_root": root})])
+                                                "remote_root": root, "route": request.route,
+                                                "pack_id": request.pack_id})])
 
     async def progressed(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
         """One database transaction per poll for every job whose state moved."""

@@ -27,9 +27,10 @@ from tests.helpers.faulty_scheduler import faulty_system, submitted
 from tests.remote.test_autoparallelize_remote import cells
 from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
 from wfl_async.configset import ConfigSet, OutputSpec
+from wfl_async.jobs.route import RouteKind
 from wfl_async.jobs.states import ACTIVE_STATES
 from wfl_async.pack.coordinator import worker_remote_id
-from wfl_async.pack.queue import PACK_ROOT, parse_chunk_remote_id
+from wfl_async.pack.queue import PACK_ROOT
 from wfl_async.session import Session, session_scope
 
 pytestmark = pytest.mark.remote
@@ -109,7 +110,7 @@ async def test_packed_chunks_survive_a_cancelled_worker_and_run_once_each(
         assert [a.info["i"] for a in result] == list(range(10)) and all(a.info["labelled"] for a in result)
         assert [a.info["i"] for a in read(output, ":")] == list(range(10))
         records = await session.db.select(system=pack_system)
-        assert len(records) == 10 and all(parse_chunk_remote_id(r.remote_id) for r in records)
+        assert len(records) == 10 and all(r.route is RouteKind.PACKED and r.pack_id for r in records)
         assert cancelled and coordinator.stats["chunks_put_back"] >= 1, "no chunk was taken again"
         # the chunk the cancelled worker was running ran again elsewhere, to completion once
         assert set((await completions(session, pack_system, info.job_name)).values()) == {1}

@@ -86,7 +86,7 @@ async def _sync_group(runtime: Session, name: str, root: str, group: list[JobRec
         found = await survey(system, root, group)
         if cancel and found.active:
             # packed chunks leave their pack's queue; the others are cancelled by the scheduler
-            scheduler_ids = await cancel_packed(system, root, [r.remote_id for r in found.active if r.remote_id])
+            scheduler_ids = await cancel_packed(system, root, [r for r in found.active if r.remote_id])
             await system.control("cancel", scheduler_ids)
             report.changes.extend(Change(r, JobStatus.DIED, CANCELLED) for r in found.active)
             found.active, found.started = [], []

@@ -38,6 +38,7 @@ import anyio.abc
 
 from .._private import private_file
 from ..errors import WflAsyncError
+from .route import RouteKind
 from .states import REATTACH, JobStatus
 
 __all__ = ["Claim", "DatabaseCorruptError", "JobRecord", "JobStatus", "JobsDatabase", "owner_alive",
@@ -67,14 +68,25 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner       TEXT,
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
-    message     TEXT
+    message     TEXT,
+    route       TEXT,
+    pack_id     TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_system ON jobs(system);
 """
 
 _COLUMNS = ("key", "name", "system", "status", "job_dir", "remote_root", "remote_id", "owner",
-            "created_at", "updated_at", "message")
+            "created_at", "updated_at", "message", "route", "pack_id")
+_ADDED_COLUMNS = ("route", "pack_id")
+"""Columns added since the first schema: a database made before gets them at open (:func:`_migrate`)."""
+_BACKFILL_ROUTE = """
+UPDATE jobs SET
+    route = CASE WHEN remote_id LIKE 'pack:%' THEN 'packed' ELSE 'direct' END,
+    pack_id = CASE WHEN remote_id LIKE 'pack:%' THEN substr(remote_id, 6, instr(substr(remote_id, 6), ':') - 1) END
+WHERE remote_id IS NOT NULL AND route IS NULL
+"""
+"""The route of jobs submitted before it was recorded: a packed chunk's remote id was ``pack:<pack id>:<job dir>``."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +102,18 @@ class JobRecord:
     created_at: float
     updated_at: float
     message: str | None
+    route: RouteKind | None = None
+    """How it runs (None: not submitted yet)."""
+    pack_id: str | None = None
+    """The pack a packed chunk is queued in."""
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> JobRecord:
-        values = dict(zip(_COLUMNS, row, strict=True))
+        # (a database opened read only before its first migration has fewer columns)
+        values = dict(zip(_COLUMNS, row, strict=False))
         values["status"] = JobStatus(values["status"])
+        if values.get("route") is not None:
+            values["route"] = RouteKind(values["route"])
         return cls(**values)
 
 
@@ -258,6 +277,7 @@ class JobsDatabase:
                 await self._conn.execute("PRAGMA journal_mode=WAL")
                 await self._conn.execute("PRAGMA synchronous=NORMAL")
                 await self._conn.executescript(_SCHEMA)
+                await _migrate(self._conn)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or attempt == 99:
@@ -484,3 +504,18 @@ def _update_statements(updates: Iterable[tuple[str, dict[str, Any]]],
         statements.append((f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?",
                            (*values.values(), now, key)))
     return statements
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    """Add the columns a database made by an earlier version lacks, and fill them in for its jobs."""
+    async with conn.execute("PRAGMA table_info(jobs)") as cursor:
+        present = {row[1] async for row in cursor}
+    missing = [column for column in _ADDED_COLUMNS if column not in present]
+    for column in missing:
+        try:
+            await conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it meanwhile
+                raise
+    if "route" in missing:
+        await conn.execute(_BACKFILL_ROUTE)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import anyio
 
+from ..jobs.route import RouteKind
 from ..jobs.states import Marker, Phase, QueueState, WatchState
 from .commands import EventLogRead
 
@@ -47,6 +48,10 @@ class SubmitRequest:
     """The previous submission of this job is known not to have queued it: try again."""
     submit: str | None = None
     """``"array"`` or ``"loop"``: the call's choice of how to submit (None: the system's ``submit``)."""
+    route: RouteKind = RouteKind.DIRECT
+    """How the job runs, recorded with its submission."""
+    pack_id: str | None = None
+    """The pack a packed chunk is queued in (recorded with its submission)."""
 
     async def settled(self) -> str:
         """Wait until the loop that took this request settles it; its queue id, or its error raised."""
