@@ -261,25 +261,13 @@ class PackCoordinator:
         if not items:
             return
         requests = [item.request for item in items]
-        queued: set[str] = set()
-        new: set[str] = set()
         root: str | None = None
         try:
             root = await self.machine.remote_root()
-            then = f'cd "$wfl_async_root" && {enqueue_command(pid, [r.job_dir for r in requests])}'
-            self.stats["enqueue_commands"] += 1
-            self.machine.stats["submit_commands"] += 1
-            # safe to repeat after a dropped connection: files already there are kept, and a
-            # chunk already queued, taken or finished is not queued again
-            answer = await self.machine.transport.upload(
-                requests[0].local_root, [path for r in requests for path in r.upload], root, then=then,
-                fresh=[r.job_dir for r in requests if r.reset], kind="submit", retry=True)
-            lines = answer.stdout.decode(errors="replace").splitlines()
-            new = {line[2:].strip() for line in lines if line.startswith("N ")}
-            queued = new | {line[2:].strip() for line in lines if line.startswith("E ")}
+            new, queued = await self._enqueue_command(root, pid, requests)
             complaint = "no answer for it"
         except TransportError as exc:
-            complaint = str(exc)
+            new, queued, complaint = set(), set(), str(exc)
         except Exception as exc:  # a mistake (an unusable rundir, a vanished stage dir): retrying cannot help
             log.info("%s: cannot queue %d packed chunk(s): %s", self.machine.name, len(items), exc)
             for request in requests:
@@ -298,6 +286,21 @@ class PackCoordinator:
             pack.remaining += len(new)  # only these may need a worker
             pack.queued += len(new)
             self._start(self._release_after_workers, root, pid, accepted)
+
+    async def _enqueue_command(self, root: str, pid: str, requests: Sequence[SubmitRequest]) -> tuple[set[str], set[str]]:
+        """Stage ``requests``' directories and queue them in pack ``pid`` (one command): the chunks
+        newly queued, and all those in the queue now (new or queued before)."""
+        then = f'cd "$wfl_async_root" && {enqueue_command(pid, [r.job_dir for r in requests])}'
+        self.stats["enqueue_commands"] += 1
+        self.machine.stats["submit_commands"] += 1
+        # safe to repeat after a dropped connection: files already there are kept, and a
+        # chunk already queued, taken or finished is not queued again
+        answer = await self.machine.transport.upload(
+            requests[0].local_root, [path for r in requests for path in r.upload], root, then=then,
+            fresh=[r.job_dir for r in requests if r.reset], kind="submit", retry=True)
+        lines = answer.stdout.decode(errors="replace").splitlines()
+        new = {line[2:].strip() for line in lines if line.startswith("N ")}
+        return new, new | {line[2:].strip() for line in lines if line.startswith("E ")}
 
     def _retry(self, item: _Enqueue, complaint: str) -> None:
         request = item.request

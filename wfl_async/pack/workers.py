@@ -73,22 +73,12 @@ def judge(workers: Mapping[str, WorkerState], queue: PackQueue, states: Mapping[
     :param worker_id: a worker's queue id from its submit answer and its own id (None: unknown)
     """
     updated = dict(workers)
-    found = []
+    found = tuple(name for name in queue.workers if name not in updated)
     for name, answer in queue.workers.items():
-        worker = updated.get(name)
-        if worker is None:  # an earlier run's worker: it is in the queue, so it counts
-            found.append(name)
-            worker = WorkerState(submitted_at=-math.inf)
+        # a worker of an earlier run is in the queue, so it counts
+        worker = updated.get(name) or WorkerState(submitted_at=-math.inf)
         worker = replace(worker, seen=True, remote_id=worker.remote_id or worker_id(answer, queue.own_ids.get(name)))
-        if worker.remote_id is None:  # submitted, its answer lost, not started: cannot be judged
-            worker = replace(worker, first_unknown=worker.first_unknown or now)
-        else:
-            missing_for = None if worker.missing_since is None else now - worker.missing_since
-            verdict = classify(remote_id=worker.remote_id, marker=None, states=states, missing_for=missing_for,
-                               grace=grace, where=where)
-            active = verdict.kind is VerdictKind.ACTIVE
-            worker = replace(worker, missing_since=None if active else (worker.missing_since or now))
-        updated[name] = worker
+        updated[name] = _listed(worker, states, now=now, grace=grace, where=where)
     gone = tuple(n for n, w in updated.items() if n not in queue.workers
                  and (w.seen or now - w.submitted_at > patience(grace)))
     for name in gone:
@@ -97,7 +87,19 @@ def judge(workers: Mapping[str, WorkerState], queue: PackQueue, states: Mapping[
                         and past_grace(now - w.missing_since, grace)))
     orphans = tuple((job_dir, w) for job_dir, w in queue.taken.items()
                     if w in dead or (w not in updated and states is not None))
-    return PackDecision(updated, tuple(found), gone, dead, orphans)
+    return PackDecision(updated, found, gone, dead, orphans)
+
+
+def _listed(worker: WorkerState, states: Mapping[str, QueueState] | None, *, now: float, grace: float,
+            where: str) -> WorkerState:
+    """``worker`` as a listing of its pack shows it: missing from the scheduler's queue since when, if at all."""
+    if worker.remote_id is None:  # submitted, its answer lost, not started: cannot be judged
+        return replace(worker, first_unknown=worker.first_unknown or now)
+    missing_for = None if worker.missing_since is None else now - worker.missing_since
+    verdict = classify(remote_id=worker.remote_id, marker=None, states=states, missing_for=missing_for, grace=grace,
+                       where=where)
+    active = verdict.kind is VerdictKind.ACTIVE
+    return replace(worker, missing_since=None if active else (worker.missing_since or now))
 
 
 def is_alive(worker: WorkerState, *, now: float, grace: float) -> bool:
