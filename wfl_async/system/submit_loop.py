@@ -220,6 +220,7 @@ class SubmitLoop:
         request.done.set()
 
     def _refused(self, request: SubmitRequest, complaint: str) -> None:
+        """The retry decision for a job the scheduler did not take: retried (transient, job limit) or failed."""
         kind = self.machine.scheduler.classify_error(complaint)
         if kind is None and _SILENT_FAILURE.fullmatch(complaint) and request.attempts < MAX_SILENT_RETRIES:
             # no complaint at all: the job may or may not have been queued; the retry looks
