@@ -44,19 +44,48 @@ from .jobs.hashing import job_key, pickle_task
 from .jobs.integrity import copy_atomic, read_verified_result
 from .jobs.options import JobOptions, WithOptions
 from .jobs.pack_option import PackSetting, effective_pack
+from .jobs.route import RouteKind
 from .jobs.states import JobStatus
-from .pack.coordinator import WorkerSpec, coordinator_for, worker_command
-from .pack.queue import parse_chunk_remote_id
+from .pack.coordinator import WorkerSpec, worker_command
 from .session import Session, session_scope
 from .system import SubmitRequest, System, Watch
 from .system.paths import job_dir_name, safe_name
 
-__all__ = ["JobOptions", "PreparedJob", "RemoteJob"]
+__all__ = ["ArrayTask", "Direct", "JobOptions", "Packed", "PreparedJob", "RemoteJob", "Route"]
 
 log = logging.getLogger(__name__)
 
 _CLAIM_RECHECK = 0.5
 """Seconds between looks at a job another live process is submitting."""
+
+
+@dataclass(frozen=True)
+class Direct:
+    """The job is a scheduler job of its own, submitted by its system's submit loop."""
+
+    kind = RouteKind.DIRECT
+
+
+@dataclass(frozen=True)
+class ArrayTask:
+    """A scheduler job of its own that asks to go as a task of a job array (``submit="array"``)."""
+
+    kind = RouteKind.ARRAY
+
+
+@dataclass(frozen=True)
+class Packed:
+    """The job is a chunk queued in its pack and run by the pack's worker jobs (docs/packing.md)."""
+
+    setting: PackSetting
+    worker: WorkerSpec
+    """How the pack's worker jobs are submitted."""
+
+    kind = RouteKind.PACKED
+
+
+Route = Direct | ArrayTask | Packed
+"""How a job runs, decided once by :meth:`RemoteJob.prepare` and recorded in the jobs database."""
 
 
 @dataclass(init=False)
@@ -118,8 +147,10 @@ class RemoteJob(WithOptions):
         task = pickle_task(self.function, self.args, self.kwargs)
         key = job_key(self.function, self.args, self.kwargs, name=self.job_name, hash_ignore=options.hash_ignore,
                       input_files=options.input_files, code_version=options.code_version)
-        return PreparedJob(self, session, system, key, job_dir_name(self.job_name, key), task,
-                           partition, node_dict, max_time)
+        prepared = PreparedJob(self, session, system, key, job_dir_name(self.job_name, key), task,
+                               partition, node_dict, max_time)
+        prepared.route = prepared.decide_route()
+        return prepared
 
 
 @dataclass
@@ -135,6 +166,8 @@ class PreparedJob:
     partition: str
     node_dict: dict[str, int]
     max_time: int
+    route: Route = field(default_factory=Direct)
+    """How it runs (:meth:`decide_route`, once, by :meth:`RemoteJob.prepare`)."""
 
     @property
     def options(self) -> JobOptions:
@@ -183,14 +216,13 @@ class PreparedJob:
         if record.system != self.system.name:
             log.info("job %s: re-attaching on %s under %s, where it was submitted (not on %s)",
                      self.label, record.system, record.remote_root, self.system.name)
+        packed = record.route is RouteKind.PACKED  # its worker job counts in the queue window, not the chunk
         watch = Watch(job_dir=self.job_dir, remote_id=record.remote_id, fetch=list(self.options.output_files),
                       local_root=self.session.stage_root, check_interval=self.options.check_interval, key=self.key,
-                      remote_root=record.remote_root, max_time=self.max_time,
-                      in_window=parse_chunk_remote_id(record.remote_id) is None)  # a packed chunk: its worker counts
-        if parse_chunk_remote_id(record.remote_id) is not None:  # packed: workers may be needed again
-            spec = self._worker_spec(system)
-            if spec is not None:
-                coordinator_for(system).expect(spec, record.remote_root or await system.remote_root())
+                      remote_root=record.remote_root, max_time=self.max_time, in_window=not packed)
+        if packed and isinstance(self.route, Packed):  # workers may be needed again (a rerun re-attaching)
+            spec = self._worker_spec(system, self.route.setting)
+            self.session.packing(system.name).expect(spec, record.remote_root or await system.remote_root())
         timeout = self.options.timeout
         if deadline is None:
             deadline = anyio.current_time() + (timeout if timeout is not None else math.inf)
@@ -272,16 +304,17 @@ class PreparedJob:
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
                                 header_extra=list(self.options.header_extra), body=self._job_body(system),
                                 upload=uploads, local_root=self.session.stage_root, key=self.key, reset=reset,
-                                submit=self.options.submit)
+                                submit=self.options.submit, route=self.route.kind,
+                                pack_id=self.route.worker.pack_id if isinstance(self.route, Packed) else None)
         # the submit loop (or the packing coordinator) records the submission itself (also when
         # this caller is cancelled)
-        spec = self._worker_spec(system)
-        if spec is not None:
-            remote_id = await coordinator_for(system).submit(request, spec)
+        if isinstance(self.route, Packed):
+            remote_id = await self.session.packing(system.name).submit(request, self.route.worker)
         else:
             remote_id = await system.submit(request)
         root = await system.remote_root()
-        return dataclasses.replace(claimed, status=JobStatus.SUBMITTED, remote_id=remote_id, remote_root=root)
+        return dataclasses.replace(claimed, status=JobStatus.SUBMITTED, remote_id=remote_id, remote_root=root,
+                                   route=request.route, pack_id=request.pack_id)
 
     def _stage_locally(self) -> list[str]:
         """Write the task and copy input files under the stage dir; return paths to upload."""
@@ -305,15 +338,21 @@ class PreparedJob:
             uploads.append(f"{self.job_dir}/{target}")
         return uploads
 
-    def _worker_spec(self, system: System) -> WorkerSpec | None:
-        """How the worker jobs of this chunk run if it is packed (docs/packing.md); None: a job of its own.
+    def decide_route(self) -> Route:
+        """How this job runs: the one place its ``pack`` option (or its system's default) is read.
 
-        ``pack="auto"`` is decided per call (:mod:`wfl_async.pack.auto`); left unresolved, as
-        for a single :class:`RemoteJob`, the job is a job of its own.
+        ``pack="auto"`` is decided per call, before its jobs are prepared (:mod:`wfl_async.pack.auto`);
+        left unresolved, as for a single :class:`RemoteJob`, the job is a job of its own.
         """
-        setting = effective_pack(self.options.pack, system.config.pack)
-        if not isinstance(setting, PackSetting):
-            return None
+        setting = effective_pack(self.options.pack, self.system.config.pack)
+        if isinstance(setting, PackSetting):
+            return Packed(setting, self._worker_spec(self.system, setting))
+        if (self.options.submit or self.system.config.submit) == "array":
+            return ArrayTask()
+        return Direct()
+
+    def _worker_spec(self, system: System, setting: PackSetting) -> WorkerSpec:
+        """How the worker jobs of this packed chunk are submitted on ``system`` (docs/packing.md)."""
         run = worker_command(system.config.python, self.max_time, setting.idle_seconds)
         call_name = re.sub(r"_chunk_\d+$", "", self.spec.job_name)
         return WorkerSpec(job_name=call_name, partition=self.partition, node_dict=dict(self.node_dict),

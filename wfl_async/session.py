@@ -2,9 +2,12 @@
 
 Every job coroutine on an event loop shares one session, hence one ssh connection per
 host and one submit loop and one poll loop per system, whatever operations it belongs to.
-The session owns one task group, in which the database's writer task and each system's
-:meth:`~wfl_async.system.System.serve` run (each started with ``TaskGroup.start`` on first
-use); closing the session ends them, then closes connections and the database.
+The session owns one task group, in which the database's writer task, each system's
+:meth:`~wfl_async.system.System.serve` and its packing coordinator's
+:meth:`~wfl_async.pack.coordinator.PackCoordinator.serve` run (each started with
+``TaskGroup.start`` on first use); closing the session ends them, then closes connections and
+the database. The session builds each system and its coordinator with everything they need,
+including the :class:`DatabaseRecorder` their loops report to: nothing is hooked in afterwards.
 
 Sessions are reference counted per event loop: ``async with session_scope() as s`` opens
 one (or joins the open one) and the last scope to leave closes it. Since the scopes may be
@@ -20,7 +23,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,14 +37,15 @@ from .jobs.database import JobsDatabase
 from .jobs.owner import process_owner, release_owner
 from .jobs.run_record import read_run_record
 from .jobs.states import JobStatus, Verdict, VerdictKind, status_update
-from .pack.coordinator import coordinator_for
+from .pack.coordinator import PackCoordinator
+from .pack.listings import PackListings
 from .scheduler import Scheduler, get_scheduler
 from .system import SubmitRequest, System, Watch
 from .system.paths import project_key
 from .system.transport_for import build_transport
 from .transport.base import Transport
 
-__all__ = ["DB_NAME", "STAGE_DIR_NAME", "Session", "session_scope"]
+__all__ = ["DB_NAME", "STAGE_DIR_NAME", "DatabaseRecorder", "Session", "session_scope"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,8 @@ class Session:
         self.db = JobsDatabase(config.local_stage_dir / DB_NAME)
         self.stage_root = config.local_stage_dir / STAGE_DIR_NAME
         self._systems: dict[str, System] = {}
+        self._packing: dict[str, PackCoordinator] = {}
+        self._recorder = DatabaseRecorder(self.db, after_progress=self._record_costs_when_due)
         self._transports: dict[tuple[str | None, tuple[str, ...] | None, str], Transport] = {}
         self._users = 0
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -115,22 +121,29 @@ class Session:
         """The :class:`System` called ``name``; raises ConfigurationError for an unknown name."""
         if name not in self._systems:
             config = self.config.system(name)
+            listings = PackListings()  # packed chunks: their queues are read by every survey
             system = System(config, self._transport(config), _scheduler_for(config),
-                            project_key(self.config.local_stage_dir))
-            system.on_progress = self._record_progress
-            system.on_submitted = self._record_submitted
-            coordinator_for(system)  # packed chunks: their queues are read by every survey
+                            project_key(self.config.local_stage_dir), recorder=self._recorder,
+                            survey_extension=listings)
+            self._packing[name] = PackCoordinator(system.machine, system.window, self._recorder, system.submit,
+                                                  listings)
             self._systems[name] = system
         return self._systems[name]
 
+    def packing(self, name: str) -> PackCoordinator:
+        """The packing coordinator of the system called ``name`` (:mod:`wfl_async.pack`)."""
+        self.system(name)
+        return self._packing[name]
+
     async def serving(self, name: str) -> System:
-        """The system called ``name``, its loops running in the session's task group."""
+        """The system called ``name``, its loops and its packing coordinator running in the session's task group."""
         system = self.system(name)
         async with self._start_lock:
             if not system.serving:
                 if self._tasks is None:
                     raise RuntimeError("the session is closed")
                 await self._tasks.start(system.serve)
+                await self._tasks.start(self._packing[name].serve)
         return system
 
     @property
@@ -144,16 +157,48 @@ class Session:
             self._transports[key] = build_transport(config)
         return self._transports[key]
 
-    # ------------------------------------------------------------------ recording
-    def _record_submitted(self, request: SubmitRequest, root: str) -> None:
+
+
+    # ------------------------------------------------------------------ costs
+    def _record_costs_when_due(self) -> None:
+        """After a poll's changes are recorded: the costs again, if :data:`COSTS_EVERY` has passed."""
+        if time.monotonic() - self._costs_recorded_at > COSTS_EVERY:
+            self._record_costs()
+
+    def _record_costs(self) -> None:
+        """What this session's commands have cost so far, for ``wfl-async report`` (a run in progress too)."""
+        self._costs_recorded_at = time.monotonic()
+        self.db.record_costs_soon(self.owner, self._opened_at, self.costs())
+
+    def costs(self) -> dict[str, Any]:
+        """What this session's commands have cost so far: per system its counters, per host its commands."""
+        transports = {}
+        for (host, _, _), transport in self._transports.items():
+            stats = transport.stats
+            transports[host or "local"] = {
+                "connections": stats.connections_opened, "commands": stats.commands_run,
+                "seconds": round(sum(r.duration for r in stats.records), 3), **stats.by_kind()}
+        return {"systems": {name: dict(system.stats) for name, system in self._systems.items()},
+                "transports": transports}
+
+
+class DatabaseRecorder:
+    """The :class:`~wfl_async.system.recorder.Recorder` of a session's systems: reports go to the jobs database."""
+
+    def __init__(self, db: JobsDatabase, *, after_progress: Callable[[], None] | None = None) -> None:
+        """:param after_progress: called after each poll's changes are recorded (the session's cost record)"""
+        self.db = db
+        self._after_progress = after_progress
+
+    def submitted(self, request: SubmitRequest, root: str) -> None:
         """Recorded by the submit loop itself, so a job whose caller was cancelled is recorded too."""
         if request.key:
             self.db.update_soon([(request.key, {
                 "status": JobStatus.SUBMITTED, "remote_id": request.remote_id, "remote_root": root,
-                "submitted_at": time.time(), "cores": request.node_dict.get("num_cores"),
-                "max_time": request.max_time})])
+                "route": request.route, "pack_id": request.pack_id, "submitted_at": time.time(),
+                "cores": request.node_dict.get("num_cores"), "max_time": request.max_time})])
 
-    async def _record_progress(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
+    async def progressed(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
         """One database transaction per poll for every job whose state moved, with when it moved
         (for ``wfl-async report``): started as first seen, then as its fetched markers say."""
         updates = []
@@ -174,25 +219,8 @@ class Session:
             for (update, _), record in zip(fetched, records, strict=True):
                 update.update(record)
         await self.db.update_many(updates)
-        if time.monotonic() - self._costs_recorded_at > COSTS_EVERY:
-            self._record_costs()
-
-    def _record_costs(self) -> None:
-        """What this session's commands have cost so far, for ``wfl-async report`` (a run in progress too)."""
-        self._costs_recorded_at = time.monotonic()
-        self.db.record_costs_soon(self.owner, self._opened_at, self.costs())
-
-    def costs(self) -> dict[str, Any]:
-        """What this session's commands have cost so far: per system its counters, per host its commands."""
-        transports = {}
-        for (host, _, _), transport in self._transports.items():
-            stats = transport.stats
-            transports[host or "local"] = {
-                "connections": stats.connections_opened, "commands": stats.commands_run,
-                "seconds": round(sum(r.duration for r in stats.records), 3), **stats.by_kind()}
-        return {"systems": {name: dict(system.stats) for name, system in self._systems.items()},
-                "transports": transports}
-
+        if self._after_progress is not None:
+            self._after_progress()
 
 def _scheduler_for(config: SystemConfig) -> Scheduler:
     if config.scheduler == "local":

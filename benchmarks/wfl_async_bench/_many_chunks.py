@@ -26,7 +26,6 @@ from typing import Any
 
 from wfl_async.jobs import layout
 from wfl_async.jobs.options import JobOptions
-from wfl_async.pack.coordinator import coordinator_for
 from wfl_async.session import Session, session_scope
 
 from ._autopara import AutoparaOptions, _run_ours
@@ -104,7 +103,7 @@ async def _trivial(options: ManyChunksOptions, raw: dict[str, Any], mode: str, j
             ours = await run_ours(session, options.system, options.chunks, check_interval=options.check_interval,
                                   resources=options.resources, job_timeout=options.timeout,
                                   job_options=job_options, implementation=mode)
-            stats = dict(coordinator_for(session.system(options.system)).stats)
+            stats = dict(session.packing(options.system).stats)
             rows.append(_row(ours.figures, **{"scheduler submissions": await _submissions(session, stats, job_options)},
                              **({"pack": stats} if "pack" in job_options else {})))
             if floor:
@@ -124,7 +123,7 @@ async def _trivial(options: ManyChunksOptions, raw: dict[str, Any], mode: str, j
                                        job_timeout=options.timeout, job_options=job_options,
                                        implementation=f"{mode}, rerun (local results removed)")
                 system = session.system(options.system)
-                stats = dict(coordinator_for(system).stats)
+                stats = dict(session.packing(options.system).stats)
                 rows.append(_row(again.figures, **{"scheduler submissions": stats["workers_submitted"]}, pack=stats,
                                  submit_commands=system.stats["submit_commands"]))
     return rows

@@ -27,9 +27,10 @@ from tests.helpers.faulty_scheduler import faulty_system, submitted
 from tests.remote.test_autoparallelize_remote import cells
 from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
 from wfl_async.configset import ConfigSet, OutputSpec
+from wfl_async.jobs.route import RouteKind
 from wfl_async.jobs.states import ACTIVE_STATES
-from wfl_async.pack.coordinator import coordinator_for, worker_remote_id
-from wfl_async.pack.queue import PACK_ROOT, parse_chunk_remote_id
+from wfl_async.pack.coordinator import worker_remote_id
+from wfl_async.pack.queue import PACK_ROOT
 from wfl_async.session import Session, session_scope
 
 pytestmark = pytest.mark.remote
@@ -73,8 +74,8 @@ async def listed_workers(session: Session, system: str) -> dict[str, str | None]
     target = session.system(system)
     root = await target.remote_root()
     await target.survey([], root)
-    listing, states = coordinator_for(target).listed[root]
-    return {name: worker_remote_id(answer, target, queue.own_ids.get(name), states)
+    listing, states = session.packing(system).listed[root]
+    return {name: worker_remote_id(answer, target.scheduler, queue.own_ids.get(name), states)
             for queue in listing.packs.values() for name, answer in queue.workers.items()}
 
 
@@ -85,7 +86,7 @@ async def test_packed_chunks_survive_a_cancelled_worker_and_run_once_each(
     output = tmp_path / "out.xyz"
     async with session_scope() as session:
         system = await session.serving(pack_system)
-        coordinator = coordinator_for(system)
+        coordinator = session.packing(pack_system)
         cancelled: list[str] = []
 
         async def cancel_a_worker_mid_chunk() -> None:
@@ -94,7 +95,7 @@ async def test_packed_chunks_survive_a_cancelled_worker_and_run_once_each(
                 await anyio.sleep(0.2)
                 root = await system.remote_root()
                 listing, _ = coordinator.listed.get(root, (None, None))
-                busy = [worker_remote_id(queue.workers[w], system, queue.own_ids.get(w)) for queue in
+                busy = [worker_remote_id(queue.workers[w], system.scheduler, queue.own_ids.get(w)) for queue in
                         (listing.packs.values() if listing else ()) for w in queue.taken.values() if w in queue.workers]
                 if busy and busy[0]:
                     cancelled.append(busy[0])
@@ -109,7 +110,7 @@ async def test_packed_chunks_survive_a_cancelled_worker_and_run_once_each(
         assert [a.info["i"] for a in result] == list(range(10)) and all(a.info["labelled"] for a in result)
         assert [a.info["i"] for a in read(output, ":")] == list(range(10))
         records = await session.db.select(system=pack_system)
-        assert len(records) == 10 and all(parse_chunk_remote_id(r.remote_id) for r in records)
+        assert len(records) == 10 and all(r.route is RouteKind.PACKED and r.pack_id for r in records)
         assert cancelled and coordinator.stats["chunks_put_back"] >= 1, "no chunk was taken again"
         # the chunk the cancelled worker was running ran again elsewhere, to completion once
         assert set((await completions(session, pack_system, info.job_name)).values()) == {1}
@@ -127,7 +128,6 @@ RESTART_SCRIPT = """
 import json, sys
 from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
 from wfl_async.configset import ConfigSet, OutputSpec
-from wfl_async.pack.coordinator import coordinator_for, worker_remote_id
 from wfl_async.session import session_scope
 from tests.conftest import remote_system_names
 from tests.helpers import remote_functions as rf
@@ -140,7 +140,7 @@ async def main():
         await autoparallelize.aio(rf._counted_label, ConfigSet(cells(8)), OutputSpec(sys.argv[1]),
                                   autopara_info=AutoparaInfo(remote_info=info))
         system = session.system(info.sys_name)
-        print(json.dumps({**coordinator_for(system).stats, **system.stats}))
+        print(json.dumps({**session.packing(info.sys_name).stats, **system.stats}))
 
 anyio.run(main)
 """
@@ -197,7 +197,7 @@ async def test_worker_jobs_count_against_max_queued_jobs_and_packed_chunks_do_no
         assert [a.info["i"] for a in result] == list(range(6))
         system = session.system(pack_system)
         # six chunks queued at once, but never more than one worker job in the queue
-        assert system.window.peak == 1 and coordinator_for(system).stats["workers_submitted"] >= 1
+        assert system.window.peak == 1 and session.packing(pack_system).stats["workers_submitted"] >= 1
 
 
 async def test_a_late_queue_listing_submits_no_worker_past_the_target(
@@ -216,7 +216,8 @@ async def test_a_late_queue_listing_submits_no_worker_past_the_target(
     configs = cells(12)
     results: dict[str, list[Any]] = {}
     async with session_scope() as session:
-        coordinator = coordinator_for(await session.serving(system))
+        await session.serving(system)
+        coordinator = session.packing(system)
 
         async def call(name: str, inputs: list[Any]) -> None:
             results[name] = await autoparallelize.aio(rf._counted_label, ConfigSet(inputs),

@@ -28,7 +28,7 @@ from wfl_async.bench import MTIME_RESOLUTION
 from wfl_async.config import load_config
 from wfl_async.job import RemoteJob
 from wfl_async.jobs import layout
-from wfl_async.jobs.states import ACTIVE_STATES, Marker
+from wfl_async.jobs.states import ACTIVE_STATES, Marker, Phase
 from wfl_async.scheduler import get_scheduler
 from wfl_async.session import session_scope
 from wfl_async.system import System, Watch
@@ -169,7 +169,7 @@ async def test_a_fetch_in_flight_does_not_hold_up_the_next_poll(fresh_expyre_roo
             await transport.fetching.wait()
             # the first job's fetch is held; a job finishing meanwhile is still seen by the next polls
             second = await watch_finished(f"{tag}-b")
-            while not second.fetching:
+            while second.phase is not Phase.FETCHING:
                 await anyio.sleep(0.05)
             assert not outcomes
             transport.release.set()

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from wfl_async.jobs import layout
+from wfl_async.jobs.states import QueueState
 from wfl_async.scheduler.local import LocalScheduler
 from wfl_async.system.commands import dir_list, marker_command, parse_event_log, parse_markers
 from wfl_async.system.window import QueueWindow
@@ -75,27 +76,52 @@ def test_the_local_status_command_runs_no_program_per_job(tmp_path: Path) -> Non
 
 async def test_the_window_admits_no_more_than_its_limit_and_wakes_a_waiter() -> None:
     window = QueueWindow(2)
-    assert window.try_take(["a"]) and window.try_take(["b"])
-    assert not window.try_take(["c"]) and window.full()
-    assert window.try_take(["a"])  # a key already held takes no more room
+    assert window.try_admit("a") and window.try_admit("b")
+    assert not window.try_admit("c") and window.full()
+    assert window.try_admit("a")  # a key already held takes no more room
     admitted: list[str] = []
 
-    async def take(keys: list[str]) -> None:
-        await window.take(keys)
-        admitted.append(keys[0])
+    async def admit(key: str) -> None:
+        await window.admit(key)
+        admitted.append(key)
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(take, ["c"])
+        tg.start_soon(admit, "c")
         await anyio.sleep(0.05)
         assert admitted == []
-        window.release(["a"])
+        window.left(["a"])
     assert admitted == ["c"] and window.peak == 2
 
 
-def test_an_array_bigger_than_the_window_goes_alone() -> None:
+def test_a_job_found_in_the_queue_counts_past_the_limit() -> None:
+    window = QueueWindow(1)
+    assert window.try_admit("a")
+    window.queued("earlier-run")  # re-attached: it is in the queue already
+    assert window.used == 2 and window.peak == 2 and not window.try_admit("b")
+
+
+def test_a_finished_job_keeps_its_room_until_a_listing_no_longer_has_it_active() -> None:
+    window = QueueWindow(2)
+    assert window.try_admit("a") and window.try_admit("b")
+    window.ended("a", "101")
+    assert window.full() and window.leaving()
+    window.listed(None)  # the scheduler did not answer: nothing is known to have left
+    window.listed({"101": QueueState.RUNNING})  # still running its last lines
+    assert window.full()
+    window.listed({"101": QueueState.FINISHED})
+    assert not window.full() and not window.leaving() and window.used == 1
+
+
+def test_without_a_limit_or_an_id_a_finished_job_leaves_at_once() -> None:
+    unlimited = QueueWindow(None)
+    assert unlimited.try_admit("a")
+    unlimited.ended("a", "7")
+    assert unlimited.used == 0 and not unlimited.leaving()
     window = QueueWindow(3)
-    assert window.try_take([f"task{i}" for i in range(5)])  # an empty window takes it whole
-    assert not window.try_take(["x"])
+    assert window.try_admit("a")
+    window.ended("a", "")  # "": an earlier submission ran it (no queue id to look for)
+    window.ended("never-held", "8")  # a packed chunk: it took no room, and holds none
+    assert window.used == 0 and not window.leaving()
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3"])

@@ -378,3 +378,33 @@ async def test_a_damaged_table_page_is_named_on_the_first_query_that_reads_it(tm
             await db.select()
         with pytest.raises(DatabaseCorruptError, match="is damaged"):
             await db.get("k" * 64)
+_FIRST_SCHEMA = """
+CREATE TABLE jobs (key TEXT PRIMARY KEY, name TEXT NOT NULL, system TEXT NOT NULL, status TEXT NOT NULL,
+                   job_dir TEXT NOT NULL, remote_root TEXT, remote_id TEXT, owner TEXT,
+                   created_at REAL NOT NULL, updated_at REAL NOT NULL, message TEXT);
+"""
+
+
+async def test_a_database_of_an_earlier_version_gets_each_jobs_route(tmp_path: Path) -> None:
+    from wfl_async.jobs.route import RouteKind
+    from wfl_async.pack.queue import chunk_remote_id
+
+    path = tmp_path / "wfl_async_jobs.db"
+    with sqlite3.connect(path) as old:  # as the version before routes were recorded left it
+        old.executescript(_FIRST_SCHEMA)
+        rows = [("packed", "submitted", chunk_remote_id("0123abcd", "calc_chunk_0-k1")),
+                ("direct", "succeeded", "4242"), ("new", "created", None)]
+        old.executemany("INSERT INTO jobs VALUES (?, ?, 'hpc', ?, ?, '/root', ?, NULL, 0, 0, NULL)",
+                        [(key, key, status, f"dir-{key}", remote_id) for key, status, remote_id in rows])
+    async with JobsDatabase(path, readonly=True) as db:  # read only: read as it is, no route known
+        assert {r.key: r.route for r in await db.select()} == {"packed": None, "direct": None, "new": None}
+    async with JobsDatabase(path) as db:
+        records = {r.key: r for r in await db.select()}
+        assert (records["packed"].route, records["packed"].pack_id) == (RouteKind.PACKED, "0123abcd")
+        assert (records["direct"].route, records["direct"].pack_id) == (RouteKind.DIRECT, None)
+        assert records["new"].route is None and records["packed"].status is JobStatus.SUBMITTED
+        await db.update("new", status=JobStatus.SUBMITTED, remote_id="7", route=RouteKind.ARRAY)
+        assert (await db.get("new")).route is RouteKind.ARRAY  # type: ignore[union-attr]
+    async with JobsDatabase(path) as db:  # opened again: migrated once, nothing changes
+        assert {r.key: r.route for r in await db.select()} == {
+            "packed": RouteKind.PACKED, "direct": RouteKind.DIRECT, "new": RouteKind.ARRAY}

@@ -71,12 +71,6 @@ def test_listing_shows_queued_taken_and_live_workers_then_requeue_puts_back_once
     assert sorted(os.listdir(q / "todo")) == ["b"]
 
 
-def test_chunk_remote_ids_round_trip_and_scheduler_ids_are_not_packed() -> None:
-    rid = queue.chunk_remote_id(PID, "calc_chunk_3-abc")
-    assert queue.parse_chunk_remote_id(rid) == (PID, "calc_chunk_3-abc")
-    assert queue.parse_chunk_remote_id("12345") is None and queue.parse_chunk_remote_id(None) is None
-
-
 def test_the_worker_runs_each_chunk_once_as_a_one_chunk_job_would_and_exits_on_an_empty_queue(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(3):

@@ -30,12 +30,11 @@ from ase.atoms import Atoms
 from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
 from ..errors import JobCancelledError, first_failure
-from ..job import PreparedJob, RemoteJob
+from ..job import Packed, PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
-from ..jobs.pack_option import PackSetting, effective_pack
+from ..jobs.pack_option import AUTO, effective_pack
 from ..jobs.states import UNFINISHED, JobStatus
 from ..pack import auto
-from ..pack.coordinator import coordinator_for
 from ..progress import Progress
 from ..report import build_report, summary_lines
 from ..session import Session, session_scope
@@ -94,8 +93,8 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
         chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info)
         system = session.system(remote_info.sys_name)
         job_dirs = frozenset(c.job.job_dir for c in chunks)
-        packed = bool(chunks) and chunks[0].job.options.pack not in (None, False)
-        workers = coordinator_for(system).workers_alive if packed else None
+        packed = bool(chunks) and isinstance(chunks[0].job.route, Packed)
+        workers = session.packing(system.name).workers_alive if packed else None
         progress = Progress.for_call(remote_info.job_name, system, total_chunks=len(chunks),
                                      total_items=sum(len(c.items) for c in chunks),
                                      running=lambda: system.started_count(job_dirs),
@@ -205,7 +204,7 @@ def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args:
     per_job = queued_job_chunk_size(remote_info.num_inputs_per_queued_job,
                                     autopara_info.num_inputs_per_python_subprocess)
     dumps_call(op, (op, list(args), kwargs))  # once per call: an unpicklable op is named as the local pool names it
-    chunks: list[_Chunk] = []
+    unprepared: list[tuple[int, list[Any], tuple[int, ...], tuple[str | None, ...], RemoteJob]] = []
     for index, group in enumerate(items_inputs_generator(inputs, per_job, rng)):
         items, item_indices, locs, rngs = [], [], [], []
         for item, item_i, loc, item_rng in group:
@@ -232,27 +231,28 @@ def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args:
                                    # the job's function is do_in_pool: version the operation's code
                                    code_version=code_source(op) if remote_info.code_version is True
                                    else remote_info.code_version)
-        chunks.append(_Chunk(index, items, tuple(item_indices), tuple(locs), job.prepare(session)))
-    _resolve_pack(session, remote_info, chunks)
-    return chunks
+        unprepared.append((index, items, tuple(item_indices), tuple(locs), job))
+    pack = _call_pack(session, remote_info, len(unprepared))
+    return [_Chunk(index, items, item_indices, locs, _with_pack(job, pack).prepare(session))
+            for index, items, item_indices, locs, job in unprepared]
 
 
-def _resolve_pack(session: Session, remote_info: RemoteInfo, chunks: Sequence[_Chunk]) -> None:
-    """Give every chunk the call's packing setting, ``"auto"`` decided once for the call (pack/auto.py)."""
-    setting = effective_pack(remote_info.pack, session.system(remote_info.sys_name).config.pack)
-    if setting is None:
-        return
-    if not isinstance(setting, PackSetting):  # "auto"
-        decided = auto.decide(session.stage_root, remote_info.job_name, len(chunks))
-        log.info("%s: pack=\"auto\": %s", remote_info.job_name,
-                 f"packing {len(chunks)} chunks into {decided.workers} workers" if decided is not None
-                 else f"one job per chunk for {len(chunks)} chunks")
-        value: Any = {"workers": decided.workers, "idle_seconds": decided.idle_seconds} \
-            if decided is not None else False
-    else:
-        value = {"workers": setting.workers, "idle_seconds": setting.idle_seconds}
-    for chunk in chunks:
-        chunk.job.spec.options = chunk.job.spec.options.replace(pack=value)
+def _call_pack(session: Session, remote_info: RemoteInfo, chunks: int) -> Any:
+    """The call's packing setting for every chunk, ``"auto"`` decided once for the call (pack/auto.py);
+    None: each chunk's own option (and its system's default) stands."""
+    if effective_pack(remote_info.pack, session.system(remote_info.sys_name).config.pack) != AUTO:
+        return None
+    decided = auto.decide(session.stage_root, remote_info.job_name, chunks)
+    log.info("%s: pack=\"auto\": %s", remote_info.job_name,
+             f"packing {chunks} chunks into {decided.workers} workers" if decided is not None
+             else f"one job per chunk for {chunks} chunks")
+    return {"workers": decided.workers, "idle_seconds": decided.idle_seconds} if decided is not None else False
+
+
+def _with_pack(job: RemoteJob, pack: Any) -> RemoteJob:
+    if pack is not None:
+        job.options = job.options.replace(pack=pack)
+    return job
 
 
 def job_from_remote_info(info: RemoteInfo, function: Callable[..., Any], args: Sequence[Any],

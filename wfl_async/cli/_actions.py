@@ -97,7 +97,7 @@ async def _sync_group(session: Session, name: str, root: str, group: list[JobRec
                                          for r in found.active)
             try:
                 # packed chunks leave their pack's queue; the others are cancelled by the scheduler
-                scheduler_ids = await cancel_packed(system, root, [r.remote_id for r in found.active if r.remote_id])
+                scheduler_ids = await cancel_packed(system, root, [r for r in found.active if r.remote_id])
                 await system.control("cancel", scheduler_ids)
             except WflAsyncError:
                 await session.db.update_many((r.key, {"status": r.status, "message": r.message})

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..jobs.database import JobRecord, JobStatus
-from ..pack.queue import parse_chunk_remote_id
+from ..jobs.route import RouteKind
 from ._actions import Report
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -94,13 +94,13 @@ class _Column:
     """Which columns stay when the terminal is narrow: the lowest ``keep`` goes first."""
 
 
-def short_remote_id(remote_id: str | None) -> str:
-    """A remote id short enough for a column: a packed chunk's (``pack:<pack id>:<job dir>``, about
-    60 characters) becomes ``pack:<first 8 of the pack id>``; ``ls -l`` and ``--json`` show it whole."""
-    if not remote_id:
+def short_remote_id(record: JobRecord) -> str:
+    """The job's queue id, a packed chunk's (``pack:<pack id>:<job dir>``, ~60 characters) as its pack."""
+    if not record.remote_id:
         return "-"
-    packed = parse_chunk_remote_id(remote_id)
-    return f"pack:{packed[0][:8]}" if packed is not None else remote_id
+    if record.route is RouteKind.PACKED and record.pack_id:
+        return f"pack:{record.pack_id[:8]}"
+    return record.remote_id
 
 
 def run_seconds(record: JobRecord, now: float) -> float | None:
@@ -120,7 +120,7 @@ def _run(record: JobRecord, now: float) -> str:
 _COLUMNS = (
     _Column("NAME", lambda r, now: r.name, 9),
     _Column("STATUS", lambda r, now: r.status.value, 8),
-    _Column("ID", lambda r, now: short_remote_id(r.remote_id), 7),
+    _Column("ID", lambda r, now: short_remote_id(r), 7),
     _Column("RUN", _run, 6),
     _Column("SYSTEM", lambda r, now: r.system, 5),
     _Column("UPDATED", lambda r, now: _ago(now - r.updated_at) + " ago", 4),

@@ -36,8 +36,8 @@ def _without_activation(commands: Sequence[str], venv: str) -> list[str]:
 
 async def _install(config: ProjectConfig, name: str, venv: str, python: str | None, extras: Sequence[str],
                    write_config: bool) -> int:
-    async with session_scope() as runtime:
-        system = runtime.system(name)
+    async with session_scope() as session:
+        system = session.system(name)
         transport, settings = system.transport, system.config
         python = python or settings.python
         commands = _without_activation(settings.commands, venv)

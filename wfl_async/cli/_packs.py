@@ -14,8 +14,8 @@ from rich.table import Table
 
 from ..errors import WflAsyncError
 from ..jobs.database import JobRecord, JobStatus
-from ..pack.coordinator import PackSummary, coordinator_for
-from ..pack.queue import parse_chunk_remote_id
+from ..jobs.route import RouteKind
+from ..pack.coordinator import PackSummary
 from ..session import Session
 from ._display import _table, plain
 
@@ -30,12 +30,11 @@ async def survey_packs(session: Session, records: Sequence[JobRecord]) -> tuple[
     done: Counter[tuple[str, str]] = Counter()
     roots: set[tuple[str, str]] = set()
     for record in records:
-        parsed = parse_chunk_remote_id(record.remote_id)
-        if parsed is None or record.remote_root is None:
+        if record.route is not RouteKind.PACKED or record.pack_id is None or record.remote_root is None:
             continue
         roots.add((record.system, record.remote_root))
         if record.status in _DONE:
-            done[(record.system, parsed[0])] += 1
+            done[(record.system, record.pack_id)] += 1
     rows: list[tuple[str, PackSummary, int]] = []
     errors: list[str] = []
 
@@ -47,7 +46,7 @@ async def survey_packs(session: Session, records: Sequence[JobRecord]) -> tuple[
             errors.append(f"{name}: {exc}")
             return
         rows.extend((name, summary, done[(name, summary.pack_id)])
-                    for summary in coordinator_for(system).summary(root))
+                    for summary in session.packing(name).summary(root))
 
     async with anyio.create_task_group() as tasks:
         for name, root in sorted(roots):

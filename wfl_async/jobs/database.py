@@ -38,6 +38,7 @@ from .._private import private_file
 from ..errors import DatabaseCorruptError
 from ..failures import permanent_cause, permanent_error
 from .owner import owner_alive
+from .route import RouteKind
 from .states import KEPT_OVER, REATTACH, JobStatus
 
 __all__ = ["Claim", "JobRecord", "JobStatus", "JobsDatabase", "corruption_named"]
@@ -97,7 +98,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     fetched_at  REAL,
     worker      TEXT,
     cores       INTEGER,
-    max_time    REAL
+    max_time    REAL,
+    route       TEXT,
+    pack_id     TEXT
 );
 CREATE TABLE IF NOT EXISTS costs (
     owner       TEXT PRIMARY KEY,
@@ -111,10 +114,22 @@ CREATE INDEX IF NOT EXISTS jobs_system ON jobs(system);
 
 _COLUMNS = ("key", "name", "system", "status", "job_dir", "remote_root", "remote_id", "owner",
             "created_at", "updated_at", "message", *(TIMING_COLUMNS := (
-                "submitted_at", "started_at", "finished_at", "fetched_at", "worker", "cores", "max_time")))
-"""Every column, in table order; the timing columns (added later) come last, so a database made by an
-older version gains them with ``ALTER TABLE ... ADD COLUMN`` and old rows read them as NULL."""
-_COLUMN_TYPES = {"worker": "TEXT", "cores": "INTEGER"}
+                "submitted_at", "started_at", "finished_at", "fetched_at", "worker", "cores", "max_time")),
+            "route", "pack_id")
+"""Every column, in table order; those added since the first schema come last, so a database made by
+an older version gains them with ``ALTER TABLE ... ADD COLUMN`` (:func:`_migrate`) and old rows read
+them as NULL."""
+_ADDED_COLUMNS = (*TIMING_COLUMNS, "route", "pack_id")
+"""Columns added since the first schema: a database made before gets them at open (:func:`_migrate`)."""
+_COLUMN_TYPES = {"worker": "TEXT", "cores": "INTEGER", "route": "TEXT", "pack_id": "TEXT"}
+"""SQL types of the added columns that are not REAL."""
+_BACKFILL_ROUTE = """
+UPDATE jobs SET
+    route = CASE WHEN remote_id LIKE 'pack:%' THEN 'packed' ELSE 'direct' END,
+    pack_id = CASE WHEN remote_id LIKE 'pack:%' THEN substr(remote_id, 6, instr(substr(remote_id, 6), ':') - 1) END
+WHERE remote_id IS NOT NULL AND route IS NULL
+"""
+"""The route of jobs submitted before it was recorded: a packed chunk's remote id was ``pack:<pack id>:<job dir>``."""
 
 
 @dataclass(frozen=True)
@@ -144,12 +159,18 @@ class JobRecord:
     """Cores it asked for (all its nodes)."""
     max_time: float | None = None
     """Its time limit (s)."""
+    route: RouteKind | None = None
+    """How it runs (None: not submitted yet)."""
+    pack_id: str | None = None
+    """The pack a packed chunk is queued in."""
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> JobRecord:
-        # a read-only look at a database an older version made has no timing columns: they stay None
+        # a read-only look at a database an older version made lacks the added columns: they stay None
         values = dict(zip(_COLUMNS, row, strict=False))
         values["status"] = JobStatus(values["status"])
+        if values.get("route") is not None:
+            values["route"] = RouteKind(values["route"])
         return cls(**values)
 
 
@@ -251,25 +272,13 @@ class JobsDatabase:
                 await self._conn.execute("PRAGMA journal_mode=WAL")
                 await self._conn.execute("PRAGMA synchronous=NORMAL")
                 await self._conn.executescript(_SCHEMA)
-                await self._add_missing_columns()
+                await _migrate(self._conn)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or attempt == 99:
                     raise
                 await anyio.sleep(0.05 + 0.05 * random.random())
 
-    async def _add_missing_columns(self) -> None:
-        """A database made by an older version gains the columns added since (NULL in old rows)."""
-        assert self._conn is not None
-        async with self._conn.execute("PRAGMA table_info(jobs)") as cursor:
-            present = {row[1] for row in await cursor.fetchall()}
-        for column in TIMING_COLUMNS:
-            if column not in present:
-                try:
-                    await self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'REAL')}")
-                except sqlite3.OperationalError as exc:  # another process added it meanwhile
-                    if "duplicate column" not in str(exc):
-                        raise
 
     async def close(self) -> None:
         for conn in {id(c): c for c in (self._conn, self._reader) if c is not None}.values():
@@ -526,3 +535,18 @@ def _update_statements(updates: Iterable[tuple[str, dict[str, Any]]],
         statements.append((f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?{guard}",
                            (*values.values(), now, key, *kept)))
     return statements
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    """Add the columns a database made by an earlier version lacks, and fill them in for its jobs."""
+    async with conn.execute("PRAGMA table_info(jobs)") as cursor:
+        present = {row[1] async for row in cursor}
+    missing = [column for column in _ADDED_COLUMNS if column not in present]
+    for column in missing:
+        try:
+            await conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'REAL')}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it meanwhile
+                raise
+    if "route" in missing:
+        await conn.execute(_BACKFILL_ROUTE)

@@ -9,7 +9,9 @@ Three vocabularies meet here:
 
 :func:`classify` turns one survey of a system (queue listing + markers) into a
 :class:`Verdict` per job; the system's poll loop and ``wfl-async sync`` both use it, and
-:func:`status_update` turns a verdict into the database update. A job missing from the queue
+:func:`status_update` turns a verdict into the database update. A watched job's progress in the
+poll loop is one :class:`WatchState` (its :class:`Phase` and timing), moved by the pure
+:func:`observe` at each poll. A job missing from the queue
 without a final marker is not "done": it is called died only after a grace period, because
 queue records vanish (Slurm's ``MinJobAge``) and shared filesystems lag.
 
@@ -18,15 +20,16 @@ This module imports only :mod:`.layout`: it is part of the floor data layer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import Enum, StrEnum
 from typing import Any
 
 from . import layout
 
-__all__ = ["ACTIVE_STATES", "FINISHED", "KEPT_OVER", "MARKER_FILES", "REATTACH", "RERUNNABLE", "UNFINISHED", "JobStatus", "Marker", "QueueState", "Verdict",
-           "VerdictKind", "classify", "status_update"]
+__all__ = ["ACTIVE_STATES", "FINISHED", "KEPT_OVER", "MARKER_FILES", "REATTACH", "RERUNNABLE", "UNFINISHED", "JobStatus",
+           "Marker", "Phase", "QueueState", "Step", "Verdict", "VerdictKind", "WatchState", "classify", "observe",
+           "past_grace", "status_update"]
 
 
 class QueueState(StrEnum):
@@ -139,6 +142,12 @@ class Verdict:
         return self.marker is not None
 
 
+def past_grace(missing_for: float | None, grace: float) -> bool:
+    """Whether something missing from the queue for ``missing_for`` s (None: not seen missing
+    before) has been gone long enough to be called died: the one grace rule for jobs and workers."""
+    return missing_for is not None and missing_for > grace
+
+
 def classify(*, remote_id: str | None, marker: str | None, states: Mapping[str, QueueState] | None,
              missing_for: float | None, grace: float, where: str, detail: str = "") -> Verdict:
     """The verdict on one job from one survey.
@@ -162,7 +171,7 @@ def classify(*, remote_id: str | None, marker: str | None, states: Mapping[str, 
         return Verdict(VerdictKind.DIED, seen, state,
                        f"job {remote_id} was killed at its time limit by {where} (TIMEOUT{extra}) before "
                        f"writing its final marker")
-    if missing_for is None or missing_for <= grace:
+    if not past_grace(missing_for, grace):
         return Verdict(VerdictKind.MISSING, seen, state)
     how = state.value if state else "no longer listed"
     return Verdict(VerdictKind.DIED, seen, state,
@@ -182,3 +191,103 @@ def status_update(verdict: Verdict, current: JobStatus | None = None) -> dict[st
     if verdict.started and current in (None, JobStatus.SUBMITTED):
         return {"status": JobStatus.STARTED}
     return None
+
+
+class Phase(Enum):
+    """Where a watched job is in the poll loop: its one answer to "what state is this job in?"."""
+
+    NEW = "new"
+    """Handed to the poll loop, not taken by it yet."""
+    WATCHED = "watched"
+    """Submitted and not seen to end: every poll looks for its markers (and the queue for it)."""
+    FETCHING = "fetching"
+    """A final marker was seen: its files are being fetched (polls leave it alone meanwhile)."""
+    ENDED = "ended"
+    """Finished and fetched, died, or its waiter gave up: the loop forgets it."""
+
+
+class Step(Enum):
+    """What the poll loop does after :func:`observe`."""
+
+    NOTHING = "nothing"
+    STARTED = "started"
+    """Record it started (once)."""
+    FETCH = "fetch"
+    """Hand it to the fetch task."""
+    DIED = "died"
+    """Record it died and wake its waiter."""
+
+
+@dataclass(frozen=True)
+class WatchState:
+    """What the poll loop knows of one watched job; moved only by :func:`observe` and the methods here."""
+
+    phase: Phase = Phase.NEW
+    marker: Marker | None = None
+    """The strongest marker seen so far (a scan of its directory, or the run's event log)."""
+    started_at: float | None = None
+    """``time.monotonic()`` when the loop first saw it started (for its expected end)."""
+    missing_since: float | None = None
+    """When a listing first had it gone from the queue without a final marker."""
+    queue_active: bool = False
+    """The last queue listing had it queued, held or running."""
+    scanned: bool = False
+    """Its directory's markers were looked at once (the event log tells what changes afterwards)."""
+
+    @property
+    def started(self) -> bool:
+        return self.started_at is not None
+
+    def taken(self) -> WatchState:
+        """The loop took it (NEW -> WATCHED)."""
+        return replace(self, phase=Phase.WATCHED)
+
+    def after_scan(self) -> WatchState:
+        return replace(self, scanned=True)
+
+    def fetch_failed(self) -> WatchState:
+        """Its files could not be fetched: the next poll tries again (FETCHING -> WATCHED)."""
+        return replace(self, phase=Phase.WATCHED)
+
+    def no_final_marker(self) -> WatchState:
+        """The final marker seen was an earlier run's event line: look at its markers again (FETCHING -> WATCHED)."""
+        return replace(self, phase=Phase.WATCHED, marker=None, scanned=False)
+
+    def ended(self) -> WatchState:
+        return replace(self, phase=Phase.ENDED)
+
+
+def observe(state: WatchState, *, remote_id: str | None, seen: Sequence[str | None],
+            states: Mapping[str, QueueState] | None, listed: bool, now: float, grace: float,
+            where: str, detail: str = "") -> tuple[WatchState, Verdict, Step]:
+    """One poll's look at one watched job: its new state, the verdict, and what the loop does next.
+
+    :param seen: markers this poll saw for it, in order (its directory's, then the event log's;
+        None: none); a final marker, once seen, is never replaced
+    :param states: the queue listing (None: not listed, or the scheduler did not answer)
+    :param listed: this poll listed the queue (only then can the job be found missing from it)
+    :param now: ``time.monotonic()``
+    :param detail: what the scheduler's accounting says of how it ended, for the message
+    """
+    marker = state.marker
+    for name in seen:
+        found = _BY_NAME.get(name or "")
+        if found is not None and (marker is None or not marker.final):
+            marker = found
+    queue_active = state.queue_active
+    if listed:
+        queue_active = states is None or (states.get(remote_id or "") in ACTIVE_STATES)
+    missing_for = None if state.missing_since is None else now - state.missing_since
+    verdict = classify(remote_id=remote_id, marker=marker, states=states, missing_for=missing_for, grace=grace,
+                       where=where, detail=detail)
+    state = replace(state, marker=marker, queue_active=queue_active)
+    if verdict.kind is VerdictKind.FINISHED:
+        return replace(state, phase=Phase.FETCHING), verdict, Step.FETCH
+    if listed:  # (when the queue was not asked, only the markers spoke)
+        missing = verdict.kind is VerdictKind.MISSING
+        state = replace(state, missing_since=(state.missing_since or now) if missing else None)
+    if verdict.kind is VerdictKind.DIED:
+        return replace(state, phase=Phase.ENDED), verdict, Step.DIED
+    if verdict.started and not state.started:
+        return replace(state, started_at=now), verdict, Step.STARTED
+    return state, verdict, Step.NOTHING

@@ -11,27 +11,28 @@ import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .queue import NAMES_PER_COMMAND, parse_chunk_remote_id, unqueue_command
+from ..jobs.route import RouteKind
+from .queue import NAMES_PER_COMMAND, unqueue_command
 
 if TYPE_CHECKING:
+    from ..jobs.database import JobRecord
     from ..system import System
 
 __all__ = ["cancel_packed"]
 
 
-async def cancel_packed(system: System, root: str, remote_ids: Sequence[str]) -> list[str]:
-    """Take the packed chunks among ``remote_ids`` out of their queues; return the other ids.
+async def cancel_packed(system: System, root: str, records: Sequence[JobRecord]) -> list[str]:
+    """Take the packed chunks among ``records`` out of their queues; return the others' queue ids.
 
     :raises TransportError: a command could not run
     """
     by_pack: dict[str, list[str]] = {}
-    for rid in remote_ids:
-        parsed = parse_chunk_remote_id(rid)
-        if parsed is not None:
-            by_pack.setdefault(parsed[0], []).append(parsed[1])
+    for record in records:
+        if record.route is RouteKind.PACKED and record.pack_id:
+            by_pack.setdefault(record.pack_id, []).append(record.job_dir)
     for pid, job_dirs in by_pack.items():
         for start in range(0, len(job_dirs), NAMES_PER_COMMAND):
             await system.transport.run(
                 f"cd {shlex.quote(root)} && {unqueue_command(pid, job_dirs[start:start + NAMES_PER_COMMAND])}",
                 kind="cancel", retry=True)
-    return [rid for rid in remote_ids if parse_chunk_remote_id(rid) is None]
+    return [r.remote_id for r in records if r.remote_id and r.route is not RouteKind.PACKED]

@@ -7,13 +7,20 @@
   queued: at most :data:`~wfl_async.system.batching.FIRST_BATCH`, so workers start early). Each chunk is then recorded as
   submitted, with a remote id naming its pack (:func:`~.queue.chunk_remote_id`).
 - **poll**: the system's survey command carries :func:`~.queue.listing_command` (no extra
-  round trip): each queued chunk is reported ``queued``, each taken one ``running``, so the
-  poll loop's usual rules (markers, grace, fetch) apply to packed chunks unchanged.
-- **workers**: after each enqueue and each poll, while chunks remain and fewer than the
+  round trip, :mod:`.listings`): each queued chunk is reported ``queued``, each taken one
+  ``running``, so the poll loop's usual rules (markers, grace, fetch) apply to packed chunks
+  unchanged.
+- **workers**: after each enqueue and each listing, while chunks remain and fewer than the
   target of workers are alive, more are submitted through the system's submit loop (ordinary
   jobs: batching, submit locks and site limits apply). A worker gone from the scheduler's
   listing for ``died_grace_seconds`` without having exited of its own accord is dead: its
-  taken chunks are put back in the queue (one command, only when that happens).
+  taken chunks are put back in the queue (one command, only when that happens). The
+  decisions are pure functions (:mod:`.workers`); this module carries them out.
+
+The coordinator is built by the session with what it needs (the system's
+:class:`~wfl_async.system.machine.Machine`, queue window, recorder and submit loop, and the
+:class:`~.listings.PackListings` the system's surveys fill) and started beside the system
+with ``TaskGroup.start``: its loop queues chunks and acts on each fresh listing.
 
 A rerun re-attaches chunk by chunk as today (their records say queued/submitted/finished);
 :meth:`PackCoordinator.expect` tells the coordinator how to start workers for a pack whose
@@ -27,38 +34,38 @@ import math
 import shlex
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.abc
 
 from ..errors import SchedulerError, TransportError
 from ..jobs.pack_option import PackSetting
 from ..jobs.states import ACTIVE_STATES, QueueState
+from ..scheduler.base import Scheduler
 from ..system import SubmitRequest
-from ..system.batching import gather_arrivals
+from ..system.batching import gather_arrivals, resend_after
+from ..system.machine import Machine
 from ..system.paths import safe_name
+from ..system.recorder import Recorder
 from ..system.submit import retry_delay
+from ..system.window import QueueWindow
+from .listings import Listed, PackListings
 from .queue import (
-    LISTING_END,
     NAMES_PER_COMMAND,
     PackListing,
     chunk_remote_id,
     enqueue_command,
-    listing_command,
     pack_id,
-    parse_listing,
     requeue_command,
     worker_dir,
 )
+from .workers import WorkerState, is_alive, judge, workers_to_start
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from ..system import System
-
-__all__ = ["PackCoordinator", "PackSummary", "WorkerSpec", "coordinator_for", "worker_command", "worker_remote_id"]
+__all__ = ["PackCoordinator", "PackSummary", "WorkerSpec", "worker_command", "worker_remote_id"]
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +75,6 @@ WORKER_WAIT = 30.0
 """Longest wait (s) for a pack's workers to be submitted before its newly queued chunks are released."""
 MAX_ENQUEUE_ATTEMPTS = 10
 """Tries to queue a chunk whose enqueue command keeps failing before its call is told."""
-_UNSEEN_GRACE = 30.0
-"""Seconds a worker this process submitted counts as alive before any listing showed it."""
 
 
 def worker_command(python: str, max_time: int, idle: float) -> str:
@@ -97,19 +102,9 @@ class WorkerSpec:
 
 
 @dataclass
-class _Worker:
-    remote_id: str | None = None
-    submitted_at: float = field(default_factory=time.monotonic)
-    seen: bool = False
-    missing_since: float | None = None
-    first_unknown: float | None = None
-    """When a listing first showed it without any queue id (its submit answer lost)."""
-
-
-@dataclass
 class _Pack:
     spec: WorkerSpec | None = None
-    workers: dict[str, _Worker] = field(default_factory=dict)
+    workers: dict[str, WorkerState] = field(default_factory=dict)
     remaining: int = 0
     """Chunks queued or taken, as last listed, plus those enqueued since."""
     queued: int = 0
@@ -130,12 +125,12 @@ class PackSummary:
     workers_alive: int
 
 
-def worker_remote_id(answer: str, system: System, own_id: str | None = None,
-                     states: dict[str, QueueState] | None = None) -> str | None:
+def worker_remote_id(answer: str, scheduler: Scheduler, own_id: str | None = None,
+                     states: Mapping[str, QueueState] | None = None) -> str | None:
     """A worker's queue id: from its submit answer (exit status, then the scheduler's output, one
     line), else (the answer lost) the id it found in its environment, as the scheduler lists it."""
     rc, _, output = answer.partition(" ")
-    found = system.scheduler.parse_submitted_id(output) if rc else None
+    found = scheduler.parse_submitted_id(output) if rc else None
     if found or not own_id:
         return found
     return next((key for key in (states or {}) if key == own_id or own_id.startswith(f"{key}.")), own_id)
@@ -148,16 +143,31 @@ class _Enqueue:
 
 
 class PackCoordinator:
-    """Packing on one system; created by :func:`coordinator_for`, see the module docstring."""
+    """Packing on one system, built and served by the session; see the module docstring.
 
-    def __init__(self, system: System) -> None:
-        self.system = system
+    :param machine: the system's machine (transport, run directory, counters)
+    :param window: the system's queue window (workers of an earlier run take room in it)
+    :param recorder: told of each chunk queued (recorded as submitted, as a queued job is)
+    :param submit: the system's submit loop, through which worker jobs are submitted
+    :param listings: the packs' queues as the system's surveys list them
+    """
+
+    def __init__(self, machine: Machine, window: QueueWindow, recorder: Recorder,
+                 submit: Callable[[SubmitRequest], Awaitable[str]], listings: PackListings) -> None:
+        self.machine = machine
+        self.window = window
+        self.recorder = recorder
+        self._submit = submit
+        self.listings = listings
         self._packs: dict[tuple[str, str], _Pack] = {}
         self._send, self._receive = anyio.create_memory_object_stream[_Enqueue](math.inf)
-        self._batcher = False
-        self.listed: dict[str, tuple[PackListing, dict[str, QueueState] | None]] = {}
-        """Remote root -> the last survey's listing of its packs and the scheduler's states."""
+        self._tasks: anyio.abc.TaskGroup | None = None
         self.stats = {"enqueue_commands": 0, "workers_submitted": 0, "requeue_commands": 0, "chunks_put_back": 0}
+
+    @property
+    def listed(self) -> dict[str, Listed]:
+        """Remote root -> the last survey's listing of its packs and the scheduler's states."""
+        return self.listings.listed
 
     # ------------------------------------------------------------------ counts (progress, CLI)
     def workers_alive(self) -> int:
@@ -172,11 +182,30 @@ class PackCoordinator:
     def summary(self, root: str) -> list[PackSummary]:
         """Every pack under ``root`` as the last survey listed it (workers alive: listed by the scheduler)."""
         listing, states = self.listed.get(root, (PackListing(), None))
+        scheduler = self.machine.scheduler
         return [PackSummary(pid, len(q.queued), len(q.taken), sum(
             1 for name, answer in q.workers.items()
-            if states is None or states.get(worker_remote_id(answer, self.system, q.own_ids.get(name), states) or "")
+            if states is None or states.get(worker_remote_id(answer, scheduler, q.own_ids.get(name), states) or "")
             in ACTIVE_STATES))
             for pid, q in sorted(listing.packs.items())]
+
+    # ------------------------------------------------------------------ the loop
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Queue chunks and act on the packs' listings until cancelled (the session starts it beside the system)."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            tasks.start_soon(self._enqueue_loop)
+            task_status.started()
+            try:
+                while True:
+                    for root, (listing, states) in (await self.listings.fresh()).items():
+                        self._after_listing(root, listing, states)
+            finally:
+                self._tasks = None
+
+    def _start(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        assert self._tasks is not None, "only the served coordinator starts tasks"
+        self._tasks.start_soon(func, *args)
 
     # ------------------------------------------------------------------ enqueue
     def expect(self, spec: WorkerSpec, root: str) -> None:
@@ -186,18 +215,17 @@ class PackCoordinator:
             pack.spec = spec
 
     async def submit(self, request: SubmitRequest, spec: WorkerSpec) -> str:
-        """Stage ``request``'s chunk and put it in its pack's queue; return its remote id."""
-        root = await self.system.remote_root()
+        """Stage ``request``'s chunk and put it in its pack's queue; return its remote id.
+
+        :raises RuntimeError: the coordinator is not served (use it through a session)
+        """
+        if self._tasks is None:
+            raise RuntimeError(f"packing on {self.machine.name!r} is not being served: use it through a session "
+                               f"(wfl_async.session.session_scope)")
+        root = await self.machine.remote_root()
         self.expect(spec, root)
-        if not self._batcher:
-            self._batcher = True
-            self.system.start_soon(self._enqueue_loop)
         self._send.send_nowait(_Enqueue(request, spec.pack_id))
-        await request.done.wait()
-        if request.error is not None:
-            raise request.error
-        assert request.remote_id is not None
-        return request.remote_id
+        return await request.settled()
 
     async def _enqueue_loop(self) -> None:
         async for first in self._receive:
@@ -209,7 +237,7 @@ class PackCoordinator:
                 by_pack.setdefault(item.pid, []).append(item)
             for pid, items in by_pack.items():
                 # batches go out side by side (each on its own channel), as fast as they fill
-                self.system.start_soon(self._enqueue_shielded, pid, items)
+                self._start(self._enqueue_shielded, pid, items)
 
     async def _enqueue_shielded(self, pid: str, items: Sequence[_Enqueue]) -> None:
         with anyio.CancelScope(shield=True):  # taken from the stream: settled even at close
@@ -233,27 +261,15 @@ class PackCoordinator:
         if not items:
             return
         requests = [item.request for item in items]
-        queued: set[str] = set()
-        new: set[str] = set()
         root: str | None = None
         try:
-            root = await self.system.remote_root()
-            then = f'cd "$wfl_async_root" && {enqueue_command(pid, [r.job_dir for r in requests])}'
-            self.stats["enqueue_commands"] += 1
-            self.system.stats["submit_commands"] += 1
-            # safe to repeat after a dropped connection: files already there are kept, and a
-            # chunk already queued, taken or finished is not queued again
-            answer = await self.system.transport.upload(
-                requests[0].local_root, [path for r in requests for path in r.upload], root, then=then,
-                fresh=[r.job_dir for r in requests if r.reset], kind="submit", retry=True)
-            lines = answer.stdout.decode(errors="replace").splitlines()
-            new = {line[2:].strip() for line in lines if line.startswith("N ")}
-            queued = new | {line[2:].strip() for line in lines if line.startswith("E ")}
+            root = await self.machine.remote_root()
+            new, queued = await self._enqueue_command(root, pid, requests)
             complaint = "no answer for it"
         except TransportError as exc:
-            complaint = str(exc)
+            new, queued, complaint = set(), set(), str(exc)
         except Exception as exc:  # a mistake (an unusable rundir, a vanished stage dir): retrying cannot help
-            log.info("%s: cannot queue %d packed chunk(s): %s", self.system.name, len(items), exc)
+            log.info("%s: cannot queue %d packed chunk(s): %s", self.machine.name, len(items), exc)
             for request in requests:
                 request.error = exc
                 request.done.set()
@@ -269,91 +285,63 @@ class PackCoordinator:
             pack = self._packs[(root, pid)]
             pack.remaining += len(new)  # only these may need a worker
             pack.queued += len(new)
-            self.system.start_soon(self._release_after_workers, root, pid, accepted)
+            self._start(self._release_after_workers, root, pid, accepted)
+
+    async def _enqueue_command(self, root: str, pid: str, requests: Sequence[SubmitRequest]) -> tuple[set[str], set[str]]:
+        """Stage ``requests``' directories and queue them in pack ``pid`` (one command): the chunks
+        newly queued, and all those in the queue now (new or queued before)."""
+        then = f'cd "$wfl_async_root" && {enqueue_command(pid, [r.job_dir for r in requests])}'
+        self.stats["enqueue_commands"] += 1
+        self.machine.stats["submit_commands"] += 1
+        # safe to repeat after a dropped connection: files already there are kept, and a
+        # chunk already queued, taken or finished is not queued again
+        answer = await self.machine.transport.upload(
+            requests[0].local_root, [path for r in requests for path in r.upload], root, then=then,
+            fresh=[r.job_dir for r in requests if r.reset], kind="submit", retry=True)
+        lines = answer.stdout.decode(errors="replace").splitlines()
+        new = {line[2:].strip() for line in lines if line.startswith("N ")}
+        return new, new | {line[2:].strip() for line in lines if line.startswith("E ")}
 
     def _retry(self, item: _Enqueue, complaint: str) -> None:
         request = item.request
         request.attempts += 1
         if request.attempts > MAX_ENQUEUE_ATTEMPTS:
-            request.error = SchedulerError(f"{self.system.name}: could not put job {request.job_name!r} "
+            request.error = SchedulerError(f"{self.machine.name}: could not put job {request.job_name!r} "
                                            f"({request.job_dir}) in its pack's queue after {request.attempts - 1} "
                                            f"tries: {complaint}")
             request.done.set()
             return
         delay = retry_delay("transient", request.attempts)
         log.info("job %s (%s): could not put it in pack %s on %s (%s); retry %d in %.1f s", request.job_name,
-                 request.job_dir, item.pid, self.system.name, complaint, request.attempts, delay)
-        self.system.start_soon(self._resend_after, item, delay)
-
-    async def _resend_after(self, item: _Enqueue, delay: float) -> None:
-        await anyio.sleep(delay)
-        self._send.send_nowait(item)
+                 request.job_dir, item.pid, self.machine.name, complaint, request.attempts, delay)
+        self._start(resend_after, self._send, item, delay)
 
     def _accepted(self, request: SubmitRequest, pid: str, root: str) -> None:
         request.remote_id = chunk_remote_id(pid, request.job_dir)
-        log.info("job %s (%s): queued in pack %s on %s", request.job_name, request.job_dir, pid, self.system.name)
-        if self.system.on_submitted is not None:
-            self.system.on_submitted(request, root)  # recorded as submitted, as a queued job is
+        log.info("job %s (%s): queued in pack %s on %s", request.job_name, request.job_dir, pid, self.machine.name)
+        self.recorder.submitted(request, root)  # recorded as submitted, as a queued job is
 
-    # ------------------------------------------------------------------ the poll's extension
-    end = LISTING_END
-    """Ends the listing's part of the survey's output."""
-
-    def survey_shell(self, root: str) -> str:
-        """Added to the system's survey command (read only): every pack's queue under ``root``."""
-        return listing_command(root)
-
-    def survey_states(self, root: str, text: str,
-                      states: dict[str, QueueState] | None) -> dict[str, QueueState] | None:
-        """The scheduler's states plus each packed chunk's (queued/running); acts on the listing.
-
-        ``text`` is the listing part of the survey's output (up to :data:`~.queue.LISTING_END`).
-        """
-        listing = parse_listing(text)
-        self.listed[root] = (listing, states)
-        if states is not None:
-            states = dict(states)
-            for pid, queue in listing.packs.items():
-                for job_dir in queue.queued:
-                    states[chunk_remote_id(pid, job_dir)] = QueueState.QUEUED
-                for job_dir in queue.taken:
-                    states[chunk_remote_id(pid, job_dir)] = QueueState.RUNNING
-        if self.system.serving:  # the command line's surveys only read
-            self._after_listing(root, listing, states)
-        return states
-
+    # ------------------------------------------------------------------ acting on a listing
     def _after_listing(self, root: str, listing: PackListing, states: dict[str, QueueState] | None) -> None:
+        """Do what a listing of ``root``'s packs calls for (:func:`~.workers.judge`): put chunks back, top up."""
         now = time.monotonic()
-        grace = self.system.config.died_grace_seconds
+        grace = self.machine.config.died_grace_seconds
+        scheduler = self.machine.scheduler
         for pid, queue in listing.packs.items():
             pack = self._packs.setdefault((root, pid), _Pack())
             pack.remaining, pack.queued, pack.running = len(queue.queued) + len(queue.taken), \
                 len(queue.queued), len(queue.taken)
-            for name, answer in queue.workers.items():
-                if name not in pack.workers:  # a worker of an earlier run: it is in the queue, so it counts
-                    self.system.window.hold([worker_dir(pid, name)])
-                worker = pack.workers.setdefault(name, _Worker(submitted_at=-math.inf))
-                worker.seen = True
-                worker.remote_id = worker.remote_id or worker_remote_id(answer, self.system, queue.own_ids.get(name),
-                                                                        states)
-                if worker.remote_id is None:  # submitted, its answer lost, not started: cannot be judged
-                    worker.first_unknown = worker.first_unknown or now
-                    continue
-                active = states is None or states.get(worker.remote_id) in ACTIVE_STATES
-                worker.missing_since = None if active else (worker.missing_since or now)
-            patience = max(_UNSEEN_GRACE, grace)
-            for name in [n for n, w in pack.workers.items() if n not in queue.workers
-                         and (w.seen or now - w.submitted_at > patience)]:
-                self._forget(pack, pid, name)  # exited of its own accord (or retired, or never seen)
-            dead = {n for n, w in pack.workers.items() if w.missing_since is not None
-                    and now - w.missing_since > grace}
-            orphans = [(job_dir, w) for job_dir, w in queue.taken.items()
-                       if w in dead or (w not in pack.workers and states is not None)]
-            if (dead or orphans) and not pack.requeueing:
+            decision = judge(pack.workers, queue, states, now=now, grace=grace, where=self.machine.name,
+                             worker_id=lambda answer, own_id: worker_remote_id(answer, scheduler, own_id, states))
+            for name in decision.found:
+                self.window.queued(worker_dir(pid, name))
+            pack.workers = decision.workers
+            self.window.left(worker_dir(pid, name) for name in decision.gone)
+            if decision.requeue and not pack.requeueing:
                 pack.requeueing = True
-                self.system.start_soon(self._requeue, root, pid, orphans, sorted(dead))
+                self._start(self._requeue, root, pid, list(decision.orphans), list(decision.dead))
             elif pack.remaining:
-                self.system.start_soon(self._top_up, root, pid)
+                self._start(self._top_up, root, pid)
         for (where, pid), pack in self._packs.items():
             if where == root and pid not in listing.packs:
                 pack.remaining = pack.queued = pack.running = 0
@@ -362,42 +350,32 @@ class PackCoordinator:
         pack = self._packs[(root, pid)]
         try:
             log.info("%s: pack %s: worker(s) %s left the queue without finishing; putting %d chunk(s) back",
-                     self.system.name, pid, ", ".join(dead) or "-", len(taken))
+                     self.machine.name, pid, ", ".join(dead) or "-", len(taken))
             self.stats["requeue_commands"] += 1
             step = NAMES_PER_COMMAND // 4  # each entry is a few names long
             for start in range(0, max(len(taken), len(dead)), step):
                 command = requeue_command(pid, taken[start:start + step], dead[start:start + step])
-                await self.system.transport.run(f"cd {shlex.quote(root)} && {command}", kind="submit", retry=True)
+                await self.machine.transport.run(f"cd {shlex.quote(root)} && {command}", kind="submit", retry=True)
             self.stats["chunks_put_back"] += len(taken)
             pack.queued += len(taken)
             for name in dead:
                 self._forget(pack, pid, name)
         except TransportError as exc:
             log.warning("%s: pack %s: could not put chunks back (%s); trying after the next poll",
-                        self.system.name, pid, exc)
+                        self.machine.name, pid, exc)
         finally:
             pack.requeueing = False
         await self._top_up(root, pid)
 
     # ------------------------------------------------------------------ workers
-    def _alive(self, worker: _Worker) -> bool:
-        patience = max(_UNSEEN_GRACE, self.system.config.died_grace_seconds)
-        now = time.monotonic()
-        if not worker.seen:
-            return now - worker.submitted_at < patience
-        if worker.remote_id is None:  # counted for a while, never called dead: its chunks are not put back
-            return worker.first_unknown is None or now - worker.first_unknown < 4 * patience
-        # missing from one listing is not gone: a listing taken while its sbatch was still running
-        # does not have it yet (its id came back meanwhile); it is dead after the grace, as a job is
-        return worker.missing_since is None or now - worker.missing_since <= self.system.config.died_grace_seconds
-
     def _forget(self, pack: _Pack, pid: str, name: str) -> None:
         """A worker is gone: its room in the queue window (``max_queued_jobs``) is free again."""
         pack.workers.pop(name, None)
-        self.system.window.release([worker_dir(pid, name)])
+        self.window.left([worker_dir(pid, name)])
 
     def _alive_count(self, pack: _Pack) -> int:
-        return sum(1 for w in pack.workers.values() if self._alive(w))
+        now, grace = time.monotonic(), self.machine.config.died_grace_seconds
+        return sum(1 for w in pack.workers.values() if is_alive(w, now=now, grace=grace))
 
     async def _top_up(self, root: str, pid: str) -> None:
         """Submit workers while chunks remain and fewer than the target are alive."""
@@ -406,13 +384,10 @@ class PackCoordinator:
             pack.warned = True  # chunks re-attached by a call that does not pack: it cannot start workers
             log.warning("%s: pack %s has %d chunk(s) waiting and no worker job alive; this run does not know how to "
                         "start its workers: rerun with the same pack setting (RemoteInfo pack=...) as the run "
-                        "that queued them", self.system.name, pid, pack.remaining)
+                        "that queued them", self.machine.name, pid, pack.remaining)
         if pack.spec is None or pack.topping_up or pack.requeueing:
             return
-        # a worker can only help with chunks nobody has taken: those being run have a worker alive
-        # (or are put back, and so queued, when theirs dies)
-        alive = self._alive_count(pack)
-        missing = min(pack.spec.setting.workers, alive + pack.queued) - alive
+        missing = workers_to_start(pack.spec.setting.workers, self._alive_count(pack), pack.queued)
         if missing <= 0:
             return
         pack.topping_up = True
@@ -429,26 +404,18 @@ class PackCoordinator:
         name = f"w{uuid.uuid4().hex[:12]}"
         job_dir = worker_dir(pid, name)
         await anyio.Path(spec.local_root / job_dir).mkdir(parents=True, exist_ok=True)
-        worker = pack.workers[name] = _Worker()
+        pack.workers[name] = WorkerState(submitted_at=time.monotonic())
         request = SubmitRequest(job_dir=job_dir, job_name=safe_name(f"{spec.job_name}_worker"),
                                 partition=spec.partition, node_dict=dict(spec.node_dict), max_time=spec.max_time,
                                 header_extra=list(spec.header_extra), body=list(spec.body), upload=[],
                                 local_root=spec.local_root)
         try:
-            worker.remote_id = await self.system.submit(request)
+            remote_id = await self._submit(request)
         except Exception as exc:  # refused: the next poll tries again
             pack.workers.pop(name, None)  # (the submit loop gave its room in the window back)
-            log.warning("%s: pack %s: could not submit a worker: %s", self.system.name, pid, exc)
+            log.warning("%s: pack %s: could not submit a worker: %s", self.machine.name, pid, exc)
             return
+        if name in pack.workers:
+            pack.workers[name] = replace(pack.workers[name], remote_id=remote_id)
         self.stats["workers_submitted"] += 1
-        log.info("%s: pack %s: worker %s submitted as %s", self.system.name, pid, name, worker.remote_id)
-
-
-def coordinator_for(system: System) -> PackCoordinator:
-    """The system's coordinator, created (and hooked into its survey) on first use."""
-    existing = system.survey_extension
-    if isinstance(existing, PackCoordinator):
-        return existing
-    coordinator = PackCoordinator(system)
-    system.survey_extension = coordinator
-    return coordinator
+        log.info("%s: pack %s: worker %s submitted as %s", self.machine.name, pid, name, remote_id)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..jobs import layout
 
 __all__ = ["EXITED", "JOB_ID", "LISTING_END", "MAX_TAKES", "PACK_ROOT", "PackListing", "chunk_remote_id", "enqueue_command",
-           "NAMES_PER_COMMAND", "listing_command", "pack_id", "unqueue_command", "parse_chunk_remote_id", "parse_listing", "queue_dir", "requeue_command",
+           "NAMES_PER_COMMAND", "listing_command", "pack_id", "unqueue_command", "parse_listing", "queue_dir", "requeue_command",
            "worker_dir"]
 
 PACK_ROOT = "_wfl_async_pack"
@@ -61,16 +61,10 @@ def worker_dir(pid: str, worker: str) -> str:
 
 
 def chunk_remote_id(pid: str, job_dir: str) -> str:
-    """What a packed chunk records as its remote id (it is no scheduler job of its own)."""
+    """What a packed chunk records as its remote id (it is no scheduler job of its own): the key of its
+    state in a survey (:mod:`.listings`). Nothing reads a chunk's pack from it: the jobs database
+    records each job's route and pack id."""
     return f"{_REMOTE_ID_PREFIX}{pid}:{job_dir}"
-
-
-def parse_chunk_remote_id(remote_id: str | None) -> tuple[str, str] | None:
-    """``(pack id, job dir)`` of a packed chunk's remote id; None for a scheduler job's id."""
-    if not remote_id or not remote_id.startswith(_REMOTE_ID_PREFIX):
-        return None
-    pid, _, job_dir = remote_id[len(_REMOTE_ID_PREFIX):].partition(":")
-    return (pid, job_dir) if pid and job_dir else None
 
 
 def _final_test(chunk: str) -> str:

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ..scheduler.base import MAX_BATCH
 
-__all__ = ["FIRST_BATCH", "BatchFull", "gather_arrivals"]
+__all__ = ["FIRST_BATCH", "BatchFull", "gather_arrivals", "resend_after"]
 
 T = TypeVar("T")
 
@@ -51,3 +52,9 @@ async def gather_arrivals(batch: list[T], take: Callable[[], T], *, window: floa
                 return
         if len(batch) == before:
             return
+
+
+async def resend_after(send: MemoryObjectSendStream[T], item: T, delay: float) -> None:
+    """Put ``item`` back on its loop's stream after ``delay`` s (a retry after a jittered backoff)."""
+    await anyio.sleep(delay)
+    send.send_nowait(item)

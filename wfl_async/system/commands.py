@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from ..errors import SchedulerError
 from ..jobs import layout
 
-__all__ = ["EVENTS_END", "QUEUE_END", "EventLogRead", "dir_list", "event_log_command", "marker_command",
+__all__ = ["EVENTS_END", "QUEUE_END", "ROOT_OK", "EventLogRead", "dir_list", "event_log_command", "marker_command",
            "parse_event_log", "parse_markers"]
 
 QUEUE_END = "@@wfl_async_markers@@"
 """Printed, with the status command's exit status, between the queue listing and the markers."""
 EVENTS_END = "@@wfl_async_events_end@@"
 """Printed (on a line of its own, after a newline of ours) after the event log's new bytes."""
-_ROOT_OK = "@@wfl_async_root_ok@@"
+ROOT_OK = "@@wfl_async_root_ok@@"
+"""Printed once the remote root was entered (a root that is gone is told from one without markers)."""
 _EVENTS_SIZE = "@@wfl_async_events_size@@"
 
 
@@ -53,7 +54,7 @@ def marker_command(root: str, *, events_from: int | None | bool = False) -> str:
         offset (None: its size only); False: not
     """
     events = "" if events_from is False else f"{event_log_command(None if events_from is None else int(events_from))}; "
-    return (f"cd {shlex.quote(root)} && echo {_ROOT_OK} && {events}while IFS= read -r d; do "
+    return (f"cd {shlex.quote(root)} && echo {ROOT_OK} && {events}while IFS= read -r d; do "
             f'if [ -e "$d/{layout.SUCCEEDED}" ]; then echo "succeeded $d"; '
             f'elif [ -e "$d/{layout.FAILED}" ]; then echo "failed $d"; '
             f'elif [ -e "$d/{layout.STARTED}" ]; then echo "started $d"; fi; done')
@@ -65,7 +66,7 @@ def parse_markers(text: str, root: str, where: str) -> dict[str, str]:
     :raises SchedulerError: ``root`` could not be entered (moved or deleted: its jobs are lost)
     """
     lines = text.splitlines()
-    if _ROOT_OK not in lines:
+    if ROOT_OK not in lines:
         raise SchedulerError(f"{where}: cannot enter the remote job directory {root!r}; if it was moved or "
                              f"deleted, the jobs there are lost: remove them with 'wfl-async rm'")
     if EVENTS_END in lines:  # the event log's lines are parsed by parse_event_log

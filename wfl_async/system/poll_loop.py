@@ -7,8 +7,8 @@ event. The loop (started by :meth:`System.serve`):
 1. waits until some job is watched; sleeps until one interval after the previous poll
    *started* (:meth:`PollLoop.interval`: the smallest ``check_interval``, at least 0.2 s,
    backing off while nothing changes, tightening when running jobs are expected to end);
-2. sends one command per remote root (:meth:`System.survey
-   <wfl_async.system.System.survey>`; when it lists the queue, after a token of the system's
+2. sends one command per remote root (:meth:`Machine.survey
+   <wfl_async.system.machine.Machine.survey>`, with the system's survey extension; when it lists the queue, after a token of the system's
    scheduler rate limit, and only if one is free at once, so a poll never waits for a token):
    the scheduler's listing of the user's jobs, the lines jobs appended to the run's event
    log (:data:`~wfl_async.jobs.layout.EVENTS`) since the last poll, and the markers of the
@@ -17,7 +17,8 @@ event. The loop (started by :meth:`System.serve`):
    :data:`FULL_SCAN_SECONDS`, all of them (the slow fallback for a lost event line). So a
    poll's work on the cluster grows with what changed, not with the number of jobs;
 3. :func:`~wfl_async.jobs.states.classify` each job; hands the finished ones to the fetch
-   task and records the other changes (``System.on_progress``: one database transaction).
+   task and reports the other changes to the :class:`~wfl_async.system.recorder.Recorder`
+   (the session's: one database transaction).
 
 The **fetch task** takes every finished job handed to it so far, brings their files back
 (:meth:`Transport.download <wfl_async.transport.base.Transport.download>`: names on stdin,
@@ -42,20 +43,19 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 
 from ..errors import SchedulerError, TransportError
 from ..failures import permanent_cause, permanent_error
 from ..jobs import layout
-from ..jobs.states import ACTIVE_STATES, MARKER_FILES, QueueState, Verdict, VerdictKind, classify
+from ..jobs.states import ACTIVE_STATES, MARKER_FILES, Phase, QueueState, Step, Verdict, VerdictKind, observe
 from ..scheduler.base import Accounted
 from ..transport.base import FETCH_PATHS
+from .machine import Machine, SurveyExtension
+from .recorder import Recorder
 from .requests import JobOutcome, Watch
-
-if TYPE_CHECKING:
-    from .system import System
+from .window import QueueWindow
 
 __all__ = ["BACKOFF_AFTER", "FULL_SCAN_SECONDS", "MIN_POLL_INTERVAL", "POLL_HISTORY", "PollLoop", "PollRecord"]
 
@@ -103,8 +103,13 @@ class PollRecord:
 class PollLoop:
     """Watches one system's submitted jobs until each has ended; see the module docstring."""
 
-    def __init__(self, system: System) -> None:
-        self.system = system
+    def __init__(self, machine: Machine, window: QueueWindow, recorder: Recorder, *,
+                 extension: SurveyExtension | None = None) -> None:
+        """:param extension: also asked by every poll that lists the queue (packing's queues)"""
+        self.machine = machine
+        self.window = window
+        self.recorder = recorder
+        self.extension = extension
         self._send, self._receive = anyio.create_memory_object_stream[Watch](math.inf)
         self._fetch_send, self._fetch_receive = anyio.create_memory_object_stream[_Finished](math.inf)
         self.watches: dict[str, Watch] = {}
@@ -118,10 +123,6 @@ class PollLoop:
         self._durations: deque[float] = deque(maxlen=_DURATIONS)
         self.history: deque[PollRecord] = deque(maxlen=POLL_HISTORY)
         """The last polls, oldest first."""
-        self._leaving: dict[str, str] = {}
-        """Job dir -> remote id of finished jobs the queue may still list (their room in the window
-        is given back once a listing no longer has them active: a job past its marker may still be
-        running its last lines, and counts against the site's limit until it is gone)."""
 
     def watched_count(self) -> int:
         """Jobs handed to the loop and not yet seen to end."""
@@ -165,19 +166,19 @@ class PollLoop:
         now = time.monotonic() if now is None else now
         base = self.base_interval()
         quiet = now - self._last_change
-        if (quiet <= BACKOFF_AFTER or self._leaving
-                or any(w.missing_since is not None for w in self.watches.values())):
+        if (quiet <= BACKOFF_AFTER or self.window.leaving()
+                or any(w.state.missing_since is not None for w in self.watches.values())):
             return base
-        longest = max(base, self.system.config.poll_max_interval)
+        longest = max(base, self.machine.config.poll_max_interval)
         interval = min(longest, base + (quiet - BACKOFF_AFTER) * BACKOFF_SLOPE)
-        limits = [w.started_at + w.max_time - now for w in self.watches.values()
-                  if w.started_at is not None and w.max_time and not w.fetching]
+        running = [(w, w.state.started_at) for w in self.watches.values()
+                   if w.phase is Phase.WATCHED and w.state.started_at is not None]
+        limits = [started + w.max_time - now for w, started in running if w.max_time]
         if limits:  # a job killed at its time limit is listed as such only briefly
             interval = min(interval, max(base, min(limits)))
         if self._durations:
             typical = statistics.median(self._durations)
-            due = [w.started_at + typical - now for w in self.watches.values()
-                   if w.started_at is not None and not w.fetching and w.started_at + 2 * typical > now]
+            due = [started + typical - now for _, started in running if started + 2 * typical > now]
             if due:
                 interval = min(interval, max(base, min(due)))
         return interval
@@ -192,14 +193,14 @@ class PollLoop:
     async def _poll_loop(self) -> None:
         last_start = -math.inf
         while True:
-            if not self.watches and not self._leaving:
+            if not self.watches and not self.window.leaving():
                 self._add(await self._receive.receive())
             self._take_new()
             due = last_start + self.interval() - time.monotonic()
             if due > 0:
                 await anyio.sleep(due)
                 self._take_new()
-            if not self._leaving and not any(not w.fetching for w in self.watches.values()):
+            if not self.window.leaving() and not any(w.phase is Phase.WATCHED for w in self.watches.values()):
                 await anyio.sleep(self.base_interval())  # only fetches in flight: nothing to ask
                 continue
             last_start = time.monotonic()
@@ -209,14 +210,13 @@ class PollLoop:
                 with anyio.CancelScope(shield=True):  # a poll's results are recorded even at close
                     changed = await self._poll_once(record)
             except (TransportError, SchedulerError) as exc:
-                log.warning("%s: polling failed (%s); retrying", self.system.name, exc)
+                log.warning("%s: polling failed (%s); retrying", self.machine.name, exc)
                 changed = []
             record.duration = time.monotonic() - last_start
             if changed:
                 self._last_change = time.monotonic()
-                if self.system.on_progress is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self.system.on_progress(changed)
+                with anyio.CancelScope(shield=True):
+                    await self.recorder.progressed(changed)
             for watch, verdict in changed:
                 if verdict.kind is VerdictKind.DIED:
                     self._end(watch)
@@ -224,10 +224,11 @@ class PollLoop:
     def _add(self, watch: Watch) -> None:
         if not watch.abandoned:
             watch.watched_at = time.time()
+            watch.state = watch.state.taken()
             self.watches[watch.job_dir] = watch
             # a job this driver re-attached to is in the queue already: it counts, room or not
             if watch.in_window:
-                self.system.window.hold([watch.job_dir])
+                self.window.queued(watch.job_dir)
             self._last_change = time.monotonic()
 
     def _take_new(self) -> None:
@@ -236,7 +237,7 @@ class PollLoop:
                 self._add(self._receive.receive_nowait())
             except anyio.WouldBlock:
                 break
-        for watch in [w for w in self.watches.values() if w.abandoned and not w.fetching]:
+        for watch in [w for w in self.watches.values() if w.abandoned and w.phase is not Phase.FETCHING]:
             self._end(watch)
 
     def _end(self, watch: Watch, *, maybe_listed: bool = False) -> None:
@@ -247,37 +248,27 @@ class PollLoop:
         """
         if self.watches.get(watch.job_dir) is watch:
             del self.watches[watch.job_dir]
-        if not watch.in_window:
-            pass
-        elif maybe_listed and watch.remote_id and self.system.window.limit is not None:
-            self._leaving[watch.job_dir] = watch.remote_id
+        watch.state = watch.state.ended()
+        if maybe_listed:
+            self.window.ended(watch.job_dir, watch.remote_id)
         else:
-            self.system.window.release([watch.job_dir])
+            self.window.left([watch.job_dir])
         watch.done.set()
-
-    def _release_left(self, states: dict[str, QueueState] | None) -> None:
-        """Give back the room of finished jobs that the queue listing ``states`` no longer has active."""
-        if states is None:
-            return
-        gone = [d for d, remote_id in self._leaving.items() if states.get(remote_id) not in ACTIVE_STATES]
-        for job_dir in gone:
-            del self._leaving[job_dir]
-        self.system.window.release(gone)
 
     async def _poll_once(self, record: PollRecord) -> list[tuple[Watch, Verdict]]:
         """One command per remote root; finished jobs go to the fetch task, the other changes are returned."""
-        system = self.system
-        default_root = await system.remote_root()
+        machine = self.machine
+        default_root = await machine.remote_root()
         by_root: dict[str, list[Watch]] = {}
         for watch in self.watches.values():
-            if not watch.fetching:
+            if watch.phase is Phase.WATCHED:
                 by_root.setdefault(watch.remote_root or default_root, []).append(watch)
         now = time.monotonic()
         # a listing is skipped while the scheduler's rate limit has no token to spare: waiting for
         # one would hold up this poll, and results come through the event log and the markers
         listing = (now - self._listed_at >= self.listing_interval(now) - 0.5 * MIN_POLL_INTERVAL
-                   and system.scheduler_call_free())
-        if not by_root and self._leaving:
+                   and machine.scheduler_call_free())
+        if not by_root and self.window.leaving():
             by_root, listing = {default_root: []}, True  # only finished jobs still maybe listed: list the queue
         if listing:
             self._listed_at = now
@@ -290,63 +281,50 @@ class PollLoop:
     async def _poll_root(self, root: str, watches: Sequence[Watch], listing: bool,
                          record: PollRecord) -> list[tuple[Watch, Verdict]]:
         """One command for the jobs under ``root``: the event log, some markers, the queue if ``listing``."""
-        system = self.system
+        machine = self.machine
         now = time.monotonic()
         full = now - self._full_scan_at.get(root, -math.inf) >= FULL_SCAN_SECONDS
-        scan = list(watches) if full else [w for w in watches if not w.scanned or not w.queue_active]
+        scan = list(watches) if full else [w for w in watches if not w.state.scanned or not w.state.queue_active]
         offset = self._offsets.get(root)
-        system.stats["poll_commands"] += 1
-        system.stats["marker_scans"] += len(scan)
-        found = await system.survey([w.job_dir for w in scan], root, events_from=offset, queue=listing)
+        machine.stats["poll_commands"] += 1
+        machine.stats["marker_scans"] += len(scan)
+        found = await machine.survey([w.job_dir for w in scan], root, events_from=offset, queue=listing,
+                                     extension=self.extension)
         if listing:
-            self._release_left(found.states)
+            self.window.listed(found.states)
         if full:
             self._full_scan_at[root] = now
         events: dict[str, str] = {}
         if found.events is not None:
             if offset is None or found.events.size < offset:
                 if offset is not None:  # the log was replaced: what it held is read from the markers
-                    log.info("%s: the event log in %s shrank; looking at every job's markers", system.name, root)
+                    log.info("%s: the event log in %s shrank; looking at every job's markers", machine.name, root)
                     self._full_scan_at.pop(root, None)
                 self._offsets[root] = found.events.size
             else:
                 self._offsets[root] = offset + found.events.consumed
                 events = found.events.markers
         for watch in scan:
-            watch.scanned = True
+            watch.state = watch.state.after_scan()
         accounted = await self._vanished_accounting(root, watches, found.states) if listing else {}
         now = time.monotonic()
         changed: list[tuple[Watch, Verdict]] = []
         for watch in watches:
-            for seen in (found.markers.get(watch.job_dir), events.get(watch.job_dir)):
-                if seen is not None and (watch.marker in (None, "started")):
-                    watch.marker = seen
-            if listing:
-                state = None if found.states is None else found.states.get(watch.remote_id or "")
-                watch.queue_active = found.states is None or state in ACTIVE_STATES
-            ended = accounted.get(watch.job_dir)
-            verdict = classify(remote_id=watch.remote_id, marker=watch.marker, states=found.states,
-                               grace=system.config.died_grace_seconds, where=system.name,
-                               detail=ended.detail() if ended else "",
-                               missing_for=None if watch.missing_since is None else now - watch.missing_since)
-            if verdict.kind is VerdictKind.FINISHED:
-                watch.fetching = True
+            watch.state, verdict, step = observe(
+                watch.state, remote_id=watch.remote_id, seen=(found.markers.get(watch.job_dir), events.get(watch.job_dir)),
+                states=found.states, listed=listing, now=now, grace=machine.config.died_grace_seconds,
+                where=machine.name, detail=ended.detail() if (ended := accounted.get(watch.job_dir)) else "")
+            if step is Step.FETCH:
                 watch.outcome = JobOutcome(verdict.marker, QueueState.FINISHED)
-                if watch.started_at is not None:
-                    self._durations.append(now - watch.started_at)
+                if watch.state.started_at is not None:
+                    self._durations.append(now - watch.state.started_at)
                 self._fetch_send.send_nowait((root, watch, verdict))
                 record.finished[watch.job_dir] = watch.watched_at or record.started
-                continue
-            if listing:  # (when the queue was not asked, only the markers spoke)
-                missing = verdict.kind is VerdictKind.MISSING
-                watch.missing_since = (watch.missing_since or now) if missing else None
-            if verdict.kind is VerdictKind.DIED:
-                log.info("job %s on %s: died: %s", watch.job_dir, system.name, verdict.message)
+            elif step is Step.DIED:
+                log.info("job %s on %s: died: %s", watch.job_dir, machine.name, verdict.message)
                 watch.outcome = JobOutcome(None, verdict.queue_state, verdict.message)
                 changed.append((watch, verdict))
-            elif verdict.started and not watch.started:
-                watch.started = True
-                watch.started_at = now
+            elif step is Step.STARTED:
                 changed.append((watch, verdict))
         return changed
 
@@ -360,7 +338,7 @@ class PollLoop:
             return False
         error = permanent_error(
             cause, system="local", path=str(local_root), doing=f"fetching the results of {len(group)} job(s) "
-            f"of {self.system.name}", detail=str(failure), consequence=(
+            f"of {self.machine.name}", detail=str(failure), consequence=(
                 "No result was written or changed (a fetch unpacks into a temporary directory, removed); the "
                 "results stay in the jobs' remote directories."))
         log.error("%s", error)
@@ -379,12 +357,13 @@ class PollLoop:
         if states is None:
             return {}
         vanished = {w.remote_id: w.job_dir for w in watches  # (a final marker of this poll makes it finished)
-                    if w.remote_id and states.get(w.remote_id) not in ACTIVE_STATES and w.marker in (None, "started")
+                    if w.remote_id and states.get(w.remote_id) not in ACTIVE_STATES
+                    and (w.state.marker is None or not w.state.marker.final)
                     and w.in_window}  # a scheduler job of its own (a packed chunk's worker is)
         if not vanished:
             return {}
         found: dict[str, Accounted] = {}
-        for remote_id, ended in (await self.system.accounting(sorted(vanished))).items():
+        for remote_id, ended in (await self.machine.accounting(sorted(vanished))).items():
             job_dir = vanished.get(remote_id)
             if job_dir is not None and ended.work_dir.rstrip("/") in ("", f"{root}/{job_dir}"):
                 states[remote_id] = ended.state
@@ -411,16 +390,16 @@ class PollLoop:
         for (root, local_root), group in groups.items():
             # the final marker comes too: it holds the size and sha256 the result is checked against
             paths = [f"{w.job_dir}/{name}" for w, _ in group for name in (*layout.FETCH_ON_FINISH, *w.fetch)]
-            self.system.stats["fetch_commands"] += -(-len(paths) // FETCH_PATHS)
+            self.machine.stats["fetch_commands"] += -(-len(paths) // FETCH_PATHS)
             try:
-                await self.system.transport.download(root, paths, local_root)
+                await self.machine.transport.download(root, paths, local_root)
             except (TransportError, OSError) as exc:
                 if self._fetch_failed_permanently(group, local_root, exc):
                     continue
                 log.warning("%s: fetching %d finished job(s) failed (%s); the next poll tries again",
-                            self.system.name, len(group), exc)
+                            self.machine.name, len(group), exc)
                 for watch, _ in group:
-                    watch.fetching = False
+                    watch.state = watch.state.fetch_failed()
                 continue
             done: list[tuple[Watch, Verdict]] = []
             for watch, verdict in group:
@@ -428,10 +407,10 @@ class PollLoop:
                 if (local_root / watch.job_dir / MARKER_FILES[verdict.marker]).exists():
                     done.append((watch, verdict))
                 else:  # an event line of an earlier run of this directory: look at the markers again
-                    log.info("job %s on %s: no final marker to fetch; looking again", watch.job_dir, self.system.name)
-                    watch.marker, watch.scanned, watch.fetching, watch.outcome = None, False, False, None
-            if done and self.system.on_progress is not None:
-                await self.system.on_progress(done)
+                    log.info("job %s on %s: no final marker to fetch; looking again", watch.job_dir, self.machine.name)
+                    watch.state, watch.outcome = watch.state.no_final_marker(), None
+            if done:
+                await self.recorder.progressed(done)
             self._last_change = time.monotonic()
             for watch, _ in done:
                 self._end(watch, maybe_listed=True)

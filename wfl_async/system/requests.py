@@ -12,7 +12,8 @@ from pathlib import Path
 
 import anyio
 
-from ..jobs.states import Marker, QueueState
+from ..jobs.route import RouteKind
+from ..jobs.states import Marker, Phase, QueueState, WatchState
 from .commands import EventLogRead
 
 __all__ = ["JobOutcome", "QueueSurvey", "SubmitRequest", "Watch"]
@@ -47,14 +48,18 @@ class SubmitRequest:
     """The previous submission of this job is known not to have queued it: try again."""
     submit: str | None = None
     """``"array"`` or ``"loop"``: the call's choice of how to submit (None: the system's ``submit``)."""
-    queue_keys: Sequence[str] = ()
-    """The queued jobs this request puts in the queue, for ``max_queued_jobs`` (see
-    :mod:`wfl_async.system.window`); empty means one job, ``job_dir``. A request submitting an
-    array of k tasks names its k task directories, so the array counts as k jobs."""
+    route: RouteKind = RouteKind.DIRECT
+    """How the job runs, recorded with its submission."""
+    pack_id: str | None = None
+    """The pack a packed chunk is queued in (recorded with its submission)."""
 
-    def window_keys(self) -> Sequence[str]:
-        """What this request holds in its system's queue window while it is in flight."""
-        return self.queue_keys or (self.job_dir,)
+    async def settled(self) -> str:
+        """Wait until the loop that took this request settles it; its queue id, or its error raised."""
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.remote_id is not None
+        return self.remote_id
 
 
 @dataclass
@@ -84,21 +89,12 @@ class Watch:
     remote_root: str | None = None
     """The remote root the job was submitted under (None: the system's current one)."""
     outcome: JobOutcome | None = None
-    started: bool = False
-    started_at: float | None = None
-    """``time.monotonic()`` when the poll loop first saw the job started (for its expected end)."""
+    """How it ended (set by the poll loop as it leaves :attr:`Phase.WATCHED <wfl_async.jobs.states.Phase>`)."""
+    state: WatchState = field(default_factory=WatchState)
+    """Its phase and timing in the poll loop, moved by :func:`~wfl_async.jobs.states.observe`."""
     max_time: float | None = None
     """Its time limit (s): the queue is listed at the base interval from then on, so a job the
     scheduler kills at its limit is seen in its TIMEOUT state (listed only briefly) before it goes."""
-    marker: str | None = None
-    """The strongest marker seen so far (a scan of its directory, or the run's event log)."""
-    scanned: bool = False
-    """Its directory's markers were looked at once (the event log tells what changes afterwards)."""
-    queue_active: bool = False
-    """The last queue listing had it queued, held or running."""
-    fetching: bool = False
-    """Finished: its files are being fetched (the poll loop leaves it alone meanwhile)."""
-    missing_since: float | None = None
     watched_at: float | None = None
     """``time.time()`` when the poll loop took it (its polls can only look for it from then on)."""
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -107,6 +103,15 @@ class Watch:
     in_window: bool = True
     """The job is a scheduler job of its own, so it takes room in the queue window
     (``max_queued_jobs``); a packed chunk is not (its worker job is counted instead)."""
+
+    @property
+    def phase(self) -> Phase:
+        return self.state.phase
+
+    @property
+    def started(self) -> bool:
+        """The poll loop has seen it started."""
+        return self.state.started
 
 
 @dataclass

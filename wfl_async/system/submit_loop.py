@@ -16,8 +16,8 @@ the request's own event. The loop (started by :meth:`System.serve`):
    directory from one tar stream and submit each with the scheduler's batch loop (a batch
    whose command would be longer than ``MAX_COMMAND_BYTES`` is split, the rest waits for the
    next command);
-3. for each job, as its record comes back: an id -> the request is settled (and recorded
-   through ``System.on_submitted``); a transient complaint or a job-limit refusal -> sent
+3. for each job, as its record comes back: an id -> the request is settled (and reported to
+   the :class:`~wfl_async.system.recorder.Recorder`); a transient complaint or a job-limit refusal -> sent
    again after a jittered backoff, the job keeps waiting; an unresolved earlier submission
    -> step 4; anything else -> that job alone fails;
 4. for unresolved jobs, one command lists the queue's jobs with their working directory
@@ -28,6 +28,10 @@ A failing command is logged and retried (bounded, :data:`MAX_TRANSIENT_RETRIES`)
 :func:`~wfl_async.failures.permanent_cause` calls permanent (disk full, quota,
 read-only, permission denied, missing command) stops every waiting job at once
 (:meth:`SubmitLoop._failed_permanently`).
+
+The loop is given the :class:`~wfl_async.system.machine.Machine` (scheduler, transport, run
+directory, rate limit, counters), the system's :class:`~wfl_async.system.window.QueueWindow`,
+the recorder, and how many jobs the poll loop watches; it never sees the ``System``.
 """
 
 from __future__ import annotations
@@ -36,9 +40,8 @@ import logging
 import math
 import re
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -47,13 +50,13 @@ from ..errors import RemoteCommandError, SchedulerError, TransportError
 from ..failures import permanent_cause, permanent_error
 from ..scheduler.base import SubmitOutputReader, SubmitResult
 from ..transport.base import MAX_COMMAND_BYTES, upload_command
-from .batching import BatchFull, gather_arrivals
+from .batching import BatchFull, gather_arrivals, resend_after
 from .commands import QUEUE_END, dir_list, marker_command, parse_markers
+from .machine import Machine
+from .recorder import Recorder
 from .requests import SubmitRequest
-from .submit import BatchCommand, batch_command, retry_delay, scheduler_prefix
-
-if TYPE_CHECKING:
-    from .system import System
+from .submit import BatchCommand, batch_command, retry_delay
+from .window import QueueWindow
 
 __all__ = ["MAX_SILENT_RETRIES", "MAX_TRANSIENT_RETRIES", "WARN_AFTER_RETRIES", "SubmitLoop"]
 
@@ -73,8 +76,20 @@ WARN_AFTER_RETRIES = 3
 class SubmitLoop:
     """Batches one system's submit requests into few remote commands; see the module docstring."""
 
-    def __init__(self, system: System) -> None:
-        self.system = system
+    def __init__(self, machine: Machine, window: QueueWindow, recorder: Recorder, *, watched: Callable[[], int],
+                 batch_window: float = 0.05, max_batch_wait: float = 1.0) -> None:
+        """
+        :param watched: how many jobs of the system the poll loop watches (0: the next batch is a
+            call's first, kept small so its jobs start early)
+        :param batch_window: take requests while each ``batch_window`` s brings more ...
+        :param max_batch_wait: ... for at most this long
+        """
+        self.machine = machine
+        self.window = window
+        self.recorder = recorder
+        self._watched = watched
+        self.batch_window = batch_window
+        self.max_batch_wait = max_batch_wait
         self._send, self._receive = anyio.create_memory_object_stream[SubmitRequest](math.inf)
         self.pending = 0
         """Requests handed to the loop and not yet settled."""
@@ -88,7 +103,7 @@ class SubmitLoop:
 
     def waiting_count(self, job_dirs: Collection[str] | None = None) -> int:
         """Requests (for ``job_dirs``, default all) waiting for room in a full queue window."""
-        if not self.system.window.full():
+        if not self.window.full():
             return 0
         if job_dirs is None:
             return len(self._unadmitted)
@@ -99,18 +114,19 @@ class SubmitLoop:
         self.pending += 1
         self._unadmitted.add(request.job_dir)
         self._send.send_nowait(request)
-        await request.done.wait()
-        if request.error is not None:
-            raise request.error
-        assert request.remote_id is not None
-        return request.remote_id
+        return await request.settled()
 
-    async def run(self, tasks: anyio.abc.TaskGroup) -> None:
-        """Serve requests until cancelled; delayed retries run as tasks of ``tasks``."""
-        self._tasks = tasks
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve requests until cancelled (delayed retries run in the loop's own task group)."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            task_status.started()
+            await self._serve()
+
+    async def _serve(self) -> None:
         while True:
             first = self._deferred.popleft() if self._deferred else await self._receive.receive()
-            await self.system.window.take(first.window_keys())
+            await self.window.admit(first.job_dir)
             self._unadmitted.discard(first.job_dir)
             batch = [first]
             await self._gather(batch)
@@ -126,35 +142,35 @@ class SubmitLoop:
     async def _gather(self, batch: list[SubmitRequest]) -> None:
         """Take requests while they keep arriving (each ``batch_window`` brought more), at most
         ``max_batch_wait``: jobs of one call become ready one after another."""
-        await gather_arrivals(batch, self._take_admitted, window=self.system.batch_window,
-                              longest=self.system.max_batch_wait, first=not self.system.watched_count())
+        await gather_arrivals(batch, self._take_admitted, window=self.batch_window,
+                              longest=self.max_batch_wait, first=not self._watched())
 
     def _take_admitted(self) -> SubmitRequest:
         """The next waiting request, with room in the queue window (else the batch goes now)."""
         request = self._deferred.popleft() if self._deferred else self._receive.receive_nowait()
-        if not self.system.window.try_take(request.window_keys()):
+        if not self.window.try_admit(request.job_dir):
             self._deferred.appendleft(request)  # waits for room, first in line
             raise BatchFull
         self._unadmitted.discard(request.job_dir)
         return request
 
     async def _submit_batch(self, batch: list[SubmitRequest]) -> None:
-        system = self.system
+        machine = self.machine
         try:
-            root = await system.remote_root()
-            command = batch_command(system.scheduler, system.config, root, batch)
+            root = await machine.remote_root()
+            command = batch_command(machine.scheduler, machine.config, root, batch)
             while len(batch) > 1 and _command_bytes(root, command) > MAX_COMMAND_BYTES * 3 // 4:
                 # long job directory paths: the rest of the batch goes in the next command
                 self._deferred.extendleft(reversed(batch[len(batch) // 2:]))
                 del batch[len(batch) // 2:]
-                command = batch_command(system.scheduler, system.config, root, batch)
+                command = batch_command(machine.scheduler, machine.config, root, batch)
             await anyio.to_thread.run_sync(_write_scripts, batch[0].local_root, command.scripts,
-                                           limiter=system.transport.file_threads())
+                                           limiter=machine.transport.file_threads())
         except TransportError as exc:  # nothing was sent: every job of the batch may try again
             self._retry(batch, "transient", f"could not prepare the batch: {exc}")
             return
         except Exception as exc:  # a mistake (an unwritable rundir, a bad header): retrying cannot help
-            log.info("%s: cannot submit a batch of %d job(s): %s", system.name, len(batch), exc)
+            log.info("%s: cannot submit a batch of %d job(s): %s", machine.name, len(batch), exc)
             if isinstance(exc, OSError) and self._failed_permanently(batch, exc, "local", str(batch[0].local_root),
                                                                      "writing job scripts"):
                 return  # (a full local disk; a ConfigurationError already names its own fix)
@@ -162,11 +178,11 @@ class SubmitLoop:
                 if not request.done.is_set():
                     self._settle(request, exc)
             return
-        system.stats["submit_commands"] += 1
-        await system.scheduler_call()
-        system.stats["scheduler_submissions"] += command.submissions  # sbatch/qsub runs: 1 per job or per array
+        machine.stats["submit_commands"] += 1
+        await machine.scheduler_call()
+        machine.stats["scheduler_submissions"] += command.submissions  # sbatch/qsub runs: 1 per job or per array
         results: dict[int, SubmitResult] = {}
-        reader = SubmitOutputReader(system.scheduler)
+        reader = SubmitOutputReader(machine.scheduler)
 
         def on_line(line: str) -> None:
             # each job is released as soon as the scheduler has taken it, while the rest of the
@@ -180,15 +196,15 @@ class SubmitLoop:
         try:
             # retry=True: the command is safe to repeat after a dropped connection (the remote
             # lock, resets and lock releases done once; see system/submit.py and the scheduler)
-            answer = await system.transport.upload(batch[0].local_root, command.uploads, root, before=command.before,
+            answer = await machine.transport.upload(batch[0].local_root, command.uploads, root, before=command.before,
                                                    then=command.then, fresh=command.fresh, on_line=on_line,
                                                    kind="submit", retry=True)
-            for index, outcome in enumerate(system.scheduler.parse_submit_output(
+            for index, outcome in enumerate(machine.scheduler.parse_submit_output(
                     answer.stdout.decode(errors="replace"), len(batch))):
                 results.setdefault(index, outcome)
         except TransportError as exc:
             waiting = [r for i, r in enumerate(batch) if i not in results]
-            if self._failed_permanently(waiting, exc, system.name, root, f"staging {len(waiting)} job(s)"):
+            if self._failed_permanently(waiting, exc, machine.name, root, f"staging {len(waiting)} job(s)"):
                 return
             # repeating the command is safe (the remote lock), so every job still waiting retries;
             # a job the scheduler took before the answer was lost is found through its lock
@@ -211,23 +227,24 @@ class SubmitLoop:
             return
         request.remote_id = remote_id
         if remote_id:  # "" is a job an earlier submission ran (its marker says so), logged by _resolve
-            log.info("job %s (%s): submitted to %s as %s", request.job_name, request.job_dir, self.system.name,
+            log.info("job %s (%s): submitted to %s as %s", request.job_name, request.job_dir, self.machine.name,
                      remote_id)
-        if self.system.on_submitted is not None:
-            self.system.on_submitted(request, root)
+        self.recorder.submitted(request, root)
         self._settle(request)
 
     def _settle(self, request: SubmitRequest, error: BaseException | None = None) -> None:
         request.error = error
         self.pending -= 1
         if error is not None:  # never queued: its room in the window is free again
-            self.system.window.release(request.window_keys())
+            self.window.left([request.job_dir])
         request.done.set()
 
     def _refused(self, request: SubmitRequest, complaint: str, root: str) -> None:
-        if self._failed_permanently([request], complaint, self.system.name, root, "submitting 1 job"):
+        """The retry decision for a job the scheduler did not take: failed for good (a permanent
+        cause), retried (transient, job limit) or failed."""
+        if self._failed_permanently([request], complaint, self.machine.name, root, "submitting 1 job"):
             return
-        kind = self.system.scheduler.classify_error(complaint)
+        kind = self.machine.scheduler.classify_error(complaint)
         if kind is None and _SILENT_FAILURE.fullmatch(complaint) and request.attempts < MAX_SILENT_RETRIES:
             # no complaint at all: the job may or may not have been queued; the retry looks
             # for it first (its answer is unresolved) and submits again only if it is not there
@@ -235,9 +252,9 @@ class SubmitLoop:
         if kind is not None:
             self._retry([request], kind, complaint)
             return
-        log.info("job %s (%s): %s refused it: %s", request.job_name, request.job_dir, self.system.name, complaint)
+        log.info("job %s (%s): %s refused it: %s", request.job_name, request.job_dir, self.machine.name, complaint)
         self._settle(request, SchedulerError(
-            f"{self.system.name}: submitting job {request.job_name!r} ({request.job_dir}) failed: {complaint}"))
+            f"{self.machine.name}: submitting job {request.job_name!r} ({request.job_dir}) failed: {complaint}"))
 
     def _failed_permanently(self, requests: Sequence[SubmitRequest], failure: BaseException | str, where: str,
                             path: str, doing: str) -> bool:
@@ -276,6 +293,7 @@ class SubmitLoop:
         waits for room as long as it takes (logged each time).
         """
         assert self._tasks is not None
+        machine = self.machine
         warned = False
         for request in requests:
             if request.done.is_set():
@@ -284,30 +302,25 @@ class SubmitLoop:
             request.release_lock = False
             if kind != "limit" and request.attempts > MAX_TRANSIENT_RETRIES:
                 log.error("job %s (%s): %s failed %d times; giving up: %s", request.job_name, request.job_dir,
-                          self.system.name, request.attempts, reason)
+                          machine.name, request.attempts, reason)
                 self._settle(request, SchedulerError(
-                    f"{self.system.name}: submitting job {request.job_name!r} ({request.job_dir}) failed "
+                    f"{machine.name}: submitting job {request.job_name!r} ({request.job_dir}) failed "
                     f"{MAX_TRANSIENT_RETRIES} times in a row; the last failure: {reason}. Check the system "
-                    f"('wfl-async doctor {self.system.name}') and rerun: jobs already queued are re-attached."))
+                    f"('wfl-async doctor {machine.name}') and rerun: jobs already queued are re-attached."))
                 continue
             delay = retry_delay("limit" if kind == "limit" else "transient", request.attempts)
-            self.system.stats["submit_retries"] += 1
+            machine.stats["submit_retries"] += 1
             if kind == "limit":
                 log.info("job %s (%s): %s refused it for the user's job limit (%s); waiting %.0f s for room",
-                         request.job_name, request.job_dir, self.system.name, reason, delay)
-                self._tasks.start_soon(self._resend_after, request, delay)
-                continue
-            level = logging.WARNING if request.attempts >= WARN_AFTER_RETRIES and not warned else logging.INFO
-            warned = warned or level == logging.WARNING
-            log.log(level, "job %s (%s)%s: %s could not take it now (%s); retry %d of %d in %.1f s",
-                    request.job_name, request.job_dir,
-                    f" and {len(requests) - 1} more" if level == logging.WARNING and len(requests) > 1 else "",
-                    self.system.name, reason, request.attempts, MAX_TRANSIENT_RETRIES, delay)
-            self._tasks.start_soon(self._resend_after, request, delay)
-
-    async def _resend_after(self, request: SubmitRequest, delay: float) -> None:
-        await anyio.sleep(delay)
-        self._send.send_nowait(request)
+                         request.job_name, request.job_dir, machine.name, reason, delay)
+            else:
+                level = logging.WARNING if request.attempts >= WARN_AFTER_RETRIES and not warned else logging.INFO
+                warned = warned or level == logging.WARNING
+                log.log(level, "job %s (%s)%s: %s could not take it now (%s); retry %d of %d in %.1f s",
+                        request.job_name, request.job_dir,
+                        f" and {len(requests) - 1} more" if level == logging.WARNING and len(requests) > 1 else "",
+                        machine.name, reason, request.attempts, MAX_TRANSIENT_RETRIES, delay)
+            self._tasks.start_soon(resend_after, self._send, request, delay)
 
     async def _resolve(self, root: str, requests: Sequence[SubmitRequest]) -> None:
         """Jobs whose earlier submission left no usable answer: re-attach, or submit again.
@@ -317,27 +330,27 @@ class SubmitLoop:
         marker ran already (the poll loop takes it from there); any other job was never
         queued, so its stale lock is released and it is submitted again.
         """
-        system = self.system
-        find = system.scheduler.find_command()
+        machine = self.machine
+        find = machine.scheduler.find_command()
         dirs = [r.job_dir for r in requests]
-        command = (f"( {scheduler_prefix(system.config)}{find} ) </dev/null 2>&1; " if find else "") + \
+        command = (f"( {machine.scheduler_prefix()}{find} ) </dev/null 2>&1; " if find else "") + \
             f"echo \"{QUEUE_END} $?\"; {marker_command(root)}"
         try:
             if find:
-                await system.scheduler_call()
-            result = await system.transport.run(command, stdin=dir_list(dirs), check=False, kind="submit",
+                await machine.scheduler_call()
+            result = await machine.transport.run(command, stdin=dir_list(dirs), check=False, kind="submit",
                                                 retry=True)  # a query
             queue_text, _, rest = result.stdout.decode(errors="replace").partition(QUEUE_END)
             status_rc, _, marker_text = rest.partition("\n")
-            markers = parse_markers(marker_text, root, system.name)
+            markers = parse_markers(marker_text, root, machine.name)
         except (TransportError, SchedulerError) as exc:
             self._retry(requests, "transient", f"could not look for earlier submissions: {exc}")
             return
         if find and status_rc.strip() != "0":
-            self._retry(requests, system.scheduler.classify_error(queue_text) or "transient",
+            self._retry(requests, machine.scheduler.classify_error(queue_text) or "transient",
                         f"could not list the queue: {queue_text.strip()[-300:]}")
             return
-        in_queue = system.scheduler.parse_find_output(queue_text) if find else {}
+        in_queue = machine.scheduler.parse_find_output(queue_text) if find else {}
         for request in requests:
             remote_id = in_queue.get(f"{root}/{request.job_dir}")
             if remote_id is not None:
@@ -351,7 +364,7 @@ class SubmitLoop:
             else:
                 log.info("job %s (%s): its earlier submission did not queue it%s; submitting again",
                          request.job_name, request.job_dir, "" if find else
-                         f" (no marker; {system.scheduler.name} cannot list working directories)")
+                         f" (no marker; {machine.scheduler.name} cannot list working directories)")
                 request.release_lock = True
                 self._send.send_nowait(request)
 

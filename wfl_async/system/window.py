@@ -2,35 +2,50 @@
 
 Sites cap how many jobs a user may have queued (Slurm's ``MaxSubmitJobs``, "at most 100 jobs
 per user"); a submission past the cap is refused, and a workflow of thousands of chunks would
-spend its time being refused. So the submit loop takes room in the window before it sends a
-job, and the room is given back when the job has ended (the poll loop saw its final marker,
-or saw it die), when its submission failed for good, or when its waiter gave up on it. Jobs
-that do not fit wait locally (shown as *waiting* by the progress display).
+spend its time being refused. So a job takes room in the window before it is sent, and gives
+it back when it has left the queue. Jobs that do not fit wait locally (shown as *waiting* by
+the progress display).
 
-The window counts *keys*, one per queued job: a job directory for an ordinary job; an array
-submission of k tasks takes k keys (see :meth:`SubmitRequest.window_keys
-<wfl_async.system.requests.SubmitRequest.window_keys>`), a packed worker job one. A job that
-this driver did not submit but re-attached to (queued by an earlier run) takes its key when it
-is first watched, even past the cap: it is in the queue already.
+:class:`QueueWindow` is the only owner of that room; the loops only tell it what happened to
+a job (its key: the job directory, one per queued job), and it decides when room is taken
+and given back:
+
+* :meth:`~QueueWindow.admit` / :meth:`~QueueWindow.try_admit`: the submit loop is about to
+  send the job (waits for room / takes it only if there is room);
+* :meth:`~QueueWindow.queued`: a job found in the queue already (a job re-attached to, an
+  earlier run's packed worker): it counts, room or not;
+* :meth:`~QueueWindow.ended`: the job finished (the poll loop saw its final marker): a job
+  past its marker may still be running its last lines, and counts against the site's limit
+  until the queue no longer lists it active, so its room is given back at the first queue
+  listing that does not (:meth:`~QueueWindow.listed`);
+* :meth:`~QueueWindow.left`: the job is gone for sure (died, refused for good, its waiter gave
+  up, a packed worker that exited): its room is free at once.
+
+Each array task is a request of its own, so an array of k tasks counts k; a packed worker job
+counts one, a packed chunk none (its worker is counted).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
 
 import anyio
+
+from ..jobs.states import ACTIVE_STATES, QueueState
 
 __all__ = ["QueueWindow"]
 
 
 class QueueWindow:
-    """Room for ``limit`` queued jobs (None: unlimited). Used by one system's two loops."""
+    """Room for ``limit`` queued jobs (None: unlimited). Used by one system's loops."""
 
     def __init__(self, limit: int | None) -> None:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"max_queued_jobs must be a positive integer or null, not {limit!r}")
         self.limit = limit
         self._held: set[str] = set()
+        self._leaving: dict[str, str] = {}
+        """Key -> queue id of finished jobs the queue may still list (room given back at a listing)."""
         self._changed = anyio.Event()
         self.peak = 0
         """The most keys held at once (for tests and the benchmark)."""
@@ -42,34 +57,50 @@ class QueueWindow:
     def full(self) -> bool:
         return self.limit is not None and len(self._held) >= self.limit
 
-    def fits(self, keys: Sequence[str]) -> bool:
-        """Whether ``keys`` can be taken now. More keys than the whole window fit an empty window
-        (an array bigger than the cap is sent alone rather than never)."""
-        new = [k for k in keys if k not in self._held]
-        if self.limit is None or not new:
-            return True
-        return len(self._held) + len(new) <= self.limit or not self._held
+    def leaving(self) -> bool:
+        """Some finished job still holds room until a queue listing no longer has it active."""
+        return bool(self._leaving)
 
-    def try_take(self, keys: Sequence[str]) -> bool:
-        """Take ``keys`` if they fit now; never waits."""
-        if not self.fits(keys):
+    # ------------------------------------------------------------------ taking room
+    def try_admit(self, key: str) -> bool:
+        """Take room for ``key`` if there is some now (a key held already takes no more); never waits."""
+        if key not in self._held and self.full():
             return False
-        self.hold(keys)
+        self.queued(key)
         return True
 
-    async def take(self, keys: Sequence[str]) -> None:
-        """Wait until ``keys`` fit, then take them."""
-        while not self.try_take(keys):
+    async def admit(self, key: str) -> None:
+        """Wait until there is room for ``key``, then take it."""
+        while not self.try_admit(key):
             await self._changed.wait()
 
-    def hold(self, keys: Sequence[str]) -> None:
-        """Take ``keys`` whether they fit or not (jobs already in the queue)."""
-        self._held.update(keys)
+    def queued(self, key: str) -> None:
+        """``key`` is in the queue already (re-attached, or an earlier run's worker): it counts, room or not."""
+        self._held.add(key)
         self.peak = max(self.peak, len(self._held))
 
-    def release(self, keys: Sequence[str]) -> None:
-        """Give ``keys`` back (unknown ones are ignored) and wake whoever waits for room."""
-        if any(k in self._held for k in keys):
-            self._held.difference_update(keys)
+    # ------------------------------------------------------------------ giving it back
+    def ended(self, key: str, remote_id: str | None) -> None:
+        """``key``'s job finished; its room is given back once a listing no longer has ``remote_id`` active."""
+        if key in self._held and remote_id and self.limit is not None:
+            self._leaving[key] = remote_id
+        else:
+            self.left([key])
+
+    def listed(self, states: Mapping[str, QueueState] | None) -> None:
+        """A queue listing (None: the scheduler did not answer): finished jobs it no longer has active leave."""
+        if states is None:
+            return
+        self.left([key for key, remote_id in self._leaving.items() if states.get(remote_id) not in ACTIVE_STATES])
+
+    def left(self, keys: Iterable[str]) -> None:
+        """``keys`` are out of the queue (unknown ones are ignored): free their room, wake whoever waits for it."""
+        freed = False
+        for key in keys:
+            self._leaving.pop(key, None)
+            if key in self._held:
+                self._held.discard(key)
+                freed = True
+        if freed:
             self._changed.set()
             self._changed = anyio.Event()

@@ -1,0 +1,106 @@
+"""The packing coordinator's loop driven by a scripted transport (no daemon): a survey only reads;
+the served loop starts workers for queued chunks and puts a dead worker's chunks back.
+
+The same behaviours run against the real schedulers in tests/remote/test_packing.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+
+from tests.helpers.scripted import ROOT, ListRecorder, ScriptedTransport, slurm_config
+from wfl_async.jobs.pack_option import PackSetting
+from wfl_async.jobs.states import QueueState
+from wfl_async.pack.coordinator import PackCoordinator, WorkerSpec
+from wfl_async.pack.listings import PackListings
+from wfl_async.pack.queue import chunk_remote_id
+from wfl_async.scheduler import get_scheduler
+from wfl_async.system.machine import Machine
+from wfl_async.system.requests import SubmitRequest
+from wfl_async.system.window import QueueWindow
+
+
+def spec(tmp_path: Path, workers: int = 2) -> WorkerSpec:
+    return WorkerSpec(job_name="calc", partition="standard",
+                      node_dict={"num_nodes": 1, "num_cores": 1, "num_cores_per_node": 1}, max_time=60,
+                      header_extra=(), body=("true",), setting=PackSetting(workers=workers), local_root=tmp_path)
+
+
+def listing(pid: str, queued: list[str], taken: dict[str, str], workers: dict[str, str]) -> str:
+    """The packs' part of a survey's output (:func:`wfl_async.pack.queue.listing_command`'s lines)."""
+    lines = [f"P {pid}", *(f"Q {d}" for d in queued), *(f"T {d}@{w}" for d, w in taken.items()),
+             *(f"W {w} - 0 Submitted batch job {job_id}" for w, job_id in workers.items())]
+    return "\n".join(lines) + "\n"
+
+
+class Workers:
+    """The submit loop as the coordinator sees it: each worker job gets the next id."""
+
+    def __init__(self) -> None:
+        self.submitted: list[SubmitRequest] = []
+
+    async def submit(self, request: SubmitRequest) -> str:
+        self.submitted.append(request)
+        return str(900 + len(self.submitted))
+
+
+@asynccontextmanager
+async def coordinator(transport: ScriptedTransport, workers: Workers, *, serve: bool = True,
+                      ) -> AsyncIterator[tuple[PackCoordinator, PackListings]]:
+    machine = Machine(slurm_config(died_grace_seconds=0.0), transport, get_scheduler("slurm"), "project")
+    listings = PackListings()
+    packing = PackCoordinator(machine, QueueWindow(None), ListRecorder(), workers.submit, listings)
+    async with anyio.create_task_group() as tasks:
+        if serve:
+            await tasks.start(packing.serve)
+        with anyio.fail_after(10):
+            yield packing, listings
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_survey_only_reads_and_the_served_loop_starts_workers_for_queued_chunks(tmp_path: Path) -> None:
+    transport, workers = ScriptedTransport(), Workers()
+    worker_spec = spec(tmp_path, workers=2)
+    pid = worker_spec.pack_id
+    async with coordinator(transport, workers, serve=False) as (packing, listings):
+        packing.expect(worker_spec, ROOT)
+        states = listings.survey_states(ROOT, listing(pid, ["c1", "c2", "c3"], {}, {}), {"5": QueueState.RUNNING})
+        await anyio.sleep(0.1)
+        assert states == {"5": QueueState.RUNNING, **{chunk_remote_id(pid, c): QueueState.QUEUED
+                                                      for c in ("c1", "c2", "c3")}}
+        assert not workers.submitted and not transport.sent  # a query starts nothing
+        assert packing.counts() == (0, 0, 0)
+    async with coordinator(transport, workers) as (packing, listings):
+        packing.expect(worker_spec, ROOT)
+        listings.survey_states(ROOT, listing(pid, ["c1", "c2", "c3"], {}, {}), {})
+        while len(workers.submitted) < 2:
+            await anyio.sleep(0.01)
+        await anyio.sleep(0.1)
+        assert len(workers.submitted) == 2  # the target, not one per chunk
+        assert packing.counts() == (3, 0, 2) and packing.stats["workers_submitted"] == 2
+        assert all("/workers/w" in r.job_dir for r in workers.submitted)
+
+
+async def test_a_worker_gone_from_the_queue_has_its_chunk_put_back_once(tmp_path: Path) -> None:
+    transport, workers = ScriptedTransport(submit=lambda sent: ""), Workers()
+    worker_spec = spec(tmp_path, workers=1)
+    pid = worker_spec.pack_id
+    async with coordinator(transport, workers) as (packing, listings):
+        packing.expect(worker_spec, ROOT)
+        running = listing(pid, [], {"c1": "w1"}, {"w1": "77"})
+        listings.survey_states(ROOT, running, {"77": QueueState.RUNNING})
+        await anyio.sleep(0.05)
+        assert not transport.sent and not workers.submitted  # alive, running the only chunk
+        listings.survey_states(ROOT, running, {})  # gone from the queue: missing
+        await anyio.sleep(0.05)
+        assert not transport.sent
+        listings.survey_states(ROOT, running, {})  # still gone, past the grace (0 s): dead
+        while not transport.sent:
+            await anyio.sleep(0.01)
+        await anyio.sleep(0.1)
+        assert transport.kinds() == ["submit"] and packing.stats["chunks_put_back"] == 1
+        assert len(workers.submitted) == 1  # a new worker for the chunk put back

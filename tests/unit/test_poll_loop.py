@@ -1,0 +1,101 @@
+"""The poll loop driven by a scripted transport (no daemon): finishing, dying, a scheduler that
+does not answer, and the window room of finished jobs.
+
+Each behaviour is also tested against the real schedulers (tests/remote); these tests pin the
+loop's own decisions quickly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+
+from tests.helpers.scripted import ListRecorder, ScriptedTransport, Sent, poll_answer, slurm_config, tar_of
+from wfl_async.jobs import layout
+from wfl_async.jobs.states import Marker, Phase, VerdictKind
+from wfl_async.scheduler import get_scheduler
+from wfl_async.system.machine import Machine
+from wfl_async.system.poll_loop import PollLoop
+from wfl_async.system.requests import JobOutcome, Watch
+from wfl_async.system.window import QueueWindow
+
+
+def watch(tmp_path: Path, job_dir: str = "job", remote_id: str = "42") -> Watch:
+    return Watch(job_dir=job_dir, remote_id=remote_id, fetch=[], local_root=tmp_path, check_interval=0.2)
+
+
+@asynccontextmanager
+async def serving(transport: ScriptedTransport, *, limit: int | None = None, grace: float = 0.0,
+                  ) -> AsyncIterator[tuple[PollLoop, QueueWindow, ListRecorder]]:
+    machine = Machine(slurm_config(died_grace_seconds=grace), transport, get_scheduler("slurm"), "project")
+    window, recorder = QueueWindow(limit), ListRecorder()
+    loop = PollLoop(machine, window, recorder)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(loop.run)
+        with anyio.fail_after(10):
+            yield loop, window, recorder
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_finished_job_is_fetched_recorded_and_woken_and_its_room_waits_for_the_listing(
+        tmp_path: Path) -> None:
+    polls: list[Sent] = []
+
+    def poll(sent: Sent) -> str:
+        polls.append(sent)
+        if len(polls) < 3:  # still listed (its last lines) after its marker
+            return poll_answer({"42": "RUNNING"}, {"job": "succeeded"} if len(polls) == 2 else {"job": "started"})
+        return poll_answer({})
+
+    transport = ScriptedTransport(poll=poll, fetch=lambda sent: tar_of({f"job/{layout.SUCCEEDED}": b"ok"}))
+    async with serving(transport, limit=1) as (loop, window, recorder):
+        job = watch(tmp_path)
+        outcome = await loop.wait(job)
+        assert outcome == JobOutcome(Marker.SUCCEEDED, outcome.queue_state) and job.phase is Phase.ENDED
+        assert window.full() and window.leaving()  # the queue still lists it
+        while window.used:
+            await anyio.sleep(0.05)
+    assert [(d, v.kind) for d, v in recorder.progress] == [("job", VerdictKind.ACTIVE), ("job", VerdictKind.FINISHED)]
+    assert transport.kinds().count("fetch") == 1 and polls[0].job_dirs == ["job"]
+
+
+async def test_a_job_gone_from_the_queue_without_a_final_marker_dies_after_the_grace(tmp_path: Path) -> None:
+    transport = ScriptedTransport(poll=lambda sent: poll_answer({}, {}))
+    async with serving(transport, limit=1, grace=0.3) as (loop, window, recorder):
+        with anyio.fail_after(5):
+            outcome = await loop.wait(watch(tmp_path))
+    assert outcome.marker is None and "left the queue of hpc (no longer listed)" in outcome.message
+    assert [v.kind for _, v in recorder.progress] == [VerdictKind.DIED]
+    assert transport.kinds().count("poll") >= 3 and window.used == 0  # missing, still missing, died
+    assert "fetch" not in transport.kinds()
+
+
+async def test_a_scheduler_that_does_not_answer_makes_no_job_died(tmp_path: Path) -> None:
+    transport = ScriptedTransport(poll=lambda sent: poll_answer(None, {}))
+    async with serving(transport) as (loop, _, recorder):
+        job = watch(tmp_path)
+        with anyio.move_on_after(1.5):
+            await loop.wait(job)
+        assert transport.kinds().count("poll") >= 5 and job.outcome is None and not recorder.progress
+
+
+async def test_later_polls_ask_only_about_jobs_that_need_a_look(tmp_path: Path) -> None:
+    polls: list[Sent] = []
+
+    def poll(sent: Sent) -> str:
+        polls.append(sent)
+        return poll_answer({"1": "PENDING", "2": "RUNNING"}, {"b": "started"} if "b" in sent.job_dirs else {})
+
+    transport = ScriptedTransport(poll=poll)
+    async with serving(transport) as (loop, _, _):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(loop.wait, watch(tmp_path, "a", "1"))
+            tasks.start_soon(loop.wait, watch(tmp_path, "b", "2"))
+            while len(polls) < 3:
+                await anyio.sleep(0.05)
+            assert loop.watches["b"].started and not loop.watches["a"].started
+            tasks.cancel_scope.cancel()
+    assert sorted(polls[0].job_dirs) == ["a", "b"] and polls[2].job_dirs == []  # both scanned, both queued

@@ -1,0 +1,65 @@
+"""The packs' queues as the last surveys listed them: the query side of packing.
+
+A :class:`PackListings` is the system's survey extension (:class:`~wfl_async.system.machine.SurveyExtension`):
+every survey that lists the queue also lists the packs' queues in the same command, and
+:meth:`PackListings.survey_states` adds each packed chunk's state (queued or running) to the
+scheduler's, so the poll loop judges packed chunks by the same rules as any job. It only
+reads and remembers: acting on a listing (putting a dead worker's chunks back, submitting
+workers) is the coordinator's loop's work (:mod:`.coordinator`), which waits on
+:meth:`PackListings.fresh`. A survey from the command line therefore changes nothing.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from ..jobs.states import QueueState
+from .queue import LISTING_END, PackListing, chunk_remote_id, listing_command, parse_listing
+
+__all__ = ["Listed", "PackListings"]
+
+Listed = tuple[PackListing, dict[str, QueueState] | None]
+"""One remote root's packs as listed, with the scheduler's states from the same command (None: no answer)."""
+
+
+class PackListings:
+    """The last listing of every remote root's packs (one per system)."""
+
+    end = LISTING_END
+    """Ends the listing's part of the survey's output."""
+
+    def __init__(self) -> None:
+        self.listed: dict[str, Listed] = {}
+        """Remote root -> the last survey's listing of its packs and the scheduler's states."""
+        self._fresh: dict[str, Listed] = {}
+        self._arrived = anyio.Event()
+
+    def survey_shell(self, root: str) -> str:
+        """Added to the system's survey command (read only): every pack's queue under ``root``."""
+        return listing_command(root)
+
+    def survey_states(self, root: str, text: str,
+                      states: dict[str, QueueState] | None) -> dict[str, QueueState] | None:
+        """The scheduler's states plus each packed chunk's (queued/running); remembers the listing.
+
+        ``text`` is the listing part of the survey's output (up to :data:`~.queue.LISTING_END`).
+        """
+        listing = parse_listing(text)
+        self.listed[root] = self._fresh[root] = (listing, states)
+        self._arrived.set()
+        if states is None:
+            return None
+        states = dict(states)
+        for pid, queue in listing.packs.items():
+            for job_dir in queue.queued:
+                states[chunk_remote_id(pid, job_dir)] = QueueState.QUEUED
+            for job_dir in queue.taken:
+                states[chunk_remote_id(pid, job_dir)] = QueueState.RUNNING
+        return states
+
+    async def fresh(self) -> dict[str, Listed]:
+        """Wait for listings not taken yet; take them (remote root -> listing), oldest first."""
+        await self._arrived.wait()
+        self._arrived = anyio.Event()
+        fresh, self._fresh = self._fresh, {}
+        return fresh

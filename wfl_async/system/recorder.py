@@ -1,0 +1,39 @@
+"""What a system's loops report upward: a job submitted, jobs whose state moved.
+
+The loops are given a :class:`Recorder` at construction (the session's records each report in
+the jobs database); they never learn who listens. The submit loop reports a submission
+itself, so a job whose caller was cancelled meanwhile is recorded too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..jobs.states import Verdict
+from .requests import SubmitRequest, Watch
+
+__all__ = ["NO_RECORDER", "Recorder"]
+
+
+class Recorder(Protocol):
+    """Where a system's loops report."""
+
+    def submitted(self, request: SubmitRequest, root: str) -> None:
+        """``request``'s job was accepted under remote root ``root`` (synchronous: called as each id comes)."""
+
+    async def progressed(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
+        """One poll's (or one fetch's) jobs whose state moved, with their verdicts."""
+
+
+class _NoRecorder:
+    """Records nothing (a system used without a jobs database, e.g. in tests)."""
+
+    def submitted(self, request: SubmitRequest, root: str) -> None:
+        pass
+
+    async def progressed(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
+        pass
+
+
+NO_RECORDER: Recorder = _NoRecorder()
