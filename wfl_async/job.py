@@ -290,10 +290,11 @@ class PreparedJob:
             await anyio.sleep(_CLAIM_RECHECK)
 
     async def _stage_and_submit(self, claimed: JobRecord, reset: bool) -> JobRecord:
-        system = await self.session.serving(claimed.system)
-        # shielded up to the hand-over to the submit loop: a caller cancelled meanwhile must not
-        # leave its claim 'created' with nobody submitting it (the loop records what it was given)
+        # shielded up to the hand-over to the submit loop (starting the system's loops included): a
+        # caller cancelled meanwhile must not leave its claim 'created' with nobody submitting it
+        # (the loop records what it was given)
         with anyio.CancelScope(shield=True):
+            system = await self.session.serving(claimed.system)
             try:  # once per system and session (wfl-async doctor's check): fail fast, not job by job
                 await ensure_system_ready(system)
             except SystemNotReadyError as exc:  # release the claim: a rerun creates the job afresh
