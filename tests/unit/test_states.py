@@ -57,7 +57,7 @@ def test_a_job_gone_from_the_queue_is_missing_until_the_grace_has_passed() -> No
 def test_a_timed_out_job_says_so_when_it_dies() -> None:
     died = judge(None, {"42": QueueState.TIMEOUT}, missing_for=GRACE + 1)
     assert died.kind is VerdictKind.DIED and died.queue_state is QueueState.TIMEOUT
-    assert "time limit (TIMEOUT)" in died.message
+    assert "killed at its time limit" in died.message and "(TIMEOUT)" in died.message
 
 
 def test_the_grace_rule() -> None:
