@@ -221,8 +221,11 @@ class PreparedJob:
         """
         db = self.session.db
         while True:
-            claim = await db.claim(key=self.key, name=self.spec.job_name, system=self.system.name,
-                                   job_dir=self.job_dir, owner=self.session.owner)
+            # shielded: a claim is written even when its caller is cancelled meanwhile, and must then
+            # still be staged and handed to the submit loop (_stage_and_submit's shield follows at once)
+            with anyio.CancelScope(shield=True):
+                claim = await db.claim(key=self.key, name=self.spec.job_name, system=self.system.name,
+                                       job_dir=self.job_dir, owner=self.session.owner)
             if claim.fresh:
                 return await self._stage_and_submit(claim.record, reset=claim.previous not in (None, JobStatus.CREATED))
             if claim.record.status is not JobStatus.CREATED:
@@ -244,10 +247,10 @@ class PreparedJob:
             await anyio.sleep(_CLAIM_RECHECK)
 
     async def _stage_and_submit(self, claimed: JobRecord, reset: bool) -> JobRecord:
-        system = await self.session.serving(claimed.system)
         # shielded up to the hand-over to the submit loop: a caller cancelled meanwhile must not
         # leave its claim 'created' with nobody submitting it (the loop records what it was given)
         with anyio.CancelScope(shield=True):
+            system = await self.session.serving(claimed.system)
             try:  # once per system and session (wfl-async doctor's check): fail fast, not job by job
                 await ensure_system_ready(system)
             except SystemNotReadyError as exc:  # release the claim: a rerun creates the job afresh
