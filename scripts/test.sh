@@ -11,7 +11,23 @@ lint() { python3 -m ruff check wfl_async tests benchmarks; }
 typecheck() { python3 -m mypy; }                 # settings (files, strictness) in pyproject.toml
 layers() { lint-imports; }                       # the layer table of docs/architecture.md ([tool.importlinter])
 docs() { python3 -m sphinx -W --keep-going -q -b html docs docs/_build/html; }   # warnings are errors
-tests() { python3 -m pytest --runremote "$@"; }
+# The tests run in two passes (docs/test-infrastructure.md, "How the tests run"): first every test
+# not marked `serial`, in WFL_ASYNC_TEST_WORKERS pytest-xdist workers at once (remote tests mostly
+# wait for the daemons; --dist loadgroup keeps the tests of one xdist_group in one worker), then the
+# `serial` ones alone (they change a daemon's state that every other test would see). Both passes
+# run even if the first fails; each lists its slowest 30 tests at the end, so the next engineer sees
+# where the time goes. A pass that selects nothing (pytest's exit status 5, e.g. with -k) is fine
+# when the other ran tests. (-m is taken by the passes.)
+tests() {
+    local concurrent=0 serial=0
+    python3 -m pytest --runremote -n "${WFL_ASYNC_TEST_WORKERS:-4}" --dist loadgroup --durations=30 \
+        -m "not serial" "$@" || concurrent=$?
+    python3 -m pytest --runremote --durations=30 -m serial "$@" || serial=$?
+    if ((concurrent == 5 && serial == 5)); then return 5; fi
+    for status in "$concurrent" "$serial"; do
+        ((status == 0 || status == 5)) || return "$status"
+    done
+}
 
 STEPS=(lint typecheck layers docs tests)
 

@@ -8,6 +8,10 @@
 * ``WFL_PYTEST_EXPYRE_INFO``: JSON dict of fields added to every RemoteInfo in high-level tests.
 * Under CI (``CI`` set), leaving out ``--runremote`` or having no system is an error, not a skip:
   a missing daemon must fail the run.
+* ``scripts/test.sh`` runs the tests in pytest-xdist workers (``--dist loadgroup``): tests that
+  share a daemon's state among themselves are put in one ``xdist_group`` (one worker, one after
+  another; :data:`XDIST_GROUPS` for whole files), and tests marked ``serial`` run alone afterwards
+  (docs/test-infrastructure.md, "How the tests run").
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ import pytest
 
 from wfl_async.config import load_config
 
+XDIST_GROUPS = {
+    # every login to the two-factor sshd (127.0.0.1:2223) takes the next one-time code of one
+    # machine-wide sequence and is counted in one machine-wide log of answered prompts
+    # (tests/helpers/totp.py), which these tests read
+    "tests/integration/test_sites.py": "two_factor_sshd",
+    "tests/remote/test_sites.py": "two_factor_sshd",
+}
+"""Test files whose tests all share one ``xdist_group``: why, beside each."""
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runremote", action="store_true", default=False,
@@ -37,10 +50,14 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("CI must run the remote tests: pass --runremote (see README)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip_remote = pytest.mark.skip(reason="needs --runremote and real queueing systems")
     skip_slow = pytest.mark.skip(reason="needs --runslow")
     for item in items:
+        group = XDIST_GROUPS.get(item.nodeid.split("::")[0])
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
         if "remote" in item.keywords and not config.getoption("--runremote"):
             item.add_marker(skip_remote)
         if "slow" in item.keywords and not config.getoption("--runslow"):

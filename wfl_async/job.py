@@ -267,8 +267,11 @@ class PreparedJob:
         """
         db = self.session.db
         while True:
-            claim = await db.claim(key=self.key, name=self.spec.job_name, system=self.system.name,
-                                   job_dir=self.job_dir, owner=self.session.owner)
+            # shielded: a claim is written even when its caller is cancelled meanwhile, and must then
+            # still be staged and handed to the submit loop (_stage_and_submit's shield follows at once)
+            with anyio.CancelScope(shield=True):
+                claim = await db.claim(key=self.key, name=self.spec.job_name, system=self.system.name,
+                                       job_dir=self.job_dir, owner=self.session.owner)
             if claim.fresh:
                 return await self._stage_and_submit(claim.record, reset=claim.previous not in (None, JobStatus.CREATED))
             if claim.record.status is not JobStatus.CREATED:

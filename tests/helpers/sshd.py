@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from wfl_async.doctor.check import _SECTION as DOCTOR_SECTION
+
 from .processes import ancestor, cmdline, comm, descendants, parent
 
 INFRA = Path(os.environ.get("WFL_ASYNC_TESTINFRA_DIR", "/tmp/wfl_async_testinfra"))
@@ -88,13 +90,15 @@ class OwnSshd:
         self.listener = None
 
 
-PHASES = ("upload", "submit", "sbatch", "poll", "fetch", "named")
+PHASES = ("upload", "submit", "sbatch", "poll", "fetch", "named", "check")
 """Moments of a driver's work on the server that :func:`is_phase` recognises.
 
 ``submit`` needs the system's ``pre_submit_cmds`` to hold the submission with ``sleep 1.5``;
 ``sbatch`` (a submit program of the upload+submit command running), ``poll`` (``squeue``
 started by a command whose text names ``marker``, e.g. the remote root) and ``named`` (any
-program started by such a command) need no hold."""
+program started by such a command) need no hold. ``check`` is ``named`` for the first-submission
+check's one command only (it names the system's rundir: give the test's system a rundir of its
+own as ``marker``, so that another driver's check, e.g. in another xdist worker, is not hit)."""
 
 
 def is_phase(phase: str, marker: str, pid: int, argv: list[str]) -> bool:
@@ -114,6 +118,9 @@ def is_phase(phase: str, marker: str, pid: int, argv: list[str]) -> bool:
         return bool(argv) and Path(argv[0]).name == "squeue" and marker in caller
     if phase == "named":
         return marker in caller and not any(marker in a for a in argv)  # run by that command, not it
+    if phase == "check":
+        return (DOCTOR_SECTION in caller and marker in caller
+                and not any(marker in a for a in argv))
     # the fetch takes the file names on stdin: it is ours when it has one of our jobs' files open
     return argv[:1] == ["tar"] and "--ignore-failed-read" in argv and any(marker in f for f in _open_files(pid))
 

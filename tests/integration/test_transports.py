@@ -22,6 +22,7 @@ from subprocess import CompletedProcess
 import anyio
 import pytest
 
+from tests.helpers.processes import comm as process_name
 from tests.helpers.processes import descendants
 from tests.helpers.sshd import OwnSshd, kill_sshd
 from wfl_async.errors import RemoteCommandError, TransportError
@@ -387,8 +388,7 @@ async def test_ssh_command_in_flight_when_the_connection_drops_is_rerun(any_ssh:
                 outcome.append(await transport.run("sleep 1; echo finished", retry=True))
 
             tg.start_soon(slow)
-            await anyio.sleep(0.3)
-            os.kill(pid, signal.SIGKILL)
+            await _kill_when_running(pid, "sleep")  # the command is under way
         assert outcome[0].stdout == b"finished\n" and outcome[0].returncode == 0
         assert transport.stats.connections_opened == 2
     finally:
@@ -401,7 +401,7 @@ async def test_ssh_command_that_is_not_safe_to_repeat_is_reported_not_rerun(any_
     try:
         pid = await _serving_sshd_pid(transport)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_kill_later, pid, 0.3)
+            tg.start_soon(_kill_when_running, pid, "sleep")  # after its echo, before it ends
             with pytest.raises(TransportError, match="may or may not have run"):
                 await transport.run(f"mkdir -p wfl_async_transport_tests; echo x >> {counter}; sleep 1; echo done")
         await anyio.sleep(1)
@@ -423,8 +423,8 @@ async def test_ssh_connection_dropped_during_an_upload_stream_is_redone_whole_an
     try:
         pid = await _serving_sshd_pid(transport)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_kill_later, pid, 0.5)
-            # the remote side reads nothing for a second: the kill lands mid-stream
+            # the remote side reads nothing while `sleep 1` runs: the kill lands mid-stream
+            tg.start_soon(_kill_when_running, pid, "sleep")
             await transport.upload(tmp_path, list(files), remote_dir, before="sleep 1",
                                    then=f"echo x >> {counter}", retry=True)
         assert "dropped during a command" in caplog.text
@@ -447,7 +447,7 @@ async def test_ssh_connection_dropped_while_a_streaming_command_prints_is_rerun(
     try:
         pid = await _serving_sshd_pid(transport)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_kill_later, pid, 0.6)
+            tg.start_soon(_kill_when_running, pid, "sleep")  # after the first line, before the last
             result = await transport.upload(
                 tmp_path, ["job/a.txt"], remote_dir, then="for i in 1 2 3; do echo line $i; sleep 0.4; done",
                 on_line=seen.append, kind="submit", retry=True)
@@ -597,16 +597,10 @@ async def test_a_connection_that_once_worked_is_retried_not_failed_fast(any_ssh:
         own.stop()
 
 
-async def _kill_later(pid: int, delay: float) -> None:
-    await anyio.sleep(delay)
-    kill_sshd(pid)
-
-
 async def _kill_when_running(pid: int, program: str) -> None:
     """Kill sshd process ``pid`` as soon as ``program`` runs under it (the command is under way)."""
     with anyio.fail_after(30):
-        while not any(Path(f"/proc/{child}/comm").exists() and
-                      Path(f"/proc/{child}/comm").read_text().strip() == program for child in descendants(pid)):
+        while not any(process_name(child) == program for child in descendants(pid)):
             await anyio.sleep(0.005)
     kill_sshd(pid)
 

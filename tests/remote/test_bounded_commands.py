@@ -77,6 +77,7 @@ def _longest(system: System, kind: str) -> int:
     return max((r.command_bytes for r in system.transport.stats.records if r.kind == kind), default=0)
 
 
+@pytest.mark.serial  # 3,100 held jobs in the user's Slurm queue: every other Slurm/PBS test would list them
 async def test_thousands_of_held_jobs_are_watched_with_short_commands(fresh_expyre_root: Path) -> None:
     run = await held_jobs_in_flight("slurm", HELD_JOBS, uuid.uuid4().hex[:6])
     assert run["ids"] == HELD_JOBS, run

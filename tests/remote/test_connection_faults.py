@@ -85,6 +85,10 @@ def _test_system(expyre_root: Path, base: str, name: str, **changes: object) -> 
     config_file.write_text(json.dumps(config, indent=1))
 
 
+def _base_rundir(expyre_root: Path, system: str) -> str:
+    return str(json.loads((expyre_root / "config.json").read_text())["systems"][system]["rundir"])
+
+
 def _run(expyre_root: Path, tmp_path: Path, shared_dir: Path, system: str,
          fault: Callable[[subprocess.Popen[bytes], str], dict[str, object]]) -> tuple[dict[str, object], str]:
     log, output, script = shared_dir / "executions.log", tmp_path / "answers.json", tmp_path / "workflow.py"
@@ -132,11 +136,13 @@ def test_sshd_process_serving_the_driver_killed_during_a_phase_the_run_goes_on(
 def test_sshd_process_killed_during_the_first_submission_check_the_run_goes_on(
         system: str, fresh_expyre_root: Path, tmp_path: Path, shared_dir: Path) -> None:
     """The check sent before a system's first submission is repeated after a drop (it only reads)."""
-    _test_system(fresh_expyre_root, system, "faulty")
+    # a rundir of the test's own: the check's command names it, so only this driver's check is hit
+    rundir = f"{_base_rundir(fresh_expyre_root, system)}/check-{uuid.uuid4().hex[:8]}"
+    _test_system(fresh_expyre_root, system, "faulty", rundir=rundir)
 
     def fault(proc: subprocess.Popen[bytes], job_name: str) -> dict[str, object]:
-        # a program run by the check's one command, which names its sections' marker
-        return wait_and_kill_serving_sshd("named", "@@wfl_async_doctor", proc, lambda pid: os.kill(pid, signal.SIGKILL))
+        # a program run by the check's one command
+        return wait_and_kill_serving_sshd("check", rundir, proc, lambda pid: os.kill(pid, signal.SIGKILL))
 
     seen, err = _run(fresh_expyre_root, tmp_path, shared_dir, "faulty", fault)
     print(f"\n{system} sshd killed during the first-submission check: {seen}")

@@ -28,6 +28,7 @@ from tests.helpers import remote_functions as rf
 from tests.helpers.processes import kill_during
 from wfl_async.job import RemoteJob
 from wfl_async.session import session_scope
+from wfl_async.system.paths import project_key
 
 pytestmark = pytest.mark.remote
 
@@ -82,10 +83,13 @@ def test_driver_killed_while_staging_a_large_input_then_rerun_gives_right_result
         return subprocess.Popen([sys.executable, str(script), str(output), json.dumps(info)], env=env,
                                 cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
+    # the upload's tar, unpacking into its temporary directory under THIS test's remote root (the
+    # project key names it): other tests' uploads run at the same time under pytest-xdist
+    upload = ["tar", ".wfl_async_upload.", project_key(fresh_expyre_root)]
     landed = []
-    for _ in range(3):  # the upload's tar, unpacking into its temporary directory, is running
+    for _ in range(3):
         proc = start()
-        landed.append(kill_during(proc, ["tar", ".wfl_async_upload."], rng))
+        landed.append(kill_during(proc, upload, rng))
         if landed[-1] == "finished first":  # an earlier run's upload had landed whole: nothing left to stage
             break
     print(f"kills while staging on {remote_system}: {landed}")

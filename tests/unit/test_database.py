@@ -98,7 +98,8 @@ async def test_created_by_a_dead_owner_is_taken_over(db: JobsDatabase) -> None:
     assert result.record.owner == owner and result.record.remote_id == "77"
 
 
-@pytest.mark.parametrize("owner", [process_owner(), "another-host.example:1:abcd1234"])
+@pytest.mark.parametrize("owner", [process_owner(), "another-host.example:1:abcd1234"],
+                         ids=["this_process", "another_host"])  # the same ids in every xdist worker
 async def test_created_by_a_live_owner_is_not_fresh(db: JobsDatabase, owner: str) -> None:
     await claim(db, "k", owner)
     result = await claim(db, "k", process_owner())
