@@ -207,7 +207,9 @@ def test_a_driver_killed_while_the_array_submission_hangs_is_resolved_without_a_
 
     log = workflow.rerun_to_the_end(submit="array")
     assert submissions(shared_dir) == [4], "the rerun submitted again"
-    assert log.count("an earlier submission had queued it") == 4, log[-3000:]
+    # each task found in the queue, or (on a slow machine) already run by the time the rerun looks
+    assert log.count("an earlier submission had queued it") + log.count("an earlier submission ran it") == 4, \
+        log[-3000:]
 
 
 async def test_cancel_of_one_array_task_then_resubmit_killed_jobs_resubmits_that_task_alone(
