@@ -20,6 +20,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: slow test (enabled with --runslow)")
     if os.environ.get("CI") and not config.getoption("--runremote"):
         raise pytest.UsageError("CI must run the remote tests: pass --runremote (see README)")
+    if os.environ.get("PYTEST_XDIST_WORKER") and threading.current_thread() is threading.main_thread():
+        # a pytest-xdist worker (execnet) starts with SIGINT ignored, and so would every workflow
+        # process a test starts: the Ctrl-C tests need what a user's terminal gives, Python's handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
