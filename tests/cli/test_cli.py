@@ -436,7 +436,8 @@ def test_db_unlock_lists_many_released_jobs_as_a_wrapped_list(root: Path) -> Non
     assert len(listed) > 5 and max(len(line) for line in listed) <= 100, result.stdout  # a list, not one line
 
 
-def test_ls_shows_job_names_as_plain_text(root: Path) -> None:
+def test_ls_shows_job_names_as_plain_text(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)  # no width to fit: the name is shown whole
     t = token()
     hostile = f"[/] [bold]x[/bold] \x1b[31mred {t}"
     run_job(make_job("local", hostile, rf.sleep_then_return, 0, "x"))

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, os, sys, time
 import anyio
-from wfl_async.jobs.remote_job import RemoteJob
+from wfl_async.job import RemoteJob
 
 def work(i, log):
     import os, sys, time, wfl_async

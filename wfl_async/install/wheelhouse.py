@@ -151,7 +151,9 @@ def _build_own_wheel(directory: Path) -> str:
     info = f"wfl_async-{dist.version}.dist-info"
     members = [(f"wfl_async/{path.relative_to(package)}", path.read_bytes()) for path in sorted(package.rglob("*"))
                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"]
-    members += [(f"{info}/METADATA", (dist.read_text("METADATA") or "").encode()),
+    # an egg-info (a source checkout that setuptools has built in) keeps the same core metadata as PKG-INFO
+    core = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    members += [(f"{info}/METADATA", core.encode()),
                 (f"{info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: wfl_async install\nRoot-Is-Purelib: true\n"
                                   b"Tag: py3-none-any\n"),
                 (f"{info}/entry_points.txt", (dist.read_text("entry_points.txt") or "").encode())]

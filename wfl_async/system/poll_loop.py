@@ -49,7 +49,17 @@ import anyio
 from ..errors import SchedulerError, TransportError
 from ..failures import permanent_cause, permanent_error
 from ..jobs import layout
-from ..jobs.states import ACTIVE_STATES, MARKER_FILES, Phase, QueueState, Step, Verdict, VerdictKind, observe
+from ..jobs.states import (
+    ACTIVE_STATES,
+    MARKER_FILES,
+    Marker,
+    Phase,
+    QueueState,
+    Step,
+    Verdict,
+    VerdictKind,
+    observe,
+)
 from ..scheduler.base import Accounted
 from ..transport.base import FETCH_PATHS
 from .machine import Machine, SurveyExtension
@@ -306,7 +316,8 @@ class PollLoop:
                 events = found.events.markers
         for watch in scan:
             watch.state = watch.state.after_scan()
-        accounted = await self._vanished_accounting(root, watches, found.states) if listing else {}
+        accounted = await self._vanished_accounting(root, watches, found.states, (found.markers, events)) \
+            if listing else {}
         now = time.monotonic()
         changed: list[tuple[Watch, Verdict]] = []
         for watch in watches:
@@ -348,17 +359,21 @@ class PollLoop:
             self._end(watch)
         return True
 
-    async def _vanished_accounting(self, root: str, watches: Sequence[Watch],
-                                   states: dict[str, QueueState] | None) -> dict[str, Accounted]:
+    async def _vanished_accounting(self, root: str, watches: Sequence[Watch], states: dict[str, QueueState] | None,
+                                   seen: Sequence[dict[str, str]]) -> dict[str, Accounted]:
         """Job dir -> how it ended, for jobs the listing ``states`` no longer has active and that wrote
         no final marker, by the scheduler's accounting (with the exit code); their state is put into
         ``states``, so a job killed at its time limit is known as such at once, not after the grace
-        as "no longer listed"."""
+        as "no longer listed". A job whose final marker this poll saw (``seen``: the markers and the
+        event log's lines, job dir -> marker name) finished: no command is spent on it, so a run
+        whose jobs all end well asks the accounting nothing."""
         if states is None:
             return {}
-        vanished = {w.remote_id: w.job_dir for w in watches  # (a final marker of this poll makes it finished)
+        final = {m.value for m in Marker if m.final}
+        vanished = {w.remote_id: w.job_dir for w in watches
                     if w.remote_id and states.get(w.remote_id) not in ACTIVE_STATES
                     and (w.state.marker is None or not w.state.marker.final)
+                    and not any(names.get(w.job_dir) in final for names in seen)
                     and w.in_window}  # a scheduler job of its own (a packed chunk's worker is)
         if not vanished:
             return {}
