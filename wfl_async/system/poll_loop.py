@@ -62,6 +62,7 @@ from ..jobs.states import (
 )
 from ..scheduler.base import Accounted
 from ..transport.base import FETCH_PATHS
+from .commands import EventLogRead
 from .machine import Machine, SurveyExtension
 from .recorder import Recorder
 from .requests import JobOutcome, Watch
@@ -304,16 +305,7 @@ class PollLoop:
             self.window.listed(found.states)
         if full:
             self._full_scan_at[root] = now
-        events: dict[str, str] = {}
-        if found.events is not None:
-            if offset is None or found.events.size < offset:
-                if offset is not None:  # the log was replaced: what it held is read from the markers
-                    log.info("%s: the event log in %s shrank; looking at every job's markers", machine.name, root)
-                    self._full_scan_at.pop(root, None)
-                self._offsets[root] = found.events.size
-            else:
-                self._offsets[root] = offset + found.events.consumed
-                events = found.events.markers
+        events = self._read_events(root, offset, found.events)
         for watch in scan:
             watch.state = watch.state.after_scan()
         accounted = await self._vanished_accounting(root, watches, found.states, (found.markers, events)) \
@@ -338,6 +330,19 @@ class PollLoop:
             elif step is Step.STARTED:
                 changed.append((watch, verdict))
         return changed
+
+    def _read_events(self, root: str, offset: int | None, read: EventLogRead | None) -> dict[str, str]:
+        """Job dir -> marker from the event log lines this poll read under ``root``, moving its offset on."""
+        if read is None:
+            return {}
+        if offset is None or read.size < offset:
+            if offset is not None:  # the log was replaced: what it held is read from the markers
+                log.info("%s: the event log in %s shrank; looking at every job's markers", self.machine.name, root)
+                self._full_scan_at.pop(root, None)
+            self._offsets[root] = read.size
+            return {}
+        self._offsets[root] = offset + read.consumed
+        return read.markers
 
     def _fetch_failed_permanently(self, group: Sequence[tuple[Watch, Verdict]], local_root: Path,
                                   failure: BaseException) -> bool:
