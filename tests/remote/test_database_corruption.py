@@ -114,13 +114,7 @@ def test_a_damaged_database_is_named_and_recovered_and_the_rerun_runs_each_job_o
     assert list(fresh_expyre_root.glob("wfl_async_jobs.db.broken-*")), "the damaged file was not kept"
     assert _cli("db", "repair").returncode == 0
 
-    rerun = _start(tmp_path, tag, 0)
-    _, err = rerun.communicate(timeout=600)
-    assert rerun.returncode == 0, err[-3000:]
-    out = json.loads((tmp_path / "out.json").read_text())
-    assert out == {str(i): rf.big_result(i, 100).hex() for i in range(JOBS)}
-    runs = sorted((tmp_path / "run.log").read_text().split(), key=int)
-    assert runs == [str(i) for i in range(JOBS)], "a job ran twice, or never"
+    _rerun_gives_every_result_once(tmp_path, tag)
 
 
 def test_a_lost_wal_forgets_recent_jobs_and_the_rerun_re_attaches_to_them(fresh_expyre_root: Path,
@@ -141,6 +135,11 @@ def test_a_lost_wal_forgets_recent_jobs_and_the_rerun_re_attaches_to_them(fresh_
 
     listed = _cli("ls")  # the schema itself was in the lost -wal
     assert "Traceback" not in listed.stderr and "-wal file was lost" in listed.stderr, listed.stderr
+    _rerun_gives_every_result_once(tmp_path, tag)
+
+
+def _rerun_gives_every_result_once(tmp_path: Path, tag: str) -> None:
+    """The workflow run again: every result right, and every job ran exactly once in all (its own log)."""
     rerun = _start(tmp_path, tag, 0)
     _, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err[-3000:]

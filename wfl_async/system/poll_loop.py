@@ -110,6 +110,8 @@ class PollRecord:
     watch (``time.time()``; a job may finish before the driver knows its queue id: no poll could
     look for it before then)."""
 
+_FINAL_MARKERS = frozenset(m.value for m in Marker if m.final)
+"""Marker names that end a job (what a survey or the event log prints)."""
 
 class PollLoop:
     """Watches one system's submitted jobs until each has ended; see the module docstring."""
@@ -374,11 +376,10 @@ class PollLoop:
         whose jobs all end well asks the accounting nothing."""
         if states is None:
             return {}
-        final = {m.value for m in Marker if m.final}
         vanished = {w.remote_id: w.job_dir for w in watches
                     if w.remote_id and states.get(w.remote_id) not in ACTIVE_STATES
                     and (w.state.marker is None or not w.state.marker.final)
-                    and not any(names.get(w.job_dir) in final for names in seen)
+                    and not any(names.get(w.job_dir) in _FINAL_MARKERS for names in seen)
                     and w.in_window}  # a scheduler job of its own (a packed chunk's worker is)
         if not vanished:
             return {}
