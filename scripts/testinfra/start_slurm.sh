@@ -37,7 +37,12 @@ SlurmdLogFile=$S/slurmd.log
 # no cgroups in this container
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+# memory of each job sampled every 1 s; a job above its --mem is killed (jobcomp: FAILED, signal 9;
+# slurmstepd writes "Exceeded job memory limit" to its stderr): the out-of-memory tests need a real
+# kill, and without cgroups here task/cgroup cannot give one
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherParams=OverMemoryKill
+JobAcctGatherFrequency=task=1
 AccountingStorageType=accounting_storage/none
 # finished jobs: sacct -c -P -o JobID,State,ExitCode
 JobCompType=jobcomp/filetxt
@@ -45,14 +50,16 @@ JobCompLoc=$S/jobcomp.txt
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=2,default_queue_depth=1000,bf_interval=5
 SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
+SelectTypeParameters=CR_CPU_Memory
+# memory is a consumable resource (OverMemoryKill needs a limit); a job without --mem gets 4 GB a CPU (RealMemory is claimed, not real: config_overrides)
+DefMemPerCPU=4096
 # forget finished jobs from squeue after 10 s (default 300)
 MinJobAge=10
 # room for the 10,000 held jobs of benchmarks/bounded_commands.py beside the tests' own (default 10000)
 MaxJobCount=20000
 ReturnToService=2
 SlurmdParameters=config_overrides
-NodeName=$HOST_S NodeAddr=127.0.0.1 CPUs=64 RealMemory=20000 State=UNKNOWN
+NodeName=$HOST_S NodeAddr=127.0.0.1 CPUs=64 RealMemory=1000000 State=UNKNOWN
 PartitionName=debug Nodes=$HOST_S Default=YES MaxTime=INFINITE State=UP
 EOF
 )
