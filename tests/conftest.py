@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import hang_watch
 from wfl_async.config import load_config
 
 XDIST_GROUPS = {
@@ -54,6 +56,23 @@ def pytest_configure(config: pytest.Config) -> None:
         # a pytest-xdist worker (execnet) starts with SIGINT ignored, and so would every workflow
         # process a test starts: the Ctrl-C tests need what a user's terminal gives, Python's handler
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A hanging test prints its coroutines' stacks before pytest-timeout stops it (:mod:`helpers.hang_watch`)."""
+    marker = item.get_closest_marker("timeout")
+    timeout = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    with hang_watch.watch_for_hang(item.nodeid, timeout):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_session_outlives_its_test() -> Iterator[None]:
+    """A session a test left open (it hung and was stopped) is dropped, not joined by the next test."""
+    yield
+    for line in hang_watch.drop_stale_sessions():
+        print(f"dropped after the test: {line}", file=sys.stderr)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
