@@ -42,6 +42,7 @@ __all__ = [
     "JobCancelledError",
     "JobDiedError",
     "JobTimeoutError",
+    "LoopStoppedError",
     "OutputInUseError",
     "PermanentFailureError",
     "RemoteCommandError",
@@ -140,6 +141,12 @@ class OutputInUseError(WflAsyncError):
 
 class DatabaseCorruptError(WflAsyncError):
     """The jobs database file cannot be read; the message says how to recover."""
+
+
+class LoopStoppedError(WflAsyncError):
+    """A system's submit or poll loop stopped on an error nobody expected (a bug): the jobs that
+    waited on it are woken with this, not left waiting forever; the message names the error and
+    says the jobs are left as they are (a rerun re-attaches)."""
 
 
 class SchedulerError(WflAsyncError):

@@ -95,13 +95,24 @@ class Session:
         """The host task: the writer outlives the systems' loops, which record their last changes."""
         async with anyio.create_task_group() as writer:
             await writer.start(self.db.serve)
-            async with anyio.create_task_group() as services:
-                self._tasks = services
-                ready.set()
-                await self._closing.wait()
-                services.cancel_scope.cancel()
-            self._tasks = None
+            try:
+                async with anyio.create_task_group() as services:
+                    self._tasks = services
+                    ready.set()
+                    await self._closing.wait()
+                    services.cancel_scope.cancel()
+            except Exception as exc:  # a loop stopped on a bug (a system's own loops catch theirs)
+                self._stop_every_waiter(exc)
+            finally:
+                self._tasks = None
             writer.cancel_scope.cancel()
+
+    def _stop_every_waiter(self, exc: Exception) -> None:
+        """The last resort when a loop of the session stopped on an unexpected error: its siblings
+        were cancelled with it, so every job waiting on any system is woken with the error."""
+        for name, system in self._systems.items():
+            error = system.stop_waiters(exc, "packing")
+            self._packing[name].stop_waiters(error)
 
     async def aclose(self) -> None:
         """End the loops and the writer (each finishes what it has taken on), then close everything."""
@@ -139,6 +150,8 @@ class Session:
         """The system called ``name``, its loops and its packing coordinator running in the session's task group."""
         system = self.system(name)
         async with self._start_lock:
+            if system.stopped_by is not None:  # its loops stopped on a bug: not started again on stale state
+                raise system.stopped_by
             if not system.serving:
                 if self._tasks is None:
                     raise RuntimeError("the session is closed")

@@ -162,6 +162,8 @@ class PackCoordinator:
         self._packs: dict[tuple[str, str], _Pack] = {}
         self._send, self._receive = anyio.create_memory_object_stream[_Enqueue](math.inf)
         self._tasks: anyio.abc.TaskGroup | None = None
+        self.stopped_by: BaseException | None = None
+        """Set by :meth:`stop_waiters`: packing on this system is gone, and every later chunk raises this."""
         self.stats = {"enqueue_commands": 0, "workers_submitted": 0, "requeue_commands": 0, "chunks_put_back": 0}
 
     @property
@@ -219,6 +221,8 @@ class PackCoordinator:
 
         :raises RuntimeError: the coordinator is not served (use it through a session)
         """
+        if self.stopped_by is not None:
+            raise self.stopped_by
         if self._tasks is None:
             raise RuntimeError(f"packing on {self.machine.name!r} is not being served: use it through a session "
                                f"(wfl_async.session.session_scope)")
@@ -226,6 +230,18 @@ class PackCoordinator:
         self.expect(spec, root)
         self._send.send_nowait(_Enqueue(request, spec.pack_id))
         return await request.settled()
+
+    def stop_waiters(self, error: BaseException) -> None:
+        """Its loop stopped for good: settle every chunk still waiting to be queued with ``error``."""
+        self.stopped_by = error
+        while True:
+            try:
+                item = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            if not item.request.done.is_set():
+                item.request.error = error
+                item.request.done.set()
 
     async def _enqueue_loop(self) -> None:
         async for first in self._receive:

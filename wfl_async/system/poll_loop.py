@@ -136,6 +136,8 @@ class PollLoop:
         self._durations: deque[float] = deque(maxlen=_DURATIONS)
         self.history: deque[PollRecord] = deque(maxlen=POLL_HISTORY)
         """The last polls, oldest first."""
+        self.stopped_by: BaseException | None = None
+        """Set by :meth:`stop_waiters`: the loop is gone, and every later wait raises this."""
 
     def watched_count(self) -> int:
         """Jobs handed to the loop and not yet seen to end."""
@@ -143,6 +145,8 @@ class PollLoop:
 
     async def wait(self, watch: Watch) -> JobOutcome:
         """Hand ``watch`` to the loop and wait for its outcome (see :meth:`System.wait`)."""
+        if self.stopped_by is not None:
+            raise self.stopped_by
         self._send.send_nowait(watch)
         try:
             await watch.done.wait()
@@ -233,6 +237,15 @@ class PollLoop:
             for watch, verdict in changed:
                 if verdict.kind is VerdictKind.DIED:
                     self._end(watch)
+
+    def stop_waiters(self, error: BaseException) -> None:
+        """The loop stopped for good: wake every job waiting on it (taken or still in the stream)
+        with ``error``, so none waits forever, and refuse later waits with it."""
+        self.stopped_by = error
+        self._take_new()
+        for watch in list(self.watches.values()):
+            watch.outcome = JobOutcome(None, QueueState.UNKNOWN, str(error), error=error)
+            self._end(watch)
 
     def _add(self, watch: Watch) -> None:
         if not watch.abandoned:

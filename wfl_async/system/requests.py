@@ -71,8 +71,9 @@ class JobOutcome:
     queue_state: QueueState | None = None
     message: str = ""
     error: BaseException | None = None
-    """Set when the job finished but its files could not be brought back for good (a full local
-    disk): raised to its waiter; the result stays on the remote side for a rerun."""
+    """Raised to its waiter: the job finished but its files could not be brought back for good (a
+    full local disk), or the loop watching it stopped (a bug); either way the job is left as it
+    is remotely, for a rerun."""
 
 
 @dataclass(eq=False)

@@ -100,6 +100,10 @@ class SubmitLoop:
         """Job dirs of requests handed to the loop that have no room in the window yet."""
         self.in_flight = 0
         """Jobs of the batch being submitted now (finished even when the session closes; Ctrl-C says so)."""
+        self._unsettled: set[SubmitRequest] = set()
+        """Requests handed to the loop and not settled yet, wherever they are (:meth:`stop_waiters`)."""
+        self.stopped_by: BaseException | None = None
+        """Set by :meth:`stop_waiters`: the loop is gone, and every later request raises this."""
 
     def waiting_count(self, job_dirs: Collection[str] | None = None) -> int:
         """Requests (for ``job_dirs``, default all) waiting for room in a full queue window."""
@@ -111,10 +115,21 @@ class SubmitLoop:
 
     async def submit(self, request: SubmitRequest) -> str:
         """Hand ``request`` to the loop and wait for its queue id (see :meth:`System.submit`)."""
+        if self.stopped_by is not None:
+            raise self.stopped_by
         self.pending += 1
         self._unadmitted.add(request.job_dir)
+        self._unsettled.add(request)
         self._send.send_nowait(request)
         return await request.settled()
+
+    def stop_waiters(self, error: BaseException) -> None:
+        """The loop stopped for good: settle every request not yet settled with ``error`` (none waits
+        forever; one whose command had gone out may be queued: a rerun resolves it as after a
+        driver killed mid-submission), and refuse later requests with it."""
+        self.stopped_by = error
+        for request in list(self._unsettled):
+            self._settle(request, error)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve requests until cancelled (delayed retries run in the loop's own task group)."""
@@ -233,6 +248,7 @@ class SubmitLoop:
         self._settle(request)
 
     def _settle(self, request: SubmitRequest, error: BaseException | None = None) -> None:
+        self._unsettled.discard(request)
         request.error = error
         self.pending -= 1
         if error is not None:  # never queued: its room in the window is free again

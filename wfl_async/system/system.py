@@ -25,6 +25,7 @@ for the command line.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ import anyio
 import anyio.abc
 
 from ..config.system_config import SystemConfig
+from ..errors import LoopStoppedError, first_failure
 from ..jobs.states import QueueState
 from ..scheduler.base import Scheduler
 from ..transport.base import Transport
@@ -43,6 +45,8 @@ from .submit_loop import SubmitLoop
 from .window import QueueWindow
 
 __all__ = ["CONTROL_IDS", "System"]
+
+log = logging.getLogger(__name__)
 
 
 class System:
@@ -60,6 +64,8 @@ class System:
         self._submitter = SubmitLoop(self.machine, self.window, recorder, watched=self._poller.watched_count,
                                      batch_window=batch_window, max_batch_wait=max_batch_wait)
         self._serving = False
+        self.stopped_by: LoopStoppedError | None = None
+        """Set when the loops stopped on an unexpected error (:meth:`serve`): every later use raises it."""
 
     def __repr__(self) -> str:
         return (f"<System {self.config.name} [{self.config.scheduler} via {self.transport.where} | "
@@ -124,18 +130,45 @@ class System:
 
     # ------------------------------------------------------------------ the loops
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run the submit loop and the poll loop until cancelled (the session does both)."""
-        async with anyio.create_task_group() as tasks:
-            await tasks.start(self._submitter.run)
-            tasks.start_soon(self._poller.run)
-            self._serving = True
-            task_status.started()
-            try:
-                await anyio.sleep_forever()
-            finally:
-                self._serving = False
+        """Run the submit loop and the poll loop until cancelled (the session does both).
+
+        A loop that stops on an unexpected error (a bug: the errors a loop expects are retried or
+        settle their own jobs) stops the other, and every job waiting on either is woken with a
+        :class:`~wfl_async.errors.LoopStoppedError` naming it: a job never waits on a loop that is
+        gone. The other systems of the session go on.
+        """
+        try:
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(self._submitter.run)
+                tasks.start_soon(self._poller.run)
+                self._serving = True
+                task_status.started()
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    self._serving = False
+        except Exception as exc:
+            self.stop_waiters(exc, "submit/poll")
+
+    def stop_waiters(self, exc: Exception, what: str) -> LoopStoppedError:
+        """Wake every job waiting on this system's loops with a :class:`LoopStoppedError` naming
+        ``exc``, which stopped ``what`` (also the session's last resort when another of its loops,
+        e.g. packing's, stopped); later uses raise it too. Returns the error."""
+        cause = first_failure(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        log.error("%s: the %s loop stopped on an unexpected error", self.name, what, exc_info=cause)
+        error = LoopStoppedError(
+            f"{self.name}: wfl_async's {what} loop for this system stopped on an unexpected error "
+            f"({type(cause).__name__}: {cause}); the jobs waiting on it were stopped and are left as they are "
+            f"(queued, running or finished remotely: a rerun re-attaches to them). This is a bug in wfl_async: "
+            f"please report it with the log, which has the traceback.")
+        self.stopped_by = error
+        self._submitter.stop_waiters(error)
+        self._poller.stop_waiters(error)
+        return error
 
     def _check_serving(self) -> None:
+        if self.stopped_by is not None:
+            raise self.stopped_by
         if not self._serving:
             raise RuntimeError(f"system {self.name!r} is not being served: use it through a session "
                                f"(wfl_async.session.session_scope)")
