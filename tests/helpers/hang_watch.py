@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -46,8 +48,45 @@ def dump_tasks(title: str) -> str:
         print(f"--- loop {id(loop):#x}: {len(tasks)} task(s)", file=out)
         for task in tasks:
             with contextlib.suppress(Exception):
-                task.print_stack(limit=12, file=out)
+                coro = task.get_coro()
+                print(f"* {task.get_name()} (running now: {getattr(coro, 'cr_running', '?')})", file=out)
+                for line in _awaiting(task.get_coro()):
+                    print(f"    {line}", file=out)
+    print(_children(), file=out)
+    print(_native_stacks(), file=out)
     return out.getvalue()
+
+
+def _native_stacks() -> str:
+    """Every thread's stack as py-spy sees it from outside (where a thread spins, not only where it waits)."""
+    try:
+        found = subprocess.run(["py-spy", "dump", "--locals", "--pid", str(os.getpid())], capture_output=True,
+                               text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"(no py-spy dump: {exc})"
+    return f"--- py-spy dump:\n{found.stdout[-20000:]}{found.stderr[-2000:]}"
+
+
+def _awaiting(coro: object) -> list[str]:
+    """Where a coroutine waits, outermost first: its ``cr_await`` chain (a task's own stack stops at
+    its outermost frame)."""
+    lines: list[str] = []
+    while coro is not None and len(lines) < 40:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return lines
+
+
+def _children() -> str:
+    """This process's child processes, with their command lines (a command that never ends)."""
+    try:
+        found = subprocess.run(["ps", "--ppid", str(os.getpid()), "-o", "pid,etimes,args", "--cols", "300"],
+                               capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"(no process list: {exc})"
+    return f"--- child processes:\n{found}"
 
 
 @contextlib.contextmanager
