@@ -12,6 +12,7 @@ from pathlib import Path
 
 import anyio
 
+from ..jobs.ended import EndCause
 from ..jobs.route import RouteKind
 from ..jobs.states import Marker, Phase, QueueState, WatchState
 from .commands import EventLogRead
@@ -52,6 +53,8 @@ class SubmitRequest:
     """How the job runs, recorded with its submission."""
     pack_id: str | None = None
     """The pack a packed chunk is queued in (recorded with its submission)."""
+    mem_kb: int | None = None
+    """Memory to ask the scheduler for (kB, all its nodes); None: none (its default)."""
 
     async def settled(self) -> str:
         """Wait until the loop that took this request settles it; its queue id, or its error raised."""
@@ -73,6 +76,8 @@ class JobOutcome:
     error: BaseException | None = None
     """Set when the job finished but its files could not be brought back for good (a full local
     disk): raised to its waiter; the result stays on the remote side for a rerun."""
+    cause: EndCause | None = None
+    """Why it died, where the scheduler's accounting told."""
 
 
 @dataclass(eq=False)

@@ -35,7 +35,7 @@ from ..config.system_config import SystemConfig
 from ..jobs.states import QueueState
 from ..scheduler.base import Scheduler
 from ..transport.base import Transport
-from .machine import CONTROL_IDS, Machine, SurveyExtension
+from .machine import CONTROL_IDS, Limits, Machine, SurveyExtension
 from .poll_loop import PollLoop, PollRecord
 from .recorder import NO_RECORDER, Recorder
 from .requests import JobOutcome, QueueSurvey, SubmitRequest, Watch
@@ -172,6 +172,10 @@ class System:
                          partial_node: bool = False) -> tuple[str, dict[str, int], int]:
         """See :meth:`Machine.select_partition <wfl_async.system.machine.Machine.select_partition>`."""
         return self.machine.select_partition(resources, exact_fit=exact_fit, partial_node=partial_node)
+
+    def limits(self, resources: dict[str, Any], *, exact_fit: bool = True, partial_node: bool = False) -> Limits:
+        """See :meth:`Machine.limits <wfl_async.system.machine.Machine.limits>`."""
+        return self.machine.limits(resources, exact_fit=exact_fit, partial_node=partial_node)
 
     async def remote_root(self) -> str:
         """See :meth:`Machine.remote_root <wfl_async.system.machine.Machine.remote_root>`."""
