@@ -267,7 +267,14 @@ class PreparedJob:
             hint = await died_job_hint(system, self.job_dir, self.session.stage_root)
             raise JobDiedError(f"job {self.label}: {outcome.message}.{hint} Look at {self.local_dir}."
                                f"{self._died_advice(outcome.message)}")
-        return await self._load_result()
+        try:
+            return await self._load_result()
+        except MemoryError as exc:  # its allocation was refused at its memory request (SGE's h_vmem: ulimit -v)
+            if self.mem_kb is None or not await self._escalated(
+                    EndCause.OUT_OF_MEMORY, f"raised MemoryError ({exc or 'no message'}) under its memory request",
+                    how="a MemoryError"):
+                raise
+            return await self._resubmitted(resubmits_left, deadline)
 
     def _died_advice(self, message: str | None) -> str:
         """What to do about a died job, never an option that is already set; what escalation tried."""
@@ -298,7 +305,7 @@ class PreparedJob:
             self.mem_kb = done.mem_kb
         return done.split and self.items > 1 and record.status is not JobStatus.SUCCEEDED
 
-    async def _escalated(self, cause: str | None, message: str) -> bool:
+    async def _escalated(self, cause: str | None, message: str, how: str = "") -> bool:
         """After a kill at a limit: record and log the next escalation (:func:`~wfl_async.jobs.escalation.next_step`).
         True: rerun it with the new time or memory; raises :class:`JobSplitError` when it is to be split;
         False: nothing (left) to try."""
@@ -306,7 +313,8 @@ class PreparedJob:
             return False
         end = EndCause(cause)
         limits = self.limits or Limits(None, None, None)
-        step = next_step(self.escalation, end, how="a TIMEOUT" if end is EndCause.TIMEOUT else "an out-of-memory kill",
+        how = how or ("a TIMEOUT" if end is EndCause.TIMEOUT else "an out-of-memory kill")
+        step = next_step(self.escalation, end, how=how,
                          max_time=self.max_time, mem_kb=self.mem_kb, time_cap=limits.max_time,
                          mem_cap=limits.max_mem_kb, items=self.items)
         if step is None:
