@@ -35,7 +35,7 @@ GRACE = 900
 """Seconds a vanished job waits before it is called died: longer than any of these tests."""
 SHORT_LIMIT = {"sge": (10, "10s"), "local": (3, "3s"), "slurm": (60, "1m")}
 """Per scheduler: the shortest time limit it kills at (s, and as resources' max_time)."""
-SPLIT_LIMIT = {"sge": (10, "10s"), "local": (10, "10s")}
+SPLIT_LIMIT = {"sge": (20, "20s"), "local": (20, "20s")}
 """Per scheduler: a time limit whose 0.6 leaves room for a Python start under load (a split chunk's half)."""
 
 
@@ -110,7 +110,8 @@ async def test_a_job_killed_above_its_memory_is_rerun_with_twice_the_memory(
 async def test_a_chunk_killed_at_its_time_limit_is_split_and_a_rerun_recomputes_nothing(
         fresh_expyre_root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
         system: str) -> None:
-    """Four configurations of 0.4 x the time limit each: the chunk is killed, its halves fit."""
+    """Four configurations of 0.3 x the time limit each: the chunk is killed, its halves fit (under a heavy
+    load a half may be split or given more time again: each split leaves its died chunk)."""
     monkeypatch.setenv("WFL_EXPYRE_NO_MARK_PROCESSED", "1")
     limit, max_time = SPLIT_LIMIT[scheduler_of(system)]
     patient = patient_copy(fresh_expyre_root, system)
@@ -128,9 +129,12 @@ async def test_a_chunk_killed_at_its_time_limit_is_split_and_a_rerun_recomputes_
         out = await autoparallelize.aio(rf._label_after_sleeping, ConfigSet(inputs), OutputSpec(), autopara_info=info)
     assert [a.info["i"] for a in out] == [0, 1, 2, 3] and all(a.info["labelled"] for a in out)
     assert sum("split in two (4 configurations) after a TIMEOUT" in r.getMessage() for r in caplog.records) == 1
+    splits = sum("split in two" in r.getMessage() for r in caplog.records)
     async with session_scope() as rt:
         records = await rt.db.select(system=patient)
-    assert sorted(r.status for r in records) == [JobStatus.DIED, JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
+    statuses = [r.status for r in records]
+    assert statuses.count(JobStatus.DIED) == splits and statuses.count(JobStatus.SUCCEEDED) == len(records) - splits
+    assert len(records) == 1 + 2 * splits
     submitted = sorted((r.key, r.remote_id) for r in records)
 
     caplog.clear()  # a rerun: the whole chunk split at once, its halves re-attached, nothing submitted

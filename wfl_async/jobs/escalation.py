@@ -57,8 +57,14 @@ class Escalation:
             return cls()
 
     def summary(self) -> str:
-        """What was tried, for messages and ``wfl-async ls`` (empty: nothing)."""
+        """What was tried, for messages and ``wfl-async ls -l`` (empty: nothing)."""
         return "; ".join(self.tried)
+
+    def short(self) -> str:
+        """Where it stands, for a column of ``wfl-async ls``: ``split``, ``time 00:02:00``, ``mem 512 MB`` ("": nothing)."""
+        return " ".join(part for part in ("split" if self.split else "",
+                                          f"time {hms(self.max_time)}" if self.max_time else "",
+                                          f"mem {_mem(self.mem_kb)}" if self.mem_kb else "") if part)
 
 
 def _mem(kb: int) -> str:

@@ -174,8 +174,8 @@ def classify(*, remote_id: str | None, marker: str | None, states: Mapping[str, 
         return Verdict(VerdictKind.ACTIVE, seen, state)
     extra = f", {detail}" if detail else ""
     if ending is not None and ending.cause is not EndCause.FAILED:
-        return Verdict(VerdictKind.DIED, seen, state, f"job {remote_id} on {where} was {detail or ending.sentence()} "
-                       f"before writing its final marker", ending.cause)
+        return Verdict(VerdictKind.DIED, seen, state, f"job {remote_id} on {where} was {detail or ending.sentence()}: "
+                       f"it left the queue without a final marker", ending.cause)
     if state is QueueState.TIMEOUT:  # the scheduler killed it: no marker can come any more, no grace
         return Verdict(VerdictKind.DIED, seen, state,
                        f"job {remote_id} was killed at its time limit by {where} (TIMEOUT{extra}) before "
