@@ -200,8 +200,10 @@ class PreparedJob:
         """Claim and submit if no earlier run did, without waiting (wfl's ``wait_for_results=False``).
 
         A later :meth:`result` of the same job re-attaches to it.
+
+        :raises JobSplitError: an earlier run split it (escalation): its halves are to be submitted instead
         """
-        await self._claimed()
+        self._split_check(await self._claimed())
 
     async def result(self) -> Any:
         """Claim, submit if needed, wait, and return the value (or raise the remote exception).
@@ -216,9 +218,7 @@ class PreparedJob:
 
     async def _run(self, resubmits_left: int, deadline: float | None) -> Any:
         record = await self._claimed()
-        if self._follow_recorded_escalation(record):
-            raise JobSplitError(f"job {self.label} was split after a kill at its time limit "
-                                f"({self.escalation.summary()})")
+        self._split_check(record)
         if record.status is JobStatus.CANCELLED:
             raise JobCancelledError(self.label, self.spec.job_name)
         if record.status is JobStatus.DIED:
@@ -305,6 +305,13 @@ class PreparedJob:
             self.mem_kb = done.mem_kb
         return done.split and self.items > 1 and record.status is not JobStatus.SUCCEEDED
 
+    def _split_check(self, record: JobRecord) -> None:
+        """Raise :class:`JobSplitError` if an earlier run split this job (its halves run instead), after
+        taking up the time and memory it escalated to."""
+        if self._follow_recorded_escalation(record):
+            raise JobSplitError(f"job {self.label} was split after a kill at its time limit "
+                                f"({self.escalation.summary()})")
+
     async def _escalated(self, cause: str | None, message: str, how: str = "") -> bool:
         """After a kill at a limit: record and log the next escalation (:func:`~wfl_async.jobs.escalation.next_step`).
         True: rerun it with the new time or memory; raises :class:`JobSplitError` when it is to be split;
@@ -380,8 +387,7 @@ class PreparedJob:
                 raise
             if self._follow_recorded_escalation(claimed):  # split by an earlier run: its halves run instead
                 await self.session.db.update(self.key, status=JobStatus.DIED, message="split in two")
-                raise JobSplitError(f"job {self.label} was split after a kill at its time limit "
-                                    f"({self.escalation.summary()})")
+                self._split_check(claimed)
             uploads = await anyio.to_thread.run_sync(self._stage_locally)
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,

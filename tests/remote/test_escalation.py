@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,11 @@ async def test_a_job_killed_at_its_time_limit_is_rerun_with_twice_the_time(
     record = await record_of(name)
     assert record.status is JobStatus.SUCCEEDED and record.max_time == 2 * limit
     assert Escalation.from_json(record.escalation).max_time == 2 * limit
+    # what the CLI shows of it, as a user runs it
+    step = f"time limit {_hms(limit)} -> {_hms(2 * limit)} after a TIMEOUT"
+    assert f"escalated:  {step}" in await cli("ls", "-l", "-n", name)
+    assert f"time {_hms(2 * limit)}" in await cli("ls", "-n", name)
+    assert f"escalated: {step}" in await cli("log", "--no-fetch", name)
 
 
 @pytest.mark.parametrize("system", systems("slurm", "slurm_ssh", "sge", "sge_ssh"))
@@ -198,6 +205,14 @@ async def _maybe_record(name: str) -> dict[str, Any] | None:
     async with session_scope() as rt:
         records = await rt.db.select(name=name)
     return {"remote_id": records[0].remote_id} if records and records[0].remote_id else None
+
+
+async def cli(*args: str) -> str:
+    """``wfl-async ARGS`` in a process of its own (as a user runs it); its output."""
+    done = await anyio.run_process([sys.executable, "-m", "wfl_async.cli", *args], check=False,
+                                   env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]), COLUMNS="250"))
+    assert done.returncode == 0, (done.stdout + done.stderr).decode()
+    return done.stdout.decode()
 
 
 def _hms(seconds: int) -> str:

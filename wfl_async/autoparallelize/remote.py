@@ -132,9 +132,18 @@ async def submit_remote(*, op: Callable[..., Any], inputs: Any, args: Sequence[A
         try:
             async with anyio.create_task_group() as tg:
                 for chunk in chunks:
-                    tg.start_soon(chunk.job.submit)
+                    tg.start_soon(_submit_chunk, chunk)
         except BaseExceptionGroup as group:  # e.g. the system's check failed: its one message, not a group
             raise first_failure(group) from None
+
+
+async def _submit_chunk(chunk: _Chunk) -> None:
+    """Submit ``chunk``'s job, or its halves' if an earlier run split it (escalation)."""
+    try:
+        await chunk.job.submit()
+    except JobSplitError:
+        for half in chunk.halves():
+            await _submit_chunk(half)
 
 
 async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec | None, args: Sequence[Any],

@@ -158,11 +158,12 @@ def terminal_width() -> int | None:
 
 def jobs_lines(records: Sequence[JobRecord], width: int | None) -> list[str]:
     """The job list as aligned text fitting ``width`` (None: every column): columns are dropped,
-    least useful first (JOB DIR, AGE, UPDATED, SYSTEM...), after NAME is shortened in its middle."""
+    least useful first (JOB DIR, AGE, UPDATED, SYSTEM...), after NAME is shortened in its middle.
+    ESCALATED is shown only when a job was escalated (docs/escalation.md)."""
     now = time.time()
     cells = {c.title: [_printable(c.value(r, now)) for r in records] for c in _COLUMNS}
     widths = {t: max([len(t), *map(len, values)]) for t, values in cells.items()}
-    shown = list(_COLUMNS)
+    shown = [c for c in _COLUMNS if c.title != "ESCALATED" or any(v != "-" for v in cells[c.title])]
 
     def total() -> int:
         return sum(widths[c.title] for c in shown) + 2 * (len(shown) - 1)
@@ -195,7 +196,7 @@ def jobs_long(records: Sequence[JobRecord]) -> list[str]:
                     if stamp is not None),
                   ("run time", "-" if run is None else _ago(run)), ("where", r.worker or "-"),
                   ("owner", r.owner or "-"), ("message", (r.message or "").replace("\n", " ") or "-"),
-                  ("ended by", (r.end_cause or "-").replace("_", " ")), ("escalated", escalated(r, whole=True) or "-")]
+                  ("ended by", (r.end_cause or "-").replace("_", " ") if r.status is JobStatus.DIED else "-"), ("escalated", escalated(r, whole=True) or "-")]
         lines.append(_printable(r.name))
         lines.extend(f"  {label + ':':<11} {_printable(value)}" for label, value in fields)
     return lines
