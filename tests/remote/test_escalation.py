@@ -94,6 +94,27 @@ async def test_a_job_killed_at_its_time_limit_is_rerun_with_twice_the_time(
     assert f"escalated: {step}" in await cli("log", "--no-fetch", name)
 
 
+@pytest.mark.parametrize("system", systems("sge", "local"))
+async def test_a_job_still_killed_at_the_partitions_limit_says_what_was_tried(
+        fresh_expyre_root: Path, system: str) -> None:
+    """The partition allows twice the first limit: one escalation, then the error lists it."""
+    limit, max_time = SHORT_LIMIT[scheduler_of(system)]
+    patient = patient_copy(fresh_expyre_root, system)
+    config = json.loads((fresh_expyre_root / "config.json").read_text())
+    for partition in config["systems"][patient]["partitions"].values():
+        partition["max_time"] = f"{2 * limit}s"
+    (fresh_expyre_root / "config.json").write_text(json.dumps(config))
+    call = RemoteJob(rf.needs_more_time_than, (2 * limit, "never"), sys_name=patient,
+                     job_name=f"esc-limit-{uuid.uuid4().hex[:6]}", resources={"num_nodes": 1, "max_time": max_time},
+                     check_interval=1)
+    with anyio.fail_after(GRACE - 60), pytest.raises(JobDiedError) as info:
+        await call
+    message = str(info.value)
+    assert f"Escalation tried: time limit {_hms(limit)} -> {_hms(2 * limit)} after a TIMEOUT; it is at the " \
+           f"partition's limit" in message, message
+    assert "killed at its time limit" in message and "max_time" in message
+
+
 @pytest.mark.parametrize("system", systems("slurm", "slurm_ssh", "sge", "sge_ssh"))
 async def test_a_job_killed_above_its_memory_is_rerun_with_twice_the_memory(
         fresh_expyre_root: Path, caplog: pytest.LogCaptureFixture, system: str) -> None:
