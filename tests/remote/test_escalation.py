@@ -175,6 +175,60 @@ async def test_a_chunk_killed_at_its_time_limit_is_split_and_a_rerun_recomputes_
     assert not any("escalating" in r.getMessage() for r in caplog.records)
 
 
+async def run_split_call(system: str, name: str) -> list[int]:
+    """The split workload of the test above (4 configurations of 0.3 x the limit, one chunk): the
+    indices of the configurations that came back labelled."""
+    limit, max_time = SPLIT_LIMIT[scheduler_of(system.removesuffix("_patient"))]
+    inputs = []
+    for i in range(4):
+        atoms = bulk("Cu", "fcc", a=3.6)
+        atoms.info.update(i=i, seconds=0.3 * limit)
+        inputs.append(atoms)
+    info = AutoparaInfo(num_inputs_per_python_subprocess=1, remote_info=RemoteInfo(
+        sys_name=system, job_name=name, num_inputs_per_queued_job=4, resources={"num_nodes": 1, "max_time": max_time},
+        check_interval=0.5, env_vars=["WFL_NUM_PYTHON_SUBPROCESSES=1"]))
+    out = await autoparallelize.aio(rf._label_after_sleeping, ConfigSet(inputs), OutputSpec(), autopara_info=info)
+    return [a.info["i"] for a in out if a.info.get("labelled")]
+
+
+@pytest.mark.parametrize("system", systems("sge"))
+async def test_a_driver_killed_after_a_split_reruns_the_halves_exactly_once(
+        fresh_expyre_root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        system: str) -> None:
+    """kill -9 of the workflow once the chunk was split and its halves submitted: the rerun splits the
+    chunk at once (recorded in the jobs database), never submits it again, and takes the halves' results."""
+    monkeypatch.setenv("WFL_EXPYRE_NO_MARK_PROCESSED", "1")
+    patient = patient_copy(fresh_expyre_root, system)
+    name = f"esc-kill-{uuid.uuid4().hex[:6]}"
+    script = f"import anyio\nfrom tests.remote.test_escalation import run_split_call\n" \
+             f"print(anyio.run(run_split_call, {patient!r}, {name!r}))\n"
+    driver = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with anyio.fail_after(150):
+            while True:
+                async with session_scope() as rt:
+                    records = await rt.db.select(name=name)
+                split = [r for r in records if Escalation.from_json(r.escalation).split]
+                if split and sum(1 for r in records if r.remote_id and r is not split[0]) >= 2:
+                    break
+                await anyio.sleep(0.3)
+    finally:
+        driver.kill()  # SIGKILL: no clean-up of any kind
+        driver.wait()
+    before = {r.key: r.remote_id for r in records}
+    parent = split[0]
+
+    caplog.set_level(logging.INFO, logger="wfl_async")
+    with anyio.fail_after(120):
+        assert await run_split_call(patient, name) == [0, 1, 2, 3]
+    async with session_scope() as rt:
+        after = {r.key: r for r in await rt.db.select(name=name)}
+    assert after[parent.key].remote_id == parent.remote_id and after[parent.key].status is JobStatus.DIED
+    assert set(before) <= set(after)  # the same halves (more only if a half was split again)
+    assert not any("split in two (4 configurations)" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("system", systems("sge", "sge_ssh"))
 async def test_with_escalation_off_a_kill_at_the_time_limit_is_named_within_a_poll(
         fresh_expyre_root: Path, caplog: pytest.LogCaptureFixture, system: str) -> None:
