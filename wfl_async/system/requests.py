@@ -71,13 +71,13 @@ class JobOutcome:
 
     marker: Marker | None
     """Final marker found, or None when the job died."""
+    cause: EndCause | None = None
+    """Why it died, where the scheduler's accounting told."""
     queue_state: QueueState | None = None
     message: str = ""
     error: BaseException | None = None
     """Set when the job finished but its files could not be brought back for good (a full local
     disk): raised to its waiter; the result stays on the remote side for a rerun."""
-    cause: EndCause | None = None
-    """Why it died, where the scheduler's accounting told."""
 
 
 @dataclass(eq=False)
