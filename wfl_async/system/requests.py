@@ -71,8 +71,8 @@ class JobOutcome:
 
     marker: Marker | None
     """Final marker found, or None when the job died."""
-    cause: EndCause | None = None
-    """Why it died, where the scheduler's accounting told."""
+    cause: EndCause | None = field(default=None, kw_only=True)
+    """Why it died, where the scheduler's accounting told (keyword only: the others go by position)."""
     queue_state: QueueState | None = None
     message: str = ""
     error: BaseException | None = None
