@@ -82,6 +82,7 @@ class Machine:
         self._limiter = scheduler_limiter(config.scheduler_rate, config.scheduler_burst)
         self._remote_root: str | None = None
         self._root_lock = anyio.Lock()
+        self._fits: dict[tuple[str, bool, bool], tuple[Any, str, dict[str, int]]] = {}
 
     @property
     def name(self) -> str:
@@ -130,7 +131,16 @@ class Machine:
                       max_mem_kb=int(node_mem * node_dict["num_nodes"]) if node_mem else None, mem_kb=asked)
 
     def _fit(self, resources: dict[str, Any], exact_fit: bool, partial_node: bool) -> tuple[Any, str, dict[str, int]]:
-        """ExPyRe's ``Resources`` of ``resources``, and the partition (config.json's key) and nodes it fits."""
+        """ExPyRe's ``Resources`` of ``resources``, and the partition (config.json's key) and nodes it fits;
+        worked out once per set of resources (every chunk of a call asks the same, twice)."""
+        key = (repr(sorted(resources.items())), exact_fit, partial_node)
+        if key not in self._fits:
+            self._fits[key] = self._fit_afresh(resources, exact_fit, partial_node)
+        res, partition, node_dict = self._fits[key]
+        return res, partition, dict(node_dict)
+
+    def _fit_afresh(self, resources: dict[str, Any], exact_fit: bool,
+                    partial_node: bool) -> tuple[Any, str, dict[str, int]]:
         resources_cls = expyre_module("resources").Resources
         try:
             res = resources_cls(**resources)
