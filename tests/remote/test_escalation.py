@@ -134,49 +134,8 @@ async def test_a_job_killed_above_its_memory_is_rerun_with_twice_the_memory(
     assert Escalation.from_json((await record_of(name)).escalation).mem_kb == 512 * 1024
 
 
-@pytest.mark.parametrize("system", systems("sge", "sge_ssh", "local"))
-async def test_a_chunk_killed_at_its_time_limit_is_split_and_a_rerun_recomputes_nothing(
-        fresh_expyre_root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
-        system: str) -> None:
-    """Four configurations of 0.3 x the time limit each: the chunk is killed, its halves fit (under a heavy
-    load a half may be split or given more time again: each split leaves its died chunk)."""
-    monkeypatch.setenv("WFL_EXPYRE_NO_MARK_PROCESSED", "1")
-    limit, max_time = SPLIT_LIMIT[scheduler_of(system)]
-    patient = patient_copy(fresh_expyre_root, system)
-    caplog.set_level(logging.INFO, logger="wfl_async")
-    inputs = []
-    for i in range(4):
-        atoms = bulk("Cu", "fcc", a=3.6)
-        atoms.info.update(i=i, seconds=0.3 * limit)
-        inputs.append(atoms)
-    info = AutoparaInfo(num_inputs_per_python_subprocess=1, remote_info=RemoteInfo(
-        sys_name=patient, job_name=f"esc-split-{uuid.uuid4().hex[:6]}", num_inputs_per_queued_job=4,
-        resources={"num_nodes": 1, "max_time": max_time}, check_interval=0.5,
-        env_vars=["WFL_NUM_PYTHON_SUBPROCESSES=1"]))
-    with anyio.fail_after(150):
-        out = await autoparallelize.aio(rf._label_after_sleeping, ConfigSet(inputs), OutputSpec(), autopara_info=info)
-    assert [a.info["i"] for a in out] == [0, 1, 2, 3] and all(a.info["labelled"] for a in out)
-    assert sum("split in two (4 configurations) after a TIMEOUT" in r.getMessage() for r in caplog.records) == 1
-    splits = sum("split in two" in r.getMessage() for r in caplog.records)
-    async with session_scope() as rt:
-        records = await rt.db.select(system=patient)
-    statuses = [r.status for r in records]
-    assert statuses.count(JobStatus.DIED) == splits and statuses.count(JobStatus.SUCCEEDED) == len(records) - splits
-    assert len(records) == 1 + 2 * splits
-    submitted = sorted((r.key, r.remote_id) for r in records)
-
-    caplog.clear()  # a rerun: the whole chunk split at once, its halves re-attached, nothing submitted
-    with anyio.fail_after(60):
-        again = await autoparallelize.aio(rf._label_after_sleeping, ConfigSet(inputs), OutputSpec(),
-                                          autopara_info=info)
-    assert [a.info["i"] for a in again] == [0, 1, 2, 3]
-    async with session_scope() as rt:
-        assert sorted((r.key, r.remote_id) for r in await rt.db.select(system=patient)) == submitted
-    assert not any("escalating" in r.getMessage() for r in caplog.records)
-
-
 async def run_split_call(system: str, name: str) -> list[int]:
-    """The split workload of the test above (4 configurations of 0.3 x the limit, one chunk): the
+    """The split workload of the tests below (4 configurations of 0.3 x the limit, one chunk): the
     indices of the configurations that came back labelled."""
     limit, max_time = SPLIT_LIMIT[scheduler_of(system.removesuffix("_patient"))]
     inputs = []
@@ -189,6 +148,35 @@ async def run_split_call(system: str, name: str) -> list[int]:
         check_interval=0.5, env_vars=["WFL_NUM_PYTHON_SUBPROCESSES=1"]))
     out = await autoparallelize.aio(rf._label_after_sleeping, ConfigSet(inputs), OutputSpec(), autopara_info=info)
     return [a.info["i"] for a in out if a.info.get("labelled")]
+
+
+@pytest.mark.parametrize("system", systems("sge", "sge_ssh", "local"))
+async def test_a_chunk_killed_at_its_time_limit_is_split_and_a_rerun_recomputes_nothing(
+        fresh_expyre_root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        system: str) -> None:
+    """Four configurations of 0.3 x the time limit each: the chunk is killed, its halves fit (under a heavy
+    load a half may be split or given more time again: each split leaves its died chunk)."""
+    monkeypatch.setenv("WFL_EXPYRE_NO_MARK_PROCESSED", "1")
+    patient = patient_copy(fresh_expyre_root, system)
+    caplog.set_level(logging.INFO, logger="wfl_async")
+    name = f"esc-split-{uuid.uuid4().hex[:6]}"
+    with anyio.fail_after(150):
+        assert await run_split_call(patient, name) == [0, 1, 2, 3]  # every configuration, labelled
+    assert sum("split in two (4 configurations) after a TIMEOUT" in r.getMessage() for r in caplog.records) == 1
+    splits = sum("split in two" in r.getMessage() for r in caplog.records)
+    async with session_scope() as rt:
+        records = await rt.db.select(system=patient)
+    statuses = [r.status for r in records]
+    assert statuses.count(JobStatus.DIED) == splits and statuses.count(JobStatus.SUCCEEDED) == len(records) - splits
+    assert len(records) == 1 + 2 * splits
+    submitted = sorted((r.key, r.remote_id) for r in records)
+
+    caplog.clear()  # a rerun: the whole chunk split at once, its halves re-attached, nothing submitted
+    with anyio.fail_after(60):
+        assert await run_split_call(patient, name) == [0, 1, 2, 3]
+    async with session_scope() as rt:
+        assert sorted((r.key, r.remote_id) for r in await rt.db.select(system=patient)) == submitted
+    assert not any("escalating" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("system", systems("sge"))
