@@ -40,6 +40,7 @@ __all__ = [
     "USER_FIXABLE",
     "first_failure",
     "JobCancelledError",
+    "JobSplitError",
     "JobDiedError",
     "JobTimeoutError",
     "LoopStoppedError",
@@ -177,6 +178,11 @@ class JobDiedError(_ExPyReCompatible):
     """A job left the queue without writing its final marker (killed, out of time, node failure)."""
 
     _expyre_name = "ExPyReJobDiedError"
+
+
+class JobSplitError(JobDiedError):
+    """A chunk of several configurations was killed at its time limit and is to be split in two: its
+    caller (autoparallelize) runs the halves instead (:mod:`wfl_async.jobs.escalation`)."""
 
 
 class JobCancelledError(JobDiedError):

@@ -32,6 +32,7 @@ from .errors import (
     ConfigurationError,
     JobCancelledError,
     JobDiedError,
+    JobSplitError,
     JobTimeoutError,
     RemoteJobFailed,
     ResultIntegrityError,
@@ -39,7 +40,9 @@ from .errors import (
 )
 from .jobs import layout
 from .jobs.database import JobRecord
+from .jobs.ended import EndCause
 from .jobs.env_vars import export_lines
+from .jobs.escalation import Escalation, next_step
 from .jobs.hashing import job_key, pickle_task
 from .jobs.integrity import copy_atomic, read_verified_result
 from .jobs.options import JobOptions, WithOptions
@@ -49,6 +52,7 @@ from .jobs.states import JobStatus
 from .pack.coordinator import WorkerSpec, worker_command
 from .session import Session, session_scope
 from .system import SubmitRequest, System, Watch
+from .system.machine import Limits
 from .system.paths import job_dir_name, safe_name
 
 __all__ = ["ArrayTask", "Direct", "JobOptions", "Packed", "PreparedJob", "RemoteJob", "Route"]
@@ -147,8 +151,10 @@ class RemoteJob(WithOptions):
         task = pickle_task(self.function, self.args, self.kwargs)
         key = job_key(self.function, self.args, self.kwargs, name=self.job_name, hash_ignore=options.hash_ignore,
                       input_files=options.input_files, code_version=options.code_version)
+        limits = system.limits(dict(options.resources), exact_fit=options.exact_fit,
+                               partial_node=options.partial_node)
         prepared = PreparedJob(self, session, system, key, job_dir_name(self.job_name, key), task,
-                               partition, node_dict, max_time)
+                               partition, node_dict, max_time, limits=limits, mem_kb=limits.mem_kb)
         prepared.route = prepared.decide_route()
         return prepared
 
@@ -168,6 +174,15 @@ class PreparedJob:
     max_time: int
     route: Route = field(default_factory=Direct)
     """How it runs (:meth:`decide_route`, once, by :meth:`RemoteJob.prepare`)."""
+    limits: Limits | None = None
+    """The partition's most time and memory: how far an escalation may go."""
+    mem_kb: int | None = None
+    """Memory (kB) it asks the scheduler for; None: none (the scheduler's default)."""
+    escalation: Escalation = field(default_factory=Escalation)
+    """What was tried after kills at its limits (its jobs database record's, once it runs)."""
+    items: int = 1
+    """Configurations it holds (a chunk of autoparallelize): more than one can be split after a
+    kill at its time limit."""
 
     @property
     def options(self) -> JobOptions:
@@ -185,8 +200,10 @@ class PreparedJob:
         """Claim and submit if no earlier run did, without waiting (wfl's ``wait_for_results=False``).
 
         A later :meth:`result` of the same job re-attaches to it.
+
+        :raises JobSplitError: an earlier run split it (escalation): its halves are to be submitted instead
         """
-        await self._claimed()
+        self._split_check(await self._claimed())
 
     async def result(self) -> Any:
         """Claim, submit if needed, wait, and return the value (or raise the remote exception).
@@ -201,9 +218,12 @@ class PreparedJob:
 
     async def _run(self, resubmits_left: int, deadline: float | None) -> Any:
         record = await self._claimed()
+        self._split_check(record)
         if record.status is JobStatus.CANCELLED:
             raise JobCancelledError(self.label, self.spec.job_name)
         if record.status is JobStatus.DIED:
+            if await self._escalated(record.end_cause, record.message or "died"):
+                return await self._resubmitted(resubmits_left, deadline)
             if resubmits_left > 0:
                 log.info("job %s: died earlier (%s); resubmitting (resubmit_killed_jobs)", self.label, record.message)
                 return await self._resubmitted(resubmits_left, deadline)
@@ -239,21 +259,83 @@ class PreparedJob:
             now = await self.session.db.get(self.key)
             if now is not None and now.status is JobStatus.CANCELLED:  # by the user, in another process
                 raise JobCancelledError(self.label, self.spec.job_name)
+            if await self._escalated(outcome.cause, outcome.message):
+                return await self._resubmitted(resubmits_left, deadline)
             if resubmits_left > 0:
                 log.info("job %s: died (%s); resubmitting (resubmit_killed_jobs)", self.label, outcome.message)
                 return await self._resubmitted(resubmits_left, deadline)
             hint = await died_job_hint(system, self.job_dir, self.session.stage_root)
             raise JobDiedError(f"job {self.label}: {outcome.message}.{hint} Look at {self.local_dir}."
                                f"{self._died_advice(outcome.message)}")
-        return await self._load_result()
+        try:
+            return await self._load_result()
+        except MemoryError as exc:  # its allocation was refused at its memory request (SGE's h_vmem: ulimit -v)
+            if self.mem_kb is None or not await self._escalated(
+                    EndCause.OUT_OF_MEMORY, f"raised MemoryError ({exc or 'no message'}) under its memory request",
+                    how="a MemoryError"):
+                raise
+            return await self._resubmitted(resubmits_left, deadline)
 
     def _died_advice(self, message: str | None) -> str:
-        """What to do about a died job, never an option that is already set."""
+        """What to do about a died job, never an option that is already set; what escalation tried."""
         again = " It was resubmitted once already (resubmit_killed_jobs) and died again."
+        tried = f" Escalation tried: {self.escalation.summary()}; it is at the partition's limit " \
+                f"(config.json partitions: max_time, max_mem)." if self.escalation.tried else ""
         if "killed at its time limit" in (message or ""):
             advice = f" Ask for more time (resources max_time, now {self.max_time} s) or give it less work."
-            return advice + (again if self.options.resubmit_killed_jobs else "")
+            return tried + advice + (again if self.options.resubmit_killed_jobs else "")
+        if "exceeding its memory" in (message or ""):
+            return tried + " Ask for more memory (resources max_mem_tot) or give it less work."
         return again if self.options.resubmit_killed_jobs else " Set resubmit_killed_jobs=True to resubmit it once."
+
+    def _may_escalate(self) -> bool:
+        """Escalation applies: the option is on, and the job is a scheduler job of its own (a packed
+        chunk's kill is its worker's)."""
+        return self.options.escalate and not isinstance(self.route, Packed)
+
+    def _follow_recorded_escalation(self, record: JobRecord) -> bool:
+        """Go on from what an earlier run escalated to (its time, its memory): a rerun never starts
+        over from the first request. True: it was split, its halves run instead."""
+        if not self._may_escalate():
+            return False
+        self.escalation = done = Escalation.from_json(record.escalation)
+        if done.max_time is not None and done.max_time > self.max_time:
+            self.max_time = done.max_time
+        if done.mem_kb is not None and (self.mem_kb is None or done.mem_kb > self.mem_kb):
+            self.mem_kb = done.mem_kb
+        return done.split and self.items > 1 and record.status is not JobStatus.SUCCEEDED
+
+    def _split_check(self, record: JobRecord) -> None:
+        """Raise :class:`JobSplitError` if an earlier run split this job (its halves run instead), after
+        taking up the time and memory it escalated to."""
+        if self._follow_recorded_escalation(record):
+            raise JobSplitError(f"job {self.label} was split after a kill at its time limit "
+                                f"({self.escalation.summary()})")
+
+    async def _escalated(self, cause: str | None, message: str, how: str = "") -> bool:
+        """After a kill at a limit: record and log the next escalation (:func:`~wfl_async.jobs.escalation.next_step`).
+        True: rerun it with the new time or memory; raises :class:`JobSplitError` when it is to be split;
+        False: nothing (left) to try."""
+        if not self._may_escalate() or cause is None:
+            return False
+        end = EndCause(cause)
+        limits = self.limits or Limits(None, None, None)
+        how = how or ("a TIMEOUT" if end is EndCause.TIMEOUT else "an out-of-memory kill")
+        step = next_step(self.escalation, end, how=how,
+                         max_time=self.max_time, mem_kb=self.mem_kb, time_cap=limits.max_time,
+                         mem_cap=limits.max_mem_kb, items=self.items)
+        if step is None:
+            return False
+        self.escalation = step
+        await self.session.db.update(self.key, escalation=step.to_json())
+        log.info("job %s: %s; escalating: %s", self.label, message, step.tried[-1])
+        if step.split:
+            raise JobSplitError(f"job {self.label}: {message}; split in two")
+        if step.max_time is not None:
+            self.max_time = max(self.max_time, step.max_time)
+        if step.mem_kb is not None:
+            self.mem_kb = step.mem_kb
+        return True
 
     async def _resubmitted(self, resubmits_left: int, deadline: float | None) -> Any:
         await self.session.db.update(self.key, status=JobStatus.FAILED, message="died; resubmitting")
@@ -303,10 +385,14 @@ class PreparedJob:
             except SystemNotReadyError as exc:  # release the claim: a rerun creates the job afresh
                 await self.session.db.update(self.key, status=JobStatus.NOT_SUBMITTED, message=str(exc))
                 raise
+            if self._follow_recorded_escalation(claimed):  # split by an earlier run: its halves run instead
+                await self.session.db.update(self.key, status=JobStatus.DIED, message="split in two")
+                self._split_check(claimed)
             uploads = await anyio.to_thread.run_sync(self._stage_locally)
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
                                 header_extra=list(self.options.header_extra), body=self._job_body(system),
+                                mem_kb=self.mem_kb,
                                 upload=uploads, local_root=self.session.stage_root, key=self.key, reset=reset,
                                 submit=self.options.submit, route=self.route.kind,
                                 pack_id=self.route.worker.pack_id if isinstance(self.route, Packed) else None)

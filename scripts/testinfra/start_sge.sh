@@ -78,6 +78,14 @@ qsort_args         NONE
 EOF
     qconf -Ap "$G/pe_smp"
 fi
+# h_vmem (per slot) is what a job's memory request becomes (wfl_async's escalation after an
+# out-of-memory end, docs/escalation.md): it must be requestable; execd then enforces it as each
+# process's address-space limit (ulimit -v: an allocation above it fails, MemoryError in Python).
+# That is SGE's default complex; put it back if a site's copy changed it (no qmaster restart).
+if ! qconf -sc | awk '$1 == "h_vmem" && $5 == "YES" {ok=1} END {exit !ok}'; then
+    qconf -sc | awk '$1 == "h_vmem" {$5 = "YES"} {print}' >"$G/complex"
+    qconf -Mc "$G/complex"
+fi
 # all.q: 64 slots on this host, PE smp only (the template's "make smp mpi"
 # names PEs that do not exist), no load thresholds (2 busy cores would put
 # the queue in alarm state), bash honouring the script's #! line.

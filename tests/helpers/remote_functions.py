@@ -25,6 +25,22 @@ def raise_custom(message: str) -> None:
     raise CustomRemoteError(message)
 
 
+def needs_more_time_than(limit: int, value: object) -> object:
+    """Runs past any time limit of ``limit`` s or less (the job's WFL_ASYNC_MAX_TIME), returns at once
+    under a longer one: a job that only an escalated time limit finishes."""
+    if int(os.environ["WFL_ASYNC_MAX_TIME"]) <= limit:
+        time.sleep(3600)
+    return value
+
+
+def hold_memory(megabytes: int, seconds: float, value: object) -> object:
+    """Allocate and touch ``megabytes`` MB, hold them ``seconds`` s (past a scheduler's sampling), return ``value``."""
+    block = bytearray(megabytes * 1024 * 1024)
+    block[::4096] = b"x" * len(block[::4096])
+    time.sleep(seconds)
+    return value
+
+
 def sleep_then_return(seconds: float, value: object) -> object:
     time.sleep(seconds)
     return value
@@ -145,6 +161,14 @@ def _label_slow_if_marked(atoms_list):
     """Label configurations; a chunk holding one with ``info["slow"]`` first sleeps ``$WFL_TEST_SLEEP`` s."""
     if any(a.info.get("slow") for a in atoms_list):
         time.sleep(float(os.environ.get("WFL_TEST_SLEEP", "0")))
+    return _labelled(atoms_list)
+
+
+def _label_after_sleeping(atoms_list):
+    """Label configurations, each after sleeping its ``info["seconds"]``: a chunk's time is the sum of its
+    configurations' (one Python subprocess)."""
+    for atoms in atoms_list:
+        time.sleep(float(atoms.info.get("seconds", 0)))
     return _labelled(atoms_list)
 
 

@@ -29,7 +29,7 @@ async def test_a_job_killed_at_its_time_limit_says_so_before_the_grace_without_a
     (fresh_expyre_root / "config.json").write_text(json.dumps(config))
     call = RemoteJob(rf.sleep_then_return, (600, "never"), sys_name="slurm_patient",
                      job_name=f"limit-{uuid.uuid4().hex[:6]}", resources={"num_nodes": 1, "max_time": "1m"},
-                     check_interval=1, resubmit_killed_jobs=True)
+                     check_interval=1, resubmit_killed_jobs=True, escalate=False)
     started = time.monotonic()
     with pytest.raises(JobDiedError) as info:
         await call

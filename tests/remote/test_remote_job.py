@@ -280,7 +280,7 @@ async def test_a_job_that_always_hits_its_time_limit_is_resubmitted_once_and_say
     caplog.set_level(logging.INFO, logger="wfl_async")
     call = RemoteJob(rf.sleep_then_return, (600, "never"), sys_name=system, job_name=f"limit-{uuid.uuid4().hex[:6]}",
                      resources={"num_nodes": 1, "max_time": max_time}, check_interval=1, resubmit_killed_jobs=True,
-                     timeout=900)
+                     timeout=900, escalate=False)
     with pytest.raises(JobDiedError, match="time limit"):
         await call
     assert caplog.text.count("resubmitting (resubmit_killed_jobs)") == 1

@@ -69,7 +69,7 @@ def test_status_updates_of_each_verdict() -> None:
     assert status_update(judge("succeeded")) == {"status": JobStatus.SUCCEEDED}
     assert status_update(judge("failed")) == {"status": JobStatus.FAILED}
     died = judge(None, {}, missing_for=GRACE + 1)
-    assert status_update(died) == {"status": JobStatus.DIED, "message": died.message}
+    assert status_update(died) == {"status": JobStatus.DIED, "message": died.message, "end_cause": None}
     started = judge("started", {"42": QueueState.RUNNING})
     assert status_update(started) == {"status": JobStatus.STARTED}
     assert status_update(started, JobStatus.SUBMITTED) == {"status": JobStatus.STARTED}

@@ -21,7 +21,7 @@ import shlex
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -29,7 +29,7 @@ from ase.atoms import Atoms
 
 from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
-from ..errors import JobCancelledError, first_failure
+from ..errors import JobCancelledError, JobSplitError, first_failure
 from ..job import Packed, PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
 from ..jobs.pack_option import AUTO, effective_pack
@@ -58,6 +58,58 @@ class _Chunk:
     item_indices: tuple[int, ...]
     locs: tuple[str | None, ...]
     job: PreparedJob
+    rngs: list[Any]
+    maker: _ChunkJobs
+    split_keys: list[str] = field(default_factory=list)
+    """Keys of the jobs it was split into after kills at its time limit (escalation), all levels."""
+
+    def halves(self) -> tuple[_Chunk, _Chunk]:
+        """Its two halves, each a job of its own (its job was killed at its time limit: escalation)."""
+        cut = len(self.items) // 2
+        parts = []
+        for part in (slice(None, cut), slice(cut, None)):
+            items, indices, rngs = self.items[part], self.item_indices[part], self.rngs[part]
+            job = self.maker.prepared(self.index, items, indices, rngs)
+            parts.append(_Chunk(self.index, items, indices, self.locs[part], job, rngs, self.maker))
+        return parts[0], parts[1]
+
+
+@dataclass
+class _ChunkJobs:
+    """How the jobs of one call's chunks are made: once for the call, again for a chunk's halves."""
+
+    session: Session
+    op: Callable[..., Any]
+    args: Sequence[Any]
+    kwargs: dict[str, Any]
+    inherited: Any
+    as_configset: bool
+    autopara_info: AutoparaInfo
+    remote_info: RemoteInfo
+    pack: Any = None
+
+    def remote_job(self, index: int, items: list[Any], item_indices: Sequence[int], rngs: list[Any]) -> RemoteJob:
+        chunk_kwargs = dict(self.kwargs)
+        set_autopara_per_item_info(chunk_kwargs, self.op, self.inherited, rngs, list(item_indices))
+        autopara_info, remote_info = self.autopara_info, self.remote_info
+        pool_kwargs = {"num_python_subprocesses": autopara_info.num_python_subprocesses,
+                       "num_inputs_per_python_subprocess": autopara_info.num_inputs_per_python_subprocess,
+                       "iterable": ConfigSet(items) if self.as_configset else items, "outputspec": OutputSpec(),
+                       "op": self.op, "iterable_arg": autopara_info.iterable_arg,
+                       "skip_failed": autopara_info.skip_failed, "initializer": autopara_info.initializer,
+                       "args": list(self.args), "kwargs": chunk_kwargs}
+        return job_from_remote_info(remote_info, do_in_pool, (), pool_kwargs,
+                                    job_name=f"{remote_info.job_name}_chunk_{index}",
+                                    extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
+                                    # the job's function is do_in_pool: version the operation's code
+                                    code_version=code_source(self.op) if remote_info.code_version is True
+                                    else remote_info.code_version)
+
+    def prepared(self, index: int, items: list[Any], item_indices: Sequence[int], rngs: list[Any],
+                 job: RemoteJob | None = None) -> PreparedJob:
+        prepared = _with_pack(job or self.remote_job(index, items, item_indices, rngs), self.pack).prepare(self.session)
+        prepared.items = len(items)
+        return prepared
 
 
 async def run_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec, args: Sequence[Any],
@@ -80,9 +132,18 @@ async def submit_remote(*, op: Callable[..., Any], inputs: Any, args: Sequence[A
         try:
             async with anyio.create_task_group() as tg:
                 for chunk in chunks:
-                    tg.start_soon(chunk.job.submit)
+                    tg.start_soon(_submit_chunk, chunk)
         except BaseExceptionGroup as group:  # e.g. the system's check failed: its one message, not a group
             raise first_failure(group) from None
+
+
+async def _submit_chunk(chunk: _Chunk) -> None:
+    """Submit ``chunk``'s job, or its halves' if an earlier run split it (escalation)."""
+    try:
+        await chunk.job.submit()
+    except JobSplitError:
+        for half in chunk.halves():
+            await _submit_chunk(half)
 
 
 async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec | None, args: Sequence[Any],
@@ -131,8 +192,8 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
         if "WFL_EXPYRE_NO_MARK_PROCESSED" not in os.environ:
             # a failed chunk (ignore_failed_jobs) stays failed, for 'wfl-async report'; a rerun creates
             # it afresh either way
-            await session.db.update_many((c.job.key, {"status": JobStatus.PROCESSED}) for c in chunks
-                                         if c.job.key not in failed_keys)
+            await session.db.update_many((key, {"status": JobStatus.PROCESSED}) for c in chunks
+                                         if c.job.key not in failed_keys for key in (c.job.key, *c.split_keys))
         await _log_summary(session, remote_info.job_name, chunks)
 
 
@@ -166,18 +227,47 @@ async def _say_what_is_left(session: Session, chunks: Sequence[_Chunk], failure:
 async def _run_chunk(chunk: _Chunk, send: Any) -> None:
     async with send:
         try:
-            value = await chunk.job.result()
+            value = await _chunk_value(chunk, chunk)
         except Exception as exc:
             await send.send((chunk, None, exc))
         else:
             await send.send((chunk, value, None))
 
 
+async def _chunk_value(chunk: _Chunk, whole: _Chunk) -> list[Any]:
+    """The per-item results of ``chunk``'s job; of its halves', in order, when it was split after a
+    kill at its time limit (escalation, recorded in the jobs database: a rerun splits it at once and
+    re-attaches to the halves). ``whole`` is the call's chunk it is part of."""
+    try:
+        return _groups(await chunk.job.result())
+    except JobSplitError:
+        halves = chunk.halves()
+        whole.split_keys.extend(half.job.key for half in halves)
+        log.info("%s: chunk %d split into %d + %d configurations", chunk.job.spec.job_name, chunk.index,
+                 len(halves[0].items), len(halves[1].items))
+        values: list[list[Any]] = [[], []]
+
+        async def run(i: int) -> None:
+            values[i] = await _chunk_value(halves[i], whole)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run, 0)
+                tg.start_soon(run, 1)
+        except BaseExceptionGroup as group:  # one half's own error, not a group
+            raise first_failure(group) from None
+        return values[0] + values[1]
+
+
+def _groups(value: Any) -> list[Any]:
+    """A chunk job's value as one result group per item."""
+    return list(value.groups()) if isinstance(value, ConfigSet) else list(value)
+
+
 def _chunk_result(chunk: _Chunk, value: Any, error: BaseException | None, remote_info: RemoteInfo) -> ChunkResult:
     """The chunk's per-item results, or (``ignore_failed_jobs``) its inputs marked as failed."""
     if error is None:
-        groups = list(value.groups()) if isinstance(value, ConfigSet) else list(value)
-        return ChunkResult(chunk.index, chunk.item_indices, chunk.locs, tuple(groups))
+        return ChunkResult(chunk.index, chunk.item_indices, chunk.locs, tuple(_groups(value)))
     warnings.warn(f"remote job for chunk {chunk.index} of {remote_info.job_name!r} failed ({error!r}); "
                   f"writing its inputs marked EXPYRE_REMOTE_JOB_FAILED", stacklevel=2)
     if not chunk.items or not isinstance(chunk.items[0], Atoms):
@@ -200,11 +290,12 @@ def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args:
                     kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> list[_Chunk]:
     """Split the inputs and prepare one job per chunk; raises before anything is submitted."""
     kwargs, rng = split_rng(kwargs) if "rng" in kwargs else (dict(kwargs), None)
-    inherited = kwargs.get("_autopara_per_item_info")
+    maker = _ChunkJobs(session, op, args, kwargs, kwargs.get("_autopara_per_item_info"), isinstance(inputs, ConfigSet),
+                       autopara_info, remote_info)
     per_job = queued_job_chunk_size(remote_info.num_inputs_per_queued_job,
                                     autopara_info.num_inputs_per_python_subprocess)
     dumps_call(op, (op, list(args), kwargs))  # once per call: an unpicklable op is named as the local pool names it
-    unprepared: list[tuple[int, list[Any], tuple[int, ...], tuple[str | None, ...], RemoteJob]] = []
+    unprepared: list[tuple[int, list[Any], tuple[int, ...], tuple[str | None, ...], list[Any], RemoteJob]] = []
     for index, group in enumerate(items_inputs_generator(inputs, per_job, rng)):
         items, item_indices, locs, rngs = [], [], [], []
         for item, item_i, loc, item_rng in group:
@@ -217,24 +308,11 @@ def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args:
             item_indices.append(item_i)
             locs.append(loc)
             rngs.append(item_rng)
-        chunk_kwargs = dict(kwargs)
-        set_autopara_per_item_info(chunk_kwargs, op, inherited, rngs, item_indices)
-        job_iterable = ConfigSet(items) if isinstance(inputs, ConfigSet) else items
-        pool_kwargs = {"num_python_subprocesses": autopara_info.num_python_subprocesses,
-                       "num_inputs_per_python_subprocess": autopara_info.num_inputs_per_python_subprocess,
-                       "iterable": job_iterable, "outputspec": OutputSpec(), "op": op,
-                       "iterable_arg": autopara_info.iterable_arg, "skip_failed": autopara_info.skip_failed,
-                       "initializer": autopara_info.initializer, "args": list(args), "kwargs": chunk_kwargs}
-        job = job_from_remote_info(remote_info, do_in_pool, (), pool_kwargs,
-                                   job_name=f"{remote_info.job_name}_chunk_{index}",
-                                   extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
-                                   # the job's function is do_in_pool: version the operation's code
-                                   code_version=code_source(op) if remote_info.code_version is True
-                                   else remote_info.code_version)
-        unprepared.append((index, items, tuple(item_indices), tuple(locs), job))
-    pack = _call_pack(session, remote_info, len(unprepared))
-    return [_Chunk(index, items, item_indices, locs, _with_pack(job, pack).prepare(session))
-            for index, items, item_indices, locs, job in unprepared]
+        job = maker.remote_job(index, items, item_indices, rngs)
+        unprepared.append((index, items, tuple(item_indices), tuple(locs), rngs, job))
+    maker.pack = _call_pack(session, remote_info, len(unprepared))
+    return [_Chunk(index, items, item_indices, locs, maker.prepared(index, items, item_indices, rngs, job), rngs, maker)
+            for index, items, item_indices, locs, rngs, job in unprepared]
 
 
 def _call_pack(session: Session, remote_info: RemoteInfo, chunks: int) -> Any:

@@ -14,7 +14,7 @@ __all__ = ["RemoteInfo"]
 _FIELDS = ("sys_name", "job_name", "resources", "num_inputs_per_queued_job", "pre_cmds", "post_cmds",
            "env_vars", "input_files", "output_files", "header_extra", "exact_fit", "partial_node",
            "timeout", "check_interval", "ignore_failed_jobs", "resubmit_killed_jobs", "hash_ignore", "code_version",
-           "pack", "submit")
+           "pack", "submit", "escalate")
 _REQUIRED = ("sys_name", "job_name", "resources")
 
 
@@ -51,6 +51,9 @@ class RemoteInfo(WithOptions):
         resources, at most the system's ``max_array_size`` per scheduler call), ``"loop"`` one
         submission per chunk; default None: the system's ``"submit"`` (itself ``"loop"`` by
         default). Not part of the job key: a rerun in the other mode re-attaches
+    :param escalate: not in wfl: a chunk killed at its time limit is split in two (one configuration:
+        rerun with twice the time), one killed above its memory is rerun with twice the memory, up to
+        the partition's limits; False: such a chunk died, as in wfl (default True; docs/escalation.md)
     :raises ConfigurationError: unknown field (named, with the valid ones listed)
     """
 
@@ -62,7 +65,7 @@ class RemoteInfo(WithOptions):
                  check_interval: float = 30, ignore_failed_jobs: bool = False,
                  resubmit_killed_jobs: bool = False, hash_ignore: list[str] | None = None,
                  code_version: bool | str | None = None, pack: Any = None, submit: str | None = None,
-                 **unknown: Any) -> None:
+                 escalate: bool = True, **unknown: Any) -> None:
         if unknown:
             raise ConfigurationError(f"RemoteInfo got unknown field(s) {', '.join(map(repr, sorted(unknown)))}; "
                                      f"valid fields are {', '.join(_FIELDS)}")
@@ -77,7 +80,7 @@ class RemoteInfo(WithOptions):
             input_files=input_files or (), output_files=output_files or (), header_extra=header_extra or (),
             exact_fit=exact_fit, partial_node=partial_node, timeout=timeout, check_interval=check_interval,
             resubmit_killed_jobs=resubmit_killed_jobs, hash_ignore=hash_ignore or (), code_version=code_version,
-            pack=pack, submit=submit)
+            pack=pack, submit=submit, escalate=escalate)
         """The job options every chunk's job gets (one description shared with RemoteJob)."""
 
     fields = _FIELDS

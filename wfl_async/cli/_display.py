@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..jobs.database import JobRecord, JobStatus
+from ..jobs.escalation import Escalation
 from ..jobs.route import RouteKind
 from ._actions import Report
 
@@ -103,6 +104,13 @@ def short_remote_id(record: JobRecord) -> str:
     return record.remote_id
 
 
+def escalated(record: JobRecord, *, whole: bool = False) -> str:
+    """What was done after its kills at its limits (docs/escalation.md): each step in words (``whole``),
+    or in short (``split``, ``time 00:02:00``, ``mem 512 MB``); "" if nothing."""
+    done = Escalation.from_json(record.escalation)
+    return done.summary() if whole else done.short()
+
+
 def run_seconds(record: JobRecord, now: float) -> float | None:
     """How long its worker ran (so far, while it runs); None if it never started."""
     if record.started_at is None:
@@ -122,6 +130,7 @@ _COLUMNS = (
     _Column("STATUS", lambda r, now: r.status.value, 8),
     _Column("ID", lambda r, now: short_remote_id(r), 7),
     _Column("RUN", _run, 6),
+    _Column("ESCALATED", lambda r, now: escalated(r) or "-", 3),
     _Column("SYSTEM", lambda r, now: r.system, 5),
     _Column("UPDATED", lambda r, now: _ago(now - r.updated_at) + " ago", 4),
     _Column("AGE", lambda r, now: _ago(now - r.created_at), 2),
@@ -149,11 +158,12 @@ def terminal_width() -> int | None:
 
 def jobs_lines(records: Sequence[JobRecord], width: int | None) -> list[str]:
     """The job list as aligned text fitting ``width`` (None: every column): columns are dropped,
-    least useful first (JOB DIR, AGE, UPDATED, SYSTEM...), after NAME is shortened in its middle."""
+    least useful first (JOB DIR, AGE, UPDATED, SYSTEM...), after NAME is shortened in its middle.
+    ESCALATED is shown only when a job was escalated (docs/escalation.md)."""
     now = time.time()
     cells = {c.title: [_printable(c.value(r, now)) for r in records] for c in _COLUMNS}
     widths = {t: max([len(t), *map(len, values)]) for t, values in cells.items()}
-    shown = list(_COLUMNS)
+    shown = [c for c in _COLUMNS if c.title != "ESCALATED" or any(v != "-" for v in cells[c.title])]
 
     def total() -> int:
         return sum(widths[c.title] for c in shown) + 2 * (len(shown) - 1)
@@ -185,7 +195,8 @@ def jobs_long(records: Sequence[JobRecord]) -> list[str]:
                                                                  ("finished", r.finished_at), ("fetched", r.fetched_at))
                     if stamp is not None),
                   ("run time", "-" if run is None else _ago(run)), ("where", r.worker or "-"),
-                  ("owner", r.owner or "-"), ("message", (r.message or "").replace("\n", " ") or "-")]
+                  ("owner", r.owner or "-"), ("message", (r.message or "").replace("\n", " ") or "-"),
+                  ("ended by", (r.end_cause or "-").replace("_", " ") if r.status is JobStatus.DIED else "-"), ("escalated", escalated(r, whole=True) or "-")]
         lines.append(_printable(r.name))
         lines.extend(f"  {label + ':':<11} {_printable(value)}" for label, value in fields)
     return lines
@@ -215,7 +226,7 @@ def status_table(records: Sequence[JobRecord], array_of: Callable[[JobRecord], s
     full = sum(max(len(name), 4) + 3 for name, _ in summary) + 24
     if width is not None and full > width:
         summary = [(name, group) for name, group in summary if present & set(group)]
-    columns = ["SYSTEM", *(name.upper() for name, _ in summary), "TOTAL"]
+    columns = ["SYSTEM", *(name.upper() for name, _ in summary), "TOTAL", "ESCALATED"]
     table = _table(*columns, *(["ARRAYS"] if array_of is not None else []))
     by_system: dict[str, Counter[JobStatus]] = {}
     arrays: dict[str, set[str]] = {"all": set()}
@@ -226,10 +237,12 @@ def status_table(records: Sequence[JobRecord], array_of: Callable[[JobRecord], s
             arrays.setdefault(r.system, set()).add(parent)
             arrays["all"].add(f"{r.system}:{parent}")
     totals: Counter[JobStatus] = Counter(r.status for r in records)
+    escalations = Counter(r.system for r in records if escalated(r))
     for name, counts in [*sorted(by_system.items()), ("all", totals)]:
         extra = [str(len(arrays.get(name, ())))] if array_of is not None else []
+        count = escalations.total() if name == "all" else escalations[name]
         table.add_row(name, *(str(sum(counts[s] for s in group)) for _, group in summary),
-                      str(sum(counts.values())), *extra, style="bold" if name == "all" else None)
+                      str(sum(counts.values())), str(count), *extra, style="bold" if name == "all" else None)
     table.caption = f"{datetime.now():%H:%M:%S}"
     return table
 

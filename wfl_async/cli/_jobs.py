@@ -17,7 +17,7 @@ from ..jobs.states import RERUNNABLE, UNFINISHED, JobStatus
 from ..report import select_runs
 from ..session import session_scope
 from ._common import JobFilter, Project, job_filters, read_jobs, run_async
-from ._display import jobs_lines, jobs_long, record_dict, terminal_width, totals_line
+from ._display import escalated, jobs_lines, jobs_long, record_dict, terminal_width, totals_line
 
 __all__ = ["log", "ls", "rerun"]
 
@@ -102,6 +102,8 @@ def log(job: str, lines: int, no_fetch: bool) -> None:
                + (f" as {record.remote_id}" if record.remote_id else "") + f" (key {record.key[:12]})")
     if record.message:
         click.echo(f"error: {record.message}")
+    if escalated(record):
+        click.echo(f"escalated: {escalated(record, whole=True)}")
     if not path.is_file():
         click.echo(f"no worker log at {path}" + (f": {problem}" if problem else ""), err=True)
         return

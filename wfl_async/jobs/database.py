@@ -100,7 +100,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     cores       INTEGER,
     max_time    REAL,
     route       TEXT,
-    pack_id     TEXT
+    pack_id     TEXT,
+    end_cause   TEXT,
+    escalation  TEXT
 );
 CREATE TABLE IF NOT EXISTS costs (
     owner       TEXT PRIMARY KEY,
@@ -115,13 +117,14 @@ CREATE INDEX IF NOT EXISTS jobs_system ON jobs(system);
 _COLUMNS = ("key", "name", "system", "status", "job_dir", "remote_root", "remote_id", "owner",
             "created_at", "updated_at", "message", *(TIMING_COLUMNS := (
                 "submitted_at", "started_at", "finished_at", "fetched_at", "worker", "cores", "max_time")),
-            "route", "pack_id")
+            "route", "pack_id", "end_cause", "escalation")
 """Every column, in table order; those added since the first schema come last, so a database made by
 an older version gains them with ``ALTER TABLE ... ADD COLUMN`` (:func:`_migrate`) and old rows read
 them as NULL."""
-_ADDED_COLUMNS = (*TIMING_COLUMNS, "route", "pack_id")
+_ADDED_COLUMNS = (*TIMING_COLUMNS, "route", "pack_id", "end_cause", "escalation")
 """Columns added since the first schema: a database made before gets them at open (:func:`_migrate`)."""
-_COLUMN_TYPES = {"worker": "TEXT", "cores": "INTEGER", "route": "TEXT", "pack_id": "TEXT"}
+_COLUMN_TYPES = {"worker": "TEXT", "cores": "INTEGER", "route": "TEXT", "pack_id": "TEXT", "end_cause": "TEXT",
+                 "escalation": "TEXT"}
 """SQL types of the added columns that are not REAL."""
 _BACKFILL_ROUTE = """
 UPDATE jobs SET
@@ -163,6 +166,11 @@ class JobRecord:
     """How it runs (None: not submitted yet)."""
     pack_id: str | None = None
     """The pack a packed chunk is queued in."""
+    end_cause: str | None = None
+    """Why it died, by the scheduler's accounting (an :class:`~wfl_async.jobs.ended.EndCause` value)."""
+    escalation: str | None = None
+    """What was done after kills at its limits, JSON (:class:`~wfl_async.jobs.escalation.Escalation`);
+    kept when the job is created afresh, so a rerun goes on from the resources last tried."""
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> JobRecord:

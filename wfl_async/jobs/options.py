@@ -55,6 +55,10 @@ class JobOptions:
     scheduler, and is not part of the job key (a rerun in the other mode re-attaches); ``pack``
     (``{"workers": N}``, ``"auto"``, ``False``; None: the system's default) runs the chunks of a
     call inside a few worker jobs (:mod:`wfl_async.pack`); it is not part of the job key either.
+    ``escalate`` (default True) meets a kill at the job's limits with more: a chunk killed at its
+    time limit is split, a single job rerun with twice the time, one killed above its memory with
+    twice the memory, up to the partition's limits (:mod:`wfl_async.jobs.escalation`); False: such a
+    job died (and ``resubmit_killed_jobs`` resubmits it as it was). Not part of the job key.
     """
 
     resources: Mapping[str, Any] = field(default_factory=lambda: {"num_cores": 1, "max_time": "1h"})
@@ -73,6 +77,7 @@ class JobOptions:
     resubmit_killed_jobs: bool = False
     submit: str | None = None
     pack: Any = None
+    escalate: bool = True
 
     def __post_init__(self) -> None:
         check_env_vars(self.env_vars)  # refused here, before anything can be submitted

@@ -26,6 +26,7 @@ from enum import Enum, StrEnum
 from typing import Any
 
 from . import layout
+from .ended import EndCause, Ending
 
 __all__ = ["ACTIVE_STATES", "FINISHED", "KEPT_OVER", "MARKER_FILES", "REATTACH", "RERUNNABLE", "UNFINISHED", "JobStatus",
            "Marker", "Phase", "QueueState", "Step", "Verdict", "VerdictKind", "WatchState", "classify", "observe",
@@ -136,6 +137,8 @@ class Verdict:
     marker: Marker | None = None
     queue_state: QueueState | None = None
     message: str = ""
+    cause: EndCause | None = None
+    """Why it died, where the scheduler's accounting told (:mod:`.ended`)."""
 
     @property
     def started(self) -> bool:
@@ -149,7 +152,8 @@ def past_grace(missing_for: float | None, grace: float) -> bool:
 
 
 def classify(*, remote_id: str | None, marker: str | None, states: Mapping[str, QueueState] | None,
-             missing_for: float | None, grace: float, where: str, detail: str = "") -> Verdict:
+             missing_for: float | None, grace: float, where: str, detail: str = "",
+             ending: Ending | None = None) -> Verdict:
     """The verdict on one job from one survey.
 
     :param marker: what the marker command printed for the job's directory (None: no marker)
@@ -159,6 +163,8 @@ def classify(*, remote_id: str | None, marker: str | None, states: Mapping[str, 
     :param grace: seconds a job may be missing before it is called died
     :param where: the system's name, for the message
     :param detail: what the scheduler's accounting adds (``exit code 1:0``), for the message
+    :param ending: why it ended, by the scheduler's accounting: a cause other than a plain failure
+        is final at once (no grace: no marker can come any more), and named in the message
     """
     seen = _BY_NAME.get(marker or "")
     if seen is not None and seen.final:
@@ -167,15 +173,19 @@ def classify(*, remote_id: str | None, marker: str | None, states: Mapping[str, 
     if states is None or state in ACTIVE_STATES:
         return Verdict(VerdictKind.ACTIVE, seen, state)
     extra = f", {detail}" if detail else ""
+    if ending is not None and ending.cause is not EndCause.FAILED:
+        return Verdict(VerdictKind.DIED, seen, state, f"job {remote_id} on {where} was {detail or ending.sentence()}: "
+                       f"it left the queue without a final marker", ending.cause)
     if state is QueueState.TIMEOUT:  # the scheduler killed it: no marker can come any more, no grace
         return Verdict(VerdictKind.DIED, seen, state,
                        f"job {remote_id} was killed at its time limit by {where} (TIMEOUT{extra}) before "
-                       f"writing its final marker")
+                       f"writing its final marker", EndCause.TIMEOUT)
     if not past_grace(missing_for, grace):
         return Verdict(VerdictKind.MISSING, seen, state)
     how = state.value if state else "no longer listed"
     return Verdict(VerdictKind.DIED, seen, state,
-                   f"job {remote_id} left the queue of {where} ({how}{extra}) without a final marker for {grace:.0f} s")
+                   f"job {remote_id} left the queue of {where} ({how}{extra}) without a final marker for {grace:.0f} s",
+                   ending.cause if ending is not None else None)
 
 
 def status_update(verdict: Verdict, current: JobStatus | None = None) -> dict[str, Any] | None:
@@ -187,7 +197,8 @@ def status_update(verdict: Verdict, current: JobStatus | None = None) -> dict[st
         status = JobStatus.SUCCEEDED if verdict.marker is Marker.SUCCEEDED else JobStatus.FAILED
         return {"status": status}
     if verdict.kind is VerdictKind.DIED:
-        return {"status": JobStatus.DIED, "message": verdict.message}
+        return {"status": JobStatus.DIED, "message": verdict.message,
+                "end_cause": verdict.cause.value if verdict.cause else None}
     if verdict.started and current in (None, JobStatus.SUBMITTED):
         return {"status": JobStatus.STARTED}
     return None
@@ -259,7 +270,7 @@ class WatchState:
 
 def observe(state: WatchState, *, remote_id: str | None, seen: Sequence[str | None],
             states: Mapping[str, QueueState] | None, listed: bool, now: float, grace: float,
-            where: str, detail: str = "") -> tuple[WatchState, Verdict, Step]:
+            where: str, detail: str = "", ending: Ending | None = None) -> tuple[WatchState, Verdict, Step]:
     """One poll's look at one watched job: its new state, the verdict, and what the loop does next.
 
     :param seen: markers this poll saw for it, in order (its directory's, then the event log's;
@@ -268,6 +279,7 @@ def observe(state: WatchState, *, remote_id: str | None, seen: Sequence[str | No
     :param listed: this poll listed the queue (only then can the job be found missing from it)
     :param now: ``time.monotonic()``
     :param detail: what the scheduler's accounting says of how it ended, for the message
+    :param ending: why it ended, by the scheduler's accounting (see :func:`classify`)
     """
     marker = state.marker
     for name in seen:
@@ -279,7 +291,7 @@ def observe(state: WatchState, *, remote_id: str | None, seen: Sequence[str | No
         queue_active = states is None or (states.get(remote_id or "") in ACTIVE_STATES)
     missing_for = None if state.missing_since is None else now - state.missing_since
     verdict = classify(remote_id=remote_id, marker=marker, states=states, missing_for=missing_for, grace=grace,
-                       where=where, detail=detail)
+                       where=where, detail=detail, ending=ending)
     state = replace(state, marker=marker, queue_active=queue_active)
     if verdict.kind is VerdictKind.FINISHED:
         return replace(state, phase=Phase.FETCHING), verdict, Step.FETCH

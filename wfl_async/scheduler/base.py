@@ -14,10 +14,11 @@ import shlex
 import string
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
 from ..errors import ConfigurationError, SchedulerError
+from ..jobs.ended import EndCause, Ending
 from ..jobs.states import QueueState
 from . import arrays
 from .submit_lock import IN_PROGRESS, SET_HOLDER, SET_HOST, UNRESOLVED, UNRESOLVED_RC, submit_once
@@ -61,6 +62,8 @@ class JobScriptSpec:
     no_default_header: bool = False
     script_exec: str = "/bin/bash"
     placeholders: Mapping[str, str] = field(default_factory=dict)
+    mem_kb: int | None = None
+    """Memory the job asks for (kB, all its nodes; :meth:`Scheduler.memory_directive`); None: none."""
 
     def fields(self) -> dict[str, object]:
         return {
@@ -89,17 +92,29 @@ class SubmitResult:
 
 @dataclass(frozen=True)
 class Accounted:
-    """How a job that left the queue ended, by the scheduler's accounting (``sacct``)."""
+    """How a job that left the queue ended, by the scheduler's accounting (``sacct``, ``qacct``)."""
 
     state: QueueState
     exit_code: str = ""
     """The scheduler's exit code (Slurm's ``exit:signal``, e.g. ``120:0``); "" if unknown."""
     work_dir: str = ""
     """The job's working directory: ids are reused (a wiped controller), so a record counts only
-    for the job directory it names."""
+    for the job directory it names ("": the accounting does not say)."""
+    ending: Ending | None = None
+    """Why it ended, where the accounting tells (None: it finished, or the record says nothing more)."""
+    killed: bool = False
+    """It was killed by a signal without a stated cause: a kill for memory if its stderr says so
+    (:attr:`Scheduler.memory_kill_text`)."""
 
     def detail(self) -> str:
+        if self.ending is not None:
+            return self.ending.sentence() + (f", exit code {self.exit_code}" if self.exit_code else "")
         return f"exit code {self.exit_code}" if self.exit_code else ""
+
+    def memory_killed(self, scheduler: str) -> Accounted:
+        """This record, its cause being a kill for memory (its stderr said so)."""
+        how = self.ending.scheduler if self.ending is not None else scheduler
+        return replace(self, ending=Ending(EndCause.OUT_OF_MEMORY, f"{how}, memory limit in its stderr"))
 
 
 ErrorKind = Literal["transient", "limit"]
@@ -137,6 +152,10 @@ class Scheduler(ABC):
     def default_header(self) -> list[str]:
         """Directives added unless the system sets ``no_default_header``."""
 
+    def memory_directive(self, spec: JobScriptSpec) -> str | None:
+        """The header line asking for ``spec.mem_kb`` of memory (None: this scheduler takes none)."""
+        return None
+
     @abstractmethod
     def cores_per_node_commands(self, spec: JobScriptSpec) -> list[str]:
         """Shell lines that export ``EXPYRE_NUM_CORES_PER_NODE`` inside the running job."""
@@ -146,7 +165,8 @@ class Scheduler(ABC):
         fields = spec.fields()
         header = list(spec.header)
         if not spec.no_default_header:
-            header = self.default_header() + header
+            memory = self.memory_directive(spec) if spec.mem_kb else None
+            header = self.default_header() + ([memory] if memory else []) + header
         return [self._format_line(line, fields) for line in header]
 
     def render_script(self, spec: JobScriptSpec) -> str:
@@ -156,6 +176,8 @@ class Scheduler(ABC):
             *self.cores_per_node_commands(spec),
             f"export EXPYRE_NUM_NODES={spec.num_nodes}",
             f"export EXPYRE_NUM_CORES={spec.num_cores}",
+            # the time this job was given (an escalated rerun gets more): code may pace itself by it
+            f"export WFL_ASYNC_MAX_TIME={int(spec.max_time)}",
             # ExPyRe's older spellings, used in wfl's documentation (EXPYRE_NCORES_PER_NODE)
             "export EXPYRE_NCORES_PER_NODE=$EXPYRE_NUM_CORES_PER_NODE",
             f"cd {shlex.quote(spec.job_dir)}",
@@ -295,6 +317,10 @@ class Scheduler(ABC):
     def parse_accounting_output(self, stdout: str) -> dict[str, Accounted]:
         """Remote id -> how the job ended (its newest record), from :meth:`accounting_command`'s output."""
         return {}
+
+    memory_kill_text: ClassVar[str | None] = None
+    """What the scheduler writes to a job's stderr when it kills it for its memory, where its
+    accounting records only the signal (Slurm's OverMemoryKill: ``FAILED 0:9``)."""
 
     def find_command(self) -> str | None:
         """One command listing ``<remote id> <working directory>`` for each job of the user in the queue.

@@ -125,6 +125,10 @@ class PBSScheduler(Scheduler):
         task = _TASK_ID.match(remote_id)
         return task[1] if task else None
 
+    def memory_directive(self, spec: JobScriptSpec) -> str:
+        # the whole job's memory (PBS Pro/Torque: -l mem)
+        return f"#PBS -l mem={-(-int(spec.mem_kb or 0) // 1024)}mb"
+
     def cores_per_node_commands(self, spec: JobScriptSpec) -> list[str]:
         # Torque sets PBS_NUM_PPN; otherwise count this node's lines in PBS_NODEFILE.
         return [

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 
+from ..jobs.ended import EndCause, Ending
 from ..jobs.states import QueueState
 from .arrays import expand_indices
-from .base import JobScriptSpec, Scheduler
+from .base import Accounted, JobScriptSpec, Scheduler
 
 __all__ = ["SGEScheduler"]
 
@@ -54,7 +56,59 @@ _JOB_NUMBER = re.compile(r"<JB_job_number>\s*(\d+)\s*</JB_job_number>")
 _STATE = re.compile(r"<state>\s*([A-Za-z]+)\s*</state>")
 _TASKS = re.compile(r"<tasks>\s*([0-9,:-]+)\s*</tasks>")
 """The tasks of an array an element stands for: ``3`` (a running task), ``1-10:1``, ``1,5`` (pending)."""
+_QACCT_FIELD = re.compile(r"^(jobnumber|taskid|failed|exit_status|category|ru_wallclock|maxvmem)\s+(.*?)\s*$", re.M)
+_REQUEST = re.compile(r"\b(h_rt|h_vmem)=([^,\s]+)")
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_FAILED_BEFORE_START = range(1, 28)
+"""``failed`` codes of qacct(5) for a job its execd could not set up or start (1-27): its host's fault."""
 _TERSE_ID = re.compile(r"(?:^|\s)(\d+)(?:\.\S*)?\s*$")
+
+
+def _seconds(text: str) -> int | None:
+    """SGE's time: seconds, or ``H:M:S``."""
+    try:
+        parts = [int(float(p or 0)) for p in text.split(":")]
+    except ValueError:
+        return None
+    total = 0
+    for part in parts:
+        total = total * 60 + part
+    return total
+
+
+def _bytes(text: str) -> float | None:
+    """SGE's memory (``500M``, ``4.781MB``, ``1G``) in bytes."""
+    match = re.fullmatch(r"([0-9.]+)\s*([bkmgt]?)b?", text.strip().lower())
+    return float(match[1]) * _MEMORY_UNITS[match[2]] if match else None
+
+
+def qacct_ending(fields: dict[str, str]) -> tuple[QueueState, Ending | None]:
+    """How one ``qacct -j`` record ended: the state and (if not a clean end) the cause.
+
+    ``failed 37`` is qmaster enforcing ``h_rt``/``h_vmem``; a job killed by a signal (``exit_status``
+    above 128, ``failed 100``) past its ``h_rt`` ran out of time, at its ``h_vmem`` ran out of memory,
+    else was deleted (qdel kills with SIGKILL).
+    """
+    failed = int((fields.get("failed", "0").split() or ["0"])[0] or 0)
+    exit_status = int((fields.get("exit_status", "0").split() or ["0"])[0] or 0)
+    requests = dict(_REQUEST.findall(fields.get("category", "")))
+    limit = _seconds(requests["h_rt"]) if "h_rt" in requests else None
+    wall = _seconds(fields.get("ru_wallclock", "").rstrip("s")) or 0
+    memory_limit = _bytes(requests.get("h_vmem", ""))
+    peak = _bytes(fields.get("maxvmem", "")) or 0.0
+    named = f"SGE failed {failed}, exit status {exit_status}"
+    if failed in _FAILED_BEFORE_START:
+        return QueueState.FAILED, Ending(EndCause.NODE_FAIL, f"SGE failed {failed}: not started on its host")
+    if failed == 0 and exit_status == 0:
+        return QueueState.FINISHED, None
+    if failed == 37 or exit_status > 128:
+        if memory_limit and peak >= 0.95 * memory_limit:
+            return QueueState.FAILED, Ending(EndCause.OUT_OF_MEMORY, named, memory=requests["h_vmem"])
+        if limit is not None and (failed == 37 or wall >= limit):
+            return QueueState.TIMEOUT, Ending(EndCause.TIMEOUT, named, time_limit=limit)
+        if failed != 37:
+            return QueueState.FAILED, Ending(EndCause.CANCELLED, f"{named}: killed, assumedly by qdel")
+    return QueueState.FAILED, Ending(EndCause.FAILED, named)
 
 
 def sge_state(code: str) -> QueueState | None:
@@ -101,6 +155,10 @@ class SGEScheduler(Scheduler):
             "#$ -cwd",
         ]
 
+    def memory_directive(self, spec: JobScriptSpec) -> str:
+        # h_vmem is per slot, and execd enforces it (a process's address space: ulimit -v)
+        return f"#$ -l h_vmem={-(-int(spec.mem_kb or 0) // (1024 * max(1, spec.num_cores)))}M"
+
     def cores_per_node_commands(self, spec: JobScriptSpec) -> list[str]:
         # NSLOTS: slots granted (parallel environment), NHOSTS: hosts; ExPyRe divides them.
         return [
@@ -133,6 +191,30 @@ class SGEScheduler(Scheduler):
     def array_parent_id(self, remote_id: str) -> str | None:
         head, sep, index = remote_id.partition(".")
         return head if sep and index.isdigit() else None
+
+    def accounting_command(self, remote_ids: Sequence[str]) -> str:
+        # qacct takes one job (and task) at a time: one loop, in one command; a job not accounted
+        # yet (qacct lags up to flush_finish_sec) prints nothing and is asked again next poll
+        asks = []
+        for remote_id in remote_ids:
+            number, _, task = remote_id.partition(".")
+            if number.isdigit() and (not task or task.isdigit()):
+                asks.append(f"qacct -j {number}" + (f" -t {task}" if task else ""))
+        return "; ".join(f"{ask} 2>/dev/null" for ask in asks) + "; true" if asks else "true"
+
+    def parse_accounting_output(self, stdout: str) -> dict[str, Accounted]:
+        found: dict[str, Accounted] = {}
+        for block in stdout.split("=" * 62):
+            fields = dict(_QACCT_FIELD.findall(block))
+            number = fields.get("jobnumber", "")
+            if not number.isdigit():
+                continue
+            task = fields.get("taskid", "undefined")
+            remote_id = self.array_task_id(number, int(task)) if task.isdigit() else number
+            state, ending = qacct_ending(fields)
+            found[remote_id] = Accounted(state, fields.get("exit_status", "").split()[0] if fields.get("exit_status")
+                                         else "", "", ending)
+        return found
 
     def status_command(self) -> str:
         # Every job of the user in one call.  -xml because the plain table pads the name

@@ -7,6 +7,7 @@ import re
 import shlex
 from collections.abc import Sequence
 
+from ..jobs.ended import EndCause, Ending
 from ..jobs.states import ACTIVE_STATES, QueueState
 from .arrays import expand_indices
 from .base import Accounted, JobScriptSpec, Scheduler
@@ -77,6 +78,31 @@ _SLURM_STATES: dict[str, QueueState] = {
     "TIMEOUT": QueueState.TIMEOUT,
 }
 
+# Why a job ended, by its final state (sacct(1), "JOB STATE CODES"); FAILED and the rest: its exit
+_CAUSES: dict[str, EndCause] = {
+    "TIMEOUT": EndCause.TIMEOUT, "DEADLINE": EndCause.TIMEOUT, "OUT_OF_MEMORY": EndCause.OUT_OF_MEMORY,
+    "NODE_FAIL": EndCause.NODE_FAIL, "BOOT_FAIL": EndCause.NODE_FAIL, "CANCELLED": EndCause.CANCELLED,
+    "PREEMPTED": EndCause.PREEMPTED, "FAILED": EndCause.FAILED, "SPECIAL_EXIT": EndCause.FAILED,
+}
+
+
+def _time_limit(text: str) -> int | None:
+    """Seconds of sacct's Timelimit: ``[D-]HH:MM:SS`` or ``MM:SS`` (slurmdbd), bare minutes (the
+    job completion log), None for ``UNLIMITED``/``Partition_Limit``/empty."""
+    text = text.strip()
+    days, _, clock = text.rpartition("-") if "-" in text else ("0", "", text)
+    try:
+        parts = [int(p) for p in clock.split(":")]
+        whole_days = int(days)
+    except ValueError:
+        return None
+    if len(parts) == 1:
+        return whole_days * 86400 + parts[0] * 60
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return whole_days * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
 # Reasons (squeue %r) of a PENDING job that mean "held": scontrol hold (JobHeldUser),
 # an admin hold or `scontrol hold` by root (JobHeldAdmin).
 _HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})
@@ -129,6 +155,10 @@ class SlurmScheduler(Scheduler):
             "#SBATCH --error=job.{id}.stderr",
         ]
 
+    def memory_directive(self, spec: JobScriptSpec) -> str:
+        # per node (a job of one node: all of it); Slurm counts M as MiB
+        return f"#SBATCH --mem={-(-int(spec.mem_kb or 0) // (1024 * max(1, spec.num_nodes)))}M"
+
     def cores_per_node_commands(self, spec: JobScriptSpec) -> list[str]:
         return _tasks_per_node_lines("SLURM_TASKS_PER_NODE", spec.num_cores_per_node)
 
@@ -156,21 +186,33 @@ class SlurmScheduler(Scheduler):
         # -r: one line per array task (123_4), pending ones included, never a range 123_[5-10].
         return f"squeue --noheader --array --user=\"$(id -un)\" --states=all --format='%i{_SEP}%T{_SEP}%r'"
 
+    memory_kill_text = "Exceeded job memory limit"
+    # slurmstepd's words when jobacct_gather's OverMemoryKill kills a job (its record: FAILED 0:9);
+    # with cgroups the record says OUT_OF_MEMORY itself
+
     def accounting_command(self, remote_ids: Sequence[str]) -> str:
         # slurmdbd's accounting where there is one, else the job completion log (JobCompLoc,
-        # `sacct -c`); a cluster with neither prints nothing and the job waits out its grace
-        fields = f"-P -n -o JobID,State,ExitCode,WorkDir -j {shlex.quote(','.join(remote_ids))}"
+        # `sacct -c`); a cluster with neither prints nothing and the job waits out its grace.
+        # WorkDir last: a directory may hold the separator
+        fields = f"-P -n -o JobID,State,ExitCode,Timelimit,WorkDir -j {shlex.quote(','.join(remote_ids))}"
         return f"sacct {fields} 2>/dev/null || sacct -c {fields} 2>/dev/null"
 
     def parse_accounting_output(self, stdout: str) -> dict[str, Accounted]:
         found: dict[str, Accounted] = {}
         for line in stdout.splitlines():
             parts = line.strip().split(_SEP)
-            if len(parts) < 4 or not parts[0] or "." in parts[0]:  # 123.batch: a step, not the job
+            if len(parts) < 5 or not parts[0] or "." in parts[0]:  # 123.batch: a step, not the job
                 continue
-            state = _SLURM_STATES.get(parts[1].split()[0] if parts[1].strip() else "")  # "CANCELLED by 0"
-            if state is not None and state not in ACTIVE_STATES:  # the last record of an id is the newest
-                found[parts[0]] = Accounted(state, parts[2].strip(), _SEP.join(parts[3:]).strip())
+            name = parts[1].split()[0] if parts[1].strip() else ""  # "CANCELLED by 0"
+            state = _SLURM_STATES.get(name)
+            if state is None or state in ACTIVE_STATES:
+                continue
+            exit_code = parts[2].strip()
+            cause = _CAUSES.get(name)
+            ending = Ending(cause, f"Slurm {name}", _time_limit(parts[3])) if cause is not None else None
+            # the last record of an id is the newest
+            found[parts[0]] = Accounted(state, exit_code, _SEP.join(parts[4:]).strip(), ending,
+                                        killed=name == "FAILED" and exit_code.endswith(":9"))
         return found
 
     def parse_status_output(self, stdout: str) -> dict[str, QueueState]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -28,12 +29,27 @@ from .rate import scheduler_limiter
 from .requests import QueueSurvey
 from .submit import scheduler_prefix
 
-__all__ = ["CONTROL_IDS", "Machine", "SurveyExtension"]
+__all__ = ["CONTROL_IDS", "Limits", "Machine", "SurveyExtension"]
 
 log = logging.getLogger(__name__)
 
+_MEMORY_PROBE = "@@wfl_async_memory_kills@@"
+"""Separates the accounting's output from the list of job directories whose stderr names a memory kill."""
+
 CONTROL_IDS = 500
 """Job ids per cancel/hold/release command (ids go on the command line; 500 stay far below its cap)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A job's memory request and the most its partition allows (:meth:`Machine.limits`)."""
+
+    max_time: int | None
+    """The partition's time limit (s); None: config.json sets none."""
+    max_mem_kb: int | None
+    """The partition's memory for the job's nodes (kB); None: config.json sets none."""
+    mem_kb: int | None
+    """What the job asks for (kB, all its nodes); None: no memory request (the scheduler's default)."""
 
 
 class SurveyExtension(Protocol):
@@ -66,6 +82,7 @@ class Machine:
         self._limiter = scheduler_limiter(config.scheduler_rate, config.scheduler_burst)
         self._remote_root: str | None = None
         self._root_lock = anyio.Lock()
+        self._fits: dict[tuple[str, bool, bool], tuple[Any, str, dict[str, int]]] = {}
 
     @property
     def name(self) -> str:
@@ -95,6 +112,35 @@ class Machine:
 
         :raises ConfigurationError: the resources are malformed or no partition fits them
         """
+        res, partition, node_dict = self._fit(resources, exact_fit, partial_node)
+        spec = self.config.partitions[partition]
+        max_time = res.max_time if res.max_time is not None else (spec.get("max_time") or 24 * 3600)
+        return spec.get("partition", partition), node_dict, int(max_time)
+
+    def limits(self, resources: dict[str, Any], *, exact_fit: bool = True, partial_node: bool = False) -> Limits:
+        """The memory ``resources`` ask for and the most time and memory their partition allows
+        (config.json ``partitions``): how far an escalation after a kill may go."""
+        res, partition, node_dict = self._fit(resources, exact_fit, partial_node)
+        spec = self.config.partitions[partition]
+        node_mem = spec.get("max_mem")
+        asked = None
+        if res.max_mem is not None:
+            amount, per = res.max_mem
+            asked = int(amount * node_dict["num_cores"] if per == "per_core" else amount)
+        return Limits(max_time=int(spec["max_time"]) if spec.get("max_time") else None,
+                      max_mem_kb=int(node_mem * node_dict["num_nodes"]) if node_mem else None, mem_kb=asked)
+
+    def _fit(self, resources: dict[str, Any], exact_fit: bool, partial_node: bool) -> tuple[Any, str, dict[str, int]]:
+        """ExPyRe's ``Resources`` of ``resources``, and the partition (config.json's key) and nodes it fits;
+        worked out once per set of resources (every chunk of a call asks the same, twice)."""
+        key = (repr(sorted(resources.items())), exact_fit, partial_node)
+        if key not in self._fits:
+            self._fits[key] = self._fit_afresh(resources, exact_fit, partial_node)
+        res, partition, node_dict = self._fits[key]
+        return res, partition, dict(node_dict)
+
+    def _fit_afresh(self, resources: dict[str, Any], exact_fit: bool,
+                    partial_node: bool) -> tuple[Any, str, dict[str, int]]:
         resources_cls = expyre_module("resources").Resources
         try:
             res = resources_cls(**resources)
@@ -110,9 +156,7 @@ class Machine:
                 f"(exact_fit={exact_fit}, partial_node={partial_node}): {exc}. Partitions: "
                 f"{ {k: {kk: v.get(kk) for kk in ('num_cores', 'max_time', 'max_mem')} for k, v in self.config.partitions.items()} }. "
                 f"Ask for fewer cores/time/memory, set partial_node=True, or exact_fit=False.") from exc
-        spec = self.config.partitions[partition]
-        max_time = res.max_time if res.max_time is not None else (spec.get("max_time") or 24 * 3600)
-        return spec.get("partition", partition), node_dict, int(max_time)
+        return res, partition, node_dict
 
     # ------------------------------------------------------------------ paths
     async def remote_root(self) -> str:
@@ -196,12 +240,22 @@ class Machine:
         events = None if events_from is False else parse_event_log(result.stdout)
         return QueueSurvey(states, queue_text, markers, events)
 
-    async def accounting(self, remote_ids: Sequence[str]) -> dict[str, Accounted]:
-        """How jobs the queue no longer lists ended, by the scheduler's accounting (``sacct``), in
-        one command; {} when it keeps none or cannot be asked (then the jobs wait out their grace)."""
-        command = self.scheduler.accounting_command(remote_ids) if remote_ids else None
+    async def accounting(self, jobs: Mapping[str, str]) -> dict[str, Accounted]:
+        """How jobs the queue no longer lists ended, by the scheduler's accounting (``sacct``, ``qacct``),
+        all in ONE command; {} when it keeps none or cannot be asked (then the jobs wait out their grace).
+
+        :param jobs: remote id -> the job's absolute directory. Where the scheduler records a kill for
+            memory only as a signal (:attr:`~wfl_async.scheduler.base.Scheduler.memory_kill_text`), the
+            same command looks for its words in those directories' stderr files
+        """
+        command = self.scheduler.accounting_command(sorted(jobs)) if jobs else None
         if command is None:
             return {}
+        probe = self.scheduler.memory_kill_text
+        if probe:
+            dirs = " ".join(shlex.quote(d) for d in sorted(set(jobs.values())))
+            command += (f"; echo {_MEMORY_PROBE}; for d in {dirs}; do grep -qsF {shlex.quote(probe)} \"$d\"/*.stderr "
+                        f"&& printf '%s\\n' \"$d\"; done; true")
         await self.scheduler_call()
         try:
             result = await self.transport.run(f"( {self.scheduler_prefix()}{command} ) </dev/null", check=False,
@@ -209,7 +263,13 @@ class Machine:
         except TransportError as exc:
             log.info("%s: could not read the scheduler's accounting (%s)", self.name, exc)
             return {}
-        return self.scheduler.parse_accounting_output(result.stdout.decode(errors="replace"))
+        text, _, probed = result.stdout.decode(errors="replace").partition(f"{_MEMORY_PROBE}\n")
+        found = self.scheduler.parse_accounting_output(text)
+        over_memory = {line.strip().rstrip("/") for line in probed.splitlines() if line.strip()}
+        for remote_id, ended in found.items():
+            if ended.killed and jobs.get(remote_id, "").rstrip("/") in over_memory:
+                found[remote_id] = ended.memory_killed(self.scheduler.name)
+        return found
 
     async def control(self, action: str, remote_ids: Sequence[str]) -> None:
         """Cancel, hold or release jobs: one scheduler command per :data:`CONTROL_IDS` jobs."""

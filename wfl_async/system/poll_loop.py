@@ -331,7 +331,8 @@ class PollLoop:
             watch.state, verdict, step = observe(
                 watch.state, remote_id=watch.remote_id, seen=(found.markers.get(watch.job_dir), events.get(watch.job_dir)),
                 states=found.states, listed=listing, now=now, grace=machine.config.died_grace_seconds,
-                where=machine.name, detail=ended.detail() if (ended := accounted.get(watch.job_dir)) else "")
+                where=machine.name, detail=ended.detail() if (ended := accounted.get(watch.job_dir)) else "",
+                ending=ended.ending if ended else None)
             if step is Step.FETCH:
                 watch.outcome = JobOutcome(verdict.marker, QueueState.FINISHED)
                 if watch.state.started_at is not None:
@@ -340,7 +341,7 @@ class PollLoop:
                 record.finished[watch.job_dir] = watch.watched_at or record.started
             elif step is Step.DIED:
                 log.info("job %s on %s: died: %s", watch.job_dir, machine.name, verdict.message)
-                watch.outcome = JobOutcome(None, verdict.queue_state, verdict.message)
+                watch.outcome = JobOutcome(None, verdict.queue_state, verdict.message, cause=verdict.cause)
                 changed.append((watch, verdict))
             elif step is Step.STARTED:
                 changed.append((watch, verdict))
@@ -397,7 +398,8 @@ class PollLoop:
         if not vanished:
             return {}
         found: dict[str, Accounted] = {}
-        for remote_id, ended in (await self.machine.accounting(sorted(vanished))).items():
+        dirs = {remote_id: f"{root}/{job_dir}" for remote_id, job_dir in vanished.items()}
+        for remote_id, ended in (await self.machine.accounting(dirs)).items():
             job_dir = vanished.get(remote_id)
             if job_dir is not None and ended.work_dir.rstrip("/") in ("", f"{root}/{job_dir}"):
                 states[remote_id] = ended.state

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import anyio
 
+from ..jobs.ended import EndCause
 from ..jobs.route import RouteKind
 from ..jobs.states import Marker, Phase, QueueState, WatchState
 from .commands import EventLogRead
@@ -52,6 +53,8 @@ class SubmitRequest:
     """How the job runs, recorded with its submission."""
     pack_id: str | None = None
     """The pack a packed chunk is queued in (recorded with its submission)."""
+    mem_kb: int | None = None
+    """Memory to ask the scheduler for (kB, all its nodes); None: none (its default)."""
 
     async def settled(self) -> str:
         """Wait until the loop that took this request settles it; its queue id, or its error raised."""
@@ -68,6 +71,8 @@ class JobOutcome:
 
     marker: Marker | None
     """Final marker found, or None when the job died."""
+    cause: EndCause | None = field(default=None, kw_only=True)
+    """Why it died, where the scheduler's accounting told (keyword only: the others go by position)."""
     queue_state: QueueState | None = None
     message: str = ""
     error: BaseException | None = None

@@ -66,7 +66,7 @@ def batch_command(scheduler: Scheduler, config: SystemConfig, root: str,
             num_nodes=item.node_dict["num_nodes"], num_cores=item.node_dict["num_cores"],
             num_cores_per_node=item.node_dict["num_cores_per_node"], max_time=item.max_time,
             header=[*config.header, *item.header_extra], commands=[*config.commands, *item.body],
-            no_default_header=config.no_default_header, script_exec=config.script_exec)
+            no_default_header=config.no_default_header, script_exec=config.script_exec, mem_kb=item.mem_kb)
         script_path = f"{item.job_dir}/{scheduler.script_name}"
         scripts[script_path] = scheduler.render_script(spec)
         uploads.extend([*item.upload, script_path])

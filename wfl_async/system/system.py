@@ -37,7 +37,7 @@ from ..errors import LoopStoppedError, first_failure
 from ..jobs.states import QueueState
 from ..scheduler.base import Scheduler
 from ..transport.base import Transport
-from .machine import CONTROL_IDS, Machine, SurveyExtension
+from .machine import CONTROL_IDS, Limits, Machine, SurveyExtension
 from .poll_loop import PollLoop, PollRecord
 from .recorder import NO_RECORDER, Recorder
 from .requests import JobOutcome, QueueSurvey, SubmitRequest, Watch
@@ -205,6 +205,10 @@ class System:
                          partial_node: bool = False) -> tuple[str, dict[str, int], int]:
         """See :meth:`Machine.select_partition <wfl_async.system.machine.Machine.select_partition>`."""
         return self.machine.select_partition(resources, exact_fit=exact_fit, partial_node=partial_node)
+
+    def limits(self, resources: dict[str, Any], *, exact_fit: bool = True, partial_node: bool = False) -> Limits:
+        """See :meth:`Machine.limits <wfl_async.system.machine.Machine.limits>`."""
+        return self.machine.limits(resources, exact_fit=exact_fit, partial_node=partial_node)
 
     async def remote_root(self) -> str:
         """See :meth:`Machine.remote_root <wfl_async.system.machine.Machine.remote_root>`."""
