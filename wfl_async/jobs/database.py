@@ -115,13 +115,14 @@ CREATE INDEX IF NOT EXISTS jobs_system ON jobs(system);
 _COLUMNS = ("key", "name", "system", "status", "job_dir", "remote_root", "remote_id", "owner",
             "created_at", "updated_at", "message", *(TIMING_COLUMNS := (
                 "submitted_at", "started_at", "finished_at", "fetched_at", "worker", "cores", "max_time")),
-            "route", "pack_id")
+            "route", "pack_id", *(MOVE_COLUMNS := ("moved_to", "moved_from", "move_reason")))
 """Every column, in table order; those added since the first schema come last, so a database made by
 an older version gains them with ``ALTER TABLE ... ADD COLUMN`` (:func:`_migrate`) and old rows read
 them as NULL."""
-_ADDED_COLUMNS = (*TIMING_COLUMNS, "route", "pack_id")
+_ADDED_COLUMNS = (*TIMING_COLUMNS, "route", "pack_id", *MOVE_COLUMNS)
 """Columns added since the first schema: a database made before gets them at open (:func:`_migrate`)."""
-_COLUMN_TYPES = {"worker": "TEXT", "cores": "INTEGER", "route": "TEXT", "pack_id": "TEXT"}
+_COLUMN_TYPES = {"worker": "TEXT", "cores": "INTEGER", "route": "TEXT", "pack_id": "TEXT",
+                 **{column: "TEXT" for column in MOVE_COLUMNS}}
 """SQL types of the added columns that are not REAL."""
 _BACKFILL_ROUTE = """
 UPDATE jobs SET
@@ -163,6 +164,12 @@ class JobRecord:
     """How it runs (None: not submitted yet)."""
     pack_id: str | None = None
     """The pack a packed chunk is queued in."""
+    moved_to: str | None = None
+    """A move to this system is under way (recorded before the chunk is taken back: a rerun finishes it)."""
+    moved_from: str | None = None
+    """The system it was taken back from, waiting, before it went to ``system`` (docs/multi_system.md)."""
+    move_reason: str | None = None
+    """Why it moved (or is moving)."""
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> JobRecord:
@@ -479,6 +486,20 @@ class JobsDatabase:
     async def get(self, key: str) -> JobRecord | None:
         with _corruption_named(self.path):
             return await _fetch_one(self.conn, "SELECT * FROM jobs WHERE key = ?", (key,))
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, JobRecord]:
+        """The records of ``keys`` (those that exist), by key: one query per 500 keys."""
+        with _corruption_named(self.path):
+            return {r.key: r for r in await _select_keys(self.conn, list(keys))}
+
+    async def recent_timings(self, system: str, limit: int = 50) -> list[tuple[float, float, float | None]]:
+        """(submitted_at, started_at, finished_at) of the ``limit`` jobs that started last on ``system``:
+        its recent queue waits and throughput (placement over several systems)."""
+        with _corruption_named(self.path):
+            async with self.conn.execute(
+                    "SELECT submitted_at, started_at, finished_at FROM jobs WHERE system = ? AND submitted_at IS "
+                    "NOT NULL AND started_at IS NOT NULL ORDER BY started_at DESC LIMIT ?", (system, limit)) as cursor:
+                return [(float(a), float(b), None if c is None else float(c)) for a, b, c in await cursor.fetchall()]
 
     async def select(self, *, status: Sequence[str] | None = None, system: str | None = None,
                      name: str | None = None) -> list[JobRecord]:

@@ -1,0 +1,78 @@
+"""The placement rule (pure): reading a sys_name list, spreading chunks, choosing which waiting chunks move."""
+
+from __future__ import annotations
+
+import pytest
+
+from wfl_async.autoparallelize.remoteinfo import RemoteInfo
+from wfl_async.errors import ConfigurationError
+from wfl_async.pack.queue import take_back_command
+from wfl_async.placement.choices import Choice, parse_sys_names
+from wfl_async.placement.decide import MIN_PATIENCE, Measured, Seen, plan_moves, spread
+from wfl_async.placement.measure import measured_from
+
+
+def test_a_sys_name_list_keeps_its_order_and_a_dict_orders_by_weight() -> None:
+    assert parse_sys_names("a") == (Choice("a"),)
+    assert parse_sys_names(["b", "a"]) == (Choice("b"), Choice("a"))
+    assert parse_sys_names({"a": 1, "b": 3}) == (Choice("b", 3.0), Choice("a", 1.0))
+
+
+@pytest.mark.parametrize("bad", [[], ["a", "a"], {"a": 0}, {"a": "x"}, 3, ["a", 2]])
+def test_a_malformed_sys_name_is_refused_naming_the_accepted_forms(bad: object) -> None:
+    with pytest.raises(ConfigurationError, match="sys_name"):
+        RemoteInfo(sys_name=bad, job_name="j", resources={"num_cores": 1})  # type: ignore[arg-type]
+
+
+def test_nothing_measured_spreads_by_weight_interleaved() -> None:
+    assert spread(4, parse_sys_names(["a", "b"]), {}) == ["a", "b", "a", "b"]
+    placed = spread(9, parse_sys_names({"a": 2, "b": 1}), {})
+    assert placed.count("a") == 6 and placed.count("b") == 3
+    assert placed[:3] == ["a", "b", "a"]
+
+
+def test_measured_systems_get_chunks_by_expected_start() -> None:
+    measured = {"slow": Measured(queue_wait=100.0, throughput=1.0), "fast": Measured(queue_wait=0.0, throughput=1.0)}
+    placed = spread(150, parse_sys_names(["slow", "fast"]), measured)
+    # the fast one takes every chunk until its line is 100 s long, then they share
+    assert placed[:100] == ["fast"] * 100 and placed.count("slow") == 25
+
+
+def test_figures_come_from_submit_start_and_finish_times() -> None:
+    m = measured_from([(0.0, 10.0, 20.0), (0.0, 30.0, 40.0), (10.0, 20.0, 60.0)])
+    assert m.queue_wait == 10.0 and m.throughput == pytest.approx(3 / 60)
+    assert not measured_from([]).known
+
+
+def test_waiting_chunks_move_from_a_stalled_system_to_one_that_drains() -> None:
+    now = 1000.0
+    seen = {"slow": Seen(waiting={f"k{i}": now - 60 + i for i in range(6)}, first_submitted=now - 60),
+            "fast": Seen(started=10, first_submitted=now - 60, waits=[1.0, 2.0])}
+    moves = plan_moves(seen, {}, set(), now)
+    assert {m.key for m in moves} == {f"k{i}" for i in range(6)}  # the stalled system started none: all move
+    assert all(m.source == "slow" and m.target == "fast" and "waiting on slow" in m.reason for m in moves)
+    # each chunk moves at most once in its life
+    assert plan_moves(seen, {}, {f"k{i}" for i in range(6)}, now) == []
+
+
+def test_no_move_before_the_patience_or_into_a_system_with_a_backlog_of_its_own() -> None:
+    now = 1000.0
+    young = {"slow": Seen(waiting={"k": now - MIN_PATIENCE / 2}, first_submitted=now - 1),
+             "fast": Seen(started=3, first_submitted=now - 10)}
+    assert plan_moves(young, {}, set(), now) == []
+    busy = {"slow": Seen(waiting={"k": now - 100}, first_submitted=now - 100),
+            "fast": Seen(waiting={"x": now - 1}, started=3, first_submitted=now - 10)}
+    assert plan_moves(busy, {}, set(), now) == []
+
+
+def test_a_source_that_drains_too_keeps_its_share_and_its_first_in_line() -> None:
+    now = 100.0
+    seen = {"a": Seen(waiting={f"k{i}": float(i) for i in range(8)}, started=10, first_submitted=0.0),
+            "b": Seen(started=30, first_submitted=0.0, waits=[1.0])}
+    moves = plan_moves(seen, {}, set(), now)
+    assert {m.key for m in moves} == {"k2", "k3", "k4", "k5", "k6", "k7"}  # a keeps 8 * 10/40 = 2, its first
+
+
+def test_taking_a_packed_chunk_back_is_one_rename_out_of_the_queue() -> None:
+    text = take_back_command("p1", "job dir;x")
+    assert "mv -- _wfl_async_pack/p1/todo/'job dir;x' _wfl_async_pack/p1/moved/'job dir;x'" in text
