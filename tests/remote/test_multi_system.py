@@ -156,6 +156,14 @@ async def test_queued_jobs_waiting_on_a_held_system_move_once_to_the_one_that_dr
         cancel_left_over(call.job_name)
     lines = [r.getMessage() for r in caplog.records if "moved from" in r.getMessage()]
     assert len(lines) == 3 and all(f"from {slow} to {FAST}" in line and "waiting on" in line for line in lines)
+    # 'wfl-async ls' and 'status' say where each chunk ran and how many moved
+    cli = [sys.executable, "-m", "wfl_async.cli"]
+    env = dict(os.environ, COLUMNS="250", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    listed = subprocess.run([*cli, "ls", "-n", f"{call.job_name}.*"], env=env, capture_output=True, text=True,
+                            check=True).stdout
+    assert listed.count(f"{FAST} (from {slow})") == 3 and "3 moved to another system" in listed, listed
+    status = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True, check=True).stdout
+    assert "MOVED IN" in status, status
 
 
 async def test_packed_chunks_waiting_in_a_held_systems_queue_are_taken_back_and_run_once_elsewhere(

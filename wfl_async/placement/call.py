@@ -19,15 +19,16 @@ from typing import Any
 import anyio
 
 from ..doctor.first_submission import ensure_system_ready
-from ..errors import ConfigurationError, SystemNotReadyError
+from ..errors import ConfigurationError, SchedulerError, SystemNotReadyError
 from ..job import PreparedJob, RemoteJob
+from ..jobs.database import JobRecord
 from ..jobs.options import JobOptions
 from ..jobs.states import REATTACH, JobStatus
 from ..session import Session
 from .choices import Choice, parse_sys_names
-from .decide import Measured, Seen, plan_moves, spread
+from .decide import Measured, Move, Seen, plan_moves, spread
 from .measure import measure
-from .mover import finish, record_intent, resolve, take_back
+from .mover import Outcome, move, record_intents, resolve
 
 __all__ = ["Plan", "PlacedCall", "plan", "usable_systems"]
 
@@ -115,9 +116,11 @@ class PlacedCall:
         self.check_every = check_every
         self._keys = [job.key for job in jobs]
         self._waits: dict[str, anyio.CancelScope] = {}
-        self._moving: dict[str, tuple[str, str]] = {}
+        self._taken_back: dict[str, anyio.Event] = {}
+        self._outcomes: dict[str, tuple[Outcome, str]] = {}
         self._moved: set[str] = set()
         self._finished: set[str] = set()
+        self._resolved = anyio.Event()
         self.moves = 0
         """Chunks moved by this run."""
         self._done_systems: Counter[str] = Counter()
@@ -126,13 +129,11 @@ class PlacedCall:
         """System -> this call's chunks there by ``queued`` / ``running`` / ``done`` (last look)."""
 
     async def result(self, job: PreparedJob) -> Any:
-        """The chunk's value, wherever it ends up running."""
-        db = self.session.db
-        record = await db.get(job.key)
+        """The chunk's value, wherever it ends up running (run :meth:`watch` beside it)."""
+        await self._resolved.wait()
+        record = await self.session.db.get(job.key)
         if record is not None and record.moved_from is not None:
             self._moved.add(job.key)
-        if record is not None and record.moved_to is not None:  # a move the last run left half done
-            record = await resolve(db, await self.session.serving(record.system), record)
         if record is not None and record.system != job.system.name and (
                 record.status in REATTACH or record.moved_from is not None):
             job = self._prepared_on(job, record.system)  # where it is (or was moved to), whatever the list says
@@ -146,45 +147,54 @@ class PlacedCall:
                         return value
                     finally:
                         del self._waits[job.key]
-                source, target = self._moving.pop(job.key)
-                job = await self._move(job, source, target)
+                await self._taken_back[job.key].wait()  # its wait was cancelled to move it
+                outcome, target = self._outcomes.pop(job.key)
+                if outcome.moved:
+                    self.moves += 1
+                    job = self._prepared_on(job, target)
         finally:
             self._finished.add(job.key)
-
-    async def _move(self, job: PreparedJob, source: str, target: str) -> PreparedJob:
-        """Take the chunk back from ``source`` (its move is recorded); the job to run next."""
-        db = self.session.db
-        with anyio.CancelScope(shield=True):  # a move begun is finished (or left recorded for a rerun)
-            record = await db.get(job.key)
-            assert record is not None and record.moved_to == target
-            outcome = await take_back(await self.session.serving(source), record)
-            await finish(db, record, source, target, outcome)
-        if not outcome.moved:
-            return job
-        self.moves += 1
-        return self._prepared_on(job, target)
 
     def _prepared_on(self, job: PreparedJob, name: str) -> PreparedJob:
         return RemoteJob(job.spec.function, job.spec.args, job.spec.kwargs, sys_name=name,
                          job_name=job.spec.job_name, options=job.spec.options).prepare(self.session)
 
     async def watch(self) -> None:
-        """Every ``check_every`` s: count the chunks per system and move waiting ones (until cancelled)."""
+        """First finish the moves a stopped run left under way; then every ``check_every`` s count the
+        chunks per system and move waiting ones (until cancelled)."""
+        db = self.session.db
+        half_done = [r for r in (await db.get_many(self._keys)).values() if r.moved_to is not None]
+        for source, stopped in _by_system(half_done).items():
+            await resolve(db, await self.session.serving(source), stopped)
+        self._resolved.set()
         while True:
             await anyio.sleep(self.check_every)
-            records = await self.session.db.get_many([k for k in self._keys if k not in self._finished])
+            records = await db.get_many([k for k in self._keys if k not in self._finished])
             self._count(records.values())
-            seen = self._seen(records.values())
-            for move in plan_moves(seen, self.measured, self._moved, time.time()):
-                record = records[move.key]
-                scope = self._waits.get(move.key)
-                if scope is None or record.status is not JobStatus.SUBMITTED or record.moved_to is not None:
-                    continue
-                await record_intent(self.session.db, move.key, move.target, move.reason)
-                log.info("moving chunk %s from %s to %s: %s", record.name, move.source, move.target, move.reason)
-                self._moved.add(move.key)
-                self._moving[move.key] = (move.source, move.target)
-                scope.cancel()
+            moves = [m for m in plan_moves(self._seen(records.values()), self.measured, self._moved, time.time())
+                     if m.key in self._waits and records[m.key].status is JobStatus.SUBMITTED
+                     and records[m.key].moved_to is None]
+            for source in {m.source for m in moves}:
+                with anyio.CancelScope(shield=True):  # a move begun is finished (or left recorded for a rerun)
+                    await self._move(source, [m for m in moves if m.source == source])
+
+    async def _move(self, source: str, moves: list[Move]) -> None:
+        db = self.session.db
+        await record_intents(db, [(m.key, m.target, m.reason) for m in moves])
+        for m in moves:
+            log.info("moving chunk %s from %s to %s: %s", m.key[:12], m.source, m.target, m.reason)
+            self._moved.add(m.key)
+            self._taken_back[m.key] = anyio.Event()
+            self._waits[m.key].cancel()  # its wait ends (the job stays queued) before it is taken back
+        records = list((await db.get_many([m.key for m in moves])).values())
+        try:
+            outcomes = await move(db, await self.session.serving(source), records)
+        except SchedulerError as exc:
+            log.warning("%s; the chunks are waited for on %s meanwhile", exc, source)
+            outcomes = {}
+        for m in moves:
+            self._outcomes[m.key] = (outcomes.get(m.key, Outcome(False, "not known to be taken back")), m.target)
+            self._taken_back[m.key].set()
 
     def _count(self, records: Any) -> None:
         counts = {name: Counter[str]() for name in self.systems}
@@ -195,7 +205,6 @@ class PlacedCall:
         for name, n in self._done_systems.items():
             counts.setdefault(name, Counter())["done"] += n
         self.counts = counts
-
 
     def _seen(self, records: Any) -> dict[str, Seen]:
         seen = {name: Seen() for name in self.systems}
@@ -218,3 +227,10 @@ class PlacedCall:
         """Per-system counts and moves, for the progress line."""
         parts = [f"{name} q{c['queued']} r{c['running']} d{c['done']}" for name, c in self.counts.items()]
         return " | ".join(parts) + f" | moved {self.moves}"
+
+
+def _by_system(records: Sequence[JobRecord]) -> dict[str, list[JobRecord]]:
+    grouped: dict[str, list[JobRecord]] = {}
+    for r in records:
+        grouped.setdefault(r.system, []).append(r)
+    return grouped
