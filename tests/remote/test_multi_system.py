@@ -265,3 +265,23 @@ async def test_a_driver_killed_in_the_middle_of_a_move_is_rerun_and_every_chunk_
             assert set((await completions(session, [slow, FAST], name)).values()) == {1}
     finally:
         cancel_left_over(name)
+
+
+async def test_a_committee_spreads_its_members_over_the_listed_systems(
+        fresh_expyre_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers.gap_data import al_training_configs, simple_fit_dict
+    from wfl_async.fit.committee import fit_gap_committee
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WFL_GAP_FIT_OMP_NUM_THREADS", "1")
+    configs = al_training_configs()
+    remote = {"sys_name": ["slurm", FAST], "job_name": "multi_committee", "partial_node": True,
+              "resources": {"num_cores": 1, "max_time": "10m"}, "check_interval": 0.3, "timeout": 300,
+              "env_vars": ["WFL_GAP_FIT_OMP_NUM_THREADS=1"]}
+    # (tests/remote/test_fits.py compares queued committees with local ones; here: where they ran)
+    files = fit_gap_committee(configs, simple_fit_dict("c/Al.xml"), 2, stdout_file="c/stdout", remote_info=remote)
+    assert files == [f"c/Al.committee_{i}.xml" for i in range(2)]
+    assert all("GAP_params" in Path(f).read_text() for f in files)
+    async with session_scope() as session:
+        records = await session.db.select(name="multi_committee")
+    assert sorted(r.system for r in records) == sorted(["slurm", FAST])
