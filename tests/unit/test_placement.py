@@ -76,3 +76,11 @@ def test_a_source_that_drains_too_keeps_its_share_and_its_first_in_line() -> Non
 def test_taking_a_packed_chunk_back_is_one_rename_out_of_the_queue() -> None:
     text = take_back_command("p1", "job dir;x")
     assert "mv -- _wfl_async_pack/p1/todo/'job dir;x' _wfl_async_pack/p1/moved/'job dir;x'" in text
+
+
+def test_the_progress_line_of_a_call_over_several_systems_shows_each_ones_counts() -> None:
+    from wfl_async.progress import Progress
+
+    progress = Progress.for_call("relax", None, total_chunks=4, total_items=4, enabled=False,
+                                 detail=lambda: "a q1 r1 d0 | b q0 r0 d2 | moved 1")
+    assert progress.summary().endswith("| a q1 r1 d0 | b q0 r0 d2 | moved 1")
