@@ -100,7 +100,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     cores       INTEGER,
     max_time    REAL,
     route       TEXT,
-    pack_id     TEXT
+    pack_id     TEXT,
+    moved_to    TEXT,
+    moved_from  TEXT,
+    move_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS costs (
     owner       TEXT PRIMARY KEY,
