@@ -47,30 +47,47 @@ def test_figures_come_from_submit_start_and_finish_times() -> None:
 def test_waiting_chunks_move_from_a_stalled_system_to_one_that_drains() -> None:
     now = 1000.0
     seen = {"slow": Seen(waiting={f"k{i}": now - 60 + i for i in range(6)}, first_submitted=now - 60),
-            "fast": Seen(started=10, first_submitted=now - 60, waits=[1.0, 2.0])}
+            "fast": Seen(starts=[now - 50 + i for i in range(10)], first_submitted=now - 60, waits=[1.0, 2.0])}
     moves = plan_moves(seen, {}, set(), now)
     assert {m.key for m in moves} == {f"k{i}" for i in range(6)}  # the stalled system started none: all move
-    assert all(m.source == "slow" and m.target == "fast" and "waiting on slow" in m.reason for m in moves)
+    assert all(m.source == "slow" and m.target == "fast" and "never (none started lately)" in m.reason
+               for m in moves)
     # each chunk moves at most once in its life
     assert plan_moves(seen, {}, {f"k{i}" for i in range(6)}, now) == []
 
 
-def test_no_move_before_the_patience_or_into_a_system_with_a_backlog_of_its_own() -> None:
+def test_a_system_that_stops_starting_chunks_mid_run_loses_its_line() -> None:
+    now = 1000.0
+    # 'a' started 30 chunks long ago (none in the last minute), 'b' keeps starting one a second
+    seen = {"a": Seen(waiting={"k0": now - 70, "k1": now - 65}, starts=[now - 200 + i for i in range(30)],
+                      first_submitted=now - 300),
+            "b": Seen(waiting={"x": now - 1}, starts=[now - 59 + i for i in range(59)], first_submitted=now - 300,
+                      waits=[1.0])}
+    assert {m.key for m in plan_moves(seen, {}, set(), now)} == {"k0", "k1"}
+
+
+def test_no_move_before_the_patience_or_when_the_target_is_no_sooner() -> None:
     now = 1000.0
     young = {"slow": Seen(waiting={"k": now - MIN_PATIENCE / 2}, first_submitted=now - 1),
-             "fast": Seen(started=3, first_submitted=now - 10)}
+             "fast": Seen(starts=[now - 5, now - 4, now - 3], first_submitted=now - 10)}
     assert plan_moves(young, {}, set(), now) == []
-    busy = {"slow": Seen(waiting={"k": now - 100}, first_submitted=now - 100),
-            "fast": Seen(waiting={"x": now - 1}, started=3, first_submitted=now - 10)}
-    assert plan_moves(busy, {}, set(), now) == []
+    # both start a chunk a second; the target's own line is as long: nothing gains by moving
+    even = {"a": Seen(waiting={f"k{i}": now - 100 for i in range(5)}, starts=[now - i for i in range(60)],
+                      first_submitted=now - 200),
+            "b": Seen(waiting={f"x{i}": now - 100 for i in range(5)}, starts=[now - i for i in range(60)],
+                      first_submitted=now - 200)}
+    assert plan_moves(even, {}, set(), now) == []
 
 
-def test_a_source_that_drains_too_keeps_its_share_and_its_first_in_line() -> None:
+def test_a_source_that_drains_too_moves_only_the_end_of_its_line() -> None:
     now = 100.0
-    seen = {"a": Seen(waiting={f"k{i}": float(i) for i in range(8)}, started=10, first_submitted=0.0),
-            "b": Seen(started=30, first_submitted=0.0, waits=[1.0])}
-    moves = plan_moves(seen, {}, set(), now)
-    assert {m.key for m in moves} == {"k2", "k3", "k4", "k5", "k6", "k7"}  # a keeps 8 * 10/40 = 2, its first
+    # 'a' starts one chunk every 10 s, 'b' one a second with nothing waiting (queue wait 1 s)
+    seen = {"a": Seen(waiting={f"k{i}": float(i) for i in range(8)}, starts=[10.0 * i for i in range(10)],
+                      first_submitted=0.0),
+            "b": Seen(starts=[float(i) for i in range(60, 100)], first_submitted=0.0, waits=[1.0])}
+    moved = {m.key for m in plan_moves(seen, {}, set(), now)}
+    assert moved and "k0" not in moved and "k7" in moved
+    assert moved == {f"k{i}" for i in range(min(int(k[1:]) for k in moved), 8)}  # the end of the line
 
 
 def test_taking_a_packed_chunk_back_is_one_rename_out_of_the_queue() -> None:

@@ -125,6 +125,8 @@ class PlacedCall:
         """Chunks moved by this run."""
         self._done_systems: Counter[str] = Counter()
         """System -> chunks of this call whose result came in from it."""
+        self._done_starts: dict[str, list[float]] = {}
+        """System -> when each of those started (their rate of starting, once they are no longer looked at)."""
         self.counts: dict[str, Counter[str]] = {name: Counter() for name in self.systems}
         """System -> this call's chunks there by ``queued`` / ``running`` / ``done`` (last look)."""
 
@@ -143,7 +145,9 @@ class PlacedCall:
                     self._waits[job.key] = scope
                     try:
                         value = await job.result()
+                        self._finished.add(job.key)  # counted below from now on, not from the records
                         self._done_systems[job.system.name] += 1
+                        self._done_starts.setdefault(job.system.name, []).append(await self._started_at(job.key))
                         return value
                     finally:
                         del self._waits[job.key]
@@ -154,6 +158,10 @@ class PlacedCall:
                     job = self._prepared_on(job, target)
         finally:
             self._finished.add(job.key)
+
+    async def _started_at(self, key: str) -> float:
+        record = await self.session.db.get(key)
+        return record.started_at if record is not None and record.started_at is not None else time.time()
 
     def _prepared_on(self, job: PreparedJob, name: str) -> PreparedJob:
         return RemoteJob(job.spec.function, job.spec.args, job.spec.kwargs, sys_name=name,
@@ -216,11 +224,11 @@ class PlacedCall:
             if r.status is JobStatus.SUBMITTED:
                 s.waiting[r.key] = r.submitted_at
             elif r.started_at is not None:
-                s.started += 1
+                s.starts.append(r.started_at)
                 s.waits.append(max(0.0, r.started_at - r.submitted_at))
-        for name, n in self._done_systems.items():
+        for name, starts in self._done_starts.items():
             if name in seen:
-                seen[name].started += n
+                seen[name].starts.extend(starts)
         return seen
 
     def line(self) -> str:

@@ -20,6 +20,11 @@ MIN_PATIENCE = 5.0
 """Seconds a chunk waits on a system at least before it may move (a queue is never judged on less)."""
 PATIENCE_FACTOR = 2.0
 """A chunk moves once it has waited this many times the target's queue wait (or MIN_PATIENCE)."""
+GAIN = 1.5
+"""A chunk moves only if it is expected to start this many times sooner on the target (plus the patience)."""
+RATE_WINDOW = 60.0
+"""Seconds over which a system's rate of starting the call's chunks is measured (a system that turns
+slow mid-run shows it within this time)."""
 
 
 @dataclass(frozen=True)
@@ -40,12 +45,16 @@ class Seen:
 
     waiting: dict[str, float] = field(default_factory=dict)
     """Key -> when it was submitted (local clock), for chunks submitted and not started."""
-    started: int = 0
-    """Chunks started there (running or done) during this call."""
+    starts: list[float] = field(default_factory=list)
+    """When each of the call's chunks started there (running or done)."""
     first_submitted: float | None = None
     """When this call's first chunk was submitted there."""
     waits: list[float] = field(default_factory=list)
     """This call's queue waits there (submit -> start, s)."""
+
+    @property
+    def started(self) -> int:
+        return len(self.starts)
 
 
 @dataclass(frozen=True)
@@ -89,39 +98,60 @@ def plan_moves(seen: Mapping[str, Seen], measured: Mapping[str, Measured], moved
                now: float) -> list[Move]:
     """Which waiting chunks move now, each at most once in its life (``moved``: keys that moved).
 
-    A target is a system with none of the call's chunks waiting that has started some (it drains).
-    A source is a system whose oldest waiting chunk has waited past the patience
-    (:data:`PATIENCE_FACTOR` times the target's queue wait, at least :data:`MIN_PATIENCE`).
-    The source keeps the share of its waiting chunks its own draining rate earns against the
-    target's; its last-submitted chunks (last in its line) move.
+    A chunk waiting at place ``k`` (0: next) in a system's line is expected to start there in
+    ``(k + 1) / rate``, its rate the call's chunks started there per second over the last
+    :data:`RATE_WINDOW` s (none started lately: never). On a target (a system that started some of
+    the call's chunks) a chunk sent now is expected to start after its queue wait if its line is
+    empty, else after its line over its rate. A chunk that waited at least the patience
+    (:data:`PATIENCE_FACTOR` times the target's queue wait, at least :data:`MIN_PATIENCE`) moves
+    when its expected start where it is is :data:`GAIN` times later than on the best target, plus
+    the patience; the last in line move first, and each one moved lengthens the target's line.
     """
+    rates = {name: _rate(s, now) for name, s in seen.items()}
+    lines = {name: len(s.waiting) for name, s in seen.items()}
+    targets = [n for n, s in seen.items() if s.started > 0]
     moves: list[Move] = []
-    targets = [n for n, s in seen.items() if not s.waiting and s.started > 0]
-    if not targets:
-        return moves
     for source, s in seen.items():
-        candidates = [k for k in s.waiting if k not in moved]
-        if source in targets or not candidates:
+        others = [t for t in targets if t != source]
+        if not s.waiting or not others:
             continue
-        target = min(targets, key=lambda n: _queue_wait(seen[n], measured.get(n)))
-        patience = max(MIN_PATIENCE, PATIENCE_FACTOR * _queue_wait(seen[target], measured.get(target)))
-        oldest = now - min(s.waiting.values())
-        if oldest < patience:
-            continue
-        rate_source, rate_target = _drain(s, now), _drain(seen[target], now)
-        keep = round(len(s.waiting) * rate_source / (rate_source + rate_target)) if rate_source + rate_target else 0
-        count = min(len(candidates), len(s.waiting) - keep)
-        if count <= 0:
-            continue
-        reason = (f"{len(s.waiting)} chunk(s) waiting on {source}, the oldest for {oldest:.0f} s, starting "
-                  f"{rate_source * 60:.1f}/min there against {rate_target * 60:.1f}/min on {target} "
-                  f"(queue wait {_queue_wait(seen[target], measured.get(target)):.0f} s), which has none waiting")
-        last_in_line = sorted(candidates, key=lambda k: s.waiting[k], reverse=True)[:count]
-        moves.extend(Move(k, source, target, reason) for k in last_in_line)
-        targets.remove(target)  # one source per target per round: its own backlog is judged next round
-        if not targets:
-            break
+        in_line = sorted(s.waiting, key=lambda k: s.waiting[k])
+        for place in range(len(in_line) - 1, -1, -1):
+            key = in_line[place]
+            if key in moved:
+                continue
+            here = (place + 1) / rates[source] if rates[source] > 0 else math.inf
+            target = min(others, key=lambda t: _start_on(seen[t], measured.get(t), lines[t], rates[t]))
+            there = _start_on(seen[target], measured.get(target), lines[target], rates[target])
+            patience = max(MIN_PATIENCE, PATIENCE_FACTOR * _queue_wait(seen[target], measured.get(target)))
+            if now - s.waiting[key] < patience or here <= GAIN * there + patience:
+                break  # the chunks before it in line start sooner still
+            lines[target] += 1
+            moves.append(Move(key, source, target, (
+                f"waiting on {source} for {now - s.waiting[key]:.0f} s, {place + 1} in line there, expected to "
+                f"start in {_seconds(here)} there against {_seconds(there)} on {target} (started "
+                f"{rates[source] * 60:.1f}/min against {rates[target] * 60:.1f}/min over the last "
+                f"{RATE_WINDOW:.0f} s)")))
     return moves
+
+
+def _start_on(s: Seen, m: Measured | None, line: int, rate: float) -> float:
+    """When a chunk sent to this system now is expected to start (s)."""
+    if line == 0:
+        return _queue_wait(s, m)
+    return (line + 1) / rate if rate > 0 else math.inf
+
+
+def _rate(s: Seen, now: float) -> float:
+    """The call's chunks started on the system per second, over the last RATE_WINDOW s."""
+    if s.first_submitted is None:
+        return 0.0
+    window = min(RATE_WINDOW, max(now - s.first_submitted, 1e-9))
+    return sum(1 for t in s.starts if t >= now - window) / window
+
+
+def _seconds(value: float) -> str:
+    return "never (none started lately)" if math.isinf(value) else f"{value:.0f} s"
 
 
 def _queue_wait(s: Seen, m: Measured | None) -> float:
@@ -130,10 +160,3 @@ def _queue_wait(s: Seen, m: Measured | None) -> float:
         ordered = sorted(s.waits)
         return ordered[len(ordered) // 2]
     return m.queue_wait if m is not None and m.queue_wait is not None else 0.0
-
-
-def _drain(s: Seen, now: float) -> float:
-    """Chunks started per second on the system since the call's first submission there."""
-    if s.first_submitted is None or s.started == 0:
-        return 0.0
-    return s.started / max(now - s.first_submitted, 1e-9) if not math.isinf(now) else 0.0
