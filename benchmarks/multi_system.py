@@ -105,8 +105,9 @@ async def executions(session: Session, systems: list[str], name: str) -> Counter
             f"cd {shlex.quote(root)} && while read -r d; do echo \"$d $(cat \"$d/_completions.log\" 2>/dev/null "
             f"| wc -l)\"; done", stdin=listing)
         for line in answer.stdout.decode().splitlines():
-            job_dir, count = line.split()
-            counts[job_dir] += int(count)
+            if len(line.split()) == 2:
+                job_dir, count = line.split()
+                counts[job_dir] += int(count)
     return counts
 
 
@@ -136,7 +137,7 @@ async def one_run(systems: Any, args: argparse.Namespace, slow: bool) -> dict[st
         async with anyio.create_task_group() as tasks:
             if flag is not None:
                 tasks.start_soon(_slow_spell, session, name, flag, args)
-            result = await autoparallelize.aio(rf._counted_label, ConfigSet(cells(args.n)), OutputSpec("out.xyz"),
+            result = await autoparallelize.aio(rf._counted_label, ConfigSet(cells(args.n)), OutputSpec(f"{name}.xyz"),
                                                autopara_info=AutoparaInfo(remote_info=info))
             tasks.cancel_scope.cancel()
         assert result is not None
