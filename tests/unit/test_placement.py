@@ -66,6 +66,15 @@ def test_a_system_that_stops_starting_chunks_mid_run_loses_its_line() -> None:
     assert {m.key for m in plan_moves(seen, {}, set(), now)} == {"k0", "k1"}
 
 
+def test_a_system_that_stopped_a_few_gaps_ago_counts_as_stopped_before_its_window_ends() -> None:
+    now = 1000.0
+    # 'a' started one a second until 10 s ago (its 60 s rate is still 0.8/s), then nothing
+    seen = {"a": Seen(waiting={"k0": now - 9, "k1": now - 8}, starts=[now - 58 + i for i in range(48)],
+                      first_submitted=now - 100),
+            "b": Seen(starts=[now - 30 + i for i in range(30)], first_submitted=now - 100, waits=[1.0])}
+    assert {m.key for m in plan_moves(seen, {}, set(), now)} == {"k0", "k1"}
+
+
 def test_no_move_before_the_patience_or_when_the_target_is_no_sooner() -> None:
     now = 1000.0
     young = {"slow": Seen(waiting={"k": now - MIN_PATIENCE / 2}, first_submitted=now - 1),

@@ -22,6 +22,8 @@ PATIENCE_FACTOR = 2.0
 """A chunk moves once it has waited this many times the target's queue wait (or MIN_PATIENCE)."""
 GAIN = 1.5
 """A chunk moves only if it is expected to start this many times sooner on the target (plus the patience)."""
+STALL_GAPS = 3.0
+"""A system that started none of the call's waiting chunks for this many of its usual gaps has stopped."""
 RATE_WINDOW = 60.0
 """Seconds over which a system's rate of starting the call's chunks is measured (a system that turns
 slow mid-run shows it within this time)."""
@@ -108,6 +110,9 @@ def plan_moves(seen: Mapping[str, Seen], measured: Mapping[str, Measured], moved
     the patience; the last in line move first, and each one moved lengthens the target's line.
     """
     rates = {name: _rate(s, now) for name, s in seen.items()}
+    # as a target, a system with nothing waiting is idle, not stalled: its pace over the whole call
+    pace = {name: rates[name] if rates[name] > 0 or s.waiting or s.first_submitted is None
+            else s.started / max(now - s.first_submitted, 1e-9) for name, s in seen.items()}
     lines = {name: len(s.waiting) for name, s in seen.items()}
     targets = [n for n, s in seen.items() if s.started > 0]
     moves: list[Move] = []
@@ -121,8 +126,8 @@ def plan_moves(seen: Mapping[str, Seen], measured: Mapping[str, Measured], moved
             if key in moved:
                 continue
             here = (place + 1) / rates[source] if rates[source] > 0 else math.inf
-            target = min(others, key=lambda t: _start_on(seen[t], measured.get(t), lines[t], rates[t]))
-            there = _start_on(seen[target], measured.get(target), lines[target], rates[target])
+            target = min(others, key=lambda t: _start_on(seen[t], measured.get(t), lines[t], pace[t]))
+            there = _start_on(seen[target], measured.get(target), lines[target], pace[target])
             patience = max(MIN_PATIENCE, PATIENCE_FACTOR * _queue_wait(seen[target], measured.get(target)))
             if now - s.waiting[key] < patience or here <= GAIN * there + patience:
                 break  # the chunks before it in line start sooner still
@@ -130,8 +135,7 @@ def plan_moves(seen: Mapping[str, Seen], measured: Mapping[str, Measured], moved
             moves.append(Move(key, source, target, (
                 f"waiting on {source} for {now - s.waiting[key]:.0f} s, {place + 1} in line there, expected to "
                 f"start in {_seconds(here)} there against {_seconds(there)} on {target} (started "
-                f"{rates[source] * 60:.1f}/min against {rates[target] * 60:.1f}/min over the last "
-                f"{RATE_WINDOW:.0f} s)")))
+                f"{rates[source] * 60:.1f}/min against {pace[target] * 60:.1f}/min lately)")))
     return moves
 
 
@@ -143,11 +147,17 @@ def _start_on(s: Seen, m: Measured | None, line: int, rate: float) -> float:
 
 
 def _rate(s: Seen, now: float) -> float:
-    """The call's chunks started on the system per second, over the last RATE_WINDOW s."""
+    """The call's chunks started on the system per second, over the last RATE_WINDOW s; 0 once it has
+    started none for STALL_GAPS times its usual gap between starts (at least MIN_PATIENCE s): a
+    queue held mid-run shows within seconds, not a whole window later."""
     if s.first_submitted is None:
         return 0.0
     window = min(RATE_WINDOW, max(now - s.first_submitted, 1e-9))
-    return sum(1 for t in s.starts if t >= now - window) / window
+    recent = [t for t in s.starts if t >= now - window]
+    if not recent:
+        return 0.0
+    rate = len(recent) / window
+    return 0.0 if now - max(recent) > max(MIN_PATIENCE, STALL_GAPS / rate) else rate
 
 
 def _seconds(value: float) -> str:
