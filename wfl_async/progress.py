@@ -97,8 +97,10 @@ class Progress:
 
     def __init__(self, label: str, system: System | None, counts: CallCounts, enabled: bool,
                  running: Callable[[], int] | None = None, waiting: Callable[[], int] | None = None,
-                 workers: Callable[[], int] | None = None, arrays: Callable[[], int] | None = None) -> None:
+                 workers: Callable[[], int] | None = None, arrays: Callable[[], int] | None = None,
+                 detail: Callable[[], str] | None = None) -> None:
         self.label = label
+        self._detail = detail
         self.system = system
         self.counts = counts
         self.enabled = enabled
@@ -113,10 +115,11 @@ class Progress:
     def for_call(cls, job_name: str, system: System | None, *, total_chunks: int, total_items: int,
                  enabled: bool | None = None, running: Callable[[], int] | None = None,
                  waiting: Callable[[], int] | None = None, workers: Callable[[], int] | None = None,
-                 arrays: Callable[[], int] | None = None) -> Progress:
+                 arrays: Callable[[], int] | None = None, detail: Callable[[], str] | None = None) -> Progress:
+        """:param detail: more of the line, after the counts (a call over several systems: each one's counts)"""
         label = f"{system.name}: {job_name}" if system is not None else job_name
         return cls(label, system, CallCounts(total_chunks, total_items),
-                   progress_enabled() if enabled is None else enabled, running, waiting, workers, arrays)
+                   progress_enabled() if enabled is None else enabled, running, waiting, workers, arrays, detail)
 
     def chunk_done(self, items: int, *, failed: bool = False) -> None:
         if failed:
@@ -172,7 +175,8 @@ class Progress:
                 + f"queued {self.queued() - waiting} running {self.running()} done {c.done_chunks} "
                   f"failed {c.failed_chunks}{in_arrays}{workers} | "
                 f"configs {c.done_items}/{c.total_items} | {c.rate():.1f}/s | "
-                f"ETA {'?' if eta is None else f'{eta:.0f}s'}")
+                f"ETA {'?' if eta is None else f'{eta:.0f}s'}"
+                + (f" | {self._detail()}" if self._detail is not None else ""))
 
     def final_line(self) -> str:
         """The line left on the terminal when the call ends."""

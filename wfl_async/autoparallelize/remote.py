@@ -20,7 +20,7 @@ import re
 import shlex
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,8 @@ from ..jobs.hashing import code_source
 from ..jobs.pack_option import AUTO, effective_pack
 from ..jobs.states import UNFINISHED, JobStatus
 from ..pack import auto
+from ..placement.call import PlacedCall, Plan, plan
+from ..placement.choices import first_name
 from ..progress import Progress
 from ..report import build_report, summary_lines
 from ..session import Session, session_scope
@@ -69,7 +71,7 @@ class _Chunk:
         parts = []
         for part in (slice(None, cut), slice(cut, None)):
             items, indices, rngs = self.items[part], self.item_indices[part], self.rngs[part]
-            job = self.maker.prepared(self.index, items, indices, rngs)
+            job = self.maker.prepared(self.index, items, indices, rngs, sys_name=self.job.system.name)
             parts.append(_Chunk(self.index, items, indices, self.locs[part], job, rngs, self.maker))
         return parts[0], parts[1]
 
@@ -106,8 +108,11 @@ class _ChunkJobs:
                                     else remote_info.code_version)
 
     def prepared(self, index: int, items: list[Any], item_indices: Sequence[int], rngs: list[Any],
-                 job: RemoteJob | None = None) -> PreparedJob:
-        prepared = _with_pack(job or self.remote_job(index, items, item_indices, rngs), self.pack).prepare(self.session)
+                 job: RemoteJob | None = None, sys_name: str | None = None) -> PreparedJob:
+        job = job or self.remote_job(index, items, item_indices, rngs)
+        if sys_name is not None:
+            job.sys_name = sys_name
+        prepared = _with_pack(job, self.pack).prepare(self.session)
         prepared.items = len(items)
         return prepared
 
@@ -128,7 +133,9 @@ async def submit_remote(*, op: Callable[..., Any], inputs: Any, args: Sequence[A
     """Submit every chunk's job and return (wfl's ``wait_for_results=False``); a later identical
     call re-attaches to the same jobs and collects their results."""
     async with session_scope() as session:
-        chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info)
+        placed = await _plan(session, remote_info)
+        chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info,
+                                 placed.spread if placed is not None else None)
         try:
             async with anyio.create_task_group() as tg:
                 for chunk in chunks:
@@ -151,23 +158,32 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                       remote_info: RemoteInfo) -> AsyncIterator[ChunkResult]:
     """Yield each chunk's results as its job finishes (storing them in ``outputs`` first)."""
     async with session_scope() as session:
-        chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info)
-        system = session.system(remote_info.sys_name)
+        placed = await _plan(session, remote_info)
+        chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info,
+                                 placed.spread if placed is not None else None)
         job_dirs = frozenset(c.job.job_dir for c in chunks)
-        packed = bool(chunks) and isinstance(chunks[0].job.route, Packed)
-        workers = session.packing(system.name).workers_alive if packed else None
-        progress = Progress.for_call(remote_info.job_name, system, total_chunks=len(chunks),
-                                     total_items=sum(len(c.items) for c in chunks),
-                                     running=lambda: system.started_count(job_dirs),
-                                     waiting=lambda: system.waiting_count(job_dirs), workers=workers,
-                                     arrays=lambda: system.array_count(job_dirs))
+        call = placed.runner([c.job for c in chunks]) if placed is not None else None
+        if placed is not None and call is not None:
+            progress = _multi_progress(session, remote_info, chunks, placed, call, job_dirs)
+        else:
+            system = session.system(job_system(remote_info))
+            packed = bool(chunks) and isinstance(chunks[0].job.route, Packed)
+            workers = session.packing(system.name).workers_alive if packed else None
+            progress = Progress.for_call(remote_info.job_name, system, total_chunks=len(chunks),
+                                         total_items=sum(len(c.items) for c in chunks),
+                                         running=lambda: system.started_count(job_dirs),
+                                         waiting=lambda: system.waiting_count(job_dirs), workers=workers,
+                                         arrays=lambda: system.array_count(job_dirs))
+        run = call.result if call is not None else _job_result
         send, receive = anyio.create_memory_object_stream[tuple[_Chunk, Any, BaseException | None]](math.inf)
         failure: BaseException | None = None
         failed_keys: set[str] = set()
         with progress:
             async with anyio.create_task_group() as tg, receive:
+                if call is not None:
+                    tg.start_soon(call.watch)
                 for chunk in chunks:
-                    tg.start_soon(_run_chunk, chunk, send.clone())
+                    tg.start_soon(_run_chunk, chunk, send.clone(), run)
                 send.close()
                 async for chunk, value, error in receive:
                     progress.chunk_done(len(chunk.items), failed=error is not None)
@@ -183,6 +199,7 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                     if outputs is not None:
                         await anyio.to_thread.run_sync(_store, outputs, result)
                     yield result
+                tg.cancel_scope.cancel()  # every chunk is in: the placement watch (if any) ends
             if failure is not None:
                 if isinstance(failure, JobCancelledError):
                     await _say_what_is_left(session, chunks, failure)
@@ -194,7 +211,27 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
             # it afresh either way
             await session.db.update_many((key, {"status": JobStatus.PROCESSED}) for c in chunks
                                          if c.job.key not in failed_keys for key in (c.job.key, *c.split_keys))
+        if call is not None:
+            log.info("%s: %s", remote_info.job_name, call.line())
         await _log_summary(session, remote_info.job_name, chunks)
+
+
+def _multi_progress(session: Session, remote_info: RemoteInfo, chunks: Sequence[_Chunk], placed: Plan,
+                    call: PlacedCall, job_dirs: frozenset[str]) -> Progress:
+    systems = [session.system(n) for n in placed.names]
+    return Progress.for_call(f"{'+'.join(placed.names)}: {remote_info.job_name}", None, total_chunks=len(chunks),
+                             total_items=sum(len(c.items) for c in chunks),
+                             running=lambda: sum(s.started_count(job_dirs) for s in systems),
+                             waiting=lambda: sum(s.waiting_count(job_dirs) for s in systems),
+                             detail=call.line)
+
+
+async def _plan(session: Session, remote_info: RemoteInfo) -> Plan | None:
+    return await plan(session, remote_info.sys_name, resources_dict(remote_info.resources), remote_info.options)
+
+
+async def _job_result(job: PreparedJob) -> Any:
+    return await job.result()
 
 
 async def _log_summary(session: Session, name: str, chunks: Sequence[_Chunk]) -> None:
@@ -224,22 +261,24 @@ async def _say_what_is_left(session: Session, chunks: Sequence[_Chunk], failure:
     failure.add_note(note)
 
 
-async def _run_chunk(chunk: _Chunk, send: Any) -> None:
+async def _run_chunk(chunk: _Chunk, send: Any, run: Callable[[PreparedJob], Awaitable[Any]]) -> None:
     async with send:
         try:
-            value = await _chunk_value(chunk, chunk)
+            value = await _chunk_value(chunk, chunk, run)
         except Exception as exc:
             await send.send((chunk, None, exc))
         else:
             await send.send((chunk, value, None))
 
 
-async def _chunk_value(chunk: _Chunk, whole: _Chunk) -> list[Any]:
+async def _chunk_value(chunk: _Chunk, whole: _Chunk,
+                       run: Callable[[PreparedJob], Awaitable[Any]] | None = None) -> list[Any]:
     """The per-item results of ``chunk``'s job; of its halves', in order, when it was split after a
     kill at its time limit (escalation, recorded in the jobs database: a rerun splits it at once and
-    re-attaches to the halves). ``whole`` is the call's chunk it is part of."""
+    re-attaches to the halves). ``whole`` is the call's chunk it is part of; ``run`` waits for its job
+    (a call over several systems: its placement's, which may move it); halves stay where it ran."""
     try:
-        return _groups(await chunk.job.result())
+        return _groups(await (run or _job_result)(chunk.job))
     except JobSplitError:
         halves = chunk.halves()
         whole.split_keys.extend(half.job.key for half in halves)
@@ -247,13 +286,13 @@ async def _chunk_value(chunk: _Chunk, whole: _Chunk) -> list[Any]:
                  len(halves[0].items), len(halves[1].items))
         values: list[list[Any]] = [[], []]
 
-        async def run(i: int) -> None:
+        async def run_half(i: int) -> None:
             values[i] = await _chunk_value(halves[i], whole)
 
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(run, 0)
-                tg.start_soon(run, 1)
+                tg.start_soon(run_half, 0)
+                tg.start_soon(run_half, 1)
         except BaseExceptionGroup as group:  # one half's own error, not a group
             raise first_failure(group) from None
         return values[0] + values[1]
@@ -287,8 +326,12 @@ def _store(outputs: OutputSpec, result: ChunkResult) -> None:
 
 
 def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
-                    kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> list[_Chunk]:
-    """Split the inputs and prepare one job per chunk; raises before anything is submitted."""
+                    kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo,
+                    place: Callable[[int], list[str]] | None = None) -> list[_Chunk]:
+    """Split the inputs and prepare one job per chunk; raises before anything is submitted.
+
+    :param place: the system of each of N chunks (several systems listed); default: the one listed
+    """
     kwargs, rng = split_rng(kwargs) if "rng" in kwargs else (dict(kwargs), None)
     maker = _ChunkJobs(session, op, args, kwargs, kwargs.get("_autopara_per_item_info"), isinstance(inputs, ConfigSet),
                        autopara_info, remote_info)
@@ -310,15 +353,18 @@ def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args:
             rngs.append(item_rng)
         job = maker.remote_job(index, items, item_indices, rngs)
         unprepared.append((index, items, tuple(item_indices), tuple(locs), rngs, job))
-    maker.pack = _call_pack(session, remote_info, len(unprepared))
+    systems = place(len(unprepared)) if place is not None else [job.sys_name for *_, job in unprepared]
+    maker.pack = _call_pack(session, remote_info, len(unprepared), systems[0] if systems else job_system(remote_info))
+    for (*_, job), name in zip(unprepared, systems, strict=True):
+        job.sys_name = name
     return [_Chunk(index, items, item_indices, locs, maker.prepared(index, items, item_indices, rngs, job), rngs, maker)
             for index, items, item_indices, locs, rngs, job in unprepared]
 
 
-def _call_pack(session: Session, remote_info: RemoteInfo, chunks: int) -> Any:
-    """The call's packing setting for every chunk, ``"auto"`` decided once for the call (pack/auto.py);
-    None: each chunk's own option (and its system's default) stands."""
-    if effective_pack(remote_info.pack, session.system(remote_info.sys_name).config.pack) != AUTO:
+def _call_pack(session: Session, remote_info: RemoteInfo, chunks: int, system: str) -> Any:
+    """The call's packing setting for every chunk, ``"auto"`` decided once for the call (pack/auto.py,
+    by its first chunk's ``system``); None: each chunk's own option (and its system's default) stands."""
+    if effective_pack(remote_info.pack, session.system(system).config.pack) != AUTO:
         return None
     decided = auto.decide(session.stage_root, remote_info.job_name, chunks)
     log.info("%s: pack=\"auto\": %s", remote_info.job_name,
@@ -341,8 +387,13 @@ def job_from_remote_info(info: RemoteInfo, function: Callable[..., Any], args: S
     options = info.options.replace(
         resources=resources_dict(info.resources), hash_ignore=[*info.hash_ignore, *extra_hash_ignore],
         code_version=code_version if code_version is not None else info.code_version)
-    return RemoteJob(function, args, kwargs, sys_name=info.sys_name, job_name=job_name or info.job_name,
+    return RemoteJob(function, args, kwargs, sys_name=job_system(info), job_name=job_name or info.job_name,
                      options=options)
+
+
+def job_system(info: RemoteInfo) -> str:
+    """The system a single job of ``info`` goes to: the first listed (several: its preferred one)."""
+    return first_name(info.sys_name)
 
 
 def resources_dict(resources: Any) -> dict[str, Any]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
 from ..jobs.options import JobOptions, WithOptions
+from ..placement.choices import parse_sys_names
 
 __all__ = ["RemoteInfo"]
 
@@ -22,7 +23,9 @@ _REQUIRED = ("sys_name", "job_name", "resources")
 class RemoteInfo(WithOptions):
     """Where and how to run an autoparallelized call as queued jobs (wfl's fields and defaults).
 
-    :param sys_name: name of the system (in ExPyRe's ``config.json``) to run on
+    :param sys_name: name of the system (in ExPyRe's ``config.json``) to run on; not in wfl: a list of
+        names (preference order) or a dict of weights spreads the chunks over several systems, placed by
+        each one's measured queue wait and moved off a slow one (docs/multi_system.md)
     :param job_name: name for the jobs (unique within this project); chunk i is
         ``<job_name>_chunk_<i>``
     :param resources: ``expyre.resources.Resources`` or the kwargs of its constructor
@@ -57,7 +60,7 @@ class RemoteInfo(WithOptions):
     :raises ConfigurationError: unknown field (named, with the valid ones listed)
     """
 
-    def __init__(self, sys_name: str, job_name: str, resources: Any, num_inputs_per_queued_job: int = -100,
+    def __init__(self, sys_name: str | Sequence[str] | Mapping[str, float], job_name: str, resources: Any, num_inputs_per_queued_job: int = -100,
                  pre_cmds: list[str] | None = None, post_cmds: list[str] | None = None,
                  env_vars: list[str] | None = None, input_files: list[str] | None = None,
                  output_files: list[str] | None = None, header_extra: list[str] | None = None,
@@ -69,7 +72,8 @@ class RemoteInfo(WithOptions):
         if unknown:
             raise ConfigurationError(f"RemoteInfo got unknown field(s) {', '.join(map(repr, sorted(unknown)))}; "
                                      f"valid fields are {', '.join(_FIELDS)}")
-        self.sys_name = sys_name
+        parse_sys_names(sys_name)  # a malformed list or weight fails here, before anything is prepared
+        self.sys_name = copy.deepcopy(sys_name)
         self.job_name = job_name
         self.num_inputs_per_queued_job = num_inputs_per_queued_job
         self.ignore_failed_jobs = ignore_failed_jobs

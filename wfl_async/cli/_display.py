@@ -125,13 +125,24 @@ def _run(record: JobRecord, now: float) -> str:
     return "-" if seconds is None else _ago(seconds)
 
 
+def where(record: JobRecord) -> str:
+    """The system a job runs (or ran) on; a moved chunk also names the one it was taken back from,
+    and a move under way the system it is going to (docs/multi_system.md)."""
+    text = record.system
+    if record.moved_from:
+        text += f" (from {record.moved_from})"
+    if record.moved_to:
+        text += f" (moving to {record.moved_to})"
+    return text
+
+
 _COLUMNS = (
     _Column("NAME", lambda r, now: r.name, 9),
     _Column("STATUS", lambda r, now: r.status.value, 8),
     _Column("ID", lambda r, now: short_remote_id(r), 7),
     _Column("RUN", _run, 6),
     _Column("ESCALATED", lambda r, now: escalated(r) or "-", 3),
-    _Column("SYSTEM", lambda r, now: r.system, 5),
+    _Column("SYSTEM", lambda r, now: where(r), 5),
     _Column("UPDATED", lambda r, now: _ago(now - r.updated_at) + " ago", 4),
     _Column("AGE", lambda r, now: _ago(now - r.created_at), 2),
     _Column("JOB DIR", lambda r, now: r.job_dir, 1),
@@ -187,7 +198,7 @@ def jobs_long(records: Sequence[JobRecord]) -> list[str]:
     lines: list[str] = []
     for r in records:
         run = run_seconds(r, now)
-        fields = [("status", r.status.value), ("system", r.system), ("remote id", r.remote_id or "-"),
+        fields = [("status", r.status.value), ("system", where(r)), ("remote id", r.remote_id or "-"),
                   ("key", r.key), ("job dir", r.job_dir),
                   ("remote dir", f"{r.remote_root}/{r.job_dir}" if r.remote_root else "-"),
                   ("created", _when(r.created_at)), ("updated", _when(r.updated_at)),
@@ -195,8 +206,10 @@ def jobs_long(records: Sequence[JobRecord]) -> list[str]:
                                                                  ("finished", r.finished_at), ("fetched", r.fetched_at))
                     if stamp is not None),
                   ("run time", "-" if run is None else _ago(run)), ("where", r.worker or "-"),
+                  *((("moved", r.move_reason or "-"),) if r.moved_from or r.moved_to else ()),
                   ("owner", r.owner or "-"), ("message", (r.message or "").replace("\n", " ") or "-"),
-                  ("ended by", (r.end_cause or "-").replace("_", " ") if r.status is JobStatus.DIED else "-"), ("escalated", escalated(r, whole=True) or "-")]
+                  ("ended by", (r.end_cause or "-").replace("_", " ") if r.status is JobStatus.DIED else "-"),
+                  ("escalated", escalated(r, whole=True) or "-")]
         lines.append(_printable(r.name))
         lines.extend(f"  {label + ':':<11} {_printable(value)}" for label, value in fields)
     return lines
@@ -209,7 +222,9 @@ def totals_line(records: Sequence[JobRecord], shown: int) -> str:
     runs = [s for r in records if (s := run_seconds(r, now)) is not None]
     by_status = ", ".join(f"{n} {s}" for s, n in counts.most_common())
     head = f"{len(records)} job(s)" + (f" ({shown} shown: --limit)" if shown < len(records) else "")
-    return f"{head}: {by_status}; run time {_ago(sum(runs))} in total" if records else "no jobs"
+    moved = sum(1 for r in records if r.moved_from)
+    tail = f"; {moved} moved to another system" if moved else ""
+    return f"{head}: {by_status}; run time {_ago(sum(runs))} in total{tail}" if records else "no jobs"
 
 
 def record_dict(record: JobRecord) -> dict[str, Any]:
@@ -227,7 +242,9 @@ def status_table(records: Sequence[JobRecord], array_of: Callable[[JobRecord], s
     if width is not None and full > width:
         summary = [(name, group) for name, group in summary if present & set(group)]
     columns = ["SYSTEM", *(name.upper() for name, _ in summary), "TOTAL", "ESCALATED"]
-    table = _table(*columns, *(["ARRAYS"] if array_of is not None else []))
+    # chunks each system took over from another (a call over several systems): shown only if any
+    moved_in = Counter(r.system for r in records if r.moved_from)
+    table = _table(*columns, *(["MOVED IN"] if moved_in else []), *(["ARRAYS"] if array_of is not None else []))
     by_system: dict[str, Counter[JobStatus]] = {}
     arrays: dict[str, set[str]] = {"all": set()}
     for r in records:
@@ -241,8 +258,9 @@ def status_table(records: Sequence[JobRecord], array_of: Callable[[JobRecord], s
     for name, counts in [*sorted(by_system.items()), ("all", totals)]:
         extra = [str(len(arrays.get(name, ())))] if array_of is not None else []
         count = escalations.total() if name == "all" else escalations[name]
+        moved = [str(moved_in.total() if name == "all" else moved_in[name])] if moved_in else []
         table.add_row(name, *(str(sum(counts[s] for s in group)) for _, group in summary),
-                      str(sum(counts.values())), str(count), *extra, style="bold" if name == "all" else None)
+                      str(sum(counts.values())), str(count), *moved, *extra, style="bold" if name == "all" else None)
     table.caption = f"{datetime.now():%H:%M:%S}"
     return table
 

@@ -20,10 +20,11 @@ import anyio
 
 from .._sync import run_sync
 from ..autoparallelize.expyre_info import resolve_remote_info
-from ..autoparallelize.remote import job_from_remote_info
+from ..autoparallelize.remote import job_from_remote_info, resources_dict
 from ..autoparallelize.remoteinfo import RemoteInfo
 from ..errors import first_failure
 from ..job import RemoteJob
+from ..placement.call import plan
 from ..session import session_scope
 
 __all__ = ["IGNORE", "FitJob", "fit_remote_info", "run_fit_jobs", "unpack_outputs"]
@@ -90,19 +91,33 @@ def run_fit_jobs(jobs: Sequence[FitJob], wait_for_results: bool = True) -> list[
 
     async def _run() -> list[Any] | None:
         async with session_scope() as session:
+            # several systems listed: the jobs (a committee's members) are spread over the usable ones
+            # as a call's chunks are (docs/multi_system.md)
+            placed = await plan(session, jobs[0].info.sys_name, resources_dict(jobs[0].info.resources),
+                                jobs[0].info.options) if jobs else None
+            if placed is not None:
+                for job, name in zip(remote_jobs, placed.spread(len(remote_jobs)), strict=True):
+                    job.sys_name = name
             prepared = [job.prepare(session) for job in remote_jobs]
             values: list[Any] = [None] * len(prepared)
+            call = placed.runner(prepared) if placed is not None else None
 
             async def _one(index: int) -> None:
-                if wait_for_results:
-                    values[index] = await prepared[index].result()
-                else:
+                if not wait_for_results:
                     await prepared[index].submit()
+                elif call is not None:
+                    values[index] = await call.result(prepared[index])
+                else:
+                    values[index] = await prepared[index].result()
 
             try:
                 async with anyio.create_task_group() as tg:
-                    for index in range(len(prepared)):
-                        tg.start_soon(_one, index)
+                    if call is not None and wait_for_results:
+                        tg.start_soon(call.watch)
+                    async with anyio.create_task_group() as members:
+                        for index in range(len(prepared)):
+                            members.start_soon(_one, index)
+                    tg.cancel_scope.cancel()  # every member is in: the placement watch ends
             except BaseExceptionGroup as group:  # the job's own error, not the task group's wrapping
                 raise first_failure(group) from None
             return values if wait_for_results else None

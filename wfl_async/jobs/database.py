@@ -102,7 +102,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     route       TEXT,
     pack_id     TEXT,
     end_cause   TEXT,
-    escalation  TEXT
+    escalation  TEXT,
+    moved_to    TEXT,
+    moved_from  TEXT,
+    move_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS costs (
     owner       TEXT PRIMARY KEY,
@@ -117,14 +120,15 @@ CREATE INDEX IF NOT EXISTS jobs_system ON jobs(system);
 _COLUMNS = ("key", "name", "system", "status", "job_dir", "remote_root", "remote_id", "owner",
             "created_at", "updated_at", "message", *(TIMING_COLUMNS := (
                 "submitted_at", "started_at", "finished_at", "fetched_at", "worker", "cores", "max_time")),
-            "route", "pack_id", "end_cause", "escalation")
+            "route", "pack_id", "end_cause", "escalation",
+            *(MOVE_COLUMNS := ("moved_to", "moved_from", "move_reason")))
 """Every column, in table order; those added since the first schema come last, so a database made by
 an older version gains them with ``ALTER TABLE ... ADD COLUMN`` (:func:`_migrate`) and old rows read
 them as NULL."""
-_ADDED_COLUMNS = (*TIMING_COLUMNS, "route", "pack_id", "end_cause", "escalation")
+_ADDED_COLUMNS = (*TIMING_COLUMNS, "route", "pack_id", "end_cause", "escalation", *MOVE_COLUMNS)
 """Columns added since the first schema: a database made before gets them at open (:func:`_migrate`)."""
 _COLUMN_TYPES = {"worker": "TEXT", "cores": "INTEGER", "route": "TEXT", "pack_id": "TEXT", "end_cause": "TEXT",
-                 "escalation": "TEXT"}
+                 "escalation": "TEXT", **{column: "TEXT" for column in MOVE_COLUMNS}}
 """SQL types of the added columns that are not REAL."""
 _BACKFILL_ROUTE = """
 UPDATE jobs SET
@@ -171,6 +175,12 @@ class JobRecord:
     escalation: str | None = None
     """What was done after kills at its limits, JSON (:class:`~wfl_async.jobs.escalation.Escalation`);
     kept when the job is created afresh, so a rerun goes on from the resources last tried."""
+    moved_to: str | None = None
+    """A move to this system is under way (recorded before the chunk is taken back: a rerun finishes it)."""
+    moved_from: str | None = None
+    """The system it was taken back from, waiting, before it went to ``system`` (docs/multi_system.md)."""
+    move_reason: str | None = None
+    """Why it moved (or is moving)."""
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> JobRecord:
@@ -487,6 +497,20 @@ class JobsDatabase:
     async def get(self, key: str) -> JobRecord | None:
         with _corruption_named(self.path):
             return await _fetch_one(self.conn, "SELECT * FROM jobs WHERE key = ?", (key,))
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, JobRecord]:
+        """The records of ``keys`` (those that exist), by key: one query per 500 keys."""
+        with _corruption_named(self.path):
+            return {r.key: r for r in await _select_keys(self.conn, list(keys))}
+
+    async def recent_timings(self, system: str, limit: int = 50) -> list[tuple[float, float, float | None]]:
+        """(submitted_at, started_at, finished_at) of the ``limit`` jobs that started last on ``system``:
+        its recent queue waits and throughput (placement over several systems)."""
+        with _corruption_named(self.path):
+            async with self.conn.execute(
+                    "SELECT submitted_at, started_at, finished_at FROM jobs WHERE system = ? AND submitted_at IS "
+                    "NOT NULL AND started_at IS NOT NULL ORDER BY started_at DESC LIMIT ?", (system, limit)) as cursor:
+                return [(float(a), float(b), None if c is None else float(c)) for a, b, c in await cursor.fetchall()]
 
     async def select(self, *, status: Sequence[str] | None = None, system: str | None = None,
                      name: str | None = None) -> list[JobRecord]:

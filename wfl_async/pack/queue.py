@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..jobs import layout
 
 __all__ = ["EXITED", "JOB_ID", "LISTING_END", "MAX_TAKES", "PACK_ROOT", "PackListing", "chunk_remote_id", "enqueue_command",
-           "NAMES_PER_COMMAND", "listing_command", "pack_id", "unqueue_command", "parse_listing", "queue_dir", "requeue_command",
+           "NAMES_PER_COMMAND", "listing_command", "pack_id", "take_back_command", "TAKEN_BACK", "KEPT", "unqueue_command", "parse_listing", "queue_dir", "requeue_command",
            "worker_dir"]
 
 PACK_ROOT = "_wfl_async_pack"
@@ -156,6 +156,28 @@ def unqueue_command(pid: str, job_dirs: Sequence[str]) -> str:
     """
     names = " ".join(shlex.quote(d) for d in job_dirs)
     return f"cd {shlex.quote(queue_dir(pid))}/{TODO} 2>/dev/null && rm -f -- {names}; true" if names else "true"
+
+
+TAKEN_BACK, KEPT = "B", "K"
+"""What :func:`take_back_command` prints: the chunk is out of the queue for good, or a worker has it."""
+MOVED = "moved"
+"""Beside ``todo`` and ``taken``: entries taken back (no worker or listing looks there)."""
+
+
+def take_back_command(pid: str, job_dir: str) -> str:
+    """Shell text, run in the remote root: take ``job_dir``'s entry out of pack ``pid``'s ``todo`` so
+    that no worker ever runs it (placement moves the chunk to another system).
+
+    The entry is renamed into ``moved/``: one rename, atomic, and a worker's claim renames the same
+    entry, so exactly one of them wins. Prints :data:`TAKEN_BACK` when the entry is in ``moved/``
+    (by this command, or by an earlier one cut off with its connection: the answer repeats),
+    :data:`KEPT` when it is not (a worker took it, or it finished): the chunk stays. Kept here,
+    beside the queue's layout, because that layout may change.
+    """
+    q = shlex.quote(queue_dir(pid))
+    d = shlex.quote(job_dir)
+    return (f"mkdir -p {q}/{MOVED} && {{ mv -- {q}/{TODO}/{d} {q}/{MOVED}/{d} 2>/dev/null; "
+            f"if [ -e {q}/{MOVED}/{d} ]; then echo {TAKEN_BACK}; else echo {KEPT}; fi; }}")
 
 
 def requeue_command(pid: str, dead: Iterable[tuple[str, str]], workers: Iterable[str]) -> str:
