@@ -350,14 +350,14 @@ class PollLoop:
                                   failure: BaseException) -> bool:
         """The one place a fetch failure is judged permanent (a full local disk, :mod:`~wfl_async.failures`):
         then each job of ``group`` ends with the error at once (nothing half-written was kept: a fetch
-        unpacks into a temporary directory first), and True is returned."""
+        writes each file under a temporary name and renames it once complete), and True is returned."""
         cause = permanent_cause(failure)
         if cause is None:
             return False
         error = permanent_error(
             cause, system="local", path=str(local_root), doing=f"fetching the results of {len(group)} job(s) "
             f"of {self.machine.name}", detail=str(failure), consequence=(
-                "No result was written or changed (a fetch unpacks into a temporary directory, removed); the "
+                "No result was half-written (a fetched file is renamed into place only once complete); the "
                 "results stay in the jobs' remote directories."))
         log.error("%s", error)
         for watch, _ in group:
