@@ -413,7 +413,7 @@ class PollLoop:
             paths = [f"{w.job_dir}/{name}" for w, _ in group for name in (*layout.FETCH_ON_FINISH, *w.fetch)]
             self.machine.stats["fetch_commands"] += -(-len(paths) // FETCH_PATHS)
             try:
-                await self.machine.transport.download(root, paths, local_root)
+                came = await self.machine.transport.download(root, paths, local_root)
             except (TransportError, OSError) as exc:
                 if self._fetch_failed_permanently(group, local_root, exc):
                     continue
@@ -425,7 +425,7 @@ class PollLoop:
             done: list[tuple[Watch, Verdict]] = []
             for watch, verdict in group:
                 assert verdict.marker is not None
-                if (local_root / watch.job_dir / MARKER_FILES[verdict.marker]).exists():
+                if f"{watch.job_dir}/{MARKER_FILES[verdict.marker]}" in came:
                     done.append((watch, verdict))
                 else:  # an event line of an earlier run of this directory: look at the markers again
                     log.info("job %s on %s: no final marker to fetch; looking again", watch.job_dir, self.machine.name)

@@ -198,18 +198,22 @@ class Transport(ABC):
         command = upload_command(remote_root, before=before, then=then, fresh=fresh)
         return await self.run(command, stdin=data, on_line=on_line, kind=kind, retry=retry)
 
-    async def download(self, remote_root: str, relpaths: Sequence[str], local_root: Path) -> None:
+    async def download(self, remote_root: str, relpaths: Sequence[str], local_root: Path) -> set[str]:
         """Copy ``remote_root/relpath`` to ``local_root/relpath``; missing ones are skipped.
 
         The names go on stdin (any number of them), at most :data:`FETCH_PATHS` per command.
         Each file appears under its name complete or not at all (temporary name, then rename).
-        """
-        for start in range(0, len(relpaths), FETCH_PATHS):
-            await self._download_some(remote_root, relpaths[start:start + FETCH_PATHS], local_root)
 
-    async def _download_some(self, remote_root: str, relpaths: Sequence[str], local_root: Path) -> None:
+        :return: the files that came (relative to ``local_root``), so the caller need not look for them
+        """
+        came: set[str] = set()
+        for start in range(0, len(relpaths), FETCH_PATHS):
+            came.update(await self._download_some(remote_root, relpaths[start:start + FETCH_PATHS], local_root))
+        return came
+
+    async def _download_some(self, remote_root: str, relpaths: Sequence[str], local_root: Path) -> list[str]:
         if not relpaths:
-            return
+            return []
         # GNU tar: names NUL-separated on stdin, taken verbatim (a name starting with '-' is a
         # name); --ignore-failed-read turns a missing file into a warning (exit 0), so one
         # absent output file does not lose every other job's result in the same stream.
@@ -218,7 +222,7 @@ class Transport(ABC):
         result = await self.run(
             f"cd {shlex.quote(remote_root)} && tar --ignore-failed-read --null --verbatim-files-from -T - "
             f"-cf - 2>/dev/null; true", stdin=names, kind="fetch", retry=True)
-        await anyio.to_thread.run_sync(_unpack, result.stdout, local_root, limiter=self.file_threads())
+        return await anyio.to_thread.run_sync(_unpack, result.stdout, local_root, limiter=self.file_threads())
 
     async def aclose(self) -> None:  # noqa: B027 - a no-op is right for transports without connections
         """Release connections; the transport may be used again afterwards (it reconnects)."""
@@ -285,8 +289,8 @@ def _manifest_line(digest: str, name: str) -> str:
     return f"{prefix}{digest}  {escaped}\n"
 
 
-def _unpack(data: bytes, root: Path) -> None:
-    """Put each file of the tar stream ``data`` under ``root``, each complete or not at all.
+def _unpack(data: bytes, root: Path) -> list[str]:
+    """Put each file of the tar stream ``data`` under ``root``, each complete or not at all; return their names.
 
     Every name is checked before anything is written: a stream naming an absolute path, ``..``
     or a device is refused whole. A regular file is written from the stream's bytes to a
@@ -296,7 +300,7 @@ def _unpack(data: bytes, root: Path) -> None:
     (a symbolic or hard link) is extracted with tarfile's ``data`` filter, as before.
     """
     if not data:
-        return
+        return []
     root.mkdir(parents=True, exist_ok=True)
     view = memoryview(data)
     token = uuid.uuid4().hex
@@ -318,6 +322,7 @@ def _unpack(data: bytes, root: Path) -> None:
                                    f"{parent}/{_FETCH_TMP}{token}", member.mode & 0o700, member.mtime)
             else:
                 _extract_filtered(tar, member, root, token)
+    return [member.name for member in members if not member.isdir()]
 
 
 def _check_member(member: tarfile.TarInfo) -> None:
