@@ -222,7 +222,7 @@ class PreparedJob:
             log.info("job %s: re-attaching on %s under %s, where it was submitted (not on %s)",
                      self.label, record.system, record.remote_root, self.system.name)
         packed = record.route is RouteKind.PACKED  # its worker job counts in the queue window, not the chunk
-        watch = Watch(job_dir=self.job_dir, remote_id=record.remote_id, fetch=list(self.options.output_files),
+        watch = Watch(job_dir=self.job_dir, remote_id=record.remote_id, fetch=tuple(self.options.output_files),
                       local_root=self.session.stage_root, check_interval=self.options.check_interval, key=self.key,
                       remote_root=record.remote_root, max_time=self.max_time, in_window=not packed)
         if packed and isinstance(self.route, Packed):  # workers may be needed again (a rerun re-attaching)
