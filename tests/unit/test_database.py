@@ -366,12 +366,16 @@ async def test_another_process_holding_the_write_lock_delays_writes_and_reads_go
     # longer than sqlite's busy timeout used to be (60 s): the write waits, it does not fail
     holder = hold_sqlite_write_lock(db.path, 65)
     try:
-        async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg, JobsDatabase(db.path, readonly=True) as reader:
             tg.start_soon(partial(db.update, "before", status=JobStatus.SUBMITTED, remote_id="7"))
             for _ in range(3):
                 await anyio.sleep(1)
-                (record,) = await db.select()  # readers are not blocked by the other process's writer
+                # readers ('wfl-async ls') are not blocked by the other process's writer
+                (record,) = await reader.select()
                 assert record.status is JobStatus.CREATED
+            # this process's own read waits for its own queued write: it sees what it wrote
+            (record,) = await db.select()
+            assert record.status is JobStatus.SUBMITTED
         assert holder.poll() == 0  # the write waited for the holder's commit
     finally:
         holder.kill()

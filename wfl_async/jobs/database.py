@@ -228,6 +228,8 @@ class JobsDatabase:
         """The writer's own thread: a transaction never waits behind other work in anyio's default pool."""
         self._send, self._receive = anyio.create_memory_object_stream[_Write](math.inf)
         self._own_writer: asyncio.Task[None] | None = None
+        self._pending = 0
+        """Writes queued and not yet applied (or failed): reads wait for them first (:meth:`_caught_up`)."""
 
     async def __aenter__(self) -> JobsDatabase:
         await self.open()
@@ -333,13 +335,33 @@ class JobsDatabase:
     async def _submit(self, write: _Write) -> _Write:
         if self._writer is None or self.readonly:
             raise RuntimeError("JobsDatabase written outside 'async with' (or opened read-only)")
-        self._send.send_nowait(write)
+        self._queue(write)
         await write.done.wait()  # a cancelled caller stops waiting; the write is still applied
         if write.error is not None:
             raise write.error
         return write
 
+    def _queue(self, write: _Write) -> None:
+        self._pending += 1
+        self._send.send_nowait(write)
+
+    async def _caught_up(self) -> None:
+        """A read sees this process's own writes: it waits for those queued before it, if any.
+
+        A poll's or fetch's updates are queued, not waited for (a result never waits behind the
+        writer); a caller woken by them and reading its job's record must still find them.
+        """
+        if self._pending and self._writer is not None and not self.readonly:
+            with contextlib.suppress(Exception):  # a failed write was logged or raised to its own waiter
+                await self._submit(_Write())
+
     async def _write_batch(self, batch: list[_Write]) -> None:
+        try:
+            await self._write_batch_retried(batch)
+        finally:
+            self._pending -= len(batch)
+
+    async def _write_batch_retried(self, batch: list[_Write]) -> None:
         pause, waited = _LOCKED_BACKOFF[0], 0.0
         while True:
             try:
@@ -444,7 +466,7 @@ class JobsDatabase:
         checked = [(key, dict(values)) for key, values in updates]
         _update_statements(checked, 0.0)
         if checked:
-            self._send.send_nowait(_Write(updates=checked, waited=False))
+            self._queue(_Write(updates=checked, waited=False))
 
     async def update(self, key: str, **values: Any) -> None:
         """Update one job; updates made by many coroutines at once share one transaction."""
@@ -452,12 +474,13 @@ class JobsDatabase:
 
     def record_costs_soon(self, owner: str, started_at: float, counts: dict[str, Any]) -> None:
         """Queue what session ``owner``'s commands have cost so far (replacing its earlier figures)."""
-        self._send.send_nowait(_Write(costs=[(owner, started_at, json.dumps(counts, sort_keys=True))], waited=False))
+        self._queue(_Write(costs=[(owner, started_at, json.dumps(counts, sort_keys=True))], waited=False))
 
     async def costs(self, owners: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The recorded costs of the sessions ``owners`` (a database without the table: none)."""
         wanted = sorted(set(owners))
         found: dict[str, dict[str, Any]] = {}
+        await self._caught_up()
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
             try:
@@ -477,6 +500,7 @@ class JobsDatabase:
 
     # ------------------------------------------------------------------ queries
     async def get(self, key: str) -> JobRecord | None:
+        await self._caught_up()
         with _corruption_named(self.path):
             return await _fetch_one(self.conn, "SELECT * FROM jobs WHERE key = ?", (key,))
 
@@ -492,6 +516,7 @@ class JobsDatabase:
             clauses.append("system = ?")
             params.append(system)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        await self._caught_up()
         with _corruption_named(self.path):
             async with self.conn.execute(f"SELECT * FROM jobs {where} ORDER BY created_at", params) as cursor:
                 rows = [JobRecord.from_row(r) for r in await cursor.fetchall()]
