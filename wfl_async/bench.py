@@ -111,6 +111,8 @@ class ResultLag:
     """The longest poll command's own time (from its start to its answer)."""
     longest_fetch_s: float | None
     clock_offset_s: float
+    p99_s: float | None = None
+    """The 99th percentile of the final marker -> result in the caller lags."""
 
 
 _FINISHED_AT = (f"xargs -d '\\n' sh -c 'find \"$@\" -maxdepth 1 \\( -name {layout.SUCCEEDED} "
@@ -164,7 +166,8 @@ async def result_lags(system: System, root: str, seen: Mapping[str, float], reco
                      poll_interval_s=poll_interval,
                      poll_gap_median_s=statistics.median(gaps) if gaps else None, poll_gap_max_s=max(gaps, default=None),
                      longest_poll_s=max(durations["poll"], default=None),
-                     longest_fetch_s=max(durations["fetch"], default=None), clock_offset_s=offset)
+                     longest_fetch_s=max(durations["fetch"], default=None), clock_offset_s=offset,
+                     p99_s=statistics.quantiles(lags, n=100)[98] if len(lags) > 1 else max(lags, default=None))
 
 
 # ---------------------------------------------------------------------- memory

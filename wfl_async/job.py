@@ -12,6 +12,7 @@ Every decision about a job (submitted, re-attached, died, resubmitted) is logged
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import pickle
@@ -61,6 +62,10 @@ log = logging.getLogger(__name__)
 
 _CLAIM_RECHECK = 0.5
 """Seconds between looks at a job another live process is submitting."""
+INLINE_BYTES = 64 * 1024
+"""A task or result up to this size is written or read on the event loop: the thread hop costs more than
+the I/O, and at 10^4 chunks each hop waited behind every other chunk's in anyio's shared pool, so results
+reached the caller only once the whole call was staged (issue 16)."""
 
 
 @dataclass(frozen=True)
@@ -237,11 +242,11 @@ class PreparedJob:
             log.info("job %s: re-attaching on %s under %s, where it was submitted (not on %s)",
                      self.label, record.system, record.remote_root, self.system.name)
         packed = record.route is RouteKind.PACKED  # its worker job counts in the queue window, not the chunk
-        watch = Watch(job_dir=self.job_dir, remote_id=record.remote_id, fetch=list(self.options.output_files),
+        watch = Watch(job_dir=self.job_dir, remote_id=record.remote_id, fetch=tuple(self.options.output_files),
                       local_root=self.session.stage_root, check_interval=self.options.check_interval, key=self.key,
                       remote_root=record.remote_root, max_time=self.max_time, in_window=not packed)
         if packed and isinstance(self.route, Packed):  # workers may be needed again (a rerun re-attaching)
-            spec = self._worker_spec(system, self.route.setting)
+            spec = self.route.worker if system is self.system else self._worker_spec(system, self.route.setting)
             self.session.packing(system.name).expect(spec, record.remote_root or await system.remote_root())
         timeout = self.options.timeout
         if deadline is None:
@@ -388,7 +393,10 @@ class PreparedJob:
             if self._follow_recorded_escalation(claimed):  # split by an earlier run: its halves run instead
                 await self.session.db.update(self.key, status=JobStatus.DIED, message="split in two")
                 self._split_check(claimed)
-            uploads = await anyio.to_thread.run_sync(self._stage_locally)
+            if self.options.input_files or len(self.task) > INLINE_BYTES:
+                uploads = await anyio.to_thread.run_sync(self._stage_locally)
+            else:
+                uploads = self._stage_locally()
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
                                 header_extra=list(self.options.header_extra), body=self._job_body(system),
@@ -445,10 +453,9 @@ class PreparedJob:
         """How the worker jobs of this packed chunk are submitted on ``system`` (docs/packing.md)."""
         run = worker_command(system.config.python, self.max_time, setting.idle_seconds)
         call_name = re.sub(r"_chunk_\d+$", "", self.spec.job_name)
-        return WorkerSpec(job_name=call_name, partition=self.partition, node_dict=dict(self.node_dict),
-                          max_time=self.max_time, header_extra=tuple(self.options.header_extra),
-                          body=tuple(self._job_body(system, run)), setting=setting,
-                          local_root=self.session.stage_root)
+        return _worker_spec(call_name, self.partition, tuple(self.node_dict.items()), self.max_time,
+                            tuple(self.options.header_extra), tuple(self._job_body(system, run)), setting,
+                            self.session.stage_root)
 
     def _job_body(self, system: System, run: str | None = None) -> list[str]:
         """The job script's lines after the system's ``commands``; ``run`` replaces the worker's command."""
@@ -471,17 +478,18 @@ class PreparedJob:
         path = self.local_dir / layout.RESULT
         try:
             try:
-                outcome = await anyio.to_thread.run_sync(_read_verified_pickle, self.local_dir)
+                outcome = await self._read_result(path)
             except ResultIntegrityError as mismatch:
                 # cut short on its way (e.g. a driver killed mid-fetch): fetch it again, once
                 log.warning("job %s: %s; fetching it again", self.label, mismatch)
                 await self._refetch()
-                outcome = await anyio.to_thread.run_sync(_read_verified_pickle, self.local_dir)
+                outcome = await self._read_result(path)
         except FileNotFoundError:
             raise JobDiedError(f"job {self.label} has a final marker but its result file did not come back "
                                f"to {path}") from None
         if outcome[0] == "return":
-            await anyio.to_thread.run_sync(self._copy_output_files)
+            if self.options.output_files:
+                await anyio.to_thread.run_sync(self._copy_output_files)
             return outcome[1]
         _, exc, type_name, message, formatted = outcome
         if isinstance(exc, BaseException):
@@ -493,6 +501,12 @@ class PreparedJob:
                              f"traceback ---\n{formatted}")
             raise exc
         raise RemoteJobFailed(type_name, message, formatted)
+
+    async def _read_result(self, path: Path) -> Any:
+        """The verified, unpickled result: a small one read at once, a large one in a thread (:data:`INLINE_BYTES`)."""
+        if path.stat().st_size <= INLINE_BYTES:  # noqa: ASYNC240 - one stat: cheaper than the thread hop it saves
+            return _read_verified_pickle(self.local_dir)
+        return await anyio.to_thread.run_sync(_read_verified_pickle, self.local_dir)
 
     async def _refetch(self) -> None:
         """Fetch the finished job's files again, from where it ran (its recorded system and root)."""
@@ -508,6 +522,15 @@ class PreparedJob:
             source = self.local_dir / name
             if source.exists():
                 copy_atomic(source, Path(name))  # each file appears whole or not at all
+
+
+@functools.lru_cache(maxsize=64)
+def _worker_spec(job_name: str, partition: str, node_items: tuple[tuple[str, int], ...], max_time: int,
+                 header_extra: tuple[str, ...], body: tuple[str, ...], setting: PackSetting,
+                 local_root: Path) -> WorkerSpec:
+    """One :class:`WorkerSpec` (and one pack id hash) for every chunk of a call, not one per chunk."""
+    return WorkerSpec(job_name=job_name, partition=partition, node_dict=dict(node_items), max_time=max_time,
+                      header_extra=header_extra, body=body, setting=setting, local_root=local_root)
 
 
 def _read_verified_pickle(job_dir: Path) -> Any:

@@ -202,6 +202,8 @@ class DatabaseRecorder:
         """:param after_progress: called after each poll's changes are recorded (the session's cost record)"""
         self.db = db
         self._after_progress = after_progress
+        self._files = anyio.CapacityLimiter(1)
+        """A thread of its own for reading fetched markers: never behind the call's staging in anyio's pool."""
 
     def submitted(self, request: SubmitRequest, root: str) -> None:
         """Recorded by the submit loop itself, so a job whose caller was cancelled is recorded too."""
@@ -212,8 +214,12 @@ class DatabaseRecorder:
                 "cores": request.node_dict.get("num_cores"), "max_time": request.max_time})])
 
     async def progressed(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
-        """One database transaction per poll for every job whose state moved, with when it moved
-        (for ``wfl-async report``): started as first seen, then as its fetched markers say."""
+        """One database write per poll for every job whose state moved, with when it moved
+        (for ``wfl-async report``): started as first seen, then as its fetched markers say.
+
+        Queued for the database's writer, not waited for: a fetch never waits behind the writer
+        (issue 16: results reached the caller seconds after their fetch), and a write the caller
+        makes after it wakes is queued after this one, so it is applied after it (a failure is logged)."""
         updates = []
         now = time.time()
         fetched: list[tuple[dict[str, Any], Path]] = []
@@ -228,10 +234,11 @@ class DatabaseRecorder:
                 fetched.append((update, watch.local_root / watch.job_dir))
             updates.append((watch.key, update))
         if fetched:  # the fetched markers' times and content: a few stats per job, off the event loop
-            records = await anyio.to_thread.run_sync(lambda: [read_run_record(d) for _, d in fetched])
+            records = await anyio.to_thread.run_sync(lambda: [read_run_record(d) for _, d in fetched],
+                                                    limiter=self._files)
             for (update, _), record in zip(fetched, records, strict=True):
                 update.update(record)
-        await self.db.update_many(updates)
+        self.db.update_soon(updates)
         if self._after_progress is not None:
             self._after_progress()
 

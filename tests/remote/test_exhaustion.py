@@ -140,7 +140,7 @@ def test_a_full_local_stage_directory_while_fetching_keeps_every_result_whole_an
             assert got == expected or isinstance(got, PermanentFailureError), got  # whole, or not at all
         for error in failed:
             assert "no space left on device" in str(error) and str(stage) in str(error)
-            assert "No result was written or changed" in str(error)
+            assert "No result was half-written" in str(error)
         assert not list(stage.rglob(".wfl_async_fetch.*")), "a half-unpacked fetch was left behind"
 
         subprocess.run(["mount", "-o", "remount,size=16m", str(stage)], check=True)  # the user frees space

@@ -162,6 +162,57 @@ async def test_concurrent_claims_from_several_processes_give_exactly_one_fresh_c
     assert len(records) == n and {r.status for r in records} == {JobStatus.CREATED}
 
 
+BATCH_CLAIMER = """
+import anyio, json, sys, time
+from pathlib import Path
+from wfl_async.jobs.database import JobsDatabase
+from wfl_async.jobs.owner import process_owner
+
+path, go, n, me, count = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+
+async def main():
+    while not go.exists():
+        time.sleep(0.001)
+    owner = process_owner()
+    fresh = []
+    async with JobsDatabase(path) as db:
+        async def one(i):
+            if (await db.claim(key=f"key{i}", name="n", system="s", job_dir=f"d{i}", owner=owner)).fresh:
+                fresh.append(i)
+            await db.update(f"key{i}", message=me)  # an update behind each claim, as a submission records
+        async with anyio.create_task_group() as tasks:  # every claim at once: they share transactions
+            for i in range(n):
+                tasks.start_soon(one, i)
+    (go.parent / f"done-{me}").touch()
+    while len(list(go.parent.glob("done-*"))) < count:
+        time.sleep(0.01)
+    print(json.dumps(fresh))
+
+anyio.run(main)
+"""
+
+
+async def test_two_drivers_claiming_a_whole_call_at_once_in_batched_transactions_claim_each_job_once(
+        tmp_path: Path) -> None:
+    """Two processes each claim the same 2,000 jobs, all at once (the writer batches them, up to
+    MAX_BATCH writes per transaction): each job is claimed fresh by exactly one of them."""
+    n, path, go = 2000, tmp_path / "_expyre" / "wfl_async_jobs.db", tmp_path / "go"
+    script = tmp_path / "batch_claimer.py"
+    script.write_text(BATCH_CLAIMER)
+    processes = [subprocess.Popen([sys.executable, str(script), str(path), str(go), str(n), str(i), "2"], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    await anyio.sleep(0.5)
+    go.touch()
+    outputs = [await anyio.to_thread.run_sync(partial(p.communicate, timeout=120)) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr
+    fresh = [set(json.loads(out)) for out, _ in outputs]
+    assert not fresh[0] & fresh[1] and fresh[0] | fresh[1] == set(range(n)), [len(f) for f in fresh]
+    async with JobsDatabase(path, readonly=True) as db:
+        records = await db.select()
+    assert len(records) == n and {r.message for r in records} <= {"0", "1"}
+
+
 async def test_concurrent_claims_in_one_process_give_one_fresh_claim(db: JobsDatabase) -> None:
     results: list[bool] = []
 
@@ -315,12 +366,16 @@ async def test_another_process_holding_the_write_lock_delays_writes_and_reads_go
     # longer than sqlite's busy timeout used to be (60 s): the write waits, it does not fail
     holder = hold_sqlite_write_lock(db.path, 65)
     try:
-        async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg, JobsDatabase(db.path, readonly=True) as reader:
             tg.start_soon(partial(db.update, "before", status=JobStatus.SUBMITTED, remote_id="7"))
             for _ in range(3):
                 await anyio.sleep(1)
-                (record,) = await db.select()  # readers are not blocked by the other process's writer
+                # readers ('wfl-async ls') are not blocked by the other process's writer
+                (record,) = await reader.select()
                 assert record.status is JobStatus.CREATED
+            # this process's own read waits for its own queued write: it sees what it wrote
+            (record,) = await db.select()
+            assert record.status is JobStatus.SUBMITTED
         assert holder.poll() == 0  # the write waited for the holder's commit
     finally:
         holder.kill()

@@ -1,8 +1,11 @@
 """The jobs database: the only place where local job state lives.
 
 sqlite in WAL mode (readers never block the writer, so ``wfl-async list`` works while a
-workflow runs), reached through aiosqlite (one connection = one thread = one writer per
-process, never blocking the event loop), parameterised SQL only, short transactions.
+workflow runs), parameterised SQL only, short transactions. Reads go through aiosqlite; every
+write of the process goes through one writer task that applies all the writes queued so far
+in one transaction, in one call to a thread of its own (one thread hop per transaction, not
+per statement: at 10^5 jobs a hop per statement cost more than the statements), never
+blocking the event loop.
 Several processes may share the file: claims run in ``BEGIN IMMEDIATE`` transactions, so
 two scripts started at once with the same call create, and submit, the job once.
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -236,8 +240,14 @@ class JobsDatabase:
         self.readonly = readonly
         self._conn: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        """The writer task's connection, used only inside :meth:`_transaction`, in :attr:`_writer_thread`."""
+        self._writer_thread = anyio.CapacityLimiter(1)
+        """The writer's own thread: a transaction never waits behind other work in anyio's default pool."""
         self._send, self._receive = anyio.create_memory_object_stream[_Write](math.inf)
         self._own_writer: asyncio.Task[None] | None = None
+        self._pending = 0
+        """Writes queued and not yet applied (or failed): reads wait for them first (:meth:`_caught_up`)."""
 
     async def __aenter__(self) -> JobsDatabase:
         await self.open()
@@ -269,9 +279,13 @@ class JobsDatabase:
                 self._reader = self._conn
             else:
                 private_file(self.path)  # the jobs database is its owner's only
-                # short busy timeout: the writer task retries itself, logging why it waits
+                # the schema and its migration on a connection of their own, closed once done
                 self._conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=5)
                 await self._initialise()
+                await self._conn.close()
+                self._conn = None
+                self._writer = await anyio.to_thread.run_sync(_writer_connection, self.path,
+                                                              limiter=self._writer_thread)
                 self._reader = await aiosqlite.connect(self.path, isolation_level=None, timeout=60)
             await self._reader.execute("PRAGMA busy_timeout=60000")
             async with self._reader.execute("SELECT count(*) FROM jobs"):
@@ -299,6 +313,9 @@ class JobsDatabase:
 
 
     async def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await anyio.to_thread.run_sync(writer.close, limiter=self._writer_thread)
         for conn in {id(c): c for c in (self._conn, self._reader) if c is not None}.values():
             await conn.close()
         self._conn = self._reader = None
@@ -334,15 +351,35 @@ class JobsDatabase:
         return batch
 
     async def _submit(self, write: _Write) -> _Write:
-        if self._conn is None or self.readonly:
+        if self._writer is None or self.readonly:
             raise RuntimeError("JobsDatabase written outside 'async with' (or opened read-only)")
-        self._send.send_nowait(write)
+        self._queue(write)
         await write.done.wait()  # a cancelled caller stops waiting; the write is still applied
         if write.error is not None:
             raise write.error
         return write
 
+    def _queue(self, write: _Write) -> None:
+        self._pending += 1
+        self._send.send_nowait(write)
+
+    async def _caught_up(self) -> None:
+        """A read sees this process's own writes: it waits for those queued before it, if any.
+
+        A poll's or fetch's updates are queued, not waited for (a result never waits behind the
+        writer); a caller woken by them and reading its job's record must still find them.
+        """
+        if self._pending and self._writer is not None and not self.readonly:
+            with contextlib.suppress(Exception):  # a failed write was logged or raised to its own waiter
+                await self._submit(_Write())
+
     async def _write_batch(self, batch: list[_Write]) -> None:
+        try:
+            await self._write_batch_retried(batch)
+        finally:
+            self._pending -= len(batch)
+
+    async def _write_batch_retried(self, batch: list[_Write]) -> None:
         pause, waited = _LOCKED_BACKOFF[0], 0.0
         while True:
             try:
@@ -380,60 +417,45 @@ class JobsDatabase:
             write.done.set()
 
     async def _transaction(self, batch: list[_Write]) -> None:
-        conn = self._conn
+        """``batch`` in one transaction, in one call to the writer's thread."""
+        claimed = await anyio.to_thread.run_sync(self._transaction_in_thread, batch, limiter=self._writer_thread)
+        for write, claims in zip(batch, claimed, strict=True):
+            write.claimed = claims
+
+    def _transaction_in_thread(self, batch: list[_Write]) -> list[list[Claim]]:
+        """The writes of ``batch``, in order, in one ``BEGIN IMMEDIATE`` transaction; each write's claims."""
+        conn = self._writer
         assert conn is not None
         now = time.time()
-        await conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
             outcomes: dict[str, tuple[bool, JobStatus | None]] = {}
             for write in batch:
                 for key, name, system, job_dir, owner in write.claims:
                     if key not in outcomes:  # the same call twice in one batch: claimed once
-                        outcomes[key] = await self._claim_in_transaction(key, name, system, job_dir, owner, now)
-                for sql, params in _update_statements(write.updates, now):
-                    await conn.execute(sql, params)
+                        outcomes[key] = _claim_in_transaction(conn, key, name, system, job_dir, owner, now)
+                for sql, rows in _grouped(_update_statements(write.updates, now)):
+                    conn.executemany(sql, rows)
                 if write.deletes:
-                    await conn.executemany("DELETE FROM jobs WHERE key = ?", [(k,) for k in write.deletes])
+                    conn.executemany("DELETE FROM jobs WHERE key = ?", [(k,) for k in write.deletes])
                 for owner, started, counts in write.costs:
-                    await conn.execute("INSERT OR REPLACE INTO costs (owner, started_at, updated_at, counts) "
-                                       "VALUES (?, ?, ?, ?)", (owner, started, now, counts))
-            records = {rec.key: rec for rec in await _select_keys(conn, list(outcomes))}
-            await conn.execute("COMMIT")
+                    conn.execute("INSERT OR REPLACE INTO costs (owner, started_at, updated_at, counts) "
+                                 "VALUES (?, ?, ?, ?)", (owner, started, now, counts))
+            records = {rec.key: rec for rec in _select_keys(conn, list(outcomes))}
+            conn.execute("COMMIT")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
         first: set[str] = set()
+        claimed: list[list[Claim]] = []
         for write in batch:
-            write.claimed = []
+            claims = []
             for key, *_ in write.claims:
                 fresh, previous = outcomes[key]
-                write.claimed.append(Claim(records[key], fresh and key not in first, previous))
+                claims.append(Claim(records[key], fresh and key not in first, previous))
                 first.add(key)
-
-    async def _claim_in_transaction(self, key: str, name: str, system: str, job_dir: str, owner: str,
-                                    now: float) -> tuple[bool, JobStatus | None]:
-        """One claim inside the writer's transaction: (fresh, status before)."""
-        conn = self._conn
-        assert conn is not None
-        row = await _fetch_one(conn, "SELECT * FROM jobs WHERE key = ?", (key,))
-        previous = row.status if row is not None else None
-        if row is None:
-            await conn.execute(
-                "INSERT INTO jobs (key, name, system, status, job_dir, owner, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, name, system, JobStatus.CREATED.value, job_dir, owner, now, now))
-            return True, previous
-        if row.status not in REATTACH or (row.status is JobStatus.CREATED and not owner_alive(row.owner)):
-            if row.status is JobStatus.CREATED:
-                log.info("job %s (%s): taking over its submission from %s, which is no longer running",
-                         name, key[:12], row.owner)
-            await conn.execute(
-                "UPDATE jobs SET name = ?, system = ?, status = ?, job_dir = ?, owner = ?, remote_id = "
-                "CASE WHEN status = 'created' THEN remote_id ELSE NULL END, "
-                f"message = NULL, {', '.join(f'{c} = NULL' for c in TIMING_COLUMNS)}, updated_at = ? WHERE key = ?",
-                (name, system, JobStatus.CREATED.value, job_dir, owner, now, key))
-            return True, previous
-        return False, previous
+            claimed.append(claims)
+        return claimed
 
     # ------------------------------------------------------------------ claims and updates
     async def claim(self, *, key: str, name: str, system: str, job_dir: str, owner: str) -> Claim:
@@ -462,7 +484,7 @@ class JobsDatabase:
         checked = [(key, dict(values)) for key, values in updates]
         _update_statements(checked, 0.0)
         if checked:
-            self._send.send_nowait(_Write(updates=checked, waited=False))
+            self._queue(_Write(updates=checked, waited=False))
 
     async def update(self, key: str, **values: Any) -> None:
         """Update one job; updates made by many coroutines at once share one transaction."""
@@ -470,12 +492,13 @@ class JobsDatabase:
 
     def record_costs_soon(self, owner: str, started_at: float, counts: dict[str, Any]) -> None:
         """Queue what session ``owner``'s commands have cost so far (replacing its earlier figures)."""
-        self._send.send_nowait(_Write(costs=[(owner, started_at, json.dumps(counts, sort_keys=True))], waited=False))
+        self._queue(_Write(costs=[(owner, started_at, json.dumps(counts, sort_keys=True))], waited=False))
 
     async def costs(self, owners: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The recorded costs of the sessions ``owners`` (a database without the table: none)."""
         wanted = sorted(set(owners))
         found: dict[str, dict[str, Any]] = {}
+        await self._caught_up()
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
             try:
@@ -495,13 +518,21 @@ class JobsDatabase:
 
     # ------------------------------------------------------------------ queries
     async def get(self, key: str) -> JobRecord | None:
+        await self._caught_up()
         with _corruption_named(self.path):
             return await _fetch_one(self.conn, "SELECT * FROM jobs WHERE key = ?", (key,))
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, JobRecord]:
         """The records of ``keys`` (those that exist), by key: one query per 500 keys."""
+        await self._caught_up()
+        found: dict[str, JobRecord] = {}
         with _corruption_named(self.path):
-            return {r.key: r for r in await _select_keys(self.conn, list(keys))}
+            for start in range(0, len(keys), 500):  # sqlite's limit on bound parameters
+                part = list(keys[start:start + 500])
+                async with self.conn.execute(f"SELECT * FROM jobs WHERE key IN ({', '.join('?' * len(part))})",
+                                             part) as cursor:
+                    found.update((r.key, r) for r in map(JobRecord.from_row, await cursor.fetchall()))
+        return found
 
     async def recent_timings(self, system: str, limit: int = 50) -> list[tuple[float, float, float | None]]:
         """(submitted_at, started_at, finished_at) of the ``limit`` jobs that started last on ``system``:
@@ -524,6 +555,7 @@ class JobsDatabase:
             clauses.append("system = ?")
             params.append(system)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        await self._caught_up()
         with _corruption_named(self.path):
             async with self.conn.execute(f"SELECT * FROM jobs {where} ORDER BY created_at", params) as cursor:
                 rows = [JobRecord.from_row(r) for r in await cursor.fetchall()]
@@ -533,19 +565,56 @@ class JobsDatabase:
         return rows
 
 
+def _writer_connection(path: Path) -> sqlite3.Connection:
+    """The writer's connection: used from the writer's thread only, one transaction at a time."""
+    # short busy timeout: the writer task retries itself, logging why it waits
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5, check_same_thread=False)
+    conn.execute("PRAGMA synchronous=NORMAL")  # per connection (WAL: durable at each checkpoint)
+    return conn
+
+
+def _claim_in_transaction(conn: sqlite3.Connection, key: str, name: str, system: str, job_dir: str, owner: str,
+                          now: float) -> tuple[bool, JobStatus | None]:
+    """One claim inside the writer's transaction: (fresh, status before)."""
+    found = conn.execute("SELECT status, owner FROM jobs WHERE key = ?", (key,)).fetchone()
+    if found is None:
+        conn.execute(
+            "INSERT INTO jobs (key, name, system, status, job_dir, owner, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, name, system, JobStatus.CREATED.value, job_dir, owner, now, now))
+        return True, None
+    previous, previous_owner = JobStatus(found[0]), found[1]
+    if previous not in REATTACH or (previous is JobStatus.CREATED and not owner_alive(previous_owner)):
+        if previous is JobStatus.CREATED:
+            log.info("job %s (%s): taking over its submission from %s, which is no longer running",
+                     name, key[:12], previous_owner)
+        conn.execute(
+            "UPDATE jobs SET name = ?, system = ?, status = ?, job_dir = ?, owner = ?, remote_id = "
+            "CASE WHEN status = 'created' THEN remote_id ELSE NULL END, "
+            f"message = NULL, {', '.join(f'{c} = NULL' for c in TIMING_COLUMNS)}, updated_at = ? WHERE key = ?",
+            (name, system, JobStatus.CREATED.value, job_dir, owner, now, key))
+        return True, previous
+    return False, previous
+
+
+def _grouped(statements: list[tuple[str, tuple[Any, ...]]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """Runs of statements with the same SQL, as ``executemany`` takes them (order kept)."""
+    for sql, group in itertools.groupby(statements, key=lambda statement: statement[0]):
+        yield sql, [params for _, params in group]
+
+
 async def _fetch_one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> JobRecord | None:
     async with conn.execute(sql, params) as cursor:
         row = await cursor.fetchone()
     return JobRecord.from_row(row) if row is not None else None
 
 
-async def _select_keys(conn: aiosqlite.Connection, keys: list[str]) -> list[JobRecord]:
+def _select_keys(conn: sqlite3.Connection, keys: list[str]) -> list[JobRecord]:
     records: list[JobRecord] = []
     for start in range(0, len(keys), 500):  # sqlite's limit on bound parameters
         chunk = keys[start:start + 500]
-        async with conn.execute(f"SELECT * FROM jobs WHERE key IN ({', '.join('?' * len(chunk))})",
-                                chunk) as cursor:
-            records.extend(JobRecord.from_row(row) for row in await cursor.fetchall())
+        rows = conn.execute(f"SELECT * FROM jobs WHERE key IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
+        records.extend(JobRecord.from_row(row) for row in rows)
     return records
 
 

@@ -229,7 +229,7 @@ class Step(Enum):
     """Record it died and wake its waiter."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WatchState:
     """What the poll loop knows of one watched job; moved only by :func:`observe` and the methods here."""
 

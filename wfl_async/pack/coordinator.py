@@ -36,6 +36,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +96,9 @@ class WorkerSpec:
     setting: PackSetting
     local_root: Path
 
-    @property
+    @cached_property
     def pack_id(self) -> str:
-        """Same script, same pack: chunks of calls with the same resources share workers."""
+        """Same script, same pack: chunks of calls with the same resources share workers (hashed once per spec)."""
         return pack_id([self.partition, self.node_dict, self.max_time, self.header_extra, self.body])
 
 

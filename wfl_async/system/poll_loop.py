@@ -20,7 +20,8 @@ event. The loop (started by :meth:`System.serve`):
    task and reports the other changes to the :class:`~wfl_async.system.recorder.Recorder`
    (the session's: one database transaction).
 
-The **fetch task** takes every finished job handed to it so far, brings their files back
+The **fetch task** takes every finished job handed to it so far (at most
+:data:`FETCHES_IN_FLIGHT` batches at once), brings their files back
 (:meth:`Transport.download <wfl_async.transport.base.Transport.download>`: names on stdin,
 at most ``FETCH_PATHS`` per command), records them, and wakes each job. It runs beside the
 loop, so a long fetch never delays the next poll.
@@ -85,6 +86,9 @@ _DURATIONS = 50
 """Durations of the last finished jobs kept to tell when running jobs are due to end."""
 _FETCH_JOBS = FETCH_PATHS // 4
 """Finished jobs taken in one go by the fetch task (each brings about four files)."""
+FETCHES_IN_FLIGHT = 2
+"""Fetches running at once: the next batch comes over the network while the last is written to disk
+(at 10^4 results writing the files, not the command, is most of a fetch)."""
 
 POLL_HISTORY = 2000
 """Polls kept in :attr:`PollLoop.history`."""
@@ -364,14 +368,14 @@ class PollLoop:
                                   failure: BaseException) -> bool:
         """The one place a fetch failure is judged permanent (a full local disk, :mod:`~wfl_async.failures`):
         then each job of ``group`` ends with the error at once (nothing half-written was kept: a fetch
-        unpacks into a temporary directory first), and True is returned."""
+        writes each file under a temporary name and renames it once complete), and True is returned."""
         cause = permanent_cause(failure)
         if cause is None:
             return False
         error = permanent_error(
             cause, system="local", path=str(local_root), doing=f"fetching the results of {len(group)} job(s) "
             f"of {self.machine.name}", detail=str(failure), consequence=(
-                "No result was written or changed (a fetch unpacks into a temporary directory, removed); the "
+                "No result was half-written (a fetched file is renamed into place only once complete); the "
                 "results stay in the jobs' remote directories."))
         log.error("%s", error)
         for watch, _ in group:
@@ -408,15 +412,24 @@ class PollLoop:
 
     # ------------------------------------------------------------------ fetching
     async def _fetch_loop(self) -> None:
-        async for first in self._fetch_receive:
-            batch = [first]
-            while len(batch) < _FETCH_JOBS:
-                try:
-                    batch.append(self._fetch_receive.receive_nowait())
-                except anyio.WouldBlock:
-                    break
+        slots = anyio.Semaphore(FETCHES_IN_FLIGHT)
+        async with anyio.create_task_group() as fetches:
+            async for first in self._fetch_receive:
+                await slots.acquire()  # a batch takes what arrived while the earlier fetches ran
+                batch = [first]
+                while len(batch) < _FETCH_JOBS:
+                    try:
+                        batch.append(self._fetch_receive.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                fetches.start_soon(self._fetch_in_slot, batch, slots)
+
+    async def _fetch_in_slot(self, batch: Sequence[_Finished], slots: anyio.Semaphore) -> None:
+        try:
             with anyio.CancelScope(shield=True):  # fetched results are recorded even at close
                 await self._fetch(batch)
+        finally:
+            slots.release()
 
     async def _fetch(self, batch: Sequence[_Finished]) -> None:
         """Bring back the files of ``batch``; record and wake each job whose final marker came."""
@@ -428,7 +441,7 @@ class PollLoop:
             paths = [f"{w.job_dir}/{name}" for w, _ in group for name in (*layout.FETCH_ON_FINISH, *w.fetch)]
             self.machine.stats["fetch_commands"] += -(-len(paths) // FETCH_PATHS)
             try:
-                await self.machine.transport.download(root, paths, local_root)
+                came = await self.machine.transport.download(root, paths, local_root)
             except (TransportError, OSError) as exc:
                 if self._fetch_failed_permanently(group, local_root, exc):
                     continue
@@ -440,7 +453,7 @@ class PollLoop:
             done: list[tuple[Watch, Verdict]] = []
             for watch, verdict in group:
                 assert verdict.marker is not None
-                if (local_root / watch.job_dir / MARKER_FILES[verdict.marker]).exists():
+                if f"{watch.job_dir}/{MARKER_FILES[verdict.marker]}" in came:
                     done.append((watch, verdict))
                 else:  # an event line of an earlier run of this directory: look at the markers again
                     log.info("job %s on %s: no final marker to fetch; looking again", watch.job_dir, self.machine.name)
