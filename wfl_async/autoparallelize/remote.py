@@ -20,7 +20,7 @@ import re
 import shlex
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +32,9 @@ from ..configset import ConfigSet, OutputSpec
 from ..errors import JobCancelledError, first_failure
 from ..job import Packed, PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
-from ..jobs.pack_option import AUTO, effective_pack
+from ..jobs.integrity import marker_seconds
+from ..jobs.pack_option import effective_pack
 from ..jobs.states import UNFINISHED, JobStatus
-from ..pack import auto
 from ..progress import Progress
 from ..report import build_report, summary_lines
 from ..session import Session, session_scope
@@ -42,7 +42,14 @@ from .autoparainfo import AutoparaInfo
 from .chunk import ChunkResult
 from .pool import do_in_pool
 from .remoteinfo import RemoteInfo
-from .utils import items_inputs_generator, queued_job_chunk_size, set_autopara_per_item_info, split_rng
+from .tuned import TunedChunks
+from .utils import (
+    ItemInput,
+    items_inputs_generator,
+    queued_job_chunk_size,
+    set_autopara_per_item_info,
+    split_rng,
+)
 
 __all__ = ["iter_remote", "run_remote", "submit_remote"]
 
@@ -52,7 +59,9 @@ _POOL_ARGS_NOT_HASHED = ["outputspec", "num_python_subprocesses", "num_inputs_pe
 
 
 @dataclass
-class _Chunk:
+class Chunk:
+    """One chunk of a call: its configurations, where they came from, and its prepared job."""
+
     index: int
     items: list[Any]
     item_indices: tuple[int, ...]
@@ -90,26 +99,39 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                       remote_info: RemoteInfo) -> AsyncIterator[ChunkResult]:
     """Yield each chunk's results as its job finishes (storing them in ``outputs`` first)."""
     async with session_scope() as session:
-        chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info)
         system = session.system(remote_info.sys_name)
-        job_dirs = frozenset(c.job.job_dir for c in chunks)
+        setting = effective_pack(remote_info.pack, system.config.pack)
+        tuned: TunedChunks | None = None
+        if setting is not None and setting.tuned:
+            maker = ChunkMaker(session, op, inputs, args, kwargs, autopara_info, remote_info)
+            tuned = await TunedChunks.open(session, maker, setting)
+            chunks = await tuned.more()
+        else:
+            chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info)
+        every = list(chunks)
+        job_dirs = {c.job.job_dir for c in chunks}
         packed = bool(chunks) and isinstance(chunks[0].job.route, Packed)
         workers = session.packing(system.name).workers_alive if packed else None
+        predicted = None if tuned is None else (lambda: tuned.predicted_left(
+            max(1, session.packing(system.name).workers_alive())))
         progress = Progress.for_call(remote_info.job_name, system, total_chunks=len(chunks),
-                                     total_items=sum(len(c.items) for c in chunks),
+                                     total_items=tuned.total if tuned else sum(len(c.items) for c in chunks),
                                      running=lambda: system.started_count(job_dirs),
                                      waiting=lambda: system.waiting_count(job_dirs), workers=workers,
-                                     arrays=lambda: system.array_count(job_dirs))
-        send, receive = anyio.create_memory_object_stream[tuple[_Chunk, Any, BaseException | None]](math.inf)
+                                     arrays=lambda: system.array_count(job_dirs), predicted_left=predicted)
+        send, receive = anyio.create_memory_object_stream[tuple[Chunk, Any, BaseException | None]](math.inf)
         failure: BaseException | None = None
         failed_keys: set[str] = set()
         with progress:
             async with anyio.create_task_group() as tg, receive:
                 for chunk in chunks:
                     tg.start_soon(_run_chunk, chunk, send.clone())
-                send.close()
+                feeding = tuned is not None and not tuned.exhausted()
+                if not feeding:
+                    send.close()
                 async for chunk, value, error in receive:
                     progress.chunk_done(len(chunk.items), failed=error is not None)
+                    seconds = await _record_time(session, remote_info, chunk) if error is None else None
                     if error is not None:
                         failed_keys.add(chunk.job.key)
                     if error is not None and not remote_info.ignore_failed_jobs:
@@ -118,25 +140,51 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                         failure = error
                         tg.cancel_scope.cancel()
                         break
+                    if tuned is not None and feeding:
+                        await tuned.finished(chunk, seconds)
+                        for new in await tuned.more():
+                            every.append(new)
+                            job_dirs.add(new.job.job_dir)
+                            progress.chunks_added(1)
+                            tg.start_soon(_run_chunk, new, send.clone())
+                        if tuned.exhausted():
+                            feeding = False
+                            send.close()
                     result = _chunk_result(chunk, value, error, remote_info)
                     if outputs is not None:
                         await anyio.to_thread.run_sync(_store, outputs, result)
                     yield result
+            send.close()
             if failure is not None:
                 if isinstance(failure, JobCancelledError):
-                    await _say_what_is_left(session, chunks, failure)
+                    await _say_what_is_left(session, every, failure)
                 raise failure
             if outputs is not None:
                 await anyio.to_thread.run_sync(outputs.close)
         if "WFL_EXPYRE_NO_MARK_PROCESSED" not in os.environ:
             # a failed chunk (ignore_failed_jobs) stays failed, for 'wfl-async report'; a rerun creates
             # it afresh either way
-            await session.db.update_many((c.job.key, {"status": JobStatus.PROCESSED}) for c in chunks
+            await session.db.update_many((c.job.key, {"status": JobStatus.PROCESSED}) for c in every
                                          if c.job.key not in failed_keys)
-        await _log_summary(session, remote_info.job_name, chunks)
+        await _log_summary(session, remote_info.job_name, every)
 
 
-async def _log_summary(session: Session, name: str, chunks: Sequence[_Chunk]) -> None:
+async def _record_time(session: Session, remote_info: RemoteInfo, chunk: Chunk) -> float | None:
+    """Keep the chunk's measured run time (as its worker measured it, else from its started to its final
+    marker) for later calls of the operation."""
+    record = await session.db.get(chunk.job.key)
+    if record is None:
+        return None
+    seconds = marker_seconds(chunk.job.local_dir)
+    if seconds is None and record.started_at is not None and record.finished_at is not None:
+        seconds = max(0.0, record.finished_at - record.started_at)
+    if seconds is None:
+        return None
+    await session.db.record_times(remote_info.job_name, record.system, [(seconds, len(chunk.items))])
+    return seconds
+
+
+async def _log_summary(session: Session, name: str, chunks: Sequence[Chunk]) -> None:
     """A few lines at the end of the call: its jobs, where they ran, wall and core time, failures."""
     if not chunks:
         return
@@ -145,7 +193,7 @@ async def _log_summary(session: Session, name: str, chunks: Sequence[_Chunk]) ->
         log.info("%s", line)
 
 
-async def _say_what_is_left(session: Session, chunks: Sequence[_Chunk], failure: JobCancelledError) -> None:
+async def _say_what_is_left(session: Session, chunks: Sequence[Chunk], failure: JobCancelledError) -> None:
     """A job of the call was cancelled by the user: the call stops, and its other jobs are left as
     the user left them (queued or running ones go on; a rerun re-attaches). Say which, and how to
     cancel them too."""
@@ -163,7 +211,7 @@ async def _say_what_is_left(session: Session, chunks: Sequence[_Chunk], failure:
     failure.add_note(note)
 
 
-async def _run_chunk(chunk: _Chunk, send: Any) -> None:
+async def _run_chunk(chunk: Chunk, send: Any) -> None:
     async with send:
         try:
             value = await chunk.job.result()
@@ -173,7 +221,7 @@ async def _run_chunk(chunk: _Chunk, send: Any) -> None:
             await send.send((chunk, value, None))
 
 
-def _chunk_result(chunk: _Chunk, value: Any, error: BaseException | None, remote_info: RemoteInfo) -> ChunkResult:
+def _chunk_result(chunk: Chunk, value: Any, error: BaseException | None, remote_info: RemoteInfo) -> ChunkResult:
     """The chunk's per-item results, or (``ignore_failed_jobs``) its inputs marked as failed."""
     if error is None:
         groups = list(value.groups()) if isinstance(value, ConfigSet) else list(value)
@@ -196,57 +244,68 @@ def _store(outputs: OutputSpec, result: ChunkResult) -> None:
             outputs.store(group, loc)
 
 
-def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
-                    kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> list[_Chunk]:
-    """Split the inputs and prepare one job per chunk; raises before anything is submitted."""
-    kwargs, rng = split_rng(kwargs) if "rng" in kwargs else (dict(kwargs), None)
-    inherited = kwargs.get("_autopara_per_item_info")
-    per_job = queued_job_chunk_size(remote_info.num_inputs_per_queued_job,
-                                    autopara_info.num_inputs_per_python_subprocess)
-    dumps_call(op, (op, list(args), kwargs))  # once per call: an unpicklable op is named as the local pool names it
-    unprepared: list[tuple[int, list[Any], tuple[int, ...], tuple[str | None, ...], RemoteJob]] = []
-    for index, group in enumerate(items_inputs_generator(inputs, per_job, rng)):
+class ChunkMaker:
+    """Builds the prepared job of one chunk of a call from its group of inputs (checked once per call)."""
+
+    def __init__(self, session: Session, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
+                 kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo,
+                 pack: Any = None) -> None:
+        self.session, self.op, self.inputs, self.args = session, op, inputs, args
+        self.rng: Any
+        self.kwargs, self.rng = split_rng(kwargs) if "rng" in kwargs else (dict(kwargs), None)
+        self.inherited = self.kwargs.get("_autopara_per_item_info")
+        self.autopara_info, self.remote_info, self.pack = autopara_info, remote_info, pack
+        dumps_call(op, (op, list(args), self.kwargs))  # once per call: an unpicklable op is named as the local pool names it
+
+    def groups(self, per_job: int) -> Iterator[tuple[ItemInput, ...]]:
+        """The inputs, ``per_job`` at a time (1: one configuration each, for a self-tuned call to group)."""
+        return items_inputs_generator(self.inputs, per_job, self.rng)
+
+    def job(self, index: int, group: Sequence[ItemInput]) -> RemoteJob:
+        """The job of chunk ``index`` (its pack setting not applied yet)."""
         items, item_indices, locs, rngs = [], [], [], []
         for item, item_i, loc, item_rng in group:
             if isinstance(item, Atoms):
                 item.info.pop("EXPYRE_REMOTE_JOB_FAILED", None)
-                if not isinstance(inputs, ConfigSet) and item.info.pop("_ConfigSet_loc", None) is not None:
+                if not isinstance(self.inputs, ConfigSet) and item.info.pop("_ConfigSet_loc", None) is not None:
                     warnings.warn("Removed _ConfigSet_loc info field from Atoms because input is not a ConfigSet",
-                                  stacklevel=3)
+                                  stacklevel=4)
             items.append(item)
             item_indices.append(item_i)
             locs.append(loc)
             rngs.append(item_rng)
-        chunk_kwargs = dict(kwargs)
-        set_autopara_per_item_info(chunk_kwargs, op, inherited, rngs, item_indices)
-        job_iterable = ConfigSet(items) if isinstance(inputs, ConfigSet) else items
-        pool_kwargs = {"num_python_subprocesses": autopara_info.num_python_subprocesses,
-                       "num_inputs_per_python_subprocess": autopara_info.num_inputs_per_python_subprocess,
-                       "iterable": job_iterable, "outputspec": OutputSpec(), "op": op,
-                       "iterable_arg": autopara_info.iterable_arg, "skip_failed": autopara_info.skip_failed,
-                       "initializer": autopara_info.initializer, "args": list(args), "kwargs": chunk_kwargs}
-        job = job_from_remote_info(remote_info, do_in_pool, (), pool_kwargs,
-                                   job_name=f"{remote_info.job_name}_chunk_{index}",
-                                   extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
-                                   # the job's function is do_in_pool: version the operation's code
-                                   code_version=code_source(op) if remote_info.code_version is True
-                                   else remote_info.code_version)
-        unprepared.append((index, items, tuple(item_indices), tuple(locs), job))
-    pack = _call_pack(session, remote_info, len(unprepared))
-    return [_Chunk(index, items, item_indices, locs, _with_pack(job, pack).prepare(session))
-            for index, items, item_indices, locs, job in unprepared]
+        chunk_kwargs = dict(self.kwargs)
+        set_autopara_per_item_info(chunk_kwargs, self.op, self.inherited, rngs, item_indices)
+        info = self.autopara_info
+        job_iterable = ConfigSet(items) if isinstance(self.inputs, ConfigSet) else items
+        pool_kwargs = {"num_python_subprocesses": info.num_python_subprocesses,
+                       "num_inputs_per_python_subprocess": info.num_inputs_per_python_subprocess,
+                       "iterable": job_iterable, "outputspec": OutputSpec(), "op": self.op,
+                       "iterable_arg": info.iterable_arg, "skip_failed": info.skip_failed,
+                       "initializer": info.initializer, "args": list(self.args), "kwargs": chunk_kwargs}
+        remote_info = self.remote_info
+        return job_from_remote_info(remote_info, do_in_pool, (), pool_kwargs,
+                                    job_name=f"{remote_info.job_name}_chunk_{index}",
+                                    extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
+                                    # the job's function is do_in_pool: version the operation's code
+                                    code_version=code_source(self.op) if remote_info.code_version is True
+                                    else remote_info.code_version)
+
+    def chunk(self, index: int, group: Sequence[ItemInput], predicted_seconds: float | None = None) -> Chunk:
+        """Chunk ``index`` prepared (checked, pickled, hashed), with the call's pack setting."""
+        prepared = _with_pack(self.job(index, group), self.pack).prepare(self.session)
+        prepared.predicted_seconds = predicted_seconds
+        return Chunk(index, [g[0] for g in group], tuple(g[1] for g in group), tuple(g[2] for g in group), prepared)
 
 
-def _call_pack(session: Session, remote_info: RemoteInfo, chunks: int) -> Any:
-    """The call's packing setting for every chunk, ``"auto"`` decided once for the call (pack/auto.py);
-    None: each chunk's own option (and its system's default) stands."""
-    if effective_pack(remote_info.pack, session.system(remote_info.sys_name).config.pack) != AUTO:
-        return None
-    decided = auto.decide(session.stage_root, remote_info.job_name, chunks)
-    log.info("%s: pack=\"auto\": %s", remote_info.job_name,
-             f"packing {chunks} chunks into {decided.workers} workers" if decided is not None
-             else f"one job per chunk for {chunks} chunks")
-    return {"workers": decided.workers, "idle_seconds": decided.idle_seconds} if decided is not None else False
+def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
+                    kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo) -> list[Chunk]:
+    """Split the inputs and prepare one job per chunk; raises before anything is submitted."""
+    maker = ChunkMaker(session, op, inputs, args, kwargs, autopara_info, remote_info)
+    per_job = queued_job_chunk_size(remote_info.num_inputs_per_queued_job,
+                                    autopara_info.num_inputs_per_python_subprocess)
+    groups = list(maker.groups(per_job))
+    return [maker.chunk(index, group) for index, group in enumerate(groups)]
 
 
 def _with_pack(job: RemoteJob, pack: Any) -> RemoteJob:

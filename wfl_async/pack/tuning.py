@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["FIRST_TASKS_PER_WORKER", "MIN_SAMPLES", "Estimate", "chunk_size", "estimate", "fits", "fit_margin",
-           "worker_walltime", "workers_wanted"]
+           "longest_fitting", "worker_walltime", "workers_wanted"]
 
 MIN_SAMPLES = 4
 """Chunks measured before the chunk size grows past one configuration."""
@@ -75,6 +75,16 @@ def chunk_size(found: Estimate | None, *, target_seconds: float, remaining: int,
     while size > 1 and found.predict(size) + fit_margin(found.predict(size)) + WORKER_START_SECONDS > walltime:
         size //= 2
     return max(1, min(size, remaining))
+
+
+def longest_fitting(walltime: float) -> float:
+    """The longest prediction a fresh worker of ``walltime`` s takes (its start and margin kept free).
+
+    A configuration predicted longer than that is staged with this prediction instead: it runs
+    in a fresh worker of the longest walltime (and is escalated if killed) rather than never.
+    """
+    room = max(0.0, walltime - WORKER_START_SECONDS)
+    return max(0.0, min(room - MIN_FIT_MARGIN, room / 1.1))
 
 
 def fit_margin(predicted: float) -> float:
