@@ -484,11 +484,17 @@ class JobsDatabase:
             await self._submit(_Write(rows=rows))
 
     async def measured_times(self, operation: str, system: str, limit: int = 2000) -> list[tuple[float, int]]:
-        """The latest ``(seconds, configurations)`` of ``operation``'s chunks on ``system``, newest first."""
-        async with self.conn.execute(
-                "SELECT seconds, items FROM times WHERE operation = ? AND system = ? ORDER BY recorded_at DESC "
-                "LIMIT ?", (operation, system, limit)) as cursor:
-            return [(float(s), int(n)) for s, n in await cursor.fetchall()]
+        """The latest ``(seconds, configurations)`` of ``operation``'s chunks on ``system``, newest first
+        (none in a database an older version made, opened read-only)."""
+        try:
+            async with self.conn.execute(
+                    "SELECT seconds, items FROM times WHERE operation = ? AND system = ? ORDER BY recorded_at DESC "
+                    "LIMIT ?", (operation, system, limit)) as cursor:
+                return [(float(s), int(n)) for s, n in await cursor.fetchall()]
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return []
 
     async def record_groups(self, call: str, groups: Iterable[tuple[int, int]]) -> None:
         """Keep how call ``call`` grouped its configurations: ``(first index, count)`` per chunk.
