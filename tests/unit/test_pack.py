@@ -116,6 +116,9 @@ def test_self_tuning_starts_small_then_sizes_tasks_from_measured_times() -> None
     # a task never predicted to outlast a worker's walltime, whatever the target
     size = tuning.chunk_size(found, target_seconds=1000, remaining=10_000, workers=1, walltime=120)
     assert tuning.fits(found.predict(size), 120 - tuning.WORKER_START_SECONDS, 0, 30)
+    # a slow configuration inside a chunk of ten is not averaged away: the chunk bounds it
+    hidden = tuning.estimate([(5.0, 10)] * 9 + [(24.5, 10)])
+    assert hidden is not None and hidden.high == pytest.approx(24.5 - 9 * hidden.mean) and hidden.high > 15
     tail = tuning.estimate([(0.5, 1)] * 90 + [(20.0, 1)] * 10)
     assert tail is not None and tail.predict(10) == pytest.approx(9 * tail.mean + 20.0)
 

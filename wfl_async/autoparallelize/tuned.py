@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING
 from ..job import Packed
 from ..jobs.pack_option import PackSetting
 from ..pack.coordinator import PackTuning
-from ..pack.tuning import FIRST_TASKS_PER_WORKER, Estimate, chunk_size, estimate, longest_fitting
+from ..pack.tuning import (
+    FIRST_TASKS_PER_WORKER,
+    MIN_SAMPLES,
+    TASKS_PER_WORKER,
+    Estimate,
+    chunk_size,
+    estimate,
+    longest_fitting,
+)
 from ..session import Session
 from .utils import ItemInput
 
@@ -96,7 +104,8 @@ class TunedChunks:
     async def more(self) -> list[Chunk]:
         """The next chunks to start: earlier runs' groups first, then new ones while the queue is short."""
         found = self.estimate()
-        depth = FIRST_TASKS_PER_WORKER * self.setting.workers
+        depth = (TASKS_PER_WORKER if found is not None and found.samples >= MIN_SAMPLES
+                 else FIRST_TASKS_PER_WORKER) * self.setting.workers
         groups: list[tuple[int, int, float | None]] = []
         while self._replay and self._replay[0][0] == self.planned:
             first, count = self._replay.pop(0)

@@ -3,8 +3,10 @@
 Everything here is computed from measured chunk times, ``(seconds, configurations)`` per
 chunk, as the jobs database keeps them per operation and system
 (:meth:`~wfl_async.jobs.database.JobsDatabase.measured_times`). A chunk of one configuration
-measures that configuration exactly; a longer one gives each of its configurations its mean.
-No I/O and no clock here (docs/self-tuning.md).
+measures that configuration exactly; a chunk of ``n`` bounds its slowest configuration by what it
+took beyond ``n - 1`` mean configurations, so the tail is never averaged away (a worker killed at its
+walltime costs far more than one that leaves a little early). No I/O and no clock here
+(docs/self-tuning.md).
 """
 
 from __future__ import annotations
@@ -13,15 +15,19 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["FIRST_TASKS_PER_WORKER", "MIN_SAMPLES", "Estimate", "chunk_size", "estimate", "fits", "fit_margin",
+__all__ = ["FIRST_TASKS_PER_WORKER", "MIN_SAMPLES", "TASKS_PER_WORKER", "Estimate", "chunk_size", "estimate", "fits", "fit_margin",
            "longest_fitting", "worker_walltime", "workers_wanted"]
 
 MIN_SAMPLES = 4
 """Chunks measured before the chunk size grows past one configuration."""
 FIRST_TASKS_PER_WORKER = 2
-"""With nothing measured, tasks of one configuration queued per worker before the first results."""
+"""With nothing measured, tasks of one configuration planned per worker before the first results."""
+TASKS_PER_WORKER = 4
+"""Tasks planned and not finished per worker once times are measured: the one it runs and three
+queued, so a worker never waits for the driver to see a result and plan the next task."""
 QUANTILE = 0.99
-"""A task is predicted to take its configurations' mean, plus this quantile for one of them."""
+"""A task is predicted to take its configurations' mean, plus this quantile of the slowest
+configuration of the measured chunks for one of them."""
 WORKER_START_SECONDS = 20.0
 """A worker's own start (queue to Python to its first claim): kept free in its walltime."""
 MIN_FIT_MARGIN = 5.0
@@ -37,7 +43,8 @@ class Estimate:
     mean: float
     """Mean seconds per configuration (all measured chunks)."""
     high: float
-    """:data:`QUANTILE` of the seconds per configuration (a chunk counts as its mean for each)."""
+    """:data:`QUANTILE` of the slowest configuration's seconds in each measured chunk (bounded from above:
+    what the chunk took beyond its other configurations at the mean)."""
 
     def predict(self, configurations: int) -> float:
         """Seconds a task of ``configurations`` is expected to take at most (mean, one at the quantile)."""
@@ -49,9 +56,9 @@ def estimate(measured: Iterable[tuple[float, int]]) -> Estimate | None:
     rows = [(max(0.0, s), n) for s, n in measured if n > 0]
     if not rows:
         return None
-    per_config = sorted(s / n for s, n in rows for _ in range(n))
     mean = sum(s for s, _ in rows) / sum(n for _, n in rows)
-    return Estimate(samples=len(rows), mean=mean, high=_quantile(per_config, QUANTILE))
+    slowest = sorted(max(s / n, s - (n - 1) * mean) for s, n in rows)
+    return Estimate(samples=len(rows), mean=mean, high=_quantile(slowest, QUANTILE))
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
