@@ -13,7 +13,9 @@ infrastructure::
 Per mode: end to end; workers' core-seconds (from Slurm's own job completion log, every worker
 job's start to end) against the useful core-seconds (the sum of the configurations' times); tasks
 killed at the walltime (chunks put back after their worker died); idle worker time at the end
-(each worker's end after its last task's end). Targets for ``auto``: 0 killed, core-seconds
+(each worker's end after its last task's end). Tasks killed: task runs (a ``running`` line in a
+worker's log) beyond one per chunk; chunks put back: the driver's count of taken chunks it put back
+after their worker died (a chunk that had finished meanwhile is only unlisted, but counted). Targets for ``auto``: 0 killed, core-seconds
 within 1.25x of the useful work, end to end within 1.3x of useful work / cores (``--workers``
 cores: one per worker). What the figures mean: docs/benchmark.md, docs/self-tuning.md.
 """
@@ -122,7 +124,12 @@ async def run_mode(mode: str, args: argparse.Namespace, raw: dict[str, Any]) -> 
                 if r.worker and r.finished_at:
                     worker = r.worker.rsplit("/", 1)[-1]
                     last_task_end[worker] = max(last_task_end.get(worker, 0.0), r.finished_at)
-            remote_root = await session.system(args.system).remote_root()
+            target = session.system(args.system)
+            remote_root = await target.remote_root()
+            # every task run starts with a 'running' line in its worker's log: runs beyond one per chunk were killed
+            runs = await target.transport.run(f"cat {shlex.quote(remote_root)}/{PACK_ROOT}/*/workers/*/"
+                                              f"_wfl_async_worker.log | grep -c '^running ' || true")
+            killed = int(runs.stdout.decode().strip() or 0) - len(records)
     await anyio.sleep(2)  # slurmctld writes a job's completion line as it leaves the queue
     workers = [line for line in _jobcomp_lines(offset)
                if line.get("WorkDir", "").startswith(f"{remote_root}/{PACK_ROOT}/")]
@@ -134,7 +141,7 @@ async def run_mode(mode: str, args: argparse.Namespace, raw: dict[str, Any]) -> 
             "workers (core-s)": round(worker_seconds, 1),
             "core-s / useful": round(worker_seconds / useful, 3) if useful else None,
             "end to end / (useful / cores)": round(end_to_end / (useful / args.workers), 3),
-            "tasks killed at walltime": stats["chunks_put_back"],
+            "tasks killed at walltime": killed, "chunks put back": stats["chunks_put_back"],
             "workers timed out": sum(1 for w in workers if w.get("JobState") == "TIMEOUT"),
             "worker jobs": len(workers), "idle at end (core-s)": round(idle_end, 1)}
 

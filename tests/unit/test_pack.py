@@ -146,5 +146,5 @@ def test_a_worker_gives_back_a_task_that_does_not_fit_its_time_left_and_exits(
     assert pickle.loads(read_verified_result(tmp_path / "short")) == ("return", 1)
     assert not (tmp_path / "long" / layout.STARTED).exists()
     assert os.listdir(q / "todo") == ["long"] and os.listdir(q / "taken") == []  # given back, for a longer worker
-    assert pack_worker.serve(q, max_time=600, idle=0, worker="w2") == 1
+    assert pack_worker.serve(q, max_time=700, idle=0, worker="w2") == 1
     assert pickle.loads(read_verified_result(tmp_path / "long")) == ("return", 2)

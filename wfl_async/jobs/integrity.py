@@ -50,8 +50,8 @@ def copy_atomic(source: Path, target: Path) -> None:
 
 def marker_content(result: bytes, seconds: float | None = None) -> bytes:
     """What a final marker holds: the size and sha256 of the result it vouches for, and the seconds
-    the task took (from reading it to its outcome, measured by the worker: the measured time that
-    self-tuning keeps, finer than the markers' times after a copy)."""
+    the task's function took (measured by the worker after unpickling it, whose imports a packed
+    worker pays once: the measured time that self-tuning keeps, finer than the markers' times)."""
     content: dict[str, object] = {"size": len(result), "sha256": hashlib.sha256(result).hexdigest()}
     if seconds is not None:
         content["seconds"] = round(seconds, 4)

@@ -67,6 +67,7 @@ def main(job_dir: str = ".") -> int:
     try:
         with open(layout.TASK, "rb") as handle:
             function, args, kwargs = pickle.load(handle)
+        began = time.monotonic()  # the function's own time: imports made by unpickling are a worker's once
         value = function(*args, **kwargs)
         payload = pickle.dumps(("return", value), protocol=pickle.HIGHEST_PROTOCOL)
         marker = layout.SUCCEEDED

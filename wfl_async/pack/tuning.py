@@ -43,11 +43,12 @@ class Estimate:
     mean: float
     """Mean seconds per configuration (all measured chunks)."""
     high: float
-    """:data:`QUANTILE` of the slowest configuration's seconds in each measured chunk (bounded from above:
-    what the chunk took beyond its other configurations at the mean)."""
+    """:data:`QUANTILE` of the measured chunks' excess: what each took beyond its configurations at the mean,
+    plus one mean (for a chunk of one configuration: that configuration's time)."""
 
     def predict(self, configurations: int) -> float:
-        """Seconds a task of ``configurations`` is expected to take at most (mean, one at the quantile)."""
+        """Seconds a task of ``configurations`` is expected to take at most: its configurations at the
+        mean, and the high quantile of the excess measured chunks had over theirs."""
         return max(0.0, configurations - 1) * self.mean + max(self.high, self.mean)
 
 
@@ -57,8 +58,8 @@ def estimate(measured: Iterable[tuple[float, int]]) -> Estimate | None:
     if not rows:
         return None
     mean = sum(s for s, _ in rows) / sum(n for _, n in rows)
-    slowest = sorted(max(s / n, s - (n - 1) * mean) for s, n in rows)
-    return Estimate(samples=len(rows), mean=mean, high=_quantile(slowest, QUANTILE))
+    excess = sorted(s - (n - 1) * mean for s, n in rows)
+    return Estimate(samples=len(rows), mean=mean, high=_quantile(excess, QUANTILE))
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -91,12 +92,18 @@ def longest_fitting(walltime: float) -> float:
     in a fresh worker of the longest walltime (and is escalated if killed) rather than never.
     """
     room = max(0.0, walltime - WORKER_START_SECONDS)
-    return max(0.0, min(room - MIN_FIT_MARGIN, room / 1.1))
+    return max(0.0, min(room - MIN_FIT_MARGIN, room / (1 + FIT_FRACTION)))
+
+
+FIT_FRACTION = 0.25
+"""Part of a task's predicted time a worker keeps free beyond it: a worker leaving early costs a new
+worker's start; a task killed at the walltime costs its whole run."""
 
 
 def fit_margin(predicted: float) -> float:
-    """Seconds a worker keeps free after a task's predicted end: a tenth of it, at least :data:`MIN_FIT_MARGIN`."""
-    return max(MIN_FIT_MARGIN, 0.1 * predicted)
+    """Seconds a worker keeps free after a task's predicted end: :data:`FIT_FRACTION` of it, at least
+    :data:`MIN_FIT_MARGIN`."""
+    return max(MIN_FIT_MARGIN, FIT_FRACTION * predicted)
 
 
 def fits(predicted: float | None, left: float, longest_so_far: float, unknown_margin: float) -> bool:
