@@ -109,8 +109,11 @@ def test_pack_settings_are_checked_before_anything_is_submitted() -> None:
 def test_self_tuning_starts_small_then_sizes_tasks_from_measured_times() -> None:
     assert tuning.estimate([]) is None
     assert tuning.chunk_size(None, target_seconds=30, remaining=1000, workers=8, walltime=120) == 1
-    found = tuning.estimate([(0.5, 1)] * 99 + [(20.0, 1)])
-    assert found is not None and found.samples == 100 and found.high == 0.5  # the 99th percentile
+    few = tuning.estimate([(0.5, 1)] * 16)  # 16 configurations measured: tasks of two at most, whatever the mean
+    assert few is not None and tuning.chunk_size(few, target_seconds=30, remaining=1000, workers=8, walltime=3600) == 2
+    found = tuning.estimate([(0.5, 1)] * 99 + [(20.0, 1)] + [(69.5, 100)] * 4)  # 500 measured
+    assert found is not None and found.samples == 104 and found.configurations == 500
+    assert found.high == pytest.approx(69.5 - 99 * found.mean)  # the 99th percentile of the chunks' excess
     assert tuning.chunk_size(found, target_seconds=30, remaining=500, workers=8, walltime=3600) == 500 // 16  # the end
     assert tuning.chunk_size(found, target_seconds=30, remaining=10_000, workers=8, walltime=3600) == 43  # 30 s of mean
     # a task never predicted to outlast a worker's walltime, whatever the target

@@ -20,6 +20,9 @@ __all__ = ["FIRST_TASKS_PER_WORKER", "MIN_SAMPLES", "TASKS_PER_WORKER", "Estimat
 
 MIN_SAMPLES = 4
 """Chunks measured before the chunk size grows past one configuration."""
+GROWTH = 8
+"""A task holds at most one configuration per this many measured: a tail the few first measurements
+have not seen cannot hide in a large early task (one that no walltime fits is killed every time)."""
 FIRST_TASKS_PER_WORKER = 2
 """With nothing measured, tasks of one configuration planned per worker before the first results."""
 TASKS_PER_WORKER = 4
@@ -46,6 +49,9 @@ class Estimate:
     """:data:`QUANTILE` of the measured chunks' excess: what each took beyond its configurations at the mean,
     plus one mean (for a chunk of one configuration: that configuration's time)."""
 
+    configurations: int = 0
+    """Configurations measured (all chunks)."""
+
     def predict(self, configurations: int) -> float:
         """Seconds a task of ``configurations`` is expected to take at most: its configurations at the
         mean, and the high quantile of the excess measured chunks had over theirs."""
@@ -59,7 +65,8 @@ def estimate(measured: Iterable[tuple[float, int]]) -> Estimate | None:
         return None
     mean = sum(s for s, _ in rows) / sum(n for _, n in rows)
     excess = sorted(s - (n - 1) * mean for s, n in rows)
-    return Estimate(samples=len(rows), mean=mean, high=_quantile(excess, QUANTILE))
+    return Estimate(samples=len(rows), mean=mean, high=_quantile(excess, QUANTILE),
+                    configurations=sum(n for _, n in rows))
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -73,13 +80,14 @@ def chunk_size(found: Estimate | None, *, target_seconds: float, remaining: int,
 
     One while fewer than :data:`MIN_SAMPLES` chunks are measured (start small, learn fast). Then
     as many as take ``target_seconds`` on average, but no more than leaves every worker two
-    tasks of what remains (the call's end stays balanced), and no more than fit a worker's
+    tasks of what remains (the call's end stays balanced), no more than one per :data:`GROWTH`
+    configurations measured (grow as the measurements do), and no more than fit a worker's
     ``walltime`` as predicted.
     """
     if found is None or found.samples < MIN_SAMPLES or remaining <= 1:
         return 1
     size = max(1, int(target_seconds / max(found.mean, 1e-3)))
-    size = min(size, max(1, remaining // (2 * max(1, workers))))
+    size = min(size, max(1, remaining // (2 * max(1, workers))), max(1, found.configurations // GROWTH))
     while size > 1 and found.predict(size) + fit_margin(found.predict(size)) + WORKER_START_SECONDS > walltime:
         size //= 2
     return max(1, min(size, remaining))
