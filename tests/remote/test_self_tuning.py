@@ -62,26 +62,26 @@ async def runs_per_configuration(session: Session, system: str, job_name: str) -
 
 async def test_a_self_tuned_call_starts_small_and_grows_its_chunks_from_the_first_results(
         pack_system: str, fresh_expyre_root: Path, tmp_path: Path) -> None:
-    configs = timed_cells([0.2] * 24)
+    configs = timed_cells([0.1] * 48)
     info = tuned_info(pack_system, {"max_workers": 2, "target_chunk_seconds": 2, "walltime": 300})
     output = tmp_path / "out.xyz"
     async with session_scope() as session:
         result = await autoparallelize.aio(rf._timed_label, ConfigSet(configs), OutputSpec(output),
                                            autopara_info=AutoparaInfo(remote_info=info))
-        assert [a.info["i"] for a in result] == list(range(24)) and all(a.info["labelled"] for a in result)
-        assert [a.info["i"] for a in read(output, ":")] == list(range(24))
-        assert await runs_per_configuration(session, pack_system, info.job_name) == Counter(range(24))
+        assert [a.info["i"] for a in result] == list(range(48)) and all(a.info["labelled"] for a in result)
+        assert [a.info["i"] for a in read(output, ":")] == list(range(48))
+        assert await runs_per_configuration(session, pack_system, info.job_name) == Counter(range(48))
         async with session.db.conn.execute("SELECT DISTINCT call FROM groups") as cursor:
             calls = [row[0] for row in await cursor.fetchall()]
         assert len(calls) == 1
         groups = await session.db.groups(calls[0])
         sizes = [count for _, count in groups]
-        assert sum(sizes) == 24 and [first for first, _ in groups] == [sum(sizes[:i]) for i in range(len(sizes))]
+        assert sum(sizes) == 48 and [first for first, _ in groups] == [sum(sizes[:i]) for i in range(len(sizes))]
         assert sizes[:4] == [1, 1, 1, 1], f"nothing measured: the first tasks hold one configuration each ({sizes})"
         assert max(sizes) > 1, f"the chunks never grew after the first results ({sizes})"
         measured = await session.db.measured_times(info.job_name, pack_system)
-        assert len(measured) == len(sizes) and sum(n for _, n in measured) == 24
-        assert all(0.2 * n <= s for s, n in measured), measured  # a chunk's run time covers its sleeps
+        assert len(measured) == len(sizes) and sum(n for _, n in measured) == 48
+        assert all(0.1 * n <= s for s, n in measured), measured  # a chunk's run time covers its sleeps
 
 
 async def test_a_task_that_does_not_fit_a_workers_time_left_waits_for_a_worker_it_fits(
