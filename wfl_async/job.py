@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from .config.expyre_env import default_system
+from .config.expyre_modules import expyre_module
 from .doctor.first_submission import ensure_system_ready
 from .doctor.worker_log import died_job_hint
 from .errors import (
@@ -50,7 +51,7 @@ from .jobs.options import JobOptions, WithOptions
 from .jobs.pack_option import PackSetting, effective_pack
 from .jobs.route import RouteKind
 from .jobs.states import JobStatus
-from .pack.coordinator import WorkerSpec, worker_command
+from .pack.coordinator import WALLTIME_SLOT, WorkerSpec, worker_command
 from .session import Session, session_scope
 from .system import SubmitRequest, System, Watch
 from .system.machine import Limits
@@ -188,6 +189,8 @@ class PreparedJob:
     items: int = 1
     """Configurations it holds (a chunk of autoparallelize): more than one can be split after a
     kill at its time limit."""
+    predicted_seconds: float | None = None
+    """A self-tuned packed chunk's predicted run time, staged for its worker's fit decision (docs/self-tuning.md)."""
 
     @property
     def options(self) -> JobOptions:
@@ -421,6 +424,9 @@ class PreparedJob:
         self.local_dir.mkdir(parents=True)
         (self.local_dir / layout.TASK).write_bytes(self.task)
         uploads = [f"{self.job_dir}/{layout.TASK}"]
+        if self.predicted_seconds is not None:
+            (self.local_dir / layout.PREDICTED).write_text(f"{self.predicted_seconds:.3f}\n")
+            uploads.append(f"{self.job_dir}/{layout.PREDICTED}")
         for item in self.options.input_files:
             source = Path(item)
             if source.is_absolute() or ".." in source.parts:
@@ -439,8 +445,8 @@ class PreparedJob:
     def decide_route(self) -> Route:
         """How this job runs: the one place its ``pack`` option (or its system's default) is read.
 
-        ``pack="auto"`` is decided per call, before its jobs are prepared (:mod:`wfl_async.pack.auto`);
-        left unresolved, as for a single :class:`RemoteJob`, the job is a job of its own.
+        A self-tuned setting (``pack="auto"``) packs too; its call chooses the chunks
+        (:mod:`wfl_async.autoparallelize.tuned`) and its coordinator the workers' walltimes.
         """
         setting = effective_pack(self.options.pack, self.system.config.pack)
         if isinstance(setting, PackSetting):
@@ -451,11 +457,32 @@ class PreparedJob:
 
     def _worker_spec(self, system: System, setting: PackSetting) -> WorkerSpec:
         """How the worker jobs of this packed chunk are submitted on ``system`` (docs/packing.md)."""
-        run = worker_command(system.config.python, self.max_time, setting.idle_seconds)
+        cap = self._walltime_cap(system, setting)
+        run = worker_command(system.config.python, WALLTIME_SLOT if setting.tuned else self.max_time,
+                             setting.idle_seconds)
         call_name = re.sub(r"_chunk_\d+$", "", self.spec.job_name)
-        return _worker_spec(call_name, self.partition, tuple(self.node_dict.items()), self.max_time,
+        return _worker_spec(call_name, self.partition, tuple(self.node_dict.items()), cap,
                             tuple(self.options.header_extra), tuple(self._job_body(system, run)), setting,
                             self.session.stage_root)
+
+    def _walltime_cap(self, system: System, setting: PackSetting) -> int:
+        """A worker's longest walltime: the call's ``max_time``, or a self-tuned setting's ``walltime``
+        within the partition's limit.
+
+        :raises ConfigurationError: ``walltime`` is above the partition's ``max_time`` (before anything is submitted)
+        """
+        if not setting.tuned or setting.walltime is None:
+            return self.max_time
+        limits = [spec.get("max_time") for name, spec in system.config.partitions.items()
+                  if spec.get("partition", name) == self.partition]
+        time_to_sec = expyre_module("units").time_to_sec  # a partition's max_time in ExPyRe's forms
+        limit = next((float(time_to_sec(value)) for value in limits if value), None)
+        if limit is not None and setting.walltime > limit:
+            raise ConfigurationError(
+                f"pack: walltime = {setting.walltime:g} s is above partition {self.partition!r}'s max_time of "
+                f"{limit:g} s on {system.name!r}; give a walltime of at most {limit:g} s, or choose another "
+                f"partition (resources partitions)")
+        return int(setting.walltime)
 
     def _job_body(self, system: System, run: str | None = None) -> list[str]:
         """The job script's lines after the system's ``commands``; ``run`` replaces the worker's command."""

@@ -93,14 +93,18 @@ class Progress:
     :param waiting: how many of *this call's* jobs wait locally for room in the queue window
     :param workers: how many worker jobs are alive on the system, for a packed call (docs/packing.md)
     :param arrays: how many job arrays this call's unfinished jobs are tasks of (docs/arrays.md)
+    :param predicted_left: seconds to the call's end predicted from measured times (a self-tuned
+        call, docs/self-tuning.md); None or absent: the ETA is the call's own rate so far
     """
 
     def __init__(self, label: str, system: System | None, counts: CallCounts, enabled: bool,
                  running: Callable[[], int] | None = None, waiting: Callable[[], int] | None = None,
                  workers: Callable[[], int] | None = None, arrays: Callable[[], int] | None = None,
-                 detail: Callable[[], str] | None = None) -> None:
+                 detail: Callable[[], str] | None = None,
+                 predicted_left: Callable[[], float | None] | None = None) -> None:
         self.label = label
         self._detail = detail
+        self._predicted_left = predicted_left
         self.system = system
         self.counts = counts
         self.enabled = enabled
@@ -115,11 +119,24 @@ class Progress:
     def for_call(cls, job_name: str, system: System | None, *, total_chunks: int, total_items: int,
                  enabled: bool | None = None, running: Callable[[], int] | None = None,
                  waiting: Callable[[], int] | None = None, workers: Callable[[], int] | None = None,
-                 arrays: Callable[[], int] | None = None, detail: Callable[[], str] | None = None) -> Progress:
-        """:param detail: more of the line, after the counts (a call over several systems: each one's counts)"""
+                 arrays: Callable[[], int] | None = None, detail: Callable[[], str] | None = None,
+                 predicted_left: Callable[[], float | None] | None = None) -> Progress:
+        """:param detail: more of the line, after the counts (a call over several systems: each one's counts)
+        :param predicted_left: seconds to the call's end from measured times (a self-tuned call), or None"""
         label = f"{system.name}: {job_name}" if system is not None else job_name
         return cls(label, system, CallCounts(total_chunks, total_items),
-                   progress_enabled() if enabled is None else enabled, running, waiting, workers, arrays, detail)
+                   progress_enabled() if enabled is None else enabled, running, waiting, workers, arrays, detail,
+                   predicted_left)
+
+    def eta(self) -> float | None:
+        """Seconds to the call's end: predicted from measured times where the call has them, else at its rate so far."""
+        predicted = self._predicted_left() if self._predicted_left is not None else None
+        return predicted if predicted is not None else self.counts.eta()
+
+    def chunks_added(self, count: int) -> None:
+        """A self-tuned call planned ``count`` more chunks (it plans them as results come back)."""
+        self.counts.total_chunks += count
+        self._queued += count
 
     def chunk_done(self, items: int, *, failed: bool = False) -> None:
         if failed:
@@ -154,7 +171,7 @@ class Progress:
     def compact(self, width: int) -> str:
         """At most ``width`` characters: done/total and the ETA always, then what else fits, most useful first."""
         c = self.counts
-        eta = c.eta()
+        eta = self.eta()
         head = f"done {c.done_chunks}/{c.total_chunks}" + (f" failed {c.failed_chunks}" if c.failed_chunks else "")
         parts = [head, f"ETA {'?' if eta is None else f'{eta:.0f}s'}"]
         optional = [f"running {self.running()}", f"queued {self.queued()}", f"configs {c.done_items}/{c.total_items}",
@@ -166,7 +183,7 @@ class Progress:
 
     def _full_summary(self) -> str:
         c = self.counts
-        eta = c.eta()
+        eta = self.eta()
         waiting = self.waiting()
         workers = f" | workers {self._workers()}" if self._workers is not None else ""
         arrays = self._arrays()

@@ -179,3 +179,15 @@ def fill_the_disk(name: str = "filler.bin") -> None:
         while True:
             handle.write(block)
             handle.flush()
+
+
+def _timed_label(atoms_list):
+    """Label each configuration after sleeping its ``info["seconds"]``, then append its index to
+    ``_completions.log`` in the job directory: a configuration run twice shows twice there."""
+    out = []
+    for atoms in atoms_list:
+        time.sleep(float(atoms.info.get("seconds", 0)))
+        out.extend(_labelled([atoms]))
+        with open("_completions.log", "a") as log:
+            log.write(f"{atoms.info['i']}\n")
+    return out

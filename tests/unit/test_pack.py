@@ -1,8 +1,7 @@
-"""Packing's pure parts against a real shell and a real filesystem: queue commands, the worker loop, settings, auto."""
+"""Packing's pure parts against a real shell and a real filesystem: queue commands, the worker loop, settings, self-tuning."""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import subprocess
@@ -14,8 +13,8 @@ from wfl_async.errors import ConfigurationError
 from wfl_async.jobs import layout
 from wfl_async.jobs.integrity import read_verified_result
 from wfl_async.jobs.options import JobOptions
-from wfl_async.jobs.pack_option import AUTO, PackSetting, effective_pack
-from wfl_async.pack import auto, queue
+from wfl_async.jobs.pack_option import TUNED_IDLE_SECONDS, PackSetting, effective_pack
+from wfl_async.pack import queue, tuning
 from wfl_async.pack import worker as pack_worker
 
 PID = "0123456789abcdef"
@@ -94,25 +93,61 @@ def test_the_worker_runs_each_chunk_once_as_a_one_chunk_job_would_and_exits_on_a
 
 def test_pack_settings_are_checked_before_anything_is_submitted() -> None:
     assert effective_pack({"workers": 3}, None) == PackSetting(workers=3)
-    assert effective_pack(None, "auto") == AUTO and effective_pack(False, {"workers": 2}) is None
-    for bad in ({"workers": 0}, {"worker": 8}, "sometimes", 8):
-        with pytest.raises(ConfigurationError, match="pack"):
+    assert effective_pack(None, "auto") == PackSetting(tuned=True, idle_seconds=TUNED_IDLE_SECONDS)
+    assert effective_pack(False, {"workers": 2}) is None
+    tuned = effective_pack({"target_chunk_seconds": 60, "walltime": "2h", "max_workers": 32}, None)
+    assert tuned == PackSetting(workers=32, idle_seconds=TUNED_IDLE_SECONDS, tuned=True, target_chunk_seconds=60.0,
+                                walltime=7200.0)
+    for bad, named in (({"workers": 0}, "workers"), ({"worker": 8}, "'worker'"), ("sometimes", "sometimes"), (8, "8"),
+                       ({"walltime": "soon"}, "walltime"), ({"max_workers": 4, "workers": 4}, "max_workers"),
+                       ({"target_chunk_seconds": -1}, "target_chunk_seconds")):
+        with pytest.raises(ConfigurationError, match="pack") as caught:
             JobOptions(pack=bad)
+        assert named in str(caught.value)
 
 
-def test_auto_packs_short_chunks_by_their_recorded_run_times(tmp_path: Path) -> None:
-    def finished_chunk(name: str, seconds: float) -> None:
-        (tmp_path / name).mkdir()
-        for file, stamp in ((layout.STARTED, 1000.0), (layout.RESULT, 1000.0 + seconds)):
-            (tmp_path / name / file).write_text(json.dumps(seconds))
-            os.utime(tmp_path / name / file, (stamp, stamp))
+def test_self_tuning_starts_small_then_sizes_tasks_from_measured_times() -> None:
+    assert tuning.estimate([]) is None
+    assert tuning.chunk_size(None, target_seconds=30, remaining=1000, workers=8, walltime=120) == 1
+    few = tuning.estimate([(0.5, 1)] * 16)  # 16 configurations measured: tasks of two at most, whatever the mean
+    assert few is not None and tuning.chunk_size(few, target_seconds=30, remaining=1000, workers=8, walltime=3600) == 2
+    found = tuning.estimate([(0.5, 1)] * 99 + [(20.0, 1)] + [(69.5, 100)] * 4)  # 500 measured
+    assert found is not None and found.samples == 104 and found.configurations == 500
+    assert found.high == pytest.approx(69.5 - 99 * found.mean)  # the 99th percentile of the chunks' excess
+    assert tuning.chunk_size(found, target_seconds=30, remaining=500, workers=8, walltime=3600) == 500 // 16  # the end
+    assert tuning.chunk_size(found, target_seconds=30, remaining=10_000, workers=8, walltime=3600) == 43  # 30 s of mean
+    # a task never predicted to outlast a worker's walltime, whatever the target
+    size = tuning.chunk_size(found, target_seconds=1000, remaining=10_000, workers=1, walltime=120)
+    assert tuning.fits(found.predict(size), 120 - tuning.WORKER_START_SECONDS, 0, 30)
+    # a slow configuration inside a chunk of ten is not averaged away: the chunk bounds it
+    hidden = tuning.estimate([(5.0, 10)] * 9 + [(24.5, 10)])
+    assert hidden is not None and hidden.high == pytest.approx(24.5 - 9 * hidden.mean) and hidden.high > 15
+    tail = tuning.estimate([(0.5, 1)] * 90 + [(20.0, 1)] * 10)
+    assert tail is not None and tail.predict(10) == pytest.approx(9 * tail.mean + 20.0)
 
-    assert auto.decide(tmp_path, "calc", chunks=100) is not None  # nothing to go by: many chunks pack
-    assert auto.decide(tmp_path, "calc", chunks=10) is None
-    for i in range(3):
-        finished_chunk(f"calc_chunk_{i}-k{i}", 600.0)
-    assert auto.chunk_run_times(tmp_path, "calc") == [600.0] * 3
-    assert auto.decide(tmp_path, "calc", chunks=100) is None  # ten-minute chunks: one job each
-    for i in range(3, 9):
-        finished_chunk(f"calc_chunk_{i}-k{i}", 2.0)
-    assert auto.decide(tmp_path, "calc", chunks=5) is not None
+
+def test_worker_walltime_fits_the_longest_task_and_its_share_of_the_backlog() -> None:
+    assert tuning.worker_walltime(longest=100, backlog=0, workers=8, cap=7200) >= 100 + tuning.fit_margin(100)
+    assert tuning.worker_walltime(longest=10, backlog=8000, workers=8, cap=600) == 600
+    assert tuning.worker_walltime(longest=10, backlog=800, workers=8, cap=7200) == 100 + tuning.WORKER_START_SECONDS
+    assert tuning.workers_wanted(max_workers=8, backlog=1e6) == 8
+    assert tuning.workers_wanted(max_workers=8, backlog=50) == 2  # near the end: fewer workers start
+
+
+def test_a_worker_gives_back_a_task_that_does_not_fit_its_time_left_and_exits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_chunk(tmp_path, "short", 1)
+    make_chunk(tmp_path, "long", 2)
+    (tmp_path / "short" / layout.PREDICTED).write_text("1.0\n")
+    (tmp_path / "long" / layout.PREDICTED).write_text("500\n")
+    sh(tmp_path, queue.enqueue_command(PID, ["short", "long"]))
+    q = tmp_path / queue.queue_dir(PID)
+    home = q / "workers" / "w1"
+    home.mkdir()
+    monkeypatch.chdir(home)
+    assert pack_worker.serve(q, max_time=120, idle=0, worker="w1") == 1  # ran the short one only
+    assert pickle.loads(read_verified_result(tmp_path / "short")) == ("return", 1)
+    assert not (tmp_path / "long" / layout.STARTED).exists()
+    assert os.listdir(q / "todo") == ["long"] and os.listdir(q / "taken") == []  # given back, for a longer worker
+    assert pack_worker.serve(q, max_time=700, idle=0, worker="w2") == 1
+    assert pickle.loads(read_verified_result(tmp_path / "long")) == ("return", 2)

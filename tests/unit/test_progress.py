@@ -9,6 +9,8 @@ import pytest
 from rich.console import Console
 
 from wfl_async import progress as progress_module
+from wfl_async.cli._display import predicted_end_lines
+from wfl_async.jobs.database import JobRecord, JobStatus
 from wfl_async.progress import CallCounts, Progress, progress_enabled, unfinished_jobs
 
 
@@ -57,6 +59,32 @@ def test_counts_never_go_backwards() -> None:
 
 def test_eta_is_unknown_before_the_first_result() -> None:
     assert CallCounts(total_chunks=2, total_items=20).eta() is None
+
+
+def test_a_self_tuned_call_shows_the_time_to_its_end_predicted_from_measured_times() -> None:
+    predicted: list[float | None] = [None]
+    progress = Progress("c: tuned", None, CallCounts(total_chunks=16, total_items=500), enabled=False,
+                        predicted_left=lambda: predicted[0])
+    assert "ETA ?" in progress.summary()  # nothing measured, no result yet
+    predicted[0] = 125.0
+    assert progress.summary().endswith("ETA 125s") and "ETA 125s" in progress.compact(40)
+    progress.chunks_added(4)  # planned as results come back
+    assert progress.counts.total_chunks == 20 and progress.queued() == 20
+
+
+def test_ls_predicts_each_unfinished_calls_end_from_its_measured_chunk_times() -> None:
+    def record(name: str, status: JobStatus) -> JobRecord:
+        return JobRecord(key=name, name=name, system="slurm", status=status, job_dir=name, remote_root=None,
+                         remote_id=None, owner=None, created_at=0.0, updated_at=0.0, message=None)
+
+    records = [record("relax_chunk_0", JobStatus.STARTED), record("relax_chunk_1", JobStatus.STARTED),
+               record("relax_chunk_2", JobStatus.SUBMITTED), record("relax_chunk_3", JobStatus.SUCCEEDED),
+               record("md_chunk_0", JobStatus.SUBMITTED)]
+    lines = predicted_end_lines(records, {("relax", "slurm"): [(40.0, 4), (20.0, 2)]})
+    # 3 unfinished chunks of 30 s on average, 2 running: 45 s
+    assert lines == ["slurm: md: 1 unfinished job(s); no measured times yet",
+                     "slurm: relax: 3 unfinished job(s), about 45s to the end (measured 30.0 s a chunk over 2 "
+                     "chunk(s), 2 running)"]
 
 
 @pytest.mark.parametrize(("value", "expected"), [("0", False), ("1", True), ("no", False)])

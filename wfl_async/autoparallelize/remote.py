@@ -20,7 +20,7 @@ import re
 import shlex
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +32,9 @@ from ..configset import ConfigSet, OutputSpec
 from ..errors import JobCancelledError, JobSplitError, first_failure
 from ..job import Packed, PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
-from ..jobs.pack_option import AUTO, effective_pack
+from ..jobs.integrity import marker_seconds
+from ..jobs.pack_option import effective_pack
 from ..jobs.states import UNFINISHED, JobStatus
-from ..pack import auto
 from ..placement.call import PlacedCall, Plan, plan
 from ..placement.choices import first_name
 from ..progress import Progress
@@ -44,7 +44,14 @@ from .autoparainfo import AutoparaInfo
 from .chunk import ChunkResult
 from .pool import do_in_pool
 from .remoteinfo import RemoteInfo
-from .utils import items_inputs_generator, queued_job_chunk_size, set_autopara_per_item_info, split_rng
+from .tuned import TunedChunks
+from .utils import (
+    ItemInput,
+    items_inputs_generator,
+    queued_job_chunk_size,
+    set_autopara_per_item_info,
+    split_rng,
+)
 
 __all__ = ["iter_remote", "run_remote", "submit_remote"]
 
@@ -54,67 +61,28 @@ _POOL_ARGS_NOT_HASHED = ["outputspec", "num_python_subprocesses", "num_inputs_pe
 
 
 @dataclass
-class _Chunk:
+class Chunk:
+    """One chunk of a call: its configurations, where they came from, and its prepared job."""
+
     index: int
     items: list[Any]
     item_indices: tuple[int, ...]
     locs: tuple[str | None, ...]
     job: PreparedJob
-    rngs: list[Any]
-    maker: _ChunkJobs
+    group: tuple[ItemInput, ...] = ()
+    """Its inputs as the call's maker took them (to make its halves)."""
+    maker: ChunkMaker | None = None
     split_keys: list[str] = field(default_factory=list)
     """Keys of the jobs it was split into after kills at its time limit (escalation), all levels."""
 
-    def halves(self) -> tuple[_Chunk, _Chunk]:
-        """Its two halves, each a job of its own (its job was killed at its time limit: escalation)."""
-        cut = len(self.items) // 2
-        parts = []
-        for part in (slice(None, cut), slice(cut, None)):
-            items, indices, rngs = self.items[part], self.item_indices[part], self.rngs[part]
-            job = self.maker.prepared(self.index, items, indices, rngs, sys_name=self.job.system.name)
-            parts.append(_Chunk(self.index, items, indices, self.locs[part], job, rngs, self.maker))
-        return parts[0], parts[1]
-
-
-@dataclass
-class _ChunkJobs:
-    """How the jobs of one call's chunks are made: once for the call, again for a chunk's halves."""
-
-    session: Session
-    op: Callable[..., Any]
-    args: Sequence[Any]
-    kwargs: dict[str, Any]
-    inherited: Any
-    as_configset: bool
-    autopara_info: AutoparaInfo
-    remote_info: RemoteInfo
-    pack: Any = None
-
-    def remote_job(self, index: int, items: list[Any], item_indices: Sequence[int], rngs: list[Any]) -> RemoteJob:
-        chunk_kwargs = dict(self.kwargs)
-        set_autopara_per_item_info(chunk_kwargs, self.op, self.inherited, rngs, list(item_indices))
-        autopara_info, remote_info = self.autopara_info, self.remote_info
-        pool_kwargs = {"num_python_subprocesses": autopara_info.num_python_subprocesses,
-                       "num_inputs_per_python_subprocess": autopara_info.num_inputs_per_python_subprocess,
-                       "iterable": ConfigSet(items) if self.as_configset else items, "outputspec": OutputSpec(),
-                       "op": self.op, "iterable_arg": autopara_info.iterable_arg,
-                       "skip_failed": autopara_info.skip_failed, "initializer": autopara_info.initializer,
-                       "args": list(self.args), "kwargs": chunk_kwargs}
-        return job_from_remote_info(remote_info, do_in_pool, (), pool_kwargs,
-                                    job_name=f"{remote_info.job_name}_chunk_{index}",
-                                    extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
-                                    # the job's function is do_in_pool: version the operation's code
-                                    code_version=code_source(self.op) if remote_info.code_version is True
-                                    else remote_info.code_version)
-
-    def prepared(self, index: int, items: list[Any], item_indices: Sequence[int], rngs: list[Any],
-                 job: RemoteJob | None = None, sys_name: str | None = None) -> PreparedJob:
-        job = job or self.remote_job(index, items, item_indices, rngs)
-        if sys_name is not None:
-            job.sys_name = sys_name
-        prepared = _with_pack(job, self.pack).prepare(self.session)
-        prepared.items = len(items)
-        return prepared
+    def halves(self) -> tuple[Chunk, Chunk]:
+        """Its two halves, each a job of its own on the system it ran on (its job was killed at its
+        time limit: escalation)."""
+        assert self.maker is not None
+        cut = len(self.group) // 2
+        first, second = (self.maker.chunk(self.index, part, sys_name=self.job.system.name)
+                         for part in (self.group[:cut], self.group[cut:]))
+        return first, second
 
 
 async def run_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec, args: Sequence[Any],
@@ -144,7 +112,7 @@ async def submit_remote(*, op: Callable[..., Any], inputs: Any, args: Sequence[A
             raise first_failure(group) from None
 
 
-async def _submit_chunk(chunk: _Chunk) -> None:
+async def _submit_chunk(chunk: Chunk) -> None:
     """Submit ``chunk``'s job, or its halves' if an earlier run split it (escalation)."""
     try:
         await chunk.job.submit()
@@ -156,26 +124,42 @@ async def _submit_chunk(chunk: _Chunk) -> None:
 async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpec | None, args: Sequence[Any],
                       kwargs: dict[str, Any], autopara_info: AutoparaInfo,
                       remote_info: RemoteInfo) -> AsyncIterator[ChunkResult]:
-    """Yield each chunk's results as its job finishes (storing them in ``outputs`` first)."""
+    """Yield each chunk's results as its job finishes (storing them in ``outputs`` first).
+
+    A call over several systems (:mod:`wfl_async.placement`) is placed and may move chunks; a
+    self-tuned call (``pack="auto"`` or a tuned dict, :mod:`.tuned`) on one system plans its chunks
+    as results come back. A call over several systems is not self-tuned: its chunks are sized by
+    ``num_inputs_per_queued_job`` and each system's own ``pack`` setting applies.
+    """
     async with session_scope() as session:
         placed = await _plan(session, remote_info)
-        chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info,
-                                 placed.spread if placed is not None else None)
-        job_dirs = frozenset(c.job.job_dir for c in chunks)
+        system = session.system(job_system(remote_info))
+        setting = effective_pack(remote_info.pack, system.config.pack)
+        tuned: TunedChunks | None = None
+        if placed is None and setting is not None and setting.tuned:
+            maker = ChunkMaker(session, op, inputs, args, kwargs, autopara_info, remote_info)
+            tuned = await TunedChunks.open(session, maker, setting)
+            chunks = await tuned.more()
+        else:
+            chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info,
+                                     placed.spread if placed is not None else None)
+        every = list(chunks)
+        job_dirs = {c.job.job_dir for c in chunks}
         call = placed.runner([c.job for c in chunks]) if placed is not None else None
         if placed is not None and call is not None:
-            progress = _multi_progress(session, remote_info, chunks, placed, call, job_dirs)
+            progress = _multi_progress(session, remote_info, chunks, placed, call, frozenset(job_dirs))
         else:
-            system = session.system(job_system(remote_info))
             packed = bool(chunks) and isinstance(chunks[0].job.route, Packed)
             workers = session.packing(system.name).workers_alive if packed else None
+            predicted = None if tuned is None else (lambda: tuned.predicted_left(
+                max(1, session.packing(system.name).workers_alive())))
             progress = Progress.for_call(remote_info.job_name, system, total_chunks=len(chunks),
-                                         total_items=sum(len(c.items) for c in chunks),
+                                         total_items=tuned.total if tuned else sum(len(c.items) for c in chunks),
                                          running=lambda: system.started_count(job_dirs),
                                          waiting=lambda: system.waiting_count(job_dirs), workers=workers,
-                                         arrays=lambda: system.array_count(job_dirs))
+                                         arrays=lambda: system.array_count(job_dirs), predicted_left=predicted)
         run = call.result if call is not None else _job_result
-        send, receive = anyio.create_memory_object_stream[tuple[_Chunk, Any, BaseException | None]](math.inf)
+        send, receive = anyio.create_memory_object_stream[tuple[Chunk, Any, BaseException | None]](math.inf)
         failure: BaseException | None = None
         failed_keys: set[str] = set()
         with progress:
@@ -184,9 +168,12 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                     tg.start_soon(call.watch)
                 for chunk in chunks:
                     tg.start_soon(_run_chunk, chunk, send.clone(), run)
-                send.close()
+                feeding = tuned is not None and not tuned.exhausted()
+                if not feeding:
+                    send.close()
                 async for chunk, value, error in receive:
                     progress.chunk_done(len(chunk.items), failed=error is not None)
+                    seconds = await _record_time(session, remote_info, chunk) if error is None else None
                     if error is not None:
                         failed_keys.add(chunk.job.key)
                     if error is not None and not remote_info.ignore_failed_jobs:
@@ -195,28 +182,39 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                         failure = error
                         tg.cancel_scope.cancel()
                         break
+                    if tuned is not None and feeding:
+                        await tuned.finished(chunk, seconds)
+                        for new in await tuned.more():
+                            every.append(new)
+                            job_dirs.add(new.job.job_dir)
+                            progress.chunks_added(1)
+                            tg.start_soon(_run_chunk, new, send.clone(), run)
+                        if tuned.exhausted():
+                            feeding = False
+                            send.close()
                     result = _chunk_result(chunk, value, error, remote_info)
                     if outputs is not None:
                         await anyio.to_thread.run_sync(_store, outputs, result)
                     yield result
                 tg.cancel_scope.cancel()  # every chunk is in: the placement watch (if any) ends
+            send.close()
             if failure is not None:
                 if isinstance(failure, JobCancelledError):
-                    await _say_what_is_left(session, chunks, failure)
+                    await _say_what_is_left(session, every, failure)
                 raise failure
             if outputs is not None:
                 await anyio.to_thread.run_sync(outputs.close)
         if "WFL_EXPYRE_NO_MARK_PROCESSED" not in os.environ:
             # a failed chunk (ignore_failed_jobs) stays failed, for 'wfl-async report'; a rerun creates
             # it afresh either way
-            await session.db.update_many((key, {"status": JobStatus.PROCESSED}) for c in chunks
+            await session.db.update_many((key, {"status": JobStatus.PROCESSED}) for c in every
                                          if c.job.key not in failed_keys for key in (c.job.key, *c.split_keys))
         if call is not None:
             log.info("%s: %s", remote_info.job_name, call.line())
-        await _log_summary(session, remote_info.job_name, chunks)
+        await _log_summary(session, remote_info.job_name, every)
 
 
-def _multi_progress(session: Session, remote_info: RemoteInfo, chunks: Sequence[_Chunk], placed: Plan,
+def _multi_progress(session: Session, remote_info: RemoteInfo, chunks: Sequence[Chunk], placed: Plan,
                     call: PlacedCall, job_dirs: frozenset[str]) -> Progress:
     systems = [session.system(n) for n in placed.names]
     return Progress.for_call(f"{'+'.join(placed.names)}: {remote_info.job_name}", None, total_chunks=len(chunks),
@@ -234,7 +232,22 @@ async def _job_result(job: PreparedJob) -> Any:
     return await job.result()
 
 
-async def _log_summary(session: Session, name: str, chunks: Sequence[_Chunk]) -> None:
+async def _record_time(session: Session, remote_info: RemoteInfo, chunk: Chunk) -> float | None:
+    """Keep the chunk's measured run time (as its worker measured it, else from its started to its final
+    marker) for later calls of the operation."""
+    record = await session.db.get(chunk.job.key)
+    if record is None:
+        return None
+    seconds = marker_seconds(chunk.job.local_dir)
+    if seconds is None and record.started_at is not None and record.finished_at is not None:
+        seconds = max(0.0, record.finished_at - record.started_at)
+    if seconds is None:
+        return None
+    await session.db.record_times(remote_info.job_name, record.system, [(seconds, len(chunk.items))])
+    return seconds
+
+
+async def _log_summary(session: Session, name: str, chunks: Sequence[Chunk]) -> None:
     """A few lines at the end of the call: its jobs, where they ran, wall and core time, failures."""
     if not chunks:
         return
@@ -243,7 +256,7 @@ async def _log_summary(session: Session, name: str, chunks: Sequence[_Chunk]) ->
         log.info("%s", line)
 
 
-async def _say_what_is_left(session: Session, chunks: Sequence[_Chunk], failure: JobCancelledError) -> None:
+async def _say_what_is_left(session: Session, chunks: Sequence[Chunk], failure: JobCancelledError) -> None:
     """A job of the call was cancelled by the user: the call stops, and its other jobs are left as
     the user left them (queued or running ones go on; a rerun re-attaches). Say which, and how to
     cancel them too."""
@@ -261,7 +274,7 @@ async def _say_what_is_left(session: Session, chunks: Sequence[_Chunk], failure:
     failure.add_note(note)
 
 
-async def _run_chunk(chunk: _Chunk, send: Any, run: Callable[[PreparedJob], Awaitable[Any]]) -> None:
+async def _run_chunk(chunk: Chunk, send: Any, run: Callable[[PreparedJob], Awaitable[Any]]) -> None:
     async with send:
         try:
             value = await _chunk_value(chunk, chunk, run)
@@ -271,7 +284,7 @@ async def _run_chunk(chunk: _Chunk, send: Any, run: Callable[[PreparedJob], Awai
             await send.send((chunk, value, None))
 
 
-async def _chunk_value(chunk: _Chunk, whole: _Chunk,
+async def _chunk_value(chunk: Chunk, whole: Chunk,
                        run: Callable[[PreparedJob], Awaitable[Any]] | None = None) -> list[Any]:
     """The per-item results of ``chunk``'s job; of its halves', in order, when it was split after a
     kill at its time limit (escalation, recorded in the jobs database: a rerun splits it at once and
@@ -303,7 +316,7 @@ def _groups(value: Any) -> list[Any]:
     return list(value.groups()) if isinstance(value, ConfigSet) else list(value)
 
 
-def _chunk_result(chunk: _Chunk, value: Any, error: BaseException | None, remote_info: RemoteInfo) -> ChunkResult:
+def _chunk_result(chunk: Chunk, value: Any, error: BaseException | None, remote_info: RemoteInfo) -> ChunkResult:
     """The chunk's per-item results, or (``ignore_failed_jobs``) its inputs marked as failed."""
     if error is None:
         return ChunkResult(chunk.index, chunk.item_indices, chunk.locs, tuple(_groups(value)))
@@ -325,52 +338,81 @@ def _store(outputs: OutputSpec, result: ChunkResult) -> None:
             outputs.store(group, loc)
 
 
-def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
-                    kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo,
-                    place: Callable[[int], list[str]] | None = None) -> list[_Chunk]:
-    """Split the inputs and prepare one job per chunk; raises before anything is submitted.
+class ChunkMaker:
+    """Builds the prepared job of one chunk of a call from its group of inputs (checked once per call)."""
 
-    :param place: the system of each of N chunks (several systems listed); default: the one listed
-    """
-    kwargs, rng = split_rng(kwargs) if "rng" in kwargs else (dict(kwargs), None)
-    maker = _ChunkJobs(session, op, args, kwargs, kwargs.get("_autopara_per_item_info"), isinstance(inputs, ConfigSet),
-                       autopara_info, remote_info)
-    per_job = queued_job_chunk_size(remote_info.num_inputs_per_queued_job,
-                                    autopara_info.num_inputs_per_python_subprocess)
-    dumps_call(op, (op, list(args), kwargs))  # once per call: an unpicklable op is named as the local pool names it
-    unprepared: list[tuple[int, list[Any], tuple[int, ...], tuple[str | None, ...], list[Any], RemoteJob]] = []
-    for index, group in enumerate(items_inputs_generator(inputs, per_job, rng)):
+    def __init__(self, session: Session, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
+                 kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo,
+                 pack: Any = None) -> None:
+        self.session, self.op, self.inputs, self.args = session, op, inputs, args
+        self.rng: Any
+        self.kwargs, self.rng = split_rng(kwargs) if "rng" in kwargs else (dict(kwargs), None)
+        self.inherited = self.kwargs.get("_autopara_per_item_info")
+        self.autopara_info, self.remote_info, self.pack = autopara_info, remote_info, pack
+        dumps_call(op, (op, list(args), self.kwargs))  # once per call: an unpicklable op is named as the local pool names it
+
+    def groups(self, per_job: int) -> Iterator[tuple[ItemInput, ...]]:
+        """The inputs, ``per_job`` at a time (1: one configuration each, for a self-tuned call to group)."""
+        return items_inputs_generator(self.inputs, per_job, self.rng)
+
+    def job(self, index: int, group: Sequence[ItemInput]) -> RemoteJob:
+        """The job of chunk ``index`` (its pack setting not applied yet)."""
         items, item_indices, locs, rngs = [], [], [], []
         for item, item_i, loc, item_rng in group:
             if isinstance(item, Atoms):
                 item.info.pop("EXPYRE_REMOTE_JOB_FAILED", None)
-                if not isinstance(inputs, ConfigSet) and item.info.pop("_ConfigSet_loc", None) is not None:
+                if not isinstance(self.inputs, ConfigSet) and item.info.pop("_ConfigSet_loc", None) is not None:
                     warnings.warn("Removed _ConfigSet_loc info field from Atoms because input is not a ConfigSet",
-                                  stacklevel=3)
+                                  stacklevel=4)
             items.append(item)
             item_indices.append(item_i)
             locs.append(loc)
             rngs.append(item_rng)
-        job = maker.remote_job(index, items, item_indices, rngs)
-        unprepared.append((index, items, tuple(item_indices), tuple(locs), rngs, job))
-    systems = place(len(unprepared)) if place is not None else [job.sys_name for *_, job in unprepared]
-    maker.pack = _call_pack(session, remote_info, len(unprepared), systems[0] if systems else job_system(remote_info))
-    for (*_, job), name in zip(unprepared, systems, strict=True):
-        job.sys_name = name
-    return [_Chunk(index, items, item_indices, locs, maker.prepared(index, items, item_indices, rngs, job), rngs, maker)
-            for index, items, item_indices, locs, rngs, job in unprepared]
+        chunk_kwargs = dict(self.kwargs)
+        set_autopara_per_item_info(chunk_kwargs, self.op, self.inherited, rngs, item_indices)
+        info = self.autopara_info
+        job_iterable = ConfigSet(items) if isinstance(self.inputs, ConfigSet) else items
+        pool_kwargs = {"num_python_subprocesses": info.num_python_subprocesses,
+                       "num_inputs_per_python_subprocess": info.num_inputs_per_python_subprocess,
+                       "iterable": job_iterable, "outputspec": OutputSpec(), "op": self.op,
+                       "iterable_arg": info.iterable_arg, "skip_failed": info.skip_failed,
+                       "initializer": info.initializer, "args": list(self.args), "kwargs": chunk_kwargs}
+        remote_info = self.remote_info
+        return job_from_remote_info(remote_info, do_in_pool, (), pool_kwargs,
+                                    job_name=f"{remote_info.job_name}_chunk_{index}",
+                                    extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
+                                    # the job's function is do_in_pool: version the operation's code
+                                    code_version=code_source(self.op) if remote_info.code_version is True
+                                    else remote_info.code_version)
+
+    def chunk(self, index: int, group: Sequence[ItemInput], predicted_seconds: float | None = None,
+              sys_name: str | None = None) -> Chunk:
+        """Chunk ``index`` prepared (checked, pickled, hashed), with the call's pack setting, on
+        ``sys_name`` (default: the first system listed)."""
+        job = self.job(index, group)
+        if sys_name is not None:
+            job.sys_name = sys_name
+        prepared = _with_pack(job, self.pack).prepare(self.session)
+        prepared.predicted_seconds = predicted_seconds
+        prepared.items = len(group)
+        return Chunk(index, [g[0] for g in group], tuple(g[1] for g in group), tuple(g[2] for g in group), prepared,
+                     tuple(group), self)
 
 
-def _call_pack(session: Session, remote_info: RemoteInfo, chunks: int, system: str) -> Any:
-    """The call's packing setting for every chunk, ``"auto"`` decided once for the call (pack/auto.py,
-    by its first chunk's ``system``); None: each chunk's own option (and its system's default) stands."""
-    if effective_pack(remote_info.pack, session.system(system).config.pack) != AUTO:
-        return None
-    decided = auto.decide(session.stage_root, remote_info.job_name, chunks)
-    log.info("%s: pack=\"auto\": %s", remote_info.job_name,
-             f"packing {chunks} chunks into {decided.workers} workers" if decided is not None
-             else f"one job per chunk for {chunks} chunks")
-    return {"workers": decided.workers, "idle_seconds": decided.idle_seconds} if decided is not None else False
+def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
+                    kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo,
+                    place: Callable[[int], list[str]] | None = None) -> list[Chunk]:
+    """Split the inputs and prepare one job per chunk; raises before anything is submitted.
+
+    :param place: the system of each of N chunks (several systems listed); default: the one listed
+    """
+    maker = ChunkMaker(session, op, inputs, args, kwargs, autopara_info, remote_info)
+    per_job = queued_job_chunk_size(remote_info.num_inputs_per_queued_job,
+                                    autopara_info.num_inputs_per_python_subprocess)
+    groups = list(maker.groups(per_job))
+    systems = place(len(groups)) if place is not None else [job_system(remote_info)] * len(groups)
+    return [maker.chunk(index, group, sys_name=name)
+            for index, (group, name) in enumerate(zip(groups, systems, strict=True))]
 
 
 def _with_pack(job: RemoteJob, pack: Any) -> RemoteJob:

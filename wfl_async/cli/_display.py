@@ -8,7 +8,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from rich.text import Text
 from ..jobs.database import JobRecord, JobStatus
 from ..jobs.escalation import Escalation
 from ..jobs.route import RouteKind
+from ..jobs.states import UNFINISHED
 from ._actions import Report
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -225,6 +226,34 @@ def totals_line(records: Sequence[JobRecord], shown: int) -> str:
     moved = sum(1 for r in records if r.moved_from)
     tail = f"; {moved} moved to another system" if moved else ""
     return f"{head}: {by_status}; run time {_ago(sum(runs))} in total{tail}" if records else "no jobs"
+
+
+def call_of(record: JobRecord) -> str:
+    """The call a chunk job belongs to (its name without ``_chunk_<i>``): the operation its times are kept under."""
+    return re.sub(r"_chunk_\d+$", "", record.name)
+
+
+def predicted_end_lines(records: Sequence[JobRecord],
+                        measured: Mapping[tuple[str, str], Sequence[tuple[float, int]]]) -> list[str]:
+    """One line per call with unfinished jobs: the time to its end predicted from its measured chunk times
+    (unfinished chunks x mean chunk time, over the chunks running now). A self-tuned call plans its
+    chunks as results come back: its chunks not planned yet are not counted."""
+    calls: dict[tuple[str, str], list[JobRecord]] = {}
+    for record in records:
+        if record.status in UNFINISHED:
+            calls.setdefault((call_of(record), record.system), []).append(record)
+    lines = []
+    for (call, system), unfinished in sorted(calls.items()):
+        times = measured.get((call, system)) or ()
+        if not times:
+            lines.append(f"{system}: {call}: {len(unfinished)} unfinished job(s); no measured times yet")
+            continue
+        per_chunk = sum(s for s, _ in times) / len(times)
+        running = sum(1 for r in unfinished if r.status is JobStatus.STARTED)
+        left = len(unfinished) * per_chunk / max(1, running)
+        lines.append(f"{system}: {call}: {len(unfinished)} unfinished job(s), about {_ago(left)} to the end "
+                     f"(measured {per_chunk:.1f} s a chunk over {len(times)} chunk(s), {running} running)")
+    return lines
 
 
 def record_dict(record: JobRecord) -> dict[str, Any]:

@@ -17,7 +17,16 @@ from ..jobs.states import RERUNNABLE, UNFINISHED, JobStatus
 from ..report import select_runs
 from ..session import session_scope
 from ._common import JobFilter, Project, job_filters, read_jobs, run_async
-from ._display import escalated, jobs_lines, jobs_long, record_dict, terminal_width, totals_line
+from ._display import (
+    call_of,
+    escalated,
+    jobs_lines,
+    jobs_long,
+    predicted_end_lines,
+    record_dict,
+    terminal_width,
+    totals_line,
+)
 
 __all__ = ["log", "ls", "rerun"]
 
@@ -53,7 +62,17 @@ def ls(filters: JobFilter, long_: bool, as_json: bool, active: bool, limit: int 
         click.echo(f"no {'active ' if active else ''}jobs match ({filters.describe()})", err=True)
         return
     lines = jobs_long(records) if long_ else jobs_lines(records, terminal_width())
-    click.echo("\n".join([*lines, totals_line(every, len(records))]))
+    ends = predicted_end_lines(every, run_async(_measured_times, project, every))
+    click.echo("\n".join([*lines, totals_line(every, len(records)), *ends]))
+
+
+async def _measured_times(project: Project, records: Sequence[JobRecord]) -> dict[tuple[str, str], list[tuple[float, int]]]:
+    """The measured chunk times of every call with unfinished jobs among ``records`` (read-only)."""
+    calls = {(call_of(r), r.system) for r in records if r.status in UNFINISHED}
+    if not calls:
+        return {}
+    async with JobsDatabase(project.db_path, readonly=True) as db:
+        return {call: await db.measured_times(*call) for call in calls}
 
 
 def _one_job(project: Project, job: str) -> JobRecord:

@@ -216,6 +216,8 @@ class _Write:
     deletes: list[str] = field(default_factory=list)
     costs: list[tuple[str, float, str]] = field(default_factory=list)
     """(owner, started_at, counts as JSON): what a session's commands cost so far."""
+    rows: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    """``(INSERT statement, parameters)`` into the tables of measured times and chunk groupings."""
     done: anyio.Event = field(default_factory=anyio.Event)
     claimed: list[Claim] = field(default_factory=list)
     error: BaseException | None = None
@@ -438,6 +440,8 @@ class JobsDatabase:
                     conn.executemany(sql, rows)
                 if write.deletes:
                     conn.executemany("DELETE FROM jobs WHERE key = ?", [(k,) for k in write.deletes])
+                for sql, params in write.rows:
+                    conn.execute(sql, params)
                 for owner, started, counts in write.costs:
                     conn.execute("INSERT OR REPLACE INTO costs (owner, started_at, updated_at, counts) "
                                  "VALUES (?, ?, ?, ?)", (owner, started, now, counts))
@@ -511,6 +515,42 @@ class JobsDatabase:
                     raise
                 break
         return found
+
+    # ------------------------------------------------------------------ measured times, chunk groupings
+    async def record_times(self, operation: str, system: str, samples: Iterable[tuple[float, int]]) -> None:
+        """Keep what chunks of ``operation`` took on ``system``: ``(seconds, configurations)`` per chunk."""
+        now = time.time()
+        rows = [(_INSERT_TIME, (operation, system, float(s), int(n), now)) for s, n in samples]
+        if rows:
+            await self._submit(_Write(rows=rows))
+
+    async def measured_times(self, operation: str, system: str, limit: int = 2000) -> list[tuple[float, int]]:
+        """The latest ``(seconds, configurations)`` of ``operation``'s chunks on ``system``, newest first
+        (none in a database an older version made, opened read-only)."""
+        try:
+            async with self.conn.execute(
+                    "SELECT seconds, items FROM times WHERE operation = ? AND system = ? ORDER BY recorded_at DESC "
+                    "LIMIT ?", (operation, system, limit)) as cursor:
+                return [(float(s), int(n)) for s, n in await cursor.fetchall()]
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return []
+
+    async def record_groups(self, call: str, groups: Iterable[tuple[int, int]]) -> None:
+        """Keep how call ``call`` grouped its configurations: ``(first index, count)`` per chunk.
+
+        Awaited before the chunk is claimed, so a rerun after any interruption groups them the same.
+        """
+        rows = [(_INSERT_GROUP, (call, first, count)) for first, count in groups]
+        if rows:
+            await self._submit(_Write(rows=rows))
+
+    async def groups(self, call: str) -> list[tuple[int, int]]:
+        """``(first index, count)`` of every chunk call ``call`` made in earlier runs, in index order."""
+        async with self.conn.execute("SELECT first, count FROM groups WHERE call = ? ORDER BY first",
+                                     (call,)) as cursor:
+            return [(int(f), int(c)) for f, c in await cursor.fetchall()]
 
     async def delete(self, keys: Sequence[str]) -> None:
         if keys:
@@ -638,8 +678,31 @@ def _update_statements(updates: Iterable[tuple[str, dict[str, Any]]],
     return statements
 
 
+_ADDED_TABLES = """
+CREATE TABLE IF NOT EXISTS times (
+    operation   TEXT NOT NULL,
+    system      TEXT NOT NULL,
+    seconds     REAL NOT NULL,
+    items       INTEGER NOT NULL,
+    recorded_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS times_operation ON times(operation, system, recorded_at);
+CREATE TABLE IF NOT EXISTS groups (
+    call        TEXT NOT NULL,
+    first       INTEGER NOT NULL,
+    count       INTEGER NOT NULL,
+    PRIMARY KEY (call, first)
+);
+"""
+"""Tables added since the first schema: measured run times per operation and system (``pack="auto"``,
+docs/self-tuning.md) and the grouping of a self-tuned call's configurations into chunks."""
+_INSERT_TIME = "INSERT INTO times (operation, system, seconds, items, recorded_at) VALUES (?, ?, ?, ?, ?)"
+_INSERT_GROUP = "INSERT OR IGNORE INTO groups (call, first, count) VALUES (?, ?, ?)"
+
+
 async def _migrate(conn: aiosqlite.Connection) -> None:
-    """Add the columns a database made by an earlier version lacks, and fill them in for its jobs."""
+    """Add the tables and columns a database made by an earlier version lacks, and fill them in for its jobs."""
+    await conn.executescript(_ADDED_TABLES)
     async with conn.execute("PRAGMA table_info(jobs)") as cursor:
         present = {row[1] async for row in cursor}
     missing = [column for column in _ADDED_COLUMNS if column not in present]

@@ -21,6 +21,9 @@ SUBMIT_ANSWER = "_wfl_async_submit.out"
 """What the scheduler answered to the submission, written by the submitter that won the lock."""
 SUBMIT_RELEASED = "_wfl_async_submit.released"
 """Token of the last command that released a stale submit lock (so a repeated command does not again)."""
+PREDICTED = "_wfl_async_predicted_seconds"
+"""A self-tuned packed chunk's predicted run time (s, text), staged with its task: a worker takes the
+chunk only if it fits the time the worker has left (docs/self-tuning.md)."""
 WORKER_LOG = "_wfl_async_worker.log"
 """stdout and stderr of the worker (the function's prints, the remote traceback)."""
 FETCH_ON_FINISH = (RESULT, WORKER_LOG, STARTED, *FINAL_MARKERS)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import time
 import traceback
 
 from . import layout
@@ -62,9 +63,11 @@ def main(job_dir: str = ".") -> int:
     with open(layout.STARTED, "w") as started:  # where it runs, for the run report
         started.write(started_marker_text())
     record_event(layout.STARTED)
+    began = time.monotonic()
     try:
         with open(layout.TASK, "rb") as handle:
             function, args, kwargs = pickle.load(handle)
+        began = time.monotonic()  # the function's own time: imports made by unpickling are a worker's once
         value = function(*args, **kwargs)
         payload = pickle.dumps(("return", value), protocol=pickle.HIGHEST_PROTOCOL)
         marker = layout.SUCCEEDED
@@ -72,9 +75,10 @@ def main(job_dir: str = ".") -> int:
         traceback.print_exc()
         payload = _pickle_exception(exc)
         marker = layout.FAILED
+    seconds = time.monotonic() - began
     write_atomic(layout.RESULT, payload)
     # written last, and itself atomically: a marker means a complete result of this size and hash
-    write_atomic(marker, marker_content(payload))
+    write_atomic(marker, marker_content(payload, seconds))
     record_event(marker)
     return 0 if marker == layout.SUCCEEDED else 1
 

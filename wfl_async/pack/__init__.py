@@ -11,7 +11,8 @@ Modules, one job each:
 
 - :mod:`wfl_async.jobs.pack_option` (in the floor data layer, since the job options use it): the
   ``pack`` option (``{"workers": N}``, ``"auto"``, off), checked;
-- :mod:`.auto`: the rule of ``pack="auto"``;
+- :mod:`.tuning`: self-tuning's rules (``pack="auto"``): chunk size, a task's predicted time, whether
+  it fits a worker's time left, workers' count and walltime (docs/self-tuning.md);
 - :mod:`.queue`: the remote queue layout, the shell text that enqueues, lists and requeues
   entries, and the parser of the listing (pure functions, no I/O);
 - :mod:`.worker`: ``python -m wfl_async.pack.worker``, the remote worker loop;

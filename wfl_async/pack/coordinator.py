@@ -64,9 +64,11 @@ from .queue import (
     requeue_command,
     worker_dir,
 )
+from .tuning import worker_walltime, workers_wanted
 from .workers import WorkerState, is_alive, judge, workers_to_start
 
-__all__ = ["PackCoordinator", "PackSummary", "WorkerSpec", "worker_command", "worker_remote_id"]
+__all__ = ["WALLTIME_SLOT", "PackCoordinator", "PackSummary", "PackTuning", "WorkerSpec", "worker_command",
+           "worker_remote_id"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,11 @@ MAX_ENQUEUE_ATTEMPTS = 10
 """Tries to queue a chunk whose enqueue command keeps failing before its call is told."""
 
 
-def worker_command(python: str, max_time: int, idle: float) -> str:
+WALLTIME_SLOT = "@wfl_async_walltime@"
+"""Stands for the walltime in a self-tuned worker's command: each worker's is chosen as it is submitted."""
+
+
+def worker_command(python: str, max_time: int | str, idle: float) -> str:
     """The job script line running the worker (its directory is ``<queue>/workers/<worker>``)."""
     return f"{shlex.quote(python)} -m wfl_async.pack.worker ../.. --max-time {max_time} --idle {idle:g}"
 
@@ -100,6 +106,16 @@ class WorkerSpec:
     def pack_id(self) -> str:
         """Same script, same pack: chunks of calls with the same resources share workers (hashed once per spec)."""
         return pack_id([self.partition, self.node_dict, self.max_time, self.header_extra, self.body])
+
+
+@dataclass(frozen=True)
+class PackTuning:
+    """What a self-tuned call tells its pack's coordinator about the work left (:mod:`.tuning`)."""
+
+    longest: float
+    """Predicted seconds of the longest task not finished (0: none predicted yet)."""
+    backlog: float
+    """Predicted seconds of all work not finished, queued or not yet planned."""
 
 
 @dataclass
@@ -161,6 +177,7 @@ class PackCoordinator:
         self._submit = submit
         self.listings = listings
         self._packs: dict[tuple[str, str], _Pack] = {}
+        self._tuning: dict[str, PackTuning] = {}
         self._send, self._receive = anyio.create_memory_object_stream[_Enqueue](math.inf)
         self._tasks: anyio.abc.TaskGroup | None = None
         self.stopped_by: BaseException | None = None
@@ -216,6 +233,19 @@ class PackCoordinator:
         pack = self._packs.setdefault((root, spec.pack_id), _Pack())
         if pack.spec is None or spec.setting.workers > pack.spec.setting.workers:
             pack.spec = spec
+
+    def tune(self, pid: str, tuning: PackTuning) -> None:
+        """A self-tuned call's latest view of pack ``pid``'s work: its next workers' count and walltime."""
+        self._tuning[pid] = tuning
+
+    def _worker_plan(self, spec: WorkerSpec, pid: str) -> tuple[int, int]:
+        """How many workers pack ``pid`` should have alive, and the walltime (s) of the next one."""
+        setting = spec.setting
+        hint = self._tuning.get(pid)
+        if not setting.tuned or hint is None:
+            return setting.workers, spec.max_time
+        wanted = workers_wanted(max_workers=setting.workers, backlog=hint.backlog)
+        return wanted, worker_walltime(longest=hint.longest, backlog=hint.backlog, workers=wanted, cap=spec.max_time)
 
     async def submit(self, request: SubmitRequest, spec: WorkerSpec) -> str:
         """Stage ``request``'s chunk and put it in its pack's queue; return its remote id.
@@ -404,18 +434,19 @@ class PackCoordinator:
                         "that queued them", self.machine.name, pid, pack.remaining)
         if pack.spec is None or pack.topping_up or pack.requeueing:
             return
-        missing = workers_to_start(pack.spec.setting.workers, self._alive_count(pack), pack.queued)
+        target, walltime = self._worker_plan(pack.spec, pid)
+        missing = workers_to_start(target, self._alive_count(pack), pack.queued)
         if missing <= 0:
             return
         pack.topping_up = True
         try:
             async with anyio.create_task_group() as tasks:
                 for _ in range(missing):
-                    tasks.start_soon(self._submit_worker, pack, pid)
+                    tasks.start_soon(self._submit_worker, pack, pid, walltime)
         finally:
             pack.topping_up = False
 
-    async def _submit_worker(self, pack: _Pack, pid: str) -> None:
+    async def _submit_worker(self, pack: _Pack, pid: str, walltime: int) -> None:
         spec = pack.spec
         assert spec is not None
         name = f"w{uuid.uuid4().hex[:12]}"
@@ -423,8 +454,9 @@ class PackCoordinator:
         await anyio.Path(spec.local_root / job_dir).mkdir(parents=True, exist_ok=True)
         pack.workers[name] = WorkerState(submitted_at=time.monotonic())
         request = SubmitRequest(job_dir=job_dir, job_name=safe_name(f"{spec.job_name}_worker"),
-                                partition=spec.partition, node_dict=dict(spec.node_dict), max_time=spec.max_time,
-                                header_extra=list(spec.header_extra), body=list(spec.body), upload=[],
+                                partition=spec.partition, node_dict=dict(spec.node_dict), max_time=walltime,
+                                header_extra=list(spec.header_extra),
+                                body=[line.replace(WALLTIME_SLOT, str(walltime)) for line in spec.body], upload=[],
                                 local_root=spec.local_root)
         try:
             remote_id = await self._submit(request)
@@ -435,4 +467,5 @@ class PackCoordinator:
         if name in pack.workers:
             pack.workers[name] = replace(pack.workers[name], remote_id=remote_id)
         self.stats["workers_submitted"] += 1
-        log.info("%s: pack %s: worker %s submitted as %s", self.machine.name, pid, name, remote_id)
+        log.info("%s: pack %s: worker %s submitted as %s (walltime %d s)", self.machine.name, pid, name, remote_id,
+                 walltime)

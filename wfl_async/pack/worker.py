@@ -7,6 +7,9 @@ task, log, result and marker files), then drops the entry. The worker stays in o
 process, so the function's modules are imported once, not once per chunk: that is what
 makes short chunks cheap. It exits when the queue stays empty for ``--idle`` seconds, or
 when too little of ``--max-time`` is left to run another chunk as long as the longest so far.
+A self-tuned chunk carries its predicted time (:data:`~wfl_async.jobs.layout.PREDICTED`): the
+worker runs it only if it :func:`fits` the time left, else gives it back and, after
+:data:`MAX_REFUSALS` such chunks in a row, exits (the driver submits a worker it fits).
 
 Killed mid-chunk, it leaves its entry in ``taken``: the driver sees the worker gone from the
 queue and puts the chunk back (:func:`wfl_async.pack.queue.requeue_command`).
@@ -25,6 +28,7 @@ from ..jobs import layout
 from ..jobs import worker as one_chunk
 from ..jobs.run_record import PACK_WORKER_ENV
 from .queue import EXITED, JOB_ID, MAX_TAKES, TAKEN, TODO
+from .tuning import fits as fits_time_left
 
 _JOB_ID_VARIABLES = ("SLURM_JOB_ID", "JOB_ID", "PBS_JOBID")
 """Where Slurm, SGE and PBS tell a job its own id."""
@@ -32,6 +36,8 @@ _JOB_ID_VARIABLES = ("SLURM_JOB_ID", "JOB_ID", "PBS_JOBID")
 MIN_MARGIN = 30.0
 """Seconds of ``max_time`` kept free at least when deciding to take another chunk."""
 _IDLE_STEP = 0.2
+MAX_REFUSALS = 3
+"""Chunks in a row that do not fit the time left before the worker exits (claims stay O(1))."""
 
 
 def claim(queue: Path, worker: str) -> str | None:
@@ -45,6 +51,28 @@ def claim(queue: Path, worker: str) -> str | None:
             continue  # another worker was first
         return name
     return None
+
+
+def give_back(queue: Path, name: str, worker: str) -> None:
+    """Put a taken entry back in ``todo`` (atomic rename), for a worker with more time left.
+
+    The ``claim`` side of issue 16 owns the queue layout; this is the one place the fit decision
+    hands an entry back, to be replaced by its atomic give-back.
+    """
+    os.rename(queue / TAKEN / f"{name}@{worker}", queue / TODO / name)
+
+
+def predicted_seconds(job_dir: Path) -> float | None:
+    """The chunk's predicted run time as the driver staged it; None: not self-tuned (or unreadable)."""
+    try:
+        return float((job_dir / layout.PREDICTED).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def fits(job_dir: Path, left: float, longest: float) -> bool:
+    """Whether the chunk in ``job_dir`` can finish in the ``left`` s of this worker's walltime."""
+    return fits_time_left(predicted_seconds(job_dir), left, longest, MIN_MARGIN)
 
 
 def run_chunk(job_dir: Path) -> None:
@@ -77,8 +105,8 @@ def serve(queue: Path, max_time: float, idle: float, worker: str) -> int:
     root = queue.parent.parent
     started = time.monotonic()
     longest = 0.0
-    ran = 0
-    while max_time - (time.monotonic() - started) > max(MIN_MARGIN, 2 * longest):
+    ran = refused = 0
+    while refused < MAX_REFUSALS:
         name = claim(queue, worker)
         waited = 0.0
         while name is None and waited < idle:
@@ -98,6 +126,14 @@ def serve(queue: Path, max_time: float, idle: float, worker: str) -> int:
                                              else "its directory has no task"), flush=True)
             entry.unlink(missing_ok=True)
             continue
+        left = max_time - (time.monotonic() - started)
+        if not fits(job_dir, left, longest):
+            print(f"not running {name}: predicted {predicted_seconds(job_dir)} s, {left:.0f} s left; giving it back",
+                  flush=True)
+            give_back(queue, name, worker)
+            refused += 1
+            continue
+        refused = 0
         began = time.monotonic()
         print(f"running {name}", flush=True)
         try:

@@ -1,0 +1,141 @@
+"""Self-tuning's decisions, pure: chunk size, a task's predicted time, worker walltime and count.
+
+Everything here is computed from measured chunk times, ``(seconds, configurations)`` per
+chunk, as the jobs database keeps them per operation and system
+(:meth:`~wfl_async.jobs.database.JobsDatabase.measured_times`). A chunk of one configuration
+measures that configuration exactly; a chunk of ``n`` bounds its slowest configuration by what it
+took beyond ``n - 1`` mean configurations, so the tail is never averaged away (a worker killed at its
+walltime costs far more than one that leaves a little early). No I/O and no clock here
+(docs/self-tuning.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["FIRST_TASKS_PER_WORKER", "MIN_SAMPLES", "TASKS_PER_WORKER", "Estimate", "chunk_size", "estimate", "fits", "fit_margin",
+           "longest_fitting", "worker_walltime", "workers_wanted"]
+
+MIN_SAMPLES = 4
+"""Chunks measured before the chunk size grows past one configuration."""
+GROWTH = 8
+"""A task holds at most one configuration per this many measured: a tail the few first measurements
+have not seen cannot hide in a large early task (one that no walltime fits is killed every time)."""
+FIRST_TASKS_PER_WORKER = 2
+"""With nothing measured, tasks of one configuration planned per worker before the first results."""
+TASKS_PER_WORKER = 4
+"""Tasks planned and not finished per worker once times are measured: the one it runs and three
+queued, so a worker never waits for the driver to see a result and plan the next task."""
+QUANTILE = 0.99
+"""A task is predicted to take its configurations' mean, plus this quantile of the slowest
+configuration of the measured chunks for one of them."""
+WORKER_START_SECONDS = 20.0
+"""A worker's own start (queue to Python to its first claim): kept free in its walltime."""
+MIN_FIT_MARGIN = 5.0
+"""Seconds a worker keeps free at least after a task's predicted end."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Per-configuration times of one operation on one system, as measured."""
+
+    samples: int
+    """Chunks measured."""
+    mean: float
+    """Mean seconds per configuration (all measured chunks)."""
+    high: float
+    """:data:`QUANTILE` of the measured chunks' excess: what each took beyond its configurations at the mean,
+    plus one mean (for a chunk of one configuration: that configuration's time)."""
+
+    configurations: int = 0
+    """Configurations measured (all chunks)."""
+
+    def predict(self, configurations: int) -> float:
+        """Seconds a task of ``configurations`` is expected to take at most: its configurations at the
+        mean, and the high quantile of the excess measured chunks had over theirs."""
+        return max(0.0, configurations - 1) * self.mean + max(self.high, self.mean)
+
+
+def estimate(measured: Iterable[tuple[float, int]]) -> Estimate | None:
+    """The :class:`Estimate` of measured ``(seconds, configurations)`` chunks; None: nothing measured."""
+    rows = [(max(0.0, s), n) for s, n in measured if n > 0]
+    if not rows:
+        return None
+    mean = sum(s for s, _ in rows) / sum(n for _, n in rows)
+    excess = sorted(s - (n - 1) * mean for s, n in rows)
+    return Estimate(samples=len(rows), mean=mean, high=_quantile(excess, QUANTILE),
+                    configurations=sum(n for _, n in rows))
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of sorted ``values`` (nearest rank: never below a value that was measured)."""
+    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
+
+
+def chunk_size(found: Estimate | None, *, target_seconds: float, remaining: int, workers: int,
+               walltime: float) -> int:
+    """Configurations for the next task.
+
+    One while fewer than :data:`MIN_SAMPLES` chunks are measured (start small, learn fast). Then
+    as many as take ``target_seconds`` on average, but no more than leaves every worker two
+    tasks of what remains (the call's end stays balanced), no more than one per :data:`GROWTH`
+    configurations measured (grow as the measurements do), and no more than fit a worker's
+    ``walltime`` as predicted.
+    """
+    if found is None or found.samples < MIN_SAMPLES or remaining <= 1:
+        return 1
+    size = max(1, int(target_seconds / max(found.mean, 1e-3)))
+    size = min(size, max(1, remaining // (2 * max(1, workers))), max(1, found.configurations // GROWTH))
+    while size > 1 and found.predict(size) + fit_margin(found.predict(size)) + WORKER_START_SECONDS > walltime:
+        size //= 2
+    return max(1, min(size, remaining))
+
+
+def longest_fitting(walltime: float) -> float:
+    """The longest prediction a fresh worker of ``walltime`` s takes (its start and margin kept free).
+
+    A configuration predicted longer than that is staged with this prediction instead: it runs
+    in a fresh worker of the longest walltime (and is escalated if killed) rather than never.
+    """
+    room = max(0.0, walltime - WORKER_START_SECONDS)
+    return max(0.0, min(room - MIN_FIT_MARGIN, room / (1 + FIT_FRACTION)))
+
+
+FIT_FRACTION = 0.25
+"""Part of a task's predicted time a worker keeps free beyond it: a worker leaving early costs a new
+worker's start; a task killed at the walltime costs its whole run."""
+
+
+def fit_margin(predicted: float) -> float:
+    """Seconds a worker keeps free after a task's predicted end: :data:`FIT_FRACTION` of it, at least
+    :data:`MIN_FIT_MARGIN`."""
+    return max(MIN_FIT_MARGIN, FIT_FRACTION * predicted)
+
+
+def fits(predicted: float | None, left: float, longest_so_far: float, unknown_margin: float) -> bool:
+    """Whether a task predicted to take ``predicted`` s can finish in the ``left`` s of a worker's walltime.
+
+    A task with no prediction (queued by a call that is not self-tuned) goes by the worker's own
+    rule: at least ``unknown_margin`` left, and twice the longest task it ran so far.
+    """
+    if predicted is None:
+        return left > max(unknown_margin, 2 * longest_so_far)
+    return predicted + fit_margin(predicted) <= left
+
+
+def worker_walltime(*, longest: float, backlog: float, workers: int, cap: float) -> int:
+    """Walltime (s) of a worker to submit now: the longest task waiting fits, with its margin, and
+    the worker can take its share of the ``backlog`` (s of predicted work) if ``cap`` allows."""
+    fit_longest = longest + fit_margin(longest) + WORKER_START_SECONDS
+    share = backlog / max(1, workers) + WORKER_START_SECONDS
+    return int(math.ceil(min(cap, max(fit_longest, share, 2 * WORKER_START_SECONDS))))
+
+
+def workers_wanted(*, max_workers: int, backlog: float) -> int:
+    """Workers worth running for ``backlog`` s of predicted work: all ``max_workers`` while each
+    has at least two of its start-ups' worth of work, fewer near the end (a worker's start and
+    idle end cost core-seconds)."""
+    useful = max(1.0, 2 * WORKER_START_SECONDS)
+    return max(1, min(max_workers, math.ceil(backlog / useful)))
