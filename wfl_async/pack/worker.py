@@ -1,22 +1,24 @@
 """The remote worker: ``python -m wfl_async.pack.worker <queue dir> --max-time S`` in a worker job.
 
-It takes chunk entries from ``<queue dir>/todo`` by renaming them into ``taken`` (rename is
-atomic: of several workers, exactly one gets each entry), runs each chunk in its own job
+It takes chunk entries from its pack's queue (:class:`~.claims.Claimer`: the next name of the
+queue's index, renamed from ``todo`` into ``taken``; rename is atomic: of several workers,
+exactly one gets each entry, and a claim costs the same whatever is queued), runs each chunk in its own job
 directory exactly as a one-chunk job does (:func:`wfl_async.jobs.worker.main`, the same
 task, log, result and marker files), then drops the entry. The worker stays in one Python
 process, so the function's modules are imported once, not once per chunk: that is what
 makes short chunks cheap. It exits when the queue stays empty for ``--idle`` seconds, or
 when too little of ``--max-time`` is left to run another chunk as long as the longest so far.
 
-Killed mid-chunk, it leaves its entry in ``taken``: the driver sees the worker gone from the
-queue and puts the chunk back (:func:`wfl_async.pack.queue.requeue_command`).
+Killed mid-claim or mid-chunk, it leaves its entry in ``taken``: the driver sees the worker gone
+from the queue and puts the chunk back (:func:`wfl_async.pack.queue.requeue_command`). A worker
+that decides not to run a chunk it took (it would not fit the time left) gives it back with
+:meth:`Claimer.release <wfl_async.pack.claims.Claimer.release>` (one rename: another worker takes it).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -24,7 +26,8 @@ from pathlib import Path
 from ..jobs import layout
 from ..jobs import worker as one_chunk
 from ..jobs.run_record import PACK_WORKER_ENV
-from .queue import EXITED, JOB_ID, MAX_TAKES, TAKEN, TODO
+from .claims import Claimer
+from .queue import EXITED, JOB_ID, MAX_TAKES
 
 _JOB_ID_VARIABLES = ("SLURM_JOB_ID", "JOB_ID", "PBS_JOBID")
 """Where Slurm, SGE and PBS tell a job its own id."""
@@ -32,19 +35,6 @@ _JOB_ID_VARIABLES = ("SLURM_JOB_ID", "JOB_ID", "PBS_JOBID")
 MIN_MARGIN = 30.0
 """Seconds of ``max_time`` kept free at least when deciding to take another chunk."""
 _IDLE_STEP = 0.2
-
-
-def claim(queue: Path, worker: str) -> str | None:
-    """Take one entry from ``todo`` (atomic rename into ``taken``); None if there is none."""
-    names = [n for n in os.listdir(queue / TODO) if not n.startswith(".")]
-    random.shuffle(names)  # workers starting together do not all race for the same entry
-    for name in names:
-        try:
-            os.rename(queue / TODO / name, queue / TAKEN / f"{name}@{worker}")
-        except FileNotFoundError:
-            continue  # another worker was first
-        return name
-    return None
 
 
 def run_chunk(job_dir: Path) -> None:
@@ -75,28 +65,28 @@ def _finished(job_dir: Path) -> bool:
 def serve(queue: Path, max_time: float, idle: float, worker: str) -> int:
     """Take and run chunks until the queue stays empty or time runs short; return how many ran."""
     root = queue.parent.parent
+    claimer = Claimer(queue, worker)
     started = time.monotonic()
     longest = 0.0
     ran = 0
     while max_time - (time.monotonic() - started) > max(MIN_MARGIN, 2 * longest):
-        name = claim(queue, worker)
+        taken = claimer.claim()
         waited = 0.0
-        while name is None and waited < idle:
+        while taken is None and waited < idle:
             time.sleep(_IDLE_STEP)
             waited += _IDLE_STEP
-            name = claim(queue, worker)
-        if name is None:
+            taken = claimer.claim()
+        if taken is None:
             break
-        entry = queue / TAKEN / f"{name}@{worker}"
-        job_dir = root / name
-        puts_back = len(entry.read_text().split()) if entry.exists() else 0
+        name, job_dir = taken.name, root / taken.name
+        puts_back = len(taken.put_backs)
         if _finished(job_dir) or puts_back >= MAX_TAKES or not (job_dir / layout.TASK).exists():
             # ran already, or killed MAX_TAKES workers (the driver calls it died), or its
             # directory is gone: not run (again)
             print(f"not running {name}: " + ("it finished already" if _finished(job_dir) else
                                              f"{puts_back} workers died running it" if puts_back >= MAX_TAKES
                                              else "its directory has no task"), flush=True)
-            entry.unlink(missing_ok=True)
+            claimer.drop(name, job_dir)
             continue
         began = time.monotonic()
         print(f"running {name}", flush=True)
@@ -104,7 +94,7 @@ def serve(queue: Path, max_time: float, idle: float, worker: str) -> int:
             run_chunk(job_dir)
         except SystemExit as exc:  # the function ended the process: as a one-chunk job, it died
             print(f"{name}: the function called exit({exc.code}); no result", flush=True)
-        entry.unlink(missing_ok=True)  # after the marker: a chunk is always queued, taken or finished
+        claimer.done(name)  # after the marker: a chunk is always queued, taken or finished
         longest = max(longest, time.monotonic() - began)
         ran += 1
     return ran

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import shlex
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -49,7 +49,7 @@ class SurveyExtension(Protocol):
     def survey_shell(self, root: str) -> str: ...
 
     def survey_states(self, root: str, text: str,
-                      states: dict[str, QueueState] | None) -> dict[str, QueueState] | None: ...
+                      states: dict[str, QueueState] | None) -> MutableMapping[str, QueueState] | None: ...
 
 
 class Machine:
@@ -181,6 +181,7 @@ class Machine:
         extra_text = ""
         if extension is not None:
             extra_text, _, marker_text = marker_text.partition(extension.end)
+        states: MutableMapping[str, QueueState] | None
         if not queue:
             states = None
         elif status_rc.strip() != "0":
