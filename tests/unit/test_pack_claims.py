@@ -61,25 +61,25 @@ def start(target: object, *args: object) -> multiprocessing.process.BaseProcess:
 
 
 def test_racing_claimers_and_enqueuers_take_every_chunk_exactly_once(tmp_path: Path) -> None:
-    names = [f"c{i:05d}" for i in range(1500)]
+    names = [f"c{i:05d}" for i in range(600)]
     for name in names:
         (tmp_path / name).mkdir()
     enqueued = tmp_path / "enqueued"
-    claimers = [start(claim_until_done, str(tmp_path), f"w{i}", str(enqueued)) for i in range(6)]
+    claimers = [start(claim_until_done, str(tmp_path), f"w{i}", str(enqueued)) for i in range(5)]
     # three enqueuers at once: their slots must not collide (each takes a free number by ln)
-    enqueuers = [start(enqueue, tmp_path, names[i::3], 50) for i in range(3)]
+    enqueuers = [start(enqueue, tmp_path, names[i::3], 20) for i in range(3)]
     for process in enqueuers:
-        process.join(60)
+        process.join(300)
         assert process.exitcode == 0
     enqueued.touch()
     for process in claimers:
-        process.join(60)
+        process.join(300)
         assert process.exitcode == 0
     assert claim_counts(tmp_path, names) == dict.fromkeys(names, 1)
     q = tmp_path / queue.queue_dir(PID)
     slots = sorted(int(n) for n in os.listdir(q / "slots"))
-    assert slots == list(range(30))  # 1,500 names in batches of 50: 30 slots, numbered without a gap
-    assert (q / "slots" / "29").read_text().split()[0] == "1500"  # the running total
+    assert slots == list(range(30))  # 600 names in batches of 20: 30 slots, numbered without a gap
+    assert (q / "slots" / "29").read_text().split()[0] == "600"  # the running total
     assert os.listdir(q / "todo") == [] and os.listdir(q / "taken") == []
     # every claimer took some: they raced on the same names
     assert len({line for n in names for line in (tmp_path / n / CLAIMS).read_text().split()}) > 1
@@ -87,7 +87,7 @@ def test_racing_claimers_and_enqueuers_take_every_chunk_exactly_once(tmp_path: P
 
 def test_a_claimer_killed_mid_claim_leaves_its_entry_taken_and_the_requeue_gives_it_to_another_once(
         tmp_path: Path) -> None:
-    names = [f"c{i:04d}" for i in range(400)]
+    names = [f"c{i:04d}" for i in range(200)]
     for name in names:
         (tmp_path / name).mkdir()
     enqueue(tmp_path, names)
@@ -100,13 +100,13 @@ def test_a_claimer_killed_mid_claim_leaves_its_entry_taken_and_the_requeue_gives
     enqueued = tmp_path / "enqueued"
     enqueued.touch()
     claimers = {f"w{i}": start(claim_until_done, str(tmp_path), f"w{i}", str(enqueued)) for i in range(4)}
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     while not (victim := [w for w in claimers if (q / "taken" / f"{trap}@{w}").exists()]):
         assert time.monotonic() < deadline, "no claimer took the trapped entry"
         time.sleep(0.01)
     os.kill(claimers[victim[0]].pid, signal.SIGKILL)  # kill -9, mid-claim
     for process in claimers.values():
-        process.join(60)
+        process.join(300)
     entry = q / "taken" / f"{trap}@{victim[0]}"
     assert entry.exists() and claim_counts(tmp_path, [trap]) == {trap: 0}  # half-claimed: taken, never run
     entry.unlink()  # the pipe (the fault) goes; the entry as a worker left it: empty
@@ -146,7 +146,7 @@ def test_a_released_chunk_goes_to_another_worker_and_is_not_taken_back_by_its_re
 
 def test_a_claim_costs_the_same_whatever_is_queued(tmp_path: Path) -> None:
     # counted in work, not time: the slots read and renames lost by one worker's claims
-    names = [f"c{i:05d}" for i in range(3000)]
+    names = [f"c{i:05d}" for i in range(600)]
     enqueue(tmp_path, names, per_command=300)
     q = tmp_path / queue.queue_dir(PID)
     early = Claimer(q, "w1")
@@ -156,8 +156,32 @@ def test_a_claim_costs_the_same_whatever_is_queued(tmp_path: Path) -> None:
     taken = late.claim()
     assert taken is not None and taken.name == "c00010"
     assert late.stats == {"renames_lost": 0, "slots_read": 1}
-    for _ in range(2000):
+    for _ in range(400):
         assert early.claim() is not None
-    taken = late.claim()  # 2,000 further on: it reads one more slot, loses no rename
-    assert taken is not None and taken.name == "c02011"
+    taken = late.claim()  # 400 further on: it reads one more slot, loses no rename
+    assert taken is not None and taken.name == "c00411"
     assert late.stats == {"renames_lost": 0, "slots_read": 2}
+
+
+def test_the_survey_answer_grows_with_what_changed_not_with_the_chunks_queued(tmp_path: Path) -> None:
+    def survey() -> tuple[str, queue.PackQueue]:
+        text = sh(tmp_path, queue.listing_command(str(tmp_path)))
+        return text, queue.parse_listing(text).packs[PID]
+
+    names = [f"c{i:05d}" for i in range(1000)]
+    enqueue(tmp_path, names[:40], per_command=300)
+    small, listed = survey()
+    assert listed.queued == 40
+    enqueue(tmp_path, names[40:], per_command=300)
+    large, listed = survey()
+    assert listed.queued == 1000
+    assert len(large) - len(small) <= 2  # the total's digits: nothing per queued chunk
+    states = queue.ChunkStates(queue.parse_listing(large), {})
+    assert {states.get(queue.chunk_remote_id(PID, n)) for n in (names[0], names[-1])} == {queue.QueueState.QUEUED}
+    # two workers take one chunk each: the answer grows by those two lines
+    for worker in ("w1", "w2"):
+        assert Claimer(tmp_path / queue.queue_dir(PID), worker).claim() is not None
+    busy, listed = survey()
+    assert listed.queued == 998 and listed.taken == {names[0]: "w1", names[1]: "w2"}
+    assert sorted(set(busy.splitlines()) - set(large.splitlines())) == [
+        "C 1000 2", f"T {names[0]}@w1", f"T {names[1]}@w2"]

@@ -122,7 +122,7 @@ def enqueue_command(pid: str, job_dirs: Sequence[str]) -> str:
             f'set -- {q}/{TAKEN}/"$d"@*; '
             f'if {finished} || [ -e {q}/{RETRY}/"$d" ] || [ -e "$1" ]; then echo "E $d" >> "$answer" || exit 1; '
             f'elif [ -e {q}/{TODO}/"$d" ]; then {{ echo "$d" >> "$names" && echo "E $d" >> "$answer"; }} || exit 1; '
-            f'else {{ rm -f {q}/{GONE}/"$d" && : > {q}/{TODO}/"$d" && echo "$d" >> "$names" && echo "N $d" >> "$answer"; }} '
+            f'else {{ {{ [ ! -e {q}/{GONE}/"$d" ] || rm -f {q}/{GONE}/"$d"; }} && : > {q}/{TODO}/"$d" && echo "$d" >> "$names" && echo "N $d" >> "$answer"; }} '
             f'|| exit 1; fi; done && {_publish_slot(q)} && cat "$answer" && rm -f "$names" "$answer"')
 
 
