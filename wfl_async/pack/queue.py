@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from ..jobs import layout
 from ..jobs.states import QueueState
 
-__all__ = ["EXITED", "GONE", "HEAD", "JOB_ID", "LISTING_END", "MAX_TAKES", "NAMES_PER_COMMAND", "PACK_ROOT", "RETRY",
+__all__ = ["EXITED", "GONE", "HEAD", "HEAD_FORMAT", "JOB_ID", "LISTING_END", "MAX_TAKES", "NAMES_PER_COMMAND", "PACK_ROOT", "RETRY",
            "SLOTS", "TAIL", "TAKEN", "TODO", "WORKERS", "ChunkStates", "PackListing", "PackQueue", "chunk_remote_id",
            "enqueue_command", "listing_command", "pack_id", "parse_chunk_remote_id", "parse_listing", "queue_dir",
            "requeue_command", "unqueue_command", "worker_dir"]
@@ -54,6 +54,9 @@ PACK_ROOT = "_wfl_async_pack"
 TODO, RETRY, TAKEN, GONE, SLOTS, WORKERS = "todo", "retry", "taken", "gone", "slots", "workers"
 HEAD = "head"
 """Hint file: ``<slot> <index>``, the index position workers look at next (written by workers)."""
+HEAD_FORMAT = "{:12d} {:9d}\n"
+"""The hint's one line, always the same length (overwritten in place); blank-padded, as the shell
+reads numbers with leading zeros as octal."""
 TAIL = "tail"
 """Hint file: a slot number at most the next free one (written by enqueue commands)."""
 EXITED = "_wfl_async_pack_exited"
