@@ -7,6 +7,7 @@ shows there, whatever the driver believed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from tests.helpers.faulty_scheduler import faulty_system, submitted
 from tests.remote.test_autoparallelize_remote import cells
 from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
 from wfl_async.configset import ConfigSet, OutputSpec
+from wfl_async.errors import SchedulerError
 from wfl_async.jobs.route import RouteKind
 from wfl_async.jobs.states import ACTIVE_STATES
 from wfl_async.pack.coordinator import worker_remote_id
@@ -235,3 +237,96 @@ async def test_a_late_queue_listing_submits_no_worker_past_the_target(
         workers = [d for d in submitted(state) if f"/{PACK_ROOT}/" in d and "/workers/" in d]
         assert len(workers) == coordinator.stats["workers_submitted"] == 2, workers
         assert set((await completions(session, system, info.job_name)).values()) == {1}
+
+
+HOLD_HEADER = {"slurm": "#SBATCH --hold", "sge": "#$ -h"}
+"""A header line that submits a job held: the workers then start together when released."""
+
+
+def worker_processes(worker_dir: str) -> list[int]:
+    """Pids of the worker processes (``python -m wfl_async.pack.worker``) running in ``worker_dir`` (this host)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and os.path.realpath(entry / "cwd") == os.path.realpath(worker_dir)
+                    and b"wfl_async.pack.worker" in (entry / "cmdline").read_bytes()):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+async def test_workers_started_at_once_one_killed_mid_claim_run_every_chunk_exactly_once(
+        pack_system: str, fresh_expyre_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three workers are submitted held and released together, racing for the same queue. The
+    # fault: one chunk's queue entry is a named pipe, so the worker whose rename takes it blocks
+    # inside its claim (reading the entry) and is killed there (kill -9): its chunk is taken but
+    # never started. The driver must give it back once the worker leaves the scheduler's queue,
+    # and another worker run it: each chunk's own records (its completions log, the worker its
+    # started marker names) show every chunk run exactly once.
+    config_file = fresh_expyre_root / "config.json"
+    config = json.loads(config_file.read_text())
+    config["systems"][pack_system]["died_grace_seconds"] = 5
+    config_file.write_text(json.dumps(config))
+    monkeypatch.setenv("WFL_EXPYRE_NO_MARK_PROCESSED", "1")
+    hold = HOLD_HEADER[pack_system.removesuffix("_ssh")]
+    info = packed_info(pack_system, env_vars=["WFL_TEST_SLEEP=0.3"], header_extra=[hold],
+                       pack={"workers": 3, "idle_seconds": 5})
+    chunks = 9
+    async with session_scope() as session:
+        system = await session.serving(pack_system)
+        coordinator = session.packing(pack_system)
+        root = await system.remote_root()
+        killed: list[tuple[str, str]] = []  # (chunk, the worker killed mid-claim on it)
+
+        async def remote(command: str) -> str:
+            return (await system.transport.run(f"cd {root}/{PACK_ROOT} && {command}")).stdout.decode()
+
+        async def trap_release_and_kill() -> None:
+            with anyio.fail_after(240):  # the machine may be loaded: only a hang fails here
+                while (len([r for r in await session.db.select(system=pack_system) if r.remote_id]) < chunks
+                       or coordinator.stats["workers_submitted"] < 3):
+                    await anyio.sleep(0.2)
+                pid = (await remote("ls")).split()[0]
+                trap = sorted((await remote(f"ls {pid}/todo")).split())[chunks // 2]
+                await remote(f"rm {pid}/todo/{trap} && mkfifo {pid}/todo/{trap}")
+                workers = await listed_workers(session, pack_system)
+                assert len(workers) == 3 and all(workers.values()), workers
+                await system.control("release", [w for w in workers.values() if w])  # all three at once
+                while not (taken := (await remote(f"ls {pid}/taken")).split()):
+                    await anyio.sleep(0.05)
+                while not any(t.startswith(f"{trap}@") for t in taken):
+                    await anyio.sleep(0.05)
+                    taken = (await remote(f"ls {pid}/taken")).split()
+                victim = next(t for t in taken if t.startswith(f"{trap}@")).rpartition("@")[2]
+                processes = worker_processes(f"{root}/{PACK_ROOT}/{pid}/workers/{victim}")
+                assert len(processes) == 1, processes
+                os.kill(processes[0], signal.SIGKILL)
+                killed.append((trap, victim))
+                # the fault goes: the entry becomes what the killed worker's claim left, an empty file
+                await remote(f"rm {pid}/taken/{trap}@{victim} && : > {pid}/taken/{trap}@{victim}")
+            while True:  # workers submitted from now on (replacements) are held too: release them
+                await anyio.sleep(1)
+                held = [w for w in (await listed_workers(session, pack_system)).values() if w]
+                with contextlib.suppress(SchedulerError):  # a worker already running is not held
+                    await system.control("release", held)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(trap_release_and_kill)
+            result = await autoparallelize.aio(rf._counted_label, ConfigSet(cells(chunks)),
+                                               OutputSpec(tmp_path / "out.xyz"),
+                                               autopara_info=AutoparaInfo(remote_info=info))
+            tasks.cancel_scope.cancel()
+        assert [a.info["i"] for a in result] == list(range(chunks)) and all(a.info["labelled"] for a in result)
+        assert killed and coordinator.stats["chunks_put_back"] == 1
+        assert set((await completions(session, pack_system, info.job_name)).values()) == {1}
+        records = [r for r in await session.db.select(system=pack_system) if r.name.startswith(info.job_name)]
+        started = (await system.transport.run(
+            f"cd {root} && for d in {' '.join(r.job_dir for r in records)}; do echo \"$d $(cat $d/_wfl_async_started)\"; "
+            f"done")).stdout.decode().split("\n")
+        ran_by = {line.split()[0]: line.split()[-1] for line in started if line.strip()}
+        assert len(ran_by) == chunks and len(set(ran_by.values())) >= 2, ran_by  # the workers raced
+        trap, victim = killed[0]
+        assert ran_by[trap].startswith("w") and ran_by[trap] != victim  # run once, by another worker
+        # no held worker is left behind (one submitted as the call ended would wait forever)
+        await system.control("cancel", [w for w in (await listed_workers(session, pack_system)).values() if w])

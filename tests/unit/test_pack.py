@@ -14,6 +14,7 @@ from wfl_async.jobs import layout
 from wfl_async.jobs.integrity import read_verified_result
 from wfl_async.jobs.options import JobOptions
 from wfl_async.jobs.pack_option import TUNED_IDLE_SECONDS, PackSetting, effective_pack
+from wfl_async.jobs.states import QueueState
 from wfl_async.pack import queue, tuning
 from wfl_async.pack import worker as pack_worker
 
@@ -29,45 +30,65 @@ def make_chunk(root: Path, name: str, value: int) -> None:
     (root / name / layout.TASK).write_bytes(pickle.dumps((int, (str(value),), {})))
 
 
-def test_enqueue_is_idempotent_and_skips_taken_and_finished_chunks(tmp_path: Path) -> None:
+def slot(q: Path, n: int) -> list[str]:
+    return (q / "slots" / str(n)).read_text().split()
+
+
+def test_enqueue_is_idempotent_skips_taken_and_finished_chunks_and_indexes_each_batch_in_a_slot(tmp_path: Path) -> None:
     for name in ("a", "b", "c", "d"):
         (tmp_path / name).mkdir()
     (tmp_path / "c" / layout.SUCCEEDED).write_text("{}")
     assert sh(tmp_path, queue.enqueue_command(PID, ["a", "b"])).split() == ["N", "a", "N", "b"]
     q = tmp_path / queue.queue_dir(PID)
+    assert slot(q, 0) == ["2", "a", "b"]  # the running total, then the names in order
     os.rename(q / "todo" / "b", q / "taken" / "b@w1")  # a worker took b
     out = sh(tmp_path, queue.enqueue_command(PID, ["a", "b", "c", "d"]))  # a repeat, plus new ones
     assert out.split() == ["E", "a", "E", "b", "E", "c", "N", "d"]
     assert sorted(os.listdir(q / "todo")) == ["a", "d"] and os.listdir(q / "taken") == ["b@w1"]
+    # a, still waiting, is indexed again (the first command may have been cut before its slot)
+    assert slot(q, 1) == ["4", "a", "d"] and not (q / "slots" / "2").exists()
+    assert sh(tmp_path, queue.enqueue_command(PID, ["b", "c"])).split() == ["E", "b", "E", "c"]
+    assert not (q / "slots" / "2").exists()  # nothing to index: no slot
+    assert [n for n in os.listdir(q) if n.startswith(".")] == []  # no temporary file left
 
 
-def test_listing_shows_queued_taken_and_live_workers_then_requeue_puts_back_once(tmp_path: Path) -> None:
-    sh(tmp_path, queue.enqueue_command(PID, ["a", "b", "c"]))
+def test_listing_shows_counts_given_back_taken_gone_and_live_workers_then_requeue_gives_back_once(
+        tmp_path: Path) -> None:
+    sh(tmp_path, queue.enqueue_command(PID, ["a", "b", "c", "e"]))
     q = tmp_path / queue.queue_dir(PID)
     for worker, chunk in (("w1", "b"), ("w2", "c")):
         (q / "workers" / worker).mkdir(parents=True)
         (q / "workers" / worker / layout.SUBMIT_ANSWER).write_text(f"0\nSubmitted batch job 4{worker[1]}\n")
         os.rename(q / "todo" / chunk, q / "taken" / f"{chunk}@{worker}")
+    (q / "head").write_text("0 3\n")  # the workers went past a, b and c (a was unqueued)
+    sh(tmp_path, queue.unqueue_command(PID, ["a", "x"]))
     (q / "workers" / "w2" / queue.JOB_ID).write_text("42\n")  # w2 has started: it knows its own id
     (q / "workers" / "w3").mkdir()
     (q / "workers" / "w3" / queue.EXITED).touch()
     text = sh(tmp_path, queue.listing_command(str(tmp_path)))
     assert text.rstrip().endswith(queue.LISTING_END)
     pack = queue.parse_listing(text).packs[PID]
-    assert pack.queued == {"a"} and pack.taken == {"b": "w1", "c": "w2"}
+    assert (pack.indexed, pack.passed, pack.queued) == (4, 3, 1)  # e waits
+    assert pack.taken == {"b": "w1", "c": "w2"} and pack.gone == {"a"} and pack.retry == set()
     assert pack.workers == {"w1": "0 Submitted batch job 41", "w2": "0 Submitted batch job 42"}
     assert pack.own_ids == {"w2": "42"}
-    # w1 died running b; c reached its final marker just before w2 died: only b runs again
+    states = queue.ChunkStates(queue.parse_listing(text), {"77": QueueState.RUNNING})
+    assert {name: states.get(queue.chunk_remote_id(PID, name)) for name in "abce"} == {
+        "a": None, "b": QueueState.RUNNING, "c": QueueState.RUNNING, "e": QueueState.QUEUED}
+    assert states.get("77") is QueueState.RUNNING and states.get(queue.chunk_remote_id("other", "e")) is None
+    # w1 died running b; c reached its final marker just before w2 died: only b is given back
     (tmp_path / "c").mkdir(exist_ok=True)
     (tmp_path / "c" / layout.SUCCEEDED).write_text("{}")
     command = queue.requeue_command(PID, [("b", "w1"), ("c", "w2")], ["w1", "w2"])
     sh(tmp_path, command)
     sh(tmp_path, command)  # repeated after a dropped connection: nothing more happens
-    assert sorted(os.listdir(q / "todo")) == ["a", "b"] and os.listdir(q / "taken") == []
-    assert (q / "todo" / "b").read_text().split() == ["w1"]  # one put-back recorded
-    assert queue.parse_listing(sh(tmp_path, queue.listing_command(str(tmp_path)))).packs[PID].workers == {}
-    sh(tmp_path, queue.unqueue_command(PID, ["a", "x"]))
-    assert sorted(os.listdir(q / "todo")) == ["b"]
+    assert os.listdir(q / "retry") == ["b"] and os.listdir(q / "taken") == []
+    assert (q / "retry" / "b").read_text().split() == ["w1"]  # one put-back recorded
+    again = queue.parse_listing(sh(tmp_path, queue.listing_command(str(tmp_path)))).packs[PID]
+    assert again.workers == {} and again.retry == {"b"} and again.queued == 2
+    # a chunk unqueued, then queued again (a rerun's): it leaves gone
+    assert sh(tmp_path, queue.enqueue_command(PID, ["a"])).split() == ["N", "a"]
+    assert os.listdir(q / "gone") == [] and slot(q, 1) == ["5", "a"]
 
 
 def test_the_worker_runs_each_chunk_once_as_a_one_chunk_job_would_and_exits_on_an_empty_queue(
@@ -88,6 +109,7 @@ def test_the_worker_runs_each_chunk_once_as_a_one_chunk_job_would_and_exits_on_a
         assert (tmp_path / f"c{i}" / layout.STARTED).exists() and (tmp_path / f"c{i}" / layout.WORKER_LOG).exists()
     assert not (tmp_path / "killer" / layout.STARTED).exists()
     assert os.listdir(q / "todo") == [] and os.listdir(q / "taken") == []
+    assert os.listdir(q / "gone") == ["killer"]  # the driver sees it leave the queue: died
     assert Path.cwd() == home
 
 
@@ -148,6 +170,6 @@ def test_a_worker_gives_back_a_task_that_does_not_fit_its_time_left_and_exits(
     assert pack_worker.serve(q, max_time=120, idle=0, worker="w1") == 1  # ran the short one only
     assert pickle.loads(read_verified_result(tmp_path / "short")) == ("return", 1)
     assert not (tmp_path / "long" / layout.STARTED).exists()
-    assert os.listdir(q / "todo") == ["long"] and os.listdir(q / "taken") == []  # given back, for a longer worker
+    assert os.listdir(q / "retry") == ["long"] and os.listdir(q / "taken") == []  # given back, for a longer worker
     assert pack_worker.serve(q, max_time=700, idle=0, worker="w2") == 1
     assert pickle.loads(read_verified_result(tmp_path / "long")) == ("return", 2)

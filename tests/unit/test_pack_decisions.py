@@ -18,7 +18,7 @@ def ids(answer: str, own_id: str | None) -> str | None:
 
 
 def queue(workers: dict[str, str], taken: dict[str, str] | None = None) -> PackQueue:
-    return PackQueue(queued={"c9"}, taken=taken or {}, workers=workers)
+    return PackQueue(indexed=1, retry=set(), taken=taken or {}, workers=workers)  # one chunk waits
 
 
 def decide(workers: dict[str, WorkerState], listed: PackQueue, states: dict[str, QueueState] | None,

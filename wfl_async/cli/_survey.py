@@ -9,7 +9,7 @@ more after a short pause (shared filesystems lag) before it is called died.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -37,7 +37,7 @@ class Survey:
     """Active jobs whose worker has started."""
     missing: list[JobRecord] = field(default_factory=list)
     """Jobs gone from the queue (or ended there) without a final marker."""
-    states: dict[str, QueueState] = field(default_factory=dict)
+    states: Mapping[str, QueueState] = field(default_factory=dict)
 
 
 async def survey(system: System, root: str, records: Sequence[JobRecord]) -> Survey:

@@ -4,8 +4,8 @@
 chunk keeps its own job directory, job key, database record, markers and result, but it is
 not a queued job. Its directory is staged as today and a task entry is put in a queue
 directory under the remote run directory; a few worker jobs (ordinary queued jobs with the
-call's resources) take entries by atomic rename and run them. Nothing but the cluster's
-shared filesystem and scheduler is needed.
+call's resources) take entries by atomic rename, found through an index of numbered slots,
+and run them. Nothing but the cluster's shared filesystem and scheduler is needed.
 
 Modules, one job each:
 
@@ -16,6 +16,8 @@ Modules, one job each:
 - :mod:`.queue`: the remote queue layout, the shell text that enqueues, lists and requeues
   entries, and the parser of the listing (pure functions, no I/O);
 - :mod:`.worker`: ``python -m wfl_async.pack.worker``, the remote worker loop;
+- :mod:`.claims`: a worker's claims on its queue (remote, standard library only): the next chunk in
+  O(1) of the queue's size, and giving a chunk back, dropping it, finishing it;
 - :mod:`.coordinator`: the driver side, one per system: enqueues chunk batches, reads the
   poll's listing, submits workers while chunks remain, puts back the chunks of dead workers.
 """

@@ -7,9 +7,9 @@
   queued: at most :data:`~wfl_async.system.batching.FIRST_BATCH`, so workers start early). Each chunk is then recorded as
   submitted, with a remote id naming its pack (:func:`~.queue.chunk_remote_id`).
 - **poll**: the system's survey command carries :func:`~.queue.listing_command` (no extra
-  round trip, :mod:`.listings`): each queued chunk is reported ``queued``, each taken one
-  ``running``, so the poll loop's usual rules (markers, grace, fetch) apply to packed chunks
-  unchanged.
+  round trip, :mod:`.listings`; its answer does not grow with the chunks queued): each queued
+  chunk is reported ``queued``, each taken one ``running``, so the poll loop's usual rules
+  (markers, grace, fetch) apply to packed chunks unchanged.
 - **workers**: after each enqueue and each listing, while chunks remain and fewer than the
   target of workers are alive, more are submitted through the system's submit loop (ordinary
   jobs: batching, submit locks and site limits apply). A worker gone from the scheduler's
@@ -203,7 +203,7 @@ class PackCoordinator:
         """Every pack under ``root`` as the last survey listed it (workers alive: listed by the scheduler)."""
         listing, states = self.listed.get(root, (PackListing(), None))
         scheduler = self.machine.scheduler
-        return [PackSummary(pid, len(q.queued), len(q.taken), sum(
+        return [PackSummary(pid, q.queued, len(q.taken), sum(
             1 for name, answer in q.workers.items()
             if states is None or states.get(worker_remote_id(answer, scheduler, q.own_ids.get(name), states) or "")
             in ACTIVE_STATES))
@@ -376,8 +376,7 @@ class PackCoordinator:
         scheduler = self.machine.scheduler
         for pid, queue in listing.packs.items():
             pack = self._packs.setdefault((root, pid), _Pack())
-            pack.remaining, pack.queued, pack.running = len(queue.queued) + len(queue.taken), \
-                len(queue.queued), len(queue.taken)
+            pack.remaining, pack.queued, pack.running = queue.queued + len(queue.taken), queue.queued, len(queue.taken)
             decision = judge(pack.workers, queue, states, now=now, grace=grace, where=self.machine.name,
                              worker_id=lambda answer, own_id: worker_remote_id(answer, scheduler, own_id, states))
             for name in decision.found:

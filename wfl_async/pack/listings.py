@@ -1,8 +1,10 @@
 """The packs' queues as the last surveys listed them: the query side of packing.
 
 A :class:`PackListings` is the system's survey extension (:class:`~wfl_async.system.machine.SurveyExtension`):
-every survey that lists the queue also lists the packs' queues in the same command, and
-:meth:`PackListings.survey_states` adds each packed chunk's state (queued or running) to the
+every survey that lists the queue also lists the packs' queues in the same command (what
+stays small whatever is queued: counts, given-back, taken and gone chunks, workers;
+:func:`~.queue.listing_command`), and :meth:`PackListings.survey_states` adds each packed
+chunk's state (queued or running, looked up on demand: :class:`~.queue.ChunkStates`) to the
 scheduler's, so the poll loop judges packed chunks by the same rules as any job. It only
 reads and remembers: acting on a listing (putting a dead worker's chunks back, submitting
 workers) is the coordinator's loop's work (:mod:`.coordinator`), which waits on
@@ -11,10 +13,12 @@ workers) is the coordinator's loop's work (:mod:`.coordinator`), which waits on
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+
 import anyio
 
 from ..jobs.states import QueueState
-from .queue import LISTING_END, PackListing, chunk_remote_id, listing_command, parse_listing
+from .queue import LISTING_END, ChunkStates, PackListing, listing_command, parse_listing
 
 __all__ = ["Listed", "PackListings"]
 
@@ -39,23 +43,18 @@ class PackListings:
         return listing_command(root)
 
     def survey_states(self, root: str, text: str,
-                      states: dict[str, QueueState] | None) -> dict[str, QueueState] | None:
+                      states: dict[str, QueueState] | None) -> MutableMapping[str, QueueState] | None:
         """The scheduler's states plus each packed chunk's (queued/running); remembers the listing.
 
         ``text`` is the listing part of the survey's output (up to :data:`~.queue.LISTING_END`).
+        Nothing is built per queued chunk: a packed chunk's state is looked up when asked for.
         """
         listing = parse_listing(text)
         self.listed[root] = self._fresh[root] = (listing, states)
         self._arrived.set()
         if states is None:
             return None
-        states = dict(states)
-        for pid, queue in listing.packs.items():
-            for job_dir in queue.queued:
-                states[chunk_remote_id(pid, job_dir)] = QueueState.QUEUED
-            for job_dir in queue.taken:
-                states[chunk_remote_id(pid, job_dir)] = QueueState.RUNNING
-        return states
+        return ChunkStates(listing, dict(states))
 
     async def fresh(self) -> dict[str, Listed]:
         """Wait for listings not taken yet; take them (remote root -> listing), oldest first."""

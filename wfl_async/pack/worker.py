@@ -1,7 +1,8 @@
 """The remote worker: ``python -m wfl_async.pack.worker <queue dir> --max-time S`` in a worker job.
 
-It takes chunk entries from ``<queue dir>/todo`` by renaming them into ``taken`` (rename is
-atomic: of several workers, exactly one gets each entry), runs each chunk in its own job
+It takes chunk entries from its pack's queue (:class:`~.claims.Claimer`: the next name of the
+queue's index, renamed from ``todo`` into ``taken``; rename is atomic: of several workers,
+exactly one gets each entry, and a claim costs the same whatever is queued), runs each chunk in its own job
 directory exactly as a one-chunk job does (:func:`wfl_async.jobs.worker.main`, the same
 task, log, result and marker files), then drops the entry. The worker stays in one Python
 process, so the function's modules are imported once, not once per chunk: that is what
@@ -11,15 +12,16 @@ A self-tuned chunk carries its predicted time (:data:`~wfl_async.jobs.layout.PRE
 worker runs it only if it :func:`fits` the time left, else gives it back and, after
 :data:`MAX_REFUSALS` such chunks in a row, exits (the driver submits a worker it fits).
 
-Killed mid-chunk, it leaves its entry in ``taken``: the driver sees the worker gone from the
-queue and puts the chunk back (:func:`wfl_async.pack.queue.requeue_command`).
+Killed mid-claim or mid-chunk, it leaves its entry in ``taken``: the driver sees the worker gone
+from the queue and puts the chunk back (:func:`wfl_async.pack.queue.requeue_command`). A worker
+that decides not to run a chunk it took (it would not fit the time left) gives it back with
+:meth:`Claimer.release <wfl_async.pack.claims.Claimer.release>` (one rename: another worker takes it).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -27,7 +29,8 @@ from pathlib import Path
 from ..jobs import layout
 from ..jobs import worker as one_chunk
 from ..jobs.run_record import PACK_WORKER_ENV
-from .queue import EXITED, JOB_ID, MAX_TAKES, TAKEN, TODO
+from .claims import Claimer
+from .queue import EXITED, JOB_ID, MAX_TAKES
 from .tuning import fits as fits_time_left
 
 _JOB_ID_VARIABLES = ("SLURM_JOB_ID", "JOB_ID", "PBS_JOBID")
@@ -38,28 +41,6 @@ MIN_MARGIN = 30.0
 _IDLE_STEP = 0.2
 MAX_REFUSALS = 3
 """Chunks in a row that do not fit the time left before the worker exits (claims stay O(1))."""
-
-
-def claim(queue: Path, worker: str) -> str | None:
-    """Take one entry from ``todo`` (atomic rename into ``taken``); None if there is none."""
-    names = [n for n in os.listdir(queue / TODO) if not n.startswith(".")]
-    random.shuffle(names)  # workers starting together do not all race for the same entry
-    for name in names:
-        try:
-            os.rename(queue / TODO / name, queue / TAKEN / f"{name}@{worker}")
-        except FileNotFoundError:
-            continue  # another worker was first
-        return name
-    return None
-
-
-def give_back(queue: Path, name: str, worker: str) -> None:
-    """Put a taken entry back in ``todo`` (atomic rename), for a worker with more time left.
-
-    The ``claim`` side of issue 16 owns the queue layout; this is the one place the fit decision
-    hands an entry back, to be replaced by its atomic give-back.
-    """
-    os.rename(queue / TAKEN / f"{name}@{worker}", queue / TODO / name)
 
 
 def predicted_seconds(job_dir: Path) -> float | None:
@@ -103,34 +84,34 @@ def _finished(job_dir: Path) -> bool:
 def serve(queue: Path, max_time: float, idle: float, worker: str) -> int:
     """Take and run chunks until the queue stays empty or time runs short; return how many ran."""
     root = queue.parent.parent
+    claimer = Claimer(queue, worker)
     started = time.monotonic()
     longest = 0.0
     ran = refused = 0
     while refused < MAX_REFUSALS:
-        name = claim(queue, worker)
+        taken = claimer.claim()
         waited = 0.0
-        while name is None and waited < idle:
+        while taken is None and waited < idle:
             time.sleep(_IDLE_STEP)
             waited += _IDLE_STEP
-            name = claim(queue, worker)
-        if name is None:
+            taken = claimer.claim()
+        if taken is None:
             break
-        entry = queue / TAKEN / f"{name}@{worker}"
-        job_dir = root / name
-        puts_back = len(entry.read_text().split()) if entry.exists() else 0
+        name, job_dir = taken.name, root / taken.name
+        puts_back = len(taken.put_backs)
         if _finished(job_dir) or puts_back >= MAX_TAKES or not (job_dir / layout.TASK).exists():
             # ran already, or killed MAX_TAKES workers (the driver calls it died), or its
             # directory is gone: not run (again)
             print(f"not running {name}: " + ("it finished already" if _finished(job_dir) else
                                              f"{puts_back} workers died running it" if puts_back >= MAX_TAKES
                                              else "its directory has no task"), flush=True)
-            entry.unlink(missing_ok=True)
+            claimer.drop(name, job_dir)
             continue
         left = max_time - (time.monotonic() - started)
         if not fits(job_dir, left, longest):
             print(f"not running {name}: predicted {predicted_seconds(job_dir)} s, {left:.0f} s left; giving it back",
                   flush=True)
-            give_back(queue, name, worker)
+            claimer.release(name)
             refused += 1
             continue
         refused = 0
@@ -140,7 +121,7 @@ def serve(queue: Path, max_time: float, idle: float, worker: str) -> int:
             run_chunk(job_dir)
         except SystemExit as exc:  # the function ended the process: as a one-chunk job, it died
             print(f"{name}: the function called exit({exc.code}); no result", flush=True)
-        entry.unlink(missing_ok=True)  # after the marker: a chunk is always queued, taken or finished
+        claimer.done(name)  # after the marker: a chunk is always queued, taken or finished
         longest = max(longest, time.monotonic() - began)
         ran += 1
     return ran

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,7 +65,7 @@ class SurveyExtension(Protocol):
     def survey_shell(self, root: str) -> str: ...
 
     def survey_states(self, root: str, text: str,
-                      states: dict[str, QueueState] | None) -> dict[str, QueueState] | None: ...
+                      states: dict[str, QueueState] | None) -> MutableMapping[str, QueueState] | None: ...
 
 
 class Machine:
@@ -225,6 +225,7 @@ class Machine:
         extra_text = ""
         if extension is not None:
             extra_text, _, marker_text = marker_text.partition(extension.end)
+        states: MutableMapping[str, QueueState] | None
         if not queue:
             states = None
         elif status_rc.strip() != "0":

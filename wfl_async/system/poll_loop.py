@@ -41,7 +41,7 @@ import math
 import statistics
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -384,7 +384,7 @@ class PollLoop:
             self._end(watch)
         return True
 
-    async def _vanished_accounting(self, root: str, watches: Sequence[Watch], states: dict[str, QueueState] | None,
+    async def _vanished_accounting(self, root: str, watches: Sequence[Watch], states: MutableMapping[str, QueueState] | None,
                                    seen: Sequence[dict[str, str]]) -> dict[str, Accounted]:
         """Job dir -> how it ended, for jobs the listing ``states`` no longer has active and that wrote
         no final marker, by the scheduler's accounting (with the exit code); their state is put into

@@ -7,7 +7,7 @@ event, so a waiting job is woken only for itself).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,7 +155,7 @@ class Watch:
 class QueueSurvey:
     """One system's answer, in one command, about the queue and a set of job directories."""
 
-    states: dict[str, QueueState] | None
+    states: MutableMapping[str, QueueState] | None
     """Remote id -> state of every job of the user the scheduler lists; None if it did not answer."""
     queue_output: str
     """What the status command printed (for error messages)."""
