@@ -120,3 +120,15 @@ def kill_during(proc: subprocess.Popen[bytes], phase: list[str], rng: random.Ran
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return "during" if during else "after"
+
+
+def kill_then_rerun(first: subprocess.Popen[bytes], command: list[str], *, env: dict[str, str], cwd: Path,
+                    output: Path) -> subprocess.CompletedProcess[bytes]:
+    """Kill -9 a workflow process mid-call (its output not written yet), run the same command again,
+    and return the rerun, which must succeed (the restart tests of packing and self-tuning)."""
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    assert not output.exists()
+    rerun = subprocess.run(command, env=env, cwd=cwd, capture_output=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    return rerun

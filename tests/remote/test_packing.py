@@ -25,6 +25,7 @@ from ase.io import read
 from tests.conftest import remote_system_names
 from tests.helpers import remote_functions as rf
 from tests.helpers.faulty_scheduler import faulty_system, submitted
+from tests.helpers.processes import kill_then_rerun
 from tests.remote.test_autoparallelize_remote import cells
 from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
 from wfl_async.configset import ConfigSet, OutputSpec
@@ -162,12 +163,7 @@ async def test_a_driver_killed_after_queueing_is_rerun_and_reattaches_without_qu
             while len([r for r in await session.db.select(system=pack_system) if r.remote_id]) < 8:
                 assert first.poll() is None, first.communicate()[1].decode()[-3000:]
                 await anyio.sleep(0.1)
-    first.send_signal(signal.SIGKILL)
-    first.communicate()
-    assert not output.exists()
-
-    rerun = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    rerun = kill_then_rerun(first, command, env=env, cwd=tmp_path, output=output)
     stats = json.loads(rerun.stdout.decode().splitlines()[-1])
     assert stats["enqueue_commands"] == 0, "the rerun queued chunk work again"
     assert [a.info["i"] for a in read(output, ":")] == list(range(8))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -22,6 +21,7 @@ import pytest
 from ase.io import read
 
 from tests.helpers import remote_functions as rf
+from tests.helpers.processes import kill_then_rerun
 from tests.remote.test_autoparallelize_remote import cells
 from tests.remote.test_packing import pytest_generate_tests  # noqa: F401 (pack_system: slurm/sge, direct and ssh)
 from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
@@ -141,12 +141,7 @@ async def test_a_self_tuned_call_killed_mid_way_is_rerun_with_every_configuratio
             while len(await session.db.measured_times(info.job_name, pack_system)) < 5:
                 assert first.poll() is None, first.communicate()[1].decode()[-3000:]
                 await anyio.sleep(0.1)
-    first.send_signal(signal.SIGKILL)
-    first.communicate()
-    assert not output.exists()
-
-    rerun = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    kill_then_rerun(first, command, env=env, cwd=tmp_path, output=output)
     assert [a.info["i"] for a in read(output, ":")] == list(range(16)) and all(
         a.info["labelled"] for a in read(output, ":"))
     async with session_scope() as session:
