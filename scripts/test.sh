@@ -35,6 +35,7 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[test,compare,do
 # a new user's install (new venv, non-editable, README main job from another directory)
 bash scripts/fresh_install_check.sh
 bash scripts/testinfra/start_all.sh
+bash scripts/testinfra/clear_queues.sh   # the daemons may be a machine's long-running ones: empty queues first
 # shellcheck disable=SC1091
 source "${WFL_ASYNC_TESTINFRA_DIR:-/tmp/wfl_async_testinfra}/env.sh"
 for step in "${STEPS[@]}"; do
