@@ -17,6 +17,7 @@ import operator
 import os
 import shlex
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -135,10 +136,10 @@ class _HeldFetches(LocalTransport):
         self.release = anyio.Event()
         self.fetching = anyio.Event()
 
-    async def download(self, remote_root: str, relpaths: object, local_root: Path) -> None:  # type: ignore[override]
+    async def download(self, remote_root: str, relpaths: Sequence[str], local_root: Path) -> set[str]:
         self.fetching.set()
         await self.release.wait()
-        await super().download(remote_root, relpaths, local_root)  # type: ignore[arg-type]
+        return await super().download(remote_root, relpaths, local_root)
 
 
 async def test_a_fetch_in_flight_does_not_hold_up_the_next_poll(fresh_expyre_root: Path, tmp_path: Path) -> None:

@@ -107,7 +107,9 @@ class Accounted:
     (:attr:`Scheduler.memory_kill_text`)."""
 
     def detail(self) -> str:
-        if self.ending is not None:
+        """What a died job's message adds: the cause the accounting named (a plain failure names
+        none: its exit code is the news), and the exit code."""
+        if self.ending is not None and self.ending.cause is not EndCause.FAILED:
             return self.ending.sentence() + (f", exit code {self.exit_code}" if self.exit_code else "")
         return f"exit code {self.exit_code}" if self.exit_code else ""
 
