@@ -503,12 +503,9 @@ class JobsDatabase:
         wanted = sorted(set(owners))
         found: dict[str, dict[str, Any]] = {}
         await self._caught_up()
-        for start in range(0, len(wanted), 500):
-            part = wanted[start:start + 500]
+        for sql, part in _in_parts("SELECT owner, counts FROM costs WHERE owner IN ({marks})", wanted):
             try:
-                async with self.conn.execute(
-                        f"SELECT owner, counts FROM costs WHERE owner IN ({', '.join('?' * len(part))})",
-                        part) as cursor:
+                async with self.conn.execute(sql, part) as cursor:
                     found.update((o, json.loads(c)) for o, c in await cursor.fetchall())
             except sqlite3.OperationalError as exc:
                 if "no such table" not in str(exc):
@@ -567,10 +564,8 @@ class JobsDatabase:
         await self._caught_up()
         found: dict[str, JobRecord] = {}
         with _corruption_named(self.path):
-            for start in range(0, len(keys), 500):  # sqlite's limit on bound parameters
-                part = list(keys[start:start + 500])
-                async with self.conn.execute(f"SELECT * FROM jobs WHERE key IN ({', '.join('?' * len(part))})",
-                                             part) as cursor:
+            for sql, part in _in_parts("SELECT * FROM jobs WHERE key IN ({marks})", keys):
+                async with self.conn.execute(sql, part) as cursor:
                     found.update((r.key, r) for r in map(JobRecord.from_row, await cursor.fetchall()))
         return found
 
@@ -649,13 +644,20 @@ async def _fetch_one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]
     return JobRecord.from_row(row) if row is not None else None
 
 
+_IN_PART = 500
+"""Values per ``IN (...)`` query: under sqlite's limit on bound parameters."""
+
+
+def _in_parts(sql: str, values: Sequence[str]) -> Iterator[tuple[str, list[str]]]:
+    """``sql`` (``{marks}`` standing for the IN list's placeholders) with its values, :data:`_IN_PART` at a time."""
+    for start in range(0, len(values), _IN_PART):
+        part = list(values[start:start + _IN_PART])
+        yield sql.format(marks=", ".join("?" * len(part))), part
+
+
 def _select_keys(conn: sqlite3.Connection, keys: list[str]) -> list[JobRecord]:
-    records: list[JobRecord] = []
-    for start in range(0, len(keys), 500):  # sqlite's limit on bound parameters
-        chunk = keys[start:start + 500]
-        rows = conn.execute(f"SELECT * FROM jobs WHERE key IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
-        records.extend(JobRecord.from_row(row) for row in rows)
-    return records
+    return [JobRecord.from_row(row) for sql, part in _in_parts("SELECT * FROM jobs WHERE key IN ({marks})", keys)
+            for row in conn.execute(sql, part).fetchall()]
 
 
 def _update_statements(updates: Iterable[tuple[str, dict[str, Any]]],

@@ -271,8 +271,7 @@ class PackCoordinator:
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
             if not item.request.done.is_set():
-                item.request.error = error
-                item.request.done.set()
+                item.request.fail(error)
 
     async def _enqueue_loop(self) -> None:
         async for first in self._receive:
@@ -318,8 +317,7 @@ class PackCoordinator:
         except Exception as exc:  # a mistake (an unusable rundir, a vanished stage dir): retrying cannot help
             log.info("%s: cannot queue %d packed chunk(s): %s", self.machine.name, len(items), exc)
             for request in requests:
-                request.error = exc
-                request.done.set()
+                request.fail(exc)
             return
         accepted = []
         for item in items:
@@ -353,10 +351,9 @@ class PackCoordinator:
         request = item.request
         request.attempts += 1
         if request.attempts > MAX_ENQUEUE_ATTEMPTS:
-            request.error = SchedulerError(f"{self.machine.name}: could not put job {request.job_name!r} "
-                                           f"({request.job_dir}) in its pack's queue after {request.attempts - 1} "
-                                           f"tries: {complaint}")
-            request.done.set()
+            request.fail(SchedulerError(f"{self.machine.name}: could not put job {request.job_name!r} "
+                                        f"({request.job_dir}) in its pack's queue after {request.attempts - 1} "
+                                        f"tries: {complaint}"))
             return
         delay = retry_delay("transient", request.attempts)
         log.info("job %s (%s): could not put it in pack %s on %s (%s); retry %d in %.1f s", request.job_name,

@@ -87,6 +87,11 @@ class SubmitRequest:
     mem_kb: int | None = None
     """Memory to ask the scheduler for (kB, all its nodes); None: none (its default)."""
 
+    def fail(self, error: BaseException) -> None:
+        """Settle it with ``error`` (raised to its waiter): it was not queued."""
+        self.error = error
+        self.done.set()
+
     async def settled(self) -> str:
         """Wait until the loop that took this request settles it; its queue id, or its error raised."""
         await self.done.wait()
