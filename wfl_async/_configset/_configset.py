@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import ase.io
 from ase.atoms import Atoms
 
 from ._loc import LOC_KEY, LOC_SEP, loc_join, loc_key
@@ -147,6 +146,8 @@ class ConfigSet(*wfl_base("ConfigSet")):  # type: ignore[misc]  # see _wfl_compa
     __repr__ = __str__
 
     def _read_file(self, path: Path, prefix: str = "") -> Iterator[tuple[str, Atoms]]:
+        import ase.io  # only here: a job's in-memory ConfigSet never pays ase.io's ~0.5 s of imports
+
         for at_i, at in enumerate(ase.io.iread(path, **self.read_kwargs)):
             assert isinstance(at, Atoms)
             yield prefix + at.info.get(LOC_KEY, LOC_SEP + str(at_i)), at

@@ -15,8 +15,6 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-import ase.io.formats
-
 from ..errors import OutputInUseError
 from ._configset import ConfigSet
 from ._loc import LOC_SEP
@@ -219,6 +217,8 @@ class OutputSpec(*wfl_base("OutputSpec")):  # type: ignore[misc]  # see _wfl_com
         return self._handle
 
     def _format(self, file_ind: int) -> str:
+        import ase.io.formats  # only here: an in-memory OutputSpec (a job's) never imports ase.io
+
         fmt = self.write_kwargs.get("format")
         return fmt if fmt else ase.io.formats.filetype(self._final(file_ind), read=False)
 

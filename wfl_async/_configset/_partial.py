@@ -6,6 +6,10 @@ the final file and flushed after every store, so a crash loses nothing already s
 :func:`finalize` then writes every frame, sorted by its ``_ConfigSet_loc``, to a temporary
 file and ``os.replace``\\ s it onto the final name: the final file either does not exist or
 is complete.
+
+``ase.io`` is imported where a file is written or read, not at module level: a remote job
+builds an in-memory ConfigSet/OutputSpec and would otherwise pay ase.io's imports (~0.5 s of
+CPU, through scipy) at every start.
 """
 
 from __future__ import annotations
@@ -14,9 +18,7 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-import ase.io
 from ase.atoms import Atoms
-from ase.io.extxyz import key_val_str_to_dict
 
 from ..failures import permanent_cause, permanent_error
 from ._loc import LOC_KEY, loc_key
@@ -46,6 +48,8 @@ def write_frames(handle: IO[str], configs: Any, loc: str, tags: dict[str, Any]) 
         if loc:
             configs.info[LOC_KEY] = loc
         configs.info.update(tags)
+        import ase.io
+
         ase.io.write(handle, configs, format="extxyz")
         return
     for item_i, item in enumerate(configs):
@@ -54,6 +58,8 @@ def write_frames(handle: IO[str], configs: Any, loc: str, tags: dict[str, Any]) 
 
 def _raw_frames(path: Path) -> list[tuple[tuple[int, ...], str]]:
     """Split an extxyz file into (ordering key, frame text) without parsing atoms."""
+    from ase.io.extxyz import key_val_str_to_dict
+
     lines = path.read_text().splitlines(keepends=True)
     frames: list[tuple[tuple[int, ...], str]] = []
     i = 0
@@ -109,6 +115,8 @@ def _write_sorted(partial: Path, closing: Path, fmt: str, write_kwargs: dict[str
             handle.flush()
             os.fsync(handle.fileno())
     else:
+        import ase.io
+
         configs = list(ase.io.iread(partial, index=":", format="extxyz", parallel=False))
         configs.sort(key=lambda at: loc_key(at.info.get(LOC_KEY)))
         kwargs = dict(write_kwargs)

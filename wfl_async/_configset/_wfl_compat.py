@@ -5,6 +5,10 @@
   (``wfl.configset`` imports only ASE, not ExPyRe.)
 * wfl's are converted to ours at the start of each of our operations (:func:`from_wfl`), so that
   everything past that point (chunking, locations, partial files) is our code's.
+* Not in a queued job (:func:`~._in_job.in_job`): there our ConfigSet/OutputSpec only
+  feed our own pool, which calls the operation on lists of Atoms, so wfl never sees them; and
+  importing ``wfl.configset`` (which imports ``ase.io`` and through it scipy) would cost every
+  job ~0.4 s of CPU at start-up.
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ import importlib
 import sys
 from typing import Any
 
+from ._in_job import in_job
+
 __all__ = ["from_wfl", "wfl_base"]
 
 
 def wfl_base(name: str) -> tuple[type, ...]:
-    """``(wfl.configset.<name>,)`` if wfl is installed, else ``()``: extra bases for our class."""
+    """``(wfl.configset.<name>,)`` if wfl is installed (and this is not a queued job), else ``()``."""
+    if in_job():
+        return ()
     try:
         module = importlib.import_module("wfl.configset")
     except ImportError:

@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 
+from .._configset._in_job import IN_JOB
 from . import layout
 from .integrity import marker_content, write_atomic
 from .run_record import started_marker_text
@@ -60,6 +61,7 @@ def _pickle_exception(exc: BaseException) -> bytes:
 def main(job_dir: str = ".") -> int:
     os.umask(0o077)  # results are their owner's only, whatever umask the scheduler gave the job
     os.chdir(job_dir)
+    os.environ[IN_JOB] = "1"  # before unpickling: our ConfigSet then skips wfl's bases (their imports)
     with open(layout.STARTED, "w") as started:  # where it runs, for the run report
         started.write(started_marker_text())
     record_event(layout.STARTED)
