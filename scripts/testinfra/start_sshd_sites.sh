@@ -46,13 +46,16 @@ chown -R wflfresh: /home/wflfresh/.ssh /home/wflfresh/.config /home/wflfresh/.ba
 [[ -s $D/totp_secret ]] || (umask 077 && head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$D/totp_secret")
 chmod 600 "$D/totp_secret"
 secret=$(cat "$D/totp_secret")
-# pam_oath rewrites this file (last code used): only change the line when the secret changed
+# pam_oath rewrites this file (last code used): only change the line when the secret changed.
+# window=20: twenty steps ahead of the clock are accepted (a used step never is again), so the
+# tests' logins in quick succession each get a fresh code without waiting for the clock
+# (tests/helpers/totp.py's WINDOW; with 2, the two-factor tests waited ~30 s per login)
 grep -q "^HOTP/T30/6 $TEST_USER - $secret" "$OATH_USERS" 2>/dev/null \
     || (umask 077 && echo "HOTP/T30/6 $TEST_USER - $secret" >"$OATH_USERS")
 chmod 600 "$OATH_USERS"
 write_if_changed /etc/pam.d/sshd-mfa 644 <<EOF
 # Written by wfl_async scripts/testinfra/start_sshd_sites.sh: the one-time code, nothing else
-auth     required pam_oath.so usersfile=$OATH_USERS window=2 digits=6
+auth     required pam_oath.so usersfile=$OATH_USERS window=20 digits=6
 account  required pam_permit.so
 session  required pam_permit.so
 EOF

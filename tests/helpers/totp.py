@@ -1,9 +1,10 @@
 """One-time codes for the two-factor test sshd (127.0.0.1:2223, scripts/testinfra/start_sshd_sites.sh).
 
-pam_oath refuses a code whose 30 s step was already used, and accepts the next two steps
-ahead of the clock (``window=2``). The askpass program written here hands out a fresh step
-each time (the clock's, or one after the last used; it waits when it would run more than two
-ahead), so logins in quick succession each get a code the server accepts. The codes are
+pam_oath refuses a code whose 30 s step was already used, and accepts up to :data:`WINDOW`
+steps ahead of the clock (``window=20`` in start_sshd_sites.sh). The askpass program written
+here hands out a fresh step each time (the clock's, or one after the last used; it waits when it
+would run more than ``WINDOW`` ahead), so logins in quick succession each get a code the server
+accepts without waiting for the clock. The codes are
 computed by ``oathtool``, as a user's authenticator app would.
 """
 
@@ -18,6 +19,7 @@ INFRA = Path(os.environ.get("WFL_ASYNC_TESTINFRA_DIR", "/tmp/wfl_async_testinfra
 SECRET_FILE = INFRA / "sshd_sites" / "totp_secret"
 SITES_SSH_CONFIG = INFRA / "sites_ssh_config"
 STATE_FILE = INFRA / "sshd_sites" / "totp_last_step"
+WINDOW = 20  # pam_oath's window= in scripts/testinfra/start_sshd_sites.sh
 
 _ASKPASS = f"""#!{sys.executable}
 # answers the two-factor sshd's prompt with the next unused one-time code (tests/helpers/totp.py)
@@ -30,7 +32,7 @@ with open(state, "a+") as f:
     while True:
         now = int(time.time()) // 30
         step = max(now, last + 1)
-        if step <= now + 2:
+        if step <= now + {WINDOW}:
             break
         time.sleep(1)
     f.seek(0); f.truncate(); f.write(str(step)); f.flush()
