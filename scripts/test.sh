@@ -11,6 +11,7 @@ lint() { python3 -m ruff check wfl_async tests benchmarks; }
 typecheck() { python3 -m mypy; }                 # settings (files, strictness) in pyproject.toml
 layers() { lint-imports; }                       # the layer table of docs/architecture.md ([tool.importlinter])
 docs() { python3 -m sphinx -W --keep-going -q -b html docs docs/_build/html; }   # warnings are errors
+fresh_install() { local status=0; wait "$fresh_pid" || status=$?; cat "$fresh_log"; rm -f "$fresh_log"; return "$status"; }
 # The tests run in two passes (docs/test-infrastructure.md, "How the tests run"): first every test
 # not marked `serial`, in WFL_ASYNC_TEST_WORKERS pytest-xdist workers at once (remote tests mostly
 # wait for the daemons; --dist loadgroup keeps the tests of one xdist_group in one worker), then the
@@ -29,11 +30,14 @@ tests() {
     done
 }
 
-STEPS=(lint typecheck layers docs tests)
+STEPS=(lint typecheck layers docs fresh_install tests)
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test,compare,docs,gap]'
-# a new user's install (new venv, non-editable, README main job from another directory)
-bash scripts/fresh_install_check.sh
+# a new user's install (new venv, non-editable, README main job from another directory): started
+# now, in the background, beside the daemons' start and the static steps; its step waits for it
+fresh_log="$(mktemp "${TMPDIR:-/tmp}/wfl_async_fresh_log.XXXXXX")"
+bash scripts/fresh_install_check.sh >"$fresh_log" 2>&1 &
+fresh_pid=$!
 bash scripts/testinfra/start_all.sh
 bash scripts/testinfra/clear_queues.sh   # the daemons may be a machine's long-running ones: empty queues first
 # shellcheck disable=SC1091
