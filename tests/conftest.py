@@ -37,6 +37,7 @@ XDIST_GROUPS = {
     # machine-wide sequence and is counted in one machine-wide log of answered prompts
     # (tests/helpers/totp.py), which these tests read
     "tests/integration/test_sites.py": "two_factor_sshd",
+    "tests/integration/test_terminal_prompts.py": "two_factor_sshd",  # its codes are logged there too
     "tests/remote/test_sites.py": "two_factor_sshd",
 }
 """Test files whose tests all share one ``xdist_group``: why, beside each."""
