@@ -16,6 +16,7 @@ A forked child (e.g. a pool worker) gets its own loop on first use.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -82,6 +83,7 @@ class _Cancel:
     def __init__(self) -> None:
         self.requested = False
         self.scope: CancelScope | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.finished = threading.Event()
         self.base_exception: BaseException | None = None
 
@@ -103,6 +105,7 @@ def run_sync(async_fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwa
     async def wrapper() -> T:
         try:
             with CancelScope() as scope:
+                cancel.loop = asyncio.get_running_loop()
                 cancel.scope = scope
                 if cancel.requested:  # Ctrl-C came while the task was being started
                     scope.cancel()
@@ -131,15 +134,18 @@ def run_sync(async_fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwa
                 raise cancel.base_exception
             return result
     except KeyboardInterrupt:
-        left = _unfinished_jobs()
-        _say_what_ctrl_c_waits_for()
-        cancel.requested = True
-        scope = cancel.scope
-        if scope is not None:
-            with contextlib.suppress(Exception):
-                portal.call(scope.cancel)
-        _short_messages_at_exit()
-        try:
+        left = 0
+        try:  # a second Ctrl-C anywhere in here stops now (not only while waiting for the clean-up)
+            left = _unfinished_jobs()
+            _say_what_ctrl_c_waits_for()
+            cancel.requested = True
+            scope = cancel.scope
+            if scope is not None and cancel.loop is not None:
+                # not portal.call: it waits for the loop, which may be busy for seconds (a loaded
+                # machine, a long thread hop), and a second Ctrl-C would land in anyio's frames
+                with contextlib.suppress(RuntimeError):  # the loop has just stopped
+                    cancel.loop.call_soon_threadsafe(scope.cancel)
+            _short_messages_at_exit()
             cancel.finished.wait(_CLEANUP_SECONDS)
         except KeyboardInterrupt:  # the second Ctrl-C: stop now
             _stop_now(left)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
 import pytest
 from click.testing import CliRunner
 
+from tests.helpers.recorded_jobs import recorded_project
 from wfl_async.cli import main
-from wfl_async.jobs.database import JobsDatabase, JobStatus
-from wfl_async.session import DB_NAME
+from wfl_async.jobs.database import JobStatus
 
 NAMES = ["relax", "relax_2", "prerelax", "md"]
 
@@ -18,19 +17,8 @@ NAMES = ["relax", "relax_2", "prerelax", "md"]
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project whose database holds four finished jobs on two systems (no job ran: nothing remote)."""
-    root = tmp_path / "_expyre"
-    root.mkdir()
-    monkeypatch.setenv("EXPYRE_ROOT", str(root))
-
-    async def fill() -> None:
-        async with JobsDatabase(root / DB_NAME) as db:
-            for i, name in enumerate(NAMES):
-                system = "slurm" if i % 2 == 0 else "slurm_ssh"
-                await db.claim(key=f"key{i}", name=name, system=system, job_dir=f"{name}-key{i}", owner=None)
-                await db.update(f"key{i}", status=JobStatus.SUCCEEDED)
-
-    anyio.run(fill)
-    return root
+    return recorded_project(tmp_path, monkeypatch, [(name, "slurm" if i % 2 == 0 else "slurm_ssh",
+                                                     {"status": JobStatus.SUCCEEDED}) for i, name in enumerate(NAMES)])
 
 
 def names(*args: str) -> list[str]:

@@ -130,6 +130,23 @@ def test_first_submission_fails_fast_with_the_doctor_message(broken_root: Path, 
     assert len(rows) == 2 and all(s == "not_submitted" and r is None and "cannot run jobs" in m for s, r, m in rows)
 
 
+def test_ignore_failed_jobs_does_not_hide_a_system_that_cannot_run_jobs(broken_root: Path, tmp_path: Path) -> None:
+    """ignore_failed_jobs is for jobs that fail: a system that cannot run any stops the call, and no
+    output is written (an output of failed configurations would be complete, so a rerun after the
+    fix would run nothing)."""
+    from ase import Atoms
+
+    from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo
+    from wfl_async.configset import ConfigSet, OutputSpec
+
+    info = RemoteInfo(sys_name="no_wfl_async", job_name="doctor_ignored", resources={"num_nodes": 1, "max_time": "5m"},
+                      num_inputs_per_queued_job=1, ignore_failed_jobs=True)
+    with pytest.raises(SystemNotReadyError, match="cannot import wfl_async"):
+        rf.label_or_raise(ConfigSet([Atoms("H", info={"i": i}) for i in range(3)]), OutputSpec(tmp_path / "out.xyz"),
+                          autopara_info=AutoparaInfo(remote_info=info))
+    assert not (tmp_path / "out.xyz").exists()
+
+
 def test_every_test_system_is_healthy(remote_system: str, expyre_root: Path) -> None:
     """The real systems of the test set-up pass every check (so the first-submission check lets them run)."""
     result = doctor(remote_system)

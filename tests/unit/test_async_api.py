@@ -171,6 +171,44 @@ def test_ctrl_c_cancels_the_coroutine() -> None:
     assert run_sync(_loop_identity)[0] != threading.get_ident()  # the loop survives
 
 
+_BUSY_LOOP_SCRIPT = """
+import os, signal, threading, time
+from wfl_async._sync import run_sync
+
+async def hogs_the_loop():
+    started.set()
+    time.sleep(30)  # the event loop cannot answer for 30 s (a loaded machine, a long step)
+
+def ctrl_c_twice():
+    started.wait(30)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGINT)
+
+started = threading.Event()
+threading.Thread(target=ctrl_c_twice, daemon=True).start()
+run_sync(hogs_the_loop)
+"""
+
+
+def test_a_second_ctrl_c_stops_at_once_while_the_loop_is_busy(tmp_path: Path) -> None:
+    """The first Ctrl-C asks the loop to cancel without waiting for it to answer; the second, while
+    the loop is still busy, ends the script with the one line, not a traceback after the loop's
+    30 s (when the cancel waited for the loop, the second Ctrl-C landed in anyio's frames)."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "busy.py"
+    script.write_text(_BUSY_LOOP_SCRIPT)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert time.monotonic() - started < 20, "the second Ctrl-C waited for the busy loop"
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
+    assert "wfl_async: stopping:" in done.stderr and "wfl_async: interrupted;" in done.stderr
+
+
 def test_base_exception_in_coroutine_reaches_caller_and_loop_survives() -> None:
     async def exits() -> None:
         raise SystemExit(3)

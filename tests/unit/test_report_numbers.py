@@ -80,3 +80,18 @@ def test_costs_are_added_up_over_sessions() -> None:
     assert report.costs["systems"]["slurm"]["scheduler_calls"] == 5
     assert report.costs["transports"]["h"] == {"commands": 15, "poll": 4}
     assert summary_lines(report)[-1] == "cost 5 scheduler call(s), 15 remote command(s)"
+
+
+def test_a_never_submitted_jobs_example_says_why_the_system_could_not_run_it() -> None:
+    """The first-submission check's message is a heading line, then the reason: the example keeps the
+    reason (the heading alone said nothing a user could act on), and the summary says the heading once."""
+    message = ("system 'cluster' cannot run jobs; nothing was submitted:\n  error: system 'cluster': python3 did "
+               "not run (exit status 1: ModuleNotFoundError: No module named 'wfl_async'). Fix: ...")
+    records = [record(f"r_chunk_{i}", JobStatus.NOT_SUBMITTED, submitted=None, started=None, finished=None,
+                      fetched=None, message=message) for i in range(2)]
+    report = build_report(records, {}, now=T0 + 10)
+    (failure,) = report.failures
+    assert failure.cause == "system 'cluster' cannot run jobs; nothing was submitted:" and failure.count == 2
+    assert "No module named 'wfl_async'" in failure.example_message
+    assert ("2 not_submitted: system 'cluster' cannot run jobs; nothing was submitted: (e.g. r_chunk_0: error: "
+            "system 'cluster': python3 did not run") in summary_lines(report)[2]

@@ -29,7 +29,16 @@ from ase.atoms import Atoms
 
 from .._pickling import dumps_call
 from ..configset import ConfigSet, OutputSpec
-from ..errors import JobCancelledError, JobSplitError, first_failure
+from ..errors import (
+    ConfigurationError,
+    DatabaseCorruptError,
+    JobCancelledError,
+    JobSplitError,
+    LoopStoppedError,
+    OutputInUseError,
+    PermanentFailureError,
+    first_failure,
+)
 from ..job import Packed, PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
 from ..jobs.integrity import marker_seconds
@@ -176,7 +185,8 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                     seconds = await _record_time(session, remote_info, chunk) if error is None else None
                     if error is not None:
                         failed_keys.add(chunk.job.key)
-                    if error is not None and not remote_info.ignore_failed_jobs:
+                    if error is not None and (not remote_info.ignore_failed_jobs
+                                              or isinstance(error, _NOT_JOB_FAILURES)):
                         # re-raised below, outside the task group, with its own type (not an
                         # ExceptionGroup); the other jobs stay queued and a rerun re-attaches
                         failure = error
@@ -272,6 +282,13 @@ async def _say_what_is_left(session: Session, chunks: Sequence[Chunk], failure: 
         note = f"{cancelled} of the call's {len(chunks)} jobs were cancelled; none of its jobs is still queued"
     log.warning("call %r stopped: %s", name, note)
     failure.add_note(note)
+
+
+_NOT_JOB_FAILURES = (ConfigurationError, PermanentFailureError, DatabaseCorruptError, LoopStoppedError, OutputInUseError)
+"""Errors that stop a call even with ``ignore_failed_jobs``: they are not a job's failure but the user's
+to fix (a system that cannot run jobs, a full disk, a damaged jobs database...). Written into the
+output as failed configurations, they would leave it complete, and a rerun after the fix would do
+nothing."""
 
 
 async def _run_chunk(chunk: Chunk, send: Any, run: Callable[[PreparedJob], Awaitable[Any]]) -> None:

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -126,9 +127,14 @@ def _run(record: JobRecord, now: float) -> str:
     return "-" if seconds is None else _ago(seconds)
 
 
-def where(record: JobRecord) -> str:
+def where(record: JobRecord, *, short: bool = False) -> str:
     """The system a job runs (or ran) on; a moved chunk also names the one it was taken back from,
-    and a move under way the system it is going to (docs/multi_system.md)."""
+    and a move under way the system it is going to (docs/multi_system.md). ``short``, for a column
+    of ``ls``: ``from→to``, so that one moved chunk does not widen SYSTEM enough to cut every name."""
+    if short:
+        if record.moved_to:
+            return f"{record.system}→{record.moved_to} (moving)"
+        return f"{record.moved_from}→{record.system}" if record.moved_from else record.system
     text = record.system
     if record.moved_from:
         text += f" (from {record.moved_from})"
@@ -143,13 +149,14 @@ _COLUMNS = (
     _Column("ID", lambda r, now: short_remote_id(r), 7),
     _Column("RUN", _run, 6),
     _Column("ESCALATED", lambda r, now: escalated(r) or "-", 3),
-    _Column("SYSTEM", lambda r, now: where(r), 5),
+    _Column("SYSTEM", lambda r, now: where(r, short=True), 5),
     _Column("UPDATED", lambda r, now: _ago(now - r.updated_at) + " ago", 4),
     _Column("AGE", lambda r, now: _ago(now - r.created_at), 2),
     _Column("JOB DIR", lambda r, now: r.job_dir, 1),
 )
 _MIN_NAME = 16
-"""NAME is shortened in its middle down to this width before columns are dropped."""
+"""NAME is shortened in its middle down to this width before columns are dropped, or to the width
+that still tells the names apart if that is wider."""
 
 
 def _middle(text: str, width: int) -> str:
@@ -158,6 +165,18 @@ def _middle(text: str, width: int) -> str:
         return text
     tail = width // 2
     return f"{text[:width - tail - 1]}…{text[-tail:]}"
+
+
+def _distinct_width(names: Sequence[str]) -> int:
+    """The narrowest width (at least ``_MIN_NAME``) at which the names, shortened in their middle,
+    are still told apart (``relax_array_chunk_0`` and ``relax_packed_chunk_0`` both cut to
+    ``relax_a…_chunk_0`` would not be)."""
+    longest = max(map(len, names), default=0)
+    distinct = len(set(names))
+    for width in range(_MIN_NAME, longest):
+        if len({_middle(name, width) for name in names}) == distinct:
+            return width
+    return max(longest, _MIN_NAME)
 
 
 def terminal_width() -> int | None:
@@ -181,11 +200,12 @@ def jobs_lines(records: Sequence[JobRecord], width: int | None) -> list[str]:
         return sum(widths[c.title] for c in shown) + 2 * (len(shown) - 1)
 
     if width is not None:
-        widths["NAME"] = max(min(widths["NAME"], width - (total() - widths["NAME"])), min(_MIN_NAME, widths["NAME"]))
+        whole = widths["NAME"]
+        least = min(_distinct_width(cells["NAME"]), whole)
+        widths["NAME"] = max(min(whole, width - (total() - whole)), least)
         while total() > width and len(shown) > 2:
             shown.remove(min(shown, key=lambda c: c.keep))
-            widths["NAME"] = max(min(max(len(v) for v in [*cells["NAME"], "NAME"]), width - (total() - widths["NAME"])),
-                                 min(_MIN_NAME, widths["NAME"]))
+            widths["NAME"] = max(min(whole, width - (total() - widths["NAME"])), least)
     lines = ["  ".join(c.title.ljust(widths[c.title]) for c in shown).rstrip()]
     for row in range(len(records)):
         lines.append("  ".join(_middle(cells[c.title][row], widths[c.title]).ljust(widths[c.title])
@@ -226,6 +246,15 @@ def totals_line(records: Sequence[JobRecord], shown: int) -> str:
     moved = sum(1 for r in records if r.moved_from)
     tail = f"; {moved} moved to another system" if moved else ""
     return f"{head}: {by_status}; run time {_ago(sum(runs))} in total{tail}" if records else "no jobs"
+
+
+def wrapped(lines: Sequence[str], width: int | None) -> list[str]:
+    """Sentences (the footer, predicted ends) folded at word boundaries to ``width`` (None: as they
+    are), their continuation indented, so that no line wraps in the terminal mid-word."""
+    if width is None:
+        return list(lines)
+    return [part for line in lines
+            for part in textwrap.wrap(line, width=width, subsequent_indent="  ", break_on_hyphens=False) or [""]]
 
 
 def call_of(record: JobRecord) -> str:

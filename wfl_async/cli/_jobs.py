@@ -26,6 +26,7 @@ from ._display import (
     record_dict,
     terminal_width,
     totals_line,
+    wrapped,
 )
 
 __all__ = ["log", "ls", "rerun"]
@@ -61,9 +62,10 @@ def ls(filters: JobFilter, long_: bool, as_json: bool, active: bool, limit: int 
     if not records:
         click.echo(f"no {'active ' if active else ''}jobs match ({filters.describe()})", err=True)
         return
-    lines = jobs_long(records) if long_ else jobs_lines(records, terminal_width())
+    width = terminal_width()
+    lines = jobs_long(records) if long_ else jobs_lines(records, width)
     ends = predicted_end_lines(every, run_async(_measured_times, project, every))
-    click.echo("\n".join([*lines, totals_line(every, len(records)), *ends]))
+    click.echo("\n".join([*lines, *wrapped([totals_line(every, len(records)), *ends], width)]))
 
 
 async def _measured_times(project: Project, records: Sequence[JobRecord]) -> dict[tuple[str, str], list[tuple[float, int]]]:

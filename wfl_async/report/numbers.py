@@ -189,13 +189,22 @@ def _cause(span: JobSpan) -> str:
     return re.sub(r"\b[\w.]*\d[\w.:]*\b", "N", first)[:120]
 
 
+def _example(message: str) -> str:
+    """A failure's example message: its first line, and the lines after it when that line only
+    introduces them (``system 'x' cannot run jobs; nothing was submitted:`` then the reason)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return (" ".join(lines) if lines[0].endswith(":") else lines[0])[:500]
+
+
 def _failures(spans: Sequence[JobSpan]) -> list[Failure]:
     groups: dict[tuple[str, str], list[JobSpan]] = defaultdict(list)
     for span in spans:
         if span.status in ("failed", "died", "cancelled", "not_submitted"):
             groups[(span.status, _cause(span))].append(span)
-    found = [Failure(cause, status, len(group), group[0].name, group[0].message.splitlines()[0][:500]
-                     if group[0].message else "") for (status, cause), group in groups.items()]
+    found = [Failure(cause, status, len(group), group[0].name, _example(group[0].message))
+             for (status, cause), group in groups.items()]
     return sorted(found, key=lambda f: (-f.count, f.status, f.cause))
 
 
@@ -306,8 +315,11 @@ def summary_lines(report: RunReport, title: str = "run") -> list[str]:
         f"wasted {ch.wasted:.3g}",
     ]
     for failure in report.failures[:3]:
-        lines.append(f"{failure.count} {failure.status}: {failure.cause} (e.g. {failure.example_job}: "
-                     f"{failure.example_message[:100]})")
+        example = failure.example_message  # the cause's words said once
+        if example == failure.cause or example.startswith(failure.cause + " "):
+            example = example[len(failure.cause):].strip()
+        lines.append(f"{failure.count} {failure.status}: {failure.cause} (e.g. {failure.example_job}"
+                     f"{': ' + example[:200] if example else ''})")
     if len(report.failures) > 3:
         lines.append(f"... {len(report.failures) - 3} more failure cause(s): wfl-async report")
     calls = sum(s.get("scheduler_calls", 0) for s in report.costs["systems"].values())
