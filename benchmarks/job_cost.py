@@ -69,6 +69,7 @@ async def _chunks_run(system: str, n: int, output: Path, check_interval: float,
         if profile is not None:
             profile.disable()
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+        assert result is not None
         got = [a.info["i"] for a in result if a.info.get("seen")]
         system_stats = session.system(system).stats
         return {"jobs": n, "ok": got == list(range(n)), "wall (s)": round(wall, 2),
