@@ -9,8 +9,11 @@ On the loopback sshd + Slurm of the test infrastructure (``slurm_ssh``)::
 In a fresh project: one autoparallelized call of a trivial operation over N one-atom
 configurations, one configuration per chunk and one job per chunk (no packing), then the same
 call again with its output deleted (it re-attaches and reads the results: it must submit
-nothing; ``WFL_EXPYRE_NO_MARK_PROCESSED`` is set, as a rerun needs its jobs not marked processed). Each run's figure is the driver's process CPU (all threads) per job, with the wall
-time, submit commands and remote commands; ``--mode jobs`` also runs N plain
+nothing; ``WFL_EXPYRE_NO_MARK_PROCESSED`` is set, as a rerun needs its jobs not marked
+processed). Each run's figure is the driver's process CPU (all threads) per job, with the wall
+time, submit commands, remote commands and polls, the driver CPU of one trivial remote command
+(measured after the run: the transport's fixed cost, paid once per poll whatever the number
+of jobs), and the CPU per job less the commands' own; ``--mode jobs`` also runs N plain
 :class:`~wfl_async.job.RemoteJob` s (``operator.add``, :func:`wfl_async.bench.bench_system`). With
 ``--profile PREFIX`` each run of the call is under cProfile, timed by process CPU, written to
 ``PREFIX.<run>.pstats`` (slower: compare CPU figures of runs without it).
@@ -72,9 +75,24 @@ async def _chunks_run(system: str, n: int, output: Path, check_interval: float,
         assert result is not None
         got = [a.info["i"] for a in result if a.info.get("seen")]
         system_stats = session.system(system).stats
+        commands = transport.commands_run - commands
+        per_command = await _command_cpu(session, system)
         return {"jobs": n, "ok": got == list(range(n)), "wall (s)": round(wall, 2),
                 "driver CPU (ms/job)": round(cpu / n * 1e3, 3), "submit commands": system_stats["submit_commands"],
-                "remote commands": transport.commands_run - commands}
+                "remote commands": commands, "polls": system_stats["poll_commands"],
+                "CPU per trivial remote command (ms)": round(per_command * 1e3, 3),
+                "driver CPU less the commands' own (ms/job)": round((cpu - commands * per_command) / n * 1e3, 3)}
+
+
+async def _command_cpu(session: Any, system: str, repeat: int = 20) -> float:
+    """Driver CPU (s) of one trivial remote command on ``system`` (the transport's fixed cost per
+    command, which a run pays once per poll whatever the number of jobs)."""
+    transport = session.system(system).transport
+    await transport.run("true")
+    cpu = time.process_time()
+    for _ in range(repeat):
+        await transport.run("true")
+    return (time.process_time() - cpu) / repeat
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
