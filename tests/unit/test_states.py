@@ -17,6 +17,7 @@ from wfl_async.jobs.states import (
     observe,
     past_grace,
     status_update,
+    unchanged,
 )
 
 GRACE = 10.0
@@ -138,3 +139,45 @@ def test_fetch_outcomes_move_the_job_back_to_watched() -> None:
     again = scanned.no_final_marker()
     assert again.phase is Phase.WATCHED and again.marker is None and not again.scanned
     assert again.ended().phase is Phase.ENDED
+
+
+_SEEN = [(None, None), ("started", None), (None, "succeeded"), ("failed", None)]
+_LISTINGS = [(False, None), (True, None), (True, {}), (True, {"42": QueueState.RUNNING}),
+             (True, {"42": QueueState.TIMEOUT})]
+
+
+def _reachable(depth: int = 3) -> set[WatchState]:
+    """Every state a watched job reaches in ``depth`` polls of any kind (and after a failed fetch)."""
+    states, frontier = {WATCHED}, {WATCHED}
+    for poll in range(depth):
+        after = set()
+        for state in frontier:
+            for seen in _SEEN:
+                for listed, queue in _LISTINGS:
+                    new, _, _ = look(state, *seen, states=queue, listed=listed, now=100.0 + 20 * poll)
+                    after.add(new.fetch_failed() if new.phase is Phase.FETCHING else new)
+        frontier = after - states
+        states |= after
+    return {s for s in states if s.phase is Phase.WATCHED}
+
+
+def test_a_job_the_poll_loop_skips_as_unchanged_is_one_observe_would_leave_alone() -> None:
+    skipped = 0
+    for state in _reachable():
+        for seen in _SEEN:
+            for listed, queue in _LISTINGS:
+                if unchanged(state, remote_id="42", seen=seen, states=queue, listed=listed):
+                    skipped += 1
+                    after, verdict, step = look(state, *seen, states=queue, listed=listed, now=500.0)
+                    assert (after, step) == (state, Step.NOTHING), (state, seen, queue, listed, verdict)
+    assert skipped > 20  # the rule skips something: quiet jobs of listed and unlisted polls
+
+
+def test_a_quiet_active_job_is_skipped_and_a_changed_one_is_not() -> None:
+    running, _, _ = look(WATCHED, "started", states={"42": QueueState.RUNNING})
+    assert unchanged(running, remote_id="42", seen=(None, None), states={"42": QueueState.RUNNING}, listed=True)
+    assert unchanged(running, remote_id="42", seen=(None, None), states=None, listed=False)
+    assert not unchanged(running, remote_id="42", seen=(None, None), states={}, listed=True)  # left the queue
+    assert not unchanged(running, remote_id="42", seen=(None, "succeeded"), states=None, listed=False)
+    refetch = look(running, "succeeded")[0].fetch_failed()
+    assert not unchanged(refetch, remote_id="42", seen=(None, None), states=None, listed=False)

@@ -180,32 +180,37 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                 feeding = tuned is not None and not tuned.exhausted()
                 if not feeding:
                     send.close()
-                async for chunk, value, error in receive:
-                    progress.chunk_done(len(chunk.items), failed=error is not None)
-                    seconds = await _record_time(session, remote_info, chunk) if error is None else None
-                    if error is not None:
-                        failed_keys.add(chunk.job.key)
-                    if error is not None and (not remote_info.ignore_failed_jobs
-                                              or isinstance(error, _NOT_JOB_FAILURES)):
-                        # re-raised below, outside the task group, with its own type (not an
-                        # ExceptionGroup); the other jobs stay queued and a rerun re-attaches
-                        failure = error
-                        tg.cancel_scope.cancel()
+                async for first in receive:
+                    # every chunk that came so far (a fetch wakes a batch of them): their times in one
+                    # database read and one write
+                    arrived = _up_to_failure([first, *_waiting(receive)], remote_info)
+                    times = await _record_times(session, remote_info, [c for c, _, e in arrived if e is None])
+                    for chunk, value, error in arrived:
+                        progress.chunk_done(len(chunk.items), failed=error is not None)
+                        if error is not None:
+                            failed_keys.add(chunk.job.key)
+                        if _stops_the_call(error, remote_info):
+                            # re-raised below, outside the task group, with its own type (not an
+                            # ExceptionGroup); the other jobs stay queued and a rerun re-attaches
+                            failure = error
+                            tg.cancel_scope.cancel()
+                            break
+                        if tuned is not None and feeding:
+                            await tuned.finished(chunk, times.get(chunk.job.key))
+                            for new in await tuned.more():
+                                every.append(new)
+                                job_dirs.add(new.job.job_dir)
+                                progress.chunks_added(1)
+                                tg.start_soon(_run_chunk, new, send.clone(), run)
+                            if tuned.exhausted():
+                                feeding = False
+                                send.close()
+                        result = _chunk_result(chunk, value, error, remote_info)
+                        if outputs is not None:
+                            await anyio.to_thread.run_sync(_store, outputs, result)
+                        yield result
+                    if failure is not None:
                         break
-                    if tuned is not None and feeding:
-                        await tuned.finished(chunk, seconds)
-                        for new in await tuned.more():
-                            every.append(new)
-                            job_dirs.add(new.job.job_dir)
-                            progress.chunks_added(1)
-                            tg.start_soon(_run_chunk, new, send.clone(), run)
-                        if tuned.exhausted():
-                            feeding = False
-                            send.close()
-                    result = _chunk_result(chunk, value, error, remote_info)
-                    if outputs is not None:
-                        await anyio.to_thread.run_sync(_store, outputs, result)
-                    yield result
                 tg.cancel_scope.cancel()  # every chunk is in: the placement watch (if any) ends
             send.close()
             if failure is not None:
@@ -242,26 +247,63 @@ async def _job_result(job: PreparedJob) -> Any:
     return await job.result()
 
 
-async def _record_time(session: Session, remote_info: RemoteInfo, chunk: Chunk) -> float | None:
-    """Keep the chunk's measured run time (as its worker measured it, else from its started to its final
-    marker) for later calls of the operation."""
-    record = await session.db.get(chunk.job.key)
-    if record is None:
-        return None
-    seconds = marker_seconds(chunk.job.local_dir)
-    if seconds is None and record.started_at is not None and record.finished_at is not None:
-        seconds = max(0.0, record.finished_at - record.started_at)
-    if seconds is None:
-        return None
-    await session.db.record_times(remote_info.job_name, record.system, [(seconds, len(chunk.items))])
-    return seconds
+_Arrived = tuple[Chunk, Any, BaseException | None]
+"""A chunk whose job ended, with its value or its error."""
+
+
+def _waiting(receive: Any) -> list[_Arrived]:
+    """The chunks already waiting in ``receive`` (without waiting for more)."""
+    waiting = []
+    while True:
+        try:
+            waiting.append(receive.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return waiting
+
+
+def _up_to_failure(arrived: list[_Arrived], remote_info: RemoteInfo) -> list[_Arrived]:
+    """``arrived`` up to the first chunk whose failure stops the call (:func:`_stops_the_call`): the
+    chunks after it are left for a rerun, as if they had not come yet."""
+    failed = next((i for i, (_, _, error) in enumerate(arrived) if _stops_the_call(error, remote_info)), None)
+    return arrived if failed is None else arrived[:failed + 1]
+
+
+def _stops_the_call(error: BaseException | None, remote_info: RemoteInfo) -> bool:
+    """A chunk's failure stops the call unless ``ignore_failed_jobs`` — and even then when it is not
+    the job's own failure (:data:`_NOT_JOB_FAILURES`: writing its inputs marked failed would hide it)."""
+    return error is not None and (not remote_info.ignore_failed_jobs or isinstance(error, _NOT_JOB_FAILURES))
+
+
+async def _record_times(session: Session, remote_info: RemoteInfo, chunks: Sequence[Chunk]) -> dict[str, float]:
+    """Keep the finished chunks' measured run times (as each worker measured it, else from its started
+    to its final marker) for later calls of the operation: one database read and one write for all of
+    them. Returns each timed chunk's seconds by its job key."""
+    if not chunks:
+        return {}
+    records = await session.db.get_many([c.job.key for c in chunks])
+    times: dict[str, float] = {}
+    samples: dict[str, list[tuple[float, int]]] = {}
+    for chunk in chunks:
+        record = records.get(chunk.job.key)
+        if record is None:
+            continue
+        seconds = marker_seconds(chunk.job.local_dir)
+        if seconds is None and record.started_at is not None and record.finished_at is not None:
+            seconds = max(0.0, record.finished_at - record.started_at)
+        if seconds is not None:
+            times[chunk.job.key] = seconds
+            samples.setdefault(record.system, []).append((seconds, len(chunk.items)))
+    for system, system_samples in samples.items():
+        await session.db.record_times(remote_info.job_name, system, system_samples)
+    return times
 
 
 async def _log_summary(session: Session, name: str, chunks: Sequence[Chunk]) -> None:
     """A few lines at the end of the call: its jobs, where they ran, wall and core time, failures."""
     if not chunks:
         return
-    records = [r for c in chunks if (r := await session.db.get(c.job.key)) is not None]
+    found = await session.db.get_many([c.job.key for c in chunks])
+    records = [r for c in chunks if (r := found.get(c.job.key)) is not None]
     for line in summary_lines(build_report(records, {session.owner: session.costs()}, time.time()), name):
         log.info("%s", line)
 
@@ -270,7 +312,7 @@ async def _say_what_is_left(session: Session, chunks: Sequence[Chunk], failure: 
     """A job of the call was cancelled by the user: the call stops, and its other jobs are left as
     the user left them (queued or running ones go on; a rerun re-attaches). Say which, and how to
     cancel them too."""
-    statuses = {c.job.key: r.status for c in chunks if (r := await session.db.get(c.job.key)) is not None}
+    statuses = {key: r.status for key, r in (await session.db.get_many([c.job.key for c in chunks])).items()}
     live = [c for c in chunks if statuses.get(c.job.key) in UNFINISHED]
     cancelled = sum(1 for s in statuses.values() if s is JobStatus.CANCELLED)
     name = re.sub(r"_chunk_\d+$", "", chunks[0].job.spec.job_name)

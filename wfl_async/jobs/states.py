@@ -30,7 +30,7 @@ from .ended import EndCause, Ending
 
 __all__ = ["ACTIVE_STATES", "FINISHED", "KEPT_OVER", "MARKER_FILES", "REATTACH", "RERUNNABLE", "UNFINISHED", "JobStatus",
            "Marker", "Phase", "QueueState", "Step", "Verdict", "VerdictKind", "WatchState", "classify", "observe",
-           "past_grace", "status_update"]
+           "past_grace", "status_update", "unchanged"]
 
 
 class QueueState(StrEnum):
@@ -266,6 +266,20 @@ class WatchState:
 
     def ended(self) -> WatchState:
         return replace(self, phase=Phase.ENDED)
+
+
+def unchanged(state: WatchState, *, remote_id: str | None, seen: Sequence[str | None],
+              states: Mapping[str, QueueState] | None, listed: bool) -> bool:
+    """True when :func:`observe` would keep ``state`` as it is and ask nothing of the loop: no marker
+    seen for the job, no final marker waiting to be fetched again, and (a poll that listed the queue)
+    the job listed active, as before. The poll loop skips such jobs, so a poll's work grows with what
+    changed, not with the number of jobs watched (issue 16)."""
+    if any(seen) or (state.marker is not None and state.marker.final):
+        return False
+    if not listed:
+        return True
+    return (state.queue_active and state.missing_since is None
+            and (states is None or states.get(remote_id or "") in ACTIVE_STATES))
 
 
 def observe(state: WatchState, *, remote_id: str | None, seen: Sequence[str | None],

@@ -60,6 +60,7 @@ from ..jobs.states import (
     Verdict,
     VerdictKind,
     observe,
+    unchanged,
 )
 from ..scheduler.base import Accounted
 from ..transport.base import FETCH_PATHS
@@ -332,8 +333,11 @@ class PollLoop:
         now = time.monotonic()
         changed: list[tuple[Watch, Verdict]] = []
         for watch in watches:
+            seen = (found.markers.get(watch.job_dir), events.get(watch.job_dir))
+            if unchanged(watch.state, remote_id=watch.remote_id, seen=seen, states=found.states, listed=listing):
+                continue
             watch.state, verdict, step = observe(
-                watch.state, remote_id=watch.remote_id, seen=(found.markers.get(watch.job_dir), events.get(watch.job_dir)),
+                watch.state, remote_id=watch.remote_id, seen=seen,
                 states=found.states, listed=listing, now=now, grace=machine.config.died_grace_seconds,
                 where=machine.name, detail=ended.detail() if (ended := accounted.get(watch.job_dir)) else "",
                 ending=ended.ending if ended else None)
