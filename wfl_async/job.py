@@ -46,7 +46,8 @@ from .jobs.ended import EndCause
 from .jobs.env_vars import export_lines
 from .jobs.escalation import Escalation, next_step
 from .jobs.hashing import job_key, pickle_task
-from .jobs.integrity import copy_atomic, read_verified_result
+from .jobs.integrity import copy_atomic, marker_seconds, read_verified_result
+from .jobs.job_files import DirFiles, JobFiles
 from .jobs.options import JobOptions, WithOptions
 from .jobs.pack_option import PackSetting, effective_pack
 from .jobs.route import RouteKind
@@ -191,6 +192,8 @@ class PreparedJob:
     kill at its time limit."""
     predicted_seconds: float | None = None
     """A self-tuned packed chunk's predicted run time, staged for its worker's fit decision (docs/self-tuning.md)."""
+    measured_seconds: float | None = None
+    """The run time its final marker states, once its result is read (None: none stated)."""
 
     @property
     def options(self) -> JobOptions:
@@ -236,9 +239,9 @@ class PreparedJob:
                 log.info("job %s: died earlier (%s); resubmitting (resubmit_killed_jobs)", self.label, record.message)
                 return await self._resubmitted(resubmits_left, deadline)
             raise JobDiedError(f"job {self.label} died earlier: {record.message}.{self._died_advice(record.message)}")
-        if record.status is JobStatus.SUCCEEDED and (self.local_dir / layout.RESULT).exists():
+        if record.status is JobStatus.SUCCEEDED and (files := self.session.fetched.files(self.job_dir)) is not None:
             log.info("job %s: finished earlier; using its result", self.label)
-            return await self._load_result()
+            return await self._load_result(files)
 
         system = await self.session.serving(record.system)
         if record.system != self.system.name:
@@ -247,7 +250,8 @@ class PreparedJob:
         packed = record.route is RouteKind.PACKED  # its worker job counts in the queue window, not the chunk
         watch = Watch(job_dir=self.job_dir, remote_id=record.remote_id, fetch=tuple(self.options.output_files),
                       local_root=self.session.stage_root, check_interval=self.options.check_interval, key=self.key,
-                      remote_root=record.remote_root, max_time=self.max_time, in_window=not packed)
+                      remote_root=record.remote_root, max_time=self.max_time, in_window=not packed,
+                      bundled=packed and not self.options.output_files)
         if packed and isinstance(self.route, Packed):  # workers may be needed again (a rerun re-attaching)
             spec = self.route.worker if system is self.system else self._worker_spec(system, self.route.setting)
             self.session.packing(system.name).expect(spec, record.remote_root or await system.remote_root())
@@ -276,7 +280,7 @@ class PreparedJob:
             raise JobDiedError(f"job {self.label}: {outcome.message}.{hint} Look at {self.local_dir}."
                                f"{self._died_advice(outcome.message)}")
         try:
-            return await self._load_result()
+            return await self._load_result(outcome.files)
         except MemoryError as exc:  # its allocation was refused at its memory request (SGE's h_vmem: ulimit -v)
             if self.mem_kb is None or not await self._escalated(
                     EndCause.OUT_OF_MEMORY, f"raised MemoryError ({exc or 'no message'}) under its memory request",
@@ -501,19 +505,22 @@ class PreparedJob:
             "exit $wfl_async_status",
         ]
 
-    async def _load_result(self) -> Any:
-        path = self.local_dir / layout.RESULT
+    async def _load_result(self, files: JobFiles | None = None) -> Any:
+        """The job's value from its fetched ``files`` (default: wherever its stage root keeps them)."""
+        files = files or self.session.fetched.files(self.job_dir) or DirFiles(self.local_dir)
         try:
             try:
-                outcome = await self._read_result(path)
+                outcome = await self._read_result(files)
             except ResultIntegrityError as mismatch:
                 # cut short on its way (e.g. a driver killed mid-fetch): fetch it again, once
                 log.warning("job %s: %s; fetching it again", self.label, mismatch)
                 await self._refetch()
-                outcome = await self._read_result(path)
+                files = DirFiles(self.local_dir)
+                outcome = await self._read_result(files)
         except FileNotFoundError:
             raise JobDiedError(f"job {self.label} has a final marker but its result file did not come back "
-                               f"to {path}") from None
+                               f"to {self.local_dir / layout.RESULT}") from None
+        self.measured_seconds = marker_seconds(files)
         if outcome[0] == "return":
             if self.options.output_files:
                 await anyio.to_thread.run_sync(self._copy_output_files)
@@ -529,11 +536,11 @@ class PreparedJob:
             raise exc
         raise RemoteJobFailed(type_name, message, formatted)
 
-    async def _read_result(self, path: Path) -> Any:
+    async def _read_result(self, files: JobFiles) -> Any:
         """The verified, unpickled result: a small one read at once, a large one in a thread (:data:`INLINE_BYTES`)."""
-        if path.stat().st_size <= INLINE_BYTES:  # noqa: ASYNC240 - one stat: cheaper than the thread hop it saves
-            return _read_verified_pickle(self.local_dir)
-        return await anyio.to_thread.run_sync(_read_verified_pickle, self.local_dir)
+        if isinstance(files, DirFiles) and (files.path / layout.RESULT).stat().st_size > INLINE_BYTES:  # noqa: ASYNC240
+            return await anyio.to_thread.run_sync(_read_verified_pickle, files)
+        return _read_verified_pickle(files)  # one in memory, or small: cheaper than the thread hop
 
     async def _refetch(self) -> None:
         """Fetch the finished job's files again, from where it ran (its recorded system and root)."""
@@ -560,5 +567,5 @@ def _worker_spec(job_name: str, partition: str, node_items: tuple[tuple[str, int
                       header_extra=header_extra, body=body, setting=setting, local_root=local_root)
 
 
-def _read_verified_pickle(job_dir: Path) -> Any:
-    return pickle.loads(read_verified_result(job_dir))
+def _read_verified_pickle(files: JobFiles) -> Any:
+    return pickle.loads(read_verified_result(files))

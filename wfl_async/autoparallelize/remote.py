@@ -32,7 +32,6 @@ from ..configset import ConfigSet, OutputSpec
 from ..errors import JobCancelledError, JobSplitError, first_failure
 from ..job import Packed, PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
-from ..jobs.integrity import marker_seconds
 from ..jobs.pack_option import effective_pack
 from ..jobs.states import UNFINISHED, JobStatus
 from ..placement.call import PlacedCall, Plan, plan
@@ -238,7 +237,7 @@ async def _record_time(session: Session, remote_info: RemoteInfo, chunk: Chunk) 
     record = await session.db.get(chunk.job.key)
     if record is None:
         return None
-    seconds = marker_seconds(chunk.job.local_dir)
+    seconds = chunk.job.measured_seconds
     if seconds is None and record.started_at is not None and record.finished_at is not None:
         seconds = max(0.0, record.finished_at - record.started_at)
     if seconds is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 
 from ..jobs.ended import EndCause
+from ..jobs.job_files import JobFiles
 from ..jobs.route import RouteKind
 from ..jobs.states import Marker, Phase, QueueState, WatchState
 from .commands import EventLogRead
@@ -115,6 +116,9 @@ class JobOutcome:
     """Raised to its waiter: the job finished but its files could not be brought back for good (a
     full local disk), or the loop watching it stopped (a bug); either way the job is left as it
     is remotely, for a rerun."""
+    files: JobFiles | None = None
+    """Its fetched files, when they came in a bundle (:mod:`~wfl_async.jobs.fetched`): read from
+    memory, dropped with the outcome once its waiter has the result."""
 
 
 @dataclass(eq=False, slots=True)
@@ -145,6 +149,9 @@ class Watch:
     in_window: bool = True
     """The job is a scheduler job of its own, so it takes room in the queue window
     (``max_queued_jobs``); a packed chunk is not (its worker job is counted instead)."""
+    bundled: bool = False
+    """Its finished files are kept in the fetched batch's one bundle file, not one file each
+    (:mod:`~wfl_async.jobs.fetched`: packed chunks with no output files of their own)."""
 
     @property
     def phase(self) -> Phase:

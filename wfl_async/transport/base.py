@@ -214,6 +214,19 @@ class Transport(ABC):
     async def _download_some(self, remote_root: str, relpaths: Sequence[str], local_root: Path) -> list[str]:
         if not relpaths:
             return []
+        stream = await self._fetch_stream(remote_root, relpaths)
+        return await anyio.to_thread.run_sync(_unpack, stream, local_root, limiter=self.file_threads())
+
+    async def fetch_streams(self, remote_root: str, relpaths: Sequence[str]) -> list[bytes]:
+        """The files ``remote_root/relpath`` as tar streams, written nowhere (missing ones are skipped).
+
+        As :meth:`download`: names on stdin, at most :data:`FETCH_PATHS` per command (one stream each).
+        The caller checks the members' names before it uses them.
+        """
+        return [await self._fetch_stream(remote_root, relpaths[start:start + FETCH_PATHS])
+                for start in range(0, len(relpaths), FETCH_PATHS)]
+
+    async def _fetch_stream(self, remote_root: str, relpaths: Sequence[str]) -> bytes:
         # GNU tar: names NUL-separated on stdin, taken verbatim (a name starting with '-' is a
         # name); --ignore-failed-read turns a missing file into a warning (exit 0), so one
         # absent output file does not lose every other job's result in the same stream.
@@ -222,7 +235,7 @@ class Transport(ABC):
         result = await self.run(
             f"cd {shlex.quote(remote_root)} && tar --ignore-failed-read --null --verbatim-files-from -T - "
             f"-cf - 2>/dev/null; true", stdin=names, kind="fetch", retry=True)
-        return await anyio.to_thread.run_sync(_unpack, result.stdout, local_root, limiter=self.file_threads())
+        return result.stdout
 
     async def aclose(self) -> None:  # noqa: B027 - a no-op is right for transports without connections
         """Release connections; the transport may be used again afterwards (it reconnects)."""
