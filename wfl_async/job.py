@@ -400,15 +400,20 @@ class PreparedJob:
             if self._follow_recorded_escalation(claimed):  # split by an earlier run: its halves run instead
                 await self.session.db.update(self.key, status=JobStatus.DIED, message="split in two")
                 self._split_check(claimed)
+            contents: dict[str, bytes] = {}
             if self.options.input_files or len(self.task) > INLINE_BYTES:
                 uploads = await anyio.to_thread.run_sync(self._stage_locally)
+            elif isinstance(self.route, Packed):  # staged from memory: no local file per chunk (issue 16)
+                self._forget_local_copy()
+                uploads, contents = [], self._staged_contents()
             else:
                 uploads = self._stage_locally()
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
                                 header_extra=list(self.options.header_extra), body=self._job_body(system),
                                 mem_kb=self.mem_kb,
-                                upload=uploads, local_root=self.session.stage_root, key=self.key, reset=reset,
+                                upload=uploads, local_root=self.session.stage_root, contents=contents,
+                                key=self.key, reset=reset,
                                 submit=self.options.submit, route=self.route.kind,
                                 pack_id=self.route.worker.pack_id if isinstance(self.route, Packed) else None)
         # the submit loop (or the packing coordinator) records the submission itself (also when
@@ -421,16 +426,26 @@ class PreparedJob:
         return dataclasses.replace(claimed, status=JobStatus.SUBMITTED, remote_id=remote_id, remote_root=root,
                                    route=request.route, pack_id=request.pack_id)
 
-    def _stage_locally(self) -> list[str]:
-        """Write the task and copy input files under the stage dir; return paths to upload."""
+    def _forget_local_copy(self) -> None:
+        """Remove the job's local directory of an earlier run: its fetched files must not pass for this run's."""
         if self.local_dir.exists():
             shutil.rmtree(self.local_dir)
-        self.local_dir.mkdir(parents=True)
-        (self.local_dir / layout.TASK).write_bytes(self.task)
-        uploads = [f"{self.job_dir}/{layout.TASK}"]
+
+    def _staged_contents(self) -> dict[str, bytes]:
+        """The task (and predicted time) to upload, by their bytes."""
+        contents = {f"{self.job_dir}/{layout.TASK}": self.task}
         if self.predicted_seconds is not None:
-            (self.local_dir / layout.PREDICTED).write_text(f"{self.predicted_seconds:.3f}\n")
-            uploads.append(f"{self.job_dir}/{layout.PREDICTED}")
+            contents[f"{self.job_dir}/{layout.PREDICTED}"] = f"{self.predicted_seconds:.3f}\n".encode()
+        return contents
+
+    def _stage_locally(self) -> list[str]:
+        """Write the task and copy input files under the stage dir; return paths to upload."""
+        self._forget_local_copy()
+        self.local_dir.mkdir(parents=True)
+        uploads = []
+        for rel, data in self._staged_contents().items():
+            (self.session.stage_root / rel).write_bytes(data)
+            uploads.append(rel)
         for item in self.options.input_files:
             source = Path(item)
             if source.is_absolute() or ".." in source.parts:

@@ -37,7 +37,7 @@ from .jobs.database import JobsDatabase
 from .jobs.fetched import FetchedStore
 from .jobs.owner import process_owner, release_owner
 from .jobs.run_record import read_run_record
-from .jobs.states import JobStatus, Verdict, VerdictKind, status_update
+from .jobs.states import FINISHED, JobStatus, Verdict, VerdictKind, status_update
 from .pack.coordinator import PackCoordinator
 from .pack.listings import PackListings
 from .scheduler import Scheduler, get_scheduler
@@ -248,6 +248,10 @@ class DatabaseRecorder:
         self.db.update_soon(updates)
         if self._after_progress is not None:
             self._after_progress()
+    async def ended(self, job_dirs: Sequence[str]) -> set[str]:
+        """Job dirs whose records say they never run again (a rerun creates them afresh, queueing them again)."""
+        return {job_dir for job_dir, status in (await self.db.statuses(job_dirs)).items() if status in FINISHED}
+
 
 def _scheduler_for(config: SystemConfig) -> Scheduler:
     if config.scheduler == "local":

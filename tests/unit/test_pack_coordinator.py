@@ -14,7 +14,7 @@ import anyio
 
 from tests.helpers.scripted import ROOT, ListRecorder, ScriptedTransport, slurm_config
 from wfl_async.jobs.pack_option import PackSetting
-from wfl_async.jobs.states import QueueState
+from wfl_async.jobs.states import QueueState, Verdict, VerdictKind
 from wfl_async.pack.coordinator import PackCoordinator, WorkerSpec
 from wfl_async.pack.listings import PackListings
 from wfl_async.pack.queue import chunk_remote_id
@@ -50,10 +50,10 @@ class Workers:
 
 @asynccontextmanager
 async def coordinator(transport: ScriptedTransport, workers: Workers, *, serve: bool = True,
-                      ) -> AsyncIterator[tuple[PackCoordinator, PackListings]]:
+                      recorder: ListRecorder | None = None) -> AsyncIterator[tuple[PackCoordinator, PackListings]]:
     machine = Machine(slurm_config(died_grace_seconds=0.0), transport, get_scheduler("slurm"), "project")
     listings = PackListings()
-    packing = PackCoordinator(machine, QueueWindow(None), ListRecorder(), workers.submit, listings)
+    packing = PackCoordinator(machine, QueueWindow(None), recorder or ListRecorder(), workers.submit, listings)
     async with anyio.create_task_group() as tasks:
         if serve:
             await tasks.start(packing.serve)
@@ -105,3 +105,19 @@ async def test_a_worker_gone_from_the_queue_has_its_chunk_put_back_once(tmp_path
         await anyio.sleep(0.1)
         assert transport.kinds() == ["submit"] and packing.stats["chunks_put_back"] == 1
         assert len(workers.submitted) == 1  # a new worker for the chunk put back
+
+
+async def test_gone_entries_of_chunks_recorded_as_ended_are_pruned_and_the_others_kept(tmp_path: Path) -> None:
+    # issue 16: every survey lists the gone entries, so each is removed once its chunk's end is recorded
+    transport, workers = ScriptedTransport(other=lambda sent: ""), Workers()
+    worker_spec = spec(tmp_path, workers=1)
+    pid = worker_spec.pack_id
+    recorder = ListRecorder()
+    recorder.progress.append(("c1", Verdict(VerdictKind.DIED, message="left the queue unrun")))
+    async with coordinator(transport, workers, recorder=recorder) as (packing, listings):
+        packing.expect(worker_spec, ROOT)
+        listings.survey_states(ROOT, f"P {pid}\nC 2 2\nG c1\nG c2\n", {})
+        while not packing.stats["gone_pruned"]:
+            await anyio.sleep(0.01)
+        prunes = [s.command for s in transport.sent if s.kind == "other"]
+        assert len(prunes) == 1 and " c1" in prunes[0] and "c2" not in prunes[0]  # c2 may still be watched

@@ -569,6 +569,16 @@ class JobsDatabase:
                     found.update((r.key, r) for r in map(JobRecord.from_row, await cursor.fetchall()))
         return found
 
+    async def statuses(self, job_dirs: Sequence[str]) -> dict[str, JobStatus]:
+        """The status of each job directory of ``job_dirs`` that has a record: one query per 500."""
+        await self._caught_up()
+        found: dict[str, JobStatus] = {}
+        with _corruption_named(self.path):
+            for sql, part in _in_parts("SELECT job_dir, status FROM jobs WHERE job_dir IN ({marks})", job_dirs):
+                async with self.conn.execute(sql, part) as cursor:
+                    found.update((job_dir, JobStatus(status)) for job_dir, status in await cursor.fetchall())
+        return found
+
     async def recent_timings(self, system: str, limit: int = 50) -> list[tuple[float, float, float | None]]:
         """(submitted_at, started_at, finished_at) of the ``limit`` jobs that started last on ``system``:
         its recent queue waits and throughput (placement over several systems)."""

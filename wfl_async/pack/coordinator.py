@@ -61,6 +61,7 @@ from .queue import (
     chunk_remote_id,
     enqueue_command,
     pack_id,
+    prune_gone_command,
     requeue_command,
     worker_dir,
 )
@@ -129,6 +130,7 @@ class _Pack:
     running: int = 0
     topping_up: bool = False
     requeueing: bool = False
+    pruning: bool = False
     warned: bool = False
 
 
@@ -182,7 +184,8 @@ class PackCoordinator:
         self._tasks: anyio.abc.TaskGroup | None = None
         self.stopped_by: BaseException | None = None
         """Set by :meth:`stop_waiters`: packing on this system is gone, and every later chunk raises this."""
-        self.stats = {"enqueue_commands": 0, "workers_submitted": 0, "requeue_commands": 0, "chunks_put_back": 0}
+        self.stats = {"enqueue_commands": 0, "workers_submitted": 0, "requeue_commands": 0, "chunks_put_back": 0,
+                      "gone_pruned": 0}
 
     @property
     def listed(self) -> dict[str, Listed]:
@@ -342,7 +345,8 @@ class PackCoordinator:
         # chunk already queued, taken or finished is not queued again
         answer = await self.machine.transport.upload(
             requests[0].local_root, [path for r in requests for path in r.upload], root, then=then,
-            fresh=[r.job_dir for r in requests if r.reset], kind="submit", retry=True)
+            fresh=[r.job_dir for r in requests if r.reset], kind="submit", retry=True,
+            contents={path: data for r in requests for path, data in r.contents.items()})
         lines = answer.stdout.decode(errors="replace").splitlines()
         new = {line[2:].strip() for line in lines if line.startswith("N ")}
         return new, new | {line[2:].strip() for line in lines if line.startswith("E ")}
@@ -380,6 +384,9 @@ class PackCoordinator:
                 self.window.queued(worker_dir(pid, name))
             pack.workers = decision.workers
             self.window.left(worker_dir(pid, name) for name in decision.gone)
+            if queue.gone and not pack.pruning:
+                pack.pruning = True
+                self._start(self._prune_gone, root, pid, sorted(queue.gone))
             if decision.requeue and not pack.requeueing:
                 pack.requeueing = True
                 self._start(self._requeue, root, pid, list(decision.orphans), list(decision.dead))
@@ -409,6 +416,21 @@ class PackCoordinator:
         finally:
             pack.requeueing = False
         await self._top_up(root, pid)
+
+    async def _prune_gone(self, root: str, pid: str, gone: list[str]) -> None:
+        """Remove the ``gone`` entries of chunks recorded as ended (the survey lists every entry left there)."""
+        pack = self._packs[(root, pid)]
+        try:
+            ended = sorted(await self.recorder.ended(gone))
+            for start in range(0, len(ended), NAMES_PER_COMMAND):
+                command = prune_gone_command(pid, ended[start:start + NAMES_PER_COMMAND])
+                await self.machine.transport.run(f"cd {shlex.quote(root)} && {command}", kind="other", retry=True)
+                self.stats["gone_pruned"] += len(ended[start:start + NAMES_PER_COMMAND])
+        except TransportError as exc:
+            log.info("%s: pack %s: could not prune its gone entries (%s); trying after the next poll",
+                     self.machine.name, pid, exc)
+        finally:
+            pack.pruning = False
 
     # ------------------------------------------------------------------ workers
     def _forget(self, pack: _Pack, pid: str, name: str) -> None:

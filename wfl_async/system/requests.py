@@ -7,7 +7,7 @@ event, so a waiting job is woken only for itself).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,9 @@ class SubmitRequest:
     """Paths relative to ``local_root`` to copy (the job's task and input files)."""
     local_root: Path
     """The local stage root holding ``upload``."""
+    contents: Mapping[str, bytes] = field(default_factory=dict)
+    """More files to copy, by their bytes (relpath -> bytes): a packed chunk's small task is staged
+    from memory, with no local file (packing uploads them; the submit loop does not)."""
     key: str = ""
     reset: bool = False
     """Remove the job's remote directory first (a job created afresh after it failed or died)."""
