@@ -22,7 +22,6 @@ import os
 import tarfile
 import time
 import uuid
-from collections import OrderedDict
 from pathlib import Path
 
 from . import layout
@@ -37,8 +36,6 @@ _INDEX = "_wfl_async_index.json"
 _SUFFIX = ".tar"
 _TMP = ".tmp."
 _BLOCK = 512
-_CACHED_INDEXES = 4
-"""Bundle indexes kept parsed by a store (a rerun reads its jobs mostly in the order they were fetched)."""
 
 _Entry = dict[str, list[float]]
 """File name -> ``[offset, size, mtime]`` of one job in a bundle."""
@@ -143,12 +140,10 @@ class FetchedStore:
 
     def __init__(self, local_root: Path) -> None:
         self.local_root = local_root
-        self._where: dict[str, int] = {}
-        """Job dir -> the number of the newest bundle holding it (in :attr:`_bundles`)."""
-        self._bundles: list[Path] = []
+        self._where: dict[str, tuple[Path, int, _Entry]] = {}
+        """Job dir -> the newest bundle holding it, where its stream starts, the job's entry in its index."""
         self._read: set[str] = set()
         self._dir_mtime: int | None = None
-        self._indexes: OrderedDict[int, tuple[int, dict[str, _Entry]]] = OrderedDict()
 
     def files(self, job_dir: str) -> JobFiles | None:
         """The job's fetched files; None: neither its own directory nor any bundle has its result."""
@@ -156,12 +151,8 @@ class FetchedStore:
         if (own / layout.RESULT).exists():
             return DirFiles(own)
         self._scan()
-        number = self._where.get(job_dir)
-        if number is None:
-            return None
-        start, index = self._index(number)
-        entry = index.get(job_dir)
-        return None if entry is None else BundledFiles(entry, None, self._bundles[number], start)
+        found = self._where.get(job_dir)
+        return None if found is None else BundledFiles(found[2], None, found[0], found[1])
 
     def _scan(self) -> None:
         directory = self.local_root / BUNDLE_DIR
@@ -175,24 +166,10 @@ class FetchedStore:
         for name in sorted(n for n in os.listdir(directory) if n.endswith(_SUFFIX) and not n.startswith(_TMP)):
             if name in self._read:
                 continue
-            self._read.add(name)
-            number = len(self._bundles)
-            self._bundles.append(directory / name)
+            self._read.add(name)  # in name order: a newer bundle's entry replaces an older one's
+            path = directory / name
             try:
-                _, index = self._index(number)
+                start, index = _read_index(path)
             except (OSError, ValueError, tarfile.TarError):
                 continue  # unreadable: its jobs are fetched again
-            for job_dir in index:
-                known = self._where.get(job_dir)
-                if known is None or self._bundles[known].name < name:
-                    self._where[job_dir] = number
-
-    def _index(self, number: int) -> tuple[int, dict[str, _Entry]]:
-        index = self._indexes.get(number)
-        if index is None:
-            index = self._indexes[number] = _read_index(self._bundles[number])
-            if len(self._indexes) > _CACHED_INDEXES:
-                self._indexes.popitem(last=False)
-        else:
-            self._indexes.move_to_end(number)
-        return index
+            self._where.update((job_dir, (path, start, entry)) for job_dir, entry in index.items())

@@ -77,6 +77,11 @@ _BATCH_WINDOW, _MAX_BATCH_WAIT = 0.05, 1.0
 """As the submit loop: take requests while they keep arriving, 50 ms at a time, at most 1 s."""
 WORKER_WAIT = 30.0
 """Longest wait (s) for a pack's workers to be submitted before its newly queued chunks are released."""
+ENQUEUES_IN_FLIGHT = 2
+"""Enqueue commands running at once. The chunks arriving meanwhile wait in the stream and go in fuller
+batches, and the transport's channels stay free for the polls and fetches that bring results back
+(issue 16: at 10^4 chunks, dozens of enqueue commands queued for the channels ahead of every fetch,
+and results reached the caller many seconds after their polls had seen them)."""
 MAX_ENQUEUE_ATTEMPTS = 10
 """Tries to queue a chunk whose enqueue command keeps failing before its call is told."""
 
@@ -277,20 +282,25 @@ class PackCoordinator:
                 item.request.fail(error)
 
     async def _enqueue_loop(self) -> None:
+        slots = anyio.Semaphore(ENQUEUES_IN_FLIGHT)
         async for first in self._receive:
+            await slots.acquire()  # a batch takes what arrived while the earlier commands ran
             batch = [first]
             await gather_arrivals(batch, self._receive.receive_nowait, window=_BATCH_WINDOW, longest=_MAX_BATCH_WAIT,
                                   first=not any(p.remaining for p in self._packs.values()))
             by_pack: dict[str, list[_Enqueue]] = {}
             for item in batch:
                 by_pack.setdefault(item.pid, []).append(item)
-            for pid, items in by_pack.items():
-                # batches go out side by side (each on its own channel), as fast as they fill
-                self._start(self._enqueue_shielded, pid, items)
+            self._start(self._enqueue_in_slot, by_pack, slots)
 
-    async def _enqueue_shielded(self, pid: str, items: Sequence[_Enqueue]) -> None:
-        with anyio.CancelScope(shield=True):  # taken from the stream: settled even at close
-            await self._enqueue(pid, items)
+    async def _enqueue_in_slot(self, by_pack: Mapping[str, Sequence[_Enqueue]], slots: anyio.Semaphore) -> None:
+        try:
+            with anyio.CancelScope(shield=True):  # taken from the stream: settled even at close
+                async with anyio.create_task_group() as tasks:
+                    for pid, items in by_pack.items():  # one command per pack, side by side
+                        tasks.start_soon(self._enqueue, pid, items)
+        finally:
+            slots.release()
 
     async def _release_after_workers(self, root: str, pid: str, requests: Sequence[SubmitRequest]) -> None:
         """Release queued chunks once their pack has workers (at most :data:`WORKER_WAIT` s later).
