@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import anyio
 
-from tests.helpers.scripted import ROOT, ListRecorder, ScriptedTransport, slurm_config
+from tests.helpers.scripted import ROOT, ListRecorder, ScriptedTransport, Sent, slurm_config
 from wfl_async.jobs.pack_option import PackSetting
 from wfl_async.jobs.states import QueueState, Verdict, VerdictKind
 from wfl_async.pack.coordinator import PackCoordinator, WorkerSpec
@@ -22,6 +23,7 @@ from wfl_async.scheduler import get_scheduler
 from wfl_async.system.machine import Machine
 from wfl_async.system.requests import SubmitRequest
 from wfl_async.system.window import QueueWindow
+from wfl_async.transport.base import CommandKind, LineCallback
 
 
 def spec(tmp_path: Path, workers: int = 2) -> WorkerSpec:
@@ -121,3 +123,52 @@ async def test_gone_entries_of_chunks_recorded_as_ended_are_pruned_and_the_other
             await anyio.sleep(0.01)
         prunes = [s.command for s in transport.sent if s.kind == "other"]
         assert len(prunes) == 1 and " c1" in prunes[0] and "c2" not in prunes[0]  # c2 may still be watched
+
+
+class _HeldUploads(ScriptedTransport):
+    """Enqueue commands (kind ``submit``) wait until the test lets them go; counts how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__(submit=self._answer)
+        self.release = anyio.Event()
+        self.running = self.most = 0
+
+    def _answer(self, sent: Sent) -> str:
+        return "".join(f"N {d}\n" for d in sent.job_dirs)
+
+    async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None, retry: bool,
+                   kind: CommandKind) -> CompletedProcess[bytes]:
+        if kind != "submit":
+            return await super()._run(command, stdin, on_line, retry, kind)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await self.release.wait()
+            return await super()._run(command, stdin, on_line, retry, kind)
+        finally:
+            self.running -= 1
+
+
+async def test_at_most_two_enqueue_commands_run_at_once_and_the_chunks_waiting_go_in_fuller_batches(
+        tmp_path: Path) -> None:
+    # issue 16: dozens of enqueue commands queued for the transport's channels ahead of every fetch
+    transport, workers = _HeldUploads(), Workers()
+    worker_spec = spec(tmp_path, workers=1)
+    requests = [SubmitRequest(job_dir=f"c{i}", job_name=f"c{i}", partition="standard", node_dict={}, max_time=60,
+                              header_extra=[], body=[], upload=[], local_root=tmp_path,
+                              contents={f"c{i}/task": b"x"}) for i in range(700)]
+    async with coordinator(transport, workers) as (packing, _), anyio.create_task_group() as tasks:
+        for request in requests:
+            tasks.start_soon(packing.submit, request, worker_spec)
+        while transport.running < 2:
+            await anyio.sleep(0.01)
+        await anyio.sleep(0.3)  # more batches would have started by now
+        most = transport.most
+        transport.release.set()  # (before asserting: the enqueue commands are shielded)
+        assert most == 2
+        with anyio.fail_after(5):
+            while not all(r.remote_id for r in requests):
+                await anyio.sleep(0.01)
+        tasks.cancel_scope.cancel()
+    sizes = [len(s.job_dirs) for s in transport.sent if s.kind == "submit"]
+    assert transport.most == 2 and sum(sizes) == 700 and max(sizes) == 300, sizes
