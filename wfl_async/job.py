@@ -46,7 +46,8 @@ from .jobs.ended import EndCause
 from .jobs.env_vars import export_lines
 from .jobs.escalation import Escalation, next_step
 from .jobs.hashing import job_key, pickle_task
-from .jobs.integrity import copy_atomic, read_verified_result
+from .jobs.integrity import copy_atomic, marker_seconds, read_verified_result
+from .jobs.job_files import DirFiles, JobFiles
 from .jobs.options import JobOptions, WithOptions
 from .jobs.pack_option import PackSetting, effective_pack
 from .jobs.route import RouteKind
@@ -191,6 +192,8 @@ class PreparedJob:
     kill at its time limit."""
     predicted_seconds: float | None = None
     """A self-tuned packed chunk's predicted run time, staged for its worker's fit decision (docs/self-tuning.md)."""
+    measured_seconds: float | None = None
+    """The run time its final marker states, once its result is read (None: none stated)."""
 
     @property
     def options(self) -> JobOptions:
@@ -236,9 +239,9 @@ class PreparedJob:
                 log.info("job %s: died earlier (%s); resubmitting (resubmit_killed_jobs)", self.label, record.message)
                 return await self._resubmitted(resubmits_left, deadline)
             raise JobDiedError(f"job {self.label} died earlier: {record.message}.{self._died_advice(record.message)}")
-        if record.status is JobStatus.SUCCEEDED and (self.local_dir / layout.RESULT).exists():
+        if record.status is JobStatus.SUCCEEDED and (files := self.session.fetched.files(self.job_dir)) is not None:
             log.info("job %s: finished earlier; using its result", self.label)
-            return await self._load_result()
+            return await self._load_result(files)
 
         system = await self.session.serving(record.system)
         if record.system != self.system.name:
@@ -247,7 +250,8 @@ class PreparedJob:
         packed = record.route is RouteKind.PACKED  # its worker job counts in the queue window, not the chunk
         watch = Watch(job_dir=self.job_dir, remote_id=record.remote_id, fetch=tuple(self.options.output_files),
                       local_root=self.session.stage_root, check_interval=self.options.check_interval, key=self.key,
-                      remote_root=record.remote_root, max_time=self.max_time, in_window=not packed)
+                      remote_root=record.remote_root, max_time=self.max_time, in_window=not packed,
+                      bundled=packed and not self.options.output_files)
         if packed and isinstance(self.route, Packed):  # workers may be needed again (a rerun re-attaching)
             spec = self.route.worker if system is self.system else self._worker_spec(system, self.route.setting)
             self.session.packing(system.name).expect(spec, record.remote_root or await system.remote_root())
@@ -276,7 +280,7 @@ class PreparedJob:
             raise JobDiedError(f"job {self.label}: {outcome.message}.{hint} Look at {self.local_dir}."
                                f"{self._died_advice(outcome.message)}")
         try:
-            return await self._load_result()
+            return await self._load_result(outcome.files)
         except MemoryError as exc:  # its allocation was refused at its memory request (SGE's h_vmem: ulimit -v)
             if self.mem_kb is None or not await self._escalated(
                     EndCause.OUT_OF_MEMORY, f"raised MemoryError ({exc or 'no message'}) under its memory request",
@@ -396,15 +400,20 @@ class PreparedJob:
             if self._follow_recorded_escalation(claimed):  # split by an earlier run: its halves run instead
                 await self.session.db.update(self.key, status=JobStatus.DIED, message="split in two")
                 self._split_check(claimed)
+            contents: dict[str, bytes] = {}
             if self.options.input_files or len(self.task) > INLINE_BYTES:
                 uploads = await anyio.to_thread.run_sync(self._stage_locally)
+            elif isinstance(self.route, Packed):  # staged from memory: no local file per chunk (issue 16)
+                self._forget_local_copy()
+                uploads, contents = [], self._staged_contents()
             else:
                 uploads = self._stage_locally()
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
                                 header_extra=list(self.options.header_extra), body=self._job_body(system),
                                 mem_kb=self.mem_kb,
-                                upload=uploads, local_root=self.session.stage_root, key=self.key, reset=reset,
+                                upload=uploads, local_root=self.session.stage_root, contents=contents,
+                                key=self.key, reset=reset,
                                 submit=self.options.submit, route=self.route.kind,
                                 pack_id=self.route.worker.pack_id if isinstance(self.route, Packed) else None)
         # the submit loop (or the packing coordinator) records the submission itself (also when
@@ -417,16 +426,26 @@ class PreparedJob:
         return dataclasses.replace(claimed, status=JobStatus.SUBMITTED, remote_id=remote_id, remote_root=root,
                                    route=request.route, pack_id=request.pack_id)
 
-    def _stage_locally(self) -> list[str]:
-        """Write the task and copy input files under the stage dir; return paths to upload."""
+    def _forget_local_copy(self) -> None:
+        """Remove the job's local directory of an earlier run: its fetched files must not pass for this run's."""
         if self.local_dir.exists():
             shutil.rmtree(self.local_dir)
-        self.local_dir.mkdir(parents=True)
-        (self.local_dir / layout.TASK).write_bytes(self.task)
-        uploads = [f"{self.job_dir}/{layout.TASK}"]
+
+    def _staged_contents(self) -> dict[str, bytes]:
+        """The task (and predicted time) to upload, by their bytes."""
+        contents = {f"{self.job_dir}/{layout.TASK}": self.task}
         if self.predicted_seconds is not None:
-            (self.local_dir / layout.PREDICTED).write_text(f"{self.predicted_seconds:.3f}\n")
-            uploads.append(f"{self.job_dir}/{layout.PREDICTED}")
+            contents[f"{self.job_dir}/{layout.PREDICTED}"] = f"{self.predicted_seconds:.3f}\n".encode()
+        return contents
+
+    def _stage_locally(self) -> list[str]:
+        """Write the task and copy input files under the stage dir; return paths to upload."""
+        self._forget_local_copy()
+        self.local_dir.mkdir(parents=True)
+        uploads = []
+        for rel, data in self._staged_contents().items():
+            (self.session.stage_root / rel).write_bytes(data)
+            uploads.append(rel)
         for item in self.options.input_files:
             source = Path(item)
             if source.is_absolute() or ".." in source.parts:
@@ -501,19 +520,22 @@ class PreparedJob:
             "exit $wfl_async_status",
         ]
 
-    async def _load_result(self) -> Any:
-        path = self.local_dir / layout.RESULT
+    async def _load_result(self, files: JobFiles | None = None) -> Any:
+        """The job's value from its fetched ``files`` (default: wherever its stage root keeps them)."""
+        files = files or self.session.fetched.files(self.job_dir) or DirFiles(self.local_dir)
         try:
             try:
-                outcome = await self._read_result(path)
+                outcome = await self._read_result(files)
             except ResultIntegrityError as mismatch:
                 # cut short on its way (e.g. a driver killed mid-fetch): fetch it again, once
                 log.warning("job %s: %s; fetching it again", self.label, mismatch)
                 await self._refetch()
-                outcome = await self._read_result(path)
+                files = DirFiles(self.local_dir)
+                outcome = await self._read_result(files)
         except FileNotFoundError:
             raise JobDiedError(f"job {self.label} has a final marker but its result file did not come back "
-                               f"to {path}") from None
+                               f"to {self.local_dir / layout.RESULT}") from None
+        self.measured_seconds = marker_seconds(files)
         if outcome[0] == "return":
             if self.options.output_files:
                 await anyio.to_thread.run_sync(self._copy_output_files)
@@ -529,11 +551,11 @@ class PreparedJob:
             raise exc
         raise RemoteJobFailed(type_name, message, formatted)
 
-    async def _read_result(self, path: Path) -> Any:
+    async def _read_result(self, files: JobFiles) -> Any:
         """The verified, unpickled result: a small one read at once, a large one in a thread (:data:`INLINE_BYTES`)."""
-        if path.stat().st_size <= INLINE_BYTES:  # noqa: ASYNC240 - one stat: cheaper than the thread hop it saves
-            return _read_verified_pickle(self.local_dir)
-        return await anyio.to_thread.run_sync(_read_verified_pickle, self.local_dir)
+        if isinstance(files, DirFiles) and (files.path / layout.RESULT).stat().st_size > INLINE_BYTES:  # noqa: ASYNC240
+            return await anyio.to_thread.run_sync(_read_verified_pickle, files)
+        return _read_verified_pickle(files)  # one in memory, or small: cheaper than the thread hop
 
     async def _refetch(self) -> None:
         """Fetch the finished job's files again, from where it ran (its recorded system and root)."""
@@ -560,5 +582,5 @@ def _worker_spec(job_name: str, partition: str, node_items: tuple[tuple[str, int
                       header_extra=header_extra, body=body, setting=setting, local_root=local_root)
 
 
-def _read_verified_pickle(job_dir: Path) -> Any:
-    return pickle.loads(read_verified_result(job_dir))
+def _read_verified_pickle(files: JobFiles) -> Any:
+    return pickle.loads(read_verified_result(files))

@@ -34,9 +34,10 @@ import anyio.abc
 from ._private import private_dir
 from .config import ProjectConfig, SystemConfig, load_config
 from .jobs.database import JobsDatabase
+from .jobs.fetched import FetchedStore
 from .jobs.owner import process_owner, release_owner
 from .jobs.run_record import read_run_record
-from .jobs.states import JobStatus, Verdict, VerdictKind, status_update
+from .jobs.states import FINISHED, JobStatus, Verdict, VerdictKind, status_update
 from .pack.coordinator import PackCoordinator
 from .pack.listings import PackListings
 from .scheduler import Scheduler, get_scheduler
@@ -65,6 +66,8 @@ class Session:
         self.owner = process_owner()
         self.db = JobsDatabase(config.local_stage_dir / DB_NAME)
         self.stage_root = config.local_stage_dir / STAGE_DIR_NAME
+        self.fetched = FetchedStore(self.stage_root)
+        """Where a finished job's fetched files are (its own directory, or a fetched batch's bundle)."""
         self._systems: dict[str, System] = {}
         self._packing: dict[str, PackCoordinator] = {}
         self._recorder = DatabaseRecorder(self.db, after_progress=self._record_costs_when_due)
@@ -231,7 +234,11 @@ class DatabaseRecorder:
                 update["started_at"] = now
             elif verdict.kind is VerdictKind.FINISHED:
                 update["fetched_at"] = now
-                fetched.append((update, watch.local_root / watch.job_dir))
+                files = watch.outcome.files if watch.outcome is not None else None
+                if files is not None:  # in memory: a few lookups, no file
+                    update.update(read_run_record(files))
+                else:
+                    fetched.append((update, watch.local_root / watch.job_dir))
             updates.append((watch.key, update))
         if fetched:  # the fetched markers' times and content: a few stats per job, off the event loop
             records = await anyio.to_thread.run_sync(lambda: [read_run_record(d) for _, d in fetched],
@@ -241,6 +248,10 @@ class DatabaseRecorder:
         self.db.update_soon(updates)
         if self._after_progress is not None:
             self._after_progress()
+    async def ended(self, job_dirs: Sequence[str]) -> set[str]:
+        """Job dirs whose records say they never run again (a rerun creates them afresh, queueing them again)."""
+        return {job_dir for job_dir, status in (await self.db.statuses(job_dirs)).items() if status in FINISHED}
+
 
 def _scheduler_for(config: SystemConfig) -> Scheduler:
     if config.scheduler == "local":

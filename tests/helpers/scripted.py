@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from subprocess import CompletedProcess
 
@@ -20,7 +20,7 @@ import anyio.lowlevel
 
 from wfl_async.config.system_config import SystemConfig
 from wfl_async.errors import TransportError
-from wfl_async.jobs.states import Verdict
+from wfl_async.jobs.states import Verdict, VerdictKind
 from wfl_async.scheduler.base import SUBMIT_RECORD_END
 from wfl_async.system.commands import QUEUE_END, ROOT_OK
 from wfl_async.system.requests import SubmitRequest, Watch
@@ -154,3 +154,8 @@ class ListRecorder:
 
     async def progressed(self, changes: list[tuple[Watch, Verdict]]) -> None:  # type: ignore[override]
         self.progress.extend((watch.job_dir, verdict) for watch, verdict in changes)
+
+    async def ended(self, job_dirs: Sequence[str]) -> set[str]:
+        """Those reported died or finished so far."""
+        ended = {job_dir for job_dir, verdict in self.progress if verdict.kind in (VerdictKind.FINISHED, VerdictKind.DIED)}
+        return ended & set(job_dirs)

@@ -173,3 +173,13 @@ def test_a_worker_gives_back_a_task_that_does_not_fit_its_time_left_and_exits(
     assert os.listdir(q / "retry") == ["long"] and os.listdir(q / "taken") == []  # given back, for a longer worker
     assert pack_worker.serve(q, max_time=700, idle=0, worker="w2") == 1
     assert pickle.loads(read_verified_result(tmp_path / "long")) == ("return", 2)
+
+
+def test_pruning_gone_entries_removes_only_those_named_and_the_survey_no_longer_lists_them(tmp_path: Path) -> None:
+    sh(tmp_path, queue.enqueue_command(PID, ["a", "b", "c"]))
+    sh(tmp_path, queue.unqueue_command(PID, ["a", "b", "c"]))
+    command = queue.prune_gone_command(PID, ["a", "c", "-rf"])  # a name that looks like an option is a name
+    sh(tmp_path, command)
+    sh(tmp_path, command)  # repeated after a dropped connection: nothing more happens
+    pack = queue.parse_listing(sh(tmp_path, queue.listing_command(str(tmp_path)))).packs[PID]
+    assert pack.gone == {"b"} and os.listdir(tmp_path / queue.queue_dir(PID) / "gone") == ["b"]

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import anyio
 
-from tests.helpers.scripted import ROOT, ListRecorder, ScriptedTransport, slurm_config
+from tests.helpers.scripted import ROOT, ListRecorder, ScriptedTransport, Sent, slurm_config
 from wfl_async.jobs.pack_option import PackSetting
-from wfl_async.jobs.states import QueueState
+from wfl_async.jobs.states import QueueState, Verdict, VerdictKind
 from wfl_async.pack.coordinator import PackCoordinator, WorkerSpec
 from wfl_async.pack.listings import PackListings
 from wfl_async.pack.queue import chunk_remote_id
@@ -22,6 +23,7 @@ from wfl_async.scheduler import get_scheduler
 from wfl_async.system.machine import Machine
 from wfl_async.system.requests import SubmitRequest
 from wfl_async.system.window import QueueWindow
+from wfl_async.transport.base import CommandKind, LineCallback
 
 
 def spec(tmp_path: Path, workers: int = 2) -> WorkerSpec:
@@ -50,10 +52,10 @@ class Workers:
 
 @asynccontextmanager
 async def coordinator(transport: ScriptedTransport, workers: Workers, *, serve: bool = True,
-                      ) -> AsyncIterator[tuple[PackCoordinator, PackListings]]:
+                      recorder: ListRecorder | None = None) -> AsyncIterator[tuple[PackCoordinator, PackListings]]:
     machine = Machine(slurm_config(died_grace_seconds=0.0), transport, get_scheduler("slurm"), "project")
     listings = PackListings()
-    packing = PackCoordinator(machine, QueueWindow(None), ListRecorder(), workers.submit, listings)
+    packing = PackCoordinator(machine, QueueWindow(None), recorder or ListRecorder(), workers.submit, listings)
     async with anyio.create_task_group() as tasks:
         if serve:
             await tasks.start(packing.serve)
@@ -105,3 +107,68 @@ async def test_a_worker_gone_from_the_queue_has_its_chunk_put_back_once(tmp_path
         await anyio.sleep(0.1)
         assert transport.kinds() == ["submit"] and packing.stats["chunks_put_back"] == 1
         assert len(workers.submitted) == 1  # a new worker for the chunk put back
+
+
+async def test_gone_entries_of_chunks_recorded_as_ended_are_pruned_and_the_others_kept(tmp_path: Path) -> None:
+    # issue 16: every survey lists the gone entries, so each is removed once its chunk's end is recorded
+    transport, workers = ScriptedTransport(other=lambda sent: ""), Workers()
+    worker_spec = spec(tmp_path, workers=1)
+    pid = worker_spec.pack_id
+    recorder = ListRecorder()
+    recorder.progress.append(("c1", Verdict(VerdictKind.DIED, message="left the queue unrun")))
+    async with coordinator(transport, workers, recorder=recorder) as (packing, listings):
+        packing.expect(worker_spec, ROOT)
+        listings.survey_states(ROOT, f"P {pid}\nC 2 2\nG c1\nG c2\n", {})
+        while not packing.stats["gone_pruned"]:
+            await anyio.sleep(0.01)
+        prunes = [s.command for s in transport.sent if s.kind == "other"]
+        assert len(prunes) == 1 and " c1" in prunes[0] and "c2" not in prunes[0]  # c2 may still be watched
+
+
+class _HeldUploads(ScriptedTransport):
+    """Enqueue commands (kind ``submit``) wait until the test lets them go; counts how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__(submit=self._answer)
+        self.release = anyio.Event()
+        self.running = self.most = 0
+
+    def _answer(self, sent: Sent) -> str:
+        return "".join(f"N {d}\n" for d in sent.job_dirs)
+
+    async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None, retry: bool,
+                   kind: CommandKind) -> CompletedProcess[bytes]:
+        if kind != "submit":
+            return await super()._run(command, stdin, on_line, retry, kind)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await self.release.wait()
+            return await super()._run(command, stdin, on_line, retry, kind)
+        finally:
+            self.running -= 1
+
+
+async def test_at_most_two_enqueue_commands_run_at_once_and_the_chunks_waiting_go_in_fuller_batches(
+        tmp_path: Path) -> None:
+    # issue 16: dozens of enqueue commands queued for the transport's channels ahead of every fetch
+    transport, workers = _HeldUploads(), Workers()
+    worker_spec = spec(tmp_path, workers=1)
+    requests = [SubmitRequest(job_dir=f"c{i}", job_name=f"c{i}", partition="standard", node_dict={}, max_time=60,
+                              header_extra=[], body=[], upload=[], local_root=tmp_path,
+                              contents={f"c{i}/task": b"x"}) for i in range(700)]
+    async with coordinator(transport, workers) as (packing, _), anyio.create_task_group() as tasks:
+        for request in requests:
+            tasks.start_soon(packing.submit, request, worker_spec)
+        while transport.running < 2:
+            await anyio.sleep(0.01)
+        await anyio.sleep(0.3)  # more batches would have started by now
+        most = transport.most
+        transport.release.set()  # (before asserting: the enqueue commands are shielded)
+        assert most == 2
+        with anyio.fail_after(5):
+            while not all(r.remote_id for r in requests):
+                await anyio.sleep(0.01)
+        tasks.cancel_scope.cancel()
+    sizes = [len(s.job_dirs) for s in transport.sent if s.kind == "submit"]
+    assert transport.most == 2 and sum(sizes) == 700 and max(sizes) == 300, sizes

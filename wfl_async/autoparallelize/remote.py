@@ -41,7 +41,6 @@ from ..errors import (
 )
 from ..job import Packed, PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
-from ..jobs.integrity import marker_seconds
 from ..jobs.pack_option import effective_pack
 from ..jobs.states import UNFINISHED, JobStatus
 from ..placement.call import PlacedCall, Plan, plan
@@ -287,7 +286,7 @@ async def _record_times(session: Session, remote_info: RemoteInfo, chunks: Seque
         record = records.get(chunk.job.key)
         if record is None:
             continue
-        seconds = marker_seconds(chunk.job.local_dir)
+        seconds = chunk.job.measured_seconds
         if seconds is None and record.started_at is not None and record.finished_at is not None:
             seconds = max(0.0, record.finished_at - record.started_at)
         if seconds is not None:

@@ -561,13 +561,23 @@ class JobsDatabase:
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, JobRecord]:
         """The records of ``keys`` (those that exist), by key: one query per 500 keys."""
+        records = map(JobRecord.from_row, await self._rows_in("SELECT * FROM jobs WHERE key IN ({marks})", keys))
+        return {r.key: r for r in records}
+
+    async def statuses(self, job_dirs: Sequence[str]) -> dict[str, JobStatus]:
+        """The status of each job directory of ``job_dirs`` that has a record: one query per 500."""
+        rows = await self._rows_in("SELECT job_dir, status FROM jobs WHERE job_dir IN ({marks})", job_dirs)
+        return {job_dir: JobStatus(status) for job_dir, status in rows}
+
+    async def _rows_in(self, sql: str, values: Sequence[str]) -> list[Any]:
+        """The rows of ``sql`` (its ``{marks}`` the ``values``), after this process's queued writes."""
         await self._caught_up()
-        found: dict[str, JobRecord] = {}
+        rows: list[Any] = []
         with _corruption_named(self.path):
-            for sql, part in _in_parts("SELECT * FROM jobs WHERE key IN ({marks})", keys):
-                async with self.conn.execute(sql, part) as cursor:
-                    found.update((r.key, r) for r in map(JobRecord.from_row, await cursor.fetchall()))
-        return found
+            for part_sql, part in _in_parts(sql, values):
+                async with self.conn.execute(part_sql, part) as cursor:
+                    rows.extend(await cursor.fetchall())
+        return rows
 
     async def recent_timings(self, system: str, limit: int = 50) -> list[tuple[float, float, float | None]]:
         """(submitted_at, started_at, finished_at) of the ``limit`` jobs that started last on ``system``:

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from . import layout
+from .job_files import JobFiles, job_files
 
 __all__ = ["copy_atomic", "marker_content", "read_verified_result", "write_atomic"]
 
@@ -58,17 +59,18 @@ def marker_content(result: bytes, seconds: float | None = None) -> bytes:
     return json.dumps(content).encode() + b"\n"
 
 
-def marker_seconds(job_dir: Path) -> float | None:
+def marker_seconds(job_dir: Path | JobFiles) -> float | None:
     """The run time a fetched job's final marker states; None: an older worker's marker, or none."""
+    files = job_files(job_dir)
     for name in layout.FINAL_MARKERS:
         try:
-            return float(json.loads((job_dir / name).read_bytes())["seconds"])
+            return float(json.loads(files.read(name) or b"")["seconds"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return None
 
 
-def read_verified_result(job_dir: Path) -> bytes:
+def read_verified_result(job_dir: Path | JobFiles) -> bytes:
     """The bytes of ``job_dir``'s result, checked against its final marker.
 
     A marker left empty by an older worker vouches only for the result's existence.
@@ -78,23 +80,26 @@ def read_verified_result(job_dir: Path) -> bytes:
     """
     from ..errors import ResultIntegrityError
 
-    result_path = job_dir / layout.RESULT
-    data = result_path.read_bytes()
-    markers = [job_dir / name for name in layout.FINAL_MARKERS if (job_dir / name).exists()]
-    if not markers:
-        raise ResultIntegrityError(f"{result_path} came without its final marker", str(result_path))
-    text = markers[0].read_bytes()
+    files = job_files(job_dir)
+    where = files.where(layout.RESULT)
+    data = files.read(layout.RESULT)
+    if data is None:
+        raise FileNotFoundError(where)
+    marker, text = next(((name, text) for name in layout.FINAL_MARKERS if (text := files.read(name)) is not None),
+                        (None, b""))
+    if marker is None:
+        raise ResultIntegrityError(f"{where} came without its final marker", where)
     if not text.strip():
         return data
     try:
         expected = json.loads(text)
         size, digest = int(expected["size"]), str(expected["sha256"])
     except (ValueError, KeyError, TypeError):
-        raise ResultIntegrityError(f"final marker {markers[0]} is unreadable: {text[:200]!r}",
-                                   str(result_path)) from None
+        raise ResultIntegrityError(f"final marker {files.where(marker)} is unreadable: {text[:200]!r}",
+                                   where) from None
     if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
         raise ResultIntegrityError(
-            f"{result_path} is not the result its job wrote: {len(data)} bytes, sha256 "
+            f"{where} is not the result its job wrote: {len(data)} bytes, sha256 "
             f"{hashlib.sha256(data).hexdigest()[:16]}..., expected {size} bytes, sha256 {digest[:16]}...",
-            str(result_path))
+            where)
     return data

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import layout
+from .job_files import JobFiles, job_files
 
 __all__ = ["PACK_WORKER_ENV", "last_error_line", "read_run_record", "started_marker_text"]
 
@@ -38,27 +39,25 @@ def started_marker_text() -> str:
     return f"{os.uname().nodename} {os.environ.get(PACK_WORKER_ENV, '')}".strip() + "\n"
 
 
-def read_run_record(job_dir: Path) -> dict[str, Any]:
+def read_run_record(job_dir: Path | JobFiles) -> dict[str, Any]:
     """``started_at``, ``finished_at``, ``worker`` and, for a failed job, ``message`` (its worker log's
     last error line) of a fetched job directory (those it has)."""
+    files = job_files(job_dir)
     found: dict[str, Any] = {}
-    started = job_dir / layout.STARTED
-    try:
-        found["started_at"] = started.stat().st_mtime
-        words = started.read_text(errors="replace").split()
-    except OSError:
-        words = []
-    if words:
-        found["worker"] = "/".join(words[:2])
+    started_at = files.mtime(layout.STARTED)
+    if started_at is not None:
+        found["started_at"] = started_at
+        words = (files.read(layout.STARTED) or b"").decode(errors="replace").split()
+        if words:
+            found["worker"] = "/".join(words[:2])
     for name in layout.FINAL_MARKERS:
-        try:
-            found["finished_at"] = (job_dir / name).stat().st_mtime
-        except OSError:
+        finished_at = files.mtime(name)
+        if finished_at is None:
             continue
+        found["finished_at"] = finished_at
         if name == layout.FAILED:
-            try:
-                found["message"] = last_error_line((job_dir / layout.WORKER_LOG).read_text(errors="replace"))
-            except OSError:
-                pass
+            log = files.read(layout.WORKER_LOG)
+            if log is not None:
+                found["message"] = last_error_line(log.decode(errors="replace"))
         break
     return found

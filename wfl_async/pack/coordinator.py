@@ -61,6 +61,7 @@ from .queue import (
     chunk_remote_id,
     enqueue_command,
     pack_id,
+    prune_gone_command,
     requeue_command,
     worker_dir,
 )
@@ -76,6 +77,11 @@ _BATCH_WINDOW, _MAX_BATCH_WAIT = 0.05, 1.0
 """As the submit loop: take requests while they keep arriving, 50 ms at a time, at most 1 s."""
 WORKER_WAIT = 30.0
 """Longest wait (s) for a pack's workers to be submitted before its newly queued chunks are released."""
+ENQUEUES_IN_FLIGHT = 2
+"""Enqueue commands running at once. The chunks arriving meanwhile wait in the stream and go in fuller
+batches, and the transport's channels stay free for the polls and fetches that bring results back
+(issue 16: at 10^4 chunks, dozens of enqueue commands queued for the channels ahead of every fetch,
+and results reached the caller many seconds after their polls had seen them)."""
 MAX_ENQUEUE_ATTEMPTS = 10
 """Tries to queue a chunk whose enqueue command keeps failing before its call is told."""
 
@@ -129,6 +135,7 @@ class _Pack:
     running: int = 0
     topping_up: bool = False
     requeueing: bool = False
+    pruning: bool = False
     warned: bool = False
 
 
@@ -182,7 +189,8 @@ class PackCoordinator:
         self._tasks: anyio.abc.TaskGroup | None = None
         self.stopped_by: BaseException | None = None
         """Set by :meth:`stop_waiters`: packing on this system is gone, and every later chunk raises this."""
-        self.stats = {"enqueue_commands": 0, "workers_submitted": 0, "requeue_commands": 0, "chunks_put_back": 0}
+        self.stats = {"enqueue_commands": 0, "workers_submitted": 0, "requeue_commands": 0, "chunks_put_back": 0,
+                      "gone_pruned": 0}
 
     @property
     def listed(self) -> dict[str, Listed]:
@@ -274,20 +282,25 @@ class PackCoordinator:
                 item.request.fail(error)
 
     async def _enqueue_loop(self) -> None:
+        slots = anyio.Semaphore(ENQUEUES_IN_FLIGHT)
         async for first in self._receive:
+            await slots.acquire()  # a batch takes what arrived while the earlier commands ran
             batch = [first]
             await gather_arrivals(batch, self._receive.receive_nowait, window=_BATCH_WINDOW, longest=_MAX_BATCH_WAIT,
                                   first=not any(p.remaining for p in self._packs.values()))
             by_pack: dict[str, list[_Enqueue]] = {}
             for item in batch:
                 by_pack.setdefault(item.pid, []).append(item)
-            for pid, items in by_pack.items():
-                # batches go out side by side (each on its own channel), as fast as they fill
-                self._start(self._enqueue_shielded, pid, items)
+            self._start(self._enqueue_in_slot, by_pack, slots)
 
-    async def _enqueue_shielded(self, pid: str, items: Sequence[_Enqueue]) -> None:
-        with anyio.CancelScope(shield=True):  # taken from the stream: settled even at close
-            await self._enqueue(pid, items)
+    async def _enqueue_in_slot(self, by_pack: Mapping[str, Sequence[_Enqueue]], slots: anyio.Semaphore) -> None:
+        try:
+            with anyio.CancelScope(shield=True):  # taken from the stream: settled even at close
+                async with anyio.create_task_group() as tasks:
+                    for pid, items in by_pack.items():  # one command per pack, side by side
+                        tasks.start_soon(self._enqueue, pid, items)
+        finally:
+            slots.release()
 
     async def _release_after_workers(self, root: str, pid: str, requests: Sequence[SubmitRequest]) -> None:
         """Release queued chunks once their pack has workers (at most :data:`WORKER_WAIT` s later).
@@ -342,7 +355,8 @@ class PackCoordinator:
         # chunk already queued, taken or finished is not queued again
         answer = await self.machine.transport.upload(
             requests[0].local_root, [path for r in requests for path in r.upload], root, then=then,
-            fresh=[r.job_dir for r in requests if r.reset], kind="submit", retry=True)
+            fresh=[r.job_dir for r in requests if r.reset], kind="submit", retry=True,
+            contents={path: data for r in requests for path, data in r.contents.items()})
         lines = answer.stdout.decode(errors="replace").splitlines()
         new = {line[2:].strip() for line in lines if line.startswith("N ")}
         return new, new | {line[2:].strip() for line in lines if line.startswith("E ")}
@@ -380,6 +394,9 @@ class PackCoordinator:
                 self.window.queued(worker_dir(pid, name))
             pack.workers = decision.workers
             self.window.left(worker_dir(pid, name) for name in decision.gone)
+            if queue.gone and not pack.pruning:
+                pack.pruning = True
+                self._start(self._prune_gone, root, pid, sorted(queue.gone))
             if decision.requeue and not pack.requeueing:
                 pack.requeueing = True
                 self._start(self._requeue, root, pid, list(decision.orphans), list(decision.dead))
@@ -409,6 +426,21 @@ class PackCoordinator:
         finally:
             pack.requeueing = False
         await self._top_up(root, pid)
+
+    async def _prune_gone(self, root: str, pid: str, gone: list[str]) -> None:
+        """Remove the ``gone`` entries of chunks recorded as ended (the survey lists every entry left there)."""
+        pack = self._packs[(root, pid)]
+        try:
+            ended = sorted(await self.recorder.ended(gone))
+            for start in range(0, len(ended), NAMES_PER_COMMAND):
+                command = prune_gone_command(pid, ended[start:start + NAMES_PER_COMMAND])
+                await self.machine.transport.run(f"cd {shlex.quote(root)} && {command}", kind="other", retry=True)
+                self.stats["gone_pruned"] += len(ended[start:start + NAMES_PER_COMMAND])
+        except TransportError as exc:
+            log.info("%s: pack %s: could not prune its gone entries (%s); trying after the next poll",
+                     self.machine.name, pid, exc)
+        finally:
+            pack.pruning = False
 
     # ------------------------------------------------------------------ workers
     def _forget(self, pack: _Pack, pid: str, name: str) -> None:

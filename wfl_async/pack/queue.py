@@ -47,7 +47,7 @@ from ..jobs.states import QueueState
 __all__ = ["EXITED", "GONE", "HEAD", "HEAD_FORMAT", "JOB_ID", "KEPT", "LISTING_END", "MAX_TAKES", "NAMES_PER_COMMAND",
            "PACK_ROOT", "RETRY", "SLOTS", "TAIL", "TAKEN", "TAKEN_BACK", "TODO", "WORKERS", "ChunkStates", "PackListing",
            "PackQueue", "chunk_remote_id", "enqueue_command", "listing_command", "pack_id", "parse_chunk_remote_id",
-           "parse_listing", "queue_dir", "requeue_command", "take_back_command", "unqueue_command", "worker_dir"]
+           "parse_listing", "prune_gone_command", "queue_dir", "requeue_command", "take_back_command", "unqueue_command", "worker_dir"]
 
 PACK_ROOT = "_wfl_async_pack"
 """Directory under the remote root holding every pack's queue."""
@@ -293,6 +293,15 @@ def unqueue_command(pid: str, job_dirs: Sequence[str]) -> str:
     lines = [f"for s in {TODO} {RETRY}; do [ -e {q}/$s/{d} ] && mv -f {q}/$s/{d} {q}/{GONE}/{d}; done"
              for d in (shlex.quote(d) for d in job_dirs)]
     return f"mkdir -p {q}/{GONE} && {{ {' ; '.join(lines)} ; }} ; true" if lines else "true"
+
+
+def prune_gone_command(pid: str, job_dirs: Sequence[str]) -> str:
+    """Shell text, run in the remote root: remove the ``gone`` entries of ``job_dirs`` (chunks recorded as
+    ended: no run watches them again), so the survey's answer does not grow with every chunk that ever
+    left the queue unrun. Repeated, it finds nothing more to do. Keep ``job_dirs`` to a few hundred."""
+    q = shlex.quote(queue_dir(pid))
+    return f"cd {q}/{GONE} 2>/dev/null && rm -f -- {' '.join(shlex.quote(d) for d in job_dirs)} ; true" \
+        if job_dirs else "true"
 
 
 TAKEN_BACK, KEPT = "B", "K"

@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import tarfile
 import time
 from collections import deque
 from collections.abc import MutableMapping, Sequence
@@ -50,6 +51,7 @@ import anyio
 from ..errors import SchedulerError, TransportError
 from ..failures import permanent_cause, permanent_error
 from ..jobs import layout
+from ..jobs.fetched import BundledFiles, save_bundle
 from ..jobs.states import (
     ACTIVE_STATES,
     MARKER_FILES,
@@ -437,16 +439,16 @@ class PollLoop:
 
     async def _fetch(self, batch: Sequence[_Finished]) -> None:
         """Bring back the files of ``batch``; record and wake each job whose final marker came."""
-        groups: dict[tuple[str, Path], list[tuple[Watch, Verdict]]] = {}
+        groups: dict[tuple[str, Path, bool], list[tuple[Watch, Verdict]]] = {}
         for root, watch, verdict in batch:
-            groups.setdefault((root, watch.local_root), []).append((watch, verdict))
-        for (root, local_root), group in groups.items():
+            groups.setdefault((root, watch.local_root, watch.bundled), []).append((watch, verdict))
+        for (root, local_root, bundled), group in groups.items():
             # the final marker comes too: it holds the size and sha256 the result is checked against
             paths = [f"{w.job_dir}/{name}" for w, _ in group for name in (*layout.FETCH_ON_FINISH, *w.fetch)]
             self.machine.stats["fetch_commands"] += -(-len(paths) // FETCH_PATHS)
             try:
-                came = await self.machine.transport.download(root, paths, local_root)
-            except (TransportError, OSError) as exc:
+                came = await (self._bundle(root, paths, local_root) if bundled else self._files(root, paths, local_root))
+            except (TransportError, OSError, tarfile.TarError) as exc:
                 if self._fetch_failed_permanently(group, local_root, exc):
                     continue
                 log.warning("%s: fetching %d finished job(s) failed (%s); the next poll tries again",
@@ -456,8 +458,10 @@ class PollLoop:
                 continue
             done: list[tuple[Watch, Verdict]] = []
             for watch, verdict in group:
-                assert verdict.marker is not None
-                if f"{watch.job_dir}/{MARKER_FILES[verdict.marker]}" in came:
+                assert verdict.marker is not None and watch.outcome is not None
+                files = came.get(watch.job_dir)
+                if files is not None and MARKER_FILES[verdict.marker] in files[1]:
+                    watch.outcome.files = files[0]
                     done.append((watch, verdict))
                 else:  # an event line of an earlier run of this directory: look at the markers again
                     log.info("job %s on %s: no final marker to fetch; looking again", watch.job_dir, self.machine.name)
@@ -467,3 +471,21 @@ class PollLoop:
             self._last_change = time.monotonic()
             for watch, _ in done:
                 self._end(watch, maybe_listed=True)
+
+    async def _files(self, root: str, paths: Sequence[str], local_root: Path) -> dict[str, tuple[None, set[str]]]:
+        """Fetch ``paths`` as files of their own: job dir -> (None, the names that came)."""
+        came: dict[str, tuple[None, set[str]]] = {}
+        for path in await self.machine.transport.download(root, paths, local_root):
+            job_dir, _, name = path.rpartition("/")
+            came.setdefault(job_dir, (None, set()))[1].add(name)
+        return came
+
+    async def _bundle(self, root: str, paths: Sequence[str],
+                      local_root: Path) -> dict[str, tuple[BundledFiles, frozenset[str]]]:
+        """Fetch ``paths`` into one bundle file per command: job dir -> (its files, in memory; their names)."""
+        came: dict[str, tuple[BundledFiles, frozenset[str]]] = {}
+        for stream in await self.machine.transport.fetch_streams(root, paths):
+            saved = await anyio.to_thread.run_sync(save_bundle, local_root, stream,
+                                                   limiter=self.machine.transport.file_threads())
+            came.update((job_dir, (files, files.names())) for job_dir, files in saved.items())
+        return came

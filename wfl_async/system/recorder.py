@@ -25,6 +25,10 @@ class Recorder(Protocol):
     async def progressed(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
         """One poll's (or one fetch's) jobs whose state moved, with their verdicts."""
 
+    async def ended(self, job_dirs: Sequence[str]) -> set[str]:
+        """Those of ``job_dirs`` recorded as never to run again (no run will watch them): their
+        queue entries may go (packing prunes its ``gone`` entries by this)."""
+
 
 class _NoRecorder:
     """Records nothing (a system used without a jobs database, e.g. in tests)."""
@@ -34,6 +38,9 @@ class _NoRecorder:
 
     async def progressed(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
         pass
+
+    async def ended(self, job_dirs: Sequence[str]) -> set[str]:
+        return set()  # nothing recorded: nothing known to have ended
 
 
 NO_RECORDER: Recorder = _NoRecorder()

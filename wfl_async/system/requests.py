@@ -7,13 +7,14 @@ event, so a waiting job is woken only for itself).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 
 from ..jobs.ended import EndCause
+from ..jobs.job_files import JobFiles
 from ..jobs.route import RouteKind
 from ..jobs.states import Marker, Phase, QueueState, WatchState
 from .commands import EventLogRead
@@ -68,6 +69,9 @@ class SubmitRequest:
     """Paths relative to ``local_root`` to copy (the job's task and input files)."""
     local_root: Path
     """The local stage root holding ``upload``."""
+    contents: Mapping[str, bytes] = field(default_factory=dict)
+    """More files to copy, by their bytes (relpath -> bytes): a packed chunk's small task is staged
+    from memory, with no local file (packing uploads them; the submit loop does not)."""
     key: str = ""
     reset: bool = False
     """Remove the job's remote directory first (a job created afresh after it failed or died)."""
@@ -115,6 +119,9 @@ class JobOutcome:
     """Raised to its waiter: the job finished but its files could not be brought back for good (a
     full local disk), or the loop watching it stopped (a bug); either way the job is left as it
     is remotely, for a rerun."""
+    files: JobFiles | None = None
+    """Its fetched files, when they came in a bundle (:mod:`~wfl_async.jobs.fetched`): read from
+    memory, dropped with the outcome once its waiter has the result."""
 
 
 @dataclass(eq=False, slots=True)
@@ -145,6 +152,9 @@ class Watch:
     in_window: bool = True
     """The job is a scheduler job of its own, so it takes room in the queue window
     (``max_queued_jobs``); a packed chunk is not (its worker job is counted instead)."""
+    bundled: bool = False
+    """Its finished files are kept in the fetched batch's one bundle file, not one file each
+    (:mod:`~wfl_async.jobs.fetched`: packed chunks with no output files of their own)."""
 
     @property
     def phase(self) -> Phase:

@@ -30,7 +30,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -179,7 +179,7 @@ class Transport(ABC):
     async def upload(self, local_root: Path, relpaths: Sequence[str], remote_root: str,
                      *, before: str = "", then: str = "", fresh: Sequence[str] = (),
                      on_line: LineCallback | None = None, kind: CommandKind = "stage",
-                     retry: bool = True) -> CompletedProcess[bytes]:
+                     retry: bool = True, contents: Mapping[str, bytes] | None = None) -> CompletedProcess[bytes]:
         """Copy ``local_root/relpath`` for each relpath to ``remote_root/relpath`` in one stream.
 
         Files are checked against the stream's manifest before they appear under their
@@ -193,8 +193,9 @@ class Transport(ABC):
             emptied once per call, even if the command runs again after a dropped connection
         :param kind: recorded in :attr:`stats` (``"submit"`` when ``then`` submits the staged jobs)
         :param retry: run the command again after a dropped connection (safe when ``then`` is)
+        :param contents: more files to copy, given by their bytes (relpath -> bytes), not read from ``local_root``
         """
-        data = await anyio.to_thread.run_sync(pack, local_root, relpaths, limiter=self.file_threads())
+        data = await anyio.to_thread.run_sync(pack, local_root, relpaths, contents, limiter=self.file_threads())
         command = upload_command(remote_root, before=before, then=then, fresh=fresh)
         return await self.run(command, stdin=data, on_line=on_line, kind=kind, retry=retry)
 
@@ -214,6 +215,19 @@ class Transport(ABC):
     async def _download_some(self, remote_root: str, relpaths: Sequence[str], local_root: Path) -> list[str]:
         if not relpaths:
             return []
+        stream = await self._fetch_stream(remote_root, relpaths)
+        return await anyio.to_thread.run_sync(_unpack, stream, local_root, limiter=self.file_threads())
+
+    async def fetch_streams(self, remote_root: str, relpaths: Sequence[str]) -> list[bytes]:
+        """The files ``remote_root/relpath`` as tar streams, written nowhere (missing ones are skipped).
+
+        As :meth:`download`: names on stdin, at most :data:`FETCH_PATHS` per command (one stream each).
+        The caller checks the members' names before it uses them.
+        """
+        return [await self._fetch_stream(remote_root, relpaths[start:start + FETCH_PATHS])
+                for start in range(0, len(relpaths), FETCH_PATHS)]
+
+    async def _fetch_stream(self, remote_root: str, relpaths: Sequence[str]) -> bytes:
         # GNU tar: names NUL-separated on stdin, taken verbatim (a name starting with '-' is a
         # name); --ignore-failed-read turns a missing file into a warning (exit 0), so one
         # absent output file does not lose every other job's result in the same stream.
@@ -222,7 +236,7 @@ class Transport(ABC):
         result = await self.run(
             f"cd {shlex.quote(remote_root)} && tar --ignore-failed-read --null --verbatim-files-from -T - "
             f"-cf - 2>/dev/null; true", stdin=names, kind="fetch", retry=True)
-        return await anyio.to_thread.run_sync(_unpack, result.stdout, local_root, limiter=self.file_threads())
+        return result.stdout
 
     async def aclose(self) -> None:  # noqa: B027 - a no-op is right for transports without connections
         """Release connections; the transport may be used again afterwards (it reconnects)."""
@@ -263,9 +277,11 @@ def upload_command(remote_root: str, *, before: str = "", then: str = "", fresh:
     return command
 
 
-def pack(root: Path, relpaths: Sequence[str]) -> bytes:
-    """A tar stream of ``root/relpath`` for each relpath, ending with the sha256 manifest of its files."""
+def pack(root: Path, relpaths: Sequence[str], contents: Mapping[str, bytes] | None = None) -> bytes:
+    """A tar stream of ``root/relpath`` for each relpath and of each of ``contents`` (relpath -> its bytes,
+    written nowhere locally), ending with the sha256 manifest of its files."""
     buffer = io.BytesIO()
+    now = int(time.time())
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel in relpaths:
             tar.add(root / rel, arcname=rel)
@@ -275,9 +291,14 @@ def pack(root: Path, relpaths: Sequence[str]) -> bytes:
                 with open(root / member.name, "rb") as handle:
                     digest = hashlib.file_digest(handle, "sha256").hexdigest()
                 lines.append(_manifest_line(digest, member.name))
+        for rel, data in (contents or {}).items():
+            info = tarfile.TarInfo(rel)
+            info.size, info.mode, info.mtime = len(data), 0o600, now
+            tar.addfile(info, io.BytesIO(data))
+            lines.append(_manifest_line(hashlib.sha256(data).hexdigest(), rel))
         manifest = "".join(lines).encode()
         info = tarfile.TarInfo(MANIFEST)
-        info.size, info.mode, info.mtime = len(manifest), 0o600, int(time.time())
+        info.size, info.mode, info.mtime = len(manifest), 0o600, now
         tar.addfile(info, io.BytesIO(manifest))
     return buffer.getvalue()
 

@@ -1,0 +1,175 @@
+"""Fetched bundles: the small files of a batch of finished jobs kept as ONE local file.
+
+At 10^4-10^5 packed chunks, writing each chunk's result, markers and log as files of their own
+was most of the driver's time (four to five files a chunk; on a loaded disk each costs
+milliseconds), and the results reached the caller only as fast as those files were written. So
+a fetched batch is written as it came: one tar file under the stage root's
+:data:`BUNDLE_DIR`, through a temporary name and a rename (complete or absent), holding first
+an index (job dir -> file name -> offset, size, mtime), then the fetched stream unchanged
+(``tar xf`` on a bundle gives the files back). The batch's jobs get their files from memory at
+once (:func:`save_bundle`); a later run finds them through the index (:class:`FetchedStore`).
+
+A job's files in its own local directory (fetched again after an integrity mismatch, or by
+``wfl-async sync``) win over a bundle; of two bundles holding the same job (fetched again after
+a driver was killed before recording the first), the newer wins. Standard library only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import time
+import uuid
+from pathlib import Path
+
+from . import layout
+from .job_files import DirFiles, JobFiles
+
+__all__ = ["BUNDLE_DIR", "BundledFiles", "FetchedStore", "save_bundle"]
+
+BUNDLE_DIR = "_wfl_async_fetched"
+"""Under the stage root: one ``<time>-<token>.tar`` per fetched batch."""
+_INDEX = "_wfl_async_index.json"
+"""The bundle's first member: ``{job dir: {file name: [offset, size, mtime]}}``, offsets from the end of this member."""
+_SUFFIX = ".tar"
+_TMP = ".tmp."
+_BLOCK = 512
+
+_Entry = dict[str, list[float]]
+"""File name -> ``[offset, size, mtime]`` of one job in a bundle."""
+
+
+class BundledFiles:
+    """One job's files in a bundle: in memory (just fetched) or read from the bundle file by offset."""
+
+    __slots__ = ("_base", "_data", "_entry", "_path")
+
+    def __init__(self, entry: _Entry, data: bytes | None, path: Path, base: int = 0) -> None:
+        """``entry``'s offsets count from ``base`` in ``data`` (just fetched), else in the bundle file ``path``."""
+        self._entry, self._data, self._path, self._base = entry, data, path, base
+
+    def read(self, name: str) -> bytes | None:
+        found = self._entry.get(name)
+        if found is None:
+            return None
+        offset, size = self._base + int(found[0]), int(found[1])
+        if self._data is not None:
+            return self._data[offset:offset + size]
+        with open(self._path, "rb") as handle:
+            return os.pread(handle.fileno(), size, offset)
+
+    def mtime(self, name: str) -> float | None:
+        found = self._entry.get(name)
+        return None if found is None else float(found[2])
+
+    def where(self, name: str) -> str:
+        return f"{name} in {self._path}"
+
+    def names(self) -> frozenset[str]:
+        return frozenset(self._entry)
+
+
+def _read_index(path: Path) -> tuple[int, dict[str, _Entry]]:
+    """A bundle's index, and the offset where its fetched stream starts (after the index member)."""
+    with open(path, "rb") as handle:
+        info = tarfile.TarInfo.frombuf(os.pread(handle.fileno(), _BLOCK, 0), tarfile.ENCODING, "surrogateescape")
+        if info.name != _INDEX:
+            raise ValueError(f"{path} is not a fetched bundle (its first member is {info.name!r})")
+        return _BLOCK + -(-info.size // _BLOCK) * _BLOCK, json.loads(os.pread(handle.fileno(), info.size, _BLOCK))
+
+
+def _check(member: tarfile.TarInfo) -> tuple[str, str]:
+    """``(job dir, file name)`` of a fetched member; refuses anything but a regular file under a job dir."""
+    job_dir, _, name = member.name.rpartition("/")
+    parts = member.name.split("/")
+    if (not member.isfile() or member.sparse is not None or member.name.startswith("/") or ".." in parts
+            or not job_dir or name not in layout.FETCH_ON_FINISH):
+        raise tarfile.FilterError(f"refusing {member.name!r} ({member.type!r}) in a fetched bundle: only a finished "
+                                  f"job's own files ({', '.join(layout.FETCH_ON_FINISH)}) may come back there")
+    return job_dir, name
+
+
+def save_bundle(local_root: Path, stream: bytes) -> dict[str, BundledFiles]:
+    """Keep the fetched tar ``stream`` as one bundle under ``local_root``; each job dir's files, from memory.
+
+    Every member is checked before anything is written (only the files of
+    :data:`~.layout.FETCH_ON_FINISH` under a job directory). The bundle appears complete or not at all.
+    """
+    if not stream:
+        return {}
+    index: dict[str, _Entry] = {}
+    with tarfile.open(fileobj=io.BytesIO(stream), mode="r:") as tar:
+        for member in tar:
+            job_dir, name = _check(member)
+            index.setdefault(job_dir, {})[name] = [member.offset_data, member.size, member.mtime]
+    if not index:
+        return {}
+    text = json.dumps(index, separators=(",", ":")).encode()
+    info = tarfile.TarInfo(_INDEX)
+    info.size, info.mode, info.mtime = len(text), 0o600, int(time.time())
+    head = info.tobuf(format=tarfile.USTAR_FORMAT) + text + b"\0" * (-len(text) % _BLOCK)
+    directory = local_root / BUNDLE_DIR
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{_SUFFIX}"
+    path, tmp = directory / name, directory / f"{_TMP}{name}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            for part in (head, stream):
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {job_dir: BundledFiles(entry, stream, path) for job_dir, entry in index.items()}
+
+
+class FetchedStore:
+    """Finds a finished job's fetched files under one stage root: its own directory, else the newest bundle.
+
+    The bundles' indexes are read when a job is first looked for that no bundle read so far holds
+    (a rerun), and again only when the bundle directory has changed: a rerun of 10^5 chunks reads a
+    few hundred small indexes, not a file per chunk.
+    """
+
+    def __init__(self, local_root: Path) -> None:
+        self.local_root = local_root
+        self._where: dict[str, tuple[Path, int, _Entry]] = {}
+        """Job dir -> the newest bundle holding it, where its stream starts, the job's entry in its index."""
+        self._read: set[str] = set()
+        self._dir_mtime: int | None = None
+
+    def files(self, job_dir: str) -> JobFiles | None:
+        """The job's fetched files; None: neither its own directory nor any bundle has its result."""
+        own = self.local_root / job_dir
+        if (own / layout.RESULT).exists():
+            return DirFiles(own)
+        self._scan()
+        found = self._where.get(job_dir)
+        return None if found is None else BundledFiles(found[2], None, found[0], found[1])
+
+    def _scan(self) -> None:
+        directory = self.local_root / BUNDLE_DIR
+        try:
+            mtime = directory.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime == self._dir_mtime:
+            return
+        self._dir_mtime = mtime
+        for name in sorted(n for n in os.listdir(directory) if n.endswith(_SUFFIX) and not n.startswith(_TMP)):
+            if name in self._read:
+                continue
+            self._read.add(name)  # in name order: a newer bundle's entry replaces an older one's
+            path = directory / name
+            try:
+                start, index = _read_index(path)
+            except (OSError, ValueError, tarfile.TarError):
+                continue  # unreadable: its jobs are fetched again
+            self._where.update((job_dir, (path, start, entry)) for job_dir, entry in index.items())
