@@ -142,6 +142,10 @@ def test_cli_fits_80_and_120_columns_and_shows_logs_and_reruns(finished_run: tup
     assert shown.exit_code == 0 and f"{failed[0]}: failed on slurm" in shown.stdout
     assert "error: tests.helpers.remote_functions.CustomRemoteError: bad configuration" in shown.stdout
     assert shown.stdout.rstrip().endswith(rows[failed[0]]["message"]) and "(last 3 of" in shown.stdout
+    # a packed chunk's log, kept in its fetched batch's bundle, without asking the system
+    packed_failed = next(n for n in failed if n.startswith(packed))
+    kept = runner.invoke(main, ["log", packed_failed, "--no-fetch", "--lines", "3"], catch_exceptions=False)
+    assert "_wfl_async_fetched" in kept.stdout and "(last 3 of" in kept.stdout, kept.stdout + kept.stderr
 
     marked = runner.invoke(main, ["retry", arrays], catch_exceptions=False)
     assert marked.exit_code == 0 and "rerun: 2 job(s) marked (2 failed)" in marked.stdout

@@ -13,6 +13,7 @@ import click
 from ..errors import TransportError
 from ..jobs import layout
 from ..jobs.database import JobRecord, JobsDatabase
+from ..jobs.fetched import FetchedStore
 from ..jobs.states import RERUNNABLE, UNFINISHED, JobStatus
 from ..report import select_runs
 from ..session import session_scope
@@ -115,23 +116,34 @@ def log(job: str, lines: int, no_fetch: bool) -> None:
     if not project.has_db():
         raise click.ClickException(project.no_db_message())
     record = _one_job(project, job)
-    path = project.stage_root / record.job_dir / layout.WORKER_LOG
     problem = None
-    if not no_fetch and (record.status in UNFINISHED or not path.is_file()):
+    if not no_fetch and (record.status in UNFINISHED or _worker_log(project, record)[0] is None):
         problem = anyio.run(_fetch_log, record, str(project.stage_root))
+    data, path = _worker_log(project, record)
     click.echo(f"{record.name}: {record.status.value} on {record.system}"
                + (f" as {record.remote_id}" if record.remote_id else "") + f" (key {record.key[:12]})")
     if record.message:
         click.echo(f"error: {record.message}")
     if escalated(record):
         click.echo(f"escalated: {escalated(record, whole=True)}")
-    if not path.is_file():
+    if data is None:
         click.echo(f"no worker log at {path}" + (f": {problem}" if problem else ""), err=True)
         return
-    text = path.read_text(errors="replace").splitlines()
+    text = data.decode(errors="replace").splitlines()
     shown = text[-lines:] if lines else text
     click.echo(f"--- {path}" + (f" (last {len(shown)} of {len(text)} lines)" if len(shown) < len(text) else ""))
     click.echo("\n".join(shown))
+
+
+def _worker_log(project: Project, record: JobRecord) -> tuple[bytes | None, str]:
+    """The job's worker log and where it is: its own local directory, else the fetched bundle that
+    holds it (a packed chunk's files are kept in one file per fetched batch: jobs/fetched.py)."""
+    path = project.stage_root / record.job_dir / layout.WORKER_LOG
+    if path.is_file():
+        return path.read_bytes(), str(path)
+    files = FetchedStore(project.stage_root).files(record.job_dir)
+    data = files.read(layout.WORKER_LOG) if files is not None else None
+    return (data, files.where(layout.WORKER_LOG)) if files is not None and data is not None else (None, str(path))
 
 
 async def _mark_for_rerun(project: Project, keys: Sequence[str]) -> None:
