@@ -143,7 +143,18 @@ async def run_mode(mode: str, args: argparse.Namespace, raw: dict[str, Any]) -> 
             "end to end / (useful / cores)": round(end_to_end / (useful / args.workers), 3),
             "tasks killed at walltime": killed, "chunks put back": stats["chunks_put_back"],
             "workers timed out": sum(1 for w in workers if w.get("JobState") == "TIMEOUT"),
-            "worker jobs": len(workers), "idle at end (core-s)": round(idle_end, 1)}
+            "worker jobs": len(workers), "most workers at once": _most_at_once(workers),
+            "idle at end (core-s)": round(idle_end, 1)}
+
+
+def _most_at_once(workers: list[dict[str, str]]) -> int:
+    """The most worker jobs running at one time (a self-tuned replacement may start beside a draining worker)."""
+    events = sorted([(_stamp(w["StartTime"]), 1) for w in workers] + [(_stamp(w["EndTime"]), -1) for w in workers])
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import pickle
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -111,7 +112,7 @@ class TunedChunks:
         groups: list[tuple[int, int, float | None]] = []
         while self._replay and self._replay[0][0] == self.planned:
             first, count = self._replay.pop(0)
-            groups.append((first, count, found.predict(count) if found else None))
+            groups.append((first, count, found.predict(count) if found else math.inf))
             self.planned += count
         self._replay = [g for g in self._replay if g[0] >= self.planned]
         new: list[tuple[int, int]] = []
@@ -122,14 +123,16 @@ class TunedChunks:
                 remaining = min(remaining, self._replay[0][0] - self.planned)
             size = chunk_size(found, target_seconds=self.setting.target_chunk_seconds, remaining=remaining,
                               workers=self.setting.workers, walltime=self.cap)
-            groups.append((self.planned, size, found.predict(size) if found else None))
+            groups.append((self.planned, size, found.predict(size) if found else math.inf))
             new.append((self.planned, size))
             self.planned += size
         await self.session.db.record_groups(self.call, new)  # before any claim: a rerun groups the same
         chunks = []
         for first, count, predicted in groups:
-            if predicted is not None and self.cap:
+            if predicted is not None and self.cap:  # the tail not known yet, or longer than any walltime
                 predicted = min(predicted, longest_fitting(self.cap))
+            if predicted is not None and not math.isfinite(predicted):
+                predicted = None
             chunk = self.maker.chunk(self._next_index, self.entries[first:first + count], predicted)
             self._next_index += 1
             self.unfinished[chunk.index] = (count, predicted)
@@ -149,9 +152,12 @@ class TunedChunks:
         found = self.estimate()
         if found is None:
             return None
-        unplanned = self.total - self.planned
-        work = sum(p if p is not None else n * found.mean for n, p in self.unfinished.values())
-        return (work + unplanned * found.mean) / max(1, workers)
+        return self._work_left(found) / max(1, workers)
+
+    def _work_left(self, found: Estimate) -> float:
+        """Seconds of work not finished at the measured mean (a task's prediction bounds its slowest
+        configuration: it says when a task fits, not how long the rest takes)."""
+        return (self.total - self.planned + sum(n for n, _ in self.unfinished.values())) * found.mean
 
     def _tell_coordinator(self) -> None:
         """The pack's coordinator chooses workers from the work left (nothing measured: its defaults)."""
@@ -159,6 +165,5 @@ class TunedChunks:
         if found is None or self.pack_id is None:
             return
         predicted = [p if p is not None else n * found.mean for n, p in self.unfinished.values()]
-        backlog = sum(predicted) + (self.total - self.planned) * found.mean
         self.session.packing(self.system).tune(self.pack_id, PackTuning(longest=max(predicted, default=0.0),
-                                                                        backlog=backlog))
+                                                                        backlog=self._work_left(found)))

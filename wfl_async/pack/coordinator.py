@@ -64,7 +64,7 @@ from .queue import (
     requeue_command,
     worker_dir,
 )
-from .tuning import worker_walltime, workers_wanted
+from .tuning import draining_after, worker_walltime, workers_wanted
 from .workers import WorkerState, is_alive, judge, workers_to_start
 
 __all__ = ["WALLTIME_SLOT", "PackCoordinator", "PackSummary", "PackTuning", "WorkerSpec", "worker_command",
@@ -420,6 +420,17 @@ class PackCoordinator:
         now, grace = time.monotonic(), self.machine.config.died_grace_seconds
         return sum(1 for w in pack.workers.values() if is_alive(w, now=now, grace=grace))
 
+    def _taking_count(self, pack: _Pack, pid: str) -> int:
+        """Workers alive that can still take a task: a self-tuned pack's worker past the point where
+        its time left fits no task (:func:`~.tuning.draining_after`, from its submission: it started
+        later) only finishes the one it runs, so its replacement starts beside it."""
+        hint = self._tuning.get(pid)
+        if hint is None or pack.spec is None or not pack.spec.setting.tuned:
+            return self._alive_count(pack)
+        now, grace = time.monotonic(), self.machine.config.died_grace_seconds
+        return sum(1 for w in pack.workers.values() if is_alive(w, now=now, grace=grace)
+                   and now - w.submitted_at < draining_after(w.walltime, hint.longest))
+
     async def _top_up(self, root: str, pid: str) -> None:
         """Submit workers while chunks remain and fewer than the target are alive."""
         pack = self._packs[(root, pid)]
@@ -431,7 +442,9 @@ class PackCoordinator:
         if pack.spec is None or pack.topping_up or pack.requeueing:
             return
         target, walltime = self._worker_plan(pack.spec, pid)
-        missing = workers_to_start(target, self._alive_count(pack), pack.queued)
+        # draining workers beside their replacements: at most twice the target alive
+        missing = min(workers_to_start(target, self._taking_count(pack, pid), pack.queued),
+                      2 * target - self._alive_count(pack))
         if missing <= 0:
             return
         pack.topping_up = True
@@ -448,7 +461,7 @@ class PackCoordinator:
         name = f"w{uuid.uuid4().hex[:12]}"
         job_dir = worker_dir(pid, name)
         await anyio.Path(spec.local_root / job_dir).mkdir(parents=True, exist_ok=True)
-        pack.workers[name] = WorkerState(submitted_at=time.monotonic())
+        pack.workers[name] = WorkerState(submitted_at=time.monotonic(), walltime=walltime)
         request = SubmitRequest(job_dir=job_dir, job_name=safe_name(f"{spec.job_name}_worker"),
                                 partition=spec.partition, node_dict=dict(spec.node_dict), max_time=walltime,
                                 header_extra=list(spec.header_extra),

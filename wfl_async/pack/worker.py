@@ -56,6 +56,20 @@ def fits(job_dir: Path, left: float, longest: float) -> bool:
     return fits_time_left(predicted_seconds(job_dir), left, longest, MIN_MARGIN)
 
 
+def job_started(now_monotonic: float, now_epoch: float) -> float:
+    """When this worker's job started, on the ``time.monotonic()`` clock.
+
+    From the job script's first line (:data:`~wfl_async.jobs.layout.JOB_STARTED_ENV`, whole
+    seconds: taken one second earlier), so the Python start, slow on a loaded node, is counted in
+    the time used; without it, from now.
+    """
+    try:
+        stamp = float(os.environ[layout.JOB_STARTED_ENV]) - 1.0
+    except (KeyError, ValueError):
+        return now_monotonic
+    return now_monotonic - max(0.0, now_epoch - stamp)
+
+
 def run_chunk(job_dir: Path) -> None:
     """Run one chunk as its own job would, its output going to the chunk's own log."""
     log_fd = os.open(job_dir / layout.WORKER_LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -85,7 +99,7 @@ def serve(queue: Path, max_time: float, idle: float, worker: str) -> int:
     """Take and run chunks until the queue stays empty or time runs short; return how many ran."""
     root = queue.parent.parent
     claimer = Claimer(queue, worker)
-    started = time.monotonic()
+    started = job_started(time.monotonic(), time.time())
     longest = 0.0
     ran = refused = 0
     while refused < MAX_REFUSALS:

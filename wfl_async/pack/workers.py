@@ -36,6 +36,8 @@ class WorkerState:
     """When a listing first had it not active (queued, held, running) in the scheduler's queue."""
     first_unknown: float | None = None
     """When a listing first showed it without any queue id (its submit answer lost)."""
+    walltime: float = math.inf
+    """The walltime (s) it was submitted with (``inf``: not known, an earlier run's)."""
 
 
 @dataclass(frozen=True)
