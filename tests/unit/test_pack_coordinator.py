@@ -87,7 +87,9 @@ async def test_a_survey_only_reads_and_the_served_loop_starts_workers_for_queued
 
 
 async def test_a_worker_gone_from_the_queue_has_its_chunk_put_back_once(tmp_path: Path) -> None:
-    transport, workers = ScriptedTransport(submit=lambda sent: ""), Workers()
+    # its accounting: cancelled, not killed at a limit (its chunk is put back, not escalated)
+    transport = ScriptedTransport(submit=lambda sent: "", poll=lambda sent: "77|CANCELLED by 0|0:15|00:01:00|\n")
+    workers = Workers()
     worker_spec = spec(tmp_path, workers=1)
     pid = worker_spec.pack_id
     async with coordinator(transport, workers) as (packing, listings):
@@ -103,5 +105,29 @@ async def test_a_worker_gone_from_the_queue_has_its_chunk_put_back_once(tmp_path
         while not transport.sent:
             await anyio.sleep(0.01)
         await anyio.sleep(0.1)
-        assert transport.kinds() == ["submit"] and packing.stats["chunks_put_back"] == 1
+        assert transport.kinds() == ["poll", "submit"] and packing.stats["chunks_put_back"] == 1
+        assert "sacct" in transport.sent[0].command and "77" in transport.sent[0].command
         assert len(workers.submitted) == 1  # a new worker for the chunk put back
+
+
+async def test_a_chunk_killed_with_its_worker_at_its_time_limit_leaves_the_pack_with_the_cause(tmp_path: Path) -> None:
+    """Put back, it would be killed again by a worker like the one that died: it leaves its pack with
+    the worker's cause, which the poll reads as the chunk's (its job escalates it)."""
+    transport, workers = ScriptedTransport(submit=lambda sent: ""), Workers()
+    worker_spec = spec(tmp_path, workers=1)
+    pid = worker_spec.pack_id
+    async with coordinator(transport, workers) as (packing, listings):
+        packing.expect(worker_spec, ROOT)
+        running = listing(pid, [], {"c1": "w1"}, {"w1": "77"})
+        listings.survey_states(ROOT, running, {"77": QueueState.RUNNING})
+        await anyio.sleep(0.05)
+        listings.survey_states(ROOT, running, {"77": QueueState.TIMEOUT})  # Slurm lists it ended: dead at once
+        while not transport.sent:
+            await anyio.sleep(0.01)
+        await anyio.sleep(0.1)
+        assert transport.kinds() == ["submit"]  # the listing said why: no accounting asked
+        assert "/gone/c1" in transport.sent[0].command and "/retry/c1" not in transport.sent[0].command
+        assert packing.stats["chunks_put_back"] == 0 and packing.stats["chunks_killed_at_limit"] == 1
+        ended = listings.accounted(chunk_remote_id(pid, "c1"))
+        assert ended is not None and ended.state is QueueState.TIMEOUT and ended.ending is not None
+        assert "killed at its time limit" in ended.detail() and "worker job 77" in ended.detail()

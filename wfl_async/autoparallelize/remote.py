@@ -80,7 +80,7 @@ class Chunk:
         time limit: escalation)."""
         assert self.maker is not None
         cut = len(self.group) // 2
-        first, second = (self.maker.chunk(self.index, part, sys_name=self.job.system.name)
+        first, second = (self.maker.chunk(self.index, part, self.job.predicted_seconds, sys_name=self.job.system.name)
                          for part in (self.group[:cut], self.group[cut:]))
         return first, second
 

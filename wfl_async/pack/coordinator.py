@@ -46,7 +46,7 @@ import anyio.abc
 from ..errors import SchedulerError, TransportError
 from ..jobs.pack_option import PackSetting
 from ..jobs.states import ACTIVE_STATES, QueueState
-from ..scheduler.base import Scheduler
+from ..scheduler.base import Accounted, Scheduler
 from ..system import SubmitRequest
 from ..system.batching import gather_arrivals, resend_after
 from ..system.machine import Machine
@@ -54,6 +54,7 @@ from ..system.paths import safe_name
 from ..system.recorder import Recorder
 from ..system.submit import retry_delay
 from ..system.window import QueueWindow
+from .kills import ACCOUNTING_LISTINGS, at_limit, chunk_ending, from_listing, split_taken
 from .listings import Listed, PackListings
 from .queue import (
     NAMES_PER_COMMAND,
@@ -64,7 +65,7 @@ from .queue import (
     requeue_command,
     worker_dir,
 )
-from .tuning import draining_after, worker_walltime, workers_wanted
+from .tuning import worker_walltime, workers_wanted
 from .workers import WorkerState, is_alive, judge, workers_to_start
 
 __all__ = ["WALLTIME_SLOT", "PackCoordinator", "PackSummary", "PackTuning", "WorkerSpec", "worker_command",
@@ -129,6 +130,8 @@ class _Pack:
     running: int = 0
     topping_up: bool = False
     requeueing: bool = False
+    accounting_asked: dict[str, int] = field(default_factory=dict)
+    """Dead worker -> listings at which its accounting was asked and had no record of it yet."""
     warned: bool = False
 
 
@@ -182,7 +185,8 @@ class PackCoordinator:
         self._tasks: anyio.abc.TaskGroup | None = None
         self.stopped_by: BaseException | None = None
         """Set by :meth:`stop_waiters`: packing on this system is gone, and every later chunk raises this."""
-        self.stats = {"enqueue_commands": 0, "workers_submitted": 0, "requeue_commands": 0, "chunks_put_back": 0}
+        self.stats = {"enqueue_commands": 0, "workers_submitted": 0, "requeue_commands": 0, "chunks_put_back": 0,
+                      "chunks_killed_at_limit": 0}
 
     @property
     def listed(self) -> dict[str, Listed]:
@@ -382,25 +386,37 @@ class PackCoordinator:
             self.window.left(worker_dir(pid, name) for name in decision.gone)
             if decision.requeue and not pack.requeueing:
                 pack.requeueing = True
-                self._start(self._requeue, root, pid, list(decision.orphans), list(decision.dead))
+                self._start(self._requeue, root, pid, list(decision.orphans), list(decision.dead), states)
             elif pack.remaining:
                 self._start(self._top_up, root, pid)
         for (where, pid), pack in self._packs.items():
             if where == root and pid not in listing.packs:
                 pack.remaining = pack.queued = pack.running = 0
 
-    async def _requeue(self, root: str, pid: str, taken: list[tuple[str, str]], dead: list[str]) -> None:
+    async def _requeue(self, root: str, pid: str, taken: list[tuple[str, str]], dead: list[str],
+                       states: Mapping[str, QueueState] | None) -> None:
         pack = self._packs[(root, pid)]
         try:
+            killed, unknown = await self._killed_at_limit(root, pid, pack, dead, states)
+            if unknown:  # its accounting may come at the next listing (SGE's qacct lags): ask again then
+                return
+            put_back, dropped = split_taken(taken, killed)
             log.info("%s: pack %s: worker(s) %s left the queue without finishing; putting %d chunk(s) back",
-                     self.machine.name, pid, ", ".join(dead) or "-", len(taken))
+                     self.machine.name, pid, ", ".join(dead) or "-", len(put_back))
             self.stats["requeue_commands"] += 1
             step = NAMES_PER_COMMAND // 4  # each entry is a few names long
-            for start in range(0, max(len(taken), len(dead)), step):
-                command = requeue_command(pid, taken[start:start + step], dead[start:start + step])
+            for start in range(0, max(len(put_back), len(dead), len(dropped)), step):
+                command = requeue_command(pid, put_back[start:start + step], dead[start:start + step],
+                                          dropped[start:start + step])
                 await self.machine.transport.run(f"cd {shlex.quote(root)} && {command}", kind="submit", retry=True)
-            self.stats["chunks_put_back"] += len(taken)
-            pack.queued += len(taken)
+            for job_dir, worker in dropped:
+                ended = chunk_ending(killed[worker], pack.workers[worker].remote_id or worker)
+                self.listings.ended[chunk_remote_id(pid, job_dir)] = ended
+                log.info("%s: pack %s: chunk %s was %s; it leaves the pack to be escalated", self.machine.name, pid,
+                         job_dir, ended.detail())
+            self.stats["chunks_put_back"] += len(put_back)
+            self.stats["chunks_killed_at_limit"] += len(dropped)
+            pack.queued += len(put_back)
             for name in dead:
                 self._forget(pack, pid, name)
         except TransportError as exc:
@@ -410,26 +426,43 @@ class PackCoordinator:
             pack.requeueing = False
         await self._top_up(root, pid)
 
+    async def _killed_at_limit(self, root: str, pid: str, pack: _Pack, dead: Sequence[str],
+                               states: Mapping[str, QueueState] | None) -> tuple[dict[str, Accounted], bool]:
+        """Dead workers killed at their time or memory limit (:mod:`.kills`), and whether one's end is
+        not known yet and worth asking again at the next listing (at most :data:`ACCOUNTING_LISTINGS` times)."""
+        scheduler = self.machine.scheduler
+        ended: dict[str, Accounted] = {}
+        ask: dict[str, str] = {}
+        for name in dead:
+            worker = pack.workers.get(name)
+            if worker is None or worker.remote_id is None:
+                continue
+            shown = from_listing((states or {}).get(worker.remote_id), scheduler.name.upper(), worker.walltime)
+            if shown is not None:
+                ended[name] = shown
+            else:
+                ask[worker.remote_id] = name
+        if ask:
+            dirs = {remote_id: f"{root}/{worker_dir(pid, name)}" for remote_id, name in ask.items()}
+            for remote_id, record in (await self.machine.accounting(dirs)).items():
+                if remote_id in ask and record.work_dir.rstrip("/") in ("", dirs[remote_id]):
+                    ended[ask.pop(remote_id)] = record
+        unknown = bool(ask) and scheduler.accounting_command(sorted(ask)) is not None and any(
+            pack.accounting_asked.get(name, 0) < ACCOUNTING_LISTINGS for name in ask.values())
+        for name in ask.values():
+            pack.accounting_asked[name] = pack.accounting_asked.get(name, 0) + 1
+        return {name: record for name, record in ended.items() if at_limit(record)}, unknown
+
     # ------------------------------------------------------------------ workers
     def _forget(self, pack: _Pack, pid: str, name: str) -> None:
         """A worker is gone: its room in the queue window (``max_queued_jobs``) is free again."""
         pack.workers.pop(name, None)
+        pack.accounting_asked.pop(name, None)
         self.window.left([worker_dir(pid, name)])
 
     def _alive_count(self, pack: _Pack) -> int:
         now, grace = time.monotonic(), self.machine.config.died_grace_seconds
         return sum(1 for w in pack.workers.values() if is_alive(w, now=now, grace=grace))
-
-    def _taking_count(self, pack: _Pack, pid: str) -> int:
-        """Workers alive that can still take a task: a self-tuned pack's worker past the point where
-        its time left fits no task (:func:`~.tuning.draining_after`, from its submission: it started
-        later) only finishes the one it runs, so its replacement starts beside it."""
-        hint = self._tuning.get(pid)
-        if hint is None or pack.spec is None or not pack.spec.setting.tuned:
-            return self._alive_count(pack)
-        now, grace = time.monotonic(), self.machine.config.died_grace_seconds
-        return sum(1 for w in pack.workers.values() if is_alive(w, now=now, grace=grace)
-                   and now - w.submitted_at < draining_after(w.walltime, hint.longest))
 
     async def _top_up(self, root: str, pid: str) -> None:
         """Submit workers while chunks remain and fewer than the target are alive."""
@@ -442,9 +475,7 @@ class PackCoordinator:
         if pack.spec is None or pack.topping_up or pack.requeueing:
             return
         target, walltime = self._worker_plan(pack.spec, pid)
-        # draining workers beside their replacements: at most twice the target alive
-        missing = min(workers_to_start(target, self._taking_count(pack, pid), pack.queued),
-                      2 * target - self._alive_count(pack))
+        missing = workers_to_start(target, self._alive_count(pack), pack.queued)
         if missing <= 0:
             return
         pack.topping_up = True

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = ["FIRST_TASKS_PER_WORKER", "MIN_SAMPLES", "TASKS_PER_WORKER", "TAIL_CONFIGURATIONS", "Estimate",
-           "chunk_size", "draining_after", "estimate", "fit_margin", "fits", "longest_fitting", "worker_walltime",
+           "chunk_size", "estimate", "fit_margin", "fits", "longest_fitting", "worker_walltime",
            "workers_wanted"]
 
 MIN_SAMPLES = 4
@@ -40,6 +40,10 @@ TAIL_CONFIGURATIONS = 100
 largest of ``m`` bounds about the ``1 - 1/m`` quantile: 100 give a 99 % bound)."""
 WORKER_START_SECONDS = 20.0
 """A worker's own start (queue to Python to its first claim): kept free in its walltime."""
+START_FRACTION = 0.25
+"""Part of a fresh worker's walltime, if more than :data:`WORKER_START_SECONDS`, in which it may start
+a task as long as any it takes (:func:`longest_fitting`): its start, then its first tasks (while the
+tail is not known, the only ones it takes)."""
 MIN_FIT_MARGIN = 5.0
 """Seconds a worker keeps free at least after a task's predicted end (its result written, the
 clocks of the job script and of the scheduler a second apart)."""
@@ -118,7 +122,7 @@ def longest_fitting(walltime: float) -> float:
     A task whose prediction is longer (or unknown: the tail not measured yet) is staged with this
     prediction instead: only a fresh worker of the longest walltime runs it (escalated if killed).
     """
-    room = max(0.0, walltime - WORKER_START_SECONDS)
+    room = max(0.0, walltime - max(WORKER_START_SECONDS, START_FRACTION * walltime))
     return max(0.0, min(room - MIN_FIT_MARGIN, room / (1 + FIT_FRACTION)))
 
 
@@ -137,12 +141,6 @@ def fits(predicted: float | None, left: float, longest_so_far: float, unknown_ma
     if predicted is None:
         return left > max(unknown_margin, 2 * longest_so_far)
     return predicted + fit_margin(predicted) <= left
-
-
-def draining_after(walltime: float, longest: float) -> float:
-    """Seconds after its start from which a worker of ``walltime`` takes no task predicted ``longest``:
-    from then on it only finishes the task it runs, and a fresh worker may start beside it."""
-    return max(0.0, walltime - longest - fit_margin(longest))
 
 
 def worker_walltime(*, longest: float, backlog: float, workers: int, cap: float) -> int:
