@@ -62,6 +62,19 @@ async def coordinator(transport: ScriptedTransport, workers: Workers, *, serve: 
         tasks.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def worker_77_running_c1(tmp_path: Path, transport: ScriptedTransport, workers: Workers,
+                               ) -> AsyncIterator[tuple[PackCoordinator, PackListings, str]]:
+    """A served coordinator whose pack's one worker (job 77) is listed running chunk c1; the listing's text."""
+    worker_spec = spec(tmp_path, workers=1)
+    async with coordinator(transport, workers) as (packing, listings):
+        packing.expect(worker_spec, ROOT)
+        running = listing(worker_spec.pack_id, [], {"c1": "w1"}, {"w1": "77"})
+        listings.survey_states(ROOT, running, {"77": QueueState.RUNNING})
+        await anyio.sleep(0.05)
+        yield packing, listings, running
+
+
 async def test_a_survey_only_reads_and_the_served_loop_starts_workers_for_queued_chunks(tmp_path: Path) -> None:
     transport, workers = ScriptedTransport(), Workers()
     worker_spec = spec(tmp_path, workers=2)
@@ -90,13 +103,7 @@ async def test_a_worker_gone_from_the_queue_has_its_chunk_put_back_once(tmp_path
     # its accounting: cancelled, not killed at a limit (its chunk is put back, not escalated)
     transport = ScriptedTransport(submit=lambda sent: "", poll=lambda sent: "77|CANCELLED by 0|0:15|00:01:00|\n")
     workers = Workers()
-    worker_spec = spec(tmp_path, workers=1)
-    pid = worker_spec.pack_id
-    async with coordinator(transport, workers) as (packing, listings):
-        packing.expect(worker_spec, ROOT)
-        running = listing(pid, [], {"c1": "w1"}, {"w1": "77"})
-        listings.survey_states(ROOT, running, {"77": QueueState.RUNNING})
-        await anyio.sleep(0.05)
+    async with worker_77_running_c1(tmp_path, transport, workers) as (packing, listings, running):
         assert not transport.sent and not workers.submitted  # alive, running the only chunk
         listings.survey_states(ROOT, running, {})  # gone from the queue: missing
         await anyio.sleep(0.05)
@@ -114,13 +121,8 @@ async def test_a_chunk_killed_with_its_worker_at_its_time_limit_leaves_the_pack_
     """Put back, it would be killed again by a worker like the one that died: it leaves its pack with
     the worker's cause, which the poll reads as the chunk's (its job escalates it)."""
     transport, workers = ScriptedTransport(submit=lambda sent: ""), Workers()
-    worker_spec = spec(tmp_path, workers=1)
-    pid = worker_spec.pack_id
-    async with coordinator(transport, workers) as (packing, listings):
-        packing.expect(worker_spec, ROOT)
-        running = listing(pid, [], {"c1": "w1"}, {"w1": "77"})
-        listings.survey_states(ROOT, running, {"77": QueueState.RUNNING})
-        await anyio.sleep(0.05)
+    pid = spec(tmp_path, workers=1).pack_id
+    async with worker_77_running_c1(tmp_path, transport, workers) as (packing, listings, running):
         listings.survey_states(ROOT, running, {"77": QueueState.TIMEOUT})  # Slurm lists it ended: dead at once
         while not transport.sent:
             await anyio.sleep(0.01)
