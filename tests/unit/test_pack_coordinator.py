@@ -105,11 +105,13 @@ async def test_a_worker_gone_from_the_queue_has_its_chunk_put_back_once(tmp_path
     workers = Workers()
     async with worker_77_running_c1(tmp_path, transport, workers) as (packing, listings, running):
         assert not transport.sent and not workers.submitted  # alive, running the only chunk
-        listings.survey_states(ROOT, running, {})  # gone from the queue: missing
-        await anyio.sleep(0.05)
-        assert not transport.sent
-        listings.survey_states(ROOT, running, {})  # still gone, past the grace (0 s): dead
+        listings.survey_states(ROOT, running, {})  # gone from the queue: missing; its accounting is asked
         while not transport.sent:
+            await anyio.sleep(0.01)
+        await anyio.sleep(0.05)
+        assert transport.kinds() == ["poll"] and packing.stats["chunks_put_back"] == 0
+        listings.survey_states(ROOT, running, {})  # ended, as its accounting says: dead
+        while len(transport.sent) < 2:
             await anyio.sleep(0.01)
         await anyio.sleep(0.1)
         assert transport.kinds() == ["poll", "submit"] and packing.stats["chunks_put_back"] == 1

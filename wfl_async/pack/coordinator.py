@@ -131,7 +131,10 @@ class _Pack:
     topping_up: bool = False
     requeueing: bool = False
     accounting_asked: dict[str, int] = field(default_factory=dict)
-    """Dead worker -> listings at which its accounting was asked and had no record of it yet."""
+    """Worker -> times its accounting was asked and had no record of it yet."""
+    ended: dict[str, Accounted] = field(default_factory=dict)
+    """Worker gone from the queue -> how it ended (its listing or accounting)."""
+    asking: bool = False
     warned: bool = False
 
 
@@ -389,6 +392,11 @@ class PackCoordinator:
                 self._start(self._requeue, root, pid, list(decision.orphans), list(decision.dead), states)
             elif pack.remaining:
                 self._start(self._top_up, root, pid)
+            missing = [name for name, w in pack.workers.items() if w.missing_since not in (None, -math.inf)
+                       and name not in pack.ended and pack.accounting_asked.get(name, 0) < ACCOUNTING_LISTINGS]
+            if missing and states is not None and not pack.asking:
+                pack.asking = True  # why it left the queue, within a poll: not after the grace
+                self._start(self._account_missing, root, pid, missing)
         for (where, pid), pack in self._packs.items():
             if where == root and pid not in listing.packs:
                 pack.remaining = pack.queued = pack.running = 0
@@ -426,31 +434,49 @@ class PackCoordinator:
             pack.requeueing = False
         await self._top_up(root, pid)
 
+    async def _account_missing(self, root: str, pid: str, names: Sequence[str]) -> None:
+        """Workers missing from the queue that the accounting says ended are dead now (not after the grace)."""
+        pack = self._packs[(root, pid)]
+        try:
+            for name in await self._accounting_of(root, pid, pack, names):
+                if (worker := pack.workers.get(name)) is not None:
+                    pack.workers[name] = replace(worker, missing_since=-math.inf)
+        except TransportError as exc:
+            log.info("%s: pack %s: could not read the accounting of worker(s) %s (%s)", self.machine.name, pid,
+                     ", ".join(names), exc)
+        finally:
+            pack.asking = False
+
+    async def _accounting_of(self, root: str, pid: str, pack: _Pack, names: Sequence[str]) -> dict[str, Accounted]:
+        """How workers ``names`` ended, by the scheduler's accounting (one command; kept in ``pack.ended``)."""
+        ask = {w.remote_id: name for name in names if name not in pack.ended
+               and (w := pack.workers.get(name)) is not None and w.remote_id is not None}
+        if ask:
+            dirs = {remote_id: f"{root}/{worker_dir(pid, name)}" for remote_id, name in ask.items()}
+            for remote_id, record in (await self.machine.accounting(dirs)).items():
+                if remote_id in ask and record.work_dir.rstrip("/") in ("", dirs[remote_id]):
+                    pack.ended[ask[remote_id]] = record
+            for name in ask.values():
+                if name not in pack.ended:
+                    pack.accounting_asked[name] = pack.accounting_asked.get(name, 0) + 1
+        return {name: pack.ended[name] for name in names if name in pack.ended}
+
     async def _killed_at_limit(self, root: str, pid: str, pack: _Pack, dead: Sequence[str],
                                states: Mapping[str, QueueState] | None) -> tuple[dict[str, Accounted], bool]:
         """Dead workers killed at their time or memory limit (:mod:`.kills`), and whether one's end is
         not known yet and worth asking again at the next listing (at most :data:`ACCOUNTING_LISTINGS` times)."""
         scheduler = self.machine.scheduler
-        ended: dict[str, Accounted] = {}
-        ask: dict[str, str] = {}
         for name in dead:
             worker = pack.workers.get(name)
-            if worker is None or worker.remote_id is None:
-                continue
-            shown = from_listing((states or {}).get(worker.remote_id), scheduler.name.upper(), worker.walltime)
-            if shown is not None:
-                ended[name] = shown
-            else:
-                ask[worker.remote_id] = name
-        if ask:
-            dirs = {remote_id: f"{root}/{worker_dir(pid, name)}" for remote_id, name in ask.items()}
-            for remote_id, record in (await self.machine.accounting(dirs)).items():
-                if remote_id in ask and record.work_dir.rstrip("/") in ("", dirs[remote_id]):
-                    ended[ask.pop(remote_id)] = record
-        unknown = bool(ask) and scheduler.accounting_command(sorted(ask)) is not None and any(
-            pack.accounting_asked.get(name, 0) < ACCOUNTING_LISTINGS for name in ask.values())
-        for name in ask.values():
-            pack.accounting_asked[name] = pack.accounting_asked.get(name, 0) + 1
+            if worker is not None and worker.remote_id is not None and name not in pack.ended:
+                shown = from_listing((states or {}).get(worker.remote_id), scheduler.name, worker.walltime)
+                if shown is not None:
+                    pack.ended[name] = shown
+        ended = await self._accounting_of(root, pid, pack, dead)
+        asking = [name for name in dead if name not in ended and (w := pack.workers.get(name)) is not None
+                  and w.remote_id is not None]
+        unknown = bool(asking) and scheduler.accounting_command(["0"]) is not None and any(
+            pack.accounting_asked.get(name, 0) < ACCOUNTING_LISTINGS for name in asking)
         return {name: record for name, record in ended.items() if at_limit(record)}, unknown
 
     # ------------------------------------------------------------------ workers
@@ -458,6 +484,7 @@ class PackCoordinator:
         """A worker is gone: its room in the queue window (``max_queued_jobs``) is free again."""
         pack.workers.pop(name, None)
         pack.accounting_asked.pop(name, None)
+        pack.ended.pop(name, None)
         self.window.left([worker_dir(pid, name)])
 
     def _alive_count(self, pack: _Pack) -> int:

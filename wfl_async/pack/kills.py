@@ -38,7 +38,12 @@ def from_listing(state: QueueState | None, scheduler: str, walltime: float) -> A
     if state is not QueueState.TIMEOUT:
         return None
     limit = int(walltime) if walltime != float("inf") else None
-    return Accounted(QueueState.TIMEOUT, ending=Ending(EndCause.TIMEOUT, f"{scheduler} TIMEOUT", limit))
+    named = _SCHEDULER_NAMES.get(scheduler, scheduler)
+    return Accounted(QueueState.TIMEOUT, ending=Ending(EndCause.TIMEOUT, f"{named} TIMEOUT", limit))
+
+
+_SCHEDULER_NAMES = {"slurm": "Slurm", "sge": "SGE", "pbs": "PBS"}
+"""As the accounting's messages spell them (``Slurm TIMEOUT``)."""
 
 
 def at_limit(ended: Accounted | None) -> bool:
