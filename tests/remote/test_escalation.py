@@ -96,7 +96,7 @@ async def test_a_job_killed_at_its_time_limit_is_rerun_with_twice_the_time(
         assert values["packed"] == "packed done"
         packed_steps = [m for m in steps if f"{name}-packed" in m]
         assert len(packed_steps) == 1 and f"-> {_hms(2 * limit)} after a TIMEOUT" in packed_steps[0], steps
-        assert "its worker job" in packed_steps[0] and "(Slurm TIMEOUT" in packed_steps[0], packed_steps
+        assert "(its worker job " in packed_steps[0] and ": Slurm TIMEOUT)" in packed_steps[0], packed_steps
         record = await record_of(f"{name}-packed")
         assert record.status is JobStatus.SUCCEEDED and record.max_time == 2 * limit and record.route == "direct"
         assert Escalation.from_json(record.escalation).max_time == 2 * limit  # a rerun goes on from it
