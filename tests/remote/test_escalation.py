@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -63,7 +64,7 @@ def scheduler_of(system: str) -> str:
 
 async def record_of(name: str) -> Any:
     async with session_scope() as rt:
-        (record,) = await rt.db.select(name=name)
+        (record,) = await rt.db.select(name=f"^{re.escape(name)}$")
     return record
 
 
