@@ -13,7 +13,8 @@ infrastructure::
 Per mode: end to end; workers' core-seconds (from Slurm's own job completion log, every worker
 job's start to end) against the useful core-seconds (the sum of the configurations' times); tasks
 killed at the walltime (chunks put back after their worker died); idle worker time at the end
-(each worker's end after its last task's end). Tasks killed: task runs (a ``running`` line in a
+(each worker's end after its last task's end); the mean of workers running (workers' core-seconds
+over end to end: below ``--workers`` when the shared Slurm kept them queued). Tasks killed: task runs (a ``running`` line in a
 worker's log) beyond one per chunk; chunks put back: the driver's count of taken chunks it put back
 after their worker died (a chunk that had finished meanwhile is only unlisted, but counted). Targets for ``auto``: 0 killed, core-seconds
 within 1.25x of the useful work, end to end within 1.3x of useful work / cores (``--workers``
@@ -144,6 +145,8 @@ async def run_mode(mode: str, args: argparse.Namespace, raw: dict[str, Any]) -> 
             "tasks killed at walltime": killed, "chunks put back": stats["chunks_put_back"],
             "workers timed out": sum(1 for w in workers if w.get("JobState") == "TIMEOUT"),
             "worker jobs": len(workers), "most workers at once": _most_at_once(workers),
+            # below the workers asked for: a shared Slurm kept them queued (other jobs first)
+            "mean workers running": round(worker_seconds / end_to_end, 2) if end_to_end else None,
             "idle at end (core-s)": round(idle_end, 1)}
 
 
