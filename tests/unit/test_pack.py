@@ -174,17 +174,19 @@ def test_worker_walltime_fits_the_longest_task_and_its_share_of_the_backlog() ->
 
 
 def test_a_worker_counts_its_time_left_from_its_jobs_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    make_chunk(tmp_path, "task", 1)
-    (tmp_path / "task" / layout.PREDICTED).write_text("20\n")
-    sh(tmp_path, queue.enqueue_command(PID, ["task"]))
+    for name, predicted in (("first", "1"), ("task", "20")):
+        make_chunk(tmp_path, name, 1)
+        (tmp_path / name / layout.PREDICTED).write_text(f"{predicted}\n")
+    sh(tmp_path, queue.enqueue_command(PID, ["first", "task"]))
     q = tmp_path / queue.queue_dir(PID)
     home = q / "workers" / "w1"
     home.mkdir()
     monkeypatch.chdir(home)
-    # its job started 100 s ago (its Python started late, on a loaded node): 20 s of 120 are left
+    # its job started 100 s ago (its Python started late, on a loaded node): 20 s of 120 are left;
+    # its first task runs whatever is left (no worker has more than a fresh one), the next does not fit
     monkeypatch.setenv(layout.JOB_STARTED_ENV, str(int(time.time()) - 100))
-    assert pack_worker.serve(q, max_time=120, idle=0, worker="w1") == 0
-    assert os.listdir(q / "retry") == ["task"]
+    assert pack_worker.serve(q, max_time=120, idle=0, worker="w1") == 1
+    assert (tmp_path / "first" / layout.SUCCEEDED).exists() and os.listdir(q / "retry") == ["task"]
     monkeypatch.delenv(layout.JOB_STARTED_ENV)  # no stamp: counted from the worker's own start
     assert pack_worker.serve(q, max_time=120, idle=0, worker="w2") == 1
     spec = JobScriptSpec(job_id="j", job_dir="/d", partition="p", num_nodes=1, num_cores=1, num_cores_per_node=1,

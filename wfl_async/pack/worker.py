@@ -10,7 +10,9 @@ makes short chunks cheap. It exits when the queue stays empty for ``--idle`` sec
 when too little of ``--max-time`` is left to run another chunk as long as the longest so far.
 A self-tuned chunk carries its predicted time (:data:`~wfl_async.jobs.layout.PREDICTED`): the
 worker runs it only if it :func:`fits` the time left, else gives it back and, after
-:data:`MAX_REFUSALS` such chunks in a row, exits (the driver submits a worker it fits).
+:data:`MAX_REFUSALS` such chunks in a row, exits (the driver submits a worker it fits). The first
+chunk a worker takes always runs: no worker has more time than a fresh one, so a start slower
+than the walltime's margin (a loaded node) must not leave a chunk no worker ever takes.
 
 Killed mid-claim or mid-chunk, it leaves its entry in ``taken``: the driver sees the worker gone
 from the queue and puts the chunk back (:func:`wfl_async.pack.queue.requeue_command`). A worker
@@ -122,7 +124,7 @@ def serve(queue: Path, max_time: float, idle: float, worker: str) -> int:
             claimer.drop(name, job_dir)
             continue
         left = max_time - (time.monotonic() - started)
-        if not fits(job_dir, left, longest):
+        if not fits(job_dir, left, longest) and (ran or predicted_seconds(job_dir) is None):
             print(f"not running {name}: predicted {predicted_seconds(job_dir)} s, {left:.0f} s left; giving it back",
                   flush=True)
             claimer.release(name)
