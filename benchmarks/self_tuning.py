@@ -15,8 +15,9 @@ job's start to end) against the useful core-seconds (the sum of the configuratio
 killed at the walltime (chunks put back after their worker died); idle worker time at the end
 (each worker's end after its last task's end); the mean of workers running (workers' core-seconds
 over end to end: below ``--workers`` when the shared Slurm kept them queued). Tasks killed: task runs (a ``running`` line in a
-worker's log) beyond one per chunk; chunks put back: the driver's count of taken chunks it put back
-after their worker died (a chunk that had finished meanwhile is only unlisted, but counted). Targets for ``auto``: 0 killed, core-seconds
+worker's log) beyond one per chunk is a cross-check (a chunk escalated after a kill runs again as
+new chunks or a job of its own): the figure is the driver's count of taken chunks it put back or
+escalated after their worker died (a chunk that had finished meanwhile is only unlisted, but counted). Targets for ``auto``: 0 killed, core-seconds
 within 1.25x of the useful work, end to end within 1.3x of useful work / cores (``--workers``
 cores: one per worker). What the figures mean: docs/benchmark.md, docs/self-tuning.md.
 """
@@ -142,7 +143,10 @@ async def run_mode(mode: str, args: argparse.Namespace, raw: dict[str, Any]) -> 
             "workers (core-s)": round(worker_seconds, 1),
             "core-s / useful": round(worker_seconds / useful, 3) if useful else None,
             "end to end / (useful / cores)": round(end_to_end / (useful / args.workers), 3),
-            "tasks killed at walltime": killed, "chunks put back": stats["chunks_put_back"],
+            # a chunk killed with its worker is put back (rerun in its directory) or, at a limit, escalated
+            # (split into new chunks, or a job of its own): the driver counts both
+            "tasks killed at walltime": stats["chunks_put_back"] + stats.get("chunks_killed_at_limit", 0),
+            "task runs beyond one per chunk": killed, "chunks put back": stats["chunks_put_back"],
             "workers timed out": sum(1 for w in workers if w.get("JobState") == "TIMEOUT"),
             "worker jobs": len(workers), "most workers at once": _most_at_once(workers),
             # below the workers asked for: a shared Slurm kept them queued (other jobs first)

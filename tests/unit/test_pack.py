@@ -143,6 +143,9 @@ def test_self_tuning_starts_small_then_sizes_tasks_from_measured_times() -> None
     found = tuning.estimate([(0.5, 1)] * 99 + [(20.0, 1)] + [(69.5, 100)] * 4)  # 500 measured
     assert found is not None and found.samples == 104 and found.configurations == 500
     assert found.high == 20.0  # the slowest configuration measured bounds the next ones
+    # ... unless they are not a fair sample: finished while an earlier, slower one still runs
+    assert tuning.estimate([(0.5, 1)] * 200, unbiased=77).high == math.inf  # type: ignore[union-attr]
+    assert tuning.estimate([(0.5, 1)] * 200, unbiased=100).high == 0.5  # type: ignore[union-attr]
     assert tuning.chunk_size(found, target_seconds=30, remaining=500, workers=8, walltime=3600) == 500 // 16  # the end
     assert tuning.chunk_size(found, target_seconds=30, remaining=10_000, workers=8, walltime=3600) == 43  # 30 s of mean
     # a task stays short next to a worker's walltime: its configurations beyond the slowest take at most

@@ -71,6 +71,13 @@ class TunedChunks:
         self.unfinished: dict[int, tuple[int, float | None]] = {}
         """Chunk index -> (configurations, predicted seconds) of chunks planned and not finished."""
         self._next_index = 0
+        self._earlier = sum(n for _, n in measured)
+        """Configurations measured by earlier calls."""
+        self._finished: dict[int, int] = {}
+        """Chunk index -> configurations, of chunks finished after the prefix below."""
+        self._prefix = (0, 0)
+        """(chunks, configurations) of the longest run of chunks, in plan order, all finished: the
+        configurations measured without the bias of slow ones still running."""
         self.cap = 0.0
         """A worker's longest walltime (s): its call's ``max_time``, or the setting's ``walltime``."""
         self.pack_id: str | None = None
@@ -98,7 +105,7 @@ class TunedChunks:
         return len(self.entries)
 
     def estimate(self) -> Estimate | None:
-        return estimate(self.measured)
+        return estimate(self.measured, unbiased=self._earlier + self._prefix[1])
 
     def exhausted(self) -> bool:
         """Every configuration is in a chunk."""
@@ -145,6 +152,12 @@ class TunedChunks:
         self.unfinished.pop(chunk.index, None)
         if seconds is not None:
             self.measured.insert(0, (seconds, len(chunk.items)))
+        self._finished[chunk.index] = len(chunk.items)
+        index, configurations = self._prefix
+        while index in self._finished:
+            configurations += self._finished.pop(index)
+            index += 1
+        self._prefix = (index, configurations)
         self._tell_coordinator()
 
     def predicted_left(self, workers: int) -> float | None:

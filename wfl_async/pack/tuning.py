@@ -72,12 +72,16 @@ class Estimate:
     configurations at the mean (for a chunk of one configuration: that configuration's time)."""
     configurations: int = 0
     """Configurations measured (all chunks)."""
+    unbiased: int | None = None
+    """Of them, those that are a fair sample of the tail (None: all). A call's configurations that
+    finished while an earlier one still runs are not: the slow ones are measured last."""
 
     @property
     def high(self) -> float:
         """What one configuration of a task may take: :attr:`largest` once :data:`TAIL_CONFIGURATIONS`
-        are measured, else unknown (``inf``: as long as a fresh worker has, :func:`longest_fitting`)."""
-        return max(self.largest, self.mean) if self.configurations >= TAIL_CONFIGURATIONS else math.inf
+        are fairly measured, else unknown (``inf``: as long as a fresh worker has, :func:`longest_fitting`)."""
+        fair = self.configurations if self.unbiased is None else self.unbiased
+        return max(self.largest, self.mean) if fair >= TAIL_CONFIGURATIONS else math.inf
 
     def predict(self, configurations: int) -> float:
         """Seconds a task of ``configurations`` is expected to take at most: its configurations at the
@@ -85,14 +89,16 @@ class Estimate:
         return max(0.0, configurations - 1) * self.mean + self.high
 
 
-def estimate(measured: Iterable[tuple[float, int]]) -> Estimate | None:
-    """The :class:`Estimate` of measured ``(seconds, configurations)`` chunks; None: nothing measured."""
+def estimate(measured: Iterable[tuple[float, int]], unbiased: int | None = None) -> Estimate | None:
+    """The :class:`Estimate` of measured ``(seconds, configurations)`` chunks (``unbiased`` of their
+    configurations a fair sample of the tail, None: all); None: nothing measured."""
     rows = [(max(0.0, s), n) for s, n in measured if n > 0]
     if not rows:
         return None
     mean = sum(s for s, _ in rows) / sum(n for _, n in rows)
     largest = max(s - (n - 1) * mean for s, n in rows)
-    return Estimate(samples=len(rows), mean=mean, largest=largest, configurations=sum(n for _, n in rows))
+    return Estimate(samples=len(rows), mean=mean, largest=largest, configurations=sum(n for _, n in rows),
+                    unbiased=unbiased)
 
 
 def chunk_size(found: Estimate | None, *, target_seconds: float, remaining: int, workers: int,
