@@ -12,12 +12,12 @@ infrastructure::
 
 Per mode: end to end; workers' core-seconds (from Slurm's own job completion log, every worker
 job's start to end) against the useful core-seconds (the sum of the configurations' times); tasks
-killed at the walltime (chunks put back after their worker died); idle worker time at the end
-(each worker's end after its last task's end); the mean of workers running (workers' core-seconds
-over end to end: below ``--workers`` when the shared Slurm kept them queued). Tasks killed: task runs (a ``running`` line in a
-worker's log) beyond one per chunk is a cross-check (a chunk escalated after a kill runs again as
-new chunks or a job of its own): the figure is the driver's count of taken chunks it put back or
-escalated after their worker died (a chunk that had finished meanwhile is only unlisted, but counted). Targets for ``auto``: 0 killed, core-seconds
+killed at the walltime (the driver's count of taken chunks it put back or escalated after their
+worker died; task runs, ``running`` lines in the workers' logs, beyond one per chunk are a
+cross-check that misses a chunk escalated into new chunks or a job of its own); idle worker time at
+the end (each worker's end after its last task's end); the mean of workers running (workers'
+core-seconds over end to end: below ``--workers`` when the shared Slurm kept them queued).
+Targets for ``auto``: 0 killed, core-seconds
 within 1.25x of the useful work, end to end within 1.3x of useful work / cores (``--workers``
 cores: one per worker). What the figures mean: docs/benchmark.md, docs/self-tuning.md.
 """
