@@ -1,7 +1,7 @@
 """Issue 17's escalation workload: configurations that need more than their chunk's time limit.
 
     source /tmp/wfl_async_testinfra/checkouts/NAME/env.sh   # or /tmp/wfl_async_testinfra/env.sh
-    PYTHONPATH=$PWD python benchmarks/escalation.py [--system sge] [--configs 10] [--limit 10] [--json out.json]
+    PYTHONPATH=$PWD python benchmarks/escalation.py [--system sge] [--configs 10] [--limit 10] [--pack 0] [--json out.json]
 
 ``--configs`` configurations, one per chunk, each sleeping twice ``--limit`` s under a chunk time
 limit of ``--limit`` s: every chunk is killed at its limit (the scheduler's own kill) and finishes
@@ -9,7 +9,9 @@ only through escalation (twice the time, then, with the Python start, twice agai
 call is run again: it must submit nothing (so recompute nothing: a configuration is computed only
 by a submitted job). Prints (and writes with ``--json``) per run the end-to-end time, the
 escalation decisions logged, the jobs in the database and their last scheduler ids, and what the
-rerun submitted (scheduler ids the first run did not have). Use a system whose scheduler kills to the second (``sge``, ``local``); Slurm's
+rerun submitted (scheduler ids the first run did not have). With ``--pack N`` the chunks are
+packed into N worker jobs of that time limit: each chunk is killed with its worker and leaves
+the pack, rerun as a job of its own with twice the time (docs/escalation.md). Use a system whose scheduler kills to the second (``sge``, ``local``); Slurm's
 one-minute granularity makes it minutes long.
 """
 
@@ -49,7 +51,7 @@ class _Decisions(logging.Handler):
             self.lines.append(record.getMessage())
 
 
-async def _run(system: str, name: str, configs: int, limit: int) -> dict[str, Any]:
+async def _run(system: str, name: str, configs: int, limit: int, pack_workers: int) -> dict[str, Any]:
     inputs = []
     for i in range(configs):
         atoms = bulk("Cu", "fcc", a=3.6)
@@ -57,7 +59,8 @@ async def _run(system: str, name: str, configs: int, limit: int) -> dict[str, An
         inputs.append(atoms)
     info = AutoparaInfo(num_inputs_per_python_subprocess=1, remote_info=RemoteInfo(
         sys_name=system, job_name=name, num_inputs_per_queued_job=1, check_interval=0.5,
-        resources={"num_nodes": 1, "max_time": f"{limit}s"}, env_vars=["WFL_NUM_PYTHON_SUBPROCESSES=1"]))
+        resources={"num_nodes": 1, "max_time": f"{limit}s"}, env_vars=["WFL_NUM_PYTHON_SUBPROCESSES=1"],
+        pack={"workers": pack_workers} if pack_workers else None))
     figures: dict[str, Any] = {}
     for run in ("first", "rerun"):
         decisions = _Decisions()
@@ -87,6 +90,8 @@ def main() -> None:
     parser.add_argument("--system", default="sge")
     parser.add_argument("--configs", type=int, default=10)
     parser.add_argument("--limit", type=int, default=10, help="the chunks' time limit (s)")
+    parser.add_argument("--pack", type=int, default=0, metavar="WORKERS",
+                        help="pack the chunks into this many worker jobs of the chunks' time limit (0: a job each)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -94,8 +99,10 @@ def main() -> None:
     os.environ["WFL_EXPYRE_NO_MARK_PROCESSED"] = "1"  # the rerun re-attaches instead of recomputing
     with tempfile.TemporaryDirectory(prefix="wfl_async_escalation_") as scratch:
         os.environ["EXPYRE_ROOT"] = _root_with_config(Path(scratch))
-        figures = anyio.run(_run, args.system, f"escbench-{uuid.uuid4().hex[:6]}", args.configs, args.limit)
-    figures.update(system=args.system, configs=args.configs, limit=args.limit, load=os.getloadavg())
+        figures = anyio.run(_run, args.system, f"escbench-{uuid.uuid4().hex[:6]}", args.configs, args.limit,
+                            args.pack)
+    figures.update(system=args.system, configs=args.configs, limit=args.limit, pack_workers=args.pack,
+                   load=os.getloadavg())
     text = json.dumps(figures, indent=1)
     print(text)
     if args.json:

@@ -12,10 +12,12 @@ infrastructure::
 
 Per mode: end to end; workers' core-seconds (from Slurm's own job completion log, every worker
 job's start to end) against the useful core-seconds (the sum of the configurations' times); tasks
-killed at the walltime (chunks put back after their worker died); idle worker time at the end
-(each worker's end after its last task's end). Tasks killed: task runs (a ``running`` line in a
-worker's log) beyond one per chunk; chunks put back: the driver's count of taken chunks it put back
-after their worker died (a chunk that had finished meanwhile is only unlisted, but counted). Targets for ``auto``: 0 killed, core-seconds
+killed at the walltime (the driver's count of taken chunks it put back or escalated after their
+worker died; task runs, ``running`` lines in the workers' logs, beyond one per chunk are a
+cross-check that misses a chunk escalated into new chunks or a job of its own); idle worker time at
+the end (each worker's end after its last task's end); the mean of workers running (workers'
+core-seconds over end to end: below ``--workers`` when the shared Slurm kept them queued).
+Targets for ``auto``: 0 killed, core-seconds
 within 1.25x of the useful work, end to end within 1.3x of useful work / cores (``--workers``
 cores: one per worker). What the figures mean: docs/benchmark.md, docs/self-tuning.md.
 """
@@ -141,9 +143,25 @@ async def run_mode(mode: str, args: argparse.Namespace, raw: dict[str, Any]) -> 
             "workers (core-s)": round(worker_seconds, 1),
             "core-s / useful": round(worker_seconds / useful, 3) if useful else None,
             "end to end / (useful / cores)": round(end_to_end / (useful / args.workers), 3),
-            "tasks killed at walltime": killed, "chunks put back": stats["chunks_put_back"],
+            # a chunk killed with its worker is put back (rerun in its directory) or, at a limit, escalated
+            # (split into new chunks, or a job of its own): the driver counts both
+            "tasks killed at walltime": stats["chunks_put_back"] + stats.get("chunks_killed_at_limit", 0),
+            "task runs beyond one per chunk": killed, "chunks put back": stats["chunks_put_back"],
             "workers timed out": sum(1 for w in workers if w.get("JobState") == "TIMEOUT"),
-            "worker jobs": len(workers), "idle at end (core-s)": round(idle_end, 1)}
+            "worker jobs": len(workers), "most workers at once": _most_at_once(workers),
+            # below the workers asked for: a shared Slurm kept them queued (other jobs first)
+            "mean workers running": round(worker_seconds / end_to_end, 2) if end_to_end else None,
+            "idle at end (core-s)": round(idle_end, 1)}
+
+
+def _most_at_once(workers: list[dict[str, str]]) -> int:
+    """The most worker jobs running at one time (a self-tuned replacement may start beside a draining worker)."""
+    events = sorted([(_stamp(w["StartTime"]), 1) for w in workers] + [(_stamp(w["EndTime"]), -1) for w in workers])
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

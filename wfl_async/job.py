@@ -301,9 +301,9 @@ class PreparedJob:
         return again if self.options.resubmit_killed_jobs else " Set resubmit_killed_jobs=True to resubmit it once."
 
     def _may_escalate(self) -> bool:
-        """Escalation applies: the option is on, and the job is a scheduler job of its own (a packed
-        chunk's kill is its worker's)."""
-        return self.options.escalate and not isinstance(self.route, Packed)
+        """Escalation applies: the option is on (a packed chunk too: killed with its worker at a limit,
+        :mod:`wfl_async.pack.kills`)."""
+        return self.options.escalate
 
     def _follow_recorded_escalation(self, record: JobRecord) -> bool:
         """Go on from what an earlier run escalated to (its time, its memory): a rerun never starts
@@ -315,7 +315,17 @@ class PreparedJob:
             self.max_time = done.max_time
         if done.mem_kb is not None and (self.mem_kb is None or done.mem_kb > self.mem_kb):
             self.mem_kb = done.mem_kb
+        self._unpack_if_escalated()
         return done.split and self.items > 1 and record.status is not JobStatus.SUCCEEDED
+
+    def _unpack_if_escalated(self) -> None:
+        """A packed chunk given more time or memory runs as a job of its own: a worker's walltime and
+        memory are its pack's, the same for all its chunks."""
+        if isinstance(self.route, Packed) and (self.escalation.max_time is not None or
+                                               self.escalation.mem_kb is not None):
+            log.info("job %s: runs as a job of its own from now on (escalated out of its pack: %s)", self.label,
+                     self.escalation.short())
+            self.route = Direct()
 
     def _split_check(self, record: JobRecord) -> None:
         """Raise :class:`JobSplitError` if an earlier run split this job (its halves run instead), after
@@ -347,6 +357,7 @@ class PreparedJob:
             self.max_time = max(self.max_time, step.max_time)
         if step.mem_kb is not None:
             self.mem_kb = step.mem_kb
+        self._unpack_if_escalated()
         return True
 
     async def _resubmitted(self, resubmits_left: int, deadline: float | None) -> Any:

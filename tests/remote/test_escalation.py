@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -63,7 +64,7 @@ def scheduler_of(system: str) -> str:
 
 async def record_of(name: str) -> Any:
     async with session_scope() as rt:
-        (record,) = await rt.db.select(name=name)
+        (record,) = await rt.db.select(name=f"^{re.escape(name)}$")
     return record
 
 
@@ -76,9 +77,31 @@ async def test_a_job_killed_at_its_time_limit_is_rerun_with_twice_the_time(
     name = f"esc-time-{uuid.uuid4().hex[:6]}"
     call = RemoteJob(rf.needs_more_time_than, (limit, "done"), sys_name=patient, job_name=name,
                      resources={"num_nodes": 1, "max_time": max_time}, check_interval=1)
+    # on Slurm, in the same minute: the same function as a packed chunk, killed with its worker
+    packed = RemoteJob(rf.needs_more_time_than, (limit, "packed done"), sys_name=patient, job_name=f"{name}-packed",
+                       resources={"num_nodes": 1, "max_time": max_time}, check_interval=1, pack={"workers": 1}) \
+        if scheduler_of(system) == "slurm" else None
+    values: dict[str, object] = {}
+
+    async def run(label: str, job: RemoteJob) -> None:
+        values[label] = await job
+
     with anyio.fail_after(GRACE - 60):
-        assert await call == "done"
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run, "own", call)
+            if packed is not None:
+                tasks.start_soon(run, "packed", packed)
+    assert values["own"] == "done"
     steps = [r.getMessage() for r in caplog.records if "escalating" in r.getMessage()]
+    if packed is not None:
+        assert values["packed"] == "packed done"
+        packed_steps = [m for m in steps if f"{name}-packed" in m]
+        assert len(packed_steps) == 1 and f"-> {_hms(2 * limit)} after a TIMEOUT" in packed_steps[0], steps
+        assert "(its worker job " in packed_steps[0] and ": Slurm TIMEOUT)" in packed_steps[0], packed_steps
+        record = await record_of(f"{name}-packed")
+        assert record.status is JobStatus.SUCCEEDED and record.max_time == 2 * limit and record.route == "direct"
+        assert Escalation.from_json(record.escalation).max_time == 2 * limit  # a rerun goes on from it
+        steps = [m for m in steps if m not in packed_steps]
     assert len(steps) == 1, steps
     assert f"-> {_hms(2 * limit)} after a TIMEOUT" in steps[0], steps
     named = {"slurm": f"killed at its time limit {_hms(limit)} (Slurm TIMEOUT)",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ from wfl_async.jobs.pack_option import TUNED_IDLE_SECONDS, PackSetting, effectiv
 from wfl_async.jobs.states import QueueState
 from wfl_async.pack import queue, tuning
 from wfl_async.pack import worker as pack_worker
+from wfl_async.scheduler.base import JobScriptSpec
+from wfl_async.scheduler.slurm import SlurmScheduler
 
 PID = "0123456789abcdef"
 
@@ -133,27 +137,65 @@ def test_self_tuning_starts_small_then_sizes_tasks_from_measured_times() -> None
     assert tuning.chunk_size(None, target_seconds=30, remaining=1000, workers=8, walltime=120) == 1
     few = tuning.estimate([(0.5, 1)] * 16)  # 16 configurations measured: tasks of two at most, whatever the mean
     assert few is not None and tuning.chunk_size(few, target_seconds=30, remaining=1000, workers=8, walltime=3600) == 2
+    # fewer than TAIL_CONFIGURATIONS measured: the slowest of the next ones is not known, so a task may take
+    # as long as a fresh worker has (the call stages it with longest_fitting)
+    assert few.high == math.inf and few.predict(1) == math.inf
     found = tuning.estimate([(0.5, 1)] * 99 + [(20.0, 1)] + [(69.5, 100)] * 4)  # 500 measured
     assert found is not None and found.samples == 104 and found.configurations == 500
-    assert found.high == pytest.approx(69.5 - 99 * found.mean)  # the 99th percentile of the chunks' excess
+    assert found.high == 20.0  # the slowest configuration measured bounds the next ones
+    # ... unless they are not a fair sample: finished while an earlier, slower one still runs
+    assert tuning.estimate([(0.5, 1)] * 200, unbiased=77).high == math.inf  # type: ignore[union-attr]
+    assert tuning.estimate([(0.5, 1)] * 200, unbiased=100).high == 0.5  # type: ignore[union-attr]
     assert tuning.chunk_size(found, target_seconds=30, remaining=500, workers=8, walltime=3600) == 500 // 16  # the end
     assert tuning.chunk_size(found, target_seconds=30, remaining=10_000, workers=8, walltime=3600) == 43  # 30 s of mean
-    # a task never predicted to outlast a worker's walltime, whatever the target
+    # a task stays short next to a worker's walltime: its configurations beyond the slowest take at most
+    # WINDOW_FRACTION of what a worker has beyond its start and the slowest configuration
     size = tuning.chunk_size(found, target_seconds=1000, remaining=10_000, workers=1, walltime=120)
+    spare = 120 - tuning.WORKER_START_SECONDS - tuning.fit_margin(20.0) - 20.0
+    assert size == 1 + int(tuning.WINDOW_FRACTION * spare / found.mean)
     assert tuning.fits(found.predict(size), 120 - tuning.WORKER_START_SECONDS, 0, 30)
     # a slow configuration inside a chunk of ten is not averaged away: the chunk bounds it
     hidden = tuning.estimate([(5.0, 10)] * 9 + [(24.5, 10)])
     assert hidden is not None and hidden.high == pytest.approx(24.5 - 9 * hidden.mean) and hidden.high > 15
     tail = tuning.estimate([(0.5, 1)] * 90 + [(20.0, 1)] * 10)
     assert tail is not None and tail.predict(10) == pytest.approx(9 * tail.mean + 20.0)
+    # what a fresh worker of 2 minutes takes when the tail is not known: it starts such a task only
+    # within the first quarter of its walltime (its start included)
+    assert tuning.fits(tuning.longest_fitting(120), 90, 0, 30)
+    assert not tuning.fits(tuning.longest_fitting(120), 89, 0, 30)
+    assert tuning.longest_fitting(45) == 45 - tuning.WORKER_START_SECONDS - tuning.MIN_FIT_MARGIN
 
 
 def test_worker_walltime_fits_the_longest_task_and_its_share_of_the_backlog() -> None:
     assert tuning.worker_walltime(longest=100, backlog=0, workers=8, cap=7200) >= 100 + tuning.fit_margin(100)
     assert tuning.worker_walltime(longest=10, backlog=8000, workers=8, cap=600) == 600
-    assert tuning.worker_walltime(longest=10, backlog=800, workers=8, cap=7200) == 100 + tuning.WORKER_START_SECONDS
+    # whole minutes (Slurm rounds a time limit up to them), within the cap
+    assert tuning.worker_walltime(longest=10, backlog=700, workers=8, cap=7200) == 120
+    assert tuning.worker_walltime(longest=10, backlog=700, workers=8, cap=100) == 100
     assert tuning.workers_wanted(max_workers=8, backlog=1e6) == 8
     assert tuning.workers_wanted(max_workers=8, backlog=50) == 2  # near the end: fewer workers start
+
+
+def test_a_worker_counts_its_time_left_from_its_jobs_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, predicted in (("first", "1"), ("task", "20")):
+        make_chunk(tmp_path, name, 1)
+        (tmp_path / name / layout.PREDICTED).write_text(f"{predicted}\n")
+    sh(tmp_path, queue.enqueue_command(PID, ["first", "task"]))
+    q = tmp_path / queue.queue_dir(PID)
+    home = q / "workers" / "w1"
+    home.mkdir()
+    monkeypatch.chdir(home)
+    # its job started 100 s ago (its Python started late, on a loaded node): 20 s of 120 are left;
+    # its first task runs whatever is left (no worker has more than a fresh one), the next does not fit
+    monkeypatch.setenv(layout.JOB_STARTED_ENV, str(int(time.time()) - 100))
+    assert pack_worker.serve(q, max_time=120, idle=0, worker="w1") == 1
+    assert (tmp_path / "first" / layout.SUCCEEDED).exists() and os.listdir(q / "retry") == ["task"]
+    monkeypatch.delenv(layout.JOB_STARTED_ENV)  # no stamp: counted from the worker's own start
+    assert pack_worker.serve(q, max_time=120, idle=0, worker="w2") == 1
+    spec = JobScriptSpec(job_id="j", job_dir="/d", partition="p", num_nodes=1, num_cores=1, num_cores_per_node=1,
+                         max_time=60)
+    script = SlurmScheduler().render_script(spec).splitlines()
+    assert script[script.index("") + 1] == f"export {layout.JOB_STARTED_ENV}=$(date +%s)"  # the first command
 
 
 def test_a_worker_gives_back_a_task_that_does_not_fit_its_time_left_and_exits(

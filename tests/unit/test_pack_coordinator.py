@@ -64,6 +64,19 @@ async def coordinator(transport: ScriptedTransport, workers: Workers, *, serve: 
         tasks.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def worker_77_running_c1(tmp_path: Path, transport: ScriptedTransport, workers: Workers,
+                               ) -> AsyncIterator[tuple[PackCoordinator, PackListings, str]]:
+    """A served coordinator whose pack's one worker (job 77) is listed running chunk c1; the listing's text."""
+    worker_spec = spec(tmp_path, workers=1)
+    async with coordinator(transport, workers) as (packing, listings):
+        packing.expect(worker_spec, ROOT)
+        running = listing(worker_spec.pack_id, [], {"c1": "w1"}, {"w1": "77"})
+        listings.survey_states(ROOT, running, {"77": QueueState.RUNNING})
+        await anyio.sleep(0.05)
+        yield packing, listings, running
+
+
 async def test_a_survey_only_reads_and_the_served_loop_starts_workers_for_queued_chunks(tmp_path: Path) -> None:
     transport, workers = ScriptedTransport(), Workers()
     worker_spec = spec(tmp_path, workers=2)
@@ -89,24 +102,41 @@ async def test_a_survey_only_reads_and_the_served_loop_starts_workers_for_queued
 
 
 async def test_a_worker_gone_from_the_queue_has_its_chunk_put_back_once(tmp_path: Path) -> None:
-    transport, workers = ScriptedTransport(submit=lambda sent: ""), Workers()
-    worker_spec = spec(tmp_path, workers=1)
-    pid = worker_spec.pack_id
-    async with coordinator(transport, workers) as (packing, listings):
-        packing.expect(worker_spec, ROOT)
-        running = listing(pid, [], {"c1": "w1"}, {"w1": "77"})
-        listings.survey_states(ROOT, running, {"77": QueueState.RUNNING})
-        await anyio.sleep(0.05)
+    # its accounting: cancelled, not killed at a limit (its chunk is put back, not escalated)
+    transport = ScriptedTransport(submit=lambda sent: "", poll=lambda sent: "77|CANCELLED by 0|0:15|00:01:00|\n")
+    workers = Workers()
+    async with worker_77_running_c1(tmp_path, transport, workers) as (packing, listings, running):
         assert not transport.sent and not workers.submitted  # alive, running the only chunk
-        listings.survey_states(ROOT, running, {})  # gone from the queue: missing
+        listings.survey_states(ROOT, running, {})  # gone from the queue: missing; its accounting is asked
+        while not transport.sent:
+            await anyio.sleep(0.01)
         await anyio.sleep(0.05)
-        assert not transport.sent
-        listings.survey_states(ROOT, running, {})  # still gone, past the grace (0 s): dead
+        assert transport.kinds() == ["poll"] and packing.stats["chunks_put_back"] == 0
+        listings.survey_states(ROOT, running, {})  # ended, as its accounting says: dead
+        while len(transport.sent) < 2:
+            await anyio.sleep(0.01)
+        await anyio.sleep(0.1)
+        assert transport.kinds() == ["poll", "submit"] and packing.stats["chunks_put_back"] == 1
+        assert "sacct" in transport.sent[0].command and "77" in transport.sent[0].command
+        assert len(workers.submitted) == 1  # a new worker for the chunk put back
+
+
+async def test_a_chunk_killed_with_its_worker_at_its_time_limit_leaves_the_pack_with_the_cause(tmp_path: Path) -> None:
+    """Put back, it would be killed again by a worker like the one that died: it leaves its pack with
+    the worker's cause, which the poll reads as the chunk's (its job escalates it)."""
+    transport, workers = ScriptedTransport(submit=lambda sent: ""), Workers()
+    pid = spec(tmp_path, workers=1).pack_id
+    async with worker_77_running_c1(tmp_path, transport, workers) as (packing, listings, running):
+        listings.survey_states(ROOT, running, {"77": QueueState.TIMEOUT})  # Slurm lists it ended: dead at once
         while not transport.sent:
             await anyio.sleep(0.01)
         await anyio.sleep(0.1)
-        assert transport.kinds() == ["submit"] and packing.stats["chunks_put_back"] == 1
-        assert len(workers.submitted) == 1  # a new worker for the chunk put back
+        assert transport.kinds() == ["submit"]  # the listing said why: no accounting asked
+        assert "/gone/c1" in transport.sent[0].command and "/retry/c1" not in transport.sent[0].command
+        assert packing.stats["chunks_put_back"] == 0 and packing.stats["chunks_killed_at_limit"] == 1
+        ended = listings.accounted(chunk_remote_id(pid, "c1"))
+        assert ended is not None and ended.state is QueueState.TIMEOUT and ended.ending is not None
+        assert "killed at its time limit" in ended.detail() and "worker job 77" in ended.detail()
 
 
 async def test_gone_entries_of_chunks_recorded_as_ended_are_pruned_and_the_others_kept(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from ..job import Packed, PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
 from ..jobs.pack_option import effective_pack
 from ..jobs.states import UNFINISHED, JobStatus
+from ..pack.tuning import longest_fitting
 from ..placement.call import PlacedCall, Plan, plan
 from ..placement.choices import first_name
 from ..progress import Progress
@@ -85,10 +86,13 @@ class Chunk:
 
     def halves(self) -> tuple[Chunk, Chunk]:
         """Its two halves, each a job of its own on the system it ran on (its job was killed at its
-        time limit: escalation)."""
+        time limit: escalation). A packed chunk's halves are staged to fit only a fresh worker: one
+        taken with as little time left as the whole would be killed again."""
         assert self.maker is not None
         cut = len(self.group) // 2
-        first, second = (self.maker.chunk(self.index, part, sys_name=self.job.system.name)
+        route = self.job.route
+        predicted = longest_fitting(route.worker.max_time) if isinstance(route, Packed) else None
+        first, second = (self.maker.chunk(self.index, part, predicted, sys_name=self.job.system.name)
                          for part in (self.group[:cut], self.group[cut:]))
         return first, second
 

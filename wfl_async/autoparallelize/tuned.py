@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import pickle
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -70,6 +71,13 @@ class TunedChunks:
         self.unfinished: dict[int, tuple[int, float | None]] = {}
         """Chunk index -> (configurations, predicted seconds) of chunks planned and not finished."""
         self._next_index = 0
+        self._earlier = sum(n for _, n in measured)
+        """Configurations measured by earlier calls."""
+        self._finished: dict[int, int] = {}
+        """Chunk index -> configurations, of chunks finished after the prefix below."""
+        self._prefix = (0, 0)
+        """(chunks, configurations) of the longest run of chunks, in plan order, all finished: the
+        configurations measured without the bias of slow ones still running."""
         self.cap = 0.0
         """A worker's longest walltime (s): its call's ``max_time``, or the setting's ``walltime``."""
         self.pack_id: str | None = None
@@ -97,7 +105,7 @@ class TunedChunks:
         return len(self.entries)
 
     def estimate(self) -> Estimate | None:
-        return estimate(self.measured)
+        return estimate(self.measured, unbiased=self._earlier + self._prefix[1])
 
     def exhausted(self) -> bool:
         """Every configuration is in a chunk."""
@@ -111,7 +119,7 @@ class TunedChunks:
         groups: list[tuple[int, int, float | None]] = []
         while self._replay and self._replay[0][0] == self.planned:
             first, count = self._replay.pop(0)
-            groups.append((first, count, found.predict(count) if found else None))
+            groups.append((first, count, found.predict(count) if found else math.inf))
             self.planned += count
         self._replay = [g for g in self._replay if g[0] >= self.planned]
         new: list[tuple[int, int]] = []
@@ -122,14 +130,16 @@ class TunedChunks:
                 remaining = min(remaining, self._replay[0][0] - self.planned)
             size = chunk_size(found, target_seconds=self.setting.target_chunk_seconds, remaining=remaining,
                               workers=self.setting.workers, walltime=self.cap)
-            groups.append((self.planned, size, found.predict(size) if found else None))
+            groups.append((self.planned, size, found.predict(size) if found else math.inf))
             new.append((self.planned, size))
             self.planned += size
         await self.session.db.record_groups(self.call, new)  # before any claim: a rerun groups the same
         chunks = []
         for first, count, predicted in groups:
-            if predicted is not None and self.cap:
+            if predicted is not None and self.cap:  # the tail not known yet, or longer than any walltime
                 predicted = min(predicted, longest_fitting(self.cap))
+            if predicted is not None and not math.isfinite(predicted):
+                predicted = None
             chunk = self.maker.chunk(self._next_index, self.entries[first:first + count], predicted)
             self._next_index += 1
             self.unfinished[chunk.index] = (count, predicted)
@@ -142,6 +152,12 @@ class TunedChunks:
         self.unfinished.pop(chunk.index, None)
         if seconds is not None:
             self.measured.insert(0, (seconds, len(chunk.items)))
+        self._finished[chunk.index] = len(chunk.items)
+        index, configurations = self._prefix
+        while index in self._finished:
+            configurations += self._finished.pop(index)
+            index += 1
+        self._prefix = (index, configurations)
         self._tell_coordinator()
 
     def predicted_left(self, workers: int) -> float | None:
@@ -149,9 +165,12 @@ class TunedChunks:
         found = self.estimate()
         if found is None:
             return None
-        unplanned = self.total - self.planned
-        work = sum(p if p is not None else n * found.mean for n, p in self.unfinished.values())
-        return (work + unplanned * found.mean) / max(1, workers)
+        return self._work_left(found) / max(1, workers)
+
+    def _work_left(self, found: Estimate) -> float:
+        """Seconds of work not finished at the measured mean (a task's prediction bounds its slowest
+        configuration: it says when a task fits, not how long the rest takes)."""
+        return (self.total - self.planned + sum(n for n, _ in self.unfinished.values())) * found.mean
 
     def _tell_coordinator(self) -> None:
         """The pack's coordinator chooses workers from the work left (nothing measured: its defaults)."""
@@ -159,6 +178,5 @@ class TunedChunks:
         if found is None or self.pack_id is None:
             return
         predicted = [p if p is not None else n * found.mean for n, p in self.unfinished.values()]
-        backlog = sum(predicted) + (self.total - self.planned) * found.mean
         self.session.packing(self.system).tune(self.pack_id, PackTuning(longest=max(predicted, default=0.0),
-                                                                        backlog=backlog))
+                                                                        backlog=self._work_left(found)))

@@ -24,6 +24,9 @@ SUBMIT_RELEASED = "_wfl_async_submit.released"
 PREDICTED = "_wfl_async_predicted_seconds"
 """A self-tuned packed chunk's predicted run time (s, text), staged with its task: a worker takes the
 chunk only if it fits the time the worker has left (docs/self-tuning.md)."""
+JOB_STARTED_ENV = "WFL_ASYNC_JOB_STARTED"
+"""Environment variable the job script sets first, to the epoch second it started (``date +%s``): a
+packed worker counts its time left from it, not from its own Python start (slow under load)."""
 WORKER_LOG = "_wfl_async_worker.log"
 """stdout and stderr of the worker (the function's prints, the remote traceback)."""
 FETCH_ON_FINISH = (RESULT, WORKER_LOG, STARTED, *FINAL_MARKERS)

@@ -46,7 +46,7 @@ import anyio.abc
 from ..errors import SchedulerError, TransportError
 from ..jobs.pack_option import PackSetting
 from ..jobs.states import ACTIVE_STATES, QueueState
-from ..scheduler.base import Scheduler
+from ..scheduler.base import Accounted, Scheduler
 from ..system import SubmitRequest
 from ..system.batching import gather_arrivals, resend_after
 from ..system.machine import Machine
@@ -54,6 +54,7 @@ from ..system.paths import safe_name
 from ..system.recorder import Recorder
 from ..system.submit import retry_delay
 from ..system.window import QueueWindow
+from .kills import ACCOUNTING_LISTINGS, at_limit, chunk_ending, from_listing, split_taken
 from .listings import Listed, PackListings
 from .queue import (
     NAMES_PER_COMMAND,
@@ -136,6 +137,11 @@ class _Pack:
     topping_up: bool = False
     requeueing: bool = False
     pruning: bool = False
+    accounting_asked: dict[str, int] = field(default_factory=dict)
+    """Worker -> times its accounting was asked and had no record of it yet."""
+    ended: dict[str, Accounted] = field(default_factory=dict)
+    """Worker gone from the queue -> how it ended (its listing or accounting)."""
+    asking: bool = False
     warned: bool = False
 
 
@@ -190,7 +196,7 @@ class PackCoordinator:
         self.stopped_by: BaseException | None = None
         """Set by :meth:`stop_waiters`: packing on this system is gone, and every later chunk raises this."""
         self.stats = {"enqueue_commands": 0, "workers_submitted": 0, "requeue_commands": 0, "chunks_put_back": 0,
-                      "gone_pruned": 0}
+                      "gone_pruned": 0, "chunks_killed_at_limit": 0}
 
     @property
     def listed(self) -> dict[str, Listed]:
@@ -399,25 +405,42 @@ class PackCoordinator:
                 self._start(self._prune_gone, root, pid, sorted(queue.gone))
             if decision.requeue and not pack.requeueing:
                 pack.requeueing = True
-                self._start(self._requeue, root, pid, list(decision.orphans), list(decision.dead))
+                self._start(self._requeue, root, pid, list(decision.orphans), list(decision.dead), states)
             elif pack.remaining:
                 self._start(self._top_up, root, pid)
+            missing = [name for name, w in pack.workers.items() if w.missing_since not in (None, -math.inf)
+                       and name not in pack.ended and pack.accounting_asked.get(name, 0) < ACCOUNTING_LISTINGS]
+            if missing and states is not None and not pack.asking:
+                pack.asking = True  # why it left the queue, within a poll: not after the grace
+                self._start(self._account_missing, root, pid, missing)
         for (where, pid), pack in self._packs.items():
             if where == root and pid not in listing.packs:
                 pack.remaining = pack.queued = pack.running = 0
 
-    async def _requeue(self, root: str, pid: str, taken: list[tuple[str, str]], dead: list[str]) -> None:
+    async def _requeue(self, root: str, pid: str, taken: list[tuple[str, str]], dead: list[str],
+                       states: Mapping[str, QueueState] | None) -> None:
         pack = self._packs[(root, pid)]
         try:
+            killed, unknown = await self._killed_at_limit(root, pid, pack, dead, states)
+            if unknown:  # its accounting may come at the next listing (SGE's qacct lags): ask again then
+                return
+            put_back, dropped = split_taken(taken, killed)
             log.info("%s: pack %s: worker(s) %s left the queue without finishing; putting %d chunk(s) back",
-                     self.machine.name, pid, ", ".join(dead) or "-", len(taken))
+                     self.machine.name, pid, ", ".join(dead) or "-", len(put_back))
             self.stats["requeue_commands"] += 1
             step = NAMES_PER_COMMAND // 4  # each entry is a few names long
-            for start in range(0, max(len(taken), len(dead)), step):
-                command = requeue_command(pid, taken[start:start + step], dead[start:start + step])
+            for start in range(0, max(len(put_back), len(dead), len(dropped)), step):
+                command = requeue_command(pid, put_back[start:start + step], dead[start:start + step],
+                                          dropped[start:start + step])
                 await self.machine.transport.run(f"cd {shlex.quote(root)} && {command}", kind="submit", retry=True)
-            self.stats["chunks_put_back"] += len(taken)
-            pack.queued += len(taken)
+            for job_dir, worker in dropped:
+                ended = chunk_ending(killed[worker], pack.workers[worker].remote_id or worker)
+                self.listings.ended[chunk_remote_id(pid, job_dir)] = ended
+                log.info("%s: pack %s: chunk %s was %s; it leaves the pack to be escalated", self.machine.name, pid,
+                         job_dir, ended.detail())
+            self.stats["chunks_put_back"] += len(put_back)
+            self.stats["chunks_killed_at_limit"] += len(dropped)
+            pack.queued += len(put_back)
             for name in dead:
                 self._forget(pack, pid, name)
         except TransportError as exc:
@@ -441,11 +464,57 @@ class PackCoordinator:
                      self.machine.name, pid, exc)
         finally:
             pack.pruning = False
+    async def _account_missing(self, root: str, pid: str, names: Sequence[str]) -> None:
+        """Workers missing from the queue that the accounting says ended are dead now (not after the grace)."""
+        pack = self._packs[(root, pid)]
+        try:
+            for name in await self._accounting_of(root, pid, pack, names):
+                if (worker := pack.workers.get(name)) is not None:
+                    pack.workers[name] = replace(worker, missing_since=-math.inf)
+        except TransportError as exc:
+            log.info("%s: pack %s: could not read the accounting of worker(s) %s (%s)", self.machine.name, pid,
+                     ", ".join(names), exc)
+        finally:
+            pack.asking = False
+
+    async def _accounting_of(self, root: str, pid: str, pack: _Pack, names: Sequence[str]) -> dict[str, Accounted]:
+        """How workers ``names`` ended, by the scheduler's accounting (one command; kept in ``pack.ended``)."""
+        ask = {w.remote_id: name for name in names if name not in pack.ended
+               and (w := pack.workers.get(name)) is not None and w.remote_id is not None}
+        if ask:
+            dirs = {remote_id: f"{root}/{worker_dir(pid, name)}" for remote_id, name in ask.items()}
+            for remote_id, record in (await self.machine.accounting(dirs)).items():
+                if remote_id in ask and record.work_dir.rstrip("/") in ("", dirs[remote_id]):
+                    pack.ended[ask[remote_id]] = record
+            for name in ask.values():
+                if name not in pack.ended:
+                    pack.accounting_asked[name] = pack.accounting_asked.get(name, 0) + 1
+        return {name: pack.ended[name] for name in names if name in pack.ended}
+
+    async def _killed_at_limit(self, root: str, pid: str, pack: _Pack, dead: Sequence[str],
+                               states: Mapping[str, QueueState] | None) -> tuple[dict[str, Accounted], bool]:
+        """Dead workers killed at their time or memory limit (:mod:`.kills`), and whether one's end is
+        not known yet and worth asking again at the next listing (at most :data:`ACCOUNTING_LISTINGS` times)."""
+        scheduler = self.machine.scheduler
+        for name in dead:
+            worker = pack.workers.get(name)
+            if worker is not None and worker.remote_id is not None and name not in pack.ended:
+                shown = from_listing((states or {}).get(worker.remote_id), scheduler.name, worker.walltime)
+                if shown is not None:
+                    pack.ended[name] = shown
+        ended = await self._accounting_of(root, pid, pack, dead)
+        asking = [name for name in dead if name not in ended and (w := pack.workers.get(name)) is not None
+                  and w.remote_id is not None]
+        unknown = bool(asking) and scheduler.accounting_command(["0"]) is not None and any(
+            pack.accounting_asked.get(name, 0) < ACCOUNTING_LISTINGS for name in asking)
+        return {name: record for name, record in ended.items() if at_limit(record)}, unknown
 
     # ------------------------------------------------------------------ workers
     def _forget(self, pack: _Pack, pid: str, name: str) -> None:
         """A worker is gone: its room in the queue window (``max_queued_jobs``) is free again."""
         pack.workers.pop(name, None)
+        pack.accounting_asked.pop(name, None)
+        pack.ended.pop(name, None)
         self.window.left([worker_dir(pid, name)])
 
     def _alive_count(self, pack: _Pack) -> int:
@@ -480,7 +549,7 @@ class PackCoordinator:
         name = f"w{uuid.uuid4().hex[:12]}"
         job_dir = worker_dir(pid, name)
         await anyio.Path(spec.local_root / job_dir).mkdir(parents=True, exist_ok=True)
-        pack.workers[name] = WorkerState(submitted_at=time.monotonic())
+        pack.workers[name] = WorkerState(submitted_at=time.monotonic(), walltime=walltime)
         request = SubmitRequest(job_dir=job_dir, job_name=safe_name(f"{spec.job_name}_worker"),
                                 partition=spec.partition, node_dict=dict(spec.node_dict), max_time=walltime,
                                 header_extra=list(spec.header_extra),

@@ -18,6 +18,7 @@ from collections.abc import MutableMapping
 import anyio
 
 from ..jobs.states import QueueState
+from ..scheduler.base import Accounted
 from .queue import LISTING_END, ChunkStates, PackListing, listing_command, parse_listing
 
 __all__ = ["Listed", "PackListings"]
@@ -37,6 +38,12 @@ class PackListings:
         """Remote root -> the last survey's listing of its packs and the scheduler's states."""
         self._fresh: dict[str, Listed] = {}
         self._arrived = anyio.Event()
+        self.ended: dict[str, Accounted] = {}
+        """Packed chunk's remote id -> how it ended: killed with its worker at a limit (:mod:`.kills`)."""
+
+    def accounted(self, remote_id: str) -> Accounted | None:
+        """How a packed chunk that left its queue ended, where the coordinator knows (its worker's kill)."""
+        return self.ended.get(remote_id)
 
     def survey_shell(self, root: str) -> str:
         """Added to the system's survey command (read only): every pack's queue under ``root``."""

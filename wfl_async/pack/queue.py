@@ -328,19 +328,22 @@ def take_back_command(pid: str, job_dir: str) -> str:
             f"if [ -e {q}/{MOVED}/{d} ]; then echo {TAKEN_BACK}; else echo {KEPT}; fi; }}")
 
 
-def requeue_command(pid: str, dead: Iterable[tuple[str, str]], workers: Iterable[str]) -> str:
+def requeue_command(pid: str, dead: Iterable[tuple[str, str]], workers: Iterable[str],
+                    dropped: Iterable[tuple[str, str]] = ()) -> str:
     """Shell text, run in the remote root: give the chunks of dead workers back (into ``retry``), retire the workers.
 
-    ``dead`` holds ``(job dir, worker)`` of each taken entry; a chunk that reached its final
-    marker meanwhile is only unlisted, never queued again (it ran to completion once). Each
-    entry moves by one rename: repeated, the command finds nothing more to do.
+    ``dead`` holds ``(job dir, worker)`` of each taken entry; ``dropped`` those that leave the
+    queue instead (into ``gone``: killed with their worker at its limit, escalated by the driver,
+    :mod:`.kills`). A chunk that reached its final marker meanwhile is only unlisted, never queued
+    again (it ran to completion once). Each entry moves by one rename: repeated, the command finds
+    nothing more to do.
     """
     q = shlex.quote(queue_dir(pid))
     lines = []
-    for job_dir, worker in dead:
+    for (job_dir, worker), into in [*((t, RETRY) for t in dead), *((t, GONE) for t in dropped)]:
         d, entry = shlex.quote(job_dir), f"{q}/{TAKEN}/{shlex.quote(f'{job_dir}@{worker}')}"
         lines.append(f"if [ -e {entry} ]; then if {_final_test(d)}; then rm -f {entry}; "
-                     f"else echo {shlex.quote(worker)} >> {entry} && mv -f {entry} {q}/{RETRY}/{d}; fi; fi")
+                     f"else echo {shlex.quote(worker)} >> {entry} && mv -f {entry} {q}/{into}/{d}; fi; fi")
     lines.extend(f"mkdir -p {q}/{WORKERS}/{shlex.quote(w)} && : > {q}/{WORKERS}/{shlex.quote(w)}/{EXITED}"
                  for w in workers)
-    return f"mkdir -p {q}/{RETRY} ; " + " ; ".join(lines) if lines else "true"
+    return f"mkdir -p {q}/{RETRY} {q}/{GONE} ; " + " ; ".join(lines) if lines else "true"

@@ -10,7 +10,9 @@ makes short chunks cheap. It exits when the queue stays empty for ``--idle`` sec
 when too little of ``--max-time`` is left to run another chunk as long as the longest so far.
 A self-tuned chunk carries its predicted time (:data:`~wfl_async.jobs.layout.PREDICTED`): the
 worker runs it only if it :func:`fits` the time left, else gives it back and, after
-:data:`MAX_REFUSALS` such chunks in a row, exits (the driver submits a worker it fits).
+:data:`MAX_REFUSALS` such chunks in a row, exits (the driver submits a worker it fits). The first
+chunk a worker takes always runs: no worker has more time than a fresh one, so a start slower
+than the walltime's margin (a loaded node) must not leave a chunk no worker ever takes.
 
 Killed mid-claim or mid-chunk, it leaves its entry in ``taken``: the driver sees the worker gone
 from the queue and puts the chunk back (:func:`wfl_async.pack.queue.requeue_command`). A worker
@@ -56,6 +58,20 @@ def fits(job_dir: Path, left: float, longest: float) -> bool:
     return fits_time_left(predicted_seconds(job_dir), left, longest, MIN_MARGIN)
 
 
+def job_started(now_monotonic: float, now_epoch: float) -> float:
+    """When this worker's job started, on the ``time.monotonic()`` clock.
+
+    From the job script's first line (:data:`~wfl_async.jobs.layout.JOB_STARTED_ENV`, whole
+    seconds: taken one second earlier), so the Python start, slow on a loaded node, is counted in
+    the time used; without it, from now.
+    """
+    try:
+        stamp = float(os.environ[layout.JOB_STARTED_ENV]) - 1.0
+    except (KeyError, ValueError):
+        return now_monotonic
+    return now_monotonic - max(0.0, now_epoch - stamp)
+
+
 def run_chunk(job_dir: Path) -> None:
     """Run one chunk as its own job would, its output going to the chunk's own log."""
     log_fd = os.open(job_dir / layout.WORKER_LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -85,7 +101,7 @@ def serve(queue: Path, max_time: float, idle: float, worker: str) -> int:
     """Take and run chunks until the queue stays empty or time runs short; return how many ran."""
     root = queue.parent.parent
     claimer = Claimer(queue, worker)
-    started = time.monotonic()
+    started = job_started(time.monotonic(), time.time())
     longest = 0.0
     ran = refused = 0
     while refused < MAX_REFUSALS:
@@ -108,7 +124,7 @@ def serve(queue: Path, max_time: float, idle: float, worker: str) -> int:
             claimer.drop(name, job_dir)
             continue
         left = max_time - (time.monotonic() - started)
-        if not fits(job_dir, left, longest):
+        if not fits(job_dir, left, longest) and (ran or predicted_seconds(job_dir) is None):
             print(f"not running {name}: predicted {predicted_seconds(job_dir)} s, {left:.0f} s left; giving it back",
                   flush=True)
             claimer.release(name)

@@ -36,6 +36,8 @@ class WorkerState:
     """When a listing first had it not active (queued, held, running) in the scheduler's queue."""
     first_unknown: float | None = None
     """When a listing first showed it without any queue id (its submit answer lost)."""
+    walltime: float = math.inf
+    """The walltime (s) it was submitted with (``inf``: not known, an earlier run's)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ def _listed(worker: WorkerState, states: Mapping[str, QueueState] | None, *, now
     missing_for = None if worker.missing_since is None else now - worker.missing_since
     verdict = classify(remote_id=worker.remote_id, marker=None, states=states, missing_for=missing_for, grace=grace,
                        where=where)
+    if verdict.kind is VerdictKind.DIED and missing_for is None:  # listed as ended (TIMEOUT): dead at once
+        return replace(worker, missing_since=-math.inf)
     active = verdict.kind is VerdictKind.ACTIVE
     return replace(worker, missing_since=None if active else (worker.missing_since or now))
 

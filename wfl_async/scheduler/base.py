@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 
 from ..errors import ConfigurationError, SchedulerError
 from ..jobs.ended import EndCause, Ending
+from ..jobs.layout import JOB_STARTED_ENV
 from ..jobs.states import QueueState
 from . import arrays
 from .submit_lock import IN_PROGRESS, SET_HOLDER, SET_HOST, UNRESOLVED, UNRESOLVED_RC, submit_once
@@ -175,6 +176,8 @@ class Scheduler(ABC):
         """The whole job script: header directives, ExPyRe's ``EXPYRE_NUM_*`` variables, body."""
         header_text = self.render_header(spec)
         commands = [
+            # when the job started, before anything it runs: a packed worker counts its time left from it
+            f"export {JOB_STARTED_ENV}=$(date +%s)",
             *self.cores_per_node_commands(spec),
             f"export EXPYRE_NUM_NODES={spec.num_nodes}",
             f"export EXPYRE_NUM_CORES={spec.num_cores}",

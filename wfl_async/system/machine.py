@@ -67,6 +67,9 @@ class SurveyExtension(Protocol):
     def survey_states(self, root: str, text: str,
                       states: dict[str, QueueState] | None) -> MutableMapping[str, QueueState] | None: ...
 
+    def accounted(self, remote_id: str) -> Accounted | None:
+        """How a job the scheduler never listed (a packed chunk) ended, where the extension knows."""
+
 
 class Machine:
     """A machine jobs run on: config, scheduler, transport, run directory, rate limit, counters."""

@@ -400,14 +400,19 @@ class PollLoop:
         whose jobs all end well asks the accounting nothing."""
         if states is None:
             return {}
-        vanished = {w.remote_id: w.job_dir for w in watches
-                    if w.remote_id and states.get(w.remote_id) not in ACTIVE_STATES
-                    and (w.state.marker is None or not w.state.marker.final)
-                    and not any(names.get(w.job_dir) in _FINAL_MARKERS for names in seen)
-                    and w.in_window}  # a scheduler job of its own (a packed chunk's worker is)
-        if not vanished:
-            return {}
+        unfinished = [w for w in watches if w.remote_id and states.get(w.remote_id) not in ACTIVE_STATES
+                      and (w.state.marker is None or not w.state.marker.final)
+                      and not any(names.get(w.job_dir) in _FINAL_MARKERS for names in seen)]
         found: dict[str, Accounted] = {}
+        for watch in unfinished:  # a packed chunk: killed with its worker at a limit, as its pack tells
+            if not watch.in_window and self.extension is not None and (
+                    ended := self.extension.accounted(watch.remote_id or "")) is not None:
+                states[watch.remote_id or ""] = ended.state
+                found[watch.job_dir] = ended
+        # a scheduler job of its own (a packed chunk's worker is)
+        vanished = {w.remote_id: w.job_dir for w in unfinished if w.in_window and w.remote_id}
+        if not vanished:
+            return found
         dirs = {remote_id: f"{root}/{job_dir}" for remote_id, job_dir in vanished.items()}
         for remote_id, ended in (await self.machine.accounting(dirs)).items():
             job_dir = vanished.get(remote_id)
