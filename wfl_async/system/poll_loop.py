@@ -120,6 +120,13 @@ class PollRecord:
 _FINAL_MARKERS = frozenset(m.value for m in Marker if m.final)
 """Marker names that end a job (what a survey or the event log prints)."""
 
+def _finished(watch: Watch, seen: Sequence[dict[str, str]]) -> bool:
+    """The job wrote its final marker: seen by an earlier poll, or by this one (``seen``: the markers
+    and the event log's lines, job dir -> marker name)."""
+    return (watch.state.marker is not None and watch.state.marker.final) or any(
+        names.get(watch.job_dir) in _FINAL_MARKERS for names in seen)
+
+
 class PollLoop:
     """Watches one system's submitted jobs until each has ended; see the module docstring."""
 
@@ -401,18 +408,30 @@ class PollLoop:
         if states is None:
             return {}
         unfinished = [w for w in watches if w.remote_id and states.get(w.remote_id) not in ACTIVE_STATES
-                      and (w.state.marker is None or not w.state.marker.final)
-                      and not any(names.get(w.job_dir) in _FINAL_MARKERS for names in seen)]
+                      and not _finished(w, seen)]
+        found = self._packed_ends(unfinished, states)
+        found.update(await self._own_job_ends(root, unfinished, states))
+        return found
+
+    def _packed_ends(self, unfinished: Sequence[Watch], states: MutableMapping[str, QueueState]) -> dict[str, Accounted]:
+        """Packed chunks among ``unfinished`` killed with their worker at a limit, as their pack tells."""
         found: dict[str, Accounted] = {}
-        for watch in unfinished:  # a packed chunk: killed with its worker at a limit, as its pack tells
-            if not watch.in_window and self.extension is not None and (
-                    ended := self.extension.accounted(watch.remote_id or "")) is not None:
+        if self.extension is None:
+            return found
+        for watch in unfinished:
+            if not watch.in_window and (ended := self.extension.accounted(watch.remote_id or "")) is not None:
                 states[watch.remote_id or ""] = ended.state
                 found[watch.job_dir] = ended
-        # a scheduler job of its own (a packed chunk's worker is)
+        return found
+
+    async def _own_job_ends(self, root: str, unfinished: Sequence[Watch],
+                            states: MutableMapping[str, QueueState]) -> dict[str, Accounted]:
+        """How the scheduler jobs of their own among ``unfinished`` ended (a packed chunk's worker is one),
+        by the scheduler's accounting: one command for all of them."""
         vanished = {w.remote_id: w.job_dir for w in unfinished if w.in_window and w.remote_id}
         if not vanished:
-            return found
+            return {}
+        found: dict[str, Accounted] = {}
         dirs = {remote_id: f"{root}/{job_dir}" for remote_id, job_dir in vanished.items()}
         for remote_id, ended in (await self.machine.accounting(dirs)).items():
             job_dir = vanished.get(remote_id)
