@@ -42,6 +42,26 @@ XDIST_GROUPS = {
 }
 """Test files whose tests all share one ``xdist_group``: why, beside each."""
 
+LONG_WAITS = {
+    # each waits out a fixed span whatever the machine does; started first, in the concurrent pass,
+    # its wait overlaps the many short tests instead of being the run's tail (each was 60-160 s)
+    "tests/remote/test_remote_job.py::test_a_job_that_always_hits_its_time_limit_is_resubmitted_once_and_says_why_it_died":
+        "two of Slurm's one-minute time limits, one after the other",
+    "tests/remote/test_died_messages.py::test_a_job_killed_at_its_time_limit_says_so_before_the_grace_without_advising_what_is_set":
+        "two one-minute time limits",
+    "tests/remote/test_remote_job.py::test_another_process_writing_to_the_jobs_database_for_two_minutes_delays_a_workflow_only":
+        "a 125 s database lock",
+    "tests/unit/test_database.py::test_another_process_holding_the_write_lock_delays_writes_and_reads_go_on":
+        "a 65 s database lock",
+    "tests/remote/test_escalation.py::test_a_job_killed_at_its_time_limit_is_rerun_with_twice_the_time":
+        "a one-minute time limit, then the rerun",
+    "tests/remote/test_autoparallelize_remote.py::test_1000_configs_in_chunks_of_36_match_a_serial_run_and_rerun_submits_nothing":
+        "28 EMT jobs and a serial reference run, per system",
+    "tests/remote/test_interrupt_restart.py::test_killed_and_interrupted_runs_then_a_rerun_give_every_result_once":
+        "a killed and an interrupted run, then a rerun",
+}
+"""Tests (node ids without parameters) started before all others: what each waits for."""
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runremote", action="store_true", default=False,
@@ -88,6 +108,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_remote)
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
+    items.sort(key=lambda item: item.nodeid.split("[")[0] not in LONG_WAITS)  # stable: the rest keep their order
 
 
 def remote_system_names() -> list[str]:

@@ -13,9 +13,10 @@ import shlex
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -81,7 +82,28 @@ def ssh_transport(**kwargs: object) -> SshTransport:
 
 
 def openssh_transport(**kwargs: object) -> OpenSshTransport:
-    return OpenSshTransport(HOST, ssh_config=[str(SSH_CONFIG)], **kwargs)  # type: ignore[arg-type]
+    """An OpenSSH transport with a master of its own (its ControlPath in a directory of its own):
+    with the default path, concurrent tests shared one master, and a test that killed its sshd
+    process killed another test's connection (or found its command on a new one)."""
+    sockets = Path(tempfile.mkdtemp(prefix="cm", dir="/tmp"))
+    config = sockets / "ssh_config"
+    config.write_text(f"Include {SSH_CONFIG}\n\nHost *\n    ControlPath {sockets}/%C\n")
+    _OWN_MASTERS.append(config)
+    return OpenSshTransport(HOST, ssh_config=[str(config)], **kwargs)  # type: ignore[arg-type]
+
+
+_OWN_MASTERS: list[Path] = []
+"""The ssh configs of the masters :func:`openssh_transport` made in the running test."""
+
+
+@pytest.fixture(autouse=True)
+def _end_own_masters() -> Iterator[None]:
+    """A test's own masters end with it (they would persist ten minutes, as a user's do)."""
+    yield
+    while _OWN_MASTERS:
+        config = _OWN_MASTERS.pop()
+        subprocess.run(["ssh", "-F", str(config), "-O", "exit", HOST], capture_output=True, check=False)
+        shutil.rmtree(config.parent, ignore_errors=True)
 
 
 SshFactory = Callable[..., "SshTransport | OpenSshTransport"]

@@ -161,7 +161,7 @@ async def test_queued_jobs_waiting_on_a_held_system_move_once_to_the_one_that_dr
     env = dict(os.environ, COLUMNS="250", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     listed = subprocess.run([*cli, "ls", "-n", f"{call.job_name}.*"], env=env, capture_output=True, text=True,
                             check=True).stdout
-    assert listed.count(f"{FAST} (from {slow})") == 3 and "3 moved to another system" in listed, listed
+    assert listed.count(f"{slow}→{FAST}") == 3 and "3 moved to another system" in listed, listed
     status = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True, check=True).stdout
     assert "MOVED IN" in status, status
 
