@@ -324,5 +324,7 @@ async def test_workers_started_at_once_one_killed_mid_claim_run_every_chunk_exac
         assert len(ran_by) == chunks and len(set(ran_by.values())) >= 2, ran_by  # the workers raced
         trap, victim = killed[0]
         assert ran_by[trap].startswith("w") and ran_by[trap] != victim  # run once, by another worker
-        # no held worker is left behind (one submitted as the call ended would wait forever)
-        await system.control("cancel", [w for w in (await listed_workers(session, pack_system)).values() if w])
+        # no held worker is left behind (one submitted as the call ended would wait forever); a worker
+        # listed here may exit (idle) before the cancel reaches it: SGE's qdel then exits 1
+        with contextlib.suppress(SchedulerError):
+            await system.control("cancel", [w for w in (await listed_workers(session, pack_system)).values() if w])
