@@ -117,9 +117,10 @@ def log(job: str, lines: int, no_fetch: bool) -> None:
         raise click.ClickException(project.no_db_message())
     record = _one_job(project, job)
     problem = None
-    if not no_fetch and (record.status in UNFINISHED or _worker_log(project, record)[0] is None):
-        problem = anyio.run(_fetch_log, record, str(project.stage_root))
     data, path = _worker_log(project, record)
+    if not no_fetch and (record.status in UNFINISHED or data is None):
+        problem = anyio.run(_fetch_log, record, str(project.stage_root))
+        data, path = _worker_log(project, record)
     click.echo(f"{record.name}: {record.status.value} on {record.system}"
                + (f" as {record.remote_id}" if record.remote_id else "") + f" (key {record.key[:12]})")
     if record.message:
