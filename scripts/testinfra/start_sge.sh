@@ -110,6 +110,17 @@ if ! execd_alive; then
     started=1
 fi
 record_pid sge_execd "$EXECD_PID" sge_execd
+# A job whose directory vanished before it started (a run stopped half way, its temporary
+# directories removed) fails "before prolog", and SGE then puts the whole queue in error state
+# (E), which outlives a restart: nothing is scheduled again until an admin clears it. On these
+# test daemons that means the jobs of a dead run: delete them and clear the state.
+queue_states() { qstat -f -q "all.q@$HOST_S" | awk -v q="all.q@$HOST_S" '$1 == q {print $6}'; }
+if [[ $(queue_states) == *E* ]]; then
+    log "all.q@$HOST_S is in error state: $(qstat -explain E -f -q "all.q@$HOST_S" | grep -m1 -o 'marked QERROR.*')"
+    log "deleting the SGE jobs an earlier, stopped run left and clearing the error state"
+    qdel -f -u '*' >/dev/null 2>&1 || true
+    qmod -c "all.q@$HOST_S" >/dev/null
+fi
 # queue instance usable: listed with a load value and no state flags (u = unknown)
 queue_ok() { qstat -f -q "all.q@$HOST_S" | awk -v q="all.q@$HOST_S" '$1 == q && NF == 5 && $4 != "-NA-" {ok=1} END {exit !ok}'; }
 wait_for 60 "all.q@$HOST_S reported by execd" queue_ok
