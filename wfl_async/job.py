@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import pickle
 import re
 import shlex
@@ -439,8 +440,9 @@ class PreparedJob:
 
     def _forget_local_copy(self) -> None:
         """Remove the job's local directory of an earlier run: its fetched files must not pass for this run's."""
-        if self.local_dir.exists():
-            shutil.rmtree(self.local_dir)
+        local_dir = os.path.join(self.session.stage_root, self.job_dir)  # no Path made: every packed chunk asks
+        if os.path.exists(local_dir):
+            shutil.rmtree(local_dir)
 
     def _staged_contents(self) -> dict[str, bytes]:
         """The task (and predicted time) to upload, by their bytes."""

@@ -70,6 +70,8 @@ class Session:
         """Where a finished job's fetched files are (its own directory, or a fetched batch's bundle)."""
         self._systems: dict[str, System] = {}
         self._packing: dict[str, PackCoordinator] = {}
+        self._served: set[str] = set()
+        """Systems whose loops and packing coordinator were started (:meth:`serving`)."""
         self._recorder = DatabaseRecorder(self.db, after_progress=self._record_costs_when_due)
         self._transports: dict[tuple[str | None, tuple[str, ...] | None, str], Transport] = {}
         self._users = 0
@@ -152,6 +154,8 @@ class Session:
     async def serving(self, name: str) -> System:
         """The system called ``name``, its loops and its packing coordinator running in the session's task group."""
         system = self.system(name)
+        if name in self._served and system.serving and system.stopped_by is None:
+            return system  # every chunk asks: no lock (and no checkpoint) once its loops run
         async with self._start_lock:
             if system.stopped_by is not None:  # its loops stopped on a bug: not started again on stale state
                 raise system.stopped_by
@@ -160,6 +164,7 @@ class Session:
                     raise RuntimeError("the session is closed")
                 await self._tasks.start(system.serve)
                 await self._tasks.start(self._packing[name].serve)
+                self._served.add(name)
         return system
 
     @property

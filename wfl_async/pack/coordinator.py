@@ -29,6 +29,7 @@ chunks it did not enqueue itself, so a rerun finds workers for them if none are 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shlex
@@ -111,8 +112,16 @@ class WorkerSpec:
 
     @cached_property
     def pack_id(self) -> str:
-        """Same script, same pack: chunks of calls with the same resources share workers (hashed once per spec)."""
-        return pack_id([self.partition, self.node_dict, self.max_time, self.header_extra, self.body])
+        """Same script, same pack: chunks of calls with the same resources share workers (hashed once per script,
+        whatever the specs: jobs named one by one each have a spec of their own)."""
+        return _script_pack_id(self.partition, tuple(self.node_dict.items()), self.max_time, self.header_extra,
+                               self.body)
+
+
+@functools.lru_cache(maxsize=64)
+def _script_pack_id(partition: str, node_items: tuple[tuple[str, int], ...], max_time: int,
+                    header_extra: tuple[str, ...], body: tuple[str, ...]) -> str:
+    return pack_id([partition, dict(node_items), max_time, header_extra, body])
 
 
 @dataclass(frozen=True)
