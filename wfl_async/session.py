@@ -213,13 +213,15 @@ class DatabaseRecorder:
         self._files = anyio.CapacityLimiter(1)
         """A thread of its own for reading fetched markers: never behind the call's staging in anyio's pool."""
 
-    def submitted(self, request: SubmitRequest, root: str) -> None:
-        """Recorded by the submit loop itself, so a job whose caller was cancelled is recorded too."""
-        if request.key:
-            self.db.update_soon([(request.key, {
-                "status": JobStatus.SUBMITTED, "remote_id": request.remote_id, "remote_root": root,
-                "route": request.route, "pack_id": request.pack_id, "submitted_at": time.time(),
-                "cores": request.node_dict.get("num_cores"), "max_time": request.max_time})])
+    def submitted(self, requests: Sequence[SubmitRequest], root: str) -> None:
+        """Recorded by the submit loop itself, so a job whose caller was cancelled is recorded too (one
+        write for a whole enqueue command's chunks)."""
+        now = time.time()
+        self.db.update_soon([(request.key, {
+            "status": JobStatus.SUBMITTED, "remote_id": request.remote_id, "remote_root": root,
+            "route": request.route, "pack_id": request.pack_id, "submitted_at": now,
+            "cores": request.node_dict.get("num_cores"), "max_time": request.max_time})
+            for request in requests if request.key])
 
     async def progressed(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
         """One database write per poll for every job whose state moved, with when it moved

@@ -350,11 +350,12 @@ class PackCoordinator:
         accepted = []
         for item in items:
             if root is not None and item.request.job_dir in queued:
-                self._accepted(item.request, pid, root)
+                self._accepted(item.request, pid)
                 accepted.append(item.request)
             else:
                 self._retry(item, complaint)
         if root is not None:
+            self.recorder.submitted(accepted, root)  # recorded as submitted, as a queued job is
             pack = self._packs[(root, pid)]
             pack.remaining += len(new)  # only these may need a worker
             pack.queued += len(new)
@@ -389,10 +390,9 @@ class PackCoordinator:
                  request.job_dir, item.pid, self.machine.name, complaint, request.attempts, delay)
         self._start(resend_after, self._send, item, delay)
 
-    def _accepted(self, request: SubmitRequest, pid: str, root: str) -> None:
+    def _accepted(self, request: SubmitRequest, pid: str) -> None:
         request.remote_id = chunk_remote_id(pid, request.job_dir)
         log.info("job %s (%s): queued in pack %s on %s", request.job_name, request.job_dir, pid, self.machine.name)
-        self.recorder.submitted(request, root)  # recorded as submitted, as a queued job is
 
     # ------------------------------------------------------------------ acting on a listing
     def _after_listing(self, root: str, listing: PackListing, states: dict[str, QueueState] | None) -> None:
