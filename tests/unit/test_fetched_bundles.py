@@ -6,6 +6,7 @@ The streams are made by GNU tar from real job directories, as the fetch command 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from wfl_async.jobs import layout
-from wfl_async.jobs.fetched import BUNDLE_DIR, FetchedStore, save_bundle
+from wfl_async.jobs.fetched import BUNDLE_DIR, FetchedStore, _plain_members, save_bundle
 from wfl_async.jobs.integrity import marker_seconds, read_verified_result
 from wfl_async.jobs.run_record import read_run_record
 
@@ -92,3 +93,23 @@ def test_a_result_cut_short_in_a_bundle_is_refused_by_its_marker(tmp_path: Path)
     files = save_bundle(local, _stream(remote, paths))["job-a"]
     with pytest.raises(Exception, match="is not the result its job wrote"):
         read_verified_result(files)
+
+
+def test_plain_headers_are_read_as_tarfile_reads_them_and_anything_else_goes_to_tarfile(tmp_path: Path) -> None:
+    remote, local = tmp_path / "remote", tmp_path / "stage"
+    paths = [p for i in range(3) for p in _finished(remote, f"job-{i}", b"r" * (600 * i))]  # 0, 1 and 2 blocks
+    stream = _stream(remote, paths)
+    with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+        expected = [(m.name, True, m.offset_data, m.size, m.mtime) for m in tar]
+    assert _plain_members(stream) == expected and len(expected) == 9
+    # a damaged header: tarfile judges it (and refuses it), nothing is written
+    damaged = bytearray(stream)
+    damaged[0] ^= 1
+    assert _plain_members(bytes(damaged)) is None
+    with pytest.raises(tarfile.TarError):
+        save_bundle(local, bytes(damaged))
+    # a link among plain files: refused by name and kind
+    (remote / "job-0" / layout.WORKER_LOG).symlink_to("/etc/passwd")
+    with pytest.raises(tarfile.FilterError, match=layout.WORKER_LOG):
+        save_bundle(local, _stream(remote, [*paths, f"job-0/{layout.WORKER_LOG}"]))
+    assert not (local / BUNDLE_DIR).exists()
