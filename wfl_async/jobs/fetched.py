@@ -12,6 +12,12 @@ once (:func:`save_bundle`); a later run finds them through the index (:class:`Fe
 A job's files in its own local directory (fetched again after an integrity mismatch, or by
 ``wfl-async sync``) win over a bundle; of two bundles holding the same job (fetched again after
 a driver was killed before recording the first), the newer wins. Standard library only.
+
+A bundle is its jobs' local copy, kept as a job's own directory is (a rerun with the results there
+returns at once, without the cluster; once the remote directories are cleaned it is the only copy):
+nothing removes it when its results reach the caller. ``wfl-async clean`` and ``rm`` remove a bundle
+once none of its jobs keeps its local copy (:func:`unwanted_bundles`); a bundle is one file, so one
+holding a job still kept stays whole.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pathlib import Path
 from . import layout
 from .job_files import DirFiles, JobFiles
 
-__all__ = ["BUNDLE_DIR", "BundledFiles", "FetchedStore", "save_bundle"]
+__all__ = ["BUNDLE_DIR", "BundledFiles", "FetchedStore", "bundles", "save_bundle", "unwanted_bundles"]
 
 BUNDLE_DIR = "_wfl_async_fetched"
 """Under the stage root: one ``<time>-<token>.tar`` per fetched batch."""
@@ -173,6 +179,28 @@ def save_bundle(local_root: Path, stream: bytes) -> dict[str, BundledFiles]:
         tmp.unlink(missing_ok=True)
         raise
     return {job_dir: BundledFiles(entry, stream, path) for job_dir, entry in index.items()}
+
+
+def bundles(local_root: Path) -> dict[Path, frozenset[str]]:
+    """Every complete bundle under ``local_root`` and the job dirs its index holds (an unreadable one: none)."""
+    directory = local_root / BUNDLE_DIR
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(_SUFFIX) and not n.startswith(_TMP))
+    except FileNotFoundError:
+        return {}
+    held: dict[Path, frozenset[str]] = {}
+    for name in names:
+        try:
+            held[directory / name] = frozenset(_read_index(directory / name)[1])
+        except (OSError, ValueError, tarfile.TarError):
+            held[directory / name] = frozenset()
+    return held
+
+
+def unwanted_bundles(held: dict[Path, frozenset[str]], removed: set[str], kept: set[str]) -> list[Path]:
+    """The bundles of ``held`` to delete as the local copies of the jobs ``removed`` go: those holding one
+    of them and no job of ``kept`` (jobs whose local copy stays)."""
+    return [path for path, job_dirs in held.items() if job_dirs & removed and not job_dirs & kept]
 
 
 class FetchedStore:
