@@ -10,19 +10,21 @@ For each N (a fresh project each): the packed call (``operator.add``, one chunk 
 present (it must return at once), then a rerun with only the jobs database and the remote
 results left (the local stage directory removed: it must re-attach and fetch, submitting
 nothing). ``--direct N`` adds one job per chunk (no packing) at N jobs. Every figure is the
-driver's own: process CPU (all threads) per chunk, peak resident memory, when the first result
-reached the caller as a fraction of the run, final marker -> result in the caller (median and
-99th percentile, from each marker's time on the cluster), remote commands per poll. What the
-figures mean and how they grow with N: ``docs/benchmark.md``.
+driver's own: process CPU (all threads) per chunk and the garbage collector's share of it, peak
+resident memory, when the first result reached the caller as a fraction of the run, final marker
+-> result in the caller (median and 99th percentile, from each marker's time on the cluster),
+remote commands per poll. What the figures mean and how they grow with N: ``docs/benchmark.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import shlex
 import shutil
 import sys
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -39,13 +41,36 @@ def _say(message: str) -> None:
     print(f"[benchmark driver_cost] {message}", file=sys.stderr, flush=True)
 
 
+class _GcTime:
+    """CPU seconds Python's cyclic garbage collector took (all threads), while entered: a share of the
+    driver's CPU that grows with the objects each chunk in flight holds."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started: dict[int, float] = {}
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started[threading.get_ident()] = time.thread_time()
+        elif (began := self._started.pop(threading.get_ident(), None)) is not None:
+            self.seconds += time.thread_time() - began
+
+    def __enter__(self) -> _GcTime:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 async def _measured(session: Session, system: str, n: int, check_interval: float,
                     job_options: dict[str, Any]) -> tuple[BenchRun, dict[str, Any]]:
     """One :func:`bench_system` run and the driver's CPU and memory over it."""
     reset_peak_rss()
     cpu = time.process_time()
-    run = await bench_system(session, system, n, check_interval=check_interval, resources=RESOURCES,
-                             job_timeout=3600.0, job_options=job_options)
+    with _GcTime() as collector:
+        run = await bench_system(session, system, n, check_interval=check_interval, resources=RESOURCES,
+                                 job_timeout=3600.0, job_options=job_options)
     cpu = time.process_time() - cpu
     r = run.result
     kinds = Counter(record.kind for record in run.records)
@@ -53,6 +78,7 @@ async def _measured(session: Session, system: str, n: int, check_interval: float
         "chunks": n, "ok": r.ok, "failed": r.failed, "errors": r.errors,
         "end to end (s)": None if r.all_results_s is None else round(r.all_results_s, 2),
         "driver CPU (ms/chunk)": round(cpu / n * 1e3, 3),
+        "of which garbage collection (ms/chunk)": round(collector.seconds / n * 1e3, 3),
         "peak RSS (MiB)": round(peak_rss() / 2**20, 1),
         "first result (s)": None if r.first_result_s is None else round(r.first_result_s, 2),
         "first result (fraction of the run)": None if r.first_result_s is None or not r.all_results_s else
@@ -109,7 +135,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows}
 
 
-_SHOWN = ("mode", "chunks", "ok", "end to end (s)", "driver CPU (ms/chunk)", "peak RSS (MiB)",
+_SHOWN = ("mode", "chunks", "ok", "end to end (s)", "driver CPU (ms/chunk)", "of which garbage collection (ms/chunk)",
+          "peak RSS (MiB)",
           "first result (fraction of the run)", "marker to result (median, p99, max s)",
           "remote commands per poll (max, mean)", "submit commands", "remote commands")
 

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import pickle
 import re
 import shlex
@@ -118,7 +119,7 @@ class RemoteJob(WithOptions):
     def __init__(self, function: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
                  sys_name: str | None = None, job_name: str = "wfl_async_job", options: JobOptions | None = None,
                  **option_values: Any) -> None:
-        unknown = sorted(set(option_values) - set(JobOptions.names()))
+        unknown = sorted(set(option_values) - self._option_names)
         if unknown:
             raise ConfigurationError(f"RemoteJob got unknown option(s) {', '.join(map(repr, unknown))}; valid "
                                      f"options are {', '.join(JobOptions.names())}")
@@ -127,8 +128,9 @@ class RemoteJob(WithOptions):
         self.kwargs = dict(kwargs or {})
         self.sys_name = sys_name if sys_name is not None else default_system()  # ExPyRe's EXPYRE_SYS, else local
         self.job_name = job_name
-        self.options = (options or JobOptions()).replace(**option_values) if option_values else \
-            (options or JobOptions())
+        # options made once, checked once (a call of 10^5 jobs makes 10^5 of them)
+        self.options = options.replace(**option_values) if options is not None and option_values else \
+            options if options is not None else JobOptions(**option_values)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.aio().__await__()
@@ -439,8 +441,9 @@ class PreparedJob:
 
     def _forget_local_copy(self) -> None:
         """Remove the job's local directory of an earlier run: its fetched files must not pass for this run's."""
-        if self.local_dir.exists():
-            shutil.rmtree(self.local_dir)
+        local_dir = os.path.join(self.session.stage_root, self.job_dir)  # no Path made: every packed chunk asks
+        if os.path.exists(local_dir):
+            shutil.rmtree(local_dir)
 
     def _staged_contents(self) -> dict[str, bytes]:
         """The task (and predicted time) to upload, by their bytes."""

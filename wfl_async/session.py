@@ -70,6 +70,8 @@ class Session:
         """Where a finished job's fetched files are (its own directory, or a fetched batch's bundle)."""
         self._systems: dict[str, System] = {}
         self._packing: dict[str, PackCoordinator] = {}
+        self._served: set[str] = set()
+        """Systems whose loops and packing coordinator were started (:meth:`serving`)."""
         self._recorder = DatabaseRecorder(self.db, after_progress=self._record_costs_when_due)
         self._transports: dict[tuple[str | None, tuple[str, ...] | None, str], Transport] = {}
         self._users = 0
@@ -152,6 +154,8 @@ class Session:
     async def serving(self, name: str) -> System:
         """The system called ``name``, its loops and its packing coordinator running in the session's task group."""
         system = self.system(name)
+        if name in self._served and system.serving and system.stopped_by is None:
+            return system  # every chunk asks: no lock (and no checkpoint) once its loops run
         async with self._start_lock:
             if system.stopped_by is not None:  # its loops stopped on a bug: not started again on stale state
                 raise system.stopped_by
@@ -160,6 +164,7 @@ class Session:
                     raise RuntimeError("the session is closed")
                 await self._tasks.start(system.serve)
                 await self._tasks.start(self._packing[name].serve)
+                self._served.add(name)
         return system
 
     @property
@@ -208,13 +213,15 @@ class DatabaseRecorder:
         self._files = anyio.CapacityLimiter(1)
         """A thread of its own for reading fetched markers: never behind the call's staging in anyio's pool."""
 
-    def submitted(self, request: SubmitRequest, root: str) -> None:
-        """Recorded by the submit loop itself, so a job whose caller was cancelled is recorded too."""
-        if request.key:
-            self.db.update_soon([(request.key, {
-                "status": JobStatus.SUBMITTED, "remote_id": request.remote_id, "remote_root": root,
-                "route": request.route, "pack_id": request.pack_id, "submitted_at": time.time(),
-                "cores": request.node_dict.get("num_cores"), "max_time": request.max_time})])
+    def submitted(self, requests: Sequence[SubmitRequest], root: str) -> None:
+        """Recorded by the submit loop itself, so a job whose caller was cancelled is recorded too (one
+        write for a whole enqueue command's chunks)."""
+        now = time.time()
+        self.db.update_soon([(request.key, {
+            "status": JobStatus.SUBMITTED, "remote_id": request.remote_id, "remote_root": root,
+            "route": request.route, "pack_id": request.pack_id, "submitted_at": now,
+            "cores": request.node_dict.get("num_cores"), "max_time": request.max_time})
+            for request in requests if request.key])
 
     async def progressed(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
         """One database write per poll for every job whose state moved, with when it moved

@@ -148,9 +148,9 @@ class ListRecorder:
         self.submitted_ids: dict[str, str | None] = {}
         self.progress: list[tuple[str, Verdict]] = []
 
-    def submitted(self, request: SubmitRequest, root: str) -> None:
+    def submitted(self, requests: Sequence[SubmitRequest], root: str) -> None:
         assert root == ROOT
-        self.submitted_ids[request.job_dir] = request.remote_id
+        self.submitted_ids.update((request.job_dir, request.remote_id) for request in requests)
 
     async def progressed(self, changes: list[tuple[Watch, Verdict]]) -> None:  # type: ignore[override]
         self.progress.extend((watch.job_dir, verdict) for watch, verdict in changes)

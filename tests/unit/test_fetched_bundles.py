@@ -6,6 +6,7 @@ The streams are made by GNU tar from real job directories, as the fetch command 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -14,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from wfl_async.cli._actions import clean_jobs, remove_jobs
 from wfl_async.jobs import layout
-from wfl_async.jobs.fetched import BUNDLE_DIR, FetchedStore, save_bundle
+from wfl_async.jobs.fetched import BUNDLE_DIR, FetchedStore, _plain_members, save_bundle
 from wfl_async.jobs.integrity import marker_seconds, read_verified_result
 from wfl_async.jobs.run_record import read_run_record
+from wfl_async.jobs.states import JobStatus
+from wfl_async.session import session_scope
 
 
 def _finished(root: Path, job_dir: str, result: bytes, *, mtime: int = 1_700_000_000) -> list[str]:
@@ -92,3 +96,49 @@ def test_a_result_cut_short_in_a_bundle_is_refused_by_its_marker(tmp_path: Path)
     files = save_bundle(local, _stream(remote, paths))["job-a"]
     with pytest.raises(Exception, match="is not the result its job wrote"):
         read_verified_result(files)
+
+
+def test_plain_headers_are_read_as_tarfile_reads_them_and_anything_else_goes_to_tarfile(tmp_path: Path) -> None:
+    remote, local = tmp_path / "remote", tmp_path / "stage"
+    paths = [p for i in range(3) for p in _finished(remote, f"job-{i}", b"r" * (600 * i))]  # 0, 1 and 2 blocks
+    stream = _stream(remote, paths)
+    with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+        expected = [(m.name, True, m.offset_data, m.size, m.mtime) for m in tar]
+    assert _plain_members(stream) == expected and len(expected) == 9
+    # a damaged header: tarfile judges it (and refuses it), nothing is written
+    damaged = bytearray(stream)
+    damaged[0] ^= 1
+    assert _plain_members(bytes(damaged)) is None
+    with pytest.raises(tarfile.TarError):
+        save_bundle(local, bytes(damaged))
+    # a link among plain files: refused by name and kind
+    (remote / "job-0" / layout.WORKER_LOG).symlink_to("/etc/passwd")
+    with pytest.raises(tarfile.FilterError, match=layout.WORKER_LOG):
+        save_bundle(local, _stream(remote, [*paths, f"job-0/{layout.WORKER_LOG}"]))
+    assert not (local / BUNDLE_DIR).exists()
+
+
+async def test_clean_and_rm_remove_a_bundle_once_none_of_its_jobs_keeps_its_local_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "_expyre"
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps({"systems": {}}))
+    monkeypatch.setenv("EXPYRE_ROOT", str(root))
+    remote = tmp_path / "remote"
+    async with session_scope() as session:
+        records = {}
+        for name in ("a", "b", "c"):
+            claim = await session.db.claim(key=name * 8, name=name, system="local", job_dir=f"job-{name}", owner="me")
+            await session.db.update(claim.record.key, status=JobStatus.SUCCEEDED)
+            records[name] = await session.db.get(claim.record.key)
+        first = save_bundle(session.stage_root, _stream(remote, [*_finished(remote, "job-a", b"1"),
+                                                                 *_finished(remote, "job-b", b"2")]))
+        second = save_bundle(session.stage_root, _stream(remote, _finished(remote, "job-c", b"3")))
+        (path_ab,), (path_c,) = {f._path for f in first.values()}, {f._path for f in second.values()}  # noqa: SLF001
+        await clean_jobs(session, [records["a"]], remote=False)
+        assert path_ab.exists() and path_c.exists()  # b keeps its local copy: its bundle stays whole
+        assert session.fetched.files("job-b") is not None
+        await remove_jobs(session, [records["b"], records["c"]], remote=False)
+        assert path_ab.exists() and not path_c.exists()  # a is still recorded finished: served from its bundle
+        await clean_jobs(session, [records["a"]], remote=False)
+        assert not path_ab.exists() and FetchedStore(session.stage_root).files("job-a") is None

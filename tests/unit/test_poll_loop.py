@@ -99,3 +99,21 @@ async def test_later_polls_ask_only_about_jobs_that_need_a_look(tmp_path: Path) 
             assert loop.watches["b"].started and not loop.watches["a"].started
             tasks.cancel_scope.cancel()
     assert sorted(polls[0].job_dirs) == ["a", "b"] and polls[2].job_dirs == []  # both scanned, both queued
+
+
+async def test_a_waiter_that_gives_up_is_forgotten_and_the_period_follows_the_watches_left(tmp_path: Path) -> None:
+    transport = ScriptedTransport(poll=lambda sent: poll_answer({"1": "PENDING", "2": "PENDING"}, {}))
+    async with serving(transport) as (loop, _, _):
+        quick = Watch(job_dir="quick", remote_id="1", fetch=[], local_root=tmp_path, check_interval=0.3)
+        with anyio.move_on_after(0.5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(loop.wait, quick)
+                tasks.start_soon(loop.wait, watch(tmp_path, "slow", "2"))  # not waited for past the scope either
+        assert loop.base_interval() == 0.2  # the smallest of the two
+        slow = Watch(job_dir="slow", remote_id="2", fetch=[], local_root=tmp_path, check_interval=5.0)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(loop.wait, slow)
+            while loop.watches.get("slow") is not slow or "quick" in loop.watches:
+                await anyio.sleep(0.05)
+            assert loop.base_interval() == 5.0 and list(loop.watches) == ["slow"]  # both given-up watches gone
+            tasks.cancel_scope.cancel()

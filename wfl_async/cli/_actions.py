@@ -18,6 +18,7 @@ import anyio
 
 from ..errors import WflAsyncError
 from ..jobs.database import JobRecord
+from ..jobs.fetched import bundles, unwanted_bundles
 from ..jobs.owner import owner_alive
 from ..jobs.run_record import read_run_record
 from ..jobs.states import JobStatus, Marker, Verdict, VerdictKind, status_update
@@ -188,11 +189,22 @@ def _remove_local(stage_root: Path, job_dirs: Sequence[str]) -> None:
             shutil.rmtree(stage_root / job_dir, ignore_errors=True)
 
 
+async def _remove_bundles(session: Session, removed: set[str]) -> None:
+    """Delete the fetched bundles (:mod:`~wfl_async.jobs.fetched`) holding jobs of ``removed`` and no job that
+    keeps its local copy: one recorded and not cleaned, other than those."""
+    held = await anyio.to_thread.run_sync(bundles, session.stage_root)
+    others = sorted({d for job_dirs in held.values() if job_dirs & removed for d in job_dirs} - removed)
+    kept = {d for d, status in (await session.db.statuses(others)).items() if status is not JobStatus.CLEANED}
+    for path in unwanted_bundles(held, removed, kept):
+        path.unlink(missing_ok=True)
+
+
 async def clean_jobs(session: Session, records: Sequence[JobRecord], *, remote: bool = True) -> Report:
     """Remove finished jobs' directories; with ``remote`` also on their systems, and mark them cleaned.
 
     Without ``remote`` only the local copies go and the statuses stay: a rerun re-attaches to
-    the job and fetches its result again.
+    the job and fetches its result again. A fetched bundle goes once none of its jobs keeps its
+    local copy (one holding a job still kept stays whole: a rerun of the cleaned ones may find them there).
     """
     report = Report()
     done = await _remove_remote(session, records, report) if remote else list(records)
@@ -202,6 +214,7 @@ async def clean_jobs(session: Session, records: Sequence[JobRecord], *, remote: 
         await session.db.update_many(change.update() for change in report.changes)
     else:
         report.unchanged.extend((r, "local copy removed") for r in done)
+    await _remove_bundles(session, {r.job_dir for r in done})
     return report
 
 
@@ -211,5 +224,6 @@ async def remove_jobs(session: Session, records: Sequence[JobRecord], *, remote:
     done = await _remove_remote(session, records, report) if remote else list(records)
     await anyio.to_thread.run_sync(_remove_local, session.stage_root, [r.job_dir for r in done])
     await session.db.delete([r.key for r in done])
+    await _remove_bundles(session, {r.job_dir for r in done})
     report.removed.extend(done)
     return report

@@ -48,7 +48,7 @@ async def ensure_system_ready(system: System) -> None:
     """
     if os.environ.get(SKIP_ENV_VAR, "") not in ("", "0"):
         return
-    verdict = _verdicts.setdefault(system, _Verdict())
+    verdict = _verdicts.get(system) or _verdicts.setdefault(system, _Verdict())  # a lock made once, not per call
     if verdict.problems is None:
         async with verdict.lock:
             if verdict.problems is None:

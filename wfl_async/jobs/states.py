@@ -306,14 +306,15 @@ def observe(state: WatchState, *, remote_id: str | None, seen: Sequence[str | No
     missing_for = None if state.missing_since is None else now - state.missing_since
     verdict = classify(remote_id=remote_id, marker=marker, states=states, missing_for=missing_for, grace=grace,
                        where=where, detail=detail, ending=ending)
-    state = replace(state, marker=marker, queue_active=queue_active)
+    changes: dict[str, Any] = {"marker": marker, "queue_active": queue_active}  # one new state per look
     if verdict.kind is VerdictKind.FINISHED:
-        return replace(state, phase=Phase.FETCHING), verdict, Step.FETCH
+        return replace(state, phase=Phase.FETCHING, **changes), verdict, Step.FETCH
     if listed:  # (when the queue was not asked, only the markers spoke)
         missing = verdict.kind is VerdictKind.MISSING
-        state = replace(state, missing_since=(state.missing_since or now) if missing else None)
+        changes["missing_since"] = (state.missing_since or now) if missing else None
+    step = Step.NOTHING
     if verdict.kind is VerdictKind.DIED:
-        return replace(state, phase=Phase.ENDED), verdict, Step.DIED
-    if verdict.started and not state.started:
-        return replace(state, started_at=now), verdict, Step.STARTED
-    return state, verdict, Step.NOTHING
+        changes["phase"], step = Phase.ENDED, Step.DIED
+    elif verdict.started and not state.started:
+        changes["started_at"], step = now, Step.STARTED
+    return replace(state, **changes), verdict, step

@@ -29,6 +29,7 @@ chunks it did not enqueue itself, so a rerun finds workers for them if none are 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shlex
@@ -111,8 +112,16 @@ class WorkerSpec:
 
     @cached_property
     def pack_id(self) -> str:
-        """Same script, same pack: chunks of calls with the same resources share workers (hashed once per spec)."""
-        return pack_id([self.partition, self.node_dict, self.max_time, self.header_extra, self.body])
+        """Same script, same pack: chunks of calls with the same resources share workers (hashed once per script,
+        whatever the specs: jobs named one by one each have a spec of their own)."""
+        return _script_pack_id(self.partition, tuple(self.node_dict.items()), self.max_time, self.header_extra,
+                               self.body)
+
+
+@functools.lru_cache(maxsize=64)
+def _script_pack_id(partition: str, node_items: tuple[tuple[str, int], ...], max_time: int,
+                    header_extra: tuple[str, ...], body: tuple[str, ...]) -> str:
+    return pack_id([partition, dict(node_items), max_time, header_extra, body])
 
 
 @dataclass(frozen=True)
@@ -341,11 +350,12 @@ class PackCoordinator:
         accepted = []
         for item in items:
             if root is not None and item.request.job_dir in queued:
-                self._accepted(item.request, pid, root)
+                self._accepted(item.request, pid)
                 accepted.append(item.request)
             else:
                 self._retry(item, complaint)
         if root is not None:
+            self.recorder.submitted(accepted, root)  # recorded as submitted, as a queued job is
             pack = self._packs[(root, pid)]
             pack.remaining += len(new)  # only these may need a worker
             pack.queued += len(new)
@@ -380,10 +390,9 @@ class PackCoordinator:
                  request.job_dir, item.pid, self.machine.name, complaint, request.attempts, delay)
         self._start(resend_after, self._send, item, delay)
 
-    def _accepted(self, request: SubmitRequest, pid: str, root: str) -> None:
+    def _accepted(self, request: SubmitRequest, pid: str) -> None:
         request.remote_id = chunk_remote_id(pid, request.job_dir)
         log.info("job %s (%s): queued in pack %s on %s", request.job_name, request.job_dir, pid, self.machine.name)
-        self.recorder.submitted(request, root)  # recorded as submitted, as a queued job is
 
     # ------------------------------------------------------------------ acting on a listing
     def _after_listing(self, root: str, listing: PackListing, states: dict[str, QueueState] | None) -> None:

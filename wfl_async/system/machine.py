@@ -168,6 +168,8 @@ class Machine:
         A leading ``~/`` is the home directory on the system; a relative rundir is relative to
         it too (where a login shell starts), never to the driver's current directory.
         """
+        if self._remote_root is not None:  # every chunk asks: no lock (and no checkpoint) once known
+            return self._remote_root
         async with self._root_lock:
             if self._remote_root is None:
                 where = self.rundir_shell()

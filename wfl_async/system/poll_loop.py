@@ -41,7 +41,7 @@ import math
 import statistics
 import tarfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +141,10 @@ class PollLoop:
         self._fetch_send, self._fetch_receive = anyio.create_memory_object_stream[_Finished](math.inf)
         self.watches: dict[str, Watch] = {}
         """Job dir -> watch, for every job the loop has taken and not seen end."""
+        self._intervals: Counter[float] = Counter()
+        """The ``check_interval`` of the watches, counted: the poll period without a pass over them all."""
+        self._abandoned: list[Watch] = []
+        """Watches taken whose waiter gave up, not yet forgotten (found without a pass over them all)."""
         self._offsets: dict[str, int | None] = {}
         """Remote root -> bytes of its event log already read (None or absent: not yet)."""
         self._full_scan_at: dict[str, float] = {}
@@ -166,6 +170,8 @@ class PollLoop:
             await watch.done.wait()
         finally:
             watch.abandoned = True
+            if self.watches.get(watch.job_dir) is watch:  # its waiter gave up: forgotten by _take_new
+                self._abandoned.append(watch)
         assert watch.outcome is not None
         if watch.outcome.error is not None:
             raise watch.outcome.error
@@ -174,8 +180,7 @@ class PollLoop:
     # ------------------------------------------------------------------ timing
     def base_interval(self) -> float:
         """The smallest ``check_interval`` of the watched jobs (at least :data:`MIN_POLL_INTERVAL`)."""
-        intervals = [w.check_interval for w in self.watches.values()]
-        return max(MIN_POLL_INTERVAL, min(intervals)) if intervals else 1.0
+        return max(MIN_POLL_INTERVAL, min(self._intervals)) if self._intervals else 1.0
 
     def interval(self) -> float:
         """Seconds from one poll's start to the next: the base interval (see :meth:`base_interval`).
@@ -265,7 +270,9 @@ class PollLoop:
         if not watch.abandoned:
             watch.watched_at = time.time()
             watch.state = watch.state.taken()
+            self._forget(self.watches.get(watch.job_dir))
             self.watches[watch.job_dir] = watch
+            self._intervals[watch.check_interval] += 1
             # a job this driver re-attached to is in the queue already: it counts, room or not
             if watch.in_window:
                 self.window.queued(watch.job_dir)
@@ -277,8 +284,23 @@ class PollLoop:
                 self._add(self._receive.receive_nowait())
             except anyio.WouldBlock:
                 break
-        for watch in [w for w in self.watches.values() if w.abandoned and w.phase is not Phase.FETCHING]:
-            self._end(watch)
+        abandoned, self._abandoned = self._abandoned, []
+        for watch in abandoned:
+            if self.watches.get(watch.job_dir) is not watch:
+                continue
+            if watch.phase is Phase.FETCHING:
+                self._abandoned.append(watch)  # its fetch ends it
+            else:
+                self._end(watch)
+
+    def _forget(self, watch: Watch | None) -> None:
+        """Take ``watch`` out of :attr:`watches` (if it is there) and out of the count of intervals."""
+        if watch is None or self.watches.get(watch.job_dir) is not watch:
+            return
+        del self.watches[watch.job_dir]
+        self._intervals[watch.check_interval] -= 1
+        if not self._intervals[watch.check_interval]:
+            del self._intervals[watch.check_interval]
 
     def _end(self, watch: Watch, *, maybe_listed: bool = False) -> None:
         """Forget ``watch`` (it ended, or its waiter gave up), free its room in the queue window, wake it.
@@ -286,8 +308,7 @@ class PollLoop:
         :param maybe_listed: it finished, and the queue may still list it: its room is given back
             once a listing no longer has it active
         """
-        if self.watches.get(watch.job_dir) is watch:
-            del self.watches[watch.job_dir]
+        self._forget(watch)
         watch.state = watch.state.ended()
         if maybe_listed:
             self.window.ended(watch.job_dir, watch.remote_id)

@@ -19,8 +19,9 @@ __all__ = ["NO_RECORDER", "Recorder"]
 class Recorder(Protocol):
     """Where a system's loops report."""
 
-    def submitted(self, request: SubmitRequest, root: str) -> None:
-        """``request``'s job was accepted under remote root ``root`` (synchronous: called as each id comes)."""
+    def submitted(self, requests: Sequence[SubmitRequest], root: str) -> None:
+        """``requests``' jobs were accepted under remote root ``root`` (synchronous: called as their ids come;
+        a whole enqueue command's chunks at once)."""
 
     async def progressed(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:
         """One poll's (or one fetch's) jobs whose state moved, with their verdicts."""
@@ -33,7 +34,7 @@ class Recorder(Protocol):
 class _NoRecorder:
     """Records nothing (a system used without a jobs database, e.g. in tests)."""
 
-    def submitted(self, request: SubmitRequest, root: str) -> None:
+    def submitted(self, requests: Sequence[SubmitRequest], root: str) -> None:
         pass
 
     async def progressed(self, changes: Sequence[tuple[Watch, Verdict]]) -> None:

@@ -11,8 +11,6 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import anyio
-
 from ..jobs.ended import EndCause
 from ..jobs.job_files import JobFiles
 from ..jobs.route import RouteKind
@@ -75,7 +73,8 @@ class SubmitRequest:
     key: str = ""
     reset: bool = False
     """Remove the job's remote directory first (a job created afresh after it failed or died)."""
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: Settled = field(default_factory=Settled)
+    """Set by the loop that settles it (its one waiter is :meth:`settled`; no anyio event per chunk)."""
     remote_id: str | None = None
     error: BaseException | None = None
     attempts: int = 0

@@ -244,7 +244,7 @@ class SubmitLoop:
         if remote_id:  # "" is a job an earlier submission ran (its marker says so), logged by _resolve
             log.info("job %s (%s): submitted to %s as %s", request.job_name, request.job_dir, self.machine.name,
                      remote_id)
-        self.recorder.submitted(request, root)
+        self.recorder.submitted([request], root)
         self._settle(request)
 
     def _settle(self, request: SubmitRequest, error: BaseException | None = None) -> None:
