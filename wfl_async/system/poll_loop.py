@@ -157,19 +157,20 @@ class PollLoop:
         """Jobs handed to the loop and not yet seen to end."""
         return len(self.watches) + self._receive.statistics().current_buffer_used
 
-    async def wait(self, watch: Watch) -> JobOutcome:
-        """Hand ``watch`` to the loop and wait for its outcome (see :meth:`System.wait`)."""
+    def watch(self, watch: Watch) -> None:
+        """Hand ``watch`` to the loop without waiting (see :meth:`System.watch`)."""
         if self.stopped_by is not None:
             raise self.stopped_by
         self._send.send_nowait(watch)
+
+    async def wait(self, watch: Watch) -> JobOutcome:
+        """Hand ``watch`` to the loop and wait for its outcome (see :meth:`System.wait`)."""
+        self.watch(watch)
         try:
             await watch.done.wait()
         finally:
             watch.abandoned = True
-        assert watch.outcome is not None
-        if watch.outcome.error is not None:
-            raise watch.outcome.error
-        return watch.outcome
+        return watch.result()
 
     # ------------------------------------------------------------------ timing
     def base_interval(self) -> float:
