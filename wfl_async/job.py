@@ -11,6 +11,7 @@ Every decision about a job (submitted, re-attached, died, resubmitted) is logged
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import heapq
@@ -710,7 +711,13 @@ class JobWaiter(Generic[T]):
             del self._waiting[number]
             await self._deliver(tag, None, exc)
             return
-        started.watch.done.then(functools.partial(self._ended.send_nowait, number))
+        started.watch.done.then(functools.partial(self._woken, number))
+
+    def _woken(self, number: int) -> None:
+        """Its watch ended (called by the poll loop, which must not fail: after :meth:`serve` is gone
+        the abandoned watches still end)."""
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._ended.send_nowait(number)
 
     async def _finish(self, waiting: Waiting, tag: T) -> None:
         try:
