@@ -171,9 +171,9 @@ class RemoteJob(WithOptions):
         return prepared
 
 
-@dataclass
+@dataclass(slots=True)
 class PreparedJob:
-    """A validated job, ready to claim, submit and await."""
+    """A validated job, ready to claim, submit and await (slots: 10^5 of them may wait at once)."""
 
     spec: RemoteJob
     session: Session
@@ -190,7 +190,7 @@ class PreparedJob:
     """The partition's most time and memory: how far an escalation may go."""
     mem_kb: int | None = None
     """Memory (kB) it asks the scheduler for; None: none (the scheduler's default)."""
-    escalation: Escalation = field(default_factory=Escalation)
+    escalation: Escalation = Escalation()
     """What was tried after kills at its limits (its jobs database record's, once it runs)."""
     items: int = 1
     """Configurations it holds (a chunk of autoparallelize): more than one can be split after a

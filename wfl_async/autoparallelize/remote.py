@@ -41,6 +41,7 @@ from ..errors import (
 )
 from ..job import JobWaiter, Packed, PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
+from ..jobs.options import JobOptions
 from ..jobs.pack_option import effective_pack
 from ..jobs.states import UNFINISHED, JobStatus
 from ..pack.tuning import longest_fitting
@@ -443,7 +444,12 @@ class ChunkMaker:
         self.rng: Any
         self.kwargs, self.rng = split_rng(kwargs) if "rng" in kwargs else (dict(kwargs), None)
         self.inherited = self.kwargs.get("_autopara_per_item_info")
-        self.autopara_info, self.remote_info, self.pack = autopara_info, remote_info, pack
+        self.autopara_info, self.remote_info = autopara_info, remote_info
+        # one options object for every chunk of the call (the job's function is do_in_pool: the
+        # operation's code is versioned)
+        options = job_options(remote_info, extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
+                              code_version=code_source(op) if remote_info.code_version is True else None)
+        self.options = options.replace(pack=pack) if pack is not None else options
         dumps_call(op, (op, list(args), self.kwargs))  # once per call: an unpicklable op is named as the local pool names it
 
     def groups(self, per_job: int) -> Iterator[tuple[ItemInput, ...]]:
@@ -472,13 +478,8 @@ class ChunkMaker:
                        "iterable": job_iterable, "outputspec": OutputSpec(), "op": self.op,
                        "iterable_arg": info.iterable_arg, "skip_failed": info.skip_failed,
                        "initializer": info.initializer, "args": list(self.args), "kwargs": chunk_kwargs}
-        remote_info = self.remote_info
-        return job_from_remote_info(remote_info, do_in_pool, (), pool_kwargs,
-                                    job_name=f"{remote_info.job_name}_chunk_{index}",
-                                    extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
-                                    # the job's function is do_in_pool: version the operation's code
-                                    code_version=code_source(self.op) if remote_info.code_version is True
-                                    else remote_info.code_version)
+        return RemoteJob(do_in_pool, (), pool_kwargs, sys_name=job_system(self.remote_info),
+                         job_name=f"{self.remote_info.job_name}_chunk_{index}", options=self.options)
 
     def chunk(self, index: int, group: Sequence[ItemInput], predicted_seconds: float | None = None,
               sys_name: str | None = None) -> Chunk:
@@ -487,7 +488,7 @@ class ChunkMaker:
         job = self.job(index, group)
         if sys_name is not None:
             job.sys_name = sys_name
-        prepared = _with_pack(job, self.pack).prepare(self.session)
+        prepared = job.prepare(self.session)
         prepared.predicted_seconds = predicted_seconds
         prepared.items = len(group)
         return Chunk(index, [g[0] for g in group], tuple(g[1] for g in group), tuple(g[2] for g in group), prepared,
@@ -510,22 +511,19 @@ def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args:
             for index, (group, name) in enumerate(zip(groups, systems, strict=True))]
 
 
-def _with_pack(job: RemoteJob, pack: Any) -> RemoteJob:
-    if pack is not None:
-        job.options = job.options.replace(pack=pack)
-    return job
-
-
 def job_from_remote_info(info: RemoteInfo, function: Callable[..., Any], args: Sequence[Any],
-                         kwargs: dict[str, Any], *, job_name: str | None = None,
-                         extra_hash_ignore: Sequence[str] = (),
-                         code_version: bool | str | None = None) -> RemoteJob:
+                         kwargs: dict[str, Any], *, job_name: str | None = None) -> RemoteJob:
     """The :class:`RemoteJob` running ``function(*args, **kwargs)`` with ``info``'s job options."""
-    options = info.options.replace(
+    return RemoteJob(function, args, kwargs, sys_name=job_system(info), job_name=job_name or info.job_name,
+                     options=job_options(info))
+
+
+def job_options(info: RemoteInfo, *, extra_hash_ignore: Sequence[str] = (),
+                code_version: bool | str | None = None) -> JobOptions:
+    """The :class:`JobOptions` of ``info``'s jobs (``code_version``, if given, in place of ``info``'s)."""
+    return info.options.replace(
         resources=resources_dict(info.resources), hash_ignore=[*info.hash_ignore, *extra_hash_ignore],
         code_version=code_version if code_version is not None else info.code_version)
-    return RemoteJob(function, args, kwargs, sys_name=job_system(info), job_name=job_name or info.job_name,
-                     options=options)
 
 
 def job_system(info: RemoteInfo) -> str:
