@@ -318,8 +318,9 @@ async def bench_system(session: Session, system_name: str, n_jobs: int, *, check
     t0, wall_t0 = time.monotonic(), time.time()
     options = RemoteJob(operator.add, sys_name=system_name, resources=dict(resources or {"num_nodes": 1, "max_time": "5m"}),
                         check_interval=check_interval, timeout=job_timeout, **dict(job_options or {})).options
-    # one options object for every job, as a call of autoparallelize has
-    prepared = [RemoteJob(operator.add, trivial_args(i), sys_name=system_name, job_name=f"bench {system_name} {i}",
+    # as the chunks of one call of autoparallelize: one options object, one pack worker spec (by the
+    # call's name, before its '_chunk_<i>')
+    prepared = [RemoteJob(operator.add, trivial_args(i), sys_name=system_name, job_name=f"bench {system_name}_chunk_{i}",
                           options=options).prepare(session) for i in range(n_jobs)]
 
     job_dirs = [job.job_dir for job in prepared]

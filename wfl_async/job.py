@@ -49,7 +49,7 @@ from .jobs import layout
 from .jobs.database import JobRecord
 from .jobs.ended import EndCause
 from .jobs.env_vars import export_lines
-from .jobs.escalation import Escalation, next_step
+from .jobs.escalation import NO_ESCALATION, Escalation, next_step
 from .jobs.hashing import job_key, pickle_task
 from .jobs.integrity import copy_atomic, marker_seconds, read_verified_result
 from .jobs.job_files import DirFiles, JobFiles
@@ -190,7 +190,7 @@ class PreparedJob:
     """The partition's most time and memory: how far an escalation may go."""
     mem_kb: int | None = None
     """Memory (kB) it asks the scheduler for; None: none (the scheduler's default)."""
-    escalation: Escalation = Escalation()
+    escalation: Escalation = NO_ESCALATION
     """What was tried after kills at its limits (its jobs database record's, once it runs)."""
     items: int = 1
     """Configurations it holds (a chunk of autoparallelize): more than one can be split after a
@@ -503,20 +503,23 @@ class PreparedJob:
         """
         setting = effective_pack(self.options.pack, self.system.config.pack)
         if isinstance(setting, PackSetting):
-            return Packed(setting, self._worker_spec(self.system, setting))
+            return _packed(*self._worker_parts(self.system, setting))
         if (self.options.submit or self.system.config.submit) == "array":
             return ArrayTask()
         return Direct()
 
     def _worker_spec(self, system: System, setting: PackSetting) -> WorkerSpec:
         """How the worker jobs of this packed chunk are submitted on ``system`` (docs/packing.md)."""
+        return _worker_spec(*self._worker_parts(system, setting))
+
+    def _worker_parts(self, system: System, setting: PackSetting) -> _WorkerParts:
+        """What its worker spec is made of, the same for every chunk of a call (the cache key)."""
         cap = self._walltime_cap(system, setting)
         run = worker_command(system.config.python, WALLTIME_SLOT if setting.tuned else self.max_time,
                              setting.idle_seconds)
         call_name = re.sub(r"_chunk_\d+$", "", self.spec.job_name)
-        return _worker_spec(call_name, self.partition, tuple(self.node_dict.items()), cap,
-                            tuple(self.options.header_extra), tuple(self._job_body(system, run)), setting,
-                            self.session.stage_root)
+        return (call_name, self.partition, tuple(self.node_dict.items()), cap, tuple(self.options.header_extra),
+                tuple(self._job_body(system, run)), setting, self.session.stage_root)
 
     def _walltime_cap(self, system: System, setting: PackSetting) -> int:
         """A worker's longest walltime: the call's ``max_time``, or a self-tuned setting's ``walltime``
@@ -628,6 +631,20 @@ class _Value:
 
 T = TypeVar("T")
 
+
+@dataclass(slots=True, eq=False)
+class _Entry(Generic[T]):
+    """A job a :class:`JobWaiter` waits for, and its wake-up (called as its watch ends: no other
+    object per job)."""
+
+    waiting: Waiting
+    tag: T
+    number: int
+    woken: Callable[[int], None]
+
+    def __call__(self) -> None:
+        self.woken(self.number)
+
 STARTING_AT_ONCE = 2000
 """Jobs of one :class:`JobWaiter` being claimed, staged and submitted at once: enough to fill the
 submit loop's and the packing coordinator's batches (300 jobs a command, two commands in flight),
@@ -651,7 +668,7 @@ class JobWaiter(Generic[T]):
         self._deliver = deliver
         self._queued: deque[tuple[PreparedJob, T]] = deque()
         self._starting = 0
-        self._waiting: dict[int, tuple[Waiting, T]] = {}
+        self._waiting: dict[int, _Entry[T]] = {}
         """Each waiting job by its number; gone once its watch ends (nothing of it stays here)."""
         self._deadlines: list[tuple[float, int]] = []
         """A heap of (deadline, number); an entry whose job is no longer waiting is dropped when met."""
@@ -677,11 +694,11 @@ class JobWaiter(Generic[T]):
                 tasks.start_soon(self._time_out)
                 async for number in self._ended_receive:
                     if (entry := self._waiting.pop(number, None)) is not None:
-                        tasks.start_soon(self._finish, *entry)
+                        tasks.start_soon(self._finish, entry.waiting, entry.tag)
         finally:
             self._tasks = None
-            for waiting, _ in self._waiting.values():  # the poll loop forgets them; the jobs stay queued
-                waiting.watch.abandoned = True
+            for entry in self._waiting.values():  # the poll loop forgets them; the jobs stay queued
+                entry.waiting.watch.abandoned = True
             self._waiting.clear()
 
     def _start_more(self) -> None:
@@ -702,7 +719,7 @@ class JobWaiter(Generic[T]):
             await self._deliver(tag, started.value, None)
             return
         number = next(self._numbers)
-        self._waiting[number] = (started, tag)
+        entry = self._waiting[number] = _Entry(started, tag, number, self._woken)
         if started.deadline < math.inf:
             heapq.heappush(self._deadlines, (started.deadline, number))
         try:
@@ -711,7 +728,7 @@ class JobWaiter(Generic[T]):
             del self._waiting[number]
             await self._deliver(tag, None, exc)
             return
-        started.watch.done.then(functools.partial(self._woken, number))
+        started.watch.done.then(entry)
 
     def _woken(self, number: int) -> None:
         """Its watch ended (called by the poll loop, which must not fail: after :meth:`serve` is gone
@@ -734,14 +751,19 @@ class JobWaiter(Generic[T]):
             while self._deadlines and self._deadlines[0][0] <= now:
                 _, number = heapq.heappop(self._deadlines)
                 entry = self._waiting.get(number)
-                if entry is not None and not entry[0].watch.done.is_set():  # (an ended one is read as any other)
+                if entry is not None and not entry.waiting.watch.done.is_set():  # (an ended one is read as any other)
                     del self._waiting[number]
-                    entry[0].watch.abandoned = True
-                    await self._deliver(entry[1], None, entry[0].job._timed_out(entry[0]))
+                    entry.waiting.watch.abandoned = True
+                    await self._deliver(entry.tag, None, entry.waiting.job._timed_out(entry.waiting))
             if len(self._deadlines) > 2 * len(self._waiting) + 64:  # most of it ended: only the waiting stay
                 self._deadlines = [(d, n) for d, n in self._deadlines if n in self._waiting]
                 heapq.heapify(self._deadlines)
             await anyio.sleep(min(1.0, self._deadlines[0][0] - now) if self._deadlines else 1.0)
+
+
+_WorkerParts = tuple[str, str, tuple[tuple[str, int], ...], int, tuple[str, ...], tuple[str, ...], PackSetting, Path]
+"""A worker spec's parts: the call's name, partition, node sizes, walltime cap, header lines, job body,
+pack setting and local stage root."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -751,6 +773,12 @@ def _worker_spec(job_name: str, partition: str, node_items: tuple[tuple[str, int
     """One :class:`WorkerSpec` (and one pack id hash) for every chunk of a call, not one per chunk."""
     return WorkerSpec(job_name=job_name, partition=partition, node_dict=dict(node_items), max_time=max_time,
                       header_extra=header_extra, body=body, setting=setting, local_root=local_root)
+
+
+@functools.lru_cache(maxsize=64)
+def _packed(*parts: Any) -> Packed:
+    """One route object for every chunk of a call, not one per chunk (``parts``: :data:`_WorkerParts`)."""
+    return Packed(parts[6], _worker_spec(*parts))
 
 
 def _read_verified_pickle(files: JobFiles) -> Any:
