@@ -171,7 +171,7 @@ class RemoteJob(WithOptions):
         return prepared
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class PreparedJob:
     """A validated job, ready to claim, submit and await (slots: 10^5 of them may wait at once)."""
 
@@ -692,13 +692,12 @@ class JobWaiter(Generic[T]):
                 self._tasks = tasks
                 self._start_more()
                 tasks.start_soon(self._time_out)
-                async for number in self._ended_receive:
-                    if (entry := self._waiting.pop(number, None)) is not None:
-                        tasks.start_soon(self._finish, entry.waiting, entry.tag)
+                async for number in self._ended_receive:  # (no job in this frame: it would stay here)
+                    tasks.start_soon(self._finish, number)
         finally:
             self._tasks = None
             for entry in self._waiting.values():  # the poll loop forgets them; the jobs stay queued
-                entry.waiting.watch.abandoned = True
+                entry.waiting.watch.abandon()
             self._waiting.clear()
 
     def _start_more(self) -> None:
@@ -736,25 +735,31 @@ class JobWaiter(Generic[T]):
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._ended.send_nowait(number)
 
-    async def _finish(self, waiting: Waiting, tag: T) -> None:
+    async def _finish(self, number: int) -> None:
+        entry = self._waiting.pop(number, None)
+        if entry is None:  # timed out meanwhile
+            return
         try:
-            value = await waiting.job._finish(waiting, waiting.watch.result())
+            value = await entry.waiting.job._finish(entry.waiting, entry.waiting.watch.result())
         except Exception as exc:
-            await self._deliver(tag, None, exc)
+            await self._deliver(entry.tag, None, exc)
         else:
-            await self._deliver(tag, value, None)
+            await self._deliver(entry.tag, value, None)
+
+    async def _expire(self, number: int) -> None:
+        """Its deadline passed: time it out, unless it ended (then it is read as any other)."""
+        entry = self._waiting.get(number)
+        if entry is not None and not entry.waiting.watch.done.is_set():
+            del self._waiting[number]
+            entry.waiting.watch.abandon()
+            await self._deliver(entry.tag, None, entry.waiting.job._timed_out(entry.waiting))
 
     async def _time_out(self) -> None:
         """Deliver a :class:`JobTimeoutError` for each job still waiting at its deadline."""
         while True:
             now = anyio.current_time()
             while self._deadlines and self._deadlines[0][0] <= now:
-                _, number = heapq.heappop(self._deadlines)
-                entry = self._waiting.get(number)
-                if entry is not None and not entry.waiting.watch.done.is_set():  # (an ended one is read as any other)
-                    del self._waiting[number]
-                    entry.waiting.watch.abandoned = True
-                    await self._deliver(entry.tag, None, entry.waiting.job._timed_out(entry.waiting))
+                await self._expire(heapq.heappop(self._deadlines)[1])
             if len(self._deadlines) > 2 * len(self._waiting) + 64:  # most of it ended: only the waiting stay
                 self._deadlines = [(d, n) for d, n in self._deadlines if n in self._waiting]
                 heapq.heapify(self._deadlines)

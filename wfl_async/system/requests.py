@@ -52,6 +52,10 @@ class Settled:
         else:
             self._then = callback
 
+    def forget(self) -> None:
+        """Drop the callback given to :meth:`then` (its waiter gave up: nothing of it is kept)."""
+        self._then = None
+
     def is_set(self) -> bool:
         return self._set
 
@@ -176,6 +180,11 @@ class Watch:
     def started(self) -> bool:
         """The poll loop has seen it started."""
         return self.state.started
+
+    def abandon(self) -> None:
+        """Its waiter gave up: the poll loop forgets it (the job stays as it is), and it wakes nobody."""
+        self.abandoned = True
+        self.done.forget()
 
     def result(self) -> JobOutcome:
         """How it ended, once :attr:`done`; raises the error that ended its wait instead (see :attr:`JobOutcome.error`)."""
