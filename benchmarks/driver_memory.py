@@ -100,11 +100,14 @@ async def _in_flight(session: Session, system: str, n: int, tasks: bool, trace: 
 
 
 async def _cancel_workers(session: Session, system: str, tag: str) -> None:
-    """Cancel this run's held worker (its job name carries ``tag``)."""
-    listing = await session.system(system).transport.run("squeue -h -u \"$USER\" -o '%i %j'", kind="probe")
+    """Cancel this run's held worker (its job name carries ``tag``) and remove its remote directory
+    (this fresh project's own: 10^5 queued chunks leave as many small files)."""
+    machine = session.system(system)
+    listing = await machine.transport.run("squeue -h -u \"$USER\" -o '%i %j'", kind="probe")
     ids = [line.split()[0] for line in listing.stdout.decode().splitlines() if tag in line]
     if ids:
-        await session.system(system).control("cancel", ids)
+        await machine.control("cancel", ids)
+    await machine.transport.run(f"rm -rf {shlex.quote(await machine.remote_root())}", kind="cancel")
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
