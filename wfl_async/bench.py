@@ -32,7 +32,7 @@ import anyio
 
 from .config.expyre_modules import expyre_module
 from .config.loader import config_dirs
-from .job import PreparedJob, RemoteJob
+from .job import JobWaiter, PreparedJob, RemoteJob
 from .jobs import layout
 from .session import Session
 from .system import System
@@ -316,26 +316,39 @@ async def bench_system(session: Session, system_name: str, n_jobs: int, *, check
     seen: dict[str, float] = {}
     errors: list[str] = []
     t0, wall_t0 = time.monotonic(), time.time()
-    prepared = [RemoteJob(operator.add, trivial_args(i), sys_name=system_name, job_name=f"bench {system_name} {i}",
-                          resources=dict(resources or {"num_nodes": 1, "max_time": "5m"}),
-                          check_interval=check_interval, timeout=job_timeout, **dict(job_options or {})).prepare(session)
-                for i in range(n_jobs)]
+    options = RemoteJob(operator.add, sys_name=system_name, resources=dict(resources or {"num_nodes": 1, "max_time": "5m"}),
+                        check_interval=check_interval, timeout=job_timeout, **dict(job_options or {})).options
+    # as the chunks of one call of autoparallelize: one options object, one pack worker spec (by the
+    # call's name, before its '_chunk_<i>')
+    prepared = [RemoteJob(operator.add, trivial_args(i), sys_name=system_name, job_name=f"bench {system_name}_chunk_{i}",
+                          options=options).prepare(session) for i in range(n_jobs)]
 
-    async def one(index: int, job: PreparedJob) -> None:
-        try:
-            value = await job.result()
-        except Exception as exc:  # one failed job is a figure, not the end of the run
-            errors.append(f"job {index}: {type(exc).__name__}: {exc}")
-            return
-        if value != sum(trivial_args(index)):
+    job_dirs = [job.job_dir for job in prepared]
+    left = n_jobs
+
+    async def arrived(job: PreparedJob, value: Any, error: BaseException | None) -> None:
+        nonlocal left
+        left -= 1
+        index = int(job.spec.args[0])
+        if error is not None:  # one failed job is a figure, not the end of the run
+            errors.append(f"job {index}: {type(error).__name__}: {error}")
+        elif value != sum(trivial_args(index)):
             errors.append(f"job {index}: wrong result {value!r}")
-            return
-        results.append(time.monotonic())
-        seen[job.job_dir] = time.time()
+        else:
+            results.append(time.monotonic())
+            seen[job.job_dir] = time.time()
+        if left == 0:
+            group.cancel_scope.cancel()
 
+    # as a call of autoparallelize runs its chunks: no task per waiting job (JobWaiter)
+    waiter = JobWaiter(arrived)
     async with anyio.create_task_group() as group:
-        for index, job in enumerate(prepared):
-            group.start_soon(one, index, job)
+        group.start_soon(waiter.serve)
+        for job in prepared:
+            waiter.add(job, job)
+        del prepared, job
+        if not n_jobs:
+            group.cancel_scope.cancel()
     t_end = time.monotonic()
 
     records = stats.records[first_record:]
@@ -354,4 +367,4 @@ async def bench_system(session: Session, system_name: str, n_jobs: int, *, check
         lag=await result_lags(system, root, seen, records, check_interval,
                               [p for p in system.poll_history() if p.started >= wall_t0], since=wall_t0),
         peak_rss_bytes=peak_rss(), errors=errors[:5])
-    return BenchRun(result, records, t0, root, [job.job_dir for job in prepared], seen)
+    return BenchRun(result, records, t0, root, job_dirs, seen)

@@ -11,8 +11,11 @@ Every decision about a job (submitted, re-attached, died, resubmitted) is logged
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import heapq
+import itertools
 import logging
 import math
 import os
@@ -20,12 +23,14 @@ import pickle
 import re
 import shlex
 import shutil
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.abc
 
 from .config.expyre_env import default_system
 from .config.expyre_modules import expyre_module
@@ -45,7 +50,7 @@ from .jobs import layout
 from .jobs.database import JobRecord
 from .jobs.ended import EndCause
 from .jobs.env_vars import export_lines
-from .jobs.escalation import Escalation, next_step
+from .jobs.escalation import NO_ESCALATION, Escalation, next_step
 from .jobs.hashing import job_key, pickle_task
 from .jobs.integrity import copy_atomic, marker_seconds, read_verified_result
 from .jobs.job_files import DirFiles, JobFiles
@@ -55,11 +60,11 @@ from .jobs.route import RouteKind
 from .jobs.states import JobStatus
 from .pack.coordinator import WALLTIME_SLOT, WorkerSpec, worker_command
 from .session import Session, session_scope
-from .system import SubmitRequest, System, Watch
+from .system import JobOutcome, SubmitRequest, System, Watch
 from .system.machine import Limits
 from .system.paths import job_dir_name, safe_name
 
-__all__ = ["ArrayTask", "Direct", "JobOptions", "Packed", "PreparedJob", "RemoteJob", "Route"]
+__all__ = ["ArrayTask", "Direct", "JobOptions", "JobWaiter", "Packed", "PreparedJob", "RemoteJob", "Route"]
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +173,9 @@ class RemoteJob(WithOptions):
         return prepared
 
 
-@dataclass
+@dataclass(slots=True, weakref_slot=True)
 class PreparedJob:
-    """A validated job, ready to claim, submit and await."""
+    """A validated job, ready to claim, submit and await (slots: 10^5 of them may wait at once)."""
 
     spec: RemoteJob
     session: Session
@@ -187,7 +192,7 @@ class PreparedJob:
     """The partition's most time and memory: how far an escalation may go."""
     mem_kb: int | None = None
     """Memory (kB) it asks the scheduler for; None: none (the scheduler's default)."""
-    escalation: Escalation = field(default_factory=Escalation)
+    escalation: Escalation = NO_ESCALATION
     """What was tried after kills at its limits (its jobs database record's, once it runs)."""
     items: int = 1
     """Configurations it holds (a chunk of autoparallelize): more than one can be split after a
@@ -230,20 +235,33 @@ class PreparedJob:
         return await self._run(resubmits_left=1 if self.options.resubmit_killed_jobs else 0, deadline=None)
 
     async def _run(self, resubmits_left: int, deadline: float | None) -> Any:
+        started = await self._start(resubmits_left, deadline)
+        if isinstance(started, _Value):
+            return started.value
+        try:
+            with anyio.fail_after(max(0.0, started.deadline - anyio.current_time())):
+                outcome = await started.system.wait(started.watch)
+        except TimeoutError:
+            raise self._timed_out(started) from None
+        return await self._finish(started, outcome)
+
+    async def _start(self, resubmits_left: int, deadline: float | None) -> Waiting | _Value:
+        """Claim, submit if needed, and build the watch its system's poll loop is to keep; a job that
+        needs no wait (finished earlier, or resubmitted and waited for at once) gives its value."""
         record = await self._claimed()
         self._split_check(record)
         if record.status is JobStatus.CANCELLED:
             raise JobCancelledError(self.label, self.spec.job_name)
         if record.status is JobStatus.DIED:
             if await self._escalated(record.end_cause, record.message or "died"):
-                return await self._resubmitted(resubmits_left, deadline)
+                return _Value(await self._resubmitted(resubmits_left, deadline))
             if resubmits_left > 0:
                 log.info("job %s: died earlier (%s); resubmitting (resubmit_killed_jobs)", self.label, record.message)
-                return await self._resubmitted(resubmits_left, deadline)
+                return _Value(await self._resubmitted(resubmits_left, deadline))
             raise JobDiedError(f"job {self.label} died earlier: {record.message}.{self._died_advice(record.message)}")
         if record.status is JobStatus.SUCCEEDED and (files := self.session.fetched.files(self.job_dir)) is not None:
             log.info("job %s: finished earlier; using its result", self.label)
-            return await self._load_result(files)
+            return _Value(await self._load_result(files))
 
         system = await self.session.serving(record.system)
         if record.system != self.system.name:
@@ -257,18 +275,23 @@ class PreparedJob:
         if packed and isinstance(self.route, Packed):  # workers may be needed again (a rerun re-attaching)
             spec = self.route.worker if system is self.system else self._worker_spec(system, self.route.setting)
             self.session.packing(system.name).expect(spec, record.remote_root or await system.remote_root())
-        timeout = self.options.timeout
         if deadline is None:
+            timeout = self.options.timeout
             deadline = anyio.current_time() + (timeout if timeout is not None else math.inf)
-        try:
-            with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
-                outcome = await system.wait(watch)
-        except TimeoutError:
-            log.info("job %s: not finished after %s s (timeout); left as it is for a rerun", self.label, timeout)
-            raise JobTimeoutError(
-                f"job {self.label} ({record.remote_id} on {record.system}) not seen to end within {timeout} s; it "
-                f"is left as it is (queued, running, or finished with its result not fetched yet): rerun to "
-                f"re-attach, or raise timeout") from None
+        return Waiting(self, system, watch, resubmits_left, deadline)
+
+    def _timed_out(self, waiting: Waiting) -> JobTimeoutError:
+        """The error of a job not seen to end by its deadline (it is left as it is)."""
+        timeout = self.options.timeout
+        log.info("job %s: not finished after %s s (timeout); left as it is for a rerun", self.label, timeout)
+        return JobTimeoutError(
+            f"job {self.label} ({waiting.watch.remote_id} on {waiting.system.name}) not seen to end within {timeout} "
+            f"s; it is left as it is (queued, running, or finished with its result not fetched yet): rerun to "
+            f"re-attach, or raise timeout")
+
+    async def _finish(self, waiting: Waiting, outcome: JobOutcome) -> Any:
+        """The value once its watch ended: read its result, or act on its death (escalate, resubmit, raise)."""
+        resubmits_left, deadline, system = waiting.resubmits_left, waiting.deadline, waiting.system
         if outcome.marker is None:
             now = await self.session.db.get(self.key)
             if now is not None and now.status is JobStatus.CANCELLED:  # by the user, in another process
@@ -483,20 +506,23 @@ class PreparedJob:
         """
         setting = effective_pack(self.options.pack, self.system.config.pack)
         if isinstance(setting, PackSetting):
-            return Packed(setting, self._worker_spec(self.system, setting))
+            return _packed(*self._worker_parts(self.system, setting))
         if (self.options.submit or self.system.config.submit) == "array":
             return ArrayTask()
         return Direct()
 
     def _worker_spec(self, system: System, setting: PackSetting) -> WorkerSpec:
         """How the worker jobs of this packed chunk are submitted on ``system`` (docs/packing.md)."""
+        return _worker_spec(*self._worker_parts(system, setting))
+
+    def _worker_parts(self, system: System, setting: PackSetting) -> _WorkerParts:
+        """What its worker spec is made of, the same for every chunk of a call (the cache key)."""
         cap = self._walltime_cap(system, setting)
         run = worker_command(system.config.python, WALLTIME_SLOT if setting.tuned else self.max_time,
                              setting.idle_seconds)
         call_name = re.sub(r"_chunk_\d+$", "", self.spec.job_name)
-        return _worker_spec(call_name, self.partition, tuple(self.node_dict.items()), cap,
-                            tuple(self.options.header_extra), tuple(self._job_body(system, run)), setting,
-                            self.session.stage_root)
+        return (call_name, self.partition, tuple(self.node_dict.items()), cap, tuple(self.options.header_extra),
+                tuple(self._job_body(system, run)), setting, self.session.stage_root)
 
     def _walltime_cap(self, system: System, setting: PackSetting) -> int:
         """A worker's longest walltime: the call's ``max_time``, or a self-tuned setting's ``walltime``
@@ -587,6 +613,167 @@ class PreparedJob:
                 copy_atomic(source, Path(name))  # each file appears whole or not at all
 
 
+@dataclass(slots=True)
+class Waiting:
+    """A submitted job handed to its system's poll loop, and what its end needs."""
+
+    job: PreparedJob
+    system: System
+    watch: Watch
+    resubmits_left: int
+    deadline: float
+    """``anyio.current_time()`` after which it has timed out (``inf``: no timeout)."""
+
+
+@dataclass(slots=True)
+class _Value:
+    """A job's value known without a wait (it finished earlier)."""
+
+    value: Any
+
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True, eq=False)
+class _Entry(Generic[T]):
+    """A job a :class:`JobWaiter` waits for, and its wake-up (called as its watch ends: no other
+    object per job)."""
+
+    waiting: Waiting
+    tag: T
+    number: int
+    woken: Callable[[int], None]
+
+    def __call__(self) -> None:
+        self.woken(self.number)
+
+STARTING_AT_ONCE = 2000
+"""Jobs of one :class:`JobWaiter` being claimed, staged and submitted at once: enough to fill the
+submit loop's and the packing coordinator's batches (300 jobs a command, two commands in flight),
+few enough that the tasks doing it stay a small part of the driver's memory at 10^5 jobs."""
+
+
+class JobWaiter(Generic[T]):
+    """Runs many prepared jobs at once with no task or coroutine per waiting job (issue 16).
+
+    A job is claimed, staged and submitted by a short task (at most :data:`STARTING_AT_ONCE` at
+    once, the others wait in line as they are), then handed to its system's poll loop with a wake-up
+    callback and nothing else: a waiting job costs its job, its watch and one entry here, where a
+    task per job cost about 5 KB. Each ended watch is read (or its death acted on) in a short task,
+    exactly as :meth:`PreparedJob.result` does, and ``deliver(tag, value, error)`` gets the job's
+    value or the error ``result()`` would raise, timeouts included. Run :meth:`serve` in a task group
+    and cancel it when every job is delivered; a cancelled waiter abandons its watches (the jobs stay
+    as they are, and a rerun re-attaches), as a cancelled ``result()`` does.
+    """
+
+    def __init__(self, deliver: Callable[[T, Any, BaseException | None], Awaitable[None]]) -> None:
+        self._deliver = deliver
+        self._queued: deque[tuple[PreparedJob, T]] = deque()
+        self._starting = 0
+        self._waiting: dict[int, _Entry[T]] = {}
+        """Each waiting job by its number; gone once its watch ends (nothing of it stays here)."""
+        self._deadlines: list[tuple[float, int]] = []
+        """A heap of (deadline, number); an entry whose job is no longer waiting is dropped when met."""
+        self._numbers = itertools.count()
+        self._ended, self._ended_receive = anyio.create_memory_object_stream[int](math.inf)
+        self._tasks: anyio.abc.TaskGroup | None = None
+
+    def waiting_count(self) -> int:
+        """Jobs handed to a poll loop and not ended yet."""
+        return len(self._waiting)
+
+    def add(self, job: PreparedJob, tag: T) -> None:
+        """Run ``job``; its end is delivered with ``tag``."""
+        self._queued.append((job, tag))
+        self._start_more()
+
+    async def serve(self) -> None:
+        """Start the jobs added, read the ended ones, time out the late ones; until cancelled."""
+        try:
+            async with anyio.create_task_group() as tasks, self._ended_receive:
+                self._tasks = tasks
+                self._start_more()
+                tasks.start_soon(self._time_out)
+                async for number in self._ended_receive:  # (no job in this frame: it would stay here)
+                    tasks.start_soon(self._finish, number)
+        finally:
+            self._tasks = None
+            for entry in self._waiting.values():  # the poll loop forgets them; the jobs stay queued
+                entry.waiting.watch.abandon()
+            self._waiting.clear()
+
+    def _start_more(self) -> None:
+        while self._tasks is not None and self._queued and self._starting < STARTING_AT_ONCE:
+            self._starting += 1
+            self._tasks.start_soon(self._start, *self._queued.popleft())
+
+    async def _start(self, job: PreparedJob, tag: T) -> None:
+        try:
+            started = await job._start(1 if job.options.resubmit_killed_jobs else 0, None)
+        except Exception as exc:
+            await self._deliver(tag, None, exc)
+            return
+        finally:
+            self._starting -= 1
+            self._start_more()
+        if isinstance(started, _Value):
+            await self._deliver(tag, started.value, None)
+            return
+        number = next(self._numbers)
+        entry = self._waiting[number] = _Entry(started, tag, number, self._woken)
+        if started.deadline < math.inf:
+            heapq.heappush(self._deadlines, (started.deadline, number))
+        try:
+            started.system.watch(started.watch)
+        except Exception as exc:  # its system's loops stopped
+            del self._waiting[number]
+            await self._deliver(tag, None, exc)
+            return
+        started.watch.done.then(entry)
+
+    def _woken(self, number: int) -> None:
+        """Its watch ended (called by the poll loop, which must not fail: after :meth:`serve` is gone
+        the abandoned watches still end)."""
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._ended.send_nowait(number)
+
+    async def _finish(self, number: int) -> None:
+        entry = self._waiting.pop(number, None)
+        if entry is None:  # timed out meanwhile
+            return
+        try:
+            value = await entry.waiting.job._finish(entry.waiting, entry.waiting.watch.result())
+        except Exception as exc:
+            await self._deliver(entry.tag, None, exc)
+        else:
+            await self._deliver(entry.tag, value, None)
+
+    async def _expire(self, number: int) -> None:
+        """Its deadline passed: time it out, unless it ended (then it is read as any other)."""
+        entry = self._waiting.get(number)
+        if entry is not None and not entry.waiting.watch.done.is_set():
+            del self._waiting[number]
+            entry.waiting.watch.abandon()
+            await self._deliver(entry.tag, None, entry.waiting.job._timed_out(entry.waiting))
+
+    async def _time_out(self) -> None:
+        """Deliver a :class:`JobTimeoutError` for each job still waiting at its deadline."""
+        while True:
+            now = anyio.current_time()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                await self._expire(heapq.heappop(self._deadlines)[1])
+            if len(self._deadlines) > 2 * len(self._waiting) + 64:  # most of it ended: only the waiting stay
+                self._deadlines = [(d, n) for d, n in self._deadlines if n in self._waiting]
+                heapq.heapify(self._deadlines)
+            await anyio.sleep(min(1.0, self._deadlines[0][0] - now) if self._deadlines else 1.0)
+
+
+_WorkerParts = tuple[str, str, tuple[tuple[str, int], ...], int, tuple[str, ...], tuple[str, ...], PackSetting, Path]
+"""A worker spec's parts: the call's name, partition, node sizes, walltime cap, header lines, job body,
+pack setting and local stage root."""
+
+
 @functools.lru_cache(maxsize=64)
 def _worker_spec(job_name: str, partition: str, node_items: tuple[tuple[str, int], ...], max_time: int,
                  header_extra: tuple[str, ...], body: tuple[str, ...], setting: PackSetting,
@@ -594,6 +781,12 @@ def _worker_spec(job_name: str, partition: str, node_items: tuple[tuple[str, int
     """One :class:`WorkerSpec` (and one pack id hash) for every chunk of a call, not one per chunk."""
     return WorkerSpec(job_name=job_name, partition=partition, node_dict=dict(node_items), max_time=max_time,
                       header_extra=header_extra, body=body, setting=setting, local_root=local_root)
+
+
+@functools.lru_cache(maxsize=64)
+def _packed(*parts: Any) -> Packed:
+    """One route object for every chunk of a call, not one per chunk (``parts``: :data:`_WorkerParts`)."""
+    return Packed(parts[6], _worker_spec(*parts))
 
 
 def _read_verified_pickle(files: JobFiles) -> Any:

@@ -13,10 +13,10 @@ chunk's items, exactly as in wfl, so a job parallelises over its node with
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
-import re
 import shlex
 import time
 import warnings
@@ -39,8 +39,9 @@ from ..errors import (
     PermanentFailureError,
     first_failure,
 )
-from ..job import Packed, PreparedJob, RemoteJob
+from ..job import JobWaiter, Packed, PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
+from ..jobs.options import JobOptions
 from ..jobs.pack_option import effective_pack
 from ..jobs.states import UNFINISHED, JobStatus
 from ..pack.tuning import longest_fitting
@@ -155,11 +156,15 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
         else:
             chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info,
                                      placed.spread if placed is not None else None)
-        every = list(chunks)
-        job_dirs = {c.job.job_dir for c in chunks}
+        # what the call keeps of its chunks: a finished chunk leaves memory once its result is in the
+        # caller, but for its job key (issue 16)
+        job_dirs: set[str] = set()  # the chunks in flight, for the progress line
+        keys: list[str] = []  # every chunk's job key, for the end of the call
+        processed: list[str] = []  # the job keys (halves' too) of the chunks whose result is in
         call = placed.runner([c.job for c in chunks]) if placed is not None else None
         if placed is not None and call is not None:
-            progress = _multi_progress(session, remote_info, chunks, placed, call, frozenset(job_dirs))
+            progress = _multi_progress(session, remote_info, chunks, placed, call,
+                                       frozenset(c.job.job_dir for c in chunks))
         else:
             packed = bool(chunks) and isinstance(chunks[0].job.route, Packed)
             workers = session.packing(system.name).workers_alive if packed else None
@@ -170,28 +175,49 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                                          running=lambda: system.started_count(job_dirs),
                                          waiting=lambda: system.waiting_count(job_dirs), workers=workers,
                                          arrays=lambda: system.array_count(job_dirs), predicted_left=predicted)
-        run = call.result if call is not None else _job_result
-        send, receive = anyio.create_memory_object_stream[tuple[Chunk, Any, BaseException | None]](math.inf)
+        send, receive = anyio.create_memory_object_stream[_Arrived](math.inf)
         failure: BaseException | None = None
-        failed_keys: set[str] = set()
+        in_flight = 0
         with progress:
-            async with anyio.create_task_group() as tg, receive:
+            async with anyio.create_task_group() as tg, send, receive:
+
+                async def arrived(chunk: Chunk, value: Any, error: BaseException | None) -> None:
+                    if isinstance(error, JobSplitError):  # killed at its time limit: its halves run instead
+                        tg.start_soon(_run_chunk, chunk, send, _split_value)
+                    else:
+                        await send.send((chunk, None if error is not None else _groups(value), error))
+
+                waiter = JobWaiter(arrived)
+
+                def start(chunk: Chunk) -> None:
+                    """Run ``chunk``: a call on one system holds no task while its chunks wait (issue 16)."""
+                    nonlocal in_flight
+                    in_flight += 1
+                    keys.append(chunk.job.key)
+                    job_dirs.add(chunk.job.job_dir)
+                    if call is not None:
+                        tg.start_soon(_run_chunk, chunk, send, functools.partial(_placed_value, run=call.result))
+                    else:
+                        waiter.add(chunk.job, chunk)
+
                 if call is not None:
                     tg.start_soon(call.watch)
+                tg.start_soon(waiter.serve)
                 for chunk in chunks:
-                    tg.start_soon(_run_chunk, chunk, send.clone(), run)
+                    start(chunk)
+                del chunks  # each chunk is the waiter's (or its task's) until its result is in
                 feeding = tuned is not None and not tuned.exhausted()
-                if not feeding:
-                    send.close()
-                async for first in receive:
+                while in_flight > 0:
                     # every chunk that came so far (a fetch wakes a batch of them): their times in one
                     # database read and one write
-                    arrived = _up_to_failure([first, *_waiting(receive)], remote_info)
-                    times = await _record_times(session, remote_info, [c for c, _, e in arrived if e is None])
-                    for chunk, value, error in arrived:
+                    came = _up_to_failure([await receive.receive(), *_waiting(receive)], remote_info)
+                    times = await _record_times(session, remote_info, [c for c, _, e in came if e is None])
+                    for chunk, value, error in came:
+                        in_flight -= 1
+                        job_dirs.discard(chunk.job.job_dir)
                         progress.chunk_done(len(chunk.items), failed=error is not None)
-                        if error is not None:
-                            failed_keys.add(chunk.job.key)
+                        if error is None:
+                            processed.extend((chunk.job.key, *chunk.split_keys))
                         if _stops_the_call(error, remote_info):
                             # re-raised below, outside the task group, with its own type (not an
                             # ExceptionGroup); the other jobs stay queued and a rerun re-attaches
@@ -201,35 +227,29 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                         if tuned is not None and feeding:
                             await tuned.finished(chunk, times.get(chunk.job.key))
                             for new in await tuned.more():
-                                every.append(new)
-                                job_dirs.add(new.job.job_dir)
                                 progress.chunks_added(1)
-                                tg.start_soon(_run_chunk, new, send.clone(), run)
-                            if tuned.exhausted():
-                                feeding = False
-                                send.close()
+                                start(new)
+                            feeding = not tuned.exhausted()
                         result = _chunk_result(chunk, value, error, remote_info)
                         if outputs is not None:
                             await anyio.to_thread.run_sync(_store, outputs, result)
                         yield result
                     if failure is not None:
                         break
-                tg.cancel_scope.cancel()  # every chunk is in: the placement watch (if any) ends
-            send.close()
+                tg.cancel_scope.cancel()  # every chunk is in: the waiter (and the placement watch, if any) end
             if failure is not None:
                 if isinstance(failure, JobCancelledError):
-                    await _say_what_is_left(session, every, failure)
+                    await _say_what_is_left(session, remote_info.job_name, keys, failure)
                 raise failure
             if outputs is not None:
                 await anyio.to_thread.run_sync(outputs.close)
         if "WFL_EXPYRE_NO_MARK_PROCESSED" not in os.environ:
             # a failed chunk (ignore_failed_jobs) stays failed, for 'wfl-async report'; a rerun creates
             # it afresh either way
-            await session.db.update_many((key, {"status": JobStatus.PROCESSED}) for c in every
-                                         if c.job.key not in failed_keys for key in (c.job.key, *c.split_keys))
+            await session.db.update_many((key, {"status": JobStatus.PROCESSED}) for key in processed)
         if call is not None:
             log.info("%s: %s", remote_info.job_name, call.line())
-        await _log_summary(session, remote_info.job_name, every)
+        await _log_summary(session, remote_info.job_name, keys)
 
 
 def _multi_progress(session: Session, remote_info: RemoteInfo, chunks: Sequence[Chunk], placed: Plan,
@@ -301,30 +321,29 @@ async def _record_times(session: Session, remote_info: RemoteInfo, chunks: Seque
     return times
 
 
-async def _log_summary(session: Session, name: str, chunks: Sequence[Chunk]) -> None:
+async def _log_summary(session: Session, name: str, keys: Sequence[str]) -> None:
     """A few lines at the end of the call: its jobs, where they ran, wall and core time, failures."""
-    if not chunks:
+    if not keys:
         return
-    found = await session.db.get_many([c.job.key for c in chunks])
-    records = [r for c in chunks if (r := found.get(c.job.key)) is not None]
+    found = await session.db.get_many(keys)
+    records = [r for key in keys if (r := found.get(key)) is not None]
     for line in summary_lines(build_report(records, {session.owner: session.costs()}, time.time()), name):
         log.info("%s", line)
 
 
-async def _say_what_is_left(session: Session, chunks: Sequence[Chunk], failure: JobCancelledError) -> None:
+async def _say_what_is_left(session: Session, name: str, keys: Sequence[str], failure: JobCancelledError) -> None:
     """A job of the call was cancelled by the user: the call stops, and its other jobs are left as
     the user left them (queued or running ones go on; a rerun re-attaches). Say which, and how to
     cancel them too."""
-    statuses = {key: r.status for key, r in (await session.db.get_many([c.job.key for c in chunks])).items()}
-    live = [c for c in chunks if statuses.get(c.job.key) in UNFINISHED]
+    statuses = {key: r.status for key, r in (await session.db.get_many(keys)).items()}
+    live = [key for key in keys if statuses.get(key) in UNFINISHED]
     cancelled = sum(1 for s in statuses.values() if s is JobStatus.CANCELLED)
-    name = re.sub(r"_chunk_\d+$", "", chunks[0].job.spec.job_name)
     if live:
-        note = (f"{cancelled} of the call's {len(chunks)} jobs were cancelled; its other {len(live)} unfinished "
+        note = (f"{cancelled} of the call's {len(keys)} jobs were cancelled; its other {len(live)} unfinished "
                 f"job(s) were left queued or running (a rerun of the workflow re-attaches to them; "
                 f"'wfl-async cancel -n {shlex.quote(name + '_chunk_.*')}' cancels them too)")
     else:
-        note = f"{cancelled} of the call's {len(chunks)} jobs were cancelled; none of its jobs is still queued"
+        note = f"{cancelled} of the call's {len(keys)} jobs were cancelled; none of its jobs is still queued"
     log.warning("call %r stopped: %s", name, note)
     failure.add_note(note)
 
@@ -336,14 +355,14 @@ output as failed configurations, they would leave it complete, and a rerun after
 nothing."""
 
 
-async def _run_chunk(chunk: Chunk, send: Any, run: Callable[[PreparedJob], Awaitable[Any]]) -> None:
-    async with send:
-        try:
-            value = await _chunk_value(chunk, chunk, run)
-        except Exception as exc:
-            await send.send((chunk, None, exc))
-        else:
-            await send.send((chunk, value, None))
+async def _run_chunk(chunk: Chunk, send: Any, run: Callable[[Chunk], Awaitable[list[Any]]]) -> None:
+    """``chunk``'s end, by ``run`` (:func:`_placed_value` or :func:`_split_value`), sent to the call."""
+    try:
+        value = await run(chunk)
+    except Exception as exc:
+        await send.send((chunk, None, exc))
+    else:
+        await send.send((chunk, value, None))
 
 
 async def _chunk_value(chunk: Chunk, whole: Chunk,
@@ -355,22 +374,37 @@ async def _chunk_value(chunk: Chunk, whole: Chunk,
     try:
         return _groups(await (run or _job_result)(chunk.job))
     except JobSplitError:
-        halves = chunk.halves()
-        whole.split_keys.extend(half.job.key for half in halves)
-        log.info("%s: chunk %d split into %d + %d configurations", chunk.job.spec.job_name, chunk.index,
-                 len(halves[0].items), len(halves[1].items))
-        values: list[list[Any]] = [[], []]
+        return await _halves_value(chunk, whole)
 
-        async def run_half(i: int) -> None:
-            values[i] = await _chunk_value(halves[i], whole)
 
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run_half, 0)
-                tg.start_soon(run_half, 1)
-        except BaseExceptionGroup as group:  # one half's own error, not a group
-            raise first_failure(group) from None
-        return values[0] + values[1]
+async def _placed_value(chunk: Chunk, run: Callable[[PreparedJob], Awaitable[Any]]) -> list[Any]:
+    """The per-item results of a call's ``chunk`` over several systems: ``run`` is its placement's
+    wait, which may move it."""
+    return await _chunk_value(chunk, chunk, run)
+
+
+async def _split_value(chunk: Chunk) -> list[Any]:
+    """The per-item results of a call's ``chunk`` whose job was split: its halves', in order."""
+    return await _halves_value(chunk, chunk)
+
+
+async def _halves_value(chunk: Chunk, whole: Chunk) -> list[Any]:
+    halves = chunk.halves()
+    whole.split_keys.extend(half.job.key for half in halves)
+    log.info("%s: chunk %d split into %d + %d configurations", chunk.job.spec.job_name, chunk.index,
+             len(halves[0].items), len(halves[1].items))
+    values: list[list[Any]] = [[], []]
+
+    async def run_half(i: int) -> None:
+        values[i] = await _chunk_value(halves[i], whole)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_half, 0)
+            tg.start_soon(run_half, 1)
+    except BaseExceptionGroup as group:  # one half's own error, not a group
+        raise first_failure(group) from None
+    return values[0] + values[1]
 
 
 def _groups(value: Any) -> list[Any]:
@@ -410,7 +444,12 @@ class ChunkMaker:
         self.rng: Any
         self.kwargs, self.rng = split_rng(kwargs) if "rng" in kwargs else (dict(kwargs), None)
         self.inherited = self.kwargs.get("_autopara_per_item_info")
-        self.autopara_info, self.remote_info, self.pack = autopara_info, remote_info, pack
+        self.autopara_info, self.remote_info = autopara_info, remote_info
+        # one options object for every chunk of the call (the job's function is do_in_pool: the
+        # operation's code is versioned)
+        options = job_options(remote_info, extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
+                              code_version=code_source(op) if remote_info.code_version is True else None)
+        self.options = options.replace(pack=pack) if pack is not None else options
         dumps_call(op, (op, list(args), self.kwargs))  # once per call: an unpicklable op is named as the local pool names it
 
     def groups(self, per_job: int) -> Iterator[tuple[ItemInput, ...]]:
@@ -439,13 +478,8 @@ class ChunkMaker:
                        "iterable": job_iterable, "outputspec": OutputSpec(), "op": self.op,
                        "iterable_arg": info.iterable_arg, "skip_failed": info.skip_failed,
                        "initializer": info.initializer, "args": list(self.args), "kwargs": chunk_kwargs}
-        remote_info = self.remote_info
-        return job_from_remote_info(remote_info, do_in_pool, (), pool_kwargs,
-                                    job_name=f"{remote_info.job_name}_chunk_{index}",
-                                    extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
-                                    # the job's function is do_in_pool: version the operation's code
-                                    code_version=code_source(self.op) if remote_info.code_version is True
-                                    else remote_info.code_version)
+        return RemoteJob(do_in_pool, (), pool_kwargs, sys_name=job_system(self.remote_info),
+                         job_name=f"{self.remote_info.job_name}_chunk_{index}", options=self.options)
 
     def chunk(self, index: int, group: Sequence[ItemInput], predicted_seconds: float | None = None,
               sys_name: str | None = None) -> Chunk:
@@ -454,7 +488,7 @@ class ChunkMaker:
         job = self.job(index, group)
         if sys_name is not None:
             job.sys_name = sys_name
-        prepared = _with_pack(job, self.pack).prepare(self.session)
+        prepared = job.prepare(self.session)
         prepared.predicted_seconds = predicted_seconds
         prepared.items = len(group)
         return Chunk(index, [g[0] for g in group], tuple(g[1] for g in group), tuple(g[2] for g in group), prepared,
@@ -477,22 +511,19 @@ def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args:
             for index, (group, name) in enumerate(zip(groups, systems, strict=True))]
 
 
-def _with_pack(job: RemoteJob, pack: Any) -> RemoteJob:
-    if pack is not None:
-        job.options = job.options.replace(pack=pack)
-    return job
-
-
 def job_from_remote_info(info: RemoteInfo, function: Callable[..., Any], args: Sequence[Any],
-                         kwargs: dict[str, Any], *, job_name: str | None = None,
-                         extra_hash_ignore: Sequence[str] = (),
-                         code_version: bool | str | None = None) -> RemoteJob:
+                         kwargs: dict[str, Any], *, job_name: str | None = None) -> RemoteJob:
     """The :class:`RemoteJob` running ``function(*args, **kwargs)`` with ``info``'s job options."""
-    options = info.options.replace(
+    return RemoteJob(function, args, kwargs, sys_name=job_system(info), job_name=job_name or info.job_name,
+                     options=job_options(info))
+
+
+def job_options(info: RemoteInfo, *, extra_hash_ignore: Sequence[str] = (),
+                code_version: bool | str | None = None) -> JobOptions:
+    """The :class:`JobOptions` of ``info``'s jobs (``code_version``, if given, in place of ``info``'s)."""
+    return info.options.replace(
         resources=resources_dict(info.resources), hash_ignore=[*info.hash_ignore, *extra_hash_ignore],
         code_version=code_version if code_version is not None else info.code_version)
-    return RemoteJob(function, args, kwargs, sys_name=job_system(info), job_name=job_name or info.job_name,
-                     options=options)
 
 
 def job_system(info: RemoteInfo) -> str:

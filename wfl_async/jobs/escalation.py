@@ -48,7 +48,7 @@ class Escalation:
     def from_json(cls, text: str | None) -> Escalation:
         """The record's escalation (an empty one for a job never escalated, or one written by a newer version)."""
         if not text:
-            return cls()
+            return NO_ESCALATION
         try:
             values = json.loads(text)
             return cls(max_time=values.get("max_time"), mem_kb=values.get("mem_kb"), split=bool(values.get("split")),
@@ -65,6 +65,10 @@ class Escalation:
         return " ".join(part for part in ("split" if self.split else "",
                                           f"time {hms(self.max_time)}" if self.max_time else "",
                                           f"mem {_mem(self.mem_kb)}" if self.mem_kb else "") if part)
+
+
+NO_ESCALATION = Escalation()
+"""A job never escalated (shared: it is frozen, and 10^5 jobs may wait at once)."""
 
 
 def _mem(kb: int) -> str:

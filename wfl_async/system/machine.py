@@ -86,6 +86,7 @@ class Machine:
         self._remote_root: str | None = None
         self._root_lock = anyio.Lock()
         self._fits: dict[tuple[str, bool, bool], tuple[Any, str, dict[str, int]]] = {}
+        self._limits: dict[tuple[str, bool, bool], Limits] = {}
 
     @property
     def name(self) -> str:
@@ -122,7 +123,11 @@ class Machine:
 
     def limits(self, resources: dict[str, Any], *, exact_fit: bool = True, partial_node: bool = False) -> Limits:
         """The memory ``resources`` ask for and the most time and memory their partition allows
-        (config.json ``partitions``): how far an escalation after a kill may go."""
+        (config.json ``partitions``): how far an escalation after a kill may go (one object for every
+        job asking the same)."""
+        key = _fit_key(resources, exact_fit, partial_node)
+        if (shared := self._limits.get(key)) is not None:
+            return shared
         res, partition, node_dict = self._fit(resources, exact_fit, partial_node)
         spec = self.config.partitions[partition]
         node_mem = spec.get("max_mem")
@@ -130,17 +135,18 @@ class Machine:
         if res.max_mem is not None:
             amount, per = res.max_mem
             asked = int(amount * node_dict["num_cores"] if per == "per_core" else amount)
-        return Limits(max_time=int(spec["max_time"]) if spec.get("max_time") else None,
-                      max_mem_kb=int(node_mem * node_dict["num_nodes"]) if node_mem else None, mem_kb=asked)
+        limits = self._limits[key] = Limits(
+            max_time=int(spec["max_time"]) if spec.get("max_time") else None,
+            max_mem_kb=int(node_mem * node_dict["num_nodes"]) if node_mem else None, mem_kb=asked)
+        return limits
 
     def _fit(self, resources: dict[str, Any], exact_fit: bool, partial_node: bool) -> tuple[Any, str, dict[str, int]]:
         """ExPyRe's ``Resources`` of ``resources``, and the partition (config.json's key) and nodes it fits;
         worked out once per set of resources (every chunk of a call asks the same, twice)."""
-        key = (repr(sorted(resources.items())), exact_fit, partial_node)
+        key = _fit_key(resources, exact_fit, partial_node)
         if key not in self._fits:
             self._fits[key] = self._fit_afresh(resources, exact_fit, partial_node)
-        res, partition, node_dict = self._fits[key]
-        return res, partition, dict(node_dict)
+        return self._fits[key]  # one node dict shared by every job asking (read only: 10^5 chunks may wait)
 
     def _fit_afresh(self, resources: dict[str, Any], exact_fit: bool,
                     partial_node: bool) -> tuple[Any, str, dict[str, int]]:
@@ -315,3 +321,8 @@ class Machine:
         # names on stdin (any number); rm -rf is safe to repeat after a dropped connection
         await self.transport.run(f"cd {shlex.quote(root)} 2>/dev/null || exit 0; xargs -d '\\n' -r rm -rf --",
                                  stdin=dir_list(job_dirs), kind="cancel", retry=True)
+
+
+def _fit_key(resources: dict[str, Any], exact_fit: bool, partial_node: bool) -> tuple[str, bool, bool]:
+    """What a fit of ``resources`` depends on (the key of :meth:`Machine._fit`'s and :meth:`Machine.limits`' caches)."""
+    return repr(sorted(resources.items())), exact_fit, partial_node

@@ -145,6 +145,8 @@ class PollLoop:
         """The ``check_interval`` of the watches, counted: the poll period without a pass over them all."""
         self._abandoned: list[Watch] = []
         """Watches taken whose waiter gave up, not yet forgotten (found without a pass over them all)."""
+        self._note_abandoned = self._abandoned.append
+        """Each taken watch's :attr:`~Watch.on_abandon` (one bound method shared by all of them)."""
         self._offsets: dict[str, int | None] = {}
         """Remote root -> bytes of its event log already read (None or absent: not yet)."""
         self._full_scan_at: dict[str, float] = {}
@@ -161,21 +163,20 @@ class PollLoop:
         """Jobs handed to the loop and not yet seen to end."""
         return len(self.watches) + self._receive.statistics().current_buffer_used
 
-    async def wait(self, watch: Watch) -> JobOutcome:
-        """Hand ``watch`` to the loop and wait for its outcome (see :meth:`System.wait`)."""
+    def watch(self, watch: Watch) -> None:
+        """Hand ``watch`` to the loop without waiting (see :meth:`System.watch`)."""
         if self.stopped_by is not None:
             raise self.stopped_by
         self._send.send_nowait(watch)
+
+    async def wait(self, watch: Watch) -> JobOutcome:
+        """Hand ``watch`` to the loop and wait for its outcome (see :meth:`System.wait`)."""
+        self.watch(watch)
         try:
             await watch.done.wait()
         finally:
-            watch.abandoned = True
-            if self.watches.get(watch.job_dir) is watch:  # its waiter gave up: forgotten by _take_new
-                self._abandoned.append(watch)
-        assert watch.outcome is not None
-        if watch.outcome.error is not None:
-            raise watch.outcome.error
-        return watch.outcome
+            watch.abandon()  # after its end a no-op for the loop: it is no longer watched
+        return watch.result()
 
     # ------------------------------------------------------------------ timing
     def base_interval(self) -> float:
@@ -270,6 +271,7 @@ class PollLoop:
         if not watch.abandoned:
             watch.watched_at = time.time()
             watch.state = watch.state.taken()
+            watch.on_abandon = self._note_abandoned
             self._forget(self.watches.get(watch.job_dir))
             self.watches[watch.job_dir] = watch
             self._intervals[watch.check_interval] += 1
@@ -284,7 +286,8 @@ class PollLoop:
                 self._add(self._receive.receive_nowait())
             except anyio.WouldBlock:
                 break
-        abandoned, self._abandoned = self._abandoned, []
+        abandoned = self._abandoned.copy()  # the list itself stays: every watch's on_abandon appends to it
+        self._abandoned.clear()
         for watch in abandoned:
             if self.watches.get(watch.job_dir) is not watch:
                 continue

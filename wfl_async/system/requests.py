@@ -7,7 +7,7 @@ event, so a waiting job is woken only for itself).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,16 +27,32 @@ class Settled:
     deque of waiters): with 10^5 chunks watched at once that was most of a watch's memory.
     """
 
-    __slots__ = ("_future", "_set")
+    __slots__ = ("_future", "_set", "_then")
 
     def __init__(self) -> None:
         self._set = False
         self._future: asyncio.Future[None] | None = None
+        self._then: Callable[[], None] | None = None
 
     def set(self) -> None:
         self._set = True
         if self._future is not None and not self._future.done():
             self._future.set_result(None)
+        if self._then is not None:
+            then, self._then = self._then, None
+            then()
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (which must not block) once set, at once if it is: a wait that holds no
+        coroutine (:class:`wfl_async.job.JobWaiter`: 10^5 chunks waiting)."""
+        if self._set:
+            callback()
+        else:
+            self._then = callback
+
+    def forget(self) -> None:
+        """Drop the callback given to :meth:`then` (its waiter gave up: nothing of it is kept)."""
+        self._then = None
 
     def is_set(self) -> bool:
         return self._set
@@ -148,6 +164,9 @@ class Watch:
     done: Settled = field(default_factory=Settled)
     abandoned: bool = False
     """Its waiter was cancelled: the poll loop forgets it."""
+    on_abandon: Callable[[Watch], None] | None = None
+    """Set by the poll loop that took it: told when its waiter gives up, so that a poll finds the
+    abandoned watches without a pass over every watch."""
     in_window: bool = True
     """The job is a scheduler job of its own, so it takes room in the queue window
     (``max_queued_jobs``); a packed chunk is not (its worker job is counted instead)."""
@@ -163,6 +182,20 @@ class Watch:
     def started(self) -> bool:
         """The poll loop has seen it started."""
         return self.state.started
+
+    def abandon(self) -> None:
+        """Its waiter gave up: the poll loop forgets it (the job stays as it is), and it wakes nobody."""
+        self.abandoned = True
+        self.done.forget()
+        if self.on_abandon is not None:
+            self.on_abandon(self)
+
+    def result(self) -> JobOutcome:
+        """How it ended, once :attr:`done`; raises the error that ended its wait instead (see :attr:`JobOutcome.error`)."""
+        assert self.outcome is not None
+        if self.outcome.error is not None:
+            raise self.outcome.error
+        return self.outcome
 
 
 @dataclass

@@ -192,6 +192,13 @@ class System:
         self._check_serving()
         return await self._poller.wait(watch)
 
+    def watch(self, watch: Watch) -> None:
+        """Hand ``watch`` to the poll loop without waiting: its ``done`` is set when the job has a
+        final marker (files fetched) or died (:meth:`Watch.result <wfl_async.system.requests.Watch.result>`
+        then tells); a caller that stops caring sets its ``abandoned``, and the job stays as it is."""
+        self._check_serving()
+        self._poller.watch(watch)
+
     def poll_interval(self) -> float:
         """Seconds between two polls of this system now."""
         return self._poller.interval()
