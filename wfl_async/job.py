@@ -26,6 +26,7 @@ from typing import Any
 
 import anyio
 
+from ._pickling import PickledOnce
 from .config.expyre_env import default_system
 from .config.expyre_modules import expyre_module
 from .doctor.first_submission import ensure_system_ready
@@ -114,6 +115,9 @@ class RemoteJob(WithOptions):
     sys_name: str
     job_name: str
     options: JobOptions = field(default_factory=JobOptions)
+    pickled_once: PickledOnce = field(default_factory=dict, repr=False, compare=False)
+    """Objects of its arguments pickled already, shared by the jobs of one call (the call's operation):
+    put into its task as they are (:func:`~wfl_async._pickling.pickled_once`)."""
 
     def __init__(self, function: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
                  sys_name: str | None = None, job_name: str = "wfl_async_job", options: JobOptions | None = None,
@@ -129,6 +133,7 @@ class RemoteJob(WithOptions):
         self.job_name = job_name
         self.options = (options or JobOptions()).replace(**option_values) if option_values else \
             (options or JobOptions())
+        self.pickled_once = {}
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.aio().__await__()
@@ -155,7 +160,7 @@ class RemoteJob(WithOptions):
         system = session.system(self.sys_name)
         partition, node_dict, max_time = system.select_partition(
             dict(options.resources), exact_fit=options.exact_fit, partial_node=options.partial_node)
-        task = pickle_task(self.function, self.args, self.kwargs)
+        task = pickle_task(self.function, self.args, self.kwargs, self.pickled_once)
         key = job_key(self.function, self.args, self.kwargs, name=self.job_name, hash_ignore=options.hash_ignore,
                       input_files=options.input_files, code_version=options.code_version)
         limits = system.limits(dict(options.resources), exact_fit=options.exact_fit,

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 from ase.atoms import Atoms
 
-from .._pickling import dumps_call
+from .._pickling import dumps_call, pickled_once
 from ..configset import ConfigSet, OutputSpec
 from ..errors import (
     ConfigurationError,
@@ -188,6 +188,7 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                     # database read and one write
                     arrived = _up_to_failure([first, *_waiting(receive)], remote_info)
                     times = await _record_times(session, remote_info, [c for c, _, e in arrived if e is None])
+                    ready: list[ChunkResult] = []
                     for chunk, value, error in arrived:
                         progress.chunk_done(len(chunk.items), failed=error is not None)
                         if error is not None:
@@ -208,9 +209,10 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                             if tuned.exhausted():
                                 feeding = False
                                 send.close()
-                        result = _chunk_result(chunk, value, error, remote_info)
-                        if outputs is not None:
-                            await anyio.to_thread.run_sync(_store, outputs, result)
+                        ready.append(_chunk_result(chunk, value, error, remote_info))
+                    if outputs is not None and ready:  # one thread hop for every chunk that came
+                        await anyio.to_thread.run_sync(_store, outputs, ready)
+                    for result in ready:
                         yield result
                     if failure is not None:
                         break
@@ -394,10 +396,11 @@ def _chunk_result(chunk: Chunk, value: Any, error: BaseException | None, remote_
     return ChunkResult(chunk.index, chunk.item_indices, chunk.locs, tuple(marked))
 
 
-def _store(outputs: OutputSpec, result: ChunkResult) -> None:
-    for group, loc in zip(result.results, result.input_locs, strict=True):
-        if group is not None:
-            outputs.store(group, loc)
+def _store(outputs: OutputSpec, results: Sequence[ChunkResult]) -> None:
+    for result in results:
+        for group, loc in zip(result.results, result.input_locs, strict=True):
+            if group is not None:
+                outputs.store(group, loc)
 
 
 class ChunkMaker:
@@ -412,6 +415,8 @@ class ChunkMaker:
         self.inherited = self.kwargs.get("_autopara_per_item_info")
         self.autopara_info, self.remote_info, self.pack = autopara_info, remote_info, pack
         dumps_call(op, (op, list(args), self.kwargs))  # once per call: an unpicklable op is named as the local pool names it
+        self.op_pickled = pickled_once(op, [op])
+        """The operation pickled once for every chunk's task (by value it is its code each time)."""
 
     def groups(self, per_job: int) -> Iterator[tuple[ItemInput, ...]]:
         """The inputs, ``per_job`` at a time (1: one configuration each, for a self-tuned call to group)."""
@@ -440,12 +445,14 @@ class ChunkMaker:
                        "iterable_arg": info.iterable_arg, "skip_failed": info.skip_failed,
                        "initializer": info.initializer, "args": list(self.args), "kwargs": chunk_kwargs}
         remote_info = self.remote_info
-        return job_from_remote_info(remote_info, do_in_pool, (), pool_kwargs,
-                                    job_name=f"{remote_info.job_name}_chunk_{index}",
-                                    extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
-                                    # the job's function is do_in_pool: version the operation's code
-                                    code_version=code_source(self.op) if remote_info.code_version is True
-                                    else remote_info.code_version)
+        job = job_from_remote_info(remote_info, do_in_pool, (), pool_kwargs,
+                                   job_name=f"{remote_info.job_name}_chunk_{index}",
+                                   extra_hash_ignore=_POOL_ARGS_NOT_HASHED,
+                                   # the job's function is do_in_pool: version the operation's code
+                                   code_version=code_source(self.op) if remote_info.code_version is True
+                                   else remote_info.code_version)
+        job.pickled_once = self.op_pickled
+        return job
 
     def chunk(self, index: int, group: Sequence[ItemInput], predicted_seconds: float | None = None,
               sys_name: str | None = None) -> Chunk:
