@@ -99,3 +99,19 @@ async def test_later_polls_ask_only_about_jobs_that_need_a_look(tmp_path: Path) 
             assert loop.watches["b"].started and not loop.watches["a"].started
             tasks.cancel_scope.cancel()
     assert sorted(polls[0].job_dirs) == ["a", "b"] and polls[2].job_dirs == []  # both scanned, both queued
+
+
+async def test_a_job_settled_in_the_queue_is_looked_at_again_once_its_listing_line_changes(tmp_path: Path) -> None:
+    """Polls skip a job listed active as before; its line going (no final marker) is news: it dies."""
+    polls: list[Sent] = []
+
+    def poll(sent: Sent) -> str:
+        polls.append(sent)
+        listed = {"7": "PENDING"} if len(polls) < 4 else {}
+        return poll_answer({"42": "RUNNING", **listed} if len(polls) < 6 else {"7": "PENDING"}, {})
+
+    transport = ScriptedTransport(poll=poll)
+    async with serving(transport, grace=0.3) as (loop, _, recorder):
+        outcome = await loop.wait(watch(tmp_path))
+    assert outcome.marker is None and "no longer listed" in outcome.message
+    assert len(polls) >= 7 and [v.kind for _, v in recorder.progress][-1] is VerdictKind.DIED
