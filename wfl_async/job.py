@@ -419,11 +419,9 @@ class PreparedJob:
             contents: dict[str, bytes] = {}
             if self.options.input_files or len(self.task) > INLINE_BYTES:
                 uploads = await anyio.to_thread.run_sync(self._stage_locally)
-            elif isinstance(self.route, Packed):  # staged from memory: no local file per chunk (issue 16)
+            else:  # staged from memory: no local file per job (issue 16)
                 self._forget_local_copy()
                 uploads, contents = [], self._staged_contents()
-            else:
-                uploads = self._stage_locally()
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
                                 header_extra=list(self.options.header_extra), body=self._job_body(system),
