@@ -11,9 +11,12 @@ The framing, written by the driver and read by :data:`LOOP`:
 * a header line ``<bytes of the command> <bytes of its stdin> <token>``, the command's shell
   text, then its stdin;
 * the loop runs the text with ``eval`` in a subshell, so ``exit``, ``cd``, a syntax error or a
-  changed variable never reaches the loop; its stdin is ``/dev/null``, or exactly the bytes
-  sent (``head -c``; what the command leaves unread is drained, so it is never taken for the
-  next header);
+  changed variable never reaches the loop, while what ``~/.bashrc`` set up (functions and
+  aliases too) is there as in an exec channel's shell; its stdin is ``/dev/null``, or exactly
+  the bytes sent (``head -c``; what the command leaves unread is drained, so it is never taken
+  for the next header); the processes it starts find the text in ``$WFL_ASYNC_COMMAND`` (an
+  exec channel's shell showed it in its command line, where ``ps`` and the fault-injection
+  tests look for a command);
 * then it prints ``\\n<token>\\n`` on stderr and ``\\n<token> <exit status>\\n`` on stdout; the
   driver strips them. The token is random per command, so no output can end a command early.
 
@@ -39,8 +42,9 @@ LOOP = (
     "while IFS=' ' read -r wfl_async_n wfl_async_m wfl_async_k; do "
     "wfl_async_t=$(head -c \"$wfl_async_n\"); "
     "if [ \"$wfl_async_m\" -gt 0 ]; then head -c \"$wfl_async_m\" | "
-    "( ( eval \"$wfl_async_t\" ); wfl_async_r=$?; cat >/dev/null; exit $wfl_async_r ); "
-    "else ( eval \"$wfl_async_t\" ) </dev/null; fi; wfl_async_r=$?; "
+    "( ( export WFL_ASYNC_COMMAND=\"$wfl_async_t\"; eval \"$wfl_async_t\" ); wfl_async_r=$?; cat >/dev/null; "
+    "exit $wfl_async_r ); "
+    "else ( export WFL_ASYNC_COMMAND=\"$wfl_async_t\"; eval \"$wfl_async_t\" ) </dev/null; fi; wfl_async_r=$?; "
     "printf '\\n%s\\n' \"$wfl_async_k\" >&2; printf '\\n%s %d\\n' \"$wfl_async_k\" \"$wfl_async_r\"; done"
 )
 """The channel's command: announce itself (token ``$wfl_async_k``, set before it), then run framed commands."""
