@@ -169,6 +169,8 @@ class Machine:
         A leading ``~/`` is the home directory on the system; a relative rundir is relative to
         it too (where a login shell starts), never to the driver's current directory.
         """
+        if self._remote_root is not None:
+            return self._remote_root  # (no lock: every job and poll asks)
         async with self._root_lock:
             if self._remote_root is None:
                 where = self.rundir_shell()

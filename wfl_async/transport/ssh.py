@@ -127,6 +127,8 @@ class SshTransport(Transport):
 
     async def _get_connection(self) -> asyncssh.SSHClientConnection:
         """The open connection, or a new one (one try; the caller's backoff loop tries again)."""
+        if self._connection is not None and not self._connection.is_closed():
+            return self._connection  # (no lock: every command asks)
         async with self._connect_lock:
             if self._connection is not None and not self._connection.is_closed():
                 return self._connection
