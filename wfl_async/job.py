@@ -282,7 +282,8 @@ class PreparedJob:
                 log.info("job %s: died (%s); resubmitting (resubmit_killed_jobs)", self.label, outcome.message)
                 return await self._resubmitted(resubmits_left, deadline)
             hint = await died_job_hint(system, self.job_dir, self.session.stage_root)
-            raise JobDiedError(f"job {self.label}: {outcome.message}.{hint} Look at {self.local_dir}."
+            look = f" Look at {self.local_dir}." if self.local_dir.is_dir() else ""  # (staged from memory: none)
+            raise JobDiedError(f"job {self.label}: {outcome.message}.{hint}{look}"
                                f"{self._died_advice(outcome.message)}")
         try:
             return await self._load_result(outcome.files)
