@@ -107,7 +107,7 @@ def is_phase(phase: str, marker: str, pid: int, argv: list[str]) -> bool:
     :param marker: a string the driver's command names (a job name, the remote root)
     """
     # the shell running our command names our jobs: in its command line (an exec channel), or in the
-    # WFL_ASYNC_COMMAND its processes get (a command of asyncssh's long-lived shell session)
+    # WFL_ASYNC_COMMAND its processes get (asyncssh's shell session, the driver run with WFL_ASYNC_SHOW_COMMANDS)
     caller = " ".join(cmdline(parent(pid))) + " " + command_env(pid)
     if phase == "upload":  # unpacking the stream into its temporary directory
         return argv[:1] == ["tar"] and any(".wfl_async_upload." in a for a in argv) and marker in caller

@@ -411,6 +411,19 @@ async def test_ssh_commands_share_one_shell_and_a_shell_killed_alone_is_replaced
         await transport.aclose()
 
 
+async def test_ssh_commands_show_their_text_to_their_processes_only_when_asked(
+        sshd: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off by default: sbatch passes the submitting environment on, and would keep the text with every job."""
+    command = "sh -c 'echo ${WFL_ASYNC_COMMAND:-unset}'"
+    for show, expected in (("", b"unset\n"), ("1", f"umask 077; {command}\n".encode())):
+        monkeypatch.setenv("WFL_ASYNC_SHOW_COMMANDS", show)
+        transport = ssh_transport()
+        try:
+            assert (await transport.run(command)).stdout == expected
+        finally:
+            await transport.aclose()
+
+
 async def test_ssh_offers_aes_gcm_first_unless_the_ssh_config_names_the_ciphers(sshd: None, tmp_path: Path) -> None:
     """AES-GCM costs the driver a third less CPU per packet than chacha20-poly1305 in asyncssh."""
     chosen = tmp_path / "ssh_config"

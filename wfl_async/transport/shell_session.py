@@ -14,9 +14,8 @@ The framing, written by the driver and read by :data:`LOOP`:
   changed variable never reaches the loop, while what ``~/.bashrc`` set up (functions and
   aliases too) is there as in an exec channel's shell; its stdin is ``/dev/null``, or exactly
   the bytes sent (``head -c``; what the command leaves unread is drained, so it is never taken
-  for the next header); the processes it starts find the text in ``$WFL_ASYNC_COMMAND`` (an
-  exec channel's shell showed it in its command line, where ``ps`` and the fault-injection
-  tests look for a command);
+  for the next header); with :data:`SHOW_COMMANDS` set, the processes it starts find the
+  text in ``$WFL_ASYNC_COMMAND``;
 * then it prints ``\\n<token>\\n`` on stderr and ``\\n<token> <exit status>\\n`` on stdout; the
   driver strips them. The token is random per command, so no output can end a command early.
 
@@ -27,6 +26,7 @@ needed for file streams).
 
 from __future__ import annotations
 
+import os
 import uuid
 from subprocess import CompletedProcess
 
@@ -35,19 +35,25 @@ import anyio
 from ._asyncssh import asyncssh
 from .base import LineCallback, LineSplitter
 
-__all__ = ["LOOP", "SessionLost", "ShellSession", "open_session"]
+__all__ = ["LOOP", "SHOW_COMMANDS", "SessionLost", "ShellSession", "open_session"]
+
+SHOW_COMMANDS = "WFL_ASYNC_SHOW_COMMANDS"
+"""Set (to anything but empty) in the driver's environment: each command's processes get its text in
+``$WFL_ASYNC_COMMAND``, where an exec channel's shell had it in its command line (for ``ps``, and the
+fault-injection tests that find the driver's command by it). Off by default: a scheduler that passes
+the submitting environment on (``sbatch``'s ``--export=ALL``) would store the text with every job."""
 
 LOOP = (
     "printf '\\n%s\\n' \"$wfl_async_k\" >&2; printf '\\n%s 0\\n' \"$wfl_async_k\"; "
     "while IFS=' ' read -r wfl_async_n wfl_async_m wfl_async_k; do "
     "wfl_async_t=$(head -c \"$wfl_async_n\"); "
     "if [ \"$wfl_async_m\" -gt 0 ]; then head -c \"$wfl_async_m\" | "
-    "( ( export WFL_ASYNC_COMMAND=\"$wfl_async_t\"; eval \"$wfl_async_t\" ); wfl_async_r=$?; cat >/dev/null; "
-    "exit $wfl_async_r ); "
-    "else ( export WFL_ASYNC_COMMAND=\"$wfl_async_t\"; eval \"$wfl_async_t\" ) </dev/null; fi; wfl_async_r=$?; "
+    "( ( {show}eval \"$wfl_async_t\" ); wfl_async_r=$?; cat >/dev/null; exit $wfl_async_r ); "
+    "else ( {show}eval \"$wfl_async_t\" ) </dev/null; fi; wfl_async_r=$?; "
     "printf '\\n%s\\n' \"$wfl_async_k\" >&2; printf '\\n%s %d\\n' \"$wfl_async_k\" \"$wfl_async_r\"; done"
 )
-"""The channel's command: announce itself (token ``$wfl_async_k``, set before it), then run framed commands."""
+"""The channel's command: announce itself (token ``$wfl_async_k``, set before it), then run framed commands
+(``{show}``: what :data:`SHOW_COMMANDS` adds before each)."""
 
 _TAIL = 16
 """Bytes after the token on stdout at most: a space, the exit status, a newline (and room to spare)."""
@@ -164,7 +170,9 @@ async def open_session(connection: asyncssh.SSHClientConnection) -> ShellSession
     """
     token = uuid.uuid4().hex
     session = ShellSession(token.encode())
-    await connection.create_session(lambda: session, f"wfl_async_k={token}; {LOOP}", encoding=None)
+    show = 'export WFL_ASYNC_COMMAND="$wfl_async_t"; ' if os.environ.get(SHOW_COMMANDS) else ""
+    await connection.create_session(lambda: session, f"wfl_async_k={token}; {LOOP.format(show=show)}",
+                                    encoding=None)
     try:
         await session._wait()
     except BaseException:
