@@ -207,7 +207,9 @@ class Run:
         stderr = self.dir / f"driver{len(self.drivers)}.err"
         with stderr.open("wb") as err:
             proc = subprocess.Popen([sys.executable, str(WORKFLOW), json.dumps(self.spec())], cwd=self.dir,
-                                    env=dict(os.environ, EXPYRE_ROOT=str(self.root), PYTHONPATH=str(REPO)),
+                                    # the commands' text where the fault injector finds them (shell_session.py)
+                                    env=dict(os.environ, EXPYRE_ROOT=str(self.root), PYTHONPATH=str(REPO),
+                                             WFL_ASYNC_SHOW_COMMANDS="1"),
                                     stdout=subprocess.DEVNULL, stderr=err, start_new_session=new_session)
         driver = Driver(proc, stderr)
         self.drivers.append(driver)

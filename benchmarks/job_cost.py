@@ -11,7 +11,7 @@ configurations, one configuration per chunk and one job per chunk (no packing), 
 call again with its output deleted (it re-attaches and reads the results: it must submit
 nothing; ``WFL_EXPYRE_NO_MARK_PROCESSED`` is set, as a rerun needs its jobs not marked
 processed). Each run's figure is the driver's process CPU (all threads) per job, with the wall
-time, submit commands, remote commands and polls, the driver CPU of one trivial remote command
+time, submit commands, remote commands and polls (and their ratio), the driver CPU of one trivial remote command
 (measured after the run: the transport's fixed cost, paid once per poll whatever the number
 of jobs), and the CPU per job less the commands' own; ``--mode jobs`` also runs N plain
 :class:`~wfl_async.job.RemoteJob` s (``operator.add``, :func:`wfl_async.bench.bench_system`). With
@@ -80,6 +80,7 @@ async def _chunks_run(system: str, n: int, output: Path, check_interval: float,
         return {"jobs": n, "ok": got == list(range(n)), "wall (s)": round(wall, 2),
                 "driver CPU (ms/job)": round(cpu / n * 1e3, 3), "submit commands": system_stats["submit_commands"],
                 "remote commands": commands, "polls": system_stats["poll_commands"],
+                "remote commands per poll": round(commands / max(1, system_stats["poll_commands"]), 2),
                 "CPU per trivial remote command (ms)": round(per_command * 1e3, 3),
                 "driver CPU less the commands' own (ms/job)": round((cpu - commands * per_command) / n * 1e3, 3)}
 
@@ -88,10 +89,11 @@ async def _command_cpu(session: Any, system: str, repeat: int = 20) -> float:
     """Driver CPU (s) of one trivial remote command on ``system`` (the transport's fixed cost per
     command, which a run pays once per poll whatever the number of jobs)."""
     transport = session.system(system).transport
-    await transport.run("true")
+    # retry=True as a poll's (a command not safe to repeat first checks an idle ssh session with a no-op)
+    await transport.run("true", retry=True)
     cpu = time.process_time()
     for _ in range(repeat):
-        await transport.run("true")
+        await transport.run("true", retry=True)
     return (time.process_time() - cpu) / repeat
 
 

@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.abc
 
+from ._pickling import PickledOnce
 from .config.expyre_env import default_system
 from .config.expyre_modules import expyre_module
 from .doctor.first_submission import ensure_system_ready
@@ -120,6 +121,9 @@ class RemoteJob(WithOptions):
     sys_name: str
     job_name: str
     options: JobOptions = field(default_factory=JobOptions)
+    pickled_once: PickledOnce = field(default_factory=dict, repr=False, compare=False)
+    """Objects of its arguments pickled already, shared by the jobs of one call (the call's operation):
+    put into its task as they are (:func:`~wfl_async._pickling.pickled_once`)."""
 
     def __init__(self, function: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
                  sys_name: str | None = None, job_name: str = "wfl_async_job", options: JobOptions | None = None,
@@ -136,6 +140,7 @@ class RemoteJob(WithOptions):
         # options made once, checked once (a call of 10^5 jobs makes 10^5 of them)
         self.options = options.replace(**option_values) if options is not None and option_values else \
             options if options is not None else JobOptions(**option_values)
+        self.pickled_once = {}
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.aio().__await__()
@@ -162,7 +167,7 @@ class RemoteJob(WithOptions):
         system = session.system(self.sys_name)
         partition, node_dict, max_time = system.select_partition(
             dict(options.resources), exact_fit=options.exact_fit, partial_node=options.partial_node)
-        task = pickle_task(self.function, self.args, self.kwargs)
+        task = pickle_task(self.function, self.args, self.kwargs, self.pickled_once)
         key = job_key(self.function, self.args, self.kwargs, name=self.job_name, hash_ignore=options.hash_ignore,
                       input_files=options.input_files, code_version=options.code_version)
         limits = system.limits(dict(options.resources), exact_fit=options.exact_fit,
@@ -302,7 +307,8 @@ class PreparedJob:
                 log.info("job %s: died (%s); resubmitting (resubmit_killed_jobs)", self.label, outcome.message)
                 return await self._resubmitted(resubmits_left, deadline)
             hint = await died_job_hint(system, self.job_dir, self.session.stage_root)
-            raise JobDiedError(f"job {self.label}: {outcome.message}.{hint} Look at {self.local_dir}."
+            look = f" Look at {self.local_dir}." if self.local_dir.is_dir() else ""  # (staged from memory: none)
+            raise JobDiedError(f"job {self.label}: {outcome.message}.{hint}{look}"
                                f"{self._died_advice(outcome.message)}")
         try:
             return await self._load_result(outcome.files)
@@ -439,11 +445,9 @@ class PreparedJob:
             contents: dict[str, bytes] = {}
             if self.options.input_files or len(self.task) > INLINE_BYTES:
                 uploads = await anyio.to_thread.run_sync(self._stage_locally)
-            elif isinstance(self.route, Packed):  # staged from memory: no local file per chunk (issue 16)
+            else:  # staged from memory: no local file per job (issue 16)
                 self._forget_local_copy()
                 uploads, contents = [], self._staged_contents()
-            else:
-                uploads = self._stage_locally()
         request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
                                 partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
                                 header_extra=list(self.options.header_extra), body=self._job_body(system),

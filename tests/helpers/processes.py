@@ -49,6 +49,16 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
+def command_env(pid: int) -> str:
+    """``$WFL_ASYNC_COMMAND`` of process ``pid``: the driver's command it runs for (asyncssh's shell session)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    found = [e for e in environ if e.startswith(b"WFL_ASYNC_COMMAND=")]
+    return found[0].split(b"=", 1)[1].decode(errors="replace") if found else ""
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from wfl_async.doctor.check import _SECTION as DOCTOR_SECTION
 
-from .processes import ancestor, cmdline, comm, descendants, parent
+from .processes import ancestor, cmdline, comm, command_env, descendants, parent
 
 INFRA = Path(os.environ.get("WFL_ASYNC_TESTINFRA_DIR", "/tmp/wfl_async_testinfra"))
 SHARED_CONFIG = INFRA / "sshd" / "sshd_config"
@@ -106,7 +106,9 @@ def is_phase(phase: str, marker: str, pid: int, argv: list[str]) -> bool:
 
     :param marker: a string the driver's command names (a job name, the remote root)
     """
-    caller = " ".join(cmdline(parent(pid)))  # the shell running our command: it names our jobs
+    # the shell running our command names our jobs: in its command line (an exec channel), or in the
+    # WFL_ASYNC_COMMAND its processes get (asyncssh's shell session, the driver run with WFL_ASYNC_SHOW_COMMANDS)
+    caller = " ".join(cmdline(parent(pid))) + " " + command_env(pid)
     if phase == "upload":  # unpacking the stream into its temporary directory
         return argv[:1] == ["tar"] and any(".wfl_async_upload." in a for a in argv) and marker in caller
     if phase == "submit":  # held by the test config's pre_submit_cmds, within the upload+submit command

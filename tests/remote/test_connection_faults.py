@@ -99,7 +99,9 @@ def _run(expyre_root: Path, tmp_path: Path, shared_dir: Path, system: str,
                "partial_node": True, "check_interval": 0.5, "env_vars": [f"WFL_TEST_RUN_LOG={log}"]}
     proc = subprocess.Popen([sys.executable, str(script), str(output), json.dumps(options), str(RESULT_SIZE),
                              str(JOBS)],
-                            env=dict(os.environ, EXPYRE_ROOT=str(expyre_root), PYTHONPATH=str(REPO)),
+                            # the commands' text where the injector finds our driver's (transport/shell_session.py)
+                            env=dict(os.environ, EXPYRE_ROOT=str(expyre_root), PYTHONPATH=str(REPO),
+                                     WFL_ASYNC_SHOW_COMMANDS="1"),
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seen: dict[str, object] = {}
     injector = threading.Thread(target=lambda: seen.update(fault(proc, job_name)))

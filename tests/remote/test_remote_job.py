@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -48,9 +49,12 @@ async def test_value_files_env_and_commands_round_trip(remote_system: str, fresh
     # wfl's default inside a job: one python subprocess per core of the node
     assert value["subprocesses"] == value["cores_per_node"] != "<unset>"
     assert Path("out put.txt").read_text() == "HELLO $HOME 'QUOTED' Ü"
-    scripts = list((fresh_expyre_root / "wfl_async_stage").glob("*/job.script.*"))
-    assert len(scripts) == 1
-    script = scripts[0].read_text()
+    async with session_scope() as session:  # the script as it ran (sent from memory: no local copy)
+        (record,) = await session.db.select()
+        system = session.system(remote_system)
+        scripts = await system.transport.run(f"cat {shlex.quote(record.remote_root or '')}/"
+                                             f"{shlex.quote(record.job_dir)}/job.script.*")
+    script = scripts.stdout.decode()
     assert "# header line from the test" in script.split("\n\n")[0]  # in the header block
     assert "export EXPYRE_NUM_CORES_PER_NODE" in script or "EXPYRE_NUM_CORES_PER_NODE=" in script
 

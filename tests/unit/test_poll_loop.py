@@ -117,3 +117,17 @@ async def test_a_waiter_that_gives_up_is_forgotten_and_the_period_follows_the_wa
                 await anyio.sleep(0.05)
             assert loop.base_interval() == 5.0 and list(loop.watches) == ["slow"]  # both given-up watches gone
             tasks.cancel_scope.cancel()
+async def test_a_job_settled_in_the_queue_is_looked_at_again_once_its_listing_line_changes(tmp_path: Path) -> None:
+    """Polls skip a job listed active as before; its line going (no final marker) is news: it dies."""
+    polls: list[Sent] = []
+
+    def poll(sent: Sent) -> str:
+        polls.append(sent)
+        listed = {"7": "PENDING"} if len(polls) < 4 else {}
+        return poll_answer({"42": "RUNNING", **listed} if len(polls) < 6 else {"7": "PENDING"}, {})
+
+    transport = ScriptedTransport(poll=poll)
+    async with serving(transport, grace=0.3) as (loop, _, recorder):
+        outcome = await loop.wait(watch(tmp_path))
+    assert outcome.marker is None and "no longer listed" in outcome.message
+    assert len(polls) >= 7 and [v.kind for _, v in recorder.progress][-1] is VerdictKind.DIED

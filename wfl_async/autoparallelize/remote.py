@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 from ase.atoms import Atoms
 
-from .._pickling import dumps_call
+from .._pickling import dumps_call, pickled_once
 from ..configset import ConfigSet, OutputSpec
 from ..errors import (
     ConfigurationError,
@@ -212,6 +212,7 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                     # database read and one write
                     came = _up_to_failure([await receive.receive(), *_waiting(receive)], remote_info)
                     times = await _record_times(session, remote_info, [c for c, _, e in came if e is None])
+                    ready: list[ChunkResult] = []
                     for chunk, value, error in came:
                         in_flight -= 1
                         job_dirs.discard(chunk.job.job_dir)
@@ -230,9 +231,10 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                                 progress.chunks_added(1)
                                 start(new)
                             feeding = not tuned.exhausted()
-                        result = _chunk_result(chunk, value, error, remote_info)
-                        if outputs is not None:
-                            await anyio.to_thread.run_sync(_store, outputs, result)
+                        ready.append(_chunk_result(chunk, value, error, remote_info))
+                    if outputs is not None and ready:  # one thread hop for every chunk that came
+                        await anyio.to_thread.run_sync(_store, outputs, ready)
+                    for result in ready:
                         yield result
                     if failure is not None:
                         break
@@ -428,10 +430,11 @@ def _chunk_result(chunk: Chunk, value: Any, error: BaseException | None, remote_
     return ChunkResult(chunk.index, chunk.item_indices, chunk.locs, tuple(marked))
 
 
-def _store(outputs: OutputSpec, result: ChunkResult) -> None:
-    for group, loc in zip(result.results, result.input_locs, strict=True):
-        if group is not None:
-            outputs.store(group, loc)
+def _store(outputs: OutputSpec, results: Sequence[ChunkResult]) -> None:
+    for result in results:
+        for group, loc in zip(result.results, result.input_locs, strict=True):
+            if group is not None:
+                outputs.store(group, loc)
 
 
 class ChunkMaker:
@@ -451,6 +454,8 @@ class ChunkMaker:
                               code_version=code_source(op) if remote_info.code_version is True else None)
         self.options = options.replace(pack=pack) if pack is not None else options
         dumps_call(op, (op, list(args), self.kwargs))  # once per call: an unpicklable op is named as the local pool names it
+        self.op_pickled = pickled_once(op, [op])
+        """The operation pickled once for every chunk's task (by value it is its code each time)."""
 
     def groups(self, per_job: int) -> Iterator[tuple[ItemInput, ...]]:
         """The inputs, ``per_job`` at a time (1: one configuration each, for a self-tuned call to group)."""
@@ -478,8 +483,10 @@ class ChunkMaker:
                        "iterable": job_iterable, "outputspec": OutputSpec(), "op": self.op,
                        "iterable_arg": info.iterable_arg, "skip_failed": info.skip_failed,
                        "initializer": info.initializer, "args": list(self.args), "kwargs": chunk_kwargs}
-        return RemoteJob(do_in_pool, (), pool_kwargs, sys_name=job_system(self.remote_info),
-                         job_name=f"{self.remote_info.job_name}_chunk_{index}", options=self.options)
+        job = RemoteJob(do_in_pool, (), pool_kwargs, sys_name=job_system(self.remote_info),
+                        job_name=f"{self.remote_info.job_name}_chunk_{index}", options=self.options)
+        job.pickled_once = self.op_pickled
+        return job
 
     def chunk(self, index: int, group: Sequence[ItemInput], predicted_seconds: float | None = None,
               sys_name: str | None = None) -> Chunk:

@@ -20,21 +20,23 @@ from typing import Any
 
 import cloudpickle
 
-from .._pickling import callable_identity, dumps_call
+from .._pickling import PickledOnce, callable_identity, dumps_call
 from ..errors import ConfigurationError
 
 __all__ = ["code_source", "job_key", "pickle_task"]
 
 
-def pickle_task(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+def pickle_task(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
+                once: PickledOnce | None = None) -> bytes:
     """Pickle ``(function, args, kwargs)`` for the remote worker.
 
     cloudpickle sends module-level functions by reference (the remote imports their module)
     and ``__main__`` functions and lambdas by value.
 
+    :param once: objects in it pickled already, once for many tasks (:func:`~wfl_async._pickling.pickled_once`)
     :raises ConfigurationError: something cannot be pickled; nothing has been submitted
     """
-    return dumps_call(function, (function, tuple(args), dict(kwargs)))
+    return dumps_call(function, (function, tuple(args), dict(kwargs)), once)
 
 
 def job_key(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], *,

@@ -323,6 +323,10 @@ class Scheduler(ABC):
         """Remote id -> how the job ended (its newest record), from :meth:`accounting_command`'s output."""
         return {}
 
+    listing_by_line: ClassVar[bool] = False
+    """Each line of :meth:`status_command`'s output names its jobs by itself, whatever the other lines
+    say: a poll then parses only the lines that changed since its last listing (system/listing.py)."""
+
     memory_kill_text: ClassVar[str | None] = None
     """What the scheduler writes to a job's stderr when it kills it for its memory, where its
     accounting records only the signal (Slurm's OverMemoryKill: ``FAILED 0:9``)."""

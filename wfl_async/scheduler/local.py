@@ -125,6 +125,7 @@ class LocalScheduler(Scheduler):
     """
 
     name = "local"
+    listing_by_line = True
     script_name = "job.script.local"
     submit_program = "setsid nohup /bin/bash -c"
     cancel_program = "kill -TERM"

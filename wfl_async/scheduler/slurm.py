@@ -128,6 +128,7 @@ class SlurmScheduler(Scheduler):
     """Slurm, as ExPyRe's ``slurm`` scheduler drives it."""
 
     name = "slurm"
+    listing_by_line = True
     script_name = "job.script.slurm"
     # Plain sbatch: its "Submitted batch job N" line cannot be mistaken for anything else,
     # even after submit_command folds warnings (e.g. "can not load PMIx") into the same text.

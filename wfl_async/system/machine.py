@@ -24,6 +24,7 @@ from ..jobs.states import QueueState
 from ..scheduler.base import Accounted, Scheduler
 from ..transport.base import Transport
 from .commands import QUEUE_END, dir_list, marker_command, parse_event_log, parse_markers
+from .listing import ListingDiff
 from .problems import rundir_problem
 from .rate import scheduler_limiter
 from .requests import QueueSurvey
@@ -207,7 +208,7 @@ class Machine:
     # ------------------------------------------------------------------ questions
     async def survey(self, job_dirs: Sequence[str], root: str | None = None, *,
                      events_from: int | None | bool = False, queue: bool = True,
-                     extension: SurveyExtension | None = None) -> QueueSurvey:
+                     extension: SurveyExtension | None = None, listing: ListingDiff | None = None) -> QueueSurvey:
         """In ONE command: the scheduler's listing of the user's jobs, and the markers in ``job_dirs``.
 
         ``job_dirs`` go on the command's stdin, so any number of them costs one short command.
@@ -220,6 +221,8 @@ class Machine:
         :param queue: also list the queue (a scheduler call, rate limited); False: ``states`` is None
         :param extension: also asked, in the same command, when the queue is listed (it judges
             by the listing): packing's queues
+        :param listing: the last listing of this root's polls: only the lines that changed are
+            parsed, and the survey says which ids they name (:attr:`QueueSurvey.changed`)
         :raises SchedulerError: ``root`` cannot be entered (the jobs' directories are gone)
         """
         root = root or await self.remote_root()
@@ -236,21 +239,26 @@ class Machine:
         extra_text = ""
         if extension is not None:
             extra_text, _, marker_text = marker_text.partition(extension.end)
+        markers = parse_markers(marker_text, root, self.name)  # (first: a root that is gone reads no listing)
         states: MutableMapping[str, QueueState] | None
+        changed: set[str] | None = None
         if not queue:
             states = None
         elif status_rc.strip() != "0":
+            if listing is not None:
+                listing.lost()
             log.warning("%s: status command failed (%s); jobs are taken as still active: %s", self.name,
                         self.scheduler.classify_error(queue_text) or "not a known transient error",
                         queue_text.strip()[-500:])
             states = None
+        elif listing is not None:
+            states, changed = listing.parse(queue_text)
         else:
             states = self.scheduler.parse_status_output(queue_text)
-        markers = parse_markers(marker_text, root, self.name)
         if extension is not None:
             states = extension.survey_states(root, extra_text, states)
         events = None if events_from is False else parse_event_log(result.stdout)
-        return QueueSurvey(states, queue_text, markers, events)
+        return QueueSurvey(states, queue_text, markers, events, changed)
 
     async def accounting(self, jobs: Mapping[str, str]) -> dict[str, Accounted]:
         """How jobs the queue no longer lists ended, by the scheduler's accounting (``sacct``, ``qacct``),

@@ -42,7 +42,7 @@ import statistics
 import tarfile
 import time
 from collections import Counter, deque
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,9 +67,10 @@ from ..jobs.states import (
 from ..scheduler.base import Accounted
 from ..transport.base import FETCH_PATHS
 from .commands import EventLogRead
+from .listing import ListingDiff
 from .machine import Machine, SurveyExtension
 from .recorder import Recorder
-from .requests import JobOutcome, Watch
+from .requests import JobOutcome, QueueSurvey, Watch
 from .window import QueueWindow
 
 __all__ = ["BACKOFF_AFTER", "FULL_SCAN_SECONDS", "MIN_POLL_INTERVAL", "POLL_HISTORY", "PollLoop", "PollRecord"]
@@ -151,6 +152,16 @@ class PollLoop:
         """Remote root -> bytes of its event log already read (None or absent: not yet)."""
         self._full_scan_at: dict[str, float] = {}
         """Remote root -> when its watched directories were last all looked at."""
+        self._listings: dict[str, ListingDiff] = {}
+        """Remote root -> its last queue listing (a poll parses only the lines that changed)."""
+        self._unsettled: set[str] = set()
+        """Job dirs a poll looks at whatever it hears: all but the jobs listed active as at their last
+        look, scanned, with no final marker (:meth:`_settle`). The others are looked at only when a
+        marker, an event line or their listing line changes, so a poll's work grows with what changed."""
+        self._by_id: dict[str, str] = {}
+        """Remote id -> job dir of every watched job (a changed listing line names its job)."""
+        self._roots: Counter[str | None] = Counter()
+        """Watched jobs per remote root (None: the system's current one)."""
         self._last_change = time.monotonic()
         self._listed_at = -math.inf
         self._durations: deque[float] = deque(maxlen=_DURATIONS)
@@ -203,8 +214,8 @@ class PollLoop:
         now = time.monotonic() if now is None else now
         base = self.base_interval()
         quiet = now - self._last_change
-        if (quiet <= BACKOFF_AFTER or self.window.leaving()
-                or any(w.state.missing_since is not None for w in self.watches.values())):
+        if (quiet <= BACKOFF_AFTER or self.window.leaving()  # a missing job is never settled:
+                or any(w.state.missing_since is not None for w in self._watched(self._unsettled))):
             return base
         longest = max(base, self.machine.config.poll_max_interval)
         interval = min(longest, base + (quiet - BACKOFF_AFTER) * BACKOFF_SLOPE)
@@ -275,6 +286,10 @@ class PollLoop:
             self._forget(self.watches.get(watch.job_dir))
             self.watches[watch.job_dir] = watch
             self._intervals[watch.check_interval] += 1
+            self._unsettled.add(watch.job_dir)
+            self._roots[watch.remote_root] += 1
+            if watch.remote_id:
+                self._by_id[watch.remote_id] = watch.job_dir
             # a job this driver re-attached to is in the queue already: it counts, room or not
             if watch.in_window:
                 self.window.queued(watch.job_dir)
@@ -297,13 +312,19 @@ class PollLoop:
                 self._end(watch)
 
     def _forget(self, watch: Watch | None) -> None:
-        """Take ``watch`` out of :attr:`watches` (if it is there) and out of the count of intervals."""
+        """Take ``watch`` out of :attr:`watches` (if it is there) and out of the counts and indexes kept beside it."""
         if watch is None or self.watches.get(watch.job_dir) is not watch:
             return
         del self.watches[watch.job_dir]
         self._intervals[watch.check_interval] -= 1
         if not self._intervals[watch.check_interval]:
             del self._intervals[watch.check_interval]
+        self._unsettled.discard(watch.job_dir)
+        self._roots[watch.remote_root] -= 1
+        if not self._roots[watch.remote_root]:
+            del self._roots[watch.remote_root]
+        if watch.remote_id and self._by_id.get(watch.remote_id) == watch.job_dir:
+            del self._by_id[watch.remote_id]
 
     def _end(self, watch: Watch, *, maybe_listed: bool = False) -> None:
         """Forget ``watch`` (it ended, or its waiter gave up), free its room in the queue window, wake it.
@@ -323,70 +344,119 @@ class PollLoop:
         """One command per remote root; finished jobs go to the fetch task, the other changes are returned."""
         machine = self.machine
         default_root = await machine.remote_root()
-        by_root: dict[str, list[Watch]] = {}
-        for watch in self.watches.values():
+        roots = {root or default_root for root in self._roots}
+        unsettled: dict[str, list[Watch]] = {}
+        for watch in self._watched(self._unsettled):
             if watch.phase is Phase.WATCHED:
-                by_root.setdefault(watch.remote_root or default_root, []).append(watch)
+                unsettled.setdefault(watch.remote_root or default_root, []).append(watch)
         now = time.monotonic()
         # a listing is skipped while the scheduler's rate limit has no token to spare: waiting for
         # one would hold up this poll, and results come through the event log and the markers
         listing = (now - self._listed_at >= self.listing_interval(now) - 0.5 * MIN_POLL_INTERVAL
                    and machine.scheduler_call_free())
-        if not by_root and self.window.leaving():
-            by_root, listing = {default_root: []}, True  # only finished jobs still maybe listed: list the queue
+        if not roots and self.window.leaving():
+            roots, listing = {default_root}, True  # only finished jobs still maybe listed: list the queue
         if listing:
             self._listed_at = now
         record.listed = listing
         changed: list[tuple[Watch, Verdict]] = []
-        for root, watches in by_root.items():
-            changed.extend(await self._poll_root(root, watches, listing, record))
+        for root in roots:
+            changed.extend(await self._poll_root(root, default_root, unsettled.get(root, []), listing, record))
         return changed
 
-    async def _poll_root(self, root: str, watches: Sequence[Watch], listing: bool,
+    def _all_watched(self, root: str, default_root: str) -> list[Watch]:
+        """Every watched job under ``root`` (a full look: every :data:`FULL_SCAN_SECONDS`)."""
+        return [w for w in self.watches.values() if w.phase is Phase.WATCHED and (w.remote_root or default_root) == root]
+
+    def _watched(self, job_dirs: Iterable[str]) -> list[Watch]:
+        return [w for d in job_dirs if (w := self.watches.get(d)) is not None]
+
+    def _to_look_at(self, root: str, default_root: str, unsettled: Sequence[Watch], found: QueueSurvey,
+                    events: dict[str, str], everything: bool) -> Sequence[Watch]:
+        """The watched jobs under ``root`` this poll may have news of: the unsettled ones, those a marker
+        or an event line names, and those whose listing line changed (all, when ``everything``)."""
+        if everything:
+            return self._all_watched(root, default_root)
+        look = {w.job_dir: w for w in unsettled}
+        ids = found.changed or ()
+        for job_dir in (*found.markers, *events, *(self._by_id.get(i) for i in ids)):
+            if job_dir is not None and job_dir not in look and (watch := self.watches.get(job_dir)) is not None \
+                    and watch.phase is Phase.WATCHED and (watch.remote_root or default_root) == root:
+                look[job_dir] = watch
+        return list(look.values())
+
+    def _settle(self, watch: Watch) -> None:
+        """Keep ``watch`` out of the polls' looks while nothing speaks of it: it is listed active as at its
+        last look, its markers were scanned and none is final (a packed chunk, whose states the pack's
+        own listing gives, and a job without a queue id are looked at every poll)."""
+        state = watch.state
+        if (watch.phase is Phase.WATCHED and watch.in_window and watch.remote_id and state.scanned
+                and state.queue_active and state.missing_since is None
+                and not (state.marker is not None and state.marker.final)):
+            self._unsettled.discard(watch.job_dir)
+        elif watch.phase is not Phase.ENDED:
+            self._unsettled.add(watch.job_dir)
+
+    async def _poll_root(self, root: str, default_root: str, unsettled: Sequence[Watch], listing: bool,
                          record: PollRecord) -> list[tuple[Watch, Verdict]]:
-        """One command for the jobs under ``root``: the event log, some markers, the queue if ``listing``."""
+        """One command for the jobs under ``root``: the event log, some markers, the queue if ``listing``.
+
+        Looks at the ``unsettled`` jobs and those the answer has news of (:meth:`_to_look_at`); at every
+        watched job every :data:`FULL_SCAN_SECONDS`, and when the listing cannot say what changed.
+        """
         machine = self.machine
         now = time.monotonic()
         full = now - self._full_scan_at.get(root, -math.inf) >= FULL_SCAN_SECONDS
-        scan = list(watches) if full else [w for w in watches if not w.state.scanned or not w.state.queue_active]
+        scan = self._all_watched(root, default_root) if full else \
+            [w for w in unsettled if not w.state.scanned or not w.state.queue_active]
         offset = self._offsets.get(root)
         machine.stats["poll_commands"] += 1
         machine.stats["marker_scans"] += len(scan)
+        diff = self._listings.setdefault(root, ListingDiff(machine.scheduler)) if listing else None
         found = await machine.survey([w.job_dir for w in scan], root, events_from=offset, queue=listing,
-                                     extension=self.extension)
-        if listing:
-            self.window.listed(found.states)
-        if full:
-            self._full_scan_at[root] = now
-        events = self._read_events(root, offset, found.events)
-        for watch in scan:
-            watch.state = watch.state.after_scan()
-        accounted = await self._vanished_accounting(root, watches, found.states, (found.markers, events)) \
-            if listing else {}
-        now = time.monotonic()
-        changed: list[tuple[Watch, Verdict]] = []
-        for watch in watches:
-            seen = (found.markers.get(watch.job_dir), events.get(watch.job_dir))
-            if unchanged(watch.state, remote_id=watch.remote_id, seen=seen, states=found.states, listed=listing):
-                continue
-            watch.state, verdict, step = observe(
-                watch.state, remote_id=watch.remote_id, seen=seen,
-                states=found.states, listed=listing, now=now, grace=machine.config.died_grace_seconds,
-                where=machine.name, detail=ended.detail() if (ended := accounted.get(watch.job_dir)) else "",
-                ending=ended.ending if ended else None)
-            if step is Step.FETCH:
-                watch.outcome = JobOutcome(verdict.marker, QueueState.FINISHED)
-                if watch.state.started_at is not None:
-                    self._durations.append(now - watch.state.started_at)
-                self._fetch_send.send_nowait((root, watch, verdict))
-                record.finished[watch.job_dir] = watch.watched_at or record.started
-            elif step is Step.DIED:
-                log.info("job %s on %s: died: %s", watch.job_dir, machine.name, verdict.message)
-                watch.outcome = JobOutcome(None, verdict.queue_state, verdict.message, cause=verdict.cause)
-                changed.append((watch, verdict))
-            elif step is Step.STARTED:
-                changed.append((watch, verdict))
-        return changed
+                                     extension=self.extension, listing=diff)
+        try:
+            if listing:
+                self.window.listed(found.states)
+            if full:
+                self._full_scan_at[root] = now
+            events = self._read_events(root, offset, found.events)
+            for watch in scan:
+                watch.state = watch.state.after_scan()
+            look = self._to_look_at(root, default_root, unsettled, found, events,
+                                    everything=full or (listing and found.changed is None))
+            accounted = await self._vanished_accounting(root, look, found.states, (found.markers, events)) \
+                if listing else {}
+            now = time.monotonic()
+            changed: list[tuple[Watch, Verdict]] = []
+            for watch in look:
+                seen = (found.markers.get(watch.job_dir), events.get(watch.job_dir))
+                if unchanged(watch.state, remote_id=watch.remote_id, seen=seen, states=found.states, listed=listing):
+                    self._settle(watch)
+                    continue
+                watch.state, verdict, step = observe(
+                    watch.state, remote_id=watch.remote_id, seen=seen,
+                    states=found.states, listed=listing, now=now, grace=machine.config.died_grace_seconds,
+                    where=machine.name, detail=ended.detail() if (ended := accounted.get(watch.job_dir)) else "",
+                    ending=ended.ending if ended else None)
+                if step is Step.FETCH:
+                    watch.outcome = JobOutcome(verdict.marker, QueueState.FINISHED)
+                    if watch.state.started_at is not None:
+                        self._durations.append(now - watch.state.started_at)
+                    self._fetch_send.send_nowait((root, watch, verdict))
+                    record.finished[watch.job_dir] = watch.watched_at or record.started
+                elif step is Step.DIED:
+                    log.info("job %s on %s: died: %s", watch.job_dir, machine.name, verdict.message)
+                    watch.outcome = JobOutcome(None, verdict.queue_state, verdict.message, cause=verdict.cause)
+                    changed.append((watch, verdict))
+                elif step is Step.STARTED:
+                    changed.append((watch, verdict))
+                self._settle(watch)
+            return changed
+        except BaseException:
+            if diff is not None:  # its jobs were not all looked at: the next listing is read whole
+                diff.lost()
+            raise
 
     def _read_events(self, root: str, offset: int | None, read: EventLogRead | None) -> dict[str, str]:
         """Job dir -> marker from the event log lines this poll read under ``root``, moving its offset on."""

@@ -210,3 +210,5 @@ class QueueSurvey:
     """Job dir -> ``succeeded``/``failed``/``started`` for those holding a marker."""
     events: EventLogRead | None = None
     """What the run's event log gained since the offset asked for (None: not asked)."""
+    changed: set[str] | None = None
+    """Ids whose listing line is new or gone since the root's last listing (None: any may have changed)."""

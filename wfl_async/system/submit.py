@@ -36,10 +36,10 @@ LIMIT_BACKOFF = (15.0, 300.0)
 
 @dataclass(frozen=True)
 class BatchCommand:
-    """Everything one batch submit needs: scripts to write locally, files to send, shell text."""
+    """Everything one batch submit needs: scripts and files to send, shell text."""
 
     scripts: dict[str, str]
-    """Path relative to the local stage root -> job script text."""
+    """Path relative to the stage root -> job script text (sent from memory, with the requests' ``contents``)."""
     uploads: list[str]
     before: str
     then: str
@@ -69,7 +69,7 @@ def batch_command(scheduler: Scheduler, config: SystemConfig, root: str,
             no_default_header=config.no_default_header, script_exec=config.script_exec, mem_kb=item.mem_kb)
         script_path = f"{item.job_dir}/{scheduler.script_name}"
         scripts[script_path] = scheduler.render_script(spec)
-        uploads.extend([*item.upload, script_path])
+        uploads.extend(item.upload)
         specs.append(spec)
     released = [f"{root}/{item.job_dir}" for item in batch if item.release_lock and not item.reset]
     groups = array_groups(scheduler, config, batch, specs)

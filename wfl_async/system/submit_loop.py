@@ -40,8 +40,7 @@ import logging
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Collection, Sequence
 
 import anyio
 import anyio.abc
@@ -179,16 +178,11 @@ class SubmitLoop:
                 self._deferred.extendleft(reversed(batch[len(batch) // 2:]))
                 del batch[len(batch) // 2:]
                 command = batch_command(machine.scheduler, machine.config, root, batch)
-            await anyio.to_thread.run_sync(_write_scripts, batch[0].local_root, command.scripts,
-                                           limiter=machine.transport.file_threads())
         except TransportError as exc:  # nothing was sent: every job of the batch may try again
             self._retry(batch, "transient", f"could not prepare the batch: {exc}")
             return
         except Exception as exc:  # a mistake (an unwritable rundir, a bad header): retrying cannot help
             log.info("%s: cannot submit a batch of %d job(s): %s", machine.name, len(batch), exc)
-            if isinstance(exc, OSError) and self._failed_permanently(batch, exc, "local", str(batch[0].local_root),
-                                                                     "writing job scripts"):
-                return  # (a full local disk; a ConfigurationError already names its own fix)
             for request in batch:
                 if not request.done.is_set():
                     self._settle(request, exc)
@@ -213,7 +207,7 @@ class SubmitLoop:
             # lock, resets and lock releases done once; see system/submit.py and the scheduler)
             answer = await machine.transport.upload(batch[0].local_root, command.uploads, root, before=command.before,
                                                    then=command.then, fresh=command.fresh, on_line=on_line,
-                                                   kind="submit", retry=True)
+                                                   kind="submit", retry=True, contents=_contents(command, batch))
             for index, outcome in enumerate(machine.scheduler.parse_submit_output(
                     answer.stdout.decode(errors="replace"), len(batch))):
                 results.setdefault(index, outcome)
@@ -385,10 +379,13 @@ class SubmitLoop:
                 self._send.send_nowait(request)
 
 
-def _write_scripts(local_root: Path, scripts: Mapping[str, str]) -> None:
-    """Write a batch's job scripts (relative path -> text) under ``local_root``, in one thread call."""
-    for relpath, text in scripts.items():
-        (local_root / relpath).write_text(text)
+def _contents(command: BatchCommand, batch: Sequence[SubmitRequest]) -> dict[str, bytes]:
+    """The files a batch sends from memory (relative path -> bytes): its job scripts and the jobs' staged
+    ``contents`` (their tasks): nothing is written locally to be read back (issue 16)."""
+    contents = {path: text.encode() for path, text in command.scripts.items()}
+    for request in batch:
+        contents.update(request.contents)
+    return contents
 
 
 def _command_bytes(root: str, command: BatchCommand) -> int:

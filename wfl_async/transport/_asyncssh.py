@@ -16,5 +16,6 @@ warnings.filterwarnings(
     module=r"asyncssh(\.|$)")
 
 import asyncssh  # noqa: E402 - the filter must be in place first
+from asyncssh.encryption import get_default_encryption_algs  # noqa: E402
 
-__all__ = ["asyncssh"]
+__all__ = ["asyncssh", "get_default_encryption_algs"]

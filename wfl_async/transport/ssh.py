@@ -37,13 +37,14 @@ from typing import Any
 import anyio
 
 from ..errors import TransportError
-from ._asyncssh import asyncssh
+from ._asyncssh import asyncssh, get_default_encryption_algs
 from .backoff import retry_attempts
-from .base import CommandKind, LineCallback, LineSplitter, Transport
+from .base import CommandKind, LineCallback, Transport
 from .connect_failure import FIRST_CONNECT_SECONDS, ConnectFailed, cause_of_exception
 from .host_keys import host_key_refusal
 from .hosts import split_host
 from .prompts import LOGIN_SECONDS, PromptingClient, can_prompt
+from .shell_session import SessionLost, ShellSession, open_session
 
 __all__ = ["SshTransport"]
 
@@ -54,6 +55,8 @@ _RETRYABLE = (asyncssh.Error, OSError)
 DisconnectError, ChannelOpenError) and the socket's (ConnectionError, TimeoutError).
 Authentication and host-key failures are asyncssh errors too, but are reported at once."""
 _FATAL = (asyncssh.HostKeyNotVerifiable, asyncssh.PermissionDenied)
+_PREFERRED_CIPHERS = [b"aes128-gcm@openssh.com", b"aes256-gcm@openssh.com"]
+"""Offered first when the ssh config names no ciphers (see :meth:`SshTransport._cipher_preference`)."""
 
 
 class _Dropped(Exception):
@@ -88,12 +91,16 @@ class SshTransport(Transport):
         self._max_channels = max_channels
         self._connect_lock = anyio.Lock()
         self._connection: asyncssh.SSHClientConnection | None = None
+        self._idle: list[tuple[asyncssh.SSHClientConnection, ShellSession]] = []
+        """Shell sessions waiting for a command (at most ``max_channels``: each was opened under the semaphore)."""
         self._host_key_checking = host_key_checking
         self._retry_for = retry_for
         self._attempts = connect_attempts
         self._max_delay = max_delay
         self._retry_wait = retry_wait
         self._ever_connected = False
+        self._ciphers: list[str] | None = None
+        """The encryption algorithms to offer, by preference (empty: the ssh config's or asyncssh's own)."""
         """A connection once worked: only then is a failure to connect retried for ``retry_for``."""
 
     @property
@@ -120,6 +127,8 @@ class SshTransport(Transport):
 
     async def _get_connection(self) -> asyncssh.SSHClientConnection:
         """The open connection, or a new one (one try; the caller's backoff loop tries again)."""
+        if self._connection is not None and not self._connection.is_closed():
+            return self._connection  # (no lock: every command asks)
         async with self._connect_lock:
             if self._connection is not None and not self._connection.is_closed():
                 return self._connection
@@ -144,6 +153,7 @@ class SshTransport(Transport):
             (a name that does not resolve, a closed port)
         """
         options = self._connect_options()
+        options.update(self._cipher_preference(options))
         if not self._ever_connected:
             # asyncssh's timeout covers the login too: a person typing a one-time code gets longer
             options["connect_timeout"] = LOGIN_SECONDS if can_prompt() else FIRST_CONNECT_SECONDS
@@ -158,6 +168,23 @@ class SshTransport(Transport):
         self._ever_connected = True
         return connection
 
+    def _cipher_preference(self, options: dict[str, Any]) -> dict[str, Any]:
+        """AES-GCM before chacha20-poly1305, unless the ssh config chose the ciphers (``Ciphers``).
+
+        Both are OpenSSH defaults and equally strong; asyncssh decrypts an AES-GCM packet in one
+        call of ``cryptography`` and a chacha20-poly1305 one with three cipher contexts, so a
+        small command costs the driver about a third less CPU (benchmarks/job_cost.py).
+        """
+        if self._ciphers is None:
+            try:
+                chosen = list(asyncssh.SSHClientConnectionOptions(host=self.host, **options).encryption_algs)
+            except (asyncssh.Error, OSError, ValueError):
+                chosen = []  # connecting reports what is wrong with the config
+            defaults = list(get_default_encryption_algs())
+            self._ciphers = ([a.decode() for a in _PREFERRED_CIPHERS + [d for d in defaults if d not in _PREFERRED_CIPHERS]]
+                             if chosen == defaults else [])
+        return {"encryption_algs": self._ciphers} if self._ciphers else {}
+
     async def _run(self, command: str, stdin: bytes | None, on_line: LineCallback | None,
                    retry: bool, kind: CommandKind) -> CompletedProcess[bytes]:
         connected = False
@@ -168,10 +195,11 @@ class SshTransport(Transport):
             try:
                 connection = await self._get_connection()
                 connected = True
-                return await self._run_once(connection, command, stdin, on_line)
+                return await self._run_once(connection, command, stdin, on_line, retry)
             except _Dropped as dropped:
                 error = dropped.cause
-                await self._drop(connection)
+                if connection.is_closed():  # a session that ended alone leaves the connection to the others
+                    await self._drop(connection)
                 if not retry:
                     raise TransportError(
                         f"the connection to {self.host} dropped while a command was running; it may or may "
@@ -200,45 +228,54 @@ class SshTransport(Transport):
                              f"{error}{hint}") from error
 
     async def _run_once(self, connection: asyncssh.SSHClientConnection, command: str, stdin: bytes | None,
-                        on_line: LineCallback | None) -> CompletedProcess[bytes]:
-        """One try, as asyncssh's own ``run`` (create_process + wait), handing stdout lines to ``on_line``.
+                        on_line: LineCallback | None, retry: bool) -> CompletedProcess[bytes]:
+        """One try, in an idle shell session of ``connection`` or a new one (:mod:`.shell_session`),
+        handing stdout lines to ``on_line``.
 
-        :raises _Dropped: the command started and the connection dropped before it ended
+        A command not safe to repeat goes to an idle session only once a no-op came back through it:
+        a connection that dropped while the session waited (unnoticed until something is sent) must
+        fail a command that never ran, not one that may have.
+
+        :raises _Dropped: the command started and its session closed before it ended
         """
-        lines = LineSplitter(on_line)
-        chunks: list[bytes] = []
-        stderr: list[bytes] = []
         async with self._channels:
-            # raises a _RETRYABLE before the command starts: it never ran
-            process = await connection.create_process(command, encoding=None)
+            session = self._idle_session(connection)
+            # each raises a _RETRYABLE before the command starts: it never ran
+            if session is None:
+                session = await open_session(connection)
+            elif not retry:
+                await self._alive(session)
             try:
-                async with process:
-                    _feed(process, stdin)
+                result = await session.run(command, stdin, on_line)
+            except SessionLost as lost:
+                session.close()
+                raise _Dropped(lost.cause) from None
+            except BaseException:  # cancelled mid-command: the session is in an unknown place
+                session.close()
+                raise
+            self._idle.append((connection, session))
+            return result
 
-                    async def read_stderr() -> None:
-                        stderr.append(await process.stderr.read())
+    @staticmethod
+    async def _alive(session: ShellSession) -> None:
+        """A no-op through ``session``; its loss is raised as a connection lost before any command ran."""
+        try:
+            await session.run(":", None, None)
+        except SessionLost as lost:
+            session.close()
+            raise asyncssh.ConnectionLost(f"idle shell session lost: {lost}") from None
+        except BaseException:
+            session.close()
+            raise
 
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(read_stderr)
-                        while chunk := await process.stdout.read(65536):
-                            chunks.append(chunk)
-                            lines.feed(chunk)
-                    completed = await process.wait(check=False)
-            except BaseExceptionGroup as group:
-                # both readers see a dropped connection: report the drop, not a group of two
-                dropped, rest = group.split(_RETRYABLE)
-                if rest is not None or dropped is None:
-                    raise
-                raise _Dropped(_first(dropped)) from None
-            except _RETRYABLE as exc:
-                raise _Dropped(exc) from None
-        if completed.exit_status is None and completed.exit_signal is None:
-            # the channel closed without an exit status: the connection dropped mid-command
-            # (asyncssh does not raise then); never report that as the command's failure
-            raise _Dropped(asyncssh.ConnectionLost("connection closed before the command's exit status arrived"))
-        lines.close()
-        returncode = completed.returncode if completed.returncode is not None else 255
-        return CompletedProcess(command, returncode, b"".join(chunks), b"".join(stderr))
+    def _idle_session(self, connection: asyncssh.SSHClientConnection) -> ShellSession | None:
+        """A shell session of ``connection`` waiting for a command; those of older connections are forgotten."""
+        while self._idle:
+            owner, session = self._idle.pop()
+            if owner is connection and session.lost is None:
+                return session
+            session.close()
+        return None
 
     async def _drop(self, connection: asyncssh.SSHClientConnection) -> None:
         async with self._connect_lock:
@@ -247,35 +284,14 @@ class SshTransport(Transport):
         connection.close()
 
     async def aclose(self) -> None:
+        self._idle.clear()
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.close()
             await connection.wait_closed()
 
 
-def _feed(process: asyncssh.SSHClientProcess[bytes], stdin: bytes | None) -> None:
-    """Give the command its input and then end of input (also without stdin, as locally: a reader
-    would hang otherwise).
-
-    A command that exits without reading its input (``exit 4`` fed 4 MiB) closes the channel for
-    sending: asyncssh then refuses the rest (BrokenPipeError). That is the command's choice, not a
-    dropped connection: its output and exit status still come, and a real drop shows there.
-    """
-    try:
-        if stdin:
-            process.stdin.write(stdin)
-        process.stdin.write_eof()
-    except BrokenPipeError:
-        pass
-
-
 def _describe(exc: BaseException) -> str:
     """The exception's message, or its type when it has none (a timeout)."""
     return str(exc) or type(exc).__name__
 
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
