@@ -21,7 +21,7 @@ fresh_install() { local status=0; wait "$fresh_pid" || status=$?; cat "$fresh_lo
 # when the other ran tests. (-m is taken by the passes.)
 tests() {
     local concurrent=0 serial=0
-    python3 -m pytest --runremote -n "${WFL_ASYNC_TEST_WORKERS:-4}" --dist loadgroup --durations=30 \
+    python3 -m pytest --runremote -n "${WFL_ASYNC_TEST_WORKERS:-6}" --dist loadgroup --durations=30 \
         -m "not serial" "$@" || concurrent=$?
     python3 -m pytest --runremote --durations=30 -m serial "$@" || serial=$?
     if ((concurrent == 5 && serial == 5)); then return 5; fi
