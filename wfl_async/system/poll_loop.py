@@ -42,7 +42,7 @@ import statistics
 import tarfile
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -427,36 +427,47 @@ class PollLoop:
                                     everything=full or (listing and found.changed is None))
             accounted = await self._vanished_accounting(root, look, found.states, (found.markers, events)) \
                 if listing else {}
-            now = time.monotonic()
-            changed: list[tuple[Watch, Verdict]] = []
-            for watch in look:
-                seen = (found.markers.get(watch.job_dir), events.get(watch.job_dir))
-                if unchanged(watch.state, remote_id=watch.remote_id, seen=seen, states=found.states, listed=listing):
-                    self._settle(watch)
-                    continue
-                watch.state, verdict, step = observe(
-                    watch.state, remote_id=watch.remote_id, seen=seen,
-                    states=found.states, listed=listing, now=now, grace=machine.config.died_grace_seconds,
-                    where=machine.name, detail=ended.detail() if (ended := accounted.get(watch.job_dir)) else "",
-                    ending=ended.ending if ended else None)
-                if step is Step.FETCH:
-                    watch.outcome = JobOutcome(verdict.marker, QueueState.FINISHED)
-                    if watch.state.started_at is not None:
-                        self._durations.append(now - watch.state.started_at)
-                    self._fetch_send.send_nowait((root, watch, verdict))
-                    record.finished[watch.job_dir] = watch.watched_at or record.started
-                elif step is Step.DIED:
-                    log.info("job %s on %s: died: %s", watch.job_dir, machine.name, verdict.message)
-                    watch.outcome = JobOutcome(None, verdict.queue_state, verdict.message, cause=verdict.cause)
-                    changed.append((watch, verdict))
-                elif step is Step.STARTED:
-                    changed.append((watch, verdict))
-                self._settle(watch)
-            return changed
+            return self._judge(root, look, found, events, accounted, listing, record)
         except BaseException:
             if diff is not None:  # its jobs were not all looked at: the next listing is read whole
                 diff.lost()
             raise
+
+    def _judge(self, root: str, look: Sequence[Watch], found: QueueSurvey, events: dict[str, str],
+               accounted: Mapping[str, Accounted], listing: bool, record: PollRecord) -> list[tuple[Watch, Verdict]]:
+        """Move each looked-at job's state on from this poll's answer (:func:`observe`); finished jobs go
+        to the fetch task, the other changes are returned."""
+        machine = self.machine
+        now = time.monotonic()
+        changed: list[tuple[Watch, Verdict]] = []
+        for watch in look:
+            seen = (found.markers.get(watch.job_dir), events.get(watch.job_dir))
+            if unchanged(watch.state, remote_id=watch.remote_id, seen=seen, states=found.states, listed=listing):
+                self._settle(watch)
+                continue
+            watch.state, verdict, step = observe(
+                watch.state, remote_id=watch.remote_id, seen=seen,
+                states=found.states, listed=listing, now=now, grace=machine.config.died_grace_seconds,
+                where=machine.name, detail=ended.detail() if (ended := accounted.get(watch.job_dir)) else "",
+                ending=ended.ending if ended else None)
+            if step is Step.FETCH:
+                self._finished_now(root, watch, verdict, now, record)
+            elif step is Step.DIED:
+                log.info("job %s on %s: died: %s", watch.job_dir, machine.name, verdict.message)
+                watch.outcome = JobOutcome(None, verdict.queue_state, verdict.message, cause=verdict.cause)
+                changed.append((watch, verdict))
+            elif step is Step.STARTED:
+                changed.append((watch, verdict))
+            self._settle(watch)
+        return changed
+
+    def _finished_now(self, root: str, watch: Watch, verdict: Verdict, now: float, record: PollRecord) -> None:
+        """``watch`` has its final marker: its run time counted, its files to the fetch task."""
+        watch.outcome = JobOutcome(verdict.marker, QueueState.FINISHED)
+        if watch.state.started_at is not None:
+            self._durations.append(now - watch.state.started_at)
+        self._fetch_send.send_nowait((root, watch, verdict))
+        record.finished[watch.job_dir] = watch.watched_at or record.started
 
     def _read_events(self, root: str, offset: int | None, read: EventLogRead | None) -> dict[str, str]:
         """Job dir -> marker from the event log lines this poll read under ``root``, moving its offset on."""
