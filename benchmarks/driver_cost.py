@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import shlex
 import shutil
 import sys
 import threading
@@ -31,7 +30,15 @@ from typing import Any
 
 import anyio
 
-from wfl_async.bench import BenchRun, bench_system, fresh_root, merged_raw_config, peak_rss, reset_peak_rss
+from wfl_async.bench import (
+    BenchRun,
+    bench_system,
+    fresh_root,
+    merged_raw_config,
+    peak_rss,
+    reset_peak_rss,
+    save_report,
+)
 from wfl_async.session import Session, session_scope
 
 RESOURCES = {"num_nodes": 1, "max_time": "30m"}
@@ -159,9 +166,7 @@ def main() -> None:
     parser.add_argument("--json", default="driver_cost.json", help="where to write every figure")
     args = parser.parse_args()
     report = anyio.run(run, args)
-    report["command"] = " ".join(shlex.quote(a) for a in ["python", "benchmarks/driver_cost.py", *sys.argv[1:]])
-    with open(args.json, "w") as handle:
-        json.dump(report, handle, indent=1, default=str)
+    save_report(report, "driver_cost.py", args.json)
     print(f"\n{report['command']}\n\n{_table(report['rows'])}")
 
 

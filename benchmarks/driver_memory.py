@@ -31,7 +31,7 @@ from typing import Any
 
 import anyio
 
-from wfl_async.bench import current_rss, fresh_root, merged_raw_config, trivial_args
+from wfl_async.bench import current_rss, fresh_root, merged_raw_config, save_report, trivial_args
 from wfl_async.job import JobWaiter, PreparedJob, RemoteJob
 from wfl_async.session import Session, session_scope
 
@@ -133,9 +133,7 @@ def main() -> None:
     parser.add_argument("--json", default="driver_memory.json", help="where to write every figure")
     args = parser.parse_args()
     report = anyio.run(run, args)
-    report["command"] = " ".join(shlex.quote(a) for a in ["python", "benchmarks/driver_memory.py", *sys.argv[1:]])
-    with open(args.json, "w") as handle:
-        json.dump(report, handle, indent=1)
+    save_report(report, "driver_memory.py", args.json)
     print(f"\n{report['command']}")
     for row in report["rows"]:
         print(json.dumps(row, indent=1))

@@ -25,7 +25,6 @@ import argparse
 import cProfile
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import anyio
 from ase import Atoms
 
 from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
-from wfl_async.bench import bench_system, fresh_root, merged_raw_config
+from wfl_async.bench import bench_system, fresh_root, merged_raw_config, save_report
 from wfl_async.configset import ConfigSet, OutputSpec
 from wfl_async.session import session_scope
 
@@ -142,9 +141,7 @@ def main() -> None:
     args.mode = args.mode or ["chunks"]
     os.environ["WFL_EXPYRE_NO_MARK_PROCESSED"] = "1"  # the rerun re-attaches to the first run's jobs
     report = anyio.run(run, args)
-    report["command"] = " ".join(shlex.quote(a) for a in ["python", "benchmarks/job_cost.py", *sys.argv[1:]])
-    with open(args.json, "w") as handle:
-        json.dump(report, handle, indent=1)
+    save_report(report, "job_cost.py", args.json)
     print(report["command"])
     for row in report["rows"]:
         print(json.dumps(row))

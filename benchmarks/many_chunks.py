@@ -12,13 +12,12 @@ mean: ``docs/packing.md``. The harness is :mod:`wfl_async_bench._many_chunks`.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 from typing import Any
 
 import anyio
 from wfl_async_bench._many_chunks import ManyChunksOptions, run_many_chunks
+
+from wfl_async.bench import save_report
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -58,9 +57,7 @@ def main() -> None:
                                 check_interval=args.check_interval, arrays=not args.no_arrays, emt=not args.no_emt,
                                 emt_configs=args.emt_configs, emt_per_chunk=args.emt_per_chunk, keep=args.keep)
     report = anyio.run(run_many_chunks, options)
-    report["command"] = " ".join(shlex.quote(a) for a in ["python", "benchmarks/many_chunks.py", *sys.argv[1:]])
-    with open(args.json, "w") as handle:
-        json.dump(report, handle, indent=1, default=str)
+    save_report(report, "many_chunks.py", args.json)
     print(f"\n{report['command']}\n")
     print(_table(report["rows"]))
     if report["emt_rows"]:

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import shlex
 import statistics
-import sys
 import time
 import uuid
 from datetime import datetime
@@ -40,7 +38,7 @@ from typing import Any
 import anyio
 
 from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
-from wfl_async.bench import fresh_root, merged_raw_config
+from wfl_async.bench import fresh_root, merged_raw_config, save_report
 from wfl_async.configset import ConfigSet, OutputSpec
 from wfl_async.pack.queue import PACK_ROOT
 from wfl_async.session import session_scope
@@ -199,9 +197,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
     args = parser.parse_args()
     report = anyio.run(main_async, args)
-    report["command"] = " ".join(shlex.quote(a) for a in ["python", "benchmarks/self_tuning.py", *sys.argv[1:]])
-    with open(args.json, "w") as handle:
-        json.dump(report, handle, indent=1)
+    save_report(report, "self_tuning.py", args.json)
     print(f"\n{report['command']}\n\n{_table(report['rows'])}\n")
     for target, met in report["targets"].items():
         print(f"{target}: {'met' if met else 'NOT met'}")

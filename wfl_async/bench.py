@@ -19,6 +19,7 @@ import resource
 import shlex
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -123,6 +124,15 @@ _FINISHED_AT = (f"xargs -d '\\n' sh -c 'find \"$@\" -maxdepth 1 \\( -name {layou
 MTIME_RESOLUTION = 0.01
 """Seconds a file's mtime may lag its writing (the kernel stamps files from a coarse clock, a tick of
 a few ms): a poll that started within this of a marker may have just missed it."""
+
+
+def save_report(report: dict[str, Any], script: str, path: str) -> str:
+    """Put the command that made ``report`` into it (``python benchmarks/<script> <its arguments>``),
+    write it as JSON to ``path`` (anything not JSON as its text) and return the command."""
+    report["command"] = " ".join(shlex.quote(a) for a in ["python", f"benchmarks/{script}", *sys.argv[1:]])
+    with open(path, "w") as handle:
+        json.dump(report, handle, indent=1, default=str)
+    return report["command"]
 
 
 async def result_lags(system: System, root: str, seen: Mapping[str, float], records: Sequence[CommandRecord],
