@@ -62,7 +62,7 @@ class LocalRun:
         self._stop.set()
         with self._lock:  # waits for a step still running in an abandoned thread
             if self._chunks is not None:
-                self._chunks.close()  # terminates subprocesses, if any
+                self._chunks.close()  # winds the pool down: its running groups finish, no other starts
 
     def __aiter__(self) -> AsyncGenerator[ChunkResult, None]:
         return self.chunks()

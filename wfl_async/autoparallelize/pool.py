@@ -57,6 +57,25 @@ def _run_group(op: Callable[..., Any], iterable_arg: int | str | None,
                        input_locs=tuple(entry[2] for entry in group), results=tuple(results))
 
 
+_stopping: Any = None
+"""In a pool's subprocess: its pool's stop flag (set by :class:`_Started`); set, a group is skipped."""
+
+
+class _Started:
+    """Pool initializer: keep the pool's stop flag, then run the pool's own initializer, if any."""
+
+    def __init__(self, stopping: Any, initializer: Callable[..., Any] | None, initargs: Sequence[Any]) -> None:
+        self.stopping = stopping
+        self.initializer = initializer
+        self.initargs = tuple(initargs)
+
+    def __call__(self) -> None:
+        global _stopping
+        _stopping = self.stopping
+        if self.initializer is not None:
+            self.initializer(*self.initargs)
+
+
 class _CloudCall:
     """The pool's function as cloudpickle bytes, loaded once per subprocess (plain pickle carries the bytes)."""
 
@@ -67,7 +86,9 @@ class _CloudCall:
     def __getstate__(self) -> dict[str, Any]:
         return {"payload": self.payload, "_loaded": None}
 
-    def __call__(self, indexed_group: tuple[int, tuple[ItemInput, ...]]) -> ChunkResult:
+    def __call__(self, indexed_group: tuple[int, tuple[ItemInput, ...]]) -> ChunkResult | None:
+        if _stopping is not None and _stopping.value:
+            return None  # its pool is winding down: nobody reads this group's result
         if self._loaded is None:
             self._loaded = pickle.loads(self.payload)
         return self._loaded(indexed_group)
@@ -87,9 +108,11 @@ def iter_pool_chunks(num_python_subprocesses: int | None, num_inputs_per_python_
 
     With subprocesses, chunks are yielded as they finish (any order); serially, in order.
     ``should_stop`` is checked between chunks (and every half second while waiting for a
-    subprocess); when it returns True the iteration ends and the subprocesses are
-    terminated. As in wfl, ``initializer`` runs only in subprocesses, and the serial path
-    passes the inputs themselves (an operation may modify them in place).
+    subprocess); when it returns True the iteration ends. However the iteration ends (an
+    operation raised, ``should_stop``, the generator closed), no group starts any more and the
+    groups already running finish before the subprocesses exit (:func:`_wind_down`). As in wfl,
+    ``initializer`` runs only in subprocesses, and the serial path passes the inputs themselves
+    (an operation may modify them in place).
     """
     if len(initializer) != 2:
         raise ValueError(f"Bad initializer {initializer}: expected (callable, args)")
@@ -115,21 +138,49 @@ def iter_pool_chunks(num_python_subprocesses: int | None, num_inputs_per_python_
     # the call travels as cloudpickle bytes, as to a queued job: an operation defined in the user's
     # script (or, inside a job, one that came by value from the driver's __main__) works here too
     call = _CloudCall(dumps_call(op, run))
-    with context.Pool(num_python_subprocesses, **init_kwargs) as pool:
-        results = pool.imap_unordered(call, groups)
-        while True:
-            try:
-                yield results.next(timeout=_POLL_SECONDS)
-            except multiprocessing.TimeoutError:
+    stopping = context.RawValue("b", 0)
+    started = _Started(stopping, init_kwargs.get("initializer"), init_kwargs.get("initargs", ()))
+    # the with block's terminate() comes after _wind_down: it finds no subprocess left to kill
+    with context.Pool(num_python_subprocesses, initializer=started) as pool:
+        try:
+            results = pool.imap_unordered(call, _until_stopped(groups, stopping))
+            while True:
+                try:
+                    chunk = results.next(timeout=_POLL_SECONDS)
+                except multiprocessing.TimeoutError:
+                    if stop():
+                        return
+                    continue
+                except StopIteration:
+                    break
+                assert chunk is not None  # (a skipped group's None comes only once the pool winds down)
+                yield chunk
                 if stop():
-                    return  # leaving the with block terminates the subprocesses
-                continue
-            except StopIteration:
-                break
-            if stop():
-                return
-        pool.close()
-        pool.join()
+                    return
+        finally:
+            _wind_down(pool, stopping)
+
+
+def _wind_down(pool: Any, stopping: Any) -> None:
+    """End ``pool`` without killing a subprocess: the groups not started are skipped, the running ones finish.
+
+    ``Pool.terminate()`` (what leaving ``with Pool()`` early does) can hang for ever: a subprocess
+    it kills while that one writes its result to the pool's result queue leaves the queue's lock
+    taken and half a message in its pipe, and the pool's own threads then wait on both
+    (cpython#96995, #73945). It did, in a queued chunk job whose other group was sending its
+    result as the first group's exception came: the job ran on until its time limit.
+    """
+    stopping.value = 1  # read by the subprocesses before each group, and by _until_stopped
+    pool.close()
+    pool.join()
+
+
+def _until_stopped(groups: Iterable[Any], stopping: Any) -> Generator[Any, None, None]:
+    """``groups`` until the pool winds down (the pool's task thread takes them from here)."""
+    for group in groups:
+        if stopping.value:
+            return
+        yield group
 
 
 class OrderedStorer:
