@@ -131,3 +131,57 @@ async def test_a_job_settled_in_the_queue_is_looked_at_again_once_its_listing_li
         outcome = await loop.wait(watch(tmp_path))
     assert outcome.marker is None and "no longer listed" in outcome.message
     assert len(polls) >= 7 and [v.kind for _, v in recorder.progress][-1] is VerdictKind.DIED
+
+
+async def test_two_waits_for_one_job_are_both_woken(tmp_path: Path) -> None:
+    """Two coroutines of one session waiting for the same job (two identical calls at once: the second
+    re-attaches): the second watch must not make the loop forget the first, whose waiter would then
+    wait for ever."""
+    polls: list[Sent] = []
+
+    def poll(sent: Sent) -> str:
+        polls.append(sent)
+        return poll_answer({"42": "RUNNING"}, {"job": "succeeded" if len(polls) > 3 else "started"})
+
+    transport = ScriptedTransport(poll=poll, fetch=lambda sent: tar_of({f"job/{layout.SUCCEEDED}": b"ok"}))
+    async with serving(transport) as (loop, _, _):
+        first, second = watch(tmp_path), watch(tmp_path)
+        outcomes: list[JobOutcome] = []
+
+        async def wait(job: Watch) -> None:
+            outcomes.append(await loop.wait(job))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait, first)
+            while len(polls) < 2:
+                await anyio.sleep(0.02)
+            tasks.start_soon(wait, second)
+    assert [o.marker for o in outcomes] == [Marker.SUCCEEDED] * 2 and first.phase is second.phase is Phase.ENDED
+    assert transport.kinds().count("fetch") == 1 and loop.watches == {}
+
+
+async def test_a_second_wait_for_a_job_takes_over_when_the_first_gives_up(tmp_path: Path) -> None:
+    polls: list[Sent] = []
+
+    def poll(sent: Sent) -> str:
+        polls.append(sent)
+        return poll_answer({"42": "RUNNING"}, {"job": "succeeded" if len(polls) > 6 else "started"})
+
+    transport = ScriptedTransport(poll=poll, fetch=lambda sent: tar_of({f"job/{layout.SUCCEEDED}": b"ok"}))
+    async with serving(transport) as (loop, _, _):
+        first, second = watch(tmp_path), watch(tmp_path)
+        outcomes: list[JobOutcome] = []
+
+        async def wait_second() -> None:
+            outcomes.append(await loop.wait(second))
+
+        async with anyio.create_task_group() as tasks:
+            with anyio.move_on_after(0.5):  # the first waiter gives up; the second goes on waiting
+                async with anyio.create_task_group() as firsts:
+                    firsts.start_soon(loop.wait, first)
+                    while len(polls) < 2:
+                        await anyio.sleep(0.02)
+                    tasks.start_soon(wait_second)
+                    await anyio.sleep_forever()
+            assert len(polls) < 6 and not outcomes
+    assert [o.marker for o in outcomes] == [Marker.SUCCEEDED] and first.outcome is None and loop.watches == {}

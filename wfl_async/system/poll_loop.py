@@ -160,6 +160,10 @@ class PollLoop:
         marker, an event line or their listing line changes, so a poll's work grows with what changed."""
         self._by_id: dict[str, str] = {}
         """Remote id -> job dir of every watched job (a changed listing line names its job)."""
+        self._followers: dict[str, list[Watch]] = {}
+        """Job dir -> the later watches of a job watched already (another wait of the session for the same
+        job): each ends as the watch in :attr:`watches` ends (:meth:`_end`), or takes over if that one is
+        given up, so no wait is dropped unwoken."""
         self._roots: Counter[str | None] = Counter()
         """Watched jobs per remote root (None: the system's current one)."""
         self._last_change = time.monotonic()
@@ -283,7 +287,11 @@ class PollLoop:
             watch.watched_at = time.time()
             watch.state = watch.state.taken()
             watch.on_abandon = self._note_abandoned
-            self._forget(self.watches.get(watch.job_dir))
+            watching = self.watches.get(watch.job_dir)
+            if watching is not None and not watching.abandoned:  # the same job, waited for twice
+                self._followers.setdefault(watch.job_dir, []).append(watch)
+                return
+            self._forget(watching)
             self.watches[watch.job_dir] = watch
             self._intervals[watch.check_interval] += 1
             self._unsettled.add(watch.job_dir)
@@ -309,7 +317,10 @@ class PollLoop:
             if watch.phase is Phase.FETCHING:
                 self._abandoned.append(watch)  # its fetch ends it
             else:
+                followers = self._followers.pop(watch.job_dir, [])
                 self._end(watch)
+                for follower in followers:  # the first still waited for takes over, the others follow it
+                    self._add(follower)
 
     def _forget(self, watch: Watch | None) -> None:
         """Take ``watch`` out of :attr:`watches` (if it is there) and out of the counts and indexes kept beside it."""
@@ -327,11 +338,13 @@ class PollLoop:
             del self._by_id[watch.remote_id]
 
     def _end(self, watch: Watch, *, maybe_listed: bool = False) -> None:
-        """Forget ``watch`` (it ended, or its waiter gave up), free its room in the queue window, wake it.
+        """Forget ``watch`` (it ended, or its waiter gave up), free its room in the queue window, wake it
+        (and the later watches of its job that follow it: :attr:`_followers`).
 
         :param maybe_listed: it finished, and the queue may still list it: its room is given back
             once a listing no longer has it active
         """
+        followed = self.watches.get(watch.job_dir) is watch
         self._forget(watch)
         watch.state = watch.state.ended()
         if maybe_listed:
@@ -339,6 +352,9 @@ class PollLoop:
         else:
             self.window.left([watch.job_dir])
         watch.done.set()
+        for follower in self._followers.pop(watch.job_dir, []) if followed else ():
+            follower.outcome, follower.state = watch.outcome, follower.state.ended()
+            follower.done.set()
 
     async def _poll_once(self, record: PollRecord) -> list[tuple[Watch, Verdict]]:
         """One command per remote root; finished jobs go to the fetch task, the other changes are returned."""
