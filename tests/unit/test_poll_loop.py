@@ -133,17 +133,23 @@ async def test_a_job_settled_in_the_queue_is_looked_at_again_once_its_listing_li
     assert len(polls) >= 7 and [v.kind for _, v in recorder.progress][-1] is VerdictKind.DIED
 
 
+def _finishing(polls: list[Sent], after: int) -> ScriptedTransport:
+    """Job 42 in ``job``, listed running; its final marker is there from poll ``after + 1`` on (each poll
+    is kept in ``polls``)."""
+
+    def poll(sent: Sent) -> str:
+        polls.append(sent)
+        return poll_answer({"42": "RUNNING"}, {"job": "succeeded" if len(polls) > after else "started"})
+
+    return ScriptedTransport(poll=poll, fetch=lambda sent: tar_of({f"job/{layout.SUCCEEDED}": b"ok"}))
+
+
 async def test_two_waits_for_one_job_are_both_woken(tmp_path: Path) -> None:
     """Two coroutines of one session waiting for the same job (two identical calls at once: the second
     re-attaches): the second watch must not make the loop forget the first, whose waiter would then
     wait for ever."""
     polls: list[Sent] = []
-
-    def poll(sent: Sent) -> str:
-        polls.append(sent)
-        return poll_answer({"42": "RUNNING"}, {"job": "succeeded" if len(polls) > 3 else "started"})
-
-    transport = ScriptedTransport(poll=poll, fetch=lambda sent: tar_of({f"job/{layout.SUCCEEDED}": b"ok"}))
+    transport = _finishing(polls, after=3)
     async with serving(transport) as (loop, _, _):
         first, second = watch(tmp_path), watch(tmp_path)
         outcomes: list[JobOutcome] = []
@@ -162,13 +168,7 @@ async def test_two_waits_for_one_job_are_both_woken(tmp_path: Path) -> None:
 
 async def test_a_second_wait_for_a_job_takes_over_when_the_first_gives_up(tmp_path: Path) -> None:
     polls: list[Sent] = []
-
-    def poll(sent: Sent) -> str:
-        polls.append(sent)
-        return poll_answer({"42": "RUNNING"}, {"job": "succeeded" if len(polls) > 6 else "started"})
-
-    transport = ScriptedTransport(poll=poll, fetch=lambda sent: tar_of({f"job/{layout.SUCCEEDED}": b"ok"}))
-    async with serving(transport) as (loop, _, _):
+    async with serving(_finishing(polls, after=6)) as (loop, _, _):
         first, second = watch(tmp_path), watch(tmp_path)
         outcomes: list[JobOutcome] = []
 
