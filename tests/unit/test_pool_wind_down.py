@@ -38,3 +38,45 @@ def test_a_pool_told_to_stop_lets_the_running_groups_finish(tmp_path: Path) -> N
     assert _ran(tmp_path, "done") == _ran(tmp_path, "started")  # each one started also ended
     assert 1 in _ran(tmp_path, "done") and len(got) < 10
     assert multiprocessing.active_children() == []
+
+
+_CTRL_C_SCRIPT = """
+import multiprocessing, os, signal, sys, threading, time
+from pathlib import Path
+from tests.helpers import pool_faults
+from wfl_async.autoparallelize.pool import iter_pool_chunks
+
+where = Path(sys.argv[1])
+stopped = threading.Event()
+
+def ctrl_c() -> None:  # as a terminal does: the subprocesses get SIGINT; the driver's loop asks the pool to stop
+    while not (where / "1.started").exists():
+        time.sleep(0.01)
+    for child in multiprocessing.active_children():
+        os.kill(child.pid, signal.SIGINT)
+    stopped.set()
+
+threading.Thread(target=ctrl_c, daemon=True).start()
+got = [chunk.results for chunk in iter_pool_chunks(2, 1, list(range(1, 21)), pool_faults.record, args=(str(where),),
+                                                   should_stop=stopped.is_set)]
+print("chunks", len(got), "children", len(multiprocessing.active_children()))
+"""
+
+
+def test_ctrl_c_to_the_subprocesses_ends_the_pool_at_once_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal reaches the pool's subprocesses as well as the driver: the running groups end
+    (item 1 never finishes its second), no other starts, and the pool ends (a subprocess that died of the
+    KeyboardInterrupt left its group unanswered and the pool waiting for ever)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(_CTRL_C_SCRIPT)
+    (tmp_path / "run").mkdir()
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert done.returncode == 0 and "children 0" in done.stdout, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert 1 not in _ran(tmp_path / "run", "done")  # interrupted, not run to its end
+    assert len(_ran(tmp_path / "run", "started")) <= 4

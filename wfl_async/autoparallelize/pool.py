@@ -15,6 +15,7 @@ import inspect
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
@@ -62,7 +63,8 @@ _stopping: Any = None
 
 
 class _Started:
-    """Pool initializer: keep the pool's stop flag, then run the pool's own initializer, if any."""
+    """Pool initializer: keep the pool's stop flag, ignore Ctrl-C between groups (:class:`_CloudCall` takes
+    it during one), then run the pool's own initializer, if any."""
 
     def __init__(self, stopping: Any, initializer: Callable[..., Any] | None, initargs: Sequence[Any]) -> None:
         self.stopping = stopping
@@ -72,6 +74,7 @@ class _Started:
     def __call__(self) -> None:
         global _stopping
         _stopping = self.stopping
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self.initializer is not None:
             self.initializer(*self.initargs)
 
@@ -91,7 +94,18 @@ class _CloudCall:
             return None  # its pool is winding down: nobody reads this group's result
         if self._loaded is None:
             self._loaded = pickle.loads(self.payload)
-        return self._loaded(indexed_group)
+        # Ctrl-C in a terminal reaches the subprocesses too: it ends the running group and the pool
+        # (no group starts after it), and the subprocess answers None and lives on. Had it died of the KeyboardInterrupt (between groups,
+        # or while holding a queue lock), its group would never answer and the pool would never end.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return self._loaded(indexed_group)
+        except KeyboardInterrupt:
+            if _stopping is not None:
+                _stopping.value = 1  # so that no other subprocess starts a group meanwhile
+            return None
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _op_name(op: Callable[..., Any]) -> str:
@@ -153,7 +167,10 @@ def iter_pool_chunks(num_python_subprocesses: int | None, num_inputs_per_python_
                     continue
                 except StopIteration:
                     break
-                assert chunk is not None  # (a skipped group's None comes only once the pool winds down)
+                if chunk is None:  # a subprocess's group ended by Ctrl-C (a skipped one's None comes later)
+                    if stop():
+                        return
+                    raise KeyboardInterrupt("a python subprocess of the pool was interrupted (SIGINT)")
                 yield chunk
                 if stop():
                     return
