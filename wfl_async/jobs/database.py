@@ -439,7 +439,8 @@ class JobsDatabase:
                                       "The jobs stay as they are on their systems (queued, running or finished)."))
         for write in batch:
             if not write.waited:
-                log.error("could not record %d job update(s) in %s: %s", len(write.updates), self.path, exc)
+                log.error("could not record %d job update(s) and %d measured time(s) in %s: %s", len(write.updates),
+                          len(write.rows), self.path, exc)
             write.error = exc
             write.done.set()
 
@@ -557,16 +558,18 @@ class JobsDatabase:
         return found
 
     # ------------------------------------------------------------------ measured times, chunk groupings
-    async def record_times(self, operation: str, system: str, samples: Iterable[tuple[float, int]]) -> None:
-        """Keep what chunks of ``operation`` took on ``system``: ``(seconds, configurations)`` per chunk."""
+    def record_times_soon(self, operation: str, system: str, samples: Iterable[tuple[float, int]]) -> None:
+        """Keep what chunks of ``operation`` took on ``system``: ``(seconds, configurations)`` per chunk
+        (queued for the writer, not waited for: a failure is logged; :meth:`measured_times` sees them)."""
         now = time.time()
         rows = [(_INSERT_TIME, (operation, system, float(s), int(n), now)) for s, n in samples]
         if rows:
-            await self._submit(_Write(rows=rows))
+            self._queue(_Write(rows=rows, waited=False))
 
     async def measured_times(self, operation: str, system: str, limit: int = 2000) -> list[tuple[float, int]]:
         """The latest ``(seconds, configurations)`` of ``operation``'s chunks on ``system``, newest first
         (none in a database an older version made, opened read-only)."""
+        await self._caught_up()
         try:
             async with self.conn.execute(
                     "SELECT seconds, items FROM times WHERE operation = ? AND system = ? ORDER BY recorded_at DESC "
