@@ -11,9 +11,10 @@ configurations, one configuration per chunk and one job per chunk (no packing), 
 call again with its output deleted (it re-attaches and reads the results: it must submit
 nothing; ``WFL_EXPYRE_NO_MARK_PROCESSED`` is set, as a rerun needs its jobs not marked
 processed). Each run's figure is the driver's process CPU (all threads) per job, with the wall
-time, submit commands, remote commands and polls (and their ratio), the driver CPU of one trivial remote command
-(measured after the run: the transport's fixed cost, paid once per poll whatever the number
-of jobs), and the CPU per job less the commands' own; ``--mode jobs`` also runs N plain
+time, submit commands, remote commands and polls (and their ratio), the commands by kind and the
+kB each kind brought back, the driver CPU of one trivial remote command (measured after the run:
+the transport's fixed cost, paid once per poll whatever the number of jobs), and the CPU per job
+less the commands' own; ``--mode jobs`` also runs N plain
 :class:`~wfl_async.job.RemoteJob` s (``operator.add``, :func:`wfl_async.bench.bench_system`). With
 ``--profile PREFIX`` each run of the call is under cProfile, timed by process CPU, written to
 ``PREFIX.<run>.pstats`` (slower: compare CPU figures of runs without it).
@@ -27,6 +28,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +63,7 @@ async def _chunks_run(system: str, n: int, output: Path, check_interval: float,
                       num_inputs_per_queued_job=1, check_interval=check_interval, timeout=3600)
     async with session_scope() as session:
         transport = session.system(system).transport.stats
-        commands = transport.commands_run
+        commands, records = transport.commands_run, len(transport.records)
         cpu, wall = time.process_time(), time.monotonic()
         if profile is not None:
             profile.enable()
@@ -75,13 +77,17 @@ async def _chunks_run(system: str, n: int, output: Path, check_interval: float,
         got = [a.info["i"] for a in result if a.info.get("seen")]
         system_stats = session.system(system).stats
         commands = transport.commands_run - commands
+        ran = transport.records[records:]
         per_command = await _command_cpu(session, system)
         return {"jobs": n, "ok": got == list(range(n)), "wall (s)": round(wall, 2),
                 "driver CPU (ms/job)": round(cpu / n * 1e3, 3), "submit commands": system_stats["submit_commands"],
                 "remote commands": commands, "polls": system_stats["poll_commands"],
                 "remote commands per poll": round(commands / max(1, system_stats["poll_commands"]), 2),
                 "CPU per trivial remote command (ms)": round(per_command * 1e3, 3),
-                "driver CPU less the commands' own (ms/job)": round((cpu - commands * per_command) / n * 1e3, 3)}
+                "driver CPU less the commands' own (ms/job)": round((cpu - commands * per_command) / n * 1e3, 3),
+                "commands by kind": dict(Counter(r.kind for r in ran)),
+                "kB received by kind": {kind: round(sum(r.bytes_received for r in ran if r.kind == kind) / 1e3, 1)
+                                        for kind in sorted({r.kind for r in ran})}}
 
 
 async def _command_cpu(session: Any, system: str, repeat: int = 20) -> float:

@@ -206,6 +206,8 @@ class PreparedJob:
     """A self-tuned packed chunk's predicted run time, staged for its worker's fit decision (docs/self-tuning.md)."""
     measured_seconds: float | None = None
     """The run time its final marker states, once its result is read (None: none stated)."""
+    ran_on: str | None = None
+    """The system its jobs database record names (where it was submitted), once claimed."""
 
     @property
     def options(self) -> JobOptions:
@@ -254,6 +256,7 @@ class PreparedJob:
         """Claim, submit if needed, and build the watch its system's poll loop is to keep; a job that
         needs no wait (finished earlier, or resubmitted and waited for at once) gives its value."""
         record = await self._claimed()
+        self.ran_on = record.system
         self._split_check(record)
         if record.status is JobStatus.CANCELLED:
             raise JobCancelledError(self.label, self.spec.job_name)
@@ -276,7 +279,7 @@ class PreparedJob:
         watch = Watch(job_dir=self.job_dir, remote_id=record.remote_id, fetch=tuple(self.options.output_files),
                       local_root=self.session.stage_root, check_interval=self.options.check_interval, key=self.key,
                       remote_root=record.remote_root, max_time=self.max_time, in_window=not packed,
-                      bundled=packed and not self.options.output_files)
+                      bundled=not self.options.output_files)
         if packed and isinstance(self.route, Packed):  # workers may be needed again (a rerun re-attaching)
             spec = self.route.worker if system is self.system else self._worker_spec(system, self.route.setting)
             self.session.packing(system.name).expect(spec, record.remote_root or await system.remote_root())

@@ -35,6 +35,7 @@ from wfl_async.errors import JobTimeoutError
 from wfl_async.job import RemoteJob
 from wfl_async.jobs import layout
 from wfl_async.jobs.database import JobsDatabase
+from wfl_async.jobs.fetched import FetchedStore
 from wfl_async.jobs.states import ACTIVE_STATES
 from wfl_async.session import DB_NAME, session_scope
 
@@ -299,13 +300,17 @@ def test_clean_removes_local_and_remote_directories(root: Path, system: str) -> 
     submit(make_job("slurm", f"running-{t}", rf.sleep_then_return, 300, 0))
     jobs = by_name(cli_json("-n", f".*-{t}"))
     remote = {n: f"{r['remote_root']}/{r['job_dir']}" for n, r in jobs.items()}
-    local = {n: root / "wfl_async_stage" / r["job_dir"] for n, r in jobs.items()}
-    assert remote_dir_exists(system, remote[f"gone-{t}"]) and local[f"gone-{t}"].is_dir()
+    stage = root / "wfl_async_stage"
+
+    def local_copy(name: str) -> bool:  # its fetched files: its own directory, or a fetched bundle
+        return FetchedStore(stage).files(jobs[name]["job_dir"]) is not None
+
+    assert remote_dir_exists(system, remote[f"gone-{t}"]) and local_copy(f"gone-{t}")
 
     # --no-remote: only the local copy goes, the status stays, a rerun fetches the result again
     result = cli("clean", "-n", f"kept-{t}", "--no-remote")
     assert result.exit_code == 0, result.output
-    assert not local[f"kept-{t}"].exists() and remote_dir_exists(system, remote[f"kept-{t}"])
+    assert not local_copy(f"kept-{t}") and remote_dir_exists(system, remote[f"kept-{t}"])
     assert cli_json("-n", f"kept-{t}")[0]["status"] == "succeeded"
     assert run_job(kept) == "kept"
 
@@ -315,7 +320,7 @@ def test_clean_removes_local_and_remote_directories(root: Path, system: str) -> 
     for name in (f"kept-{t}", f"gone-{t}"):
         assert jobs[name]["status"] == "cleaned"
         assert not remote_dir_exists(system, remote[name])
-        assert not local[name].exists()
+        assert not local_copy(name)
     assert jobs[f"running-{t}"]["status"] in ("submitted", "started")  # unfinished: untouched
     assert remote_dir_exists("slurm", remote[f"running-{t}"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 
 def read_env_and_files(input_name: str, output_name: str, variable: str) -> dict[str, str]:
@@ -191,3 +192,8 @@ def _timed_label(atoms_list):
         with open("_completions.log", "a") as log:
             log.write(f"{atoms.info['i']}\n")
     return out
+
+
+def call_both(op: Any, extra: Any) -> tuple[Any, Any]:
+    """``op(5)``, and ``extra()`` (or ``extra`` itself if it is not callable)."""
+    return op(5), extra() if callable(extra) else extra

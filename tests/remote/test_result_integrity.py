@@ -25,13 +25,22 @@ pytestmark = pytest.mark.remote
 
 
 async def _finished_job(system: str, tag: str) -> tuple[RemoteJob, Path, bytes]:
-    """A job run to success; its local result file and that file's right bytes."""
+    """A job run to success; its local result file (cut short) and that file's right bytes.
+
+    Its files came back in a fetched bundle: the copy cut short is put in its own directory, which wins
+    over any bundle, beside its final marker, as a driver killed while fetching it again leaves it."""
     job = RemoteJob(operator.mul, (6, 7), sys_name=system, job_name=f"{tag}-{uuid.uuid4().hex[:6]}",
                     check_interval=0.3, resources={"num_cores": 1, "max_time": "5m"}, partial_node=True)
     assert await job.aio() == 42
     async with session_scope() as session:
-        local = job.prepare(session).local_dir / layout.RESULT
-    data = local.read_bytes()
+        prepared = job.prepare(session)
+        files = session.fetched.files(prepared.job_dir)
+        assert files is not None
+        local = prepared.local_dir / layout.RESULT
+    data, marker = files.read(layout.RESULT), files.read(layout.SUCCEEDED)
+    assert data is not None and marker is not None
+    local.parent.mkdir(parents=True, exist_ok=True)
+    (local.parent / layout.SUCCEEDED).write_bytes(marker)
     local.write_bytes(data[: len(data) // 2])  # cut short
     return job, local, data
 

@@ -91,7 +91,7 @@ async def test_a_task_that_does_not_fit_a_workers_time_left_waits_for_a_worker_i
     info = tuned_info(pack_system, {"max_workers": 1, "target_chunk_seconds": 1, "walltime": 45})
     configs = timed_cells([3.0] * 8)
     async with session_scope() as session:
-        await session.db.record_times(info.job_name, pack_system, [(20.0, 1)] * 50)
+        session.db.record_times_soon(info.job_name, pack_system, [(20.0, 1)] * 50)
         result = await autoparallelize.aio(rf._timed_label, ConfigSet(configs), OutputSpec(tmp_path / "out.xyz"),
                                            autopara_info=AutoparaInfo(remote_info=info))
         assert [a.info["i"] for a in result] == list(range(8))

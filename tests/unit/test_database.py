@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -252,6 +253,46 @@ async def test_update_many_is_all_or_nothing(db: JobsDatabase) -> None:
     # the connection is usable afterwards (no transaction left open)
     await db.update("a", status=JobStatus.SUBMITTED)
     assert (await db.get("a")).status is JobStatus.SUBMITTED  # type: ignore[union-attr]
+
+
+def _count_transactions(db: JobsDatabase, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The writes of each transaction the writer makes from now on, in order."""
+    made: list[int] = []
+    real = db._transaction_in_thread
+
+    def counted(batch: list[Any]) -> Any:
+        made.append(len(batch))
+        return real(batch)
+
+    monkeypatch.setattr(db, "_transaction_in_thread", counted)
+    return made
+
+
+async def test_writes_nobody_waits_for_that_trickle_in_share_a_transaction_and_a_claim_ends_the_wait(
+        db: JobsDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submissions recorded one by one as the scheduler names them (and a poll's changes) go in one
+    transaction, not one each; a write someone waits for (a claim, a read catching up) is not held back."""
+    for key in ("a", "b", "c"):
+        await claim(db, key)
+    made = _count_transactions(db, monkeypatch)
+    for key in ("a", "b", "c"):
+        db.update_soon([(key, {"status": JobStatus.SUBMITTED, "remote_id": f"id-{key}"})])
+        await anyio.sleep(0.01)  # each comes on its own, as lines of a submit command's answer do
+    fresh = await claim(db, "d")
+    assert fresh.fresh and made == [4]  # the three updates, then the claim that ended the gathering
+    records = [await db.get(k) for k in ("a", "b", "c")]
+    assert [(r.status, r.remote_id) for r in records if r is not None] == [
+        (JobStatus.SUBMITTED, f"id-{k}") for k in ("a", "b", "c")]
+
+
+async def test_writes_gathered_when_the_session_closes_are_still_applied(tmp_path: Path) -> None:
+    path = tmp_path / "wfl_async_jobs.db"
+    async with JobsDatabase(path) as db:
+        await claim(db, "a")
+        db.update_soon([("a", {"status": JobStatus.STARTED})])
+        await anyio.sleep(0.01)  # taken by the writer, which is gathering more when it is cancelled
+    async with JobsDatabase(path) as db:
+        assert (await db.get("a")).status is JobStatus.STARTED  # type: ignore[union-attr]
 
 
 async def test_update_many_with_nothing_to_do(db: JobsDatabase) -> None:

@@ -196,3 +196,39 @@ def test_keys_of_partials_callable_instances_and_bound_methods_are_stable_and_ho
                            timeout=120, check=True).stdout.split() for _ in range(2)]
     assert runs[0] == runs[1]
     assert len(runs[0]) == 6 and len(set(runs[0])) == 6
+
+
+
+def _in_main(name: str, value: int, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A function of the running ``__main__`` (as a user's script defines it): only cloudpickle's copy by
+    value reaches a process whose ``__main__`` lacks it."""
+    import __main__
+
+    def function(x: int = 0) -> int:
+        return x + value
+
+    function.__module__, function.__qualname__ = "__main__", name
+    monkeypatch.setattr(__main__, name, function, raising=False)
+    return function
+
+
+@pytest.mark.parametrize(("extra", "fast"), [("plain", True), ("main", False), ("lambda", False)])
+def test_a_task_with_its_operation_pickled_once_runs_in_a_fresh_process(extra: str, fast: bool,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunks of a call share their operation's bytes (pickled_once); the rest of a task goes through
+    the standard pickler when nothing in it needs cloudpickle (several times faster), else through
+    cloudpickle: either way a fresh interpreter, whose ``__main__`` is another, runs it."""
+    from wfl_async._pickling import _plain_dumps, pickled_once
+
+    op = _in_main("wfl_async_test_op", 100, monkeypatch)  # the operation goes by value, once for all chunks
+    value = {"plain": 7, "main": _in_main("wfl_async_test_extra", 7, monkeypatch), "lambda": lambda: 7}[extra]
+    once = pickled_once(op, [op])
+    kwargs = {"op": op, "extra": value}
+    assert (_plain_dumps((rf.call_both, (), kwargs), once) is not None) is fast
+    task = pickle_task(rf.call_both, (), kwargs, once)
+    root = Path(__file__).parents[2]
+    ran = subprocess.run([sys.executable, "-c", "import pickle, sys; f, a, k = pickle.loads(sys.stdin.buffer.read()); "
+                          "print(f(*a, **k))"], input=task, capture_output=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)}, check=False)
+    assert ran.returncode == 0, ran.stderr.decode()
+    assert ran.stdout.decode().split() == ["(105,", "7)"]

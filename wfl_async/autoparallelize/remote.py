@@ -301,25 +301,27 @@ def _stops_the_call(error: BaseException | None, remote_info: RemoteInfo) -> boo
 
 async def _record_times(session: Session, remote_info: RemoteInfo, chunks: Sequence[Chunk]) -> dict[str, float]:
     """Keep the finished chunks' measured run times (as each worker measured it, else from its started
-    to its final marker) for later calls of the operation: one database read and one write for all of
-    them. Returns each timed chunk's seconds by its job key."""
-    if not chunks:
-        return {}
-    records = await session.db.get_many([c.job.key for c in chunks])
+    to its final marker) for later calls of the operation: one write for all of them, not waited for,
+    and a database read only for the chunks whose worker stated no time. Returns each timed chunk's
+    seconds by its job key."""
+    unstated = [c.job.key for c in chunks if c.job.measured_seconds is None or c.job.ran_on is None]
+    records = await session.db.get_many(unstated) if unstated else {}
     times: dict[str, float] = {}
     samples: dict[str, list[tuple[float, int]]] = {}
     for chunk in chunks:
-        record = records.get(chunk.job.key)
-        if record is None:
-            continue
-        seconds = chunk.job.measured_seconds
-        if seconds is None and record.started_at is not None and record.finished_at is not None:
-            seconds = max(0.0, record.finished_at - record.started_at)
+        seconds, system = chunk.job.measured_seconds, chunk.job.ran_on
+        if seconds is None or system is None:
+            record = records.get(chunk.job.key)
+            if record is None:
+                continue
+            system = record.system
+            if seconds is None and record.started_at is not None and record.finished_at is not None:
+                seconds = max(0.0, record.finished_at - record.started_at)
         if seconds is not None:
             times[chunk.job.key] = seconds
-            samples.setdefault(record.system, []).append((seconds, len(chunk.items)))
+            samples.setdefault(system, []).append((seconds, len(chunk.items)))
     for system, system_samples in samples.items():
-        await session.db.record_times(remote_info.job_name, system, system_samples)
+        session.db.record_times_soon(remote_info.job_name, system, system_samples)
     return times
 
 

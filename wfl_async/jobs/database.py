@@ -3,9 +3,9 @@
 sqlite in WAL mode (readers never block the writer, so ``wfl-async list`` works while a
 workflow runs), parameterised SQL only, short transactions. Reads go through aiosqlite; every
 write of the process goes through one writer task that applies all the writes queued so far
-in one transaction, in one call to a thread of its own (one thread hop per transaction, not
-per statement: at 10^5 jobs a hop per statement cost more than the statements), never
-blocking the event loop.
+(and those nobody waits for that come within a quarter second) in one transaction, in one call
+to a thread of its own (one thread hop per transaction, not per statement: at 10^5 jobs a hop
+per statement cost more than the statements), never blocking the event loop.
 Several processes may share the file: claims run in ``BEGIN IMMEDIATE`` transactions, so
 two scripts started at once with the same call create, and submit, the job once.
 
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 """Most writes the writer task puts in one transaction."""
+UNWAITED_GATHER = 0.25
+"""Seconds the writer gathers writes nobody waits for into one transaction (:meth:`JobsDatabase._gather_unwaited`)."""
 _LOCKED_BACKOFF = (0.05, 5.0)
 """First and longest pause (s) between attempts while another process holds the write lock."""
 
@@ -332,21 +334,43 @@ class JobsDatabase:
 
     # ------------------------------------------------------------------ the writer
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """The writer task: takes every write queued so far, applies them in one transaction, repeats."""
+        """The writer task: takes every write queued so far (gathering those nobody waits for a little
+        longer), applies them in one transaction, repeats."""
         task_status.started()
+        batch: list[_Write] = []
         try:
             async for first in self._receive:
+                batch = [first]
+                if not first.waited:
+                    await self._gather_unwaited(batch)
+                batch += self._queued(MAX_BATCH - len(batch))
                 # shielded: a write taken from the stream is finished even while the session closes
                 with anyio.CancelScope(shield=True):
-                    await self._write_batch([first, *self._queued()])
+                    await self._write_batch(batch)
+                batch = []
         finally:
-            with anyio.CancelScope(shield=True):  # what was queued before the end is written too
+            with anyio.CancelScope(shield=True):  # what was taken or queued before the end is written too
+                if batch:
+                    await self._write_batch(batch)
                 while batch := self._queued():
                     await self._write_batch(batch)
 
-    def _queued(self) -> list[_Write]:
+    async def _gather_unwaited(self, batch: list[_Write]) -> None:
+        """Add to ``batch`` (whose writes nobody waits for) the writes that come within :data:`UNWAITED_GATHER`
+        seconds, until one that someone waits for comes (a claim, a read catching up: never delayed).
+
+        The writes nobody waits for come one by one (a job's submission as the scheduler's answer names
+        it, a poll's or a fetch's changes): a transaction each was a thread hop and a commit per job
+        (issue 16). A driver killed meanwhile loses at most these records, as it could before they were
+        applied: a rerun finds a submitted job through its remote lock, a finished one by its markers.
+        """
+        with anyio.move_on_after(UNWAITED_GATHER), contextlib.suppress(anyio.EndOfStream):
+            while not batch[-1].waited and len(batch) < MAX_BATCH:
+                batch.append(await self._receive.receive())
+
+    def _queued(self, most: int = MAX_BATCH) -> list[_Write]:
         batch: list[_Write] = []
-        while len(batch) < MAX_BATCH:
+        while len(batch) < most:
             try:
                 batch.append(self._receive.receive_nowait())
             except anyio.WouldBlock:
@@ -415,7 +439,8 @@ class JobsDatabase:
                                       "The jobs stay as they are on their systems (queued, running or finished)."))
         for write in batch:
             if not write.waited:
-                log.error("could not record %d job update(s) in %s: %s", len(write.updates), self.path, exc)
+                log.error("could not record %d job update(s) and %d measured time(s) in %s: %s", len(write.updates),
+                          len(write.rows), self.path, exc)
             write.error = exc
             write.done.set()
 
@@ -533,16 +558,18 @@ class JobsDatabase:
         return found
 
     # ------------------------------------------------------------------ measured times, chunk groupings
-    async def record_times(self, operation: str, system: str, samples: Iterable[tuple[float, int]]) -> None:
-        """Keep what chunks of ``operation`` took on ``system``: ``(seconds, configurations)`` per chunk."""
+    def record_times_soon(self, operation: str, system: str, samples: Iterable[tuple[float, int]]) -> None:
+        """Keep what chunks of ``operation`` took on ``system``: ``(seconds, configurations)`` per chunk
+        (queued for the writer, not waited for: a failure is logged; :meth:`measured_times` sees them)."""
         now = time.time()
         rows = [(_INSERT_TIME, (operation, system, float(s), int(n), now)) for s, n in samples]
         if rows:
-            await self._submit(_Write(rows=rows))
+            self._queue(_Write(rows=rows, waited=False))
 
     async def measured_times(self, operation: str, system: str, limit: int = 2000) -> list[tuple[float, int]]:
         """The latest ``(seconds, configurations)`` of ``operation``'s chunks on ``system``, newest first
         (none in a database an older version made, opened read-only)."""
+        await self._caught_up()
         try:
             async with self.conn.execute(
                     "SELECT seconds, items FROM times WHERE operation = ? AND system = ? ORDER BY recorded_at DESC "

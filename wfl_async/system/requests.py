@@ -172,7 +172,7 @@ class Watch:
     (``max_queued_jobs``); a packed chunk is not (its worker job is counted instead)."""
     bundled: bool = False
     """Its finished files are kept in the fetched batch's one bundle file, not one file each
-    (:mod:`~wfl_async.jobs.fetched`: packed chunks with no output files of their own)."""
+    (:mod:`~wfl_async.jobs.fetched`: every job with no output files of its own, packed or not)."""
 
     @property
     def phase(self) -> Phase:
