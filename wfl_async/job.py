@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.abc
 
+from ._gc import long_lived_frozen
 from ._pickling import PickledOnce
 from .config.expyre_env import default_system
 from .config.expyre_modules import expyre_module
@@ -695,12 +696,15 @@ class JobWaiter(Generic[T]):
     async def serve(self) -> None:
         """Start the jobs added, read the ended ones, time out the late ones; until cancelled."""
         try:
-            async with anyio.create_task_group() as tasks, self._ended_receive:
-                self._tasks = tasks
-                self._start_more()
-                tasks.start_soon(self._time_out)
-                async for number in self._ended_receive:  # (no job in this frame: it would stay here)
-                    tasks.start_soon(self._finish, number)
+            # the jobs added so far and everything else alive now are long-lived: not walked by every
+            # full collection of the wait (wfl_async._gc)
+            with long_lived_frozen():
+                async with anyio.create_task_group() as tasks, self._ended_receive:
+                    self._tasks = tasks
+                    self._start_more()
+                    tasks.start_soon(self._time_out)
+                    async for number in self._ended_receive:  # (no job in this frame: it would stay here)
+                        tasks.start_soon(self._finish, number)
         finally:
             self._tasks = None
             for entry in self._waiting.values():  # the poll loop forgets them; the jobs stay queued
