@@ -213,6 +213,9 @@ class FetchedStore:
 
     def __init__(self, local_root: Path) -> None:
         self.local_root = local_root
+        self._root = str(local_root)
+        self._bundle_dir = os.path.join(self._root, BUNDLE_DIR)
+        """(strings: a rerun looks up every chunk, and a ``Path`` made per lookup cost more than its stat)"""
         self._where: dict[str, tuple[Path, int, _Entry]] = {}
         """Job dir -> the newest bundle holding it, where its stream starts, the job's entry in its index."""
         self._read: set[str] = set()
@@ -220,22 +223,21 @@ class FetchedStore:
 
     def files(self, job_dir: str) -> JobFiles | None:
         """The job's fetched files; None: neither its own directory nor any bundle has its result."""
-        own = self.local_root / job_dir
-        if (own / layout.RESULT).exists():
-            return DirFiles(own)
+        if os.path.exists(os.path.join(self._root, job_dir, layout.RESULT)):
+            return DirFiles(self.local_root / job_dir)
         self._scan()
         found = self._where.get(job_dir)
         return None if found is None else BundledFiles(found[2], None, found[0], found[1])
 
     def _scan(self) -> None:
-        directory = self.local_root / BUNDLE_DIR
         try:
-            mtime = directory.stat().st_mtime_ns
+            mtime = os.stat(self._bundle_dir).st_mtime_ns
         except FileNotFoundError:
             return
         if mtime == self._dir_mtime:
             return
         self._dir_mtime = mtime
+        directory = Path(self._bundle_dir)
         for name in sorted(n for n in os.listdir(directory) if n.endswith(_SUFFIX) and not n.startswith(_TMP)):
             if name in self._read:
                 continue
