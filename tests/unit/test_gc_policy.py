@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from wfl_async._gc import long_lived_frozen
+from wfl_async._gc import YOUNG_THRESHOLD, long_lived_frozen
 
 
 class _Node:
@@ -48,3 +48,17 @@ def test_a_disabled_collector_is_left_alone() -> None:
             assert gc.get_freeze_count() == 0
     finally:
         gc.enable()
+
+
+def test_young_collections_are_rarer_while_inside_and_the_thresholds_come_back() -> None:
+    before = gc.get_threshold()
+    assert before[0] < YOUNG_THRESHOLD
+    with long_lived_frozen():
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *before[1:])
+    assert gc.get_threshold() == before
+    with long_lived_frozen():
+        gc.set_threshold(5, 5, 5)  # the process's own choice meanwhile is kept
+    try:
+        assert gc.get_threshold() == (5, 5, 5)
+    finally:
+        gc.set_threshold(*before)
