@@ -460,7 +460,8 @@ class ChunkMaker:
         self.takes_per_item_info = takes_per_item_info(op)
         self.sys_name = job_system(remote_info)
         self.outputspec = OutputSpec()
-        """Every chunk's (in-memory, in its job: only pickled here), made once per call, as its system's name."""
+        """The in-memory output spec every chunk's task carries, one per call like the system's name: here it
+        is only pickled (each job stores into its own copy)."""
 
     def groups(self, per_job: int) -> Iterator[tuple[ItemInput, ...]]:
         """The inputs, ``per_job`` at a time (1: one configuration each, for a self-tuned call to group)."""
