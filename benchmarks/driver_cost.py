@@ -28,12 +28,10 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from ase import Atoms
 
-from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
 from wfl_async.bench import (
     BASE,
     BenchRun,
@@ -45,8 +43,12 @@ from wfl_async.bench import (
     reset_peak_rss,
     save_report,
 )
-from wfl_async.configset import ConfigSet, OutputSpec
 from wfl_async.session import Session, session_scope
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+    from wfl_async.autoparallelize import AutoparaInfo
 
 RESOURCES = {"num_nodes": 1, "max_time": "30m"}
 
@@ -155,11 +157,15 @@ async def packed_run(system: str, n: int, workers: int, check_interval: float) -
 
 def _configs(n: int) -> list[Atoms]:
     """``n`` one-atom configurations numbered by ``info["i"]``."""
+    from ase import Atoms
+
     return [Atoms("H", info={"i": i}) for i in range(n)]
 
 
 def _check_output(path: Path, n: int) -> list[str]:
     """What is wrong with the call's output file (every configuration once, in order, labelled)."""
+    from wfl_async.configset import ConfigSet
+
     labels = [(atoms.info.get("i"), atoms.info.get("bench")) for atoms in ConfigSet(path)]
     wrong = [f"config {k}: {got}" for k, got in enumerate(labels) if got != (k, k + BASE)]
     return ([f"{len(labels)} configurations, not {n}"] if len(labels) != n else []) + wrong[:5]
@@ -168,6 +174,9 @@ def _check_output(path: Path, n: int) -> list[str]:
 async def _autopara_call(configs: list[Atoms], out: Path, info: AutoparaInfo) -> tuple[int, float | None]:
     """One call as a script makes it, by :meth:`autoparallelize.iter`: the chunks that came, and the
     time of the first (from the call's start)."""
+    from wfl_async.autoparallelize import autoparallelize
+    from wfl_async.configset import ConfigSet, OutputSpec
+
     t0, first, chunks = time.monotonic(), None, 0
     async for _ in autoparallelize.iter(bench_label, ConfigSet(configs), OutputSpec(out), autopara_info=info):
         chunks += 1
@@ -178,7 +187,11 @@ async def _autopara_call(configs: list[Atoms], out: Path, info: AutoparaInfo) ->
 async def autopara_run(system: str, n: int, workers: int, check_interval: float) -> list[dict[str, Any]]:
     """An autoparallelized call over ``n`` one-atom configurations, one a chunk, packed, into an output
     file; its rerun with the output present (returns at once: nothing is prepared), and its rerun with
-    the output file and the local stage removed (jobs database and remote results kept)."""
+    the output file and the local stage removed (jobs database and remote results kept). Imported here:
+    ase and the ConfigSet machinery are about 50 MiB of the driver's resident memory, which the other
+    modes' peak would count."""
+    from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo
+
     rows = []
     # by default a call marks its jobs processed and a rerun creates them afresh (as ExPyRe); kept, a
     # rerun re-attaches to them (docs/remote-info.md), which is the rerun measured here
