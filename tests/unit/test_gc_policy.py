@@ -30,6 +30,14 @@ def test_objects_alive_at_the_start_are_frozen_until_the_last_user_ends_and_a_cy
     assert gone() is None  # bounded: collected once the wait is over
 
 
+def test_garbage_of_before_the_wait_is_collected_not_frozen() -> None:
+    node = _Node()
+    gone = weakref.ref(node)
+    del node  # garbage, not collected yet
+    with long_lived_frozen():
+        assert gone() is None
+
+
 def test_a_process_that_froze_objects_itself_keeps_its_freeze() -> None:
     gc.freeze()
     try:
