@@ -21,17 +21,21 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import sys
 import threading
 import time
 from collections import Counter
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from wfl_async.bench import (
+    BASE,
     BenchRun,
+    bench_label,
     bench_system,
     fresh_root,
     merged_raw_config,
@@ -40,6 +44,11 @@ from wfl_async.bench import (
     save_report,
 )
 from wfl_async.session import Session, session_scope
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+    from wfl_async.autoparallelize import AutoparaInfo
 
 RESOURCES = {"num_nodes": 1, "max_time": "30m"}
 
@@ -54,6 +63,8 @@ class _GcTime:
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.full_seconds = 0.0
+        """Of which full collections (the oldest generation: they walk every tracked object)."""
         self._started: dict[int, float] = {}
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
@@ -61,6 +72,8 @@ class _GcTime:
             self._started[threading.get_ident()] = time.thread_time()
         elif (began := self._started.pop(threading.get_ident(), None)) is not None:
             self.seconds += time.thread_time() - began
+            if info.get("generation") == 2:
+                self.full_seconds += time.thread_time() - began
 
     def __enter__(self) -> _GcTime:
         gc.callbacks.append(self._callback)
@@ -70,28 +83,48 @@ class _GcTime:
         gc.callbacks.remove(self._callback)
 
 
+class _DriverCost:
+    """The driver's process CPU (all threads), the garbage collector's share of it and the peak resident
+    memory over the block it is entered for."""
+
+    def __enter__(self) -> _DriverCost:
+        reset_peak_rss()
+        self._gc = _GcTime().__enter__()
+        self._cpu = time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu = time.process_time() - self._cpu
+        self._gc.__exit__()
+        self.peak = peak_rss()
+
+    def figures(self, n: int) -> dict[str, Any]:
+        return {"driver CPU (ms/chunk)": round(self.cpu / n * 1e3, 3),
+                "of which garbage collection (ms/chunk)": round(self._gc.seconds / n * 1e3, 3),
+                "of which full collections (ms/chunk)": round(self._gc.full_seconds / n * 1e3, 3),
+                "peak RSS (MiB)": round(self.peak / 2**20, 1)}
+
+
+def _command_figures(records: list[Any]) -> dict[str, Any]:
+    kinds = Counter(record.kind for record in records)
+    return {"remote commands": len(records), "commands by kind": dict(kinds), "submit commands": kinds.get("submit", 0)}
+
+
 async def _measured(session: Session, system: str, n: int, check_interval: float,
                     job_options: dict[str, Any]) -> tuple[BenchRun, dict[str, Any]]:
     """One :func:`bench_system` run and the driver's CPU and memory over it."""
-    reset_peak_rss()
-    cpu = time.process_time()
-    with _GcTime() as collector:
+    with _DriverCost() as cost:
         run = await bench_system(session, system, n, check_interval=check_interval, resources=RESOURCES,
                                  job_timeout=3600.0, job_options=job_options)
-    cpu = time.process_time() - cpu
     r = run.result
-    kinds = Counter(record.kind for record in run.records)
     figures: dict[str, Any] = {
         "chunks": n, "ok": r.ok, "failed": r.failed, "errors": r.errors,
         "end to end (s)": None if r.all_results_s is None else round(r.all_results_s, 2),
-        "driver CPU (ms/chunk)": round(cpu / n * 1e3, 3),
-        "of which garbage collection (ms/chunk)": round(collector.seconds / n * 1e3, 3),
-        "peak RSS (MiB)": round(peak_rss() / 2**20, 1),
+        **cost.figures(n),
         "first result (s)": None if r.first_result_s is None else round(r.first_result_s, 2),
         "first result (fraction of the run)": None if r.first_result_s is None or not r.all_results_s else
         round(r.first_result_s / r.all_results_s, 3),
-        "remote commands": len(run.records), "commands by kind": dict(kinds),
-        "submit commands": kinds.get("submit", 0),
+        **_command_figures(run.records),
         "remote commands per poll (max, mean)": None if r.per_poll is None else
         (r.per_poll.max_commands_after_submit, round(r.per_poll.mean_commands, 2)),
     }
@@ -122,6 +155,82 @@ async def packed_run(system: str, n: int, workers: int, check_interval: float) -
     return rows
 
 
+def _configs(n: int) -> list[Atoms]:
+    """``n`` one-atom configurations numbered by ``info["i"]``."""
+    from ase import Atoms
+
+    return [Atoms("H", info={"i": i}) for i in range(n)]
+
+
+def _check_output(path: Path, n: int) -> list[str]:
+    """What is wrong with the call's output file (every configuration once, in order, labelled)."""
+    from wfl_async.configset import ConfigSet
+
+    labels = [(atoms.info.get("i"), atoms.info.get("bench")) for atoms in ConfigSet(path)]
+    wrong = [f"config {k}: {got}" for k, got in enumerate(labels) if got != (k, k + BASE)]
+    return ([f"{len(labels)} configurations, not {n}"] if len(labels) != n else []) + wrong[:5]
+
+
+async def _autopara_call(configs: list[Atoms], out: Path, info: AutoparaInfo) -> tuple[int, float | None]:
+    """One call as a script makes it, by :meth:`autoparallelize.iter`: the chunks that came, and the
+    time of the first (from the call's start)."""
+    from wfl_async.autoparallelize import autoparallelize
+    from wfl_async.configset import ConfigSet, OutputSpec
+
+    t0, first, chunks = time.monotonic(), None, 0
+    async for _ in autoparallelize.iter(bench_label, ConfigSet(configs), OutputSpec(out), autopara_info=info):
+        chunks += 1
+        first = first if first is not None else time.monotonic() - t0
+    return chunks, first
+
+
+async def autopara_run(system: str, n: int, workers: int, check_interval: float) -> list[dict[str, Any]]:
+    """An autoparallelized call over ``n`` one-atom configurations, one a chunk, packed, into an output
+    file; its rerun with the output present (returns at once: nothing is prepared), and its rerun with
+    the output file and the local stage removed (jobs database and remote results kept). Imported here:
+    ase and the ConfigSet machinery are about 50 MiB of the driver's resident memory, which the other
+    modes' peak would count."""
+    from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo
+
+    rows = []
+    # by default a call marks its jobs processed and a rerun creates them afresh (as ExPyRe); kept, a
+    # rerun re-attaches to them (docs/remote-info.md), which is the rerun measured here
+    os.environ["WFL_EXPYRE_NO_MARK_PROCESSED"] = "1"
+    configs = _configs(n)  # the script's inputs: made before the call, as a script reads them
+    with fresh_root("wfl_async_bench_driver_autopara_", merged_raw_config()) as root:
+        out = root / "out.xyz"
+        remote = RemoteInfo(sys_name=system, job_name="driver cost", resources=RESOURCES, num_inputs_per_queued_job=1,
+                            check_interval=check_interval, pack={"workers": workers})
+        info = AutoparaInfo(remote_info=remote, num_python_subprocesses=0, num_inputs_per_python_subprocess=1)
+        for mode in ("autoparallelize, packed", "autoparallelize rerun, output present",
+                     "autoparallelize rerun, output and local stage removed"):
+            _say(f"{system}: {mode}, {n} chunks into {workers} workers")
+            async with session_scope() as session:  # the call joins it: its commands are counted here
+                if mode.endswith("removed"):
+                    out.unlink()
+                    shutil.rmtree(session.stage_root)
+                    session.stage_root.mkdir(mode=0o700)
+                transport = session.system(system).transport
+                first_record = len(transport.stats.records)
+                t0 = time.monotonic()
+                with _DriverCost() as cost:
+                    chunks, first = await _autopara_call(configs, out, info)
+                wall = time.monotonic() - t0
+                pack = session.packing(system).stats
+                figures: dict[str, Any] = {
+                    "mode": f"{mode} ({workers} workers)", "chunks": n, "chunks that came": chunks,
+                    "end to end (s)": round(wall, 2), **cost.figures(n),
+                    "first result (fraction of the run)": None if first is None else round(first / wall, 3),
+                    **_command_figures(transport.stats.records[first_record:]),
+                    "enqueue commands": pack["enqueue_commands"], "workers submitted": pack["workers_submitted"]}
+            if "present" not in mode:  # (the file the first call wrote: checked then) checked after the timing
+                figures["errors"] = await anyio.to_thread.run_sync(_check_output, out, n)
+                figures["ok"] = None if figures["errors"] else n
+            _say(json.dumps(figures, default=str))
+            rows.append(figures)
+    return rows
+
+
 async def direct_run(system: str, n: int, check_interval: float) -> dict[str, Any]:
     """One scheduler job per chunk (no packing)."""
     with fresh_root("wfl_async_bench_driver_direct_", merged_raw_config()):
@@ -135,8 +244,10 @@ async def direct_run(system: str, n: int, check_interval: float) -> dict[str, An
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
-    for n in args.n or [2000]:
+    for n in args.n or ([] if args.autopara else [2000]):
         rows += await packed_run(args.system, n, args.workers, args.check_interval)
+    for n in args.autopara or []:
+        rows += await autopara_run(args.system, n, args.workers, args.check_interval)
     if args.direct:
         rows.append(await direct_run(args.system, args.direct, args.check_interval))
     return {"rows": rows}
@@ -161,6 +272,9 @@ def main() -> None:
     parser.add_argument("--system", default="slurm_ssh")
     parser.add_argument("--n", type=int, action="append", help="packed chunks (repeat for several sizes; default 2000)")
     parser.add_argument("--workers", type=int, default=8, help="packed worker jobs (default 8)")
+    parser.add_argument("--autopara", type=int, action="append",
+                        help="also an autoparallelized call over N one-atom configurations into an output file, "
+                             "packed, and its two reruns (repeat for several sizes)")
     parser.add_argument("--direct", type=int, default=0, help="also N jobs one per chunk (the issue asks for 1000)")
     parser.add_argument("--check-interval", type=float, default=0.5)
     parser.add_argument("--json", default="driver_cost.json", help="where to write every figure")

@@ -41,7 +41,7 @@ from .system.commands import dir_list
 from .system.poll_loop import PollRecord
 from .transport.base import CommandRecord
 
-__all__ = ["MTIME_RESOLUTION", "BenchResult", "BenchRun", "PollStats", "ResultLag", "bench_system", "fresh_root", "merged_raw_config", "peak_rss",
+__all__ = ["MTIME_RESOLUTION", "BenchResult", "BenchRun", "PollStats", "ResultLag", "bench_label", "bench_system", "fresh_root", "merged_raw_config", "peak_rss",
            "poll_stats", "reset_peak_rss", "result_lags", "trivial_args"]
 
 BASE = 2000
@@ -50,6 +50,17 @@ BASE = 2000
 def trivial_args(index: int) -> tuple[int, int]:
     """Arguments of job ``index`` (``operator.add``: unpickling it imports nothing); result ``index + BASE``."""
     return (index, BASE)
+
+
+def bench_label(configs: Sequence[Any]) -> list[Any]:
+    """A trivial autoparallelized operation: each configuration with ``info["bench"] = info["i"] + BASE``
+    (importable by reference in a job, so a chunk's task carries no code)."""
+    out = []
+    for atoms in configs:
+        atoms = atoms.copy()
+        atoms.info["bench"] = atoms.info["i"] + BASE
+        out.append(atoms)
+    return out
 
 
 # ---------------------------------------------------------------------- per-poll figures

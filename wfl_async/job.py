@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.abc
 
+from ._gc import long_lived_frozen
 from ._pickling import PickledOnce
 from .config.expyre_env import default_system
 from .config.expyre_modules import expyre_module
@@ -157,9 +158,12 @@ class RemoteJob(WithOptions):
 
         return run_sync(self.aio)
 
-    def prepare(self, session: Session) -> PreparedJob:
+    def prepare(self, session: Session, *, pickle_now: bool = True) -> PreparedJob:
         """Check everything and compute the job key; no I/O on any system.
 
+        :param pickle_now: False: the task is pickled when first staged (or :meth:`PreparedJob.pickle_task`)
+            — for a caller that pickles, before anything is submitted, every task a rerun will stage
+            (autoparallelize: those of the chunks not recorded yet; a re-attached chunk's is never needed)
         :raises ConfigurationError: unknown system, resources that fit no partition, missing input
             file, unpicklable function or arguments (malformed env_vars: when the options are made)
         """
@@ -167,7 +171,7 @@ class RemoteJob(WithOptions):
         system = session.system(self.sys_name)
         partition, node_dict, max_time = system.select_partition(
             dict(options.resources), exact_fit=options.exact_fit, partial_node=options.partial_node)
-        task = pickle_task(self.function, self.args, self.kwargs, self.pickled_once)
+        task = self._pickled() if pickle_now else None
         key = job_key(self.function, self.args, self.kwargs, name=self.job_name, hash_ignore=options.hash_ignore,
                       input_files=options.input_files, code_version=options.code_version)
         limits = system.limits(dict(options.resources), exact_fit=options.exact_fit,
@@ -176,6 +180,9 @@ class RemoteJob(WithOptions):
                                partition, node_dict, max_time, limits=limits, mem_kb=limits.mem_kb)
         prepared.route = prepared.decide_route()
         return prepared
+
+    def _pickled(self) -> bytes:
+        return pickle_task(self.function, self.args, self.kwargs, self.pickled_once)
 
 
 @dataclass(slots=True, weakref_slot=True)
@@ -187,7 +194,8 @@ class PreparedJob:
     system: System
     key: str
     job_dir: str
-    task: bytes
+    _task: bytes | None
+    """Its pickled task (None until :meth:`pickle_task`: prepared with ``pickle_now=False``)."""
     partition: str
     node_dict: dict[str, int]
     max_time: int
@@ -212,6 +220,20 @@ class PreparedJob:
     @property
     def options(self) -> JobOptions:
         return self.spec.options
+
+    @property
+    def task(self) -> bytes:
+        """Its pickled task, pickled now if it was not yet."""
+        return self._task if self._task is not None else self.pickle_task()
+
+    def pickle_task(self) -> bytes:
+        """Pickle its task now (once).
+
+        :raises UnpicklableOperationError: naming what failed and the fix
+        """
+        if self._task is None:
+            self._task = self.spec._pickled()
+        return self._task
 
     @property
     def local_dir(self) -> Path:
@@ -698,12 +720,15 @@ class JobWaiter(Generic[T]):
     async def serve(self) -> None:
         """Start the jobs added, read the ended ones, time out the late ones; until cancelled."""
         try:
-            async with anyio.create_task_group() as tasks, self._ended_receive:
-                self._tasks = tasks
-                self._start_more()
-                tasks.start_soon(self._time_out)
-                async for number in self._ended_receive:  # (no job in this frame: it would stay here)
-                    tasks.start_soon(self._finish, number)
+            # the jobs added so far and everything else alive now are long-lived: not walked by every
+            # full collection of the wait (wfl_async._gc)
+            with long_lived_frozen():
+                async with anyio.create_task_group() as tasks, self._ended_receive:
+                    self._tasks = tasks
+                    self._start_more()
+                    tasks.start_soon(self._time_out)
+                    async for number in self._ended_receive:  # (no job in this frame: it would stay here)
+                        tasks.start_soon(self._finish, number)
         finally:
             self._tasks = None
             for entry in self._waiting.values():  # the poll loop forgets them; the jobs stay queued

@@ -14,6 +14,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.io import read, write
 
+import wfl_async.job
 from tests.helpers import remote_functions as rf
 from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, autoparallelize
 from wfl_async.calculators.generic import calculate
@@ -21,6 +22,7 @@ from wfl_async.configset import ConfigSet, OutputSpec
 from wfl_async.errors import JobDiedError
 from wfl_async.generate.optimize import optimize
 from wfl_async.jobs.database import JobStatus
+from wfl_async.jobs.hashing import pickle_task
 from wfl_async.session import session_scope
 
 pytestmark = pytest.mark.remote
@@ -54,6 +56,13 @@ async def test_1000_configs_in_chunks_of_36_match_a_serial_run_and_rerun_submits
         remote_system: str, fresh_expyre_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         wfl_pytest_expyre_info: dict[str, Any]) -> None:
     monkeypatch.setenv("WFL_EXPYRE_NO_MARK_PROCESSED", "1")
+    pickled: list[int] = []  # the tasks pickled, by their chunk's first config: a rerun re-attaching pickles none
+
+    def counted(function: Any, args: Any, kwargs: Any, once: Any = None) -> bytes:
+        pickled.append(kwargs["iterable"].items[0].info["i"])
+        return pickle_task(function, args, kwargs, once)
+
+    monkeypatch.setattr(wfl_async.job, "pickle_task", counted)
     inputs = cells(1000)
     info = remote_info(remote_system, wfl_pytest_expyre_info, num_inputs_per_queued_job=-36)
     out_file = tmp_path / "calc.xyz"
@@ -72,6 +81,8 @@ async def test_1000_configs_in_chunks_of_36_match_a_serial_run_and_rerun_submits
     async with session_scope() as rt:
         jobs = await rt.db.select(system=remote_system)
     assert len(jobs) == 28  # ceil(1000 / 36)
+    assert sorted(pickled) == list(range(0, 1000, 36))  # each chunk's task once
+    pickled.clear()
 
     # rerun after deleting the output: every chunk re-attached, nothing submitted
     out_file.unlink()
@@ -80,6 +91,7 @@ async def test_1000_configs_in_chunks_of_36_match_a_serial_run_and_rerun_submits
                                     properties=["energy", "forces"], output_prefix="calc_",
                                     autopara_info=autopara)
         assert rt.system(remote_system).stats["submit_commands"] == 0
+    assert pickled == []  # every chunk recorded: no task pickled for nothing (issue 16: 10^5 of them)
     assert [a.info["calc_energy"] for a in again] == [a.info["calc_energy"] for a in remote]
 
     # a completely written output is reused without contacting any system

@@ -43,7 +43,7 @@ from ..job import JobWaiter, Packed, PreparedJob, RemoteJob
 from ..jobs.hashing import code_source
 from ..jobs.options import JobOptions
 from ..jobs.pack_option import effective_pack
-from ..jobs.states import UNFINISHED, JobStatus
+from ..jobs.states import REATTACH, UNFINISHED, JobStatus
 from ..pack.tuning import longest_fitting
 from ..placement.call import PlacedCall, Plan, plan
 from ..placement.choices import first_name
@@ -61,6 +61,7 @@ from .utils import (
     queued_job_chunk_size,
     set_autopara_per_item_info,
     split_rng,
+    takes_per_item_info,
 )
 
 __all__ = ["iter_remote", "run_remote", "submit_remote"]
@@ -115,8 +116,8 @@ async def submit_remote(*, op: Callable[..., Any], inputs: Any, args: Sequence[A
     call re-attaches to the same jobs and collects their results."""
     async with session_scope() as session:
         placed = await _plan(session, remote_info)
-        chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info,
-                                 placed.spread if placed is not None else None)
+        chunks = await _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info,
+                                       placed.spread if placed is not None else None)
         try:
             async with anyio.create_task_group() as tg:
                 for chunk in chunks:
@@ -154,8 +155,8 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
             tuned = await TunedChunks.open(session, maker, setting)
             chunks = await tuned.more()
         else:
-            chunks = _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info,
-                                     placed.spread if placed is not None else None)
+            chunks = await _prepare_chunks(session, op, inputs, args, kwargs, autopara_info, remote_info,
+                                           placed.spread if placed is not None else None)
         # what the call keeps of its chunks: a finished chunk leaves memory once its result is in the
         # caller, but for its job key (issue 16)
         job_dirs: set[str] = set()  # the chunks in flight, for the progress line
@@ -458,6 +459,11 @@ class ChunkMaker:
         dumps_call(op, (op, list(args), self.kwargs))  # once per call: an unpicklable op is named as the local pool names it
         self.op_pickled = pickled_once(op, [op])
         """The operation pickled once for every chunk's task (by value it is its code each time)."""
+        self.takes_per_item_info = takes_per_item_info(op)
+        self.sys_name = job_system(remote_info)
+        self.outputspec = OutputSpec()
+        """The in-memory output spec every chunk's task carries, one per call like the system's name: here it
+        is only pickled (each job stores into its own copy)."""
 
     def groups(self, per_job: int) -> Iterator[tuple[ItemInput, ...]]:
         """The inputs, ``per_job`` at a time (1: one configuration each, for a self-tuned call to group)."""
@@ -477,37 +483,45 @@ class ChunkMaker:
             locs.append(loc)
             rngs.append(item_rng)
         chunk_kwargs = dict(self.kwargs)
-        set_autopara_per_item_info(chunk_kwargs, self.op, self.inherited, rngs, item_indices)
+        set_autopara_per_item_info(chunk_kwargs, self.op, self.inherited, rngs, item_indices,
+                                   self.takes_per_item_info)
         info = self.autopara_info
         job_iterable = ConfigSet(items) if isinstance(self.inputs, ConfigSet) else items
         pool_kwargs = {"num_python_subprocesses": info.num_python_subprocesses,
                        "num_inputs_per_python_subprocess": info.num_inputs_per_python_subprocess,
-                       "iterable": job_iterable, "outputspec": OutputSpec(), "op": self.op,
+                       "iterable": job_iterable, "outputspec": self.outputspec, "op": self.op,
                        "iterable_arg": info.iterable_arg, "skip_failed": info.skip_failed,
                        "initializer": info.initializer, "args": list(self.args), "kwargs": chunk_kwargs}
-        job = RemoteJob(do_in_pool, (), pool_kwargs, sys_name=job_system(self.remote_info),
+        job = RemoteJob(do_in_pool, (), pool_kwargs, sys_name=self.sys_name,
                         job_name=f"{self.remote_info.job_name}_chunk_{index}", options=self.options)
         job.pickled_once = self.op_pickled
         return job
 
     def chunk(self, index: int, group: Sequence[ItemInput], predicted_seconds: float | None = None,
-              sys_name: str | None = None) -> Chunk:
+              sys_name: str | None = None, *, pickle_now: bool = True) -> Chunk:
         """Chunk ``index`` prepared (checked, pickled, hashed), with the call's pack setting, on
-        ``sys_name`` (default: the first system listed)."""
+        ``sys_name`` (default: the first system listed); ``pickle_now=False``: its task pickled later
+        (:func:`_prepare_chunks`)."""
         job = self.job(index, group)
         if sys_name is not None:
             job.sys_name = sys_name
-        prepared = job.prepare(self.session)
+        prepared = job.prepare(self.session, pickle_now=pickle_now)
         prepared.predicted_seconds = predicted_seconds
         prepared.items = len(group)
         return Chunk(index, [g[0] for g in group], tuple(g[1] for g in group), tuple(g[2] for g in group), prepared,
                      tuple(group), self)
 
 
-def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
-                    kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo,
-                    place: Callable[[int], list[str]] | None = None) -> list[Chunk]:
+async def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args: Sequence[Any],
+                          kwargs: dict[str, Any], autopara_info: AutoparaInfo, remote_info: RemoteInfo,
+                          place: Callable[[int], list[str]] | None = None) -> list[Chunk]:
     """Split the inputs and prepare one job per chunk; raises before anything is submitted.
+
+    The task of a chunk an earlier run recorded (queued, running, finished) is not pickled: a rerun
+    re-attaches to it (a rerun of 10^5 chunks spent most of its time pickling tasks it never sent).
+    Every other chunk's task is pickled here, before anything is submitted, so an unpicklable input
+    still fails the call with nothing queued; a recorded chunk that must run again after all (it died
+    and is resubmitted) pickles its task then, as its earlier run did.
 
     :param place: the system of each of N chunks (several systems listed); default: the one listed
     """
@@ -516,8 +530,13 @@ def _prepare_chunks(session: Session, op: Callable[..., Any], inputs: Any, args:
                                     autopara_info.num_inputs_per_python_subprocess)
     groups = list(maker.groups(per_job))
     systems = place(len(groups)) if place is not None else [job_system(remote_info)] * len(groups)
-    return [maker.chunk(index, group, sys_name=name)
-            for index, (group, name) in enumerate(zip(groups, systems, strict=True))]
+    chunks = [maker.chunk(index, group, sys_name=name, pickle_now=False)
+              for index, (group, name) in enumerate(zip(groups, systems, strict=True))]
+    recorded = await session.db.statuses([c.job.job_dir for c in chunks])
+    for chunk in chunks:
+        if recorded.get(chunk.job.job_dir) not in REATTACH:
+            chunk.job.pickle_task()
+    return chunks
 
 
 def job_from_remote_info(info: RemoteInfo, function: Callable[..., Any], args: Sequence[Any],

@@ -62,16 +62,23 @@ def items_inputs_generator(iterable: Iterable[Any], num_inputs_per_group: int,
                     for item_i, item in enumerate(iterable)))
 
 
+def takes_per_item_info(op: Callable[..., Any]) -> bool:
+    """Whether ``op`` takes ``_autopara_per_item_info`` (its signature read: once per call, not per chunk)."""
+    return "_autopara_per_item_info" in inspect.signature(op).parameters
+
+
 def set_autopara_per_item_info(kwargs: dict[str, Any], op: Callable[..., Any],
                                inherited_per_item_info: list[dict[str, Any]] | None,
-                               rng_list: list[Any], item_i_list: list[int]) -> None:
+                               rng_list: list[Any], item_i_list: list[int], takes_it: bool | None = None) -> None:
     """Set ``kwargs["_autopara_per_item_info"]`` for the items of one group, if ``op`` takes it.
 
     Each entry is ``{"item_i": i}`` plus ``"rng"`` when generators were spawned. If the
     caller already had per-item info for the whole input (a remote chunk running its own
     local pool), the entries for these items are picked out of it instead.
+
+    :param takes_it: :func:`takes_per_item_info` of ``op``, if known already
     """
-    if "_autopara_per_item_info" not in inspect.signature(op).parameters:
+    if not (takes_it if takes_it is not None else takes_per_item_info(op)):
         return
     if inherited_per_item_info is not None:
         kwargs["_autopara_per_item_info"] = [inherited_per_item_info[i] for i in item_i_list]

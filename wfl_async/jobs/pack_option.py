@@ -67,7 +67,6 @@ def parse_seconds(value: Any, where: str) -> float:
 
     :raises ConfigurationError: anything else, naming ``where`` and the accepted forms
     """
-    fix = f"{where} = {value!r} is not a time: give seconds (7200), or \"45m\", \"2h\", \"1d\" or \"2:00:00\""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and value.strip():
@@ -82,21 +81,29 @@ def parse_seconds(value: Any, where: str) -> float:
             else:
                 seconds = float(text)
         except ValueError:
-            raise ConfigurationError(fix) from None
+            raise ConfigurationError(_not_a_time(value, where)) from None
     else:
-        raise ConfigurationError(fix)
+        raise ConfigurationError(_not_a_time(value, where))
     if not seconds > 0 or seconds == float("inf"):
-        raise ConfigurationError(fix + " (above 0)")
+        raise ConfigurationError(_not_a_time(value, where) + " (above 0)")
     return seconds
+
+
+def _not_a_time(value: Any, where: str) -> str:
+    return f"{where} = {value!r} is not a time: give seconds (7200), or \"45m\", \"2h\", \"1d\" or \"2:00:00\""
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+def _fix(where: str) -> str:
+    """What a valid setting is (made only for an error: every chunk of a call parses its setting)."""
+    return (f"{where} must be \"auto\", {{\"workers\": N}} (N >= 1, fixed chunks), a dict of self-tuning keys "
+            f"{sorted(_TUNING_KEYS)} (e.g. {{\"target_chunk_seconds\": 60, \"walltime\": \"2h\", \"max_workers\": 32}}), "
+            f"false or null (null: the system's config.json default)")
+
+
 def _parse(value: Any, where: str) -> PackSetting | None:
-    fix = (f"{where} must be \"auto\", {{\"workers\": N}} (N >= 1, fixed chunks), a dict of self-tuning keys "
-           f"{sorted(_TUNING_KEYS)} (e.g. {{\"target_chunk_seconds\": 60, \"walltime\": \"2h\", \"max_workers\": 32}}), "
-           f"false or null (null: the system's config.json default)")
     if value is None or value is False:
         return None
     if value == AUTO:
@@ -104,10 +111,10 @@ def _parse(value: Any, where: str) -> PackSetting | None:
     if value is True:
         return PackSetting()
     if not isinstance(value, Mapping):
-        raise ConfigurationError(f"{where} = {value!r} is not a packing setting; {fix}")
+        raise ConfigurationError(f"{where} = {value!r} is not a packing setting; {_fix(where)}")
     unknown = sorted(set(value) - _KEYS)
     if unknown:
-        raise ConfigurationError(f"{where} has unknown key(s) {unknown}; valid keys are {sorted(_KEYS)}. {fix}")
+        raise ConfigurationError(f"{where} has unknown key(s) {unknown}; valid keys are {sorted(_KEYS)}. {_fix(where)}")
     if "workers" in value and "max_workers" in value:
         raise ConfigurationError(f"{where} has both workers and max_workers; give one (max_workers: self-tuned, "
                                  f"at most that many workers; workers: fixed chunks, that many workers)")
@@ -115,7 +122,7 @@ def _parse(value: Any, where: str) -> PackSetting | None:
     count_key = "max_workers" if tuned else "workers"
     workers = value.get(count_key, DEFAULT_WORKERS)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ConfigurationError(f"{where}: {count_key} = {workers!r} is not a whole number >= 1; {fix}")
+        raise ConfigurationError(f"{where}: {count_key} = {workers!r} is not a whole number >= 1; {_fix(where)}")
     idle = value.get("idle_seconds", TUNED_IDLE_SECONDS if tuned else PackSetting.idle_seconds)
     if not isinstance(idle, (int, float)) or isinstance(idle, bool) or idle < 0:
         raise ConfigurationError(f"{where}: idle_seconds = {idle!r} must be a number of seconds >= 0")
