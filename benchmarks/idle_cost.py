@@ -59,7 +59,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     del prepared
                     while system.watched_count() < args.n:  # noqa: ASYNC110 (the poll loop's count: nothing to wait on)
                         await anyio.sleep(1)
-                    await anyio.sleep(5)  # the first looks at the new jobs settle
+                    await anyio.sleep(args.settle)  # the first looks at the new jobs settle
                     _say(f"all {args.n} jobs queued; measuring {args.seconds} s of waiting")
                     polls0, stats0 = system.stats.get("poll_commands", 0), dict(system.stats)
                     loop = asyncio.get_running_loop()
@@ -114,6 +114,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="jobs held in the queue (default 1000)")
     parser.add_argument("--check-interval", type=float, default=0.5)
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the waiting is measured")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds waited once all are watched before measuring (past 30: the polls have backed off)")
     parser.add_argument("--profile", help="write a cProfile (process CPU) of the measured waiting to PROFILE")
     parser.add_argument("--json", default="idle_cost.json", help="where to write every figure")
     args = parser.parse_args()
