@@ -101,6 +101,38 @@ async def test_later_polls_ask_only_about_jobs_that_need_a_look(tmp_path: Path) 
     assert sorted(polls[0].job_dirs) == ["a", "b"] and polls[2].job_dirs == []  # both scanned, both queued
 
 
+class _NoPassOverAll(dict[str, Watch]):
+    """Watches that fail a pass over them all (a quiet poll's cost must not grow with the jobs waiting)."""
+
+    def values(self):  # type: ignore[override]
+        raise AssertionError("a pass over every watch")
+
+
+async def test_a_quiet_listing_interval_weighs_the_started_jobs_without_a_pass_over_every_watch(
+        tmp_path: Path) -> None:
+    polls: list[Sent] = []
+
+    def poll(sent: Sent) -> str:
+        polls.append(sent)
+        return poll_answer({"1": "PENDING", "2": "RUNNING"}, {"b": "started"} if "b" in sent.job_dirs else {})
+
+    async with serving(ScriptedTransport(poll=poll)) as (loop, _, _):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(loop.wait, watch(tmp_path, "a", "1"))
+            tasks.start_soon(loop.wait, watch(tmp_path, "b", "2"))
+            while len(polls) < 3:
+                await anyio.sleep(0.05)
+            started = loop.watches["b"].state.started_at
+            assert started is not None and loop.watches["a"].state.started_at is None
+            loop.watches = _NoPassOverAll(loop.watches)
+            loop._last_change -= 1000.0  # quiet: the interval backs off, to the poll_max_interval (30 s) at most
+            assert loop.listing_interval(started + 1.0) == 30.0
+            loop._durations.append(3.0)  # b is expected to end 2 s later: the listing comes then
+            assert loop.listing_interval(started + 1.0) == 2.0
+            loop.watches = dict(loop.watches)
+            tasks.cancel_scope.cancel()
+
+
 async def test_a_waiter_that_gives_up_is_forgotten_and_the_period_follows_the_watches_left(tmp_path: Path) -> None:
     transport = ScriptedTransport(poll=lambda sent: poll_answer({"1": "PENDING", "2": "PENDING"}, {}))
     async with serving(transport) as (loop, _, _):

@@ -160,6 +160,9 @@ class PollLoop:
         marker, an event line or their listing line changes, so a poll's work grows with what changed."""
         self._by_id: dict[str, str] = {}
         """Remote id -> job dir of every watched job (a changed listing line names its job)."""
+        self._started: set[str] = set()
+        """Job dirs of the watched jobs seen started: the ones :meth:`listing_interval` weighs, found
+        without a pass over every watch (a quiet poll's cost must not grow with the jobs waiting)."""
         self._followers: dict[str, list[Watch]] = {}
         """Job dir -> the later watches of a job watched already (another wait of the session for the same
         job): each ends as the watch in :attr:`watches` ends (:meth:`_end`), or takes over if that one is
@@ -223,7 +226,7 @@ class PollLoop:
             return base
         longest = max(base, self.machine.config.poll_max_interval)
         interval = min(longest, base + (quiet - BACKOFF_AFTER) * BACKOFF_SLOPE)
-        running = [(w, w.state.started_at) for w in self.watches.values()
+        running = [(w, w.state.started_at) for w in self._watched(self._started)
                    if w.phase is Phase.WATCHED and w.state.started_at is not None]
         limits = [started + w.max_time - now for w, started in running if w.max_time]
         if limits:  # a job killed at its time limit is listed as such only briefly
@@ -298,6 +301,8 @@ class PollLoop:
             self._roots[watch.remote_root] += 1
             if watch.remote_id:
                 self._by_id[watch.remote_id] = watch.job_dir
+            if watch.state.started_at is not None:
+                self._started.add(watch.job_dir)
             # a job this driver re-attached to is in the queue already: it counts, room or not
             if watch.in_window:
                 self.window.queued(watch.job_dir)
@@ -331,6 +336,7 @@ class PollLoop:
         if not self._intervals[watch.check_interval]:
             del self._intervals[watch.check_interval]
         self._unsettled.discard(watch.job_dir)
+        self._started.discard(watch.job_dir)
         self._roots[watch.remote_root] -= 1
         if not self._roots[watch.remote_root]:
             del self._roots[watch.remote_root]
@@ -466,6 +472,8 @@ class PollLoop:
                 states=found.states, listed=listing, now=now, grace=machine.config.died_grace_seconds,
                 where=machine.name, detail=ended.detail() if (ended := accounted.get(watch.job_dir)) else "",
                 ending=ended.ending if ended else None)
+            if watch.state.started_at is not None:
+                self._started.add(watch.job_dir)
             if step is Step.FETCH:
                 self._finished_now(root, watch, verdict, now, record)
             elif step is Step.DIED:
