@@ -302,7 +302,12 @@ class JobsDatabase:
 
     async def _initialise(self) -> None:
         """WAL mode and the schema. Switching the journal mode of a new file does not wait for the
-        busy timeout when another process is doing the same, so retry (two scripts started at once)."""
+        busy timeout when another process is doing the same, so retry (two scripts started at once).
+
+        The schema is checkpointed into the main file at once (a passive checkpoint: it waits for
+        nobody): a -wal file lost later then forgets only the recent jobs, never the tables, and
+        ``wfl-async ls`` still lists what is left. Until the writes were batched, the schema reached
+        the main file by the early checkpoints of many small transactions, not by design."""
         assert self._conn is not None
         for attempt in range(100):
             try:
@@ -310,6 +315,7 @@ class JobsDatabase:
                 await self._conn.execute("PRAGMA synchronous=NORMAL")
                 await self._conn.executescript(_SCHEMA)
                 await _migrate(self._conn)
+                await self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or attempt == 99:
