@@ -50,7 +50,9 @@ where = Path(sys.argv[1])
 stopped = threading.Event()
 
 def ctrl_c() -> None:  # as a terminal does: the subprocesses get SIGINT; the driver's loop asks the pool to stop
-    while not (where / "1.started").exists():
+    # both subprocesses running a group: a SIGINT to one still starting kills it before the pool's
+    # initializer (a traceback from its bootstrap, and a new subprocess forked in its place)
+    while not ((where / "1.started").exists() and (where / "2.started").exists()):
         time.sleep(0.01)
     for child in multiprocessing.active_children():
         os.kill(child.pid, signal.SIGINT)
