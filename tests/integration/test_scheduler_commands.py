@@ -73,11 +73,14 @@ def require(case: Case) -> None:
                     f"{START_HINT}", pytrace=False)
 
 
-def wait_until(what: str, poll: Callable[[], bool], deadline: float = DEADLINE) -> None:
+def wait_until(what: str, poll: Callable[[], bool], deadline: float = DEADLINE,
+               seen: Callable[[], object] | None = None) -> None:
+    """Poll until true; the timeout names what was awaited and, given ``seen``, what was last seen."""
     end = time.monotonic() + deadline
     while not poll():
         if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline:.0f} s waiting until {what}")
+            last = f"; last seen: {seen()!r}" if seen else ""
+            raise AssertionError(f"timed out after {deadline:.0f} s waiting until {what}{last}")
         time.sleep(0.5)
 
 
@@ -105,26 +108,35 @@ def job_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def write_job(sched: Scheduler, d: Path, seconds: int, header: list[str]) -> str:
+def write_job(sched: Scheduler, d: Path, seconds: int, header: list[str], gated: bool = False) -> str:
+    """A job sleeping ``seconds``; a ``gated`` one first waits (holding its slot) until a file
+    ``go`` appears in its directory, so the test sees its state for as long as it needs to."""
     d.mkdir()
+    gate = ["until [ -e go ]; do sleep 0.2; done"] if gated else []
     spec = JobScriptSpec(
         job_id=f"wfa_it_{d.name[:3].replace(' ', '_')}", job_dir=str(d), partition="debug", num_nodes=1,
         num_cores=1, num_cores_per_node=1, max_time=600, header=header,
         commands=['printf "%s %s %s\\n" "$EXPYRE_NUM_CORES_PER_NODE" "$EXPYRE_NUM_NODES" "$EXPYRE_NUM_CORES" '
-                  '>expyre_vars.txt', f"sleep {seconds}", "touch done.marker"],
+                  '>expyre_vars.txt', *gate, f"sleep {seconds}", "touch done.marker"],
     )
     (d / sched.script_name).write_text(sched.render_script(spec))
     return str(d)
 
 
 def test_submit_status_hold_cancel_for_real(case: Case, scheduler: Scheduler, job_root: Path) -> None:
-    def status() -> dict[str, QueueState]:
-        return scheduler.parse_status_output(bash(case.prefix + scheduler.status_command()).stdout)
+    listings: list[dict[str, QueueState]] = [{}]
 
+    def status() -> dict[str, QueueState]:
+        listings[0] = scheduler.parse_status_output(bash(case.prefix + scheduler.status_command()).stdout)
+        return listings[0]
+
+    # local: each job holds its slot until the test lets it go (the runners may reach the slots in
+    # any order, and a 4 s job could end between two listings of a loaded machine)
+    gated = case.name == "local"
     dirs = [
-        write_job(scheduler, job_root / "to_cancel", 300, []),
-        write_job(scheduler, job_root / HOSTILE_NAME, 4, []),
-        write_job(scheduler, job_root / "held", 1, [case.hold_header] if case.hold_header else []),
+        write_job(scheduler, job_root / "to_cancel", 300, [], gated),
+        write_job(scheduler, job_root / HOSTILE_NAME, 4, [], gated),
+        write_job(scheduler, job_root / "held", 1, [case.hold_header] if case.hold_header else [], gated),
     ]
     submitted = bash(case.prefix + scheduler.submit_command(dirs))
     results = scheduler.parse_submit_output(submitted.stdout, len(dirs))
@@ -135,15 +147,19 @@ def test_submit_status_hold_cancel_for_real(case: Case, scheduler: Scheduler, jo
     try:
         # all three in one listing, in the states they must have
         expect_held = QueueState.HELD if case.shows_hold else QueueState.QUEUED
-        if case.name == "local":  # 2 slots: the third job waits
-            wait_until("the first two local jobs run and the third waits",
-                       lambda: status() == {to_cancel: QueueState.RUNNING, hostile: QueueState.RUNNING,
-                                            held: QueueState.QUEUED})
+        if case.name == "local":  # 2 slots: two jobs run and the third waits
+            wait_until("two local jobs run and the third waits",
+                       lambda: (s := status()).keys() == set(ids) and sorted(s.values()) == sorted(
+                           [QueueState.RUNNING, QueueState.RUNNING, QueueState.QUEUED]),
+                       seen=lambda: (listings[0], ids))
             with pytest.raises(SchedulerError, match="not supported"):
                 scheduler.hold_command([held])
+            for job_dir in dirs:
+                (Path(job_dir) / "go").touch()
         else:
             wait_until(f"{to_cancel} runs and {held} is held",
-                       lambda: (s := status()).get(to_cancel) is QueueState.RUNNING and s.get(held) is expect_held)
+                       lambda: (s := status()).get(to_cancel) is QueueState.RUNNING and s.get(held) is expect_held,
+                       seen=lambda: listings[0])
             bash(case.prefix + scheduler.hold_command([held]))  # already held: still fine
             assert status()[held] is expect_held
             assert not (job_root / "held" / "done.marker").exists()
