@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import pool_faults
+from wfl_async.autoparallelize import pool
 from wfl_async.autoparallelize.pool import iter_pool_chunks
 
 
@@ -38,6 +39,25 @@ def test_a_pool_told_to_stop_lets_the_running_groups_finish(tmp_path: Path) -> N
     assert _ran(tmp_path, "done") == _ran(tmp_path, "started")  # each one started also ended
     assert 1 in _ran(tmp_path, "done") and len(got) < 10
     assert multiprocessing.active_children() == []
+
+
+def test_a_wind_down_that_waits_says_what_it_waits_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A running group may take hours: the pool then waits for it, and says so (here after 0.2 s)."""
+    monkeypatch.setattr(pool, "_WIND_DOWN_NOTICE_SECONDS", 0.2)
+    with pytest.raises(ValueError, match="on purpose"):
+        for _ in iter_pool_chunks(2, 1, list(range(20)), pool_faults.record, args=(str(tmp_path),)):
+            pass
+    said = capsys.readouterr().err
+    assert "waiting for the groups running in its python subprocesses to finish" in said, said
+    assert 1 in _ran(tmp_path, "done") and multiprocessing.active_children() == []
+
+
+def test_a_quick_wind_down_says_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="on purpose"):
+        for _ in iter_pool_chunks(2, 1, list(range(20)), pool_faults.record, args=(str(tmp_path),)):
+            pass
+    assert "Stopping the local pool" not in capsys.readouterr().err
 
 
 _CTRL_C_SCRIPT = """

@@ -17,6 +17,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from .utils import ItemInput, items_inputs_generator, set_autopara_per_item_info
 __all__ = ["OrderedStorer", "do_in_pool", "iter_pool_chunks", "num_python_subprocesses_from_env"]
 
 _POLL_SECONDS = 0.5  # how often a waiting pool checks should_stop
+_WIND_DOWN_NOTICE_SECONDS = 10.0  # a wind-down waiting longer than this says what it waits for
 
 
 def num_python_subprocesses_from_env() -> int:
@@ -58,22 +60,38 @@ def _run_group(op: Callable[..., Any], iterable_arg: int | str | None,
                        input_locs=tuple(entry[2] for entry in group), results=tuple(results))
 
 
-_stopping: Any = None
-"""In a pool's subprocess: its pool's stop flag (set by :class:`_Started`); set, a group is skipped."""
+class _StopFlag:
+    """A pool's "winding down" flag, in shared memory: the driver's side sets it when the iteration
+    ends, a subprocess whose group took a Ctrl-C sets it too; then the pool's task thread hands out
+    no more groups (:func:`_until_stopped`) and a subprocess skips any it already has (:class:`_CloudCall`)."""
+
+    def __init__(self, context: Any) -> None:
+        self._value = context.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+
+_stop_flag: _StopFlag | None = None
+"""In a pool's subprocess: its pool's flag (kept by :class:`_Started`)."""
 
 
 class _Started:
     """Pool initializer: keep the pool's stop flag, ignore Ctrl-C between groups (:class:`_CloudCall` takes
     it during one), then run the pool's own initializer, if any."""
 
-    def __init__(self, stopping: Any, initializer: Callable[..., Any] | None, initargs: Sequence[Any]) -> None:
-        self.stopping = stopping
+    def __init__(self, stop_flag: _StopFlag, initializer: Callable[..., Any] | None,
+                 initargs: Sequence[Any]) -> None:
+        self.stop_flag = stop_flag
         self.initializer = initializer
         self.initargs = tuple(initargs)
 
     def __call__(self) -> None:
-        global _stopping
-        _stopping = self.stopping
+        global _stop_flag
+        _stop_flag = self.stop_flag
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self.initializer is not None:
             self.initializer(*self.initargs)
@@ -90,7 +108,7 @@ class _CloudCall:
         return {"payload": self.payload, "_loaded": None}
 
     def __call__(self, indexed_group: tuple[int, tuple[ItemInput, ...]]) -> ChunkResult | None:
-        if _stopping is not None and _stopping.value:
+        if _stop_flag is not None and _stop_flag.is_set():
             return None  # its pool is winding down: nobody reads this group's result
         if self._loaded is None:
             self._loaded = pickle.loads(self.payload)
@@ -101,8 +119,8 @@ class _CloudCall:
         try:
             return self._loaded(indexed_group)
         except KeyboardInterrupt:
-            if _stopping is not None:
-                _stopping.value = 1  # so that no other subprocess starts a group meanwhile
+            if _stop_flag is not None:
+                _stop_flag.set()  # so that no other subprocess starts a group meanwhile
             return None
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -152,12 +170,12 @@ def iter_pool_chunks(num_python_subprocesses: int | None, num_inputs_per_python_
     # the call travels as cloudpickle bytes, as to a queued job: an operation defined in the user's
     # script (or, inside a job, one that came by value from the driver's __main__) works here too
     call = _CloudCall(dumps_call(op, run))
-    stopping = context.RawValue("b", 0)
-    started = _Started(stopping, init_kwargs.get("initializer"), init_kwargs.get("initargs", ()))
+    stop_flag = _StopFlag(context)
+    started = _Started(stop_flag, init_kwargs.get("initializer"), init_kwargs.get("initargs", ()))
     # the with block's terminate() comes after _wind_down: it finds no subprocess left to kill
     with context.Pool(num_python_subprocesses, initializer=started) as pool:
         try:
-            results = pool.imap_unordered(call, _until_stopped(groups, stopping))
+            results = pool.imap_unordered(call, _until_stopped(groups, stop_flag))
             while True:
                 try:
                     chunk = results.next(timeout=_POLL_SECONDS)
@@ -175,10 +193,10 @@ def iter_pool_chunks(num_python_subprocesses: int | None, num_inputs_per_python_
                 if stop():
                     return
         finally:
-            _wind_down(pool, stopping)
+            _wind_down(pool, stop_flag)
 
 
-def _wind_down(pool: Any, stopping: Any) -> None:
+def _wind_down(pool: Any, stop_flag: _StopFlag) -> None:
     """End ``pool`` without killing a subprocess: the groups not started are skipped, the running ones finish.
 
     ``Pool.terminate()`` (what leaving ``with Pool()`` early does) can hang for ever: a subprocess
@@ -186,16 +204,25 @@ def _wind_down(pool: Any, stopping: Any) -> None:
     taken and half a message in its pipe, and the pool's own threads then wait on both
     (cpython#96995, #73945). It did, in a queued chunk job whose other group was sending its
     result as the first group's exception came: the job ran on until its time limit.
+
+    A running group may take hours, so the wait has no bound; past a few seconds it says what it
+    waits for, and a Ctrl-C (the group's end) or a second one (the call's) ends it.
     """
-    stopping.value = 1  # read by the subprocesses before each group, and by _until_stopped
+    stop_flag.set()
     pool.close()
-    pool.join()
+    joining = threading.Thread(target=pool.join, name="wfl_async pool wind-down", daemon=True)
+    joining.start()
+    joining.join(_WIND_DOWN_NOTICE_SECONDS)
+    if joining.is_alive():
+        sys.stderr.write("Stopping the local pool: no group starts any more; waiting for the groups "
+                         "running in its python subprocesses to finish (Ctrl-C ends them)\n")
+        joining.join()
 
 
-def _until_stopped(groups: Iterable[Any], stopping: Any) -> Generator[Any, None, None]:
+def _until_stopped(groups: Iterable[Any], stop_flag: _StopFlag) -> Generator[Any, None, None]:
     """``groups`` until the pool winds down (the pool's task thread takes them from here)."""
     for group in groups:
-        if stopping.value:
+        if stop_flag.is_set():
             return
         yield group
 
