@@ -255,6 +255,8 @@ class JobsDatabase:
         """Writes queued and not yet applied (or failed): reads wait for them first (:meth:`_caught_up`)."""
         self._gathering: anyio.Event | None = None
         """Set while the writer gathers writes nobody waits for: a waited write (or a full batch) sets it."""
+        self._gathering_room = MAX_BATCH
+        """Writes that fill the batch being gathered."""
 
     async def __aenter__(self) -> JobsDatabase:
         await self.open()
@@ -350,7 +352,7 @@ class JobsDatabase:
             async for first in self._receive:
                 batch = [first, *self._queued(MAX_BATCH - 1)]
                 if len(batch) < MAX_BATCH and not any(write.waited for write in batch):
-                    await self._gather_unwaited()
+                    await self._gather_unwaited(MAX_BATCH - len(batch))
                     batch += self._queued(MAX_BATCH - len(batch))
                 # shielded: a write taken from the stream is finished even while the session closes
                 with anyio.CancelScope(shield=True):
@@ -363,10 +365,10 @@ class JobsDatabase:
                 while batch := self._queued():
                     await self._write_batch(batch)
 
-    async def _gather_unwaited(self) -> None:
+    async def _gather_unwaited(self, room: int) -> None:
         """Let the writes nobody waits for pile up in the stream for :data:`UNWAITED_GATHER` seconds, until
-        one that someone waits for comes (a claim, a read catching up: never delayed) or a transaction's
-        worth (:data:`MAX_BATCH`) is queued.
+        one that someone waits for comes (a claim, a read catching up: never delayed) or ``room`` more
+        writes are queued (the batch is then a transaction's worth, :data:`MAX_BATCH`).
 
         The writes nobody waits for come one by one (a job's submission as the scheduler's answer names
         it, a poll's or a fetch's changes): a transaction each was a thread hop and a commit per job
@@ -375,7 +377,7 @@ class JobsDatabase:
         The writer sleeps once meanwhile, woken early by :meth:`_queue`: taking each write as it came
         woke it once per job (a task step and a cancel scope each, issue 16's per-job cost).
         """
-        self._gathering = anyio.Event()
+        self._gathering, self._gathering_room = anyio.Event(), room
         try:
             with anyio.move_on_after(UNWAITED_GATHER):
                 await self._gathering.wait()
@@ -404,7 +406,7 @@ class JobsDatabase:
         self._pending += 1
         self._send.send_nowait(write)
         if self._gathering is not None and (
-                write.waited or self._send.statistics().current_buffer_used >= MAX_BATCH):
+                write.waited or self._send.statistics().current_buffer_used >= self._gathering_room):
             self._gathering.set()  # the writer stops gathering (:meth:`_gather_unwaited`)
 
     async def _caught_up(self) -> None:
