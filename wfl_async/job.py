@@ -729,11 +729,21 @@ class JobWaiter(Generic[T]):
                     tasks.start_soon(self._time_out)
                     async for number in self._ended_receive:  # (no job in this frame: it would stay here)
                         tasks.start_soon(self._finish, number)
+                        # the others a fetch woke meanwhile: each receive() is a checkpoint (a task step) more
+                        while (more := self._ended_nowait()) is not None:
+                            tasks.start_soon(self._finish, more)
         finally:
             self._tasks = None
             for entry in self._waiting.values():  # the poll loop forgets them; the jobs stay queued
                 entry.waiting.watch.abandon()
             self._waiting.clear()
+
+    def _ended_nowait(self) -> int | None:
+        """The number of a job whose watch ended, already in the stream; None: none waiting."""
+        try:
+            return self._ended_receive.receive_nowait()
+        except anyio.WouldBlock:
+            return None
 
     def _start_more(self) -> None:
         while self._tasks is not None and self._queued and self._starting < STARTING_AT_ONCE:

@@ -285,6 +285,26 @@ async def test_writes_nobody_waits_for_that_trickle_in_share_a_transaction_and_a
         (JobStatus.SUBMITTED, f"id-{k}") for k in ("a", "b", "c")]
 
 
+async def test_a_transactions_worth_of_unwaited_writes_is_not_held_for_the_gathering(
+        db: JobsDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gathering ends once a full transaction's worth of writes nobody waits for is queued: they are
+    applied then, not when the gathering time is up."""
+    for key in ("a", "b", "c", "d"):
+        await claim(db, key)
+    monkeypatch.setattr("wfl_async.jobs.database.MAX_BATCH", 3)
+    monkeypatch.setattr("wfl_async.jobs.database.UNWAITED_GATHER", 60.0)  # would outlast the test's timeout
+    made = _count_transactions(db, monkeypatch)
+    with anyio.fail_after(20):
+        for key in ("a", "b", "c", "d"):
+            db.update_soon([(key, {"status": JobStatus.STARTED})])
+            await anyio.sleep(0.01)  # the first is taken alone; the writer then gathers
+        while sum(made) < 3:
+            await anyio.sleep(0.01)
+    assert made[0] == 3  # the first write and the two that followed it: a full batch, not waited for
+    statuses = [(await db.get(k)).status for k in ("a", "b", "c")]  # type: ignore[union-attr]
+    assert statuses == [JobStatus.STARTED] * 3
+
+
 async def test_writes_gathered_when_the_session_closes_are_still_applied(tmp_path: Path) -> None:
     path = tmp_path / "wfl_async_jobs.db"
     async with JobsDatabase(path) as db:

@@ -186,7 +186,8 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                     if isinstance(error, JobSplitError):  # killed at its time limit: its halves run instead
                         tg.start_soon(_run_chunk, chunk, send, _split_value)
                     else:
-                        await send.send((chunk, None if error is not None else _groups(value), error))
+                        # the stream is unbounded: no checkpoint (a task step) per chunk
+                        send.send_nowait((chunk, None if error is not None else _groups(value), error))
 
                 waiter = JobWaiter(arrived)
 

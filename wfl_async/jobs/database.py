@@ -253,6 +253,10 @@ class JobsDatabase:
         self._own_writer: asyncio.Task[None] | None = None
         self._pending = 0
         """Writes queued and not yet applied (or failed): reads wait for them first (:meth:`_caught_up`)."""
+        self._gathering: anyio.Event | None = None
+        """Set while the writer gathers writes nobody waits for: a waited write (or a full batch) sets it."""
+        self._gathering_room = MAX_BATCH
+        """Writes that fill the batch being gathered."""
 
     async def __aenter__(self) -> JobsDatabase:
         await self.open()
@@ -346,10 +350,10 @@ class JobsDatabase:
         batch: list[_Write] = []
         try:
             async for first in self._receive:
-                batch = [first]
-                if not first.waited:
-                    await self._gather_unwaited(batch)
-                batch += self._queued(MAX_BATCH - len(batch))
+                batch = [first, *self._queued(MAX_BATCH - 1)]
+                if len(batch) < MAX_BATCH and not any(write.waited for write in batch):
+                    await self._gather_unwaited(MAX_BATCH - len(batch))
+                    batch += self._queued(MAX_BATCH - len(batch))
                 # shielded: a write taken from the stream is finished even while the session closes
                 with anyio.CancelScope(shield=True):
                     await self._write_batch(batch)
@@ -361,18 +365,24 @@ class JobsDatabase:
                 while batch := self._queued():
                     await self._write_batch(batch)
 
-    async def _gather_unwaited(self, batch: list[_Write]) -> None:
-        """Add to ``batch`` (whose writes nobody waits for) the writes that come within :data:`UNWAITED_GATHER`
-        seconds, until one that someone waits for comes (a claim, a read catching up: never delayed).
+    async def _gather_unwaited(self, room: int) -> None:
+        """Let the writes nobody waits for pile up in the stream for :data:`UNWAITED_GATHER` seconds, until
+        one that someone waits for comes (a claim, a read catching up: never delayed) or ``room`` more
+        writes are queued (the batch is then a transaction's worth, :data:`MAX_BATCH`).
 
         The writes nobody waits for come one by one (a job's submission as the scheduler's answer names
         it, a poll's or a fetch's changes): a transaction each was a thread hop and a commit per job
         (issue 16). A driver killed meanwhile loses at most these records, as it could before they were
         applied: a rerun finds a submitted job through its remote lock, a finished one by its markers.
+        The writer sleeps once meanwhile, woken early by :meth:`_queue`: taking each write as it came
+        woke it once per job (a task step and a cancel scope each, issue 16's per-job cost).
         """
-        with anyio.move_on_after(UNWAITED_GATHER), contextlib.suppress(anyio.EndOfStream):
-            while not batch[-1].waited and len(batch) < MAX_BATCH:
-                batch.append(await self._receive.receive())
+        self._gathering, self._gathering_room = anyio.Event(), room
+        try:
+            with anyio.move_on_after(UNWAITED_GATHER):
+                await self._gathering.wait()
+        finally:
+            self._gathering = None
 
     def _queued(self, most: int = MAX_BATCH) -> list[_Write]:
         batch: list[_Write] = []
@@ -395,6 +405,9 @@ class JobsDatabase:
     def _queue(self, write: _Write) -> None:
         self._pending += 1
         self._send.send_nowait(write)
+        if self._gathering is not None and (
+                write.waited or self._send.statistics().current_buffer_used >= self._gathering_room):
+            self._gathering.set()  # the writer stops gathering (:meth:`_gather_unwaited`)
 
     async def _caught_up(self) -> None:
         """A read sees this process's own writes: it waits for those queued before it, if any.
