@@ -301,7 +301,7 @@ class PreparedJob:
         watch = Watch(job_dir=self.job_dir, remote_id=record.remote_id, fetch=tuple(self.options.output_files),
                       local_root=self.session.stage_root, check_interval=self.options.check_interval, key=self.key,
                       remote_root=record.remote_root, max_time=self.max_time, in_window=not packed,
-                      bundled=not self.options.output_files)
+                      bundled=not self.options.output_files, recorded_succeeded=record.status is JobStatus.SUCCEEDED)
         if packed and isinstance(self.route, Packed):  # workers may be needed again (a rerun re-attaching)
             spec = self.route.worker if system is self.system else self._worker_spec(system, self.route.setting)
             self.session.packing(system.name).expect(spec, record.remote_root or await system.remote_root())

@@ -292,3 +292,27 @@ def test_a_second_process_writing_the_same_output_is_refused_naming_the_first(tm
     second.store(cu_configs(1)[0])
     second.close()
     assert len(ase.io.read(tmp_path / "out.xyz", ":")) == 1
+
+
+@pytest.mark.parametrize("info", [
+    {"_ConfigSet_loc": " / 7 / 2"},
+    {"note": "a _ConfigSet_loc=\" / 5\"", "_ConfigSet_loc": " / 7 / 2"},  # the key's text inside another value
+    {"_ConfigSet_loc": " / 3", "energy": -1.5, "config_type": "x y"},
+    {"note": "no location here"},
+    {"_ConfigSet_loc": ""},
+])
+def test_a_frames_location_is_read_as_ases_parser_reads_it(info: dict[str, object]) -> None:
+    """The finalising sort reads each frame's location straight from its comment line (ase's parser was a
+    fifth of a rerun's finalising): it must give what ase's parser gives, whatever else the line holds."""
+    import io
+
+    from ase import Atoms
+    from ase.io.extxyz import key_val_str_to_dict
+
+    from wfl_async._configset._partial import frame_loc
+
+    buffer = io.StringIO()
+    ase.io.write(buffer, Atoms("H", info=info), format="extxyz")
+    comment = buffer.getvalue().splitlines()[1]
+    assert frame_loc(comment) == (key_val_str_to_dict(comment).get("_ConfigSet_loc") if "_ConfigSet_loc" in comment
+                                  else None)

@@ -80,6 +80,20 @@ def test_the_newest_copy_wins_and_a_job_directory_of_its_own_wins_over_bundles(t
     assert own is not None and read_verified_result(own) == b"own"
 
 
+def test_a_newer_bundle_whose_entry_this_version_cannot_read_hides_the_older_copy(tmp_path: Path) -> None:
+    """The store keeps each job's entry packed by its files' places in FETCH_ON_FINISH: an entry naming
+    another file (a bundle of another version) is not read, and the job is fetched again rather than
+    read from an older copy."""
+    local, remote = tmp_path / "stage", tmp_path / "remote"
+    save_bundle(local, _stream(remote, _finished(remote, "job-a", b"old")))
+    text = json.dumps({"job-a": {"other.txt": [0, 1, 1.0]}}).encode()
+    info = tarfile.TarInfo("_wfl_async_index.json")
+    info.size = len(text)
+    with tarfile.open(local / BUNDLE_DIR / f"{'9' * 20}-newer.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(text))
+    assert FetchedStore(local).files("job-a") is None
+
+
 def test_a_stream_naming_anything_but_a_jobs_own_files_writes_nothing(tmp_path: Path) -> None:
     remote, local = tmp_path / "remote", tmp_path / "stage"
     paths = _finished(remote, "job-a", b"x")

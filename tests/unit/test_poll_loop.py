@@ -217,3 +217,35 @@ async def test_a_second_wait_for_a_job_takes_over_when_the_first_gives_up(tmp_pa
                     await anyio.sleep_forever()
             assert len(polls) < 6 and not outcomes
     assert [o.marker for o in outcomes] == [Marker.SUCCEEDED] and first.outcome is None and loop.watches == {}
+
+
+async def test_a_job_recorded_succeeded_is_fetched_at_once_and_looked_at_if_its_marker_is_gone(tmp_path: Path) -> None:
+    """A rerun whose local results were removed: a job whose record says it succeeded is fetched with no
+    survey first; one whose fetch brings no final marker (its directory emptied) is looked at as any
+    watched job (here: gone from the queue, so it dies after the grace), never taken as succeeded."""
+    polls: list[Sent] = []
+
+    def poll(sent: Sent) -> str:
+        polls.append(sent)
+        return poll_answer({}, {})
+
+    def fetch(sent: Sent) -> bytes:
+        return tar_of({f"kept/{layout.SUCCEEDED}": b"ok"})  # (its name list holds 'emptied' too)
+
+    transport = ScriptedTransport(poll=poll, fetch=fetch)
+    async with serving(transport, grace=0.3) as (loop, _, recorder):
+        kept, emptied = watch(tmp_path, "kept", "1"), watch(tmp_path, "emptied", "2")
+        for job in (kept, emptied):
+            job.remote_root, job.recorded_succeeded = "/remote/project", True
+        outcomes = {}
+
+        async def wait(job: Watch) -> None:
+            outcomes[job.job_dir] = await loop.wait(job)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait, kept)
+            tasks.start_soon(wait, emptied)
+    assert outcomes["kept"].marker is Marker.SUCCEEDED and outcomes["emptied"].marker is None
+    assert transport.kinds()[0] == "fetch" and all(p.job_dirs in ([], ["emptied"]) for p in polls)
+    assert ["emptied"] in [p.job_dirs for p in polls]  # its markers looked at after the fetch
+    assert [(d, v.kind) for d, v in recorder.progress] == [("kept", VerdictKind.FINISHED), ("emptied", VerdictKind.DIED)]

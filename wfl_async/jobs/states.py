@@ -253,6 +253,10 @@ class WatchState:
         """The loop took it (NEW -> WATCHED)."""
         return replace(self, phase=Phase.WATCHED)
 
+    def recorded_succeeded(self) -> WatchState:
+        """Its record says it succeeded: fetched at once (WATCHED -> FETCHING, its final marker taken as seen)."""
+        return replace(self, phase=Phase.FETCHING, marker=Marker.SUCCEEDED)
+
     def after_scan(self) -> WatchState:
         return replace(self, scanned=True)
 

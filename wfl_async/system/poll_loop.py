@@ -120,6 +120,8 @@ class PollRecord:
 
 _FINAL_MARKERS = frozenset(m.value for m in Marker if m.final)
 """Marker names that end a job (what a survey or the event log prints)."""
+_RECORDED_SUCCEEDED = Verdict(VerdictKind.FINISHED, Marker.SUCCEEDED)
+"""The verdict a watch's record gave (:attr:`Watch.recorded_succeeded`): fetched as any finished job."""
 
 def _finished(watch: Watch, seen: Sequence[dict[str, str]]) -> bool:
     """The job wrote its final marker: seen by an earlier poll, or by this one (``seen``: the markers
@@ -307,6 +309,12 @@ class PollLoop:
             if watch.in_window:
                 self.window.queued(watch.job_dir)
             self._last_change = time.monotonic()
+            if watch.recorded_succeeded and watch.remote_root is not None:
+                # a rerun whose local results are gone: no survey of 10^5 directories whose final markers
+                # were recorded, the fetch brings each marker back and checks it (else it is looked at)
+                watch.state = watch.state.recorded_succeeded()
+                watch.outcome = JobOutcome(Marker.SUCCEEDED, QueueState.FINISHED)
+                self._fetch_send.send_nowait((watch.remote_root, watch, _RECORDED_SUCCEEDED))
 
     def _take_new(self) -> None:
         while True:

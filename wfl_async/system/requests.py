@@ -173,6 +173,11 @@ class Watch:
     bundled: bool = False
     """Its finished files are kept in the fetched batch's one bundle file, not one file each
     (:mod:`~wfl_async.jobs.fetched`: every job with no output files of its own, packed or not)."""
+    recorded_succeeded: bool = False
+    """Its jobs database record says it succeeded (an earlier run saw its final marker) and its files
+    are not here (a rerun whose local results were removed): the poll loop fetches it at once, with no
+    look at its markers first. The fetch brings the final marker back with the result and checks it as
+    any fetch does; a directory without one is looked at as any watched job."""
 
     @property
     def phase(self) -> Phase:
