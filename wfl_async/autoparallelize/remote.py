@@ -186,8 +186,10 @@ async def iter_remote(*, op: Callable[..., Any], inputs: Any, outputs: OutputSpe
                     if isinstance(error, JobSplitError):  # killed at its time limit: its halves run instead
                         tg.start_soon(_run_chunk, chunk, send, _split_value)
                     else:
-                        # the stream is unbounded: no checkpoint (a task step) per chunk
-                        send.send_nowait((chunk, None if error is not None else _groups(value), error))
+                        # a send, not send_nowait: once the call stops (an error), the stream is closed
+                        # while the waiter's tasks wind down, and the send's checkpoint ends them as
+                        # cancelled instead of raising ClosedResourceError beside the call's own error
+                        await send.send((chunk, None if error is not None else _groups(value), error))
 
                 waiter = JobWaiter(arrived)
 
