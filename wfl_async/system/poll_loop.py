@@ -313,8 +313,7 @@ class PollLoop:
                 # a rerun whose local results are gone: no survey of 10^5 directories whose final markers
                 # were recorded, the fetch brings each marker back and checks it (else it is looked at)
                 watch.state = watch.state.recorded_succeeded()
-                watch.outcome = JobOutcome(Marker.SUCCEEDED, QueueState.FINISHED)
-                self._fetch_send.send_nowait((watch.remote_root, watch, _RECORDED_SUCCEEDED))
+                self._to_fetch(watch.remote_root, watch, _RECORDED_SUCCEEDED)
 
     def _take_new(self) -> None:
         while True:
@@ -495,11 +494,15 @@ class PollLoop:
 
     def _finished_now(self, root: str, watch: Watch, verdict: Verdict, now: float, record: PollRecord) -> None:
         """``watch`` has its final marker: its run time counted, its files to the fetch task."""
-        watch.outcome = JobOutcome(verdict.marker, QueueState.FINISHED)
         if watch.state.started_at is not None:
             self._durations.append(now - watch.state.started_at)
-        self._fetch_send.send_nowait((root, watch, verdict))
+        self._to_fetch(root, watch, verdict)
         record.finished[watch.job_dir] = watch.watched_at or record.started
+
+    def _to_fetch(self, root: str, watch: Watch, verdict: Verdict) -> None:
+        """``watch`` finished as ``verdict`` says (seen by a poll, or recorded by an earlier run): to the fetch task."""
+        watch.outcome = JobOutcome(verdict.marker, QueueState.FINISHED)
+        self._fetch_send.send_nowait((root, watch, verdict))
 
     def _read_events(self, root: str, offset: int | None, read: EventLogRead | None) -> dict[str, str]:
         """Job dir -> marker from the event log lines this poll read under ``root``, moving its offset on."""
