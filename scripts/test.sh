@@ -40,6 +40,7 @@ bash scripts/fresh_install_check.sh >"$fresh_log" 2>&1 &
 fresh_pid=$!
 bash scripts/testinfra/start_all.sh
 bash scripts/testinfra/clear_queues.sh   # the daemons may be a machine's long-running ones: empty queues first
+bash scripts/testinfra/prune_run_dirs.sh # and old runs' job directories deleted, so the disk does not fill
 # shellcheck disable=SC1091
 source "${WFL_ASYNC_TESTINFRA_DIR:-/tmp/wfl_async_testinfra}/env.sh"
 for step in "${STEPS[@]}"; do
