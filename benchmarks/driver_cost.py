@@ -65,15 +65,22 @@ class _GcTime:
         self.seconds = 0.0
         self.full_seconds = 0.0
         """Of which full collections (the oldest generation: they walk every tracked object)."""
+        self.counts = [0, 0, 0]
+        """Collections of each generation (youngest first)."""
+        self.by_generation = [0.0, 0.0, 0.0]
+        """CPU seconds of each generation's collections."""
         self._started: dict[int, float] = {}
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started[threading.get_ident()] = time.thread_time()
         elif (began := self._started.pop(threading.get_ident(), None)) is not None:
-            self.seconds += time.thread_time() - began
-            if info.get("generation") == 2:
-                self.full_seconds += time.thread_time() - began
+            took, generation = time.thread_time() - began, info.get("generation", 2)
+            self.seconds += took
+            self.counts[generation] += 1
+            self.by_generation[generation] += took
+            if generation == 2:
+                self.full_seconds += took
 
     def __enter__(self) -> _GcTime:
         gc.callbacks.append(self._callback)
@@ -102,6 +109,8 @@ class _DriverCost:
         return {"driver CPU (ms/chunk)": round(self.cpu / n * 1e3, 3),
                 "of which garbage collection (ms/chunk)": round(self._gc.seconds / n * 1e3, 3),
                 "of which full collections (ms/chunk)": round(self._gc.full_seconds / n * 1e3, 3),
+                "collections by generation": self._gc.counts,
+                "collection CPU by generation (s)": [round(s, 2) for s in self._gc.by_generation],
                 "peak RSS (MiB)": round(self.peak / 2**20, 1)}
 
 

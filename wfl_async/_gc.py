@@ -7,8 +7,9 @@ caller's own data) and makes millions of short-lived ones, so full collections w
 long-lived objects again and again: the collector's share of the driver's CPU per chunk grew with
 N (0.056 ms at 2,000 chunks, 0.11-0.13 ms at 100,000; docs/benchmark.md).
 
-While a :class:`~wfl_async.job.JobWaiter` serves, what existed when it started is moved to the
-collector's permanent generation (:func:`gc.freeze`) and put back when the last waiter ends
+While a :class:`~wfl_async.job.JobWaiter` serves (and for the whole of an autoparallelized call,
+its chunks' preparing included: :func:`wfl_async.autoparallelize.remote.iter_remote`), what existed
+when it started is moved to the collector's permanent generation (:func:`gc.freeze`) and put back when the last waiter ends
 (:func:`gc.unfreeze`). The first waiter collects first (one full collection per wait, not per chunk):
 garbage frozen would stay for the whole wait (without it, the third of three 100,000-chunk calls in one
 process peaked at 525 MiB against 311 MiB before the freeze: the likely cause, not measured apart). Objects are still freed by their reference counts as
