@@ -69,6 +69,8 @@ class _GcTime:
         """Collections of each generation (youngest first)."""
         self.by_generation = [0.0, 0.0, 0.0]
         """CPU seconds of each generation's collections."""
+        self.collected = [0, 0, 0]
+        """Objects each generation's collections found unreachable (cyclic garbage)."""
         self._started: dict[int, float] = {}
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
@@ -79,6 +81,7 @@ class _GcTime:
             self.seconds += took
             self.counts[generation] += 1
             self.by_generation[generation] += took
+            self.collected[generation] += info.get("collected", 0)
             if generation == 2:
                 self.full_seconds += took
 
@@ -111,6 +114,7 @@ class _DriverCost:
                 "of which full collections (ms/chunk)": round(self._gc.full_seconds / n * 1e3, 3),
                 "collections by generation": self._gc.counts,
                 "collection CPU by generation (s)": [round(s, 2) for s in self._gc.by_generation],
+                "cyclic garbage collected by generation": self._gc.collected,
                 "peak RSS (MiB)": round(self.peak / 2**20, 1)}
 
 

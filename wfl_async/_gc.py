@@ -19,10 +19,15 @@ when the wait started.
 The youngest generation's threshold is raised to :data:`YOUNG_THRESHOLD` meanwhile (Python 3.13's
 default is 2,000, 3.11's 700): a chunk's short-lived objects (its claim, its watch, its fetched
 result on the way to the caller) mostly die before a young collection, instead of being walked and
-moved to an older generation first; at most that many young objects wait for a collection. The
-threshold is put back at the end unless someone changed it meanwhile. Measured at 10,000 packed
-chunks (benchmarks/driver_cost.py, docs/benchmark.md): the collector's CPU per chunk 0.10-0.12 ms,
-0.065-0.086 ms with the freeze, 0.015 ms with both.
+moved to an older generation first. The young count is lowered by every tracked object freed,
+whatever its generation, so while finished chunks leave memory a young collection walks far more
+objects than the threshold (6.8 ms each at 10,000, measured); what decides the cost is how often
+one comes, not its threshold. At most that many young objects that are cyclic garbage wait for a
+collection (a call's young collections found 0-920 in all at 100,000 chunks, measured). The threshold is
+put back at the end unless someone changed it meanwhile. Measured with benchmarks/driver_cost.py
+(docs/benchmark.md), the collector's CPU per chunk: 0.10-0.12 ms at 10,000 packed chunks, 0.065-0.086
+with the freeze, 0.015 with both (threshold 10,000); at 100,000 packed chunks 0.042 with a threshold
+of 10,000 and 0.005 with 100,000; an autoparallelized call of 10,000 chunks 0.073 -> 0.011, its rerun 0.077 -> 0.027.
 
 A process that froze objects itself (``gc.get_freeze_count() > 0``: a pre-fork server) or turned the
 collector off is left as it is.
@@ -37,8 +42,9 @@ from collections.abc import Iterator
 
 __all__ = ["YOUNG_THRESHOLD", "long_lived_frozen"]
 
-YOUNG_THRESHOLD = 10_000
-"""The youngest generation's threshold while jobs are waited for (if it was lower)."""
+YOUNG_THRESHOLD = 100_000
+"""The youngest generation's threshold while jobs are waited for (if it was lower): 10,000 before, when
+young collections were most of the collector's CPU per chunk (above)."""
 
 _lock = threading.Lock()
 _holders = 0
