@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import gc
 import weakref
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
 
 from wfl_async._gc import YOUNG_THRESHOLD, long_lived_frozen
 
@@ -70,3 +75,29 @@ def test_young_collections_are_rarer_while_inside_and_the_thresholds_come_back()
         assert gc.get_threshold() == (5, 5, 5)
     finally:
         gc.set_threshold(*before)
+
+
+def test_an_autoparallelized_call_prepares_its_chunks_with_the_callers_objects_frozen(
+        fresh_expyre_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The call's own policy starts before its chunks are prepared (10^5 inputs held by the caller are
+    not walked by the preparing's collections), not only once its waiter serves."""
+    from wfl_async.autoparallelize import AutoparaInfo, RemoteInfo, remote
+
+    seen: list[tuple[int, int]] = []
+
+    async def preparing(*args: Any, **kwargs: Any) -> list[Any]:
+        seen.append((gc.get_freeze_count(), gc.get_threshold()[0]))
+        return []
+
+    monkeypatch.setattr(remote, "_prepare_chunks", preparing)
+    remote_info = RemoteInfo(sys_name="local", job_name="gc_policy", resources={"num_cores": 1, "max_time": "1m"})
+    info = AutoparaInfo(remote_info=remote_info)
+    info.update_defaults({})
+
+    async def call() -> list[Any]:
+        return [r async for r in remote.iter_remote(op=len, inputs=[], outputs=None, args=[], kwargs={},
+                                                    autopara_info=info, remote_info=remote_info)]
+
+    assert anyio.run(call) == []
+    assert len(seen) == 1 and seen[0][0] > 0 and seen[0][1] >= YOUNG_THRESHOLD
+    assert gc.get_freeze_count() == 0  # put back when the call ended
