@@ -62,11 +62,8 @@ class _GcTime:
     driver's CPU that grows with the objects each chunk in flight holds."""
 
     def __init__(self) -> None:
-        self.seconds = 0.0
-        self.full_seconds = 0.0
-        """Of which full collections (the oldest generation: they walk every tracked object)."""
         self.counts = [0, 0, 0]
-        """Collections of each generation (youngest first)."""
+        """Collections of each generation (youngest first; the oldest's walk every tracked object)."""
         self.by_generation = [0.0, 0.0, 0.0]
         """CPU seconds of each generation's collections."""
         self.collected = [0, 0, 0]
@@ -77,13 +74,10 @@ class _GcTime:
         if phase == "start":
             self._started[threading.get_ident()] = time.thread_time()
         elif (began := self._started.pop(threading.get_ident(), None)) is not None:
-            took, generation = time.thread_time() - began, info.get("generation", 2)
-            self.seconds += took
+            generation = info.get("generation", 2)
             self.counts[generation] += 1
-            self.by_generation[generation] += took
+            self.by_generation[generation] += time.thread_time() - began
             self.collected[generation] += info.get("collected", 0)
-            if generation == 2:
-                self.full_seconds += took
 
     def __enter__(self) -> _GcTime:
         gc.callbacks.append(self._callback)
@@ -110,8 +104,8 @@ class _DriverCost:
 
     def figures(self, n: int) -> dict[str, Any]:
         return {"driver CPU (ms/chunk)": round(self.cpu / n * 1e3, 3),
-                "of which garbage collection (ms/chunk)": round(self._gc.seconds / n * 1e3, 3),
-                "of which full collections (ms/chunk)": round(self._gc.full_seconds / n * 1e3, 3),
+                "of which garbage collection (ms/chunk)": round(sum(self._gc.by_generation) / n * 1e3, 3),
+                "of which full collections (ms/chunk)": round(self._gc.by_generation[2] / n * 1e3, 3),
                 "collections by generation": self._gc.counts,
                 "collection CPU by generation (s)": [round(s, 2) for s in self._gc.by_generation],
                 "cyclic garbage collected by generation": self._gc.collected,

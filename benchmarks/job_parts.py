@@ -34,8 +34,6 @@ from wfl_async.autoparallelize.remote import _prepare_chunks, _store
 from wfl_async.bench import fresh_root, merged_raw_config, save_report
 from wfl_async.configset import ConfigSet, OutputSpec
 from wfl_async.session import session_scope
-from wfl_async.system import SubmitRequest
-from wfl_async.system.paths import safe_name
 from wfl_async.system.submit import batch_command
 from wfl_async.transport.base import pack
 
@@ -83,7 +81,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             figures["prepare a chunk (checks, key, task pickled)"] = await _async_best(rounds, n, prepare)
             system = session.system(args.system)
-            requests = [_request(c.job, system) for c in chunks]
+            requests = [c.job.submit_request(system, upload=[], contents={}, reset=False) for c in chunks]
             figures["render its job script"] = _best(rounds, n, lambda: batch_command(
                 system.machine.scheduler, system.config, "/remote/root", requests))
             contents = {k: v for c in chunks for k, v in c.job._staged_contents().items()}
@@ -116,15 +114,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def _store_all(outputs: OutputSpec, results: list[ChunkResult]) -> None:
     for start in range(0, len(results), 4):  # a fetch wakes a few chunks at a time
         _store(outputs, results[start:start + 4])
-
-
-def _request(job: Any, system: Any) -> SubmitRequest:
-    """The submit request :meth:`PreparedJob._stage_and_submit` makes for ``job`` (contents left out)."""
-    return SubmitRequest(job_dir=job.job_dir, job_name=safe_name(job.spec.job_name), partition=job.partition,
-                         node_dict=job.node_dict, max_time=job.max_time, header_extra=list(job.options.header_extra),
-                         body=job._job_body(system), mem_kb=job.mem_kb, upload=[], local_root=job.session.stage_root,
-                         contents={}, key=job.key, reset=False, submit=job.options.submit, route=job.route.kind,
-                         pack_id=None)
 
 
 def main() -> None:

@@ -473,14 +473,7 @@ class PreparedJob:
             else:  # staged from memory: no local file per job (issue 16)
                 self._forget_local_copy()
                 uploads, contents = [], self._staged_contents()
-        request = SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
-                                partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
-                                header_extra=list(self.options.header_extra), body=self._job_body(system),
-                                mem_kb=self.mem_kb,
-                                upload=uploads, local_root=self.session.stage_root, contents=contents,
-                                key=self.key, reset=reset,
-                                submit=self.options.submit, route=self.route.kind,
-                                pack_id=self.route.worker.pack_id if isinstance(self.route, Packed) else None)
+        request = self.submit_request(system, upload=uploads, contents=contents, reset=reset)
         # the submit loop (or the packing coordinator) records the submission itself (also when
         # this caller is cancelled)
         if isinstance(self.route, Packed):
@@ -490,6 +483,18 @@ class PreparedJob:
         root = await system.remote_root()
         return dataclasses.replace(claimed, status=JobStatus.SUBMITTED, remote_id=remote_id, remote_root=root,
                                    route=request.route, pack_id=request.pack_id)
+
+    def submit_request(self, system: System, *, upload: list[str], contents: dict[str, bytes],
+                       reset: bool) -> SubmitRequest:
+        """What the submit loop (or the packing coordinator) is handed for this job on ``system``: its
+        files to ``upload`` from the stage dir, or their ``contents`` from memory."""
+        return SubmitRequest(job_dir=self.job_dir, job_name=safe_name(self.spec.job_name),
+                             partition=self.partition, node_dict=self.node_dict, max_time=self.max_time,
+                             header_extra=list(self.options.header_extra), body=self._job_body(system),
+                             mem_kb=self.mem_kb, upload=upload, local_root=self.session.stage_root,
+                             contents=contents, key=self.key, reset=reset, submit=self.options.submit,
+                             route=self.route.kind,
+                             pack_id=self.route.worker.pack_id if isinstance(self.route, Packed) else None)
 
     def _forget_local_copy(self) -> None:
         """Remove the job's local directory of an earlier run: its fetched files must not pass for this run's."""
