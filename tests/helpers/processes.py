@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -142,3 +143,16 @@ def kill_then_rerun(first: subprocess.Popen[bytes], command: list[str], *, env: 
     rerun = subprocess.run(command, env=env, cwd=cwd, capture_output=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
     return rerun
+
+
+def writes_of(command: str, cwd: Path | None = None) -> list[tuple[float, bytes]]:
+    """What ``command`` writes to its stdout, read by read as it comes (a pipe: one read a write when
+    the writes are apart), each with the time it came, from the start."""
+    start = time.monotonic()
+    process = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, cwd=cwd)
+    assert process.stdout is not None
+    writes = []
+    while chunk := os.read(process.stdout.fileno(), 65536):
+        writes.append((time.monotonic() - start, chunk))
+    assert process.wait() == 0
+    return writes

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.processes import writes_of
 from wfl_async.autoparallelize import RemoteInfo
 from wfl_async.config.system_config import SystemConfig
 from wfl_async.errors import ConfigurationError, SchedulerError
@@ -85,6 +86,22 @@ def test_array_submit_gives_each_dir_its_own_task_id_and_a_rerun_submits_nothing
     assert "array_task" in (dirs[1] / layout.SUBMIT_ANSWER).read_text()
     loop = sched.submit_command([str(dirs[1])]).replace(sched.submit_invocation(), "false")
     assert [r.remote_id for r in sched.parse_submit_output(bash(loop, tmp_path), 1)] == [TASK_IDS[sched.name][1]]
+
+
+def test_array_submit_answers_all_its_tasks_in_one_write(tmp_path: Path) -> None:
+    """Its tasks are taken at once: their records come in one write, not one each (each was an ssh packet
+    the driver woke for alone, issue 16)."""
+    sched = SlurmScheduler()
+    dirs = [tmp_path / f"d{i}" for i in range(20)]
+    for d in dirs:
+        d.mkdir()
+    array_dir = str(tmp_path / "arr")
+    command = sched.array_submit_command(array_dir, "#!/bin/sh\n", [str(d) for d in dirs], list(range(20)))
+    command = command.replace(sched.submit_program + " ", fake_submit_program(sched, tmp_path) + " ", 1)
+    writes = writes_of(command, tmp_path)
+    assert len(writes) == 1, [chunk for _, chunk in writes]
+    results = sched.parse_submit_output(writes[0][1].decode(), 20)
+    assert [r.remote_id for r in results] == [f"4242_{i}" for i in range(20)]
 
 
 def test_array_submit_of_dirs_locked_earlier_reports_them_unresolved_and_submits_the_rest(tmp_path: Path) -> None:

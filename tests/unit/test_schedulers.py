@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.processes import writes_of
 from wfl_async.errors import ConfigurationError, SchedulerError
 from wfl_async.scheduler import (
     SCHEDULERS,
@@ -176,6 +177,25 @@ def test_submit_command_passes_hostile_dirs_intact(sched: Scheduler, tmp_path: P
     end = SUBMIT_RECORD_END
     assert out.splitlines() == [f"0\t0\t{dirs[0]}", end, f"1\t0\t{dirs[1]}", end]
     assert not (tmp_path / "pwned").exists()
+
+
+def test_submit_records_come_a_second_at_a_time_the_first_at_once(tmp_path: Path) -> None:
+    """Jobs the scheduler takes within the same second are answered in one write, not one each (each
+    was an ssh packet the driver woke for alone, issue 16); the first at once, and none held longer
+    than a second past the one that follows it."""
+    sched = SlurmScheduler()
+    dirs = [tmp_path / f"d{i}" for i in range(15)]  # 12 quick ones, 3 slow ones (each submitted once)
+    for d in dirs:
+        d.mkdir()
+    quick = writes_of(sched.submit_command([str(d) for d in dirs[:12]]).replace(sched.submit_invocation(),
+                                                                             "sleep 0.05; pwd"))
+    records = b"".join(chunk for _, chunk in quick).decode().splitlines()
+    assert records[0::2] == [f"{i}\t0\t{d}" for i, d in enumerate(dirs[:12])]
+    assert quick[0][1].decode().splitlines() == records[:2]  # the first job's record alone, at once
+    assert len(quick) <= 3, [chunk for _, chunk in quick]  # 0.6 s of submissions: at most one second more
+    slow = writes_of(sched.submit_command([str(d) for d in dirs[12:]]).replace(sched.submit_invocation(),
+                                                                               "sleep 1.1; pwd"))
+    assert [chunk.decode().count(SUBMIT_RECORD_END) for _, chunk in slow] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("name", ["slurm", "sge", "pbs", "local"])

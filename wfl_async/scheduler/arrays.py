@@ -64,6 +64,10 @@ def submit_command(*, prelude: str, array_dir: str, script: str, script_name: st
     the index range. Directories locked earlier answer from their earlier answer, as in a loop.
     """
     a, tasks, index = '"$wfl_a"', f'"$wfl_a/{ARRAY_TASKS_FILE}"', '"$wfl_a/index"'
+    # the tasks' records in one write, not one each: each write was an ssh packet the driver read and
+    # woke for by itself (issue 16's per-job cost); a record lost with the connection is found through
+    # its job directory's kept answer, as any
+    answers = '"$wfl_a/answers"'
     task_answer = f'out="{ARRAY_TASK} $t $out_all"'
     taken = f"printf '%s\\n' \"$d\" >> {tasks}.new; printf '%s\\n' \"$i\" >> {index}.new;"
     return (
@@ -76,7 +80,7 @@ def submit_command(*, prelude: str, array_dir: str, script: str, script_name: st
         f"out_all=$(cd {a} && {submit}{first_index}-$((n - 1 + {first_index})) "
         f"{shlex.quote(script_name)} </dev/null 2>&1); rc=$?; "
         f"t={first_index}; while IFS= read -r d && IFS= read -r i <&3; do {task_answer}; {KEEP_ANSWER} {record} "
-        f"t=$((t + 1)); done < {tasks} 3< {index}; fi )"
+        f"t=$((t + 1)); done < {tasks} 3< {index} > {answers}; cat {answers}; fi )"
     )
 
 

@@ -225,8 +225,13 @@ class Scheduler(ABC):
         ``indices`` (default 0, 1, ...) number the records: their places in the whole batch.
         """
         # Exactly once, even when the scheduler's answer is lost: see wfl_async.scheduler.submit_lock.
-        return (f"{self.unset_env_command()}{SET_HOST} {_for_each_dir(job_dirs, indices)} "
-                f"{submit_once(self.submit_invocation(), _RECORD)} done")
+        # The records are held and written once a second (the first at once), not one write each: a
+        # write each was an ssh packet the driver woke for by itself, job by job at the submit
+        # program's pace (issue 16: a third of the driver's CPU a job); a record lost with the
+        # connection is found through its job directory's kept answer, as any.
+        return (f"{self.unset_env_command()}{SET_HOST} {_HELD_RECORDS} {_for_each_dir(job_dirs, indices)} "
+                f"{submit_once(self.submit_invocation(), _HELD_RECORD)} {_RECORDS_EACH_SECOND} done; "
+                f"printf %s \"$wfl_rec\"")
 
     # ---------------------------------------------------------------- arrays
     array_option: ClassVar[str | None] = None
@@ -436,6 +441,14 @@ class SubmitOutputReader:
 
 _RECORD = f"printf '%d\\t%d\\t%s\\n{SUBMIT_RECORD_END}\\n' \"$i\" \"$rc\" \"$out\";"
 """Shell text printing the record of job ``$i``: index, exit status, output."""
+_HELD_RECORDS = "wfl_rec=; wfl_sent=; wfl_tab=$(printf '\\t'); wfl_nl=$(printf '\\nx'); wfl_nl=${wfl_nl%x};"
+"""Shell text starting the records held (none), with a tab and a newline to write them (the command itself has
+neither: it is one line to the remote shell)."""
+_HELD_RECORD = f'wfl_rec="$wfl_rec$i$wfl_tab$rc$wfl_tab$out$wfl_nl{SUBMIT_RECORD_END}$wfl_nl";'
+"""Shell text adding the record of job ``$i`` (as :data:`_RECORD` prints it) to those held in ``$wfl_rec``."""
+_RECORDS_EACH_SECOND = ('wfl_now=$(date +%s); if [ "$wfl_now" != "$wfl_sent" ]; then printf %s "$wfl_rec"; '
+                        'wfl_rec=; wfl_sent=$wfl_now; fi;')
+"""Shell text writing the records held in ``$wfl_rec`` unless they were written less than a second ago."""
 
 
 def _for_each_dir(job_dirs: Sequence[str], indices: Sequence[int] | None) -> str:
