@@ -57,10 +57,10 @@ def _configs(n: int) -> list[Atoms]:
 
 
 async def _chunks_run(system: str, n: int, output: Path, check_interval: float,
-                      profile: cProfile.Profile | None) -> dict[str, Any]:
+                      profile: cProfile.Profile | None, submit: str | None = None) -> dict[str, Any]:
     """One autoparallelized call of :func:`tag` over ``n`` configurations, one job each, and its figures."""
     info = RemoteInfo(sys_name=system, job_name="job_cost", resources={"num_nodes": 1, "max_time": "30m"},
-                      num_inputs_per_queued_job=1, check_interval=check_interval, timeout=3600)
+                      num_inputs_per_queued_job=1, check_interval=check_interval, timeout=3600, submit=submit)
     async with session_scope() as session:
         transport = session.system(system).transport.stats
         commands, records = transport.commands_run, len(transport.records)
@@ -112,8 +112,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if output.exists():
                     output.unlink()
                 profile = cProfile.Profile(time.process_time) if args.profile else None
-                figures = await _chunks_run(args.system, args.n, output, args.check_interval, profile)
-                rows.append({"mode": mode, **figures})
+                figures = await _chunks_run(args.system, args.n, output, args.check_interval, profile, args.submit)
+                rows.append({"mode": mode, "submit": args.submit or "the system's", **figures})
                 if profile is not None:
                     profile.dump_stats(f"{args.profile}.{index}.pstats")
                     _say(f"profile: python -m pstats {args.profile}.{index}.pstats")
@@ -138,6 +138,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="job_cost.py", description=__doc__.splitlines()[0])
     parser.add_argument("--system", default="slurm_ssh")
     parser.add_argument("--n", type=int, default=1000, help="chunks, one job each (default 1000)")
+    parser.add_argument("--submit", choices=("loop", "array"),
+                        help="how the chunks' jobs are submitted (RemoteInfo submit; default: the system's, a loop)")
     parser.add_argument("--mode", action="append", choices=("chunks", "jobs"),
                         help="autoparallelized chunks (default) and/or plain RemoteJobs; repeat for both")
     parser.add_argument("--check-interval", type=float, default=0.5)
