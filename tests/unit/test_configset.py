@@ -128,6 +128,30 @@ def test_multiple_output_files_mirror_input_files(tmp_path: Path) -> None:
     assert _ids(out.to_ConfigSet()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
 
 
+def test_store_many_puts_each_output_where_store_would_across_files_and_skips_none(tmp_path: Path) -> None:
+    """A batch of results as chunks bring them (files interleaved, nested, a None): the same files as one
+    store each."""
+    ats = cu_configs(5)
+    ase.io.write(tmp_path / "in_0.xyz", ats[:2])
+    ase.io.write(tmp_path / "in_1.xyz", ats[2:])
+    inputs = list(ConfigSet(["in_0.xyz", "in_1.xyz"], file_root=tmp_path))
+    order = [4, 0, 3, 1, 2]
+    outputs = [([inputs[i].copy(), inputs[i].copy()] if i != 3 else None, inputs[i].info["_ConfigSet_loc"])
+               for i in order]
+    batched, one_by_one = (OutputSpec([f"{name}_0.xyz", f"{name}_1.xyz"], file_root=tmp_path)
+                           for name in ("batched", "single"))
+    batched.store_many(outputs[:3])
+    batched.store_many(iter(outputs[3:]))
+    for configs, loc in outputs:
+        one_by_one.store(configs, loc)
+    batched.close()
+    one_by_one.close()
+    for i in (0, 1):
+        assert (tmp_path / f"batched_{i}.xyz").read_text() == (tmp_path / f"single_{i}.xyz").read_text()
+    assert _ids(ase.io.read(tmp_path / "batched_1.xyz", ":")) == [2, 2, 4, 4]
+    assert _locs(ConfigSet(tmp_path / "batched_0.xyz")) == [" / 0 / 0", " / 0 / 1", " / 1 / 0", " / 1 / 1"]
+
+
 def test_interrupted_store_leaves_no_final_file_and_rerun_replaces_staging(tmp_path: Path) -> None:
     inputs = list(ConfigSet(cu_configs(4)))
     first = OutputSpec(tmp_path / "out.xyz")

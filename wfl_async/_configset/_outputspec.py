@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
+
+from ase.atoms import Atoms
 
 from ..errors import OutputInUseError
 from ._configset import ConfigSet
 from ._loc import LOC_SEP
 from ._lock import OutputLock
-from ._partial import finalize, output_write_error, partial_path, write_frames
+from ._partial import finalize, located_frames, output_write_error, partial_path, write_frames
 from ._wfl_compat import wfl_base
 
 __all__ = ["OutputSpec"]
@@ -157,51 +160,69 @@ class OutputSpec(*wfl_base("OutputSpec")):  # type: ignore[misc]  # see _wfl_com
         :raises ValueError: called after :meth:`close`, or no location for several files
         :raises FileExistsError: output files exist and ``overwrite`` is False
         """
+        self.store_many([(configs, input_CS_loc)])
+
+    def store_many(self, outputs: Iterable[tuple[Any, str | None]]) -> None:
+        """:meth:`store` each ``(configs, input_CS_loc)`` of ``outputs``, in order: one lock taken, the
+        frames of each output file written in one call and flushed once (a chunk's results as they come)."""
         with self._lock:
             if self.closed:
                 raise ValueError("Cannot store after OutputSpec.close() has been called")
-            if configs is None:
-                return
-            if self.files is None:
-                self._store_in_memory(configs, input_CS_loc)
-                return
-            if self.first_store_call:
-                self._claim_or_raise()
-            if self.first_store_call and not self.overwrite:
-                existing = self._existing_output_files()
-                if existing:
-                    self.release()
-                    raise FileExistsError(f"OutputSpec overwrite is false but output file(s) {existing} already exist")
-            if self.single_file:
-                if not input_CS_loc:
-                    if self.first_store_call:
-                        self.cur_store_loc = 0
-                    elif self.cur_store_loc is None:
-                        raise RuntimeError("got no input_CS_loc but previous calls did provide input_CS_loc")
-                    else:
-                        self.cur_store_loc += 1
-                elif self.cur_store_loc is not None:
-                    raise RuntimeError("store cannot get input_CS_loc after calls that did not provide it")
-                if self.cur_store_loc is not None:
-                    input_CS_loc = LOC_SEP + str(self.cur_store_loc)
-                file_ind, sub_loc = 0, input_CS_loc or ""
-            else:
-                if not input_CS_loc:
-                    raise ValueError("For OutputSpec with multiple files, store() requires input_CS_loc")
-                parts = input_CS_loc.split(LOC_SEP)
-                file_ind = int(parts[1])
-                sub_loc = LOC_SEP.join([""] + parts[2:]) if len(parts) > 2 else ""
-            self.first_store_call = False
-            handle = self._open(file_ind)
-            try:
-                write_frames(handle, configs, sub_loc, self.tags)
-                if self.flush:
-                    handle.flush()
-            except OSError as exc:
-                error = output_write_error(exc, self._final(file_ind), "the results stored so far are kept in its staging file")
-                if error is exc:
-                    raise
-                raise error from exc
+            runs: list[tuple[int, list[Atoms]]] = []  # (output file, its frames), in order
+            for configs, input_CS_loc in outputs:
+                if configs is None:
+                    continue
+                if self.files is None:
+                    self._store_in_memory(configs, input_CS_loc)
+                    continue
+                file_ind, sub_loc = self._placement(input_CS_loc)
+                if not runs or runs[-1][0] != file_ind:
+                    runs.append((file_ind, []))
+                runs[-1][1].extend(located_frames(configs, sub_loc, self.tags))
+            for file_ind, frames in runs:
+                handle = self._open(file_ind)
+                try:
+                    write_frames(handle, frames)
+                    if self.flush:
+                        handle.flush()
+                except OSError as exc:
+                    error = output_write_error(exc, self._final(file_ind),
+                                               "the results stored so far are kept in its staging file")
+                    if error is exc:
+                        raise
+                    raise error from exc
+
+    def _placement(self, input_CS_loc: str | None) -> tuple[int, str]:
+        """The output file and the location in it of the output of the input at ``input_CS_loc`` (the
+        first store claims the files: :class:`OutputInUseError`, or FileExistsError without ``overwrite``)."""
+        if self.first_store_call:
+            self._claim_or_raise()
+        if self.first_store_call and not self.overwrite:
+            existing = self._existing_output_files()
+            if existing:
+                self.release()
+                raise FileExistsError(f"OutputSpec overwrite is false but output file(s) {existing} already exist")
+        if self.single_file:
+            if not input_CS_loc:
+                if self.first_store_call:
+                    self.cur_store_loc = 0
+                elif self.cur_store_loc is None:
+                    raise RuntimeError("got no input_CS_loc but previous calls did provide input_CS_loc")
+                else:
+                    self.cur_store_loc += 1
+            elif self.cur_store_loc is not None:
+                raise RuntimeError("store cannot get input_CS_loc after calls that did not provide it")
+            if self.cur_store_loc is not None:
+                input_CS_loc = LOC_SEP + str(self.cur_store_loc)
+            file_ind, sub_loc = 0, input_CS_loc or ""
+        else:
+            if not input_CS_loc:
+                raise ValueError("For OutputSpec with multiple files, store() requires input_CS_loc")
+            parts = input_CS_loc.split(LOC_SEP)
+            file_ind = int(parts[1])
+            sub_loc = LOC_SEP.join([""] + parts[2:]) if len(parts) > 2 else ""
+        self.first_store_call = False
+        return file_ind, sub_loc
 
     def _open(self, file_ind: int) -> IO[str]:
         """The staging file of output ``file_ind``: truncated on first use, appended after."""

@@ -442,10 +442,7 @@ def _chunk_result(chunk: Chunk, value: Any, error: BaseException | None, remote_
 
 
 def _store(outputs: OutputSpec, results: Sequence[ChunkResult]) -> None:
-    for result in results:
-        for group, loc in zip(result.results, result.input_locs, strict=True):
-            if group is not None:
-                outputs.store(group, loc)
+    outputs.store_many(pair for result in results for pair in zip(result.results, result.input_locs, strict=True))
 
 
 class ChunkMaker:
