@@ -126,11 +126,12 @@ def digest_input(*args, **kwargs):
 
 
 def big_result(i: int, size: int) -> bytes:
-    """``size`` bytes that only ``i`` determines (a large result to fetch)."""
+    """``size`` bytes that only ``i`` determines (a large result to fetch), after ``$WFL_TEST_SLEEP`` s."""
     import numpy as np
 
     if "WFL_TEST_RUN_LOG" in os.environ:
         _log_execution(str(i))
+    time.sleep(float(os.environ.get("WFL_TEST_SLEEP", "0")))
     return np.random.default_rng(i).bytes(size)
 
 

@@ -121,11 +121,14 @@ def test_a_lost_wal_forgets_recent_jobs_and_the_rerun_re_attaches_to_them(fresh_
                                                                           tmp_path: Path) -> None:
     db = fresh_expyre_root / "wfl_async_jobs.db"
     tag = f"wal{uuid.uuid4().hex[:6]}"
-    first = _start(tmp_path, tag, 3)
+    # the jobs run long enough that the workflow is killed while it waits for them: a workflow that had
+    # ended (or was closing its session) would have checkpointed its -wal into the database first
+    first = _start(tmp_path, tag, 20)
     deadline = time.monotonic() + 300
     while _submitted(db) < JOBS and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _submitted(db) == JOBS, "the jobs were not submitted"
+    assert first.poll() is None, "the workflow ended before it could be killed while waiting"
     wal = Path(f"{db}-wal")
     assert wal.exists() and wal.stat().st_size > 0
     first.send_signal(signal.SIGKILL)
