@@ -4,6 +4,7 @@ On the loopback sshd + Slurm of the test infrastructure (``slurm_ssh``)::
 
     source /tmp/wfl_async_testinfra/env.sh        # or a checkout's env.sh (scripts/testinfra/checkout_env.sh)
     python benchmarks/job_cost.py --n 1000 --json job_cost.json
+    python benchmarks/job_cost.py --n 1000 --submit array --json job_cost.json   # the jobs as arrays
     python benchmarks/job_cost.py --n 1000 --profile job_cost   # also job_cost.1.pstats, job_cost.2.pstats (cProfile)
 
 In a fresh project: one autoparallelized call of a trivial operation over N one-atom
