@@ -49,7 +49,9 @@ def test_a_process_that_froze_objects_itself_keeps_its_freeze() -> None:
         before = gc.get_freeze_count()
         with long_lived_frozen():
             _Node()
-        assert gc.get_freeze_count() == before  # neither frozen further nor unfrozen
+        # neither frozen further nor unfrozen (a frozen object freed meanwhile lowers the count: seen
+        # once in CI, by 2 of 148,843)
+        assert before // 2 < gc.get_freeze_count() <= before
     finally:
         gc.unfreeze()
 
