@@ -226,11 +226,15 @@ class _Write:
     """``(INSERT statement, parameters)`` into the tables of measured times and chunk groupings."""
     claimed: list[Claim] = field(default_factory=list)
     error: BaseException | None = None
-    waited: bool = True
-    """Someone awaits this write; if not, a failure is logged instead."""
     done: anyio.Event | None = None
-    """Set once it is applied or failed: made for a waited write only (one a job's submission or a poll
-    queues and nobody waits for needs none: an event each was a part of issue 16's per-job cost)."""
+    """Set once it is applied or failed; made by :meth:`JobsDatabase._submit` for a write someone waits
+    for, none for one nobody does (a job's submission, a poll's changes: an event each was a part of
+    issue 16's per-job cost)."""
+
+    @property
+    def waited(self) -> bool:
+        """Someone awaits this write; if not, a failure is logged instead."""
+        return self.done is not None
 
     def settle(self, error: BaseException | None = None) -> None:
         """It is applied (``error``: it failed); its waiter, if any, wakes."""
@@ -562,7 +566,7 @@ class JobsDatabase:
         checked = [(key, dict(values)) for key, values in updates]
         _check_columns(checked)
         if checked:
-            self._queue(_Write(updates=checked, waited=False))
+            self._queue(_Write(updates=checked))
 
     async def update(self, key: str, **values: Any) -> None:
         """Update one job; updates made by many coroutines at once share one transaction."""
@@ -570,7 +574,7 @@ class JobsDatabase:
 
     def record_costs_soon(self, owner: str, started_at: float, counts: dict[str, Any]) -> None:
         """Queue what session ``owner``'s commands have cost so far (replacing its earlier figures)."""
-        self._queue(_Write(costs=[(owner, started_at, json.dumps(counts, sort_keys=True))], waited=False))
+        self._queue(_Write(costs=[(owner, started_at, json.dumps(counts, sort_keys=True))]))
 
     async def costs(self, owners: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The recorded costs of the sessions ``owners`` (a database without the table: none)."""
@@ -594,7 +598,7 @@ class JobsDatabase:
         now = time.time()
         rows = [(_INSERT_TIME, (operation, system, float(s), int(n), now)) for s, n in samples]
         if rows:
-            self._queue(_Write(rows=rows, waited=False))
+            self._queue(_Write(rows=rows))
 
     async def measured_times(self, operation: str, system: str, limit: int = 2000) -> list[tuple[float, int]]:
         """The latest ``(seconds, configurations)`` of ``operation``'s chunks on ``system``, newest first
