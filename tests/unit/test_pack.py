@@ -84,8 +84,8 @@ def test_listing_shows_counts_given_back_taken_gone_and_live_workers_then_requeu
     (tmp_path / "c").mkdir(exist_ok=True)
     (tmp_path / "c" / layout.SUCCEEDED).write_text("{}")
     command = queue.requeue_command(PID, [("b", "w1"), ("c", "w2")], ["w1", "w2"])
-    sh(tmp_path, command)
-    sh(tmp_path, command)  # repeated after a dropped connection: nothing more happens
+    assert queue.moved_by(sh(tmp_path, command)) == (1, 0)
+    assert queue.moved_by(sh(tmp_path, command)) == (0, 0)  # repeated (a dropped connection, an old listing)
     assert os.listdir(q / "retry") == ["b"] and os.listdir(q / "taken") == []
     assert (q / "retry" / "b").read_text().split() == ["w1"]  # one put-back recorded
     again = queue.parse_listing(sh(tmp_path, queue.listing_command(str(tmp_path)))).packs[PID]

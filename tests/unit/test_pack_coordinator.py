@@ -103,7 +103,7 @@ async def test_a_survey_only_reads_and_the_served_loop_starts_workers_for_queued
 
 async def test_a_worker_gone_from_the_queue_has_its_chunk_put_back_once(tmp_path: Path) -> None:
     # its accounting: cancelled, not killed at a limit (its chunk is put back, not escalated)
-    transport = ScriptedTransport(submit=lambda sent: "", poll=lambda sent: "77|CANCELLED by 0|0:15|00:01:00|\n")
+    transport = ScriptedTransport(submit=lambda sent: "retry\n", poll=lambda sent: "77|CANCELLED by 0|0:15|00:01:00|\n")
     workers = Workers()
     async with worker_77_running_c1(tmp_path, transport, workers) as (packing, listings, running):
         assert not transport.sent and not workers.submitted  # alive, running the only chunk
@@ -124,7 +124,7 @@ async def test_a_worker_gone_from_the_queue_has_its_chunk_put_back_once(tmp_path
 async def test_a_chunk_killed_with_its_worker_at_its_time_limit_leaves_the_pack_with_the_cause(tmp_path: Path) -> None:
     """Put back, it would be killed again by a worker like the one that died: it leaves its pack with
     the worker's cause, which the poll reads as the chunk's (its job escalates it)."""
-    transport, workers = ScriptedTransport(submit=lambda sent: ""), Workers()
+    transport, workers = ScriptedTransport(submit=lambda sent: "gone\n"), Workers()  # what the command prints
     pid = spec(tmp_path, workers=1).pack_id
     async with worker_77_running_c1(tmp_path, transport, workers) as (packing, listings, running):
         listings.survey_states(ROOT, running, {"77": QueueState.TIMEOUT})  # Slurm lists it ended: dead at once

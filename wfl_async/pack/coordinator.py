@@ -62,6 +62,7 @@ from .queue import (
     PackListing,
     chunk_remote_id,
     enqueue_command,
+    moved_by,
     pack_id,
     prune_gone_command,
     requeue_command,
@@ -434,22 +435,25 @@ class PackCoordinator:
             if unknown:  # its accounting may come at the next listing (SGE's qacct lags): ask again then
                 return
             put_back, dropped = split_taken(taken, killed)
-            log.info("%s: pack %s: worker(s) %s left the queue without finishing; putting %d chunk(s) back",
-                     self.machine.name, pid, ", ".join(dead) or "-", len(put_back))
             self.stats["requeue_commands"] += 1
             step = NAMES_PER_COMMAND // 4  # each entry is a few names long
+            moved = [0, 0]  # what the commands moved: a listing older than an earlier requeue names its entries again
             for start in range(0, max(len(put_back), len(dead), len(dropped)), step):
                 command = requeue_command(pid, put_back[start:start + step], dead[start:start + step],
                                           dropped[start:start + step])
-                await self.machine.transport.run(f"cd {shlex.quote(root)} && {command}", kind="submit", retry=True)
+                answer = await self.machine.transport.run(f"cd {shlex.quote(root)} && {command}", kind="submit",
+                                                          retry=True)
+                moved = [a + b for a, b in zip(moved, moved_by(answer.stdout.decode()), strict=True)]
+            log.info("%s: pack %s: worker(s) %s left the queue without finishing; %d chunk(s) put back",
+                     self.machine.name, pid, ", ".join(dead) or "-", moved[0])
             for job_dir, worker in dropped:
                 ended = chunk_ending(killed[worker], pack.workers[worker].remote_id or worker)
                 self.listings.ended[chunk_remote_id(pid, job_dir)] = ended
                 log.info("%s: pack %s: chunk %s was %s; it leaves the pack to be escalated", self.machine.name, pid,
                          job_dir, ended.detail())
-            self.stats["chunks_put_back"] += len(put_back)
-            self.stats["chunks_killed_at_limit"] += len(dropped)
-            pack.queued += len(put_back)
+            self.stats["chunks_put_back"] += moved[0]
+            self.stats["chunks_killed_at_limit"] += moved[1]
+            pack.queued += moved[0]
             for name in dead:
                 self._forget(pack, pid, name)
         except TransportError as exc:

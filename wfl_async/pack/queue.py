@@ -44,10 +44,11 @@ from dataclasses import dataclass, field
 from ..jobs import layout
 from ..jobs.states import QueueState
 
-__all__ = ["EXITED", "GONE", "HEAD", "HEAD_FORMAT", "JOB_ID", "KEPT", "LISTING_END", "MAX_TAKES", "NAMES_PER_COMMAND",
-           "PACK_ROOT", "RETRY", "SLOTS", "TAIL", "TAKEN", "TAKEN_BACK", "TODO", "WORKERS", "ChunkStates", "PackListing",
-           "PackQueue", "chunk_remote_id", "enqueue_command", "listing_command", "pack_id", "parse_chunk_remote_id",
-           "parse_listing", "prune_gone_command", "queue_dir", "requeue_command", "take_back_command", "unqueue_command", "worker_dir"]
+__all__ = ["EXITED", "GONE", "HEAD", "HEAD_FORMAT", "JOB_ID", "KEPT", "LISTING_END", "MAX_TAKES",
+           "NAMES_PER_COMMAND", "PACK_ROOT", "RETRY", "SLOTS", "TAIL", "TAKEN", "TAKEN_BACK", "TODO", "WORKERS",
+           "ChunkStates", "PackListing", "PackQueue", "chunk_remote_id", "enqueue_command", "listing_command",
+           "moved_by", "pack_id", "parse_chunk_remote_id", "parse_listing", "prune_gone_command", "queue_dir",
+           "requeue_command", "take_back_command", "unqueue_command", "worker_dir"]
 
 PACK_ROOT = "_wfl_async_pack"
 """Directory under the remote root holding every pack's queue."""
@@ -336,14 +337,22 @@ def requeue_command(pid: str, dead: Iterable[tuple[str, str]], workers: Iterable
     queue instead (into ``gone``: killed with their worker at its limit, escalated by the driver,
     :mod:`.kills`). A chunk that reached its final marker meanwhile is only unlisted, never queued
     again (it ran to completion once). Each entry moves by one rename: repeated, the command finds
-    nothing more to do.
+    nothing more to do. It prints ``retry`` or ``gone`` for each entry it moved (:func:`moved_by`):
+    a listing older than an earlier requeue names the same entry again, which the command then
+    finds gone, so only what it printed was put back.
     """
     q = shlex.quote(queue_dir(pid))
     lines = []
     for (job_dir, worker), into in [*((t, RETRY) for t in dead), *((t, GONE) for t in dropped)]:
         d, entry = shlex.quote(job_dir), f"{q}/{TAKEN}/{shlex.quote(f'{job_dir}@{worker}')}"
         lines.append(f"if [ -e {entry} ]; then if {_final_test(d)}; then rm -f {entry}; "
-                     f"else echo {shlex.quote(worker)} >> {entry} && mv -f {entry} {q}/{into}/{d}; fi; fi")
+                     f"else echo {shlex.quote(worker)} >> {entry} && mv -f {entry} {q}/{into}/{d} && echo {into}; fi; fi")
     lines.extend(f"mkdir -p {q}/{WORKERS}/{shlex.quote(w)} && : > {q}/{WORKERS}/{shlex.quote(w)}/{EXITED}"
                  for w in workers)
     return f"mkdir -p {q}/{RETRY} {q}/{GONE} ; " + " ; ".join(lines) if lines else "true"
+
+
+def moved_by(answer: str) -> tuple[int, int]:
+    """Entries a :func:`requeue_command` moved, from its output: (put back, dropped)."""
+    words = answer.split()
+    return words.count(RETRY), words.count(GONE)
