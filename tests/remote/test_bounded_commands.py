@@ -56,6 +56,11 @@ async def held_jobs_in_flight(system_name: str, n: int, tag: str) -> dict[str, i
             with anyio.fail_after(900):
                 while system.watched_count() < n or system.stats["marker_scans"] < n:
                     await anyio.sleep(0.5)
+                # every job listed once since (each listed active, its markers scanned: settled); a
+                # job submitted last, not yet in a listing, is looked at every poll until it is
+                listings = system.stats["queue_listings"]
+                while system.stats["queue_listings"] < listings + 2:
+                    await anyio.sleep(0.2)
                 scans, polls = system.stats["marker_scans"], system.stats["poll_commands"]
                 while system.stats["poll_commands"] < polls + 3:
                     await anyio.sleep(0.2)
