@@ -437,23 +437,25 @@ class PackCoordinator:
             put_back, dropped = split_taken(taken, killed)
             self.stats["requeue_commands"] += 1
             step = NAMES_PER_COMMAND // 4  # each entry is a few names long
-            moved = [0, 0]  # what the commands moved: a listing older than an earlier requeue names its entries again
+            # counted from what the commands moved: a listing older than an earlier requeue names its entries again
+            requeued = dropped_now = 0
             for start in range(0, max(len(put_back), len(dead), len(dropped)), step):
                 command = requeue_command(pid, put_back[start:start + step], dead[start:start + step],
                                           dropped[start:start + step])
                 answer = await self.machine.transport.run(f"cd {shlex.quote(root)} && {command}", kind="submit",
                                                           retry=True)
-                moved = [a + b for a, b in zip(moved, moved_by(answer.stdout.decode()), strict=True)]
+                into_retry, into_gone = moved_by(answer.stdout.decode())
+                requeued, dropped_now = requeued + into_retry, dropped_now + into_gone
             log.info("%s: pack %s: worker(s) %s left the queue without finishing; %d chunk(s) put back",
-                     self.machine.name, pid, ", ".join(dead) or "-", moved[0])
+                     self.machine.name, pid, ", ".join(dead) or "-", requeued)
             for job_dir, worker in dropped:
                 ended = chunk_ending(killed[worker], pack.workers[worker].remote_id or worker)
                 self.listings.ended[chunk_remote_id(pid, job_dir)] = ended
                 log.info("%s: pack %s: chunk %s was %s; it leaves the pack to be escalated", self.machine.name, pid,
                          job_dir, ended.detail())
-            self.stats["chunks_put_back"] += moved[0]
-            self.stats["chunks_killed_at_limit"] += moved[1]
-            pack.queued += moved[0]
+            self.stats["chunks_put_back"] += requeued
+            self.stats["chunks_killed_at_limit"] += dropped_now
+            pack.queued += requeued
             for name in dead:
                 self._forget(pack, pid, name)
         except TransportError as exc:
