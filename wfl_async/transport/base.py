@@ -280,8 +280,12 @@ def upload_command(remote_root: str, *, before: str = "", then: str = "", fresh:
 def pack(root: Path, relpaths: Sequence[str], contents: Mapping[str, bytes] | None = None) -> bytes:
     """A tar stream of ``root/relpath`` for each relpath and of each of ``contents`` (relpath -> its bytes,
     written nowhere locally), ending with the sha256 manifest of its files."""
-    buffer = io.BytesIO()
     now = int(time.time())
+    if not relpaths:  # jobs staged from memory: their headers written here (:func:`_plain_stream`)
+        plain = _plain_stream(contents or {}, now)
+        if plain is not None:
+            return plain
+    buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel in relpaths:
             tar.add(root / rel, arcname=rel)
@@ -301,6 +305,47 @@ def pack(root: Path, relpaths: Sequence[str], contents: Mapping[str, bytes] | No
         info.size, info.mode, info.mtime = len(manifest), 0o600, now
         tar.addfile(info, io.BytesIO(manifest))
     return buffer.getvalue()
+
+
+def _plain_stream(contents: Mapping[str, bytes], mtime: int) -> bytes | None:
+    """The tar stream :func:`pack` makes of in-memory ``contents`` and their manifest, each header a plain
+    ustar one written here; None if a name does not fit one (not ASCII, or over 100 bytes: :mod:`tarfile`
+    writes those).
+
+    :mod:`tarfile` took about 22 us a member, two a job: at 10^3 one-job chunks 0.05 ms of the driver's
+    CPU per job, most of the submit command's local work, for headers written here in a few (issue 16).
+    """
+    parts: list[bytes] = []
+    lines = []
+    for rel, data in contents.items():
+        if not _plain_member(parts, rel, data, mtime):
+            return None
+        lines.append(_manifest_line(hashlib.sha256(data).hexdigest(), rel))
+    if not _plain_member(parts, MANIFEST, "".join(lines).encode(), mtime):
+        return None
+    parts.append(bytes(2 * tarfile.BLOCKSIZE))  # the end-of-archive blocks
+    stream = b"".join(parts)
+    return stream + bytes(-len(stream) % tarfile.RECORDSIZE)  # whole records, as tarfile writes
+
+
+def _plain_member(parts: list[bytes], name: str, data: bytes, mtime: int) -> bool:
+    """Append a regular file's ustar header (mode 0600, owner 0), ``data`` and its padding to ``parts``;
+    False (nothing appended) if ``name`` does not fit the header's name field."""
+    if len(name) > 100 or not name.isascii() or len(data) >= 8 ** 11:
+        return False
+    encoded = name.encode("ascii")
+    numbers = b"%011o\0%011o\0" % (len(data), mtime)  # size, mtime
+    checksum = _USTAR_FIXED_SUM + sum(encoded) + sum(numbers)  # the header's bytes, its checksum field as spaces
+    parts += (encoded.ljust(100, b"\0") + _USTAR_MODE_OWNER + numbers + b"%06o\0 " % checksum + _USTAR_TAIL,
+              data, bytes(-len(data) % tarfile.BLOCKSIZE))
+    return True
+
+
+_USTAR_MODE_OWNER = b"0000600\0" + b"0000000\0" * 2
+"""A plain member's mode, uid and gid fields."""
+_USTAR_TAIL = tarfile.REGTYPE + bytes(100) + tarfile.POSIX_MAGIC + bytes(247)
+"""A plain member's header after its checksum: type, no link name, ustar magic, nothing else."""
+_USTAR_FIXED_SUM = sum(_USTAR_MODE_OWNER) + 8 * ord(" ") + sum(_USTAR_TAIL)
 
 
 def _manifest_line(digest: str, name: str) -> str:
