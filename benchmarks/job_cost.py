@@ -62,13 +62,14 @@ async def _chunks_run(system: str, n: int, output: Path, check_interval: float,
     """One autoparallelized call of :func:`tag` over ``n`` configurations, one job each, and its figures."""
     info = RemoteInfo(sys_name=system, job_name="job_cost", resources={"num_nodes": 1, "max_time": "30m"},
                       num_inputs_per_queued_job=1, check_interval=check_interval, timeout=3600, submit=submit)
+    inputs = ConfigSet(_configs(n))  # the script's inputs: made before the call, as a script reads them (driver_cost.py too)
     async with session_scope() as session:
         transport = session.system(system).transport.stats
         commands, records = transport.commands_run, len(transport.records)
         cpu, wall = time.process_time(), time.monotonic()
         if profile is not None:
             profile.enable()
-        result = await autoparallelize.aio(tag, ConfigSet(_configs(n)), OutputSpec(output),
+        result = await autoparallelize.aio(tag, inputs, OutputSpec(output),
                                            autopara_info=AutoparaInfo(remote_info=info,
                                                                       num_inputs_per_python_subprocess=1))
         if profile is not None:
