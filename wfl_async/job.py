@@ -715,6 +715,10 @@ class JobWaiter(Generic[T]):
         """Each waiting job by its number; gone once its watch ends (nothing of it stays here)."""
         self._deadlines: list[tuple[float, int]] = []
         """A heap of (deadline, number); an entry whose job is no longer waiting is dropped when met."""
+        self._wake_at = math.inf
+        """When :meth:`_time_out` wakes next (the nearest deadline when it went to sleep)."""
+        self._nearer: anyio.Event | None = None
+        """Set to wake :meth:`_time_out` early: a deadline nearer than :attr:`_wake_at` came."""
         self._numbers = itertools.count()
         self._ended, self._ended_receive = anyio.create_memory_object_stream[int](math.inf)
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -785,6 +789,8 @@ class JobWaiter(Generic[T]):
         entry = self._waiting[number] = _Entry(started, tag, number, self._woken)
         if started.deadline < math.inf:
             heapq.heappush(self._deadlines, (started.deadline, number))
+            if started.deadline < self._wake_at and self._nearer is not None:
+                self._nearer.set()
         try:
             started.system.watch(started.watch)
         except Exception as exc:  # its system's loops stopped
@@ -817,6 +823,7 @@ class JobWaiter(Generic[T]):
         entry = self._waiting.pop(number, None)
         if entry is None:  # timed out meanwhile
             return
+        self._drop_ended_deadlines()
         try:
             value = await entry.waiting.job._finish(entry.waiting, entry.waiting.watch.result())
         except Exception as exc:
@@ -833,15 +840,26 @@ class JobWaiter(Generic[T]):
             await self._deliver(entry.tag, None, entry.waiting.job._timed_out(entry.waiting))
 
     async def _time_out(self) -> None:
-        """Deliver a :class:`JobTimeoutError` for each job still waiting at its deadline."""
+        """Deliver a :class:`JobTimeoutError` for each job still waiting at its deadline.
+
+        It sleeps until the nearest deadline, woken early only when a nearer one comes: waking every
+        second cost about 0.16 ms of CPU a second while nothing else happened (0.03 ms per job at 1,000
+        one-job chunks, whose 1,000 submissions take Slurm three minutes here)."""
         while True:
             now = anyio.current_time()
             while self._deadlines and self._deadlines[0][0] <= now:
                 await self._expire(heapq.heappop(self._deadlines)[1])
-            if len(self._deadlines) > 2 * len(self._waiting) + 64:  # most of it ended: only the waiting stay
-                self._deadlines = [(d, n) for d, n in self._deadlines if n in self._waiting]
-                heapq.heapify(self._deadlines)
-            await anyio.sleep(min(1.0, self._deadlines[0][0] - now) if self._deadlines else 1.0)
+            self._drop_ended_deadlines()
+            self._wake_at = self._deadlines[0][0] if self._deadlines else math.inf
+            self._nearer = anyio.Event()
+            with anyio.move_on_after(self._wake_at - anyio.current_time()):
+                await self._nearer.wait()
+
+    def _drop_ended_deadlines(self) -> None:
+        """Keep only the waiting jobs' deadlines once most of the heap's jobs ended (amortised O(1) per job)."""
+        if len(self._deadlines) > 2 * len(self._waiting) + 64:
+            self._deadlines = [(d, n) for d, n in self._deadlines if n in self._waiting]
+            heapq.heapify(self._deadlines)
 
 
 _WorkerParts = tuple[str, str, tuple[tuple[str, int], ...], int, tuple[str, ...], tuple[str, ...], PackSetting, Path]

@@ -74,3 +74,38 @@ async def test_a_job_not_ended_by_its_timeout_is_delivered_as_timed_out_and_forg
         (value, error), = ended.values()
         # at its deadline, 0.5 s after it was queued: the job itself sleeps 3 s (it would give None)
         assert isinstance(error, JobTimeoutError) and "not seen to end within 0.5 s" in str(error)
+
+
+async def test_a_nearer_deadline_wakes_a_waiter_sleeping_until_a_far_one(fresh_expyre_root: Path) -> None:
+    """The timeout task sleeps until the nearest deadline: a job added later with a nearer one is still
+    timed out at its own deadline."""
+    async with session_scope() as session:
+        def sleeper(name: str, timeout: float) -> PreparedJob:
+            return RemoteJob(time.sleep, (3,), sys_name="local", job_name=name, resources=RESOURCES, partial_node=True,
+                             check_interval=0.2, timeout=timeout, pack=False).prepare(session)
+
+        order: list[tuple[str, BaseException | None, float]] = []
+        both_in = anyio.Event()
+
+        async def arrived(name: str, value: Any, error: BaseException | None) -> None:
+            order.append((name, error, anyio.current_time()))
+            if len(order) == 2:
+                both_in.set()
+
+        waiter = JobWaiter(arrived)
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(waiter.serve)
+                waiter.add(sleeper("waiter_far", 3600), "far")
+                while not waiter.waiting_count():  # its far deadline is the timeout task's next wake-up
+                    await anyio.sleep(0.05)
+                queued_at = anyio.current_time()
+                waiter.add(sleeper("waiter_near", 0.5), "near")
+                await both_in.wait()
+                tasks.cancel_scope.cancel()
+        (first, error, timed_out_at), (second, far_error, _) = order
+        # timed out at its own deadline (0.5 s after it was queued), long before the jobs' 3 s: had the
+        # timeout task slept until the far deadline, the near job would have ended with its value
+        assert first == "near" and isinstance(error, JobTimeoutError), order
+        assert timed_out_at - queued_at < 2.5
+        assert second == "far" and far_error is None
