@@ -11,7 +11,8 @@ In a fresh project: one autoparallelized call of a trivial operation over N one-
 configurations, one configuration per chunk and one job per chunk (no packing), then the same
 call again with its output deleted (it re-attaches and reads the results: it must submit
 nothing; ``WFL_EXPYRE_NO_MARK_PROCESSED`` is set, as a rerun needs its jobs not marked
-processed). Each run's figure is the driver's process CPU (all threads) per job, with the wall
+processed). Each run's figure is the driver's process CPU (all threads) per job (the inputs are made
+before the timed span, as a script reads them), with the wall
 time, submit commands, remote commands and polls (and their ratio), the commands by kind and the
 kB each kind brought back, the driver CPU of one trivial remote command (measured after the run:
 the transport's fixed cost, paid once per poll whatever the number of jobs), and the CPU per job
