@@ -103,8 +103,10 @@ def test_generate_configs_minim_run_is_optimize_under_its_old_name() -> None:
                               steps=15, traj_subselect="last", rng=np.random.default_rng(1)))
     by_optimize = list(optimize(ConfigSet(_cells(3)), OutputSpec(), calculator=(EMT, [], {}), pressure=0.0,
                                 steps=15, traj_subselect="last", rng=np.random.default_rng(1)))
-    assert [a.info["last_op__optimize_energy"] for a in by_alias] == \
-        [a.info["last_op__optimize_energy"] for a in by_optimize]
+    # the same relaxations, to the last bits or so: two runs of one relaxation differed by 2e-17 eV once in
+    # CI (not reproduced; a likely cause: numpy's sums take another order for arrays aligned differently)
+    assert np.allclose([a.info["last_op__optimize_energy"] for a in by_alias],
+                       [a.info["last_op__optimize_energy"] for a in by_optimize], rtol=1e-12, atol=0.0)
     assert minim_run.stack_label.endswith("generate_configs/minim.py::run")
     # the seed example's key selects the alias
     stack = ["do_workflow.py::<module>", minim_run.stack_label]
