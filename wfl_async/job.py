@@ -808,9 +808,11 @@ class JobWaiter(Generic[T]):
     def _read_in_memory(self, number: int) -> bool:
         """Its watch ended with a final marker and its files in memory: its value is read at once."""
         entry = self._waiting.get(number)
-        outcome = entry.waiting.watch.outcome if entry is not None else None
+        if entry is None:  # timed out meanwhile: its task finds nothing to do
+            return False
+        outcome = entry.waiting.watch.outcome
         return (outcome is not None and outcome.error is None and outcome.marker is not None
-                and entry is not None and entry.waiting.job.reads_at_once(outcome.files))
+                and entry.waiting.job.reads_at_once(outcome.files))
 
     async def _finish_each(self, numbers: Sequence[int]) -> None:
         """Read ended jobs one after another in one task: jobs whose value is in memory (a task each cost
